@@ -1,0 +1,1 @@
+"""The labeling agent: LangGraph graph, aggregation, calibration, learning. Never imports service."""

@@ -1,0 +1,36 @@
+"""The project's exception tree, shallow on purpose.
+
+Every error labelagent raises on purpose derives from :class:`LabelAgentError`; the
+service maps each subclass to one HTTP status in a single handler, so the messages
+here are stable and tests assert them.
+"""
+
+from __future__ import annotations
+
+
+class LabelAgentError(Exception):
+    """Base of every error labelagent raises on purpose."""
+
+
+class PolicyError(LabelAgentError):
+    """A policy is invalid, unknown or cannot be used as asked."""
+
+
+class ToolError(LabelAgentError):
+    """A tool failed to produce votes for a batch."""
+
+
+class AgentError(LabelAgentError):
+    """The agent could not run a batch."""
+
+
+class NotFoundError(LabelAgentError):
+    """An object does not exist (or is not visible to the caller)."""
+
+
+class ConflictError(LabelAgentError):
+    """The request conflicts with the current state (stale lease, duplicate key, ...)."""
+
+
+class InputError(LabelAgentError):
+    """The caller sent something that cannot be processed; the message says what to fix."""

@@ -1,0 +1,225 @@
+"""Policy models: what an operator can tune, validated with messages that say what to fix.
+
+A policy is immutable once stored and identified by ``project/version``. Operators change
+behaviour only by creating and activating a new version; old versions stay for rollback and
+for explaining old labels.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Annotated, Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+LABEL_PATTERN = re.compile(r"^[^\s].{0,127}$")
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class ToolSpecBase(_Strict):
+    """Fields every tool has: a unique name within the policy, a kind and a cost per item."""
+
+    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
+    cost: float = Field(default=1.0, ge=0.0, description="Declared cost per item, in budget units.")
+    enabled: bool = True
+
+
+# --- learned tools --------------------------------------------------------------------------------
+
+
+class TextClassifierSpec(ToolSpecBase):
+    """Logistic regression over hashed word and character n-grams, trained on ground truth."""
+
+    kind: Literal["text_classifier"] = "text_classifier"
+    n_features: int = Field(default=2**18, ge=2**8, le=2**22)
+    char_ngrams: bool = Field(default=True, description="Add character 2-4 grams to word 1-2 grams.")
+    c: float = Field(default=10.0, gt=0.0, description="Inverse regularisation strength.")
+    min_examples: int = Field(default=8, ge=2, description="Ground-truth items needed before it votes.")
+    metadata_features: list[str] = Field(
+        default_factory=list, description="Numeric metadata keys added as features (e.g. weather)."
+    )
+
+
+class RetrievalSpec(ToolSpecBase):
+    """k nearest human-labeled examples; the vote is their similarity-weighted label mix."""
+
+    kind: Literal["retrieval"] = "retrieval"
+    k: int = Field(default=10, ge=1, le=200)
+    min_similarity: float = Field(default=0.2, ge=0.0, le=1.0)
+    embedding: Literal["hashed_tfidf", "minilm"] = "hashed_tfidf"
+    n_features: int = Field(default=2**18, ge=2**8, le=2**22)
+
+
+# --- rules ----------------------------------------------------------------------------------------
+
+
+class Rule(_Strict):
+    """One labeling function: when it matches, it votes ``label`` with ``strength``; else abstains."""
+
+    label: str
+    keywords: list[str] = Field(default_factory=list)
+    regex: str | None = None
+    metadata: dict[str, Any] = Field(
+        default_factory=dict, description="Exact-match conditions on item metadata."
+    )
+    strength: float = Field(default=0.9, gt=0.0, lt=1.0)
+
+    @field_validator("regex")
+    @classmethod
+    def _regex_compiles(cls, value: str | None) -> str | None:
+        if value is not None:
+            try:
+                re.compile(value)
+            except re.error as exc:
+                raise ValueError(f"regex does not compile ({exc}); fix the pattern") from None
+        return value
+
+    @model_validator(mode="after")
+    def _has_condition(self) -> Rule:
+        if not (self.keywords or self.regex or self.metadata):
+            raise ValueError("a rule needs at least one of keywords, regex or metadata")
+        return self
+
+
+class RulesSpec(ToolSpecBase):
+    kind: Literal["rules"] = "rules"
+    cost: float = Field(default=0.1, ge=0.0)
+    rules: list[Rule] = Field(min_length=1)
+
+
+class RandomSpec(ToolSpecBase):
+    """A voter that votes a uniformly random label: a control the agent must learn to ignore."""
+
+    kind: Literal["random"] = "random"
+    strength: float = Field(default=0.9, gt=0.0, lt=1.0)
+    seed: int = 0
+
+
+ToolSpec = Annotated[
+    TextClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec,
+    Field(discriminator="kind"),
+]
+TOOL_KINDS: tuple[str, ...] = ("text_classifier", "retrieval", "rules", "random")
+
+
+class PlannerSpec(_Strict):
+    """How the agent orders and skips tools."""
+
+    min_tool_weight: float = Field(
+        default=0.05, ge=0.0, description="Tools whose learned weight stays below this are skipped."
+    )
+    explore_rate: float = Field(
+        default=0.05, ge=0.0, le=1.0,
+        description="Share of items on which every tool is called, to keep measuring tool value.",
+    )
+    gain_margin: float = Field(
+        default=0.25, ge=0.0, le=1.0,
+        description="An expensive tool is called only on items within this confidence of the threshold.",
+    )
+
+
+class Policy(_Strict):
+    """One version of a project's labeling policy."""
+
+    project: str = Field(min_length=1, max_length=64, pattern=r"^[a-z0-9][a-z0-9_-]*$")
+    version: int = Field(default=1, ge=1)
+    description: str = ""
+    data_kind: Literal["text", "image", "tabular", "mixed"] = "text"
+    labels: list[str]
+    always_review: list[str] = Field(default_factory=list)
+    target_precision: float = Field(description="Auto-label precision the guarantee aims for.")
+    confidence: float = Field(default=0.95, description="1 - delta: confidence of the guarantee.")
+    tools: list[ToolSpec] = Field(min_length=1)
+    budget: float = Field(default=10.0, description="Cost units the agent may spend per item.")
+    audit_rate: float = Field(default=0.02, ge=0.0, le=1.0)
+    min_calibration: int = Field(default=150, ge=10)
+    calibration_window: int = Field(default=4000, ge=50)
+    overlap: int = Field(default=1, ge=1, le=10)
+    max_overlap: int = Field(default=3, ge=1, le=10)
+    lease_seconds: int = Field(default=300, ge=5, le=86400)
+    retrain_every: int = Field(default=50, ge=1)
+    planner: PlannerSpec = Field(default_factory=PlannerSpec)
+
+    @field_validator("labels")
+    @classmethod
+    def _labels_valid(cls, labels: list[str]) -> list[str]:
+        if not labels:
+            raise ValueError("the label set is empty; list at least two labels")
+        if len(labels) < 2:
+            raise ValueError("a label set needs at least two labels")
+        seen: set[str] = set()
+        for label in labels:
+            if not isinstance(label, str) or not LABEL_PATTERN.match(label):
+                raise ValueError(f"label {label!r} must be 1-128 characters and not start with a space")
+            if label in seen:
+                raise ValueError(f"label {label!r} is listed twice; labels must be unique")
+            seen.add(label)
+        return labels
+
+    @field_validator("target_precision")
+    @classmethod
+    def _target_in_range(cls, value: float) -> float:
+        if not 0.0 < value < 1.0:
+            raise ValueError(f"target_precision must be strictly between 0 and 1 (got {value})")
+        return value
+
+    @field_validator("confidence")
+    @classmethod
+    def _confidence_in_range(cls, value: float) -> float:
+        if not 0.5 <= value < 1.0:
+            raise ValueError(f"confidence must be in [0.5, 1) (got {value}); 0.95 is usual")
+        return value
+
+    @field_validator("budget")
+    @classmethod
+    def _budget_positive(cls, value: float) -> float:
+        if value < 0:
+            raise ValueError(f"budget must not be negative (got {value}); use 0 to call no tool")
+        return value
+
+    @model_validator(mode="after")
+    def _cross_checks(self) -> Policy:
+        names = [tool.name for tool in self.tools]
+        dupes = sorted({n for n in names if names.count(n) > 1})
+        if dupes:
+            raise ValueError(f"tools: name {dupes[0]!r} is used twice; give each tool a unique name")
+        unknown = [lab for lab in self.always_review if lab not in self.labels]
+        if unknown:
+            raise ValueError(f"always_review: {unknown[0]!r} is not in labels; add it or remove it")
+        for tool in self.tools:
+            if isinstance(tool, RulesSpec):
+                for rule in tool.rules:
+                    if rule.label not in self.labels:
+                        raise ValueError(
+                            f"tools.{tool.name}: rule label {rule.label!r} is not in labels"
+                        )
+        if self.max_overlap < self.overlap:
+            raise ValueError("max_overlap must be >= overlap")
+        if not any(tool.enabled for tool in self.tools):
+            raise ValueError("tools: every tool is disabled; enable at least one")
+        return self
+
+    # ---------------------------------------------------------------------------------------------
+
+    @property
+    def key(self) -> str:
+        return f"{self.project}/{self.version}"
+
+    @property
+    def alpha(self) -> float:
+        """Allowed error rate among auto labels."""
+        return 1.0 - self.target_precision
+
+    @property
+    def delta(self) -> float:
+        """Allowed probability that the guarantee fails."""
+        return 1.0 - self.confidence
+
+    def enabled_tools(self) -> list[ToolSpecBase]:
+        return [tool for tool in self.tools if tool.enabled]
+
+    def with_version(self, version: int) -> Policy:
+        return self.model_copy(update={"version": version})

@@ -1,0 +1,1 @@
+"""Tools behind one async, batched interface (see tools.base)."""

@@ -1,0 +1,205 @@
+"""The one small interface every tool implements: async, batched, vectorised.
+
+A tool receives a :class:`Batch` of items and returns :class:`Votes`: for each item a probability
+distribution over the project's labels (or an abstain), the cost it spent, and human-readable
+evidence. Tools that learn from ground truth also implement :class:`Learnable`; their ``fit``
+builds a new model off the hot path and swaps it in atomically, so a running ``predict`` never
+sees a half-trained model.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any, Protocol, runtime_checkable
+
+import numpy as np
+import scipy.sparse as sp
+
+
+@dataclass(slots=True)
+class Item:
+    """One item to label. ``key`` is stable (the client's external id)."""
+
+    key: str
+    text: str | None = None
+    metadata: dict[str, Any] = field(default_factory=dict)
+    image: bytes | None = None
+
+
+def _take(value: Any, idx: np.ndarray) -> Any:
+    if isinstance(value, np.ndarray) or sp.issparse(value):
+        return value[idx]
+    if isinstance(value, list):
+        return [value[i] for i in idx]
+    raise TypeError(f"cannot slice cached feature of type {type(value).__name__}")
+
+
+def _concat(values: Sequence[Any]) -> Any:
+    first = values[0]
+    if sp.issparse(first):
+        return sp.vstack(values, format="csr")
+    if isinstance(first, np.ndarray):
+        return np.concatenate(values, axis=0)
+    if isinstance(first, list):
+        return [v for value in values for v in value]
+    raise TypeError(f"cannot concatenate cached feature of type {type(first).__name__}")
+
+
+class Batch:
+    """Items plus a cache of row-aligned features shared by the tools of one graph run.
+
+    ``cached(key, fn)`` computes a feature matrix once per batch (``fn(items)`` must return one row
+    per item: a numpy array, a scipy sparse matrix or a list); ``subset`` and ``concat`` keep the
+    cache aligned, so the learner can reuse the features computed at decision time.
+    """
+
+    __slots__ = ("_cache", "items")
+
+    def __init__(self, items: Sequence[Item], cache: dict[str, Any] | None = None) -> None:
+        self.items: list[Item] = list(items)
+        self._cache: dict[str, Any] = cache if cache is not None else {}
+
+    def __len__(self) -> int:
+        return len(self.items)
+
+    @property
+    def texts(self) -> list[str]:
+        return [item.text or "" for item in self.items]
+
+    @property
+    def keys(self) -> list[str]:
+        return [item.key for item in self.items]
+
+    def cached(self, key: str, fn: Callable[[list[Item]], Any]) -> Any:
+        value = self._cache.get(key)
+        if value is None:
+            value = fn(self.items)
+            self._cache[key] = value
+        return value
+
+    def subset(self, idx: Sequence[int] | np.ndarray) -> Batch:
+        idx = np.asarray(idx, dtype=np.int64)
+        items = [self.items[i] for i in idx]
+        return Batch(items, {k: _take(v, idx) for k, v in self._cache.items()})
+
+    @staticmethod
+    def concat(batches: Sequence[Batch]) -> Batch:
+        batches = [b for b in batches if len(b)]
+        if not batches:
+            return Batch([])
+        shared = set(batches[0]._cache)
+        for b in batches[1:]:
+            shared &= set(b._cache)
+        cache = {k: _concat([b._cache[k] for b in batches]) for k in shared}
+        return Batch([it for b in batches for it in b.items], cache)
+
+
+@dataclass(slots=True)
+class Vote:
+    """One tool's vote on one item."""
+
+    tool: str
+    distribution: dict[str, float] | None  # None = abstain
+    cost: float
+    evidence: str
+
+    @property
+    def abstained(self) -> bool:
+        return self.distribution is None
+
+
+@dataclass(slots=True)
+class Votes:
+    """A tool's votes on a batch, row-aligned with the batch.
+
+    ``probs`` has shape (n, n_labels) with rows summing to 1; rows where ``abstain`` is true carry
+    no information (they are uniform). ``evidence`` is one short human-readable string per item.
+    """
+
+    tool: str
+    probs: np.ndarray
+    abstain: np.ndarray
+    cost: np.ndarray
+    evidence: list[str]
+    model_version: str | None = None
+
+    def __post_init__(self) -> None:
+        n = self.probs.shape[0]
+        if self.abstain.shape != (n,) or self.cost.shape != (n,) or len(self.evidence) != n:
+            raise ValueError(f"votes of {self.tool}: arrays are not aligned with {n} items")
+
+    def __len__(self) -> int:
+        return self.probs.shape[0]
+
+    @classmethod
+    def abstaining(cls, tool: str, n: int, n_labels: int, reason: str, cost: float = 0.0,
+                   model_version: str | None = None) -> Votes:
+        return cls(
+            tool=tool,
+            probs=np.full((n, n_labels), 1.0 / n_labels, dtype=np.float64),
+            abstain=np.ones(n, dtype=bool),
+            cost=np.full(n, cost, dtype=np.float64),
+            evidence=[reason] * n,
+            model_version=model_version,
+        )
+
+    def as_list(self, labels: Sequence[str]) -> list[Vote]:
+        out = []
+        for i in range(len(self)):
+            dist = None if self.abstain[i] else {lab: float(p) for lab, p in zip(labels, self.probs[i], strict=True)}
+            out.append(Vote(self.tool, dist, float(self.cost[i]), self.evidence[i]))
+        return out
+
+
+@dataclass(slots=True)
+class ToolContext:
+    """Per-run context a tool may use; never global state."""
+
+    labels: tuple[str, ...]
+    rng: np.random.Generator = field(default_factory=lambda: np.random.default_rng(0))
+
+
+@dataclass(slots=True, frozen=True)
+class ModelInfo:
+    """What a fit produced: a version string and how it was trained."""
+
+    tool: str
+    version: str
+    trained_on: int
+    metrics: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass(slots=True)
+class TrainingSet:
+    """Ground truth for learning tools: a batch (with cached features) and label indices."""
+
+    batch: Batch
+    y: np.ndarray  # int label indices into ``labels``
+    labels: tuple[str, ...]
+
+    def __len__(self) -> int:
+        return len(self.batch)
+
+
+@runtime_checkable
+class Tool(Protocol):
+    """A voter. ``predict`` is vectorised over the batch and must not block the event loop long."""
+
+    name: str
+    kind: str
+    cost: float
+
+    async def predict(self, batch: Batch, context: ToolContext) -> Votes: ...
+
+
+@runtime_checkable
+class Learnable(Protocol):
+    """A tool that learns from ground truth. ``fit`` may run in a worker thread."""
+
+    name: str
+
+    @property
+    def version(self) -> str: ...
+
+    def fit(self, data: TrainingSet) -> ModelInfo: ...
