@@ -51,14 +51,17 @@ class Batch:
 
     ``cached(key, fn)`` computes a feature matrix once per batch (``fn(items)`` must return one row
     per item: a numpy array, a scipy sparse matrix or a list); ``subset`` and ``concat`` keep the
-    cache aligned, so the learner can reuse the features computed at decision time.
+    cache aligned, so the learner reuses the features computed at decision time. A concatenation
+    remembers its parts: a feature missing in some parts is computed for those parts only.
     """
 
-    __slots__ = ("_cache", "items")
+    __slots__ = ("_cache", "_parts", "items")
 
-    def __init__(self, items: Sequence[Item], cache: dict[str, Any] | None = None) -> None:
+    def __init__(self, items: Sequence[Item], cache: dict[str, Any] | None = None,
+                 parts: Sequence[Batch] | None = None) -> None:
         self.items: list[Item] = list(items)
         self._cache: dict[str, Any] = cache if cache is not None else {}
+        self._parts: list[Batch] | None = list(parts) if parts else None
 
     def __len__(self) -> int:
         return len(self.items)
@@ -74,7 +77,10 @@ class Batch:
     def cached(self, key: str, fn: Callable[[list[Item]], Any]) -> Any:
         value = self._cache.get(key)
         if value is None:
-            value = fn(self.items)
+            if self._parts:
+                value = _concat([part.cached(key, fn) for part in self._parts])
+            else:
+                value = fn(self.items)
             self._cache[key] = value
         return value
 
@@ -88,11 +94,18 @@ class Batch:
         batches = [b for b in batches if len(b)]
         if not batches:
             return Batch([])
-        shared = set(batches[0]._cache)
-        for b in batches[1:]:
-            shared &= set(b._cache)
-        cache = {k: _concat([b._cache[k] for b in batches]) for k in shared}
-        return Batch([it for b in batches for it in b.items], cache)
+        if len(batches) == 1:
+            return batches[0]
+        # Flatten one level so long-lived concatenations do not nest without bound.
+        flat: list[Batch] = []
+        for b in batches:
+            if b._cache or b._parts is None:
+                flat.append(Batch(b.items, b._cache))  # a leaf: its own parts are no longer needed
+            else:
+                flat.extend(b._parts)
+        shared = set.intersection(*(set(b._cache) for b in flat))
+        cache = {k: _concat([b._cache[k] for b in flat]) for k in shared}
+        return Batch([it for b in flat for it in b.items], cache, flat)
 
 
 @dataclass(slots=True)

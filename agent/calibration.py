@@ -1,0 +1,122 @@
+"""The precision guarantee: a confidence threshold chosen from human-verified samples.
+
+Fixed-sequence testing (Bates et al., "Distribution-free, risk-controlling prediction sets";
+Angelopoulos et al., "Learn then Test"): candidate thresholds are ordered from high to low using
+the confidences alone; each is tested with a one-sided Clopper-Pearson upper bound on the error rate
+of calibration items at or above it, and the scan stops at the first failure. The lowest accepted
+threshold is used. If the calibration sample is an i.i.d. sample of the stream's confidences (the
+cold-start items and the random audits are), the auto-label error rate exceeds ``alpha`` with
+probability at most ``delta``. Escalated items (all of them reviewed, all below the threshold in
+force) over-represent the low-confidence region, which only makes the estimate conservative.
+"""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+from scipy.stats import beta as beta_dist
+
+
+def cp_upper(errors: np.ndarray | int, n: np.ndarray | int, delta: float) -> np.ndarray:
+    """One-sided Clopper-Pearson upper bound at level ``1 - delta`` for ``errors`` out of ``n``."""
+    k = np.asarray(errors, dtype=np.float64)
+    m = np.asarray(n, dtype=np.float64)
+    out = np.ones(np.broadcast(k, m).shape, dtype=np.float64)
+    ok = (k < m) & (m > 0)
+    out[ok] = beta_dist.ppf(1.0 - delta, (k + 1.0)[ok] if k.shape else k + 1.0, (m - k)[ok] if m.shape else m - k)
+    return out
+
+
+def cp_interval(successes: int, n: int, level: float = 0.95) -> tuple[float, float]:
+    """Two-sided Clopper-Pearson interval for a proportion (``(0, 1)`` when ``n`` is 0)."""
+    if n <= 0:
+        return (0.0, 1.0)
+    a = (1.0 - level) / 2.0
+    lo = 0.0 if successes == 0 else float(beta_dist.ppf(a, successes, n - successes + 1))
+    hi = 1.0 if successes == n else float(beta_dist.ppf(1.0 - a, successes + 1, n - successes))
+    return (lo, hi)
+
+
+def cp_lower(errors: int, n: int, delta: float) -> float:
+    """One-sided Clopper-Pearson lower bound at level ``1 - delta``."""
+    if n <= 0 or errors <= 0:
+        return 0.0
+    return float(beta_dist.ppf(delta, errors, n - errors + 1))
+
+
+def min_sample_size(alpha: float, delta: float) -> int:
+    """The fewest error-free calibration items that can certify error <= alpha at 1 - delta."""
+    return max(1, math.ceil(math.log(delta) / math.log(1.0 - alpha)))
+
+
+@dataclass(frozen=True, slots=True)
+class ThresholdResult:
+    threshold: float | None  # None: nothing may be auto-accepted yet
+    n_calibration: int
+    n_above: int  # calibration items at or above the threshold
+    errors_above: int
+    error_bound: float  # CP upper bound of the error rate above the threshold (1.0 if none)
+
+
+def choose_threshold(
+    confidence: Sequence[float] | np.ndarray,
+    correct: Sequence[bool] | np.ndarray,
+    *,
+    alpha: float,
+    delta: float,
+    step: float = 0.05,
+) -> ThresholdResult:
+    """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
+
+    Candidates are the confidences at calibration counts ``n0, n0*(1+step), ...`` from the top,
+    where ``n0`` is the smallest count that could pass with no error: the sequence depends on the
+    confidences only, never on correctness, which keeps the fixed-sequence test valid.
+    """
+    conf = np.asarray(confidence, dtype=np.float64)
+    ok = np.asarray(correct, dtype=bool)
+    n_total = conf.shape[0]
+    if conf.shape != ok.shape:
+        raise ValueError("confidence and correct must have the same length")
+    n0 = min_sample_size(alpha, delta)
+    if n_total < n0:
+        return ThresholdResult(None, n_total, 0, 0, 1.0)
+    order = np.argsort(-conf, kind="stable")
+    conf_sorted = conf[order]
+    errors_cum = np.cumsum(~ok[order])
+    counts: list[int] = []
+    c = float(n0)
+    while int(c) <= n_total:
+        counts.append(int(c))
+        c = max(c * (1.0 + step), c + 1.0)
+    if counts[-1] != n_total:
+        counts.append(n_total)
+    cand = conf_sorted[np.asarray(counts) - 1]
+    # With ties, "confidence >= t" can include more items than the nominal count.
+    n_at = np.searchsorted(-conf_sorted, -cand, side="right")
+    err_at = errors_cum[n_at - 1]
+    bounds = cp_upper(err_at, n_at, delta)
+    failed = np.nonzero(bounds > alpha)[0]
+    last = (failed[0] - 1) if failed.size else len(cand) - 1
+    if last < 0:
+        return ThresholdResult(None, n_total, 0, 0, float(bounds[0]))
+    return ThresholdResult(float(cand[last]), n_total, int(n_at[last]), int(err_at[last]), float(bounds[last]))
+
+
+@dataclass(frozen=True, slots=True)
+class DriftResult:
+    drifted: bool
+    n_audits: int
+    errors: int
+    lower_bound: float  # CP lower bound of the audited error rate
+
+
+def detect_drift(audit_correct: Sequence[bool] | np.ndarray, *, alpha: float, delta: float) -> DriftResult:
+    """Audited error among auto-accepted items exceeds ``alpha`` with confidence ``1 - delta``."""
+    ok = np.asarray(audit_correct, dtype=bool)
+    n = int(ok.shape[0])
+    errors = int((~ok).sum())
+    lower = cp_lower(errors, n, delta)
+    return DriftResult(lower > alpha, n, errors, lower)

@@ -1,0 +1,230 @@
+"""The labeling agent as a LangGraph state machine: one graph run per batch, never one per item.
+
+    prepare -> plan -> act -> aggregate -> decide -> plan ... -> record
+
+``plan`` picks the next tool for the items still open (best learned weight per unit cost, within
+the budget, skipping tools that have shown no value, sparing expensive tools for items near the
+threshold); ``act`` calls it on exactly those items; ``aggregate`` pools the votes; ``decide`` closes
+the items that clear the threshold. The loop is the cascade: cheap tools settle easy items and
+expensive ones are spent only where they can change the outcome. ``record`` turns the state into
+decisions: accept, audit (a random share of accepts, label hidden from the reviewer) or escalate.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import numpy as np
+from langgraph.graph import END, START, StateGraph
+from langgraph.runtime import Runtime
+
+from agent.aggregate import log_votes
+from agent.ports import BatchResult, Decision
+from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
+from policies import ToolError
+from tools.base import Vote, Votes
+
+EXPENSIVE_FACTOR = 3.0  # a tool costing this many times the cheapest is "expensive"
+EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
+
+
+def _n_labels(ctx: AgentContext) -> int:
+    return len(ctx.policy.labels)
+
+
+async def prepare(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    n, t, n_labels = len(state["batch"]), len(ctx.tools), _n_labels(ctx)
+    if ctx.snapshot.threshold is None:
+        explore = np.ones(n, dtype=bool)  # everything goes to a human anyway: measure every tool on it
+    else:
+        explore = ctx.rng.random(n) < ctx.policy.planner.explore_rate
+    return {
+        "calls": [],
+        "called": np.zeros((n, t), dtype=bool),
+        "voted": np.zeros((n, t), dtype=bool),
+        "logp": np.zeros((n, t, n_labels), dtype=np.float64),
+        "spent": np.zeros(n, dtype=np.float64),
+        "proba": np.full((n, n_labels), 1.0 / n_labels),
+        "open": np.ones(n, dtype=bool),
+        "explore": explore,
+    }
+
+
+def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
+    """Rows on which tool ``t`` may be called next."""
+    tool = ctx.tools[t]
+    snap = ctx.snapshot
+    rows = state["open"] & ~state["called"][:, t] & (state["spent"] + tool.cost <= ctx.policy.budget + 1e-9)
+    weight = snap.aggregator.weight_of(tool.name)
+    if snap.aggregator.is_measured(tool.name) and weight < ctx.policy.planner.min_tool_weight:
+        rows &= state["explore"]  # no value shown: keep measuring it on the exploration sample only
+    cheapest = min(tl.cost for tl in ctx.tools)
+    threshold = snap.threshold
+    if threshold is not None and tool.cost > EXPENSIVE_FACTOR * max(cheapest, 1e-6):
+        # Only where the extra evidence can lift the item over the threshold (or to keep learning).
+        conf = state["proba"].max(axis=1)
+        anything = state["voted"].any(axis=1)
+        near = anything & (conf >= threshold - ctx.policy.planner.gain_margin)
+        rows &= near | state["explore"]
+    return rows
+
+
+async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    best: tuple[float, int] | None = None
+    best_rows = np.zeros(0, dtype=np.int64)
+    for t, tool in enumerate(ctx.tools):
+        rows = eligible_rows(state, ctx, t)
+        if not rows.any():
+            continue
+        weight = max(ctx.snapshot.aggregator.weight_of(tool.name), 1e-3)
+        score = weight / max(tool.cost, 1e-3)
+        if best is None or score > best[0]:
+            best, best_rows = (score, t), np.nonzero(rows)[0]
+    if best is None:
+        return {"next_tool": None, "next_rows": best_rows}
+    return {"next_tool": best[1], "next_rows": best_rows}
+
+
+def route_plan(state: BatchState) -> Literal["act", "record"]:
+    return "act" if state.get("next_tool") is not None else "record"
+
+
+async def act(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    t, rows = state["next_tool"], state["next_rows"]
+    assert t is not None
+    tool = ctx.tools[t]
+    sub = state["batch"].subset(rows)
+    try:
+        votes = await tool.predict(sub, ctx.tool_context)
+    except ToolError as exc:
+        # A failing tool degrades the items to fewer tools; it never loses them.
+        votes = Votes.abstaining(tool.name, len(rows), _n_labels(ctx), f"{tool.name} failed: {exc}")
+    state["called"][rows, t] = True
+    state["spent"][rows] += votes.cost
+    ok = ~votes.abstain
+    state["voted"][rows, t] = ok
+    state["logp"][rows[ok], t, :] = log_votes(votes.probs[ok])
+    return {"calls": [ToolCall(t, rows, votes)]}
+
+
+async def aggregate(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    rows = state["next_rows"]
+    proba = state["proba"]
+    proba[rows] = ctx.snapshot.aggregator.combine(state["logp"][rows], state["voted"][rows])
+    return {"proba": proba}
+
+
+async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    threshold = ctx.snapshot.threshold
+    is_open = state["open"]
+    if threshold is not None:
+        conf = state["proba"].max(axis=1)
+        settled = is_open & ~state["explore"] & (conf >= threshold) & state["voted"].any(axis=1)
+        is_open &= ~settled
+    return {"open": is_open}
+
+
+def route_decide(state: BatchState) -> Literal["plan", "record"]:
+    return "plan" if state["open"].any() else "record"
+
+
+def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
+    if len(labels) <= EVIDENCE_TOP * 2:
+        return {lab: round(float(p), 5) for lab, p in zip(labels, probs, strict=True)}
+    top = np.argsort(-probs)[:EVIDENCE_TOP]
+    keep = set(top.tolist()) | set(np.nonzero(probs >= 0.01)[0].tolist())
+    return {labels[i]: round(float(probs[i]), 5) for i in sorted(keep, key=lambda i: -probs[i])}
+
+
+def _item_votes(state: BatchState, ctx: AgentContext) -> list[list[Vote]]:
+    labels = ctx.tool_context.labels
+    out: list[list[Vote]] = [[] for _ in range(len(state["batch"]))]
+    for call in state["calls"]:
+        v = call.votes
+        name = ctx.tools[call.tool_index].name
+        for j, row in enumerate(call.rows):
+            dist = None if v.abstain[j] else _sparse_distribution(labels, v.probs[j])
+            out[row].append(Vote(name, dist, float(v.cost[j]), v.evidence[j]))
+    return out
+
+
+async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    policy, snap = ctx.policy, ctx.snapshot
+    labels = ctx.tool_context.labels
+    batch = state["batch"]
+    n = len(batch)
+    proba = state["proba"]
+    conf = proba.max(axis=1)
+    pred = proba.argmax(axis=1)
+    any_vote = state["voted"].any(axis=1)
+    threshold = snap.threshold
+    always = {labels.index(lab) for lab in policy.always_review}
+    audit_draw = ctx.rng.random(n) < snap.audit_rate
+    votes = _item_votes(state, ctx)
+    decisions: list[Decision] = []
+    reviewed: list[int] = []
+    kinds: list[str] = []
+    for i, item in enumerate(batch.items):
+        label = labels[pred[i]] if any_vote[i] else None
+        c = float(conf[i]) if any_vote[i] else 0.0
+        cost = float(state["spent"][i])
+        if threshold is None:
+            d = Decision(item.key, "escalate", label, c, votes[i], "cold start: not enough calibration yet",
+                         cost, "cold_start", 1.5)
+        elif not any_vote[i]:
+            d = Decision(item.key, "escalate", None, 0.0, votes[i], "no tool could vote", cost, "escalation", 1.0)
+        elif int(pred[i]) in always:
+            d = Decision(item.key, "escalate", label, c, votes[i], f"label {label!r} is always reviewed", cost,
+                         "escalation", 1.0 - c / 2)
+        elif audit_draw[i]:
+            # A uniform sample of the whole stream: the i.i.d. calibration data of the guarantee.
+            d = Decision(item.key, "audit", label, c, votes[i], "random audit (label hidden from reviewer)", cost,
+                         "audit", 2.0)
+        elif c >= threshold:
+            d = Decision(item.key, "accept", label, c, votes[i], f"confidence {c:.3f} >= {threshold:.3f}", cost)
+        else:
+            d = Decision(item.key, "escalate", label, c, votes[i], f"confidence {c:.3f} < {threshold:.3f}", cost,
+                         "escalation", 1.0 - c)
+        decisions.append(d)
+        if d.review_kind is not None:
+            reviewed.append(i)
+            kinds.append(d.review_kind)
+    calls: dict[str, int] = {tool.name: 0 for tool in ctx.tools}
+    for call in state["calls"]:
+        calls[ctx.tools[call.tool_index].name] += len(call.rows)
+    rows = np.asarray(reviewed, dtype=np.int64)
+    trace = ReviewTrace(
+        batch=batch.subset(rows),
+        logp=state["logp"][rows],
+        voted=state["voted"][rows],
+        confidence=conf[rows] * any_vote[rows],
+        predicted=[decisions[i].label for i in reviewed],
+        kinds=kinds,
+    )
+    result = BatchResult(policy.key, threshold, dict(snap.tool_versions), decisions, calls)
+    return {"result": result, "trace": trace}
+
+
+def build_graph():  # -> CompiledStateGraph (its generic type is noisy to spell out)
+    """The compiled labeling graph. Build once and reuse: it holds no per-project state."""
+    g = StateGraph(BatchState, context_schema=AgentContext)
+    g.add_node("prepare", prepare)
+    g.add_node("plan", plan)
+    g.add_node("act", act)
+    g.add_node("aggregate", aggregate)
+    g.add_node("decide", decide)
+    g.add_node("record", record)
+    g.add_edge(START, "prepare")
+    g.add_edge("prepare", "plan")
+    g.add_conditional_edges("plan", route_plan)
+    g.add_edge("act", "aggregate")
+    g.add_edge("aggregate", "decide")
+    g.add_conditional_edges("decide", route_decide)
+    g.add_edge("record", END)
+    return g.compile()

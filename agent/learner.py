@@ -1,0 +1,277 @@
+"""Learning from human answers: retrain tools, re-weight the pool, re-calibrate, watch for drift.
+
+Every human answer is ground truth. The learner keeps the decision-time evidence of the items it
+sent to review (:class:`ReviewTrace`) and, when their answers arrive, turns them into training data
+for the aggregator and into calibration records. It retrains the learning tools on a schedule that
+is dense early (the first labels matter most) and every ``policy.retrain_every`` answers later, and
+publishes each result as a new immutable :class:`AgentSnapshot`: a graph run in progress keeps the
+snapshot it started with.
+"""
+
+from __future__ import annotations
+
+import copy
+from collections import deque
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
+from agent.calibration import ThresholdResult, choose_threshold, detect_drift
+from agent.ports import CalibrationRecord, GroundTruth
+from agent.state import AgentSnapshot, ReviewTrace
+from policies import Policy
+from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
+
+MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
+EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
+DRIFT_AUDITS = 200
+IID_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
+RESCORE_FOLDS = 4
+RESCORE_GROWTH = 1.25  # rescore the calibration set when the ground truth grew by this factor
+RESCORE_MIN = 40
+AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
+import os
+
+AUDIT_BOOST=float(os.environ.get("AB","0.1")); AUDIT_TARGET=int(os.environ.get("AT","400"))  # audits examined by the drift check
+
+
+@dataclass(slots=True)
+class _Pending:
+    batch: Batch
+    logp: np.ndarray
+    voted: np.ndarray
+    confidence: float
+    predicted: str | None
+    kind: str
+
+
+class Learner:
+    """Owns the ground truth, the aggregator's training data and the calibration set.
+
+    The calibration set is the i.i.d. part of the ground truth: cold-start items (everything is
+    reviewed then) and audits (a uniform random sample of the stream). Their scores are refreshed
+    out of fold: every time the ground truth has grown by ``RESCORE_GROWTH``, each learning tool is
+    refitted K times without one fold of the calibration items and scores that fold, so the threshold
+    is chosen for the models in use now, not the weaker ones in use when those items arrived.
+    """
+
+    def __init__(self, policy: Policy, tools: Sequence[Tool]) -> None:
+        self.policy = policy
+        self.tools = tuple(tools)
+        self.labels = tuple(policy.labels)
+        self._label_index = {lab: i for i, lab in enumerate(self.labels)}
+        self._pending: dict[str, _Pending] = {}
+        self._gt_batches: list[Batch] = []
+        self._gt_batch: Batch = Batch([])
+        self._gt_y: list[int] = []
+        self._gt_logp: list[np.ndarray | None] = []  # decision-time votes, where known
+        self._gt_voted: list[np.ndarray | None] = []
+        self._agg_rows: deque[int] = deque(maxlen=AGGREGATOR_WINDOW)
+        # calibration set: ground-truth rows that are i.i.d. samples of the stream, and their scores
+        self._iid_rows: list[int] = []
+        self._iid_conf: list[float] = []
+        self._iid_pred: list[int] = []
+        self.calibration: deque[CalibrationRecord] = deque(maxlen=policy.calibration_window)
+        self._calibration_since = 0  # first i.i.d. position in use (moves forward on drift)
+        self._seq = 0
+        self._since_retrain = 0
+        self._rescored_at = 0
+        self.retrains = 0
+        self.rescores = 0
+        self.model_infos: list[ModelInfo] = []
+        names = tuple(t.name for t in self.tools)
+        self.snapshot = AgentSnapshot(
+            aggregator=AggregatorModel.default(names, len(self.labels)),
+            calibration=ThresholdResult(None, 0, 0, 0, 1.0),
+            audit_rate=1.0,
+        )
+
+    # --- inputs -----------------------------------------------------------------------------------
+
+    def remember(self, trace: ReviewTrace) -> None:
+        """Keep the decision-time evidence of items sent to humans until their answers arrive."""
+        for j, item in enumerate(trace.batch.items):
+            self._pending[item.key] = _Pending(
+                trace.batch.subset([j]), trace.logp[j], trace.voted[j], float(trace.confidence[j]),
+                trace.predicted[j], trace.kinds[j],
+            )
+
+    def observe(self, answers: Iterable[GroundTruth]) -> list[CalibrationRecord]:
+        """Take human answers; returns the calibration records they produced."""
+        records: list[CalibrationRecord] = []
+        for answer in answers:
+            y = self._label_index.get(answer.label)
+            if y is None:
+                continue  # the store validates labels; a label of an older policy is skipped
+            pending = self._pending.pop(answer.item.key, None)
+            self._seq += 1
+            row = len(self._gt_y)
+            self._gt_y.append(y)
+            self._since_retrain += 1
+            if pending is None:
+                self._gt_batches.append(Batch([answer.item]))
+                self._gt_logp.append(None)
+                self._gt_voted.append(None)
+                continue
+            self._gt_batches.append(pending.batch)
+            self._gt_logp.append(pending.logp)
+            self._gt_voted.append(pending.voted)
+            self._agg_rows.append(row)
+            rec = CalibrationRecord(answer.item.key, pending.confidence, pending.predicted, answer.label,
+                                    pending.kind, self._seq)  # type: ignore[arg-type]
+            self.calibration.append(rec)
+            records.append(rec)
+            if pending.kind in IID_KINDS:
+                self._iid_rows.append(row)
+                self._iid_conf.append(pending.confidence)
+                pred = self._label_index.get(pending.predicted) if pending.predicted is not None else None
+                self._iid_pred.append(-1 if pred is None else pred)
+        return records
+
+    async def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
+        """Restore state from storage (ground truth and calibration records), then retrain."""
+        kinds = {rec.key: rec for rec in calibration}
+        for gt in ground_truth:
+            y = self._label_index.get(gt.label)
+            if y is None:
+                continue
+            row = len(self._gt_y)
+            self._gt_batches.append(Batch([gt.item]))
+            self._gt_y.append(y)
+            self._gt_logp.append(None)
+            self._gt_voted.append(None)
+            rec = kinds.get(gt.item.key)
+            if rec is not None and rec.kind in IID_KINDS:
+                self._iid_rows.append(row)
+                self._iid_conf.append(rec.confidence)
+                pred = self._label_index.get(rec.predicted) if rec.predicted is not None else None
+                self._iid_pred.append(-1 if pred is None else pred)
+        for rec in calibration:
+            self.calibration.append(rec)
+            self._seq = max(self._seq, rec.seq)
+        if self._gt_y:
+            await self.retrain(force_rescore=True)
+        else:
+            self.recalibrate()
+
+    # --- learning ---------------------------------------------------------------------------------
+
+    @property
+    def n_ground_truth(self) -> int:
+        return len(self._gt_y)
+
+    def retrain_due(self) -> bool:
+        step = min(self.policy.retrain_every, max(MIN_RETRAIN_STEP, int(EARLY_FRACTION * self.n_ground_truth)))
+        return self._since_retrain >= step
+
+    def training_set(self) -> TrainingSet:
+        if self._gt_batches:
+            self._gt_batch = Batch.concat([self._gt_batch, *self._gt_batches])
+            self._gt_batches = []
+        return TrainingSet(self._gt_batch, np.asarray(self._gt_y, dtype=np.int64), self.labels)
+
+    async def retrain(self, force_rescore: bool = False) -> list[ModelInfo]:
+        """Retrain learning tools, refit the pool, rescore the calibration set when due, recalibrate.
+
+        CPU-bound; the service runs it off the request path (in a worker thread).
+        """
+        data = self.training_set()
+        infos = [tool.fit(data) for tool in self.tools if isinstance(tool, Learnable)]
+        self.model_infos.extend(infos)
+        self._since_retrain = 0
+        self.retrains += 1
+        aggregator = self._fit_aggregator()
+        if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
+            await self._rescore(data, aggregator)
+        self.recalibrate(aggregator)
+        return infos
+
+    def _fit_aggregator(self) -> AggregatorModel:
+        aggregator = self.snapshot.aggregator
+        rows = list(self._agg_rows)
+        counts = np.bincount(np.asarray(self._gt_y), minlength=len(self.labels)).astype(np.float64)
+        if not rows:
+            return aggregator
+        logp = np.stack([self._gt_logp[r] for r in rows])  # type: ignore[misc]
+        voted = np.stack([self._gt_voted[r] for r in rows])  # type: ignore[misc]
+        y = np.asarray([self._gt_y[r] for r in rows])
+        return fit_aggregator(aggregator, logp, voted, y, counts)
+
+    async def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
+        """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
+        start = self._window_start()
+        rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
+        if rows.size < RESCORE_FOLDS:
+            return
+        n_t, n_l = len(self.tools), len(self.labels)
+        logp = np.zeros((rows.size, n_t, n_l))
+        voted = np.zeros((rows.size, n_t), dtype=bool)
+        for j, r in enumerate(rows):  # tools that do not learn keep their decision-time votes
+            if self._gt_logp[r] is not None:
+                logp[j] = self._gt_logp[r]
+                voted[j] = self._gt_voted[r]  # type: ignore[assignment]
+        folds = np.arange(rows.size) % RESCORE_FOLDS
+        everything = np.arange(len(data))
+        context = ToolContext(self.labels)
+        for f in range(RESCORE_FOLDS):
+            held = rows[folds == f]
+            train = np.setdiff1d(everything, held, assume_unique=True)
+            fold_data = TrainingSet(data.batch.subset(train), data.y[train], self.labels)
+            held_batch = data.batch.subset(held)
+            for t, tool in enumerate(self.tools):
+                if not isinstance(tool, Learnable):
+                    continue
+                clone = _fork(tool)
+                clone.fit(fold_data)
+                votes = await clone.predict(held_batch, context)  # type: ignore[attr-defined]
+                sel = np.nonzero(folds == f)[0]
+                ok = ~votes.abstain
+                voted[sel, t] = ok
+                logp[sel[ok], t] = log_votes(votes.probs[ok])
+        proba = aggregator.combine(logp, voted)
+        has_vote = voted.any(axis=1)
+        conf = np.where(has_vote, proba.max(axis=1), 0.0)
+        pred = np.where(has_vote, proba.argmax(axis=1), -1)
+        for j in range(rows.size):
+            self._iid_conf[start + j] = float(conf[j])
+            self._iid_pred[start + j] = int(pred[j])
+        self._rescored_at = self.n_ground_truth
+        self.rescores += 1
+
+    def _window_start(self) -> int:
+        n = len(self._iid_rows)
+        start = max(0, n - self.policy.calibration_window)
+        return max(start, self._calibration_since)
+
+    def recalibrate(self, aggregator: AggregatorModel | None = None) -> AgentSnapshot:
+        """Check drift, choose the threshold from the calibration set, publish a new snapshot."""
+        policy = self.policy
+        aggregator = aggregator or self.snapshot.aggregator
+        audits = [r.correct for r in self.calibration if r.kind == "audit"]
+        drift = detect_drift(audits[-DRIFT_AUDITS:], alpha=policy.alpha, delta=policy.delta)
+        if drift.drifted:
+            # Recent data takes over: the calibration set restarts with the audits that showed the drift.
+            self._calibration_since = max(self._calibration_since, len(self._iid_rows) - drift.n_audits)
+        start = self._window_start()
+        n_window = len(self._iid_rows) - start
+        if n_window < policy.min_calibration:
+            calib = ThresholdResult(None, n_window, 0, 0, 1.0)
+        else:
+            y = np.asarray([self._gt_y[r] for r in self._iid_rows[start:]])
+            correct = np.asarray(self._iid_pred[start:]) == y
+            calib = choose_threshold(self._iid_conf[start:], correct, alpha=policy.alpha, delta=policy.delta)
+        audit_rate = 1.0 if calib.threshold is None else policy.audit_rate
+        versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
+        versions["aggregator"] = f"aggregator-v{aggregator.version}"
+        versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
+        self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1,
+                                      drift.drifted)
+        return self.snapshot
+
+
+def _fork(tool: Learnable) -> Learnable:
+    """An untrained copy of a learning tool with the same settings."""
+    fork = getattr(tool, "fork", None)
+    return fork() if callable(fork) else copy.deepcopy(tool)

@@ -1,0 +1,38 @@
+"""Running the graph on batches for one project and policy version."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from agent.graph import build_graph
+from agent.learner import Learner
+from agent.ports import BatchResult
+from agent.state import AgentContext
+from policies import Policy
+from tools.base import Batch, Item, Tool, ToolContext
+
+
+class BatchLabeler:
+    """One project's agent: the compiled graph, its tools and its learner.
+
+    ``run_batch`` is one graph run; the snapshot it reads is fixed for the whole run, so a retrain
+    finishing meanwhile only affects the next batch.
+    """
+
+    def __init__(self, policy: Policy, tools: Sequence[Tool], *, seed: int = 0, graph=None) -> None:
+        self.policy = policy
+        self.tools = tuple(tools)
+        self.learner = Learner(policy, self.tools)
+        self.rng = np.random.default_rng(seed)
+        self.tool_context = ToolContext(labels=tuple(policy.labels), rng=np.random.default_rng(seed + 1))
+        self.graph = graph if graph is not None else build_graph()
+
+    async def run_batch(self, items: Sequence[Item]) -> BatchResult:
+        if not items:
+            return BatchResult(self.policy.key, self.learner.snapshot.threshold, {}, [])
+        context = AgentContext(self.policy, self.tools, self.learner.snapshot, self.rng, self.tool_context)
+        out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
+        self.learner.remember(out["trace"])
+        return out["result"]

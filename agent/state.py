@@ -1,0 +1,85 @@
+"""Graph state, per-run context and the learner's immutable snapshot."""
+
+from __future__ import annotations
+
+import operator
+from dataclasses import dataclass, field
+from typing import Annotated, TypedDict
+
+import numpy as np
+
+from agent.aggregate import AggregatorModel
+from agent.calibration import ThresholdResult
+from agent.ports import BatchResult
+from policies import Policy
+from tools.base import Batch, Tool, ToolContext, Votes
+
+
+@dataclass(frozen=True, slots=True)
+class AgentSnapshot:
+    """What the learner last produced; a graph run reads one snapshot from start to end."""
+
+    aggregator: AggregatorModel
+    calibration: ThresholdResult
+    audit_rate: float
+    tool_versions: dict[str, str] = field(default_factory=dict)
+    version: int = 0
+    drift: bool = False
+
+    @property
+    def threshold(self) -> float | None:
+        return self.calibration.threshold
+
+
+@dataclass(slots=True)
+class AgentContext:
+    """Per-run context (LangGraph ``context_schema``): nothing here is read from the environment."""
+
+    policy: Policy
+    tools: tuple[Tool, ...]
+    snapshot: AgentSnapshot
+    rng: np.random.Generator
+    tool_context: ToolContext
+
+
+@dataclass(slots=True)
+class ToolCall:
+    """One ``act`` step: which tool ran on which rows of the batch, and what it said."""
+
+    tool_index: int
+    rows: np.ndarray
+    votes: Votes
+
+
+@dataclass(slots=True)
+class ReviewTrace:
+    """Decision-time evidence of the items sent to humans, kept for the learner.
+
+    When the humans answer, these rows become training data for the aggregator (votes that were
+    out of sample) and calibration records (confidence at decision time, right or wrong).
+    """
+
+    batch: Batch  # the reviewed items, with their cached features
+    logp: np.ndarray  # (m, T, L)
+    voted: np.ndarray  # (m, T)
+    confidence: np.ndarray  # (m,)
+    predicted: list[str | None]
+    kinds: list[str]
+
+
+class BatchState(TypedDict, total=False):
+    """State of one graph run over a batch. Arrays are row-aligned with ``batch``."""
+
+    batch: Batch
+    calls: Annotated[list[ToolCall], operator.add]
+    called: np.ndarray  # (n, T) bool: tool t was asked about item i
+    voted: np.ndarray  # (n, T) bool: ... and did not abstain
+    logp: np.ndarray  # (n, T, L) log-probabilities of the votes
+    spent: np.ndarray  # (n,) cost spent per item
+    proba: np.ndarray  # (n, L) pooled probabilities
+    open: np.ndarray  # (n,) bool: still undecided
+    explore: np.ndarray  # (n,) bool: call every useful tool on this item
+    next_tool: int | None
+    next_rows: np.ndarray
+    result: BatchResult
+    trace: ReviewTrace
