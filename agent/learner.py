@@ -26,15 +26,12 @@ from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingS
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
-DRIFT_AUDITS = 200
+DRIFT_AUDITS = 200  # audits examined by the drift check
 IID_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
 RESCORE_FOLDS = 4
 RESCORE_GROWTH = 1.25  # rescore the calibration set when the ground truth grew by this factor
 RESCORE_MIN = 40
 AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
-import os
-
-AUDIT_BOOST=float(os.environ.get("AB","0.1")); AUDIT_TARGET=int(os.environ.get("AT","400"))  # audits examined by the drift check
 
 
 @dataclass(slots=True)

@@ -77,10 +77,7 @@ class Batch:
     def cached(self, key: str, fn: Callable[[list[Item]], Any]) -> Any:
         value = self._cache.get(key)
         if value is None:
-            if self._parts:
-                value = _concat([part.cached(key, fn) for part in self._parts])
-            else:
-                value = fn(self.items)
+            value = _concat([part.cached(key, fn) for part in self._parts]) if self._parts else fn(self.items)
             self._cache[key] = value
         return value
 
