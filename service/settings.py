@@ -1,0 +1,38 @@
+"""Service settings from the environment (prefix ``LABELAGENT_``), read once and cached.
+
+Tests change the environment with ``monkeypatch.setenv`` and then call ``get_settings.cache_clear()``
+(or build a ``Settings(...)`` directly and pass it where it is needed).
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+
+from pydantic import Field
+from pydantic_settings import BaseSettings, SettingsConfigDict
+
+
+class Settings(BaseSettings):
+    model_config = SettingsConfigDict(env_prefix="LABELAGENT_", extra="ignore")
+
+    database_url: str = Field(
+        default="sqlite:///./labelagent.db",
+        description="SQLAlchemy URL: sqlite:///path.db or postgresql+psycopg://user@host:5432/db.",
+    )
+    echo_sql: bool = Field(default=False, description="Log every SQL statement (debugging only).")
+    sqlite_busy_timeout_ms: int = Field(default=10_000, ge=0, description="How long SQLite waits for a lock.")
+    pool_size: int = Field(default=5, ge=1, description="PostgreSQL connection pool size.")
+    max_overflow: int = Field(default=10, ge=0, description="PostgreSQL connections beyond pool_size.")
+
+    batch_size: int = Field(default=256, ge=1, description="Items a worker claims per batch.")
+    lease_seconds: int = Field(default=60, ge=1, description="How long a worker's claim on a batch lasts.")
+    review_lease_seconds: int = Field(default=600, ge=1, description="How long a reviewer's claim on a task lasts.")
+    max_attempts: int = Field(default=5, ge=1, description="Claims of one item before it is marked failed.")
+    max_batch_items: int = Field(default=1000, ge=1, description="Most items accepted by one ingest call.")
+    max_external_id_length: int = Field(default=256, ge=1, le=256)
+
+
+@lru_cache(maxsize=1)
+def get_settings() -> Settings:
+    """The process's settings; ``get_settings.cache_clear()`` re-reads the environment."""
+    return Settings()
