@@ -1,0 +1,38 @@
+"""The SQL store: ``SqlStore(engine)`` implements ``agent.ports.AgentStore`` and what workers, reviewers
+and the replay need. One transaction per call; hot paths write with SQLAlchemy Core in bulk.
+
+Split by concern: projects and policies (``projects``), ingest and claims (``items``), batch results
+(``batches``), the review queue (``reviews``), learner reads and metrics (``learning``).
+"""
+
+from __future__ import annotations
+
+from service.store.base import StoreBase
+from service.store.batches import BatchesMixin, LeasedStore, parse_policy_key
+from service.store.items import ItemsMixin
+from service.store.learning import LearningMixin
+from service.store.projects import ProjectsMixin
+from service.store.reviews import ReviewsMixin
+from service.store.types import ClaimedReview, IngestResult, RecordResult, ReviewAnswer, SubmitResult
+
+
+class SqlStore(ProjectsMixin, ItemsMixin, BatchesMixin, ReviewsMixin, LearningMixin, StoreBase):
+    """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
+    on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
+
+    def stats(self, project: str) -> dict[str, dict[str, int]]:
+        """Counts for metrics: items by status, review tasks by status, labels by source."""
+        return {"items": self.count_items(project), "tasks": self.count_tasks(project),
+                "labels": self.count_labels(project)}
+
+
+__all__ = [
+    "ClaimedReview",
+    "IngestResult",
+    "LeasedStore",
+    "RecordResult",
+    "ReviewAnswer",
+    "SqlStore",
+    "SubmitResult",
+    "parse_policy_key",
+]

@@ -1,0 +1,106 @@
+"""Shared plumbing of the store: tables, caches of immutable rows, time and token helpers."""
+
+from __future__ import annotations
+
+import secrets
+from collections.abc import Iterator, Sequence
+from datetime import UTC, datetime, timedelta
+from typing import Any, TypeVar
+
+from sqlalchemy import Connection, Engine, Table, select
+
+from policies import NotFoundError, Policy, loads_policy
+from service.db import is_sqlite
+from service.models import (
+    CalibrationRecord,
+    Item,
+    Label,
+    ModelVersion,
+    PolicyVersion,
+    Project,
+    Review,
+    ReviewTask,
+    Vote,
+    utcnow,
+)
+from service.settings import Settings, get_settings
+from tools.base import Item as ToolItem
+
+T = TypeVar("T")
+
+project_t: Table = Project.__table__  # type: ignore[attr-defined]
+policy_t: Table = PolicyVersion.__table__  # type: ignore[attr-defined]
+item_t: Table = Item.__table__  # type: ignore[attr-defined]
+vote_t: Table = Vote.__table__  # type: ignore[attr-defined]
+label_t: Table = Label.__table__  # type: ignore[attr-defined]
+task_t: Table = ReviewTask.__table__  # type: ignore[attr-defined]
+review_t: Table = Review.__table__  # type: ignore[attr-defined]
+model_t: Table = ModelVersion.__table__  # type: ignore[attr-defined]
+calib_t: Table = CalibrationRecord.__table__  # type: ignore[attr-defined]
+
+CHUNK = 500  # rows or ids per statement: well under SQLite's and PostgreSQL's bound-parameter limits
+
+
+def chunks(seq: Sequence[T], size: int = CHUNK) -> Iterator[Sequence[T]]:
+    for start in range(0, len(seq), size):
+        yield seq[start:start + size]
+
+
+def as_utc(now: datetime | None) -> datetime:
+    """``now`` as an aware UTC datetime (naive input means UTC); the current time when None."""
+    if now is None:
+        return utcnow()
+    return now.replace(tzinfo=UTC) if now.tzinfo is None else now.astimezone(UTC)
+
+
+def lease_until(now: datetime, seconds: float) -> datetime:
+    return now + timedelta(seconds=seconds)
+
+
+def new_token() -> str:
+    return secrets.token_hex(16)
+
+
+def to_item(key: str, text: str | None, meta: dict[str, Any] | None, image: bytes | None) -> ToolItem:
+    return ToolItem(key=key, text=text, metadata=dict(meta or {}), image=image)
+
+
+class StoreBase:
+    """Holds the engine, the settings and caches of rows that never change (project ids, policy versions)."""
+
+    def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
+        self.engine = engine
+        self.settings = settings or get_settings()
+        self.sqlite = is_sqlite(engine)
+        self._project_ids: dict[str, int] = {}
+        self._policies: dict[tuple[int, int], Policy] = {}
+
+    # --- caches ----------------------------------------------------------------------------------------
+
+    def _project_id(self, conn: Connection, project: str) -> int:
+        pid = self._project_ids.get(project)
+        if pid is None:
+            pid = conn.execute(select(project_t.c.id).where(project_t.c.name == project)).scalar()
+            if pid is None:
+                raise NotFoundError(f"project {project!r} does not exist")
+            self._project_ids[project] = pid
+        return pid
+
+    def _policy(self, conn: Connection, project_id: int, version: int) -> Policy:
+        key = (project_id, version)
+        policy = self._policies.get(key)
+        if policy is None:
+            text = conn.execute(
+                select(policy_t.c.yaml).where(policy_t.c.project_id == project_id, policy_t.c.version == version)
+            ).scalar()
+            if text is None:
+                raise NotFoundError(f"policy version {version} does not exist in this project")
+            policy = loads_policy(text)
+            self._policies[key] = policy
+        return policy
+
+    def _active_version(self, conn: Connection, project_id: int) -> int:
+        version = conn.execute(select(project_t.c.active_version).where(project_t.c.id == project_id)).scalar()
+        if version is None:
+            raise NotFoundError("the project has no active policy version")
+        return int(version)

@@ -1,0 +1,150 @@
+"""Writing one graph run's output: votes, agent labels, review tasks and item states, in one transaction."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import TYPE_CHECKING, Any
+
+from sqlalchemy import Connection, select, update
+from sqlalchemy.exc import IntegrityError
+
+from agent.ports import BatchResult, CalibrationRecord, GroundTruth
+from policies import ConflictError, InputError, Policy
+from service.db import write_tx
+from service.store.base import StoreBase, as_utc, chunks, item_t, label_t, task_t, vote_t
+from service.store.bulk import bulk_insert, db_value, json_text
+from service.store.types import RecordResult
+from tools.base import ModelInfo
+
+if TYPE_CHECKING:
+    from service.store import SqlStore
+
+_DEFAULT_KIND = {"escalate": "escalation", "audit": "audit"}
+VOTE_COLS = ("project_id", "item_id", "policy_version", "tool", "distribution", "cost", "evidence", "model_version")
+LABEL_COLS = ("project_id", "item_id", "policy_version", "label", "confidence", "source", "threshold", "cost",
+              "reason", "created_at")
+TASK_COLS = ("project_id", "item_id", "policy_version", "kind", "priority", "suggestion", "confidence", "reason",
+             "status", "answers_needed", "answers", "created_at", "updated_at")
+
+
+def parse_policy_key(project: str, policy_key: str) -> int:
+    """``"project/3"`` -> 3, checking the project part."""
+    name, _, version = policy_key.rpartition("/")
+    if name != project or not version.isdigit():
+        raise InputError(f"policy_key {policy_key!r} does not name a version of project {project!r} "
+                         f"(expected '{project}/<version>')")
+    return int(version)
+
+
+class BatchesMixin(StoreBase):
+    def record_batch(self, project: str, result: BatchResult, lease_token: str | None = None, *,
+                     now: datetime | None = None) -> RecordResult:
+        """Store a batch's decisions atomically. Fencing: with ``lease_token`` only items still leased under
+        that token, with an unexpired lease, are written; without one, only items that nobody holds (pending,
+        or leased with an expired lease). Other items are skipped and returned in ``fenced``. A second label
+        for an item under the same policy version is refused by the database (ConflictError, nothing written).
+        """
+        now = as_utc(now)
+        version = parse_policy_key(project, result.policy_key)
+        decisions = result.decisions
+        keys = [d.key for d in decisions]
+        if len(set(keys)) != len(keys):
+            raise InputError("the batch result lists an item twice; one decision per item")
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            policy = self._policy(conn, pid, version)
+            _check_decisions(result, policy)
+            writable = self._writable_items(conn, pid, keys, lease_token, now)
+            ts = db_value(conn, label_t.c.created_at, now)
+            threshold, overlap, model_versions = result.threshold, policy.overlap, result.model_versions
+            votes: list[tuple[Any, ...]] = []
+            labels: list[tuple[Any, ...]] = []
+            tasks: list[tuple[Any, ...]] = []
+            labeled_ids: list[int] = []
+            review_ids: list[int] = []
+            fenced: list[str] = []
+            for d in decisions:
+                item_id = writable.get(d.key)
+                if item_id is None:
+                    fenced.append(d.key)
+                    continue
+                for v in d.votes:
+                    votes.append((pid, item_id, version, v.tool, json_text(v.distribution), v.cost, v.evidence,
+                                  model_versions.get(v.tool)))
+                if d.action == "accept":
+                    labels.append((pid, item_id, version, d.label, d.confidence, "agent", threshold, d.cost, d.reason,
+                                   ts))
+                    labeled_ids.append(item_id)
+                else:
+                    tasks.append((pid, item_id, version, d.review_kind or _DEFAULT_KIND[d.action], d.priority,
+                                  d.label, d.confidence, d.reason, "open", overlap, 0, ts, ts))
+                    review_ids.append(item_id)
+            try:
+                bulk_insert(conn, vote_t, VOTE_COLS, votes)
+                bulk_insert(conn, label_t, LABEL_COLS, labels)
+                bulk_insert(conn, task_t, TASK_COLS, tasks)
+            except IntegrityError as exc:
+                raise ConflictError(f"an item of this batch already has a label or review task under "
+                                    f"{result.policy_key}; nothing was written ({exc.orig})") from None
+            for status, ids in (("labeled", labeled_ids), ("in_review", review_ids)):
+                for part in chunks(ids):
+                    conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(
+                        status=status, lease_owner=None, lease_token=None, lease_expires_at=None, updated_at=now))
+        return RecordResult(labeled=len(labels), queued=len(tasks), votes=len(votes), fenced=fenced)
+
+    def _writable_items(self, conn: Connection, project_id: int, keys: list[str], lease_token: str | None,
+                        now: datetime) -> dict[str, int]:
+        """external id -> item id for the items this call may write (row-locked on PostgreSQL)."""
+        cols = (item_t.c.id, item_t.c.external_id, item_t.c.status, item_t.c.lease_token, item_t.c.lease_expires_at)
+        out: dict[str, int] = {}
+        for part in chunks(keys):
+            query = select(*cols).where(item_t.c.project_id == project_id, item_t.c.external_id.in_(part))
+            if not self.sqlite:
+                query = query.with_for_update()
+            for item_id, key, status, token, expires in conn.execute(query):
+                live = expires is not None and expires > now
+                if lease_token is not None:
+                    ok = status == "leased" and token == lease_token and live
+                else:
+                    ok = status == "pending" or (status == "leased" and not live)
+                if ok:
+                    out[key] = item_id
+        return out
+
+    def leased(self, lease_token: str) -> LeasedStore:
+        """An ``AgentStore`` whose ``record_batch`` writes under ``lease_token`` (hand it to the agent)."""
+        return LeasedStore(self, lease_token)  # type: ignore[arg-type]
+
+
+def _check_decisions(result: BatchResult, policy: Policy) -> None:
+    labels = set(policy.labels)
+    for d in result.decisions:
+        if d.action == "accept":
+            if d.label not in labels:
+                raise InputError(f"decision for {d.key!r}: accepted label {d.label!r} is not in {policy.key}'s labels")
+        elif d.action in ("escalate", "audit"):
+            if d.label is not None and d.label not in labels:
+                raise InputError(f"decision for {d.key!r}: suggestion {d.label!r} is not in {policy.key}'s labels")
+        else:
+            raise InputError(f"decision for {d.key!r}: unknown action {d.action!r}")
+
+
+class LeasedStore:
+    """``AgentStore`` view of a :class:`SqlStore` bound to one lease token (for one graph run)."""
+
+    def __init__(self, store: SqlStore, lease_token: str) -> None:
+        self.store = store
+        self.lease_token = lease_token
+        self.last_result: RecordResult | None = None
+
+    def record_batch(self, project: str, result: BatchResult) -> None:
+        self.last_result = self.store.record_batch(project, result, self.lease_token)
+
+    def load_ground_truth(self, project: str, limit: int | None = None) -> list[GroundTruth]:
+        return self.store.load_ground_truth(project, limit)
+
+    def load_calibration(self, project: str, limit: int) -> list[CalibrationRecord]:
+        return self.store.load_calibration(project, limit)
+
+    def save_model_version(self, project: str, policy_key: str, info: ModelInfo) -> None:
+        self.store.save_model_version(project, policy_key, info)

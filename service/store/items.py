@@ -1,0 +1,196 @@
+"""Items: idempotent bulk ingest, and claiming batches under a lease (the worker side of the queue)."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, func, select, union_all, update
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from policies import InputError, NotFoundError
+from service.db import read_tx, write_tx
+from service.models import ITEM_STATUSES, ItemPublic
+from service.store.base import (
+    StoreBase,
+    as_utc,
+    chunks,
+    item_t,
+    lease_until,
+    new_token,
+    project_t,
+    to_item,
+)
+from service.store.types import IngestResult
+from tools.base import Item as ToolItem
+
+_RELEASED = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+
+
+class ItemsMixin(StoreBase):
+    def ingest(
+        self,
+        project: str,
+        items: Sequence[ToolItem],
+        *,
+        labels: Sequence[str | None] | None = None,
+        now: datetime | None = None,
+    ) -> IngestResult:
+        """Store new items as ``pending``, in input order. Idempotent by ``item.key`` (the client's external
+        id): keys already stored, or repeated within the call, are reported as duplicates and stored once.
+        ``labels`` (aligned with ``items``) are optional client-given labels, kept in ``client_label``."""
+        limits = self.settings
+        if len(items) > limits.max_batch_items:
+            raise InputError(f"{len(items)} items in one call; send at most {limits.max_batch_items} per call")
+        if labels is not None and len(labels) != len(items):
+            raise InputError(f"labels has {len(labels)} entries for {len(items)} items; align them or omit labels")
+        now = as_utc(now)
+        rows: list[ToolItem] = []
+        client: list[str | None] = []
+        seen: dict[str, None] = {}  # keys in input order
+        duplicates: list[str] = []
+        for i, it in enumerate(items):
+            key = it.key
+            if not isinstance(key, str) or not key or len(key) > limits.max_external_id_length:
+                raise InputError(f"items[{i}].key must be a non-empty string of at most "
+                                 f"{limits.max_external_id_length} characters")
+            if key in seen:
+                duplicates.append(key)
+                continue
+            seen[key] = None
+            rows.append(it)
+            client.append(labels[i] if labels is not None else None)
+        if not rows:
+            return IngestResult(inserted=0, duplicates=duplicates)
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            if labels is not None:
+                allowed = set(self._policy(conn, pid, self._active_version(conn, pid)).labels)
+                bad = next((lab for lab in client if lab is not None and lab not in allowed), None)
+                if bad is not None:
+                    raise InputError(f"client label {bad!r} is not in the project's labels {sorted(allowed)}")
+            # Ingests of one project take turns (SQLite: the write lock; PostgreSQL: the project row), so the
+            # existence check is exact, seqs are dense and follow commit order; ON CONFLICT DO NOTHING stays as
+            # the guard for writers that bypass this method.
+            if not self.sqlite:
+                conn.execute(select(project_t.c.id).where(project_t.c.id == pid).with_for_update(key_share=True))
+            existing: set[str] = set()
+            for part in chunks(list(seen)):
+                existing.update(conn.execute(select(item_t.c.external_id).where(
+                    item_t.c.project_id == pid, item_t.c.external_id.in_(part))).scalars())
+            fresh = [(it, lab) for it, lab in zip(rows, client, strict=True) if it.key not in existing]
+            duplicates.extend(k for k in seen if k in existing)
+            if not fresh:
+                return IngestResult(inserted=0, duplicates=duplicates)
+            last = conn.execute(
+                update(project_t).where(project_t.c.id == pid).values(item_seq=project_t.c.item_seq + len(fresh))
+                .returning(project_t.c.item_seq)
+            ).scalar_one()
+            first = last - len(fresh) + 1
+            data = [{"project_id": pid, "external_id": it.key, "text": it.text, "meta": it.metadata or {},
+                     "image": it.image, "client_label": lab, "status": "pending", "attempts": 0, "seq": first + n,
+                     "created_at": now, "updated_at": now} for n, (it, lab) in enumerate(fresh)]
+            insert_ = (sqlite_insert if self.sqlite else pg_insert)(item_t)
+            stmt = insert_.on_conflict_do_nothing(index_elements=["project_id", "external_id"])
+            inserted: set[str] = set()
+            for part in chunks(data):
+                inserted.update(conn.execute(stmt.returning(item_t.c.external_id), list(part)).scalars())
+        duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)  # only if another writer raced us
+        return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
+
+    def claim_batch(
+        self,
+        project: str,
+        *,
+        worker: str,
+        size: int | None = None,
+        lease_seconds: float | None = None,
+        now: datetime | None = None,
+    ) -> tuple[str, list[ToolItem]]:
+        """Lease up to ``size`` of the oldest claimable items (pending, or leased with an expired lease) to
+        ``worker``. Returns the lease token (pass it to ``record_batch``) and the items in arrival order.
+        Items claimed ``max_attempts`` times whose lease expired again are marked ``failed`` instead."""
+        size = size or self.settings.batch_size
+        now = as_utc(now)
+        expires = lease_until(now, lease_seconds if lease_seconds is not None else self.settings.lease_seconds)
+        token = new_token()
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            expired = (item_t.c.project_id == pid) & (item_t.c.status == "leased") & (item_t.c.lease_expires_at <= now)
+            conn.execute(update(item_t).where(expired, item_t.c.attempts >= self.settings.max_attempts)
+                         .values(status="failed", updated_at=now, **_RELEASED))
+            pending = (item_t.c.project_id == pid) & (item_t.c.status == "pending")
+            ids = self._claimable_ids(conn, expired, pending, size)
+            if not ids:
+                return token, []
+            rows = conn.execute(
+                update(item_t).where(item_t.c.id.in_(ids), expired | pending)
+                .values(status="leased", lease_owner=worker, lease_token=token, lease_expires_at=expires,
+                        attempts=item_t.c.attempts + 1, updated_at=now)
+                .returning(item_t.c.seq, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)
+            ).all()
+        rows.sort(key=lambda r: r[0])
+        return token, [to_item(r[1], r[2], r[3], r[4]) for r in rows]
+
+    def _claimable_ids(self, conn: Connection, expired: Any, pending: Any, size: int) -> list[int]:
+        """The ``size`` oldest claimable ids: expired leases and pending items, each read in index order."""
+        def oldest(cond: Any) -> Select[Any]:
+            return select(item_t.c.id, item_t.c.seq).where(cond).order_by(item_t.c.seq).limit(size)
+
+        if self.sqlite:  # the write lock is already held (BEGIN IMMEDIATE): nobody else can claim meanwhile
+            both = union_all(select(oldest(expired).subquery()), select(oldest(pending).subquery()))
+            sub = both.subquery()
+            return list(conn.execute(select(sub.c.id).order_by(sub.c.seq).limit(size)).scalars())
+        found: list[tuple[int, int]] = []
+        for cond in (expired, pending):  # row locks; rows other workers are claiming are skipped, not waited on
+            found.extend(conn.execute(oldest(cond).with_for_update(skip_locked=True)).all())
+        found.sort(key=lambda r: r[1])
+        return [r[0] for r in found[:size]]
+
+    def extend_lease(self, project: str, token: str, *, lease_seconds: float | None = None,
+                     now: datetime | None = None) -> int:
+        """Heartbeat: push the lease of every item still held under ``token``. Returns how many."""
+        now = as_utc(now)
+        expires = lease_until(now, lease_seconds if lease_seconds is not None else self.settings.lease_seconds)
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            return conn.execute(
+                update(item_t).where(item_t.c.project_id == pid, item_t.c.lease_token == token,
+                                     item_t.c.status == "leased", item_t.c.lease_expires_at > now)
+                .values(lease_expires_at=expires, updated_at=now)
+            ).rowcount
+
+    def release_lease(self, project: str, token: str, *, now: datetime | None = None) -> int:
+        """Give back every item still held under ``token`` (e.g. the run failed): they become pending again."""
+        now = as_utc(now)
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            return conn.execute(
+                update(item_t).where(item_t.c.project_id == pid, item_t.c.lease_token == token,
+                                     item_t.c.status == "leased")
+                .values(status="pending", updated_at=now, **_RELEASED)
+            ).rowcount
+
+    def get_item(self, project: str, key: str) -> ItemPublic:
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            row = conn.execute(
+                select(item_t).where(item_t.c.project_id == pid, item_t.c.external_id == key)
+            ).mappings().first()
+        if row is None:
+            raise NotFoundError(f"item {key!r} does not exist in project {project!r}")
+        return ItemPublic.model_validate(dict(row))
+
+    def count_items(self, project: str) -> dict[str, int]:
+        """Items per status (every status present, zero when none)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(
+                select(item_t.c.status, func.count()).where(item_t.c.project_id == pid).group_by(item_t.c.status)
+            ).all()
+        counts = dict.fromkeys(ITEM_STATUSES, 0)
+        counts.update({status: n for status, n in rows})
+        return counts
+

@@ -1,0 +1,116 @@
+"""What the learner and the metrics read: ground truth, calibration records, model versions, labels, votes."""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Sequence
+from typing import Any
+
+from sqlalchemy import func, select
+from sqlalchemy.dialects.postgresql import insert as pg_insert
+from sqlalchemy.dialects.sqlite import insert as sqlite_insert
+
+from agent.ports import CalibrationRecord, GroundTruth
+from service.db import read_tx, write_tx
+from service.models import LABEL_SOURCES, LabelPublic, ModelVersionPublic, utcnow
+from service.store.base import StoreBase, calib_t, chunks, item_t, label_t, model_t, to_item, vote_t
+from tools.base import ModelInfo, Vote
+
+
+class LearningMixin(StoreBase):
+    def load_ground_truth(self, project: str, limit: int | None = None) -> list[GroundTruth]:
+        """Human-settled items, oldest first (the most recent ``limit`` when given); one per item (its latest)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            query = (select(label_t.c.label, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)
+                     .join(item_t, item_t.c.id == label_t.c.item_id)
+                     .where(label_t.c.project_id == pid, label_t.c.source == "human")
+                     .order_by(label_t.c.id.desc()))
+            if limit is not None:
+                query = query.limit(limit)
+            rows = conn.execute(query).all()
+        seen: set[str] = set()
+        out: list[GroundTruth] = []
+        for label, key, text, meta, image in rows:  # newest first: keep each item's latest answer
+            if key not in seen:
+                seen.add(key)
+                out.append(GroundTruth(item=to_item(key, text, meta, image), label=label))
+        out.reverse()
+        return out
+
+    def load_calibration(self, project: str, limit: int, *, kinds: Sequence[str] | None = None
+                         ) -> list[CalibrationRecord]:
+        """The ``limit`` most recent calibration records (by item arrival), oldest first; ``kinds`` filters
+        (e.g. ``("cold_start", "audit")`` for the out-of-sample ones)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            query = (select(calib_t.c.item_key, calib_t.c.confidence, calib_t.c.predicted, calib_t.c.truth,
+                            calib_t.c.kind, calib_t.c.seq)
+                     .where(calib_t.c.project_id == pid)
+                     .order_by(calib_t.c.seq.desc(), calib_t.c.id.desc()).limit(limit))
+            if kinds is not None:
+                query = query.where(calib_t.c.kind.in_(list(kinds)))
+            rows = conn.execute(query).all()
+        return [CalibrationRecord(key=r[0], confidence=r[1], predicted=r[2], truth=r[3], kind=r[4], seq=r[5])
+                for r in reversed(rows)]
+
+    def save_model_version(self, project: str, policy_key: str, info: ModelInfo) -> None:
+        """Remember a trained model version (idempotent per project, policy, tool and version)."""
+        insert_ = sqlite_insert if self.sqlite else pg_insert
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            conn.execute(insert_(model_t).values(
+                project_id=pid, policy_key=policy_key, tool=info.tool, version=info.version,
+                trained_on=info.trained_on, metrics=dict(info.metrics), created_at=utcnow(),
+            ).on_conflict_do_nothing(index_elements=["project_id", "policy_key", "tool", "version"]))
+
+    def list_model_versions(self, project: str, tool: str | None = None) -> list[ModelVersionPublic]:
+        """Model versions, oldest first."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            query = select(model_t).where(model_t.c.project_id == pid).order_by(model_t.c.id)
+            if tool is not None:
+                query = query.where(model_t.c.tool == tool)
+            rows = conn.execute(query).mappings().all()
+        return [ModelVersionPublic.model_validate(dict(r)) for r in rows]
+
+    def load_labels(self, project: str, keys: Sequence[str] | None = None) -> dict[str, list[LabelPublic]]:
+        """Labels per item key, oldest first (one per policy version); all items when ``keys`` is None."""
+        out: dict[str, list[LabelPublic]] = defaultdict(list)
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            base = (select(item_t.c.external_id, label_t).join(item_t, item_t.c.id == label_t.c.item_id)
+                    .where(label_t.c.project_id == pid).order_by(label_t.c.id))
+            parts: list[Any] = [None] if keys is None else list(chunks(list(keys)))
+            for part in parts:
+                query = base if part is None else base.where(item_t.c.external_id.in_(part))
+                for r in conn.execute(query).mappings():
+                    row = dict(r)
+                    out[row.pop("external_id")].append(LabelPublic.model_validate(row))
+        return dict(out)
+
+    def load_votes(self, project: str, keys: Sequence[str], *, policy_version: int | None = None
+                   ) -> dict[str, list[Vote]]:
+        """The votes recorded at decision time, per item key (to explain a label or train the aggregator)."""
+        out: dict[str, list[Vote]] = defaultdict(list)
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            for part in chunks(list(keys)):
+                query = (select(item_t.c.external_id, vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost,
+                                vote_t.c.evidence).join(item_t, item_t.c.id == vote_t.c.item_id)
+                         .where(vote_t.c.project_id == pid, item_t.c.external_id.in_(part)).order_by(vote_t.c.id))
+                if policy_version is not None:
+                    query = query.where(vote_t.c.policy_version == policy_version)
+                for key, tool, dist, cost, evidence in conn.execute(query):
+                    out[key].append(Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence))
+        return dict(out)
+
+    def count_labels(self, project: str) -> dict[str, int]:
+        """Labels per source (agent, human)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(select(label_t.c.source, func.count()).where(label_t.c.project_id == pid)
+                                .group_by(label_t.c.source)).all()
+        counts = dict.fromkeys(LABEL_SOURCES, 0)
+        counts.update({source: n for source, n in rows})
+        return counts

@@ -1,0 +1,226 @@
+"""The review queue: claim tasks under a lease, submit answers (ground truth), settle items."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Connection, Select, exists, func, select, union_all, update
+
+from agent.ports import GroundTruth
+from policies import ConflictError, InputError, NotFoundError, Policy
+from service.db import read_tx, write_tx
+from service.models import TASK_STATUSES
+from service.store.base import (
+    StoreBase,
+    as_utc,
+    calib_t,
+    chunks,
+    item_t,
+    label_t,
+    lease_until,
+    new_token,
+    review_t,
+    task_t,
+    to_item,
+)
+from service.store.batches import LABEL_COLS
+from service.store.bulk import bulk_insert, db_value
+from service.store.types import ClaimedReview, ReviewAnswer, SubmitResult
+
+REVIEW_COLS = ("project_id", "task_id", "item_id", "reviewer", "label", "created_at")
+CALIB_COLS = ("project_id", "item_id", "policy_version", "item_key", "confidence", "predicted", "truth", "kind", "seq",
+              "created_at")
+_TASK_COLS = (task_t.c.id, task_t.c.item_id, task_t.c.kind, task_t.c.priority, task_t.c.suggestion,
+              task_t.c.confidence, task_t.c.policy_version, task_t.c.answers_needed, task_t.c.answers)
+
+
+class ReviewsMixin(StoreBase):
+    def claim_review(self, project: str, *, reviewer: str, lease_seconds: float | None = None,
+                     now: datetime | None = None) -> ClaimedReview | None:
+        """The next task for ``reviewer`` (highest priority, then oldest), or None when the queue is empty."""
+        tasks = self.claim_reviews(project, reviewer=reviewer, limit=1, lease_seconds=lease_seconds, now=now)
+        return tasks[0] if tasks else None
+
+    def claim_reviews(self, project: str, *, reviewer: str, limit: int, lease_seconds: float | None = None,
+                      now: datetime | None = None) -> list[ClaimedReview]:
+        """Lease up to ``limit`` tasks to ``reviewer`` under one token: open tasks, or claimed ones whose lease
+        expired, that this reviewer has not answered yet (overlap needs distinct reviewers)."""
+        now = as_utc(now)
+        expires = lease_until(now, lease_seconds if lease_seconds is not None else self.settings.review_lease_seconds)
+        token = new_token()
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            not_mine = ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
+            open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
+            expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
+                       & (task_t.c.lease_expires_at <= now) & not_mine)
+            ids = self._claimable_task_ids(conn, expired, open_, limit)
+            if not ids:
+                return []
+            rows = conn.execute(
+                update(task_t).where(task_t.c.id.in_(ids), open_ | expired)
+                .values(status="claimed", reviewer=reviewer, lease_token=token, lease_expires_at=expires,
+                        updated_at=now)
+                .returning(*_TASK_COLS)
+            ).all()
+            items = _items_by_id(conn, [r.item_id for r in rows])
+        rows.sort(key=lambda r: (-r.priority, r.id))
+        return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id], kind=r.kind, priority=float(r.priority),
+                              suggestion=r.suggestion, confidence=r.confidence, policy_version=r.policy_version,
+                              reviewer=reviewer, answers_needed=r.answers_needed, answers=r.answers,
+                              lease_expires_at=expires) for r in rows]
+
+    def _claimable_task_ids(self, conn: Connection, expired: Any, open_: Any, limit: int) -> list[int]:
+        def best(cond: Any) -> Select[Any]:
+            return (select(task_t.c.id, task_t.c.priority).where(cond)
+                    .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
+
+        if self.sqlite:
+            sub = union_all(select(best(expired).subquery()), select(best(open_).subquery())).subquery()
+            return list(conn.execute(select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(limit)).scalars())
+        found: list[tuple[int, float]] = []
+        for cond in (expired, open_):
+            found.extend(conn.execute(best(cond).with_for_update(of=task_t, skip_locked=True)).all())
+        found.sort(key=lambda r: (-r[1], r[0]))
+        return [r[0] for r in found[:limit]]
+
+    def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
+                            now: datetime | None = None) -> datetime:
+        """Heartbeat for a claimed task; ConflictError when the token no longer holds it."""
+        now = as_utc(now)
+        expires = lease_until(now, lease_seconds if lease_seconds is not None else self.settings.review_lease_seconds)
+        with write_tx(self.engine) as conn:
+            n = conn.execute(update(task_t).where(task_t.c.id == task_id, task_t.c.status == "claimed",
+                                                  task_t.c.lease_token == token)
+                             .values(lease_expires_at=expires, updated_at=now)).rowcount
+        if n != 1:
+            raise ConflictError(f"review task {task_id}: the lease token is stale or not yours; claim again")
+        return expires
+
+    def submit_review(self, task_id: int, token: str, label: str, *, project: str | None = None,
+                      now: datetime | None = None) -> GroundTruth:
+        """One reviewer's answer (see :meth:`submit_reviews`); returns it as ground truth."""
+        return self.submit_reviews([ReviewAnswer(task_id, token, label)], project=project, now=now).answers[0]
+
+    def submit_reviews(self, answers: Sequence[ReviewAnswer], *, project: str | None = None,
+                       now: datetime | None = None) -> SubmitResult:
+        """Store many answers in one transaction, all or nothing.
+
+        Each answer needs the token of a current claim on its task (ConflictError otherwise: stale, foreign or
+        already answered; a claim whose lease expired still counts until someone else claims the task) and a
+        label from the task's policy (InputError). A task is done when ``answers_needed`` distinct reviewers
+        answered; if they disagree and the policy's ``max_overlap`` allows, one more answer is asked for.
+        When done, the item gets a human label (majority; ``confidence`` = agreement) and a calibration record.
+        """
+        now = as_utc(now)
+        ids = [a.task_id for a in answers]
+        if len(set(ids)) != len(ids):
+            raise InputError("a task is answered twice in one call; send one answer per task")
+        out = SubmitResult()
+        if not answers:
+            return out
+        with write_tx(self.engine) as conn:
+            tasks = self._locked_tasks(conn, ids, project)
+            ts = db_value(conn, review_t.c.created_at, now)
+            reviews: list[tuple[Any, ...]] = []
+            policies: dict[tuple[int, int], Policy] = {}
+            for a in answers:
+                t = tasks.get(a.task_id)
+                if t is None:
+                    raise NotFoundError(f"review task {a.task_id} does not exist")
+                if t["status"] != "claimed" or t["lease_token"] != a.token:
+                    raise ConflictError(f"review task {a.task_id}: the lease token is stale or not yours; claim again")
+                policy = policies.get(t["pv"]) or self._policy(conn, t["project_id"], t["policy_version"])
+                policies[t["pv"]] = policy
+                if a.label not in policy.labels:
+                    raise InputError(f"review task {a.task_id}: label {a.label!r} is not one of {policy.labels}")
+                reviews.append((t["project_id"], a.task_id, t["item_id"], t["reviewer"], a.label, ts))
+                out.answers.append(GroundTruth(item=t["item"], label=a.label, reviewer=t["reviewer"]))
+            bulk_insert(conn, review_t, REVIEW_COLS, reviews)
+            answered = [tasks[a.task_id] for a in answers]
+            multi = [t["id"] for t in answered if t["answers_needed"] > 1 and t["answers"] + 1 >= t["answers_needed"]]
+            history = _labels_by_task(conn, multi)
+            done, wait, more = [], [], []
+            labels: list[tuple[Any, ...]] = []
+            calib: list[tuple[Any, ...]] = []
+            item_ids: list[int] = []
+            for a, t in zip(answers, answered, strict=True):
+                if t["answers"] + 1 < t["answers_needed"]:
+                    wait.append(t["id"])
+                    continue
+                votes = history.get(t["id"]) or [(a.label, t["reviewer"])]
+                counts = Counter(lab for lab, _ in votes)
+                top = max(counts.values())
+                if top < len(votes) and t["answers_needed"] < policies[t["pv"]].max_overlap:
+                    more.append(t["id"])
+                    continue
+                final = next(lab for lab, _ in votes if counts[lab] == top)  # ties: the earliest answer wins
+                done.append(t["id"])
+                labels.append((t["project_id"], t["item_id"], t["policy_version"], final, top / len(votes), "human",
+                               None, 0.0, f"review task {t['id']}", ts))
+                calib.append((t["project_id"], t["item_id"], t["policy_version"], t["item"].key, t["confidence"],
+                              t["suggestion"], final, t["kind"], t["seq"], ts))
+                item_ids.append(t["item_id"])
+                out.settled.append(GroundTruth(item=t["item"], label=final, reviewer=",".join(r for _, r in votes)))
+            released = {"reviewer": None, "lease_token": None, "lease_expires_at": None, "updated_at": now,
+                        "answers": task_t.c.answers + 1}
+            for status, group, extra in (("done", done, {}), ("open", wait, {}),
+                                         ("open", more, {"answers_needed": task_t.c.answers_needed + 1})):
+                for part in chunks(group):
+                    conn.execute(update(task_t).where(task_t.c.id.in_(part)).values(status=status, **released,
+                                                                                      **extra))
+            bulk_insert(conn, label_t, LABEL_COLS, labels)
+            bulk_insert(conn, calib_t, CALIB_COLS, calib)
+            for part in chunks(item_ids):
+                conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(status="labeled", updated_at=now))
+        return out
+
+    def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
+        pid = self._project_id(conn, project) if project is not None else None
+        cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
+                item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image, item_t.c.seq)
+        out: dict[int, dict[str, Any]] = {}
+        for part in chunks(ids):
+            query = select(*cols).join(item_t, item_t.c.id == task_t.c.item_id).where(task_t.c.id.in_(part))
+            if pid is not None:
+                query = query.where(task_t.c.project_id == pid)
+            if not self.sqlite:
+                query = query.with_for_update(of=task_t)
+            for r in conn.execute(query).mappings():
+                t = dict(r)
+                t["item"] = to_item(t.pop("external_id"), t.pop("text"), t.pop("meta"), t.pop("image"))
+                t["pv"] = (t["project_id"], t["policy_version"])
+                out[t["id"]] = t
+        return out
+
+    def count_tasks(self, project: str) -> dict[str, int]:
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(select(task_t.c.status, func.count()).where(task_t.c.project_id == pid)
+                                .group_by(task_t.c.status)).all()
+        counts = dict.fromkeys(TASK_STATUSES, 0)
+        counts.update({status: n for status, n in rows})
+        return counts
+
+
+def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, Any]:
+    out = {}
+    for part in chunks(ids):
+        query = select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)
+        for r in conn.execute(query.where(item_t.c.id.in_(part))):
+            out[r[0]] = to_item(r[1], r[2], r[3], r[4])
+    return out
+
+
+def _labels_by_task(conn: Connection, task_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
+    """(label, reviewer) per task, in answer order (includes the answers inserted in this transaction)."""
+    out: dict[int, list[tuple[str, str]]] = defaultdict(list)
+    for part in chunks(task_ids):
+        query = (select(review_t.c.task_id, review_t.c.label, review_t.c.reviewer)
+                 .where(review_t.c.task_id.in_(part)).order_by(review_t.c.id))
+        for task_id, label, reviewer in conn.execute(query):
+            out[task_id].append((label, reviewer))
+    return out
