@@ -1,0 +1,158 @@
+"""Ingest (idempotent by external id) and claiming batches under leases."""
+
+from __future__ import annotations
+
+import threading
+from datetime import UTC, datetime, timedelta
+
+import pytest
+from sqlalchemy import func, select
+
+from policies import InputError, NotFoundError
+from service.db import read_tx
+from service.settings import Settings
+from service.store import SqlStore
+from service.store.base import item_t
+from tests.factories import make_items
+from tools.base import Item
+
+T0 = datetime(2030, 1, 1, tzinfo=UTC)
+
+
+def stored_count(store: SqlStore) -> int:
+    with read_tx(store.engine) as conn:
+        return conn.execute(select(func.count()).select_from(item_t)).scalar_one()
+
+
+def test_ingest_is_idempotent_by_external_id(store: SqlStore, project: str) -> None:
+    first = store.ingest(project, make_items(5))
+    assert (first.inserted, first.duplicates, first.first_seq) == (5, [], 1)
+    again = store.ingest(project, make_items(7))  # 5 known + 2 new
+    assert again.inserted == 2
+    assert again.duplicates == [f"item-{i:06d}" for i in range(5)]
+    assert again.first_seq == 6  # seqs stay dense: duplicates take none
+    assert stored_count(store) == 7
+
+
+def test_ingest_reports_repeats_within_one_call(store: SqlStore, project: str) -> None:
+    items = [*make_items(3), make_items(1)[0]]
+    result = store.ingest(project, items)
+    assert result.inserted == 3
+    assert result.duplicates == ["item-000000"]
+    assert stored_count(store) == 3
+
+
+def test_ingest_keeps_content_and_client_labels(store: SqlStore, project: str) -> None:
+    item = Item(key="a", text="héllo", metadata={"lat": 1.5, "tags": ["x"]}, image=b"\x89PNG")
+    store.ingest(project, [item, Item(key="b", text=None)], labels=["spam", None])
+    stored = store.get_item(project, "a")
+    assert (stored.text, stored.meta, stored.client_label, stored.status) == ("héllo", item.metadata, "spam", "pending")
+    assert store.get_item(project, "b").client_label is None
+    _, claimed = store.claim_batch(project, worker="w", size=10)
+    assert claimed[0] == item  # round-trips exactly, bytes included
+
+
+def test_ingest_validates_input(store: SqlStore, project: str) -> None:
+    with pytest.raises(InputError, match="not in the project's labels"):
+        store.ingest(project, make_items(2), labels=["ham", "eggs"])
+    with pytest.raises(InputError, match="key must be"):
+        store.ingest(project, [Item(key="")])
+    with pytest.raises(InputError, match="align"):
+        store.ingest(project, make_items(2), labels=["ham"])
+    small = SqlStore(store.engine, Settings(max_batch_items=3))
+    with pytest.raises(InputError, match="at most 3"):
+        small.ingest(project, make_items(4))
+    with pytest.raises(NotFoundError):
+        store.ingest("missing", make_items(1))
+    assert stored_count(store) == 0  # nothing of the failed calls was stored
+
+
+def test_claims_hand_out_oldest_first_and_never_twice(store: SqlStore, project: str) -> None:
+    store.ingest(project, make_items(10))
+    token_a, batch_a = store.claim_batch(project, worker="a", size=4)
+    token_b, batch_b = store.claim_batch(project, worker="b", size=4)
+    token_c, batch_c = store.claim_batch(project, worker="c", size=4)
+    assert [it.key for it in batch_a] == [f"item-{i:06d}" for i in range(4)]
+    assert [it.key for it in batch_b] == [f"item-{i:06d}" for i in range(4, 8)]
+    assert [it.key for it in batch_c] == ["item-000008", "item-000009"]
+    assert len({token_a, token_b, token_c}) == 3
+    assert store.claim_batch(project, worker="d", size=4)[1] == []
+    leased = store.get_item(project, "item-000005")
+    assert (leased.status, leased.lease_owner, leased.attempts) == ("leased", "b", 1)
+
+
+def test_concurrent_claims_from_threads_never_share_an_item(store: SqlStore, project: str) -> None:
+    n_items, n_workers = 600, 6
+    for start in range(0, n_items, 200):
+        store.ingest(project, make_items(200, start=start))
+    claimed: dict[str, list[str]] = {}
+    errors: list[BaseException] = []
+    barrier = threading.Barrier(n_workers)
+
+    def worker(name: str) -> None:
+        try:
+            barrier.wait()
+            mine: list[str] = []
+            while True:
+                _, batch = store.claim_batch(project, worker=name, size=25)
+                if not batch:
+                    break
+                mine.extend(it.key for it in batch)
+            claimed[name] = mine
+        except BaseException as exc:  # surfaced below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=worker, args=(f"w{i}",)) for i in range(n_workers)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert not errors
+    everything = [key for keys in claimed.values() for key in keys]
+    assert len(everything) == n_items
+    assert len(set(everything)) == n_items  # no item went to two workers
+
+
+def test_expired_leases_come_back(store: SqlStore, project: str) -> None:
+    store.ingest(project, make_items(3))
+    old_token, first = store.claim_batch(project, worker="slow", size=2, lease_seconds=30, now=T0)
+    assert store.claim_batch(project, worker="fast", size=5, now=T0 + timedelta(seconds=29))[1][0].key == "item-000002"
+    token, again = store.claim_batch(project, worker="fast", size=5, now=T0 + timedelta(seconds=30))
+    assert [it.key for it in again] == [it.key for it in first]
+    assert token != old_token
+    item = store.get_item(project, "item-000000")
+    assert (item.lease_owner, item.attempts) == ("fast", 2)
+
+
+def test_items_failing_too_often_are_marked_failed(store: SqlStore, project: str) -> None:
+    limited = SqlStore(store.engine, Settings(max_attempts=2))
+    limited.ingest(project, make_items(1))
+    now = T0
+    for _ in range(2):
+        assert len(limited.claim_batch(project, worker="w", lease_seconds=10, now=now)[1]) == 1
+        now += timedelta(seconds=11)
+    assert limited.claim_batch(project, worker="w", now=now)[1] == []
+    assert limited.get_item(project, "item-000000").status == "failed"
+    assert limited.count_items(project)["failed"] == 1
+
+
+def test_extend_and_release_leases(store: SqlStore, project: str) -> None:
+    store.ingest(project, make_items(4))
+    token, _ = store.claim_batch(project, worker="w", size=4, lease_seconds=10, now=T0)
+    assert store.extend_lease(project, token, lease_seconds=60, now=T0 + timedelta(seconds=5)) == 4
+    assert store.claim_batch(project, worker="x", now=T0 + timedelta(seconds=30))[1] == []  # still held
+    assert store.extend_lease(project, "not-a-token", now=T0) == 0
+    assert store.release_lease(project, token) == 4
+    assert store.count_items(project)["pending"] == 4
+    assert len(store.claim_batch(project, worker="x", size=10)[1]) == 4
+
+
+def test_projects_are_isolated(store: SqlStore, project: str) -> None:
+    from tests.factories import make_policy
+
+    store.create_project("other", make_policy("other"))
+    store.ingest(project, make_items(3))
+    result = store.ingest("other", make_items(3))  # same keys, another project: not duplicates
+    assert result.inserted == 3
+    assert len(store.claim_batch("other", worker="w", size=10)[1]) == 3
+    assert store.count_items(project)["pending"] == 3

@@ -1,0 +1,108 @@
+"""Settings from the environment; engine setup for SQLite and PostgreSQL."""
+
+from __future__ import annotations
+
+import pytest
+from sqlalchemy import inspect, text
+from sqlmodel import select
+
+from service.db import create_all, make_engine, read_tx, session_scope, write_tx
+from service.models import Project
+from service.settings import Settings, get_settings
+
+
+def test_settings_defaults_and_env_override(monkeypatch: pytest.MonkeyPatch) -> None:
+    for name in ("LABELAGENT_DATABASE_URL", "LABELAGENT_BATCH_SIZE", "LABELAGENT_LEASE_SECONDS"):
+        monkeypatch.delenv(name, raising=False)
+    get_settings.cache_clear()
+    try:
+        defaults = get_settings()
+        assert defaults.database_url == "sqlite:///./labelagent.db"
+        assert (defaults.batch_size, defaults.lease_seconds, defaults.max_batch_items) == (256, 60, 1000)
+        assert get_settings() is defaults  # cached
+
+        monkeypatch.setenv("LABELAGENT_DATABASE_URL", "sqlite:////tmp/elsewhere.db")
+        monkeypatch.setenv("LABELAGENT_BATCH_SIZE", "32")
+        assert get_settings().batch_size == 256  # still the cached object until the cache is cleared
+        get_settings.cache_clear()
+        fresh = get_settings()
+        assert fresh.database_url == "sqlite:////tmp/elsewhere.db"
+        assert fresh.batch_size == 32
+    finally:
+        get_settings.cache_clear()
+
+
+def test_settings_reject_invalid_values(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("LABELAGENT_BATCH_SIZE", "0")
+    with pytest.raises(ValueError, match="batch_size"):
+        Settings()
+
+
+def test_sqlite_engine_pragmas(tmp_path) -> None:
+    engine = make_engine(f"sqlite:///{tmp_path / 'p.db'}", busy_timeout_ms=1234)
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA journal_mode").scalar() == "wal"
+            assert conn.exec_driver_sql("PRAGMA synchronous").scalar() == 1  # NORMAL
+            assert conn.exec_driver_sql("PRAGMA foreign_keys").scalar() == 1
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 1234
+    finally:
+        engine.dispose()
+
+
+def test_write_tx_holds_the_sqlite_write_lock(tmp_path) -> None:
+    """BEGIN IMMEDIATE: a second writer cannot start while the first is open (no SQLITE_BUSY later)."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}", busy_timeout_ms=0)
+    other = make_engine(f"sqlite:///{tmp_path / 'w.db'}", busy_timeout_ms=0)
+    try:
+        create_all(engine)
+        with write_tx(engine) as conn:
+            conn.execute(text("INSERT INTO project (name, data_kind, item_seq, created_at) "
+                              "VALUES ('a', 'text', 0, '')"))
+            with pytest.raises(Exception, match="locked"), write_tx(other):
+                pass
+            with read_tx(other) as reader:  # readers are never blocked by the writer (WAL)
+                assert reader.execute(text("SELECT count(*) FROM project")).scalar() == 0
+        with read_tx(other) as reader:
+            assert reader.execute(text("SELECT count(*) FROM project")).scalar() == 1
+    finally:
+        engine.dispose()
+        other.dispose()
+
+
+def test_create_all_is_idempotent_and_has_the_hot_indexes(engine) -> None:
+    create_all(engine)  # second time: no error
+    insp = inspect(engine)
+    tables = set(insp.get_table_names())
+    assert {"project", "policy_version", "item", "vote", "label", "review_task", "review", "model_version",
+            "calibration_record"} <= tables
+    item_indexes = {ix["name"]: ix["column_names"] for ix in insp.get_indexes("item")}
+    assert item_indexes["ix_item_claim"] == ["project_id", "status", "seq"]
+    task_indexes = {ix["name"] for ix in insp.get_indexes("review_task")}
+    assert "ix_review_task_claim" in task_indexes
+    label_uniques = {u["name"]: u["column_names"] for u in insp.get_unique_constraints("label")}
+    assert label_uniques["uq_label_item_version"] == ["item_id", "policy_version"]
+
+
+def test_postgres_engine_uses_psycopg_with_pre_ping(postgres_engine) -> None:
+    assert postgres_engine.dialect.driver == "psycopg"
+    assert postgres_engine.pool._pre_ping is True
+    with postgres_engine.connect() as conn:
+        assert conn.exec_driver_sql("SHOW plan_cache_mode").scalar() == "force_custom_plan"
+
+
+def test_make_engine_rejects_other_databases() -> None:
+    with pytest.raises(ValueError, match="unsupported database URL"):
+        make_engine("mysql://user@localhost/db")
+
+
+def test_session_scope_commits_and_rolls_back(engine) -> None:
+    with session_scope(engine) as session:
+        session.add(Project(name="kept", data_kind="text"))
+    with pytest.raises(RuntimeError), session_scope(engine) as session:
+        session.add(Project(name="dropped", data_kind="text"))
+        session.flush()
+        raise RuntimeError("boom")
+    with session_scope(engine, write=False) as session:
+        names = sorted(p.name for p in session.exec(select(Project)).all())
+    assert names == ["kept"]
