@@ -6,7 +6,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, func, select, union_all, update
+from sqlalchemy import Connection, Select, case, func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -163,14 +163,16 @@ class ItemsMixin(StoreBase):
             ).rowcount
 
     def release_lease(self, project: str, token: str, *, now: datetime | None = None) -> int:
-        """Give back every item still held under ``token`` (e.g. the run failed): they become pending again."""
+        """Give back every item still held under ``token`` (e.g. the run failed): they become pending again,
+        or ``failed`` once claimed ``max_attempts`` times (so a poison item cannot loop forever)."""
         now = as_utc(now)
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             return conn.execute(
                 update(item_t).where(item_t.c.project_id == pid, item_t.c.lease_token == token,
                                      item_t.c.status == "leased")
-                .values(status="pending", updated_at=now, **_RELEASED)
+                .values(status=case((item_t.c.attempts >= self.settings.max_attempts, "failed"), else_="pending"),
+                        updated_at=now, **_RELEASED)
             ).rowcount
 
     def get_item(self, project: str, key: str) -> ItemPublic:

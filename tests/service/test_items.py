@@ -136,6 +136,18 @@ def test_items_failing_too_often_are_marked_failed(store: SqlStore, project: str
     assert limited.count_items(project)["failed"] == 1
 
 
+def test_released_items_fail_after_too_many_attempts(store: SqlStore, project: str) -> None:
+    limited = SqlStore(store.engine, Settings(max_attempts=2))
+    limited.ingest(project, make_items(1))
+    token, _ = limited.claim_batch(project, worker="w")
+    assert limited.release_lease(project, token) == 1
+    assert limited.get_item(project, "item-000000").status == "pending"
+    token, _ = limited.claim_batch(project, worker="w")
+    limited.release_lease(project, token)
+    assert limited.get_item(project, "item-000000").status == "failed"
+    assert limited.claim_batch(project, worker="w")[1] == []
+
+
 def test_extend_and_release_leases(store: SqlStore, project: str) -> None:
     store.ingest(project, make_items(4))
     token, _ = store.claim_batch(project, worker="w", size=4, lease_seconds=10, now=T0)
