@@ -89,7 +89,7 @@ def postgres_engine() -> Iterator[Engine]:
         admin.dispose()
 
 
-@pytest.fixture(params=["sqlite", "postgres"])
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
 def engine(request: pytest.FixtureRequest) -> Engine:
     """A fresh, empty database with the schema, on each backend."""
     return request.getfixturevalue(f"{request.param}_engine")

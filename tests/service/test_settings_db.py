@@ -84,6 +84,7 @@ def test_create_all_is_idempotent_and_has_the_hot_indexes(engine) -> None:
     assert label_uniques["uq_label_item_version"] == ["item_id", "policy_version"]
 
 
+@pytest.mark.postgres
 def test_postgres_engine_uses_psycopg_with_pre_ping(postgres_engine) -> None:
     assert postgres_engine.dialect.driver == "psycopg"
     assert postgres_engine.pool._pre_ping is True
