@@ -52,6 +52,13 @@ def min_sample_size(alpha: float, delta: float) -> int:
     return max(1, math.ceil(math.log(delta) / math.log(1.0 - alpha)))
 
 
+def _min_count_with_errors(errors: int, alpha: float, delta: float) -> int:
+    n = min_sample_size(alpha, delta)
+    while float(cp_upper(errors, n, delta)) > alpha:
+        n = int(n * 1.05) + 1
+    return n
+
+
 @dataclass(frozen=True, slots=True)
 class ThresholdResult:
     threshold: float | None  # None: nothing may be auto-accepted yet
@@ -71,9 +78,11 @@ def choose_threshold(
 ) -> ThresholdResult:
     """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
 
-    Candidates are the confidences at calibration counts ``n0, n0*(1+step), ...`` from the top,
-    where ``n0`` is the smallest count that could pass with no error: the sequence depends on the
-    confidences only, never on correctness, which keeps the fixed-sequence test valid.
+    Candidates are the confidences at calibration counts ``n0, n0*(1+step), ...`` from the top.
+    ``n0`` is the smallest count that could pass with no error; once the calibration set is large
+    enough, the smallest that could pass with one error, so that a single early mistake does not end
+    the scan. The sequence depends on the counts only, never on correctness, which keeps the
+    fixed-sequence test valid.
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
@@ -83,6 +92,9 @@ def choose_threshold(
     n0 = min_sample_size(alpha, delta)
     if n_total < n0:
         return ThresholdResult(None, n_total, 0, 0, 1.0)
+    n1 = _min_count_with_errors(1, alpha, delta)
+    if n_total >= 2 * n1:
+        n0 = n1
     order = np.argsort(-conf, kind="stable")
     conf_sorted = conf[order]
     errors_cum = np.cumsum(~ok[order])

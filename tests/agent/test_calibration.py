@@ -1,0 +1,84 @@
+"""The threshold rule and its guarantee, on synthetic confidences with a known error rate."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+from scipy.stats import binom
+
+from agent.calibration import choose_threshold, cp_interval, cp_lower, cp_upper, detect_drift, min_sample_size
+
+
+def test_cp_upper_matches_binomial_definition() -> None:
+    # The upper bound u is where P(X <= k | n, u) = delta.
+    for k, n in [(0, 150), (3, 300), (10, 500)]:
+        u = float(cp_upper(k, n, 0.05))
+        assert binom.cdf(k, n, u) == pytest.approx(0.05, abs=1e-6)
+    assert float(cp_upper(5, 5, 0.05)) == 1.0
+    assert float(cp_upper(0, 0, 0.05)) == 1.0
+
+
+def test_cp_lower_and_interval() -> None:
+    lo = cp_lower(10, 100, 0.05)
+    assert 1 - binom.cdf(9, 100, lo) == pytest.approx(0.05, abs=1e-6)
+    assert cp_lower(0, 100, 0.05) == 0.0
+    lo, hi = cp_interval(95, 100)
+    assert lo < 0.95 < hi
+    assert cp_interval(0, 0) == (0.0, 1.0)
+
+
+def test_min_sample_size() -> None:
+    n = min_sample_size(0.02, 0.05)
+    assert float(cp_upper(0, n, 0.05)) <= 0.02 < float(cp_upper(0, n - 1, 0.05))
+
+
+def test_too_little_data_gives_no_threshold() -> None:
+    r = choose_threshold(np.ones(50), np.ones(50, dtype=bool), alpha=0.02, delta=0.05)
+    assert r.threshold is None
+
+
+def test_perfect_classifier_accepts_everything() -> None:
+    conf = np.linspace(0.5, 1.0, 1000)
+    r = choose_threshold(conf, np.ones(1000, dtype=bool), alpha=0.02, delta=0.05)
+    assert r.threshold == pytest.approx(0.5)
+    assert r.n_above == 1000 and r.errors_above == 0
+
+
+def test_errors_at_the_top_block_everything() -> None:
+    conf = np.linspace(0.5, 1.0, 1000)
+    correct = np.ones(1000, dtype=bool)
+    correct[-20:] = False  # the most confident items are wrong
+    r = choose_threshold(conf, correct, alpha=0.02, delta=0.05)
+    assert r.threshold is None
+
+
+def _trial(rng: np.random.Generator, n: int, alpha: float, delta: float) -> tuple[float | None, float]:
+    # P(wrong | c) = (1 - c) * 0.4: calibrated-ish, error grows as confidence falls.
+    conf = rng.uniform(0.5, 1.0, n)
+    correct = rng.uniform(size=n) >= (1.0 - conf) * 0.4
+    r = choose_threshold(conf, correct, alpha=alpha, delta=delta)
+    if r.threshold is None:
+        return None, 0.0
+    # True error above t: E[(1 - c) * 0.4 | c >= t] for c ~ U(0.5, 1) = 0.2 * (1 - t).
+    return r.threshold, 0.2 * (1.0 - r.threshold)
+
+
+@pytest.mark.parametrize(("alpha", "n"), [(0.02, 10000), (0.05, 2000), (0.1, 500)])
+def test_guarantee_holds_in_95_percent_of_trials(alpha: float, n: int) -> None:
+    rng = np.random.default_rng(1234)
+    trials = 400
+    violations = 0
+    accepted = 0
+    for _ in range(trials):
+        t, true_error = _trial(rng, n, alpha, 0.05)
+        if t is not None:
+            accepted += 1
+            violations += true_error > alpha
+    assert accepted > trials * 0.5  # the rule is not vacuous: it usually finds a threshold
+    assert violations / trials <= 0.05
+
+
+def test_drift_detection() -> None:
+    assert detect_drift(np.r_[np.ones(180, bool), np.zeros(20, bool)], alpha=0.02, delta=0.05).drifted
+    assert not detect_drift(np.r_[np.ones(198, bool), np.zeros(2, bool)], alpha=0.02, delta=0.05).drifted
+    assert not detect_drift(np.zeros(0, bool), alpha=0.02, delta=0.05).drifted
