@@ -17,6 +17,8 @@ from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
 
+from service.settings import Settings, get_settings
+
 _BEGIN_OPTION = "labelagent_sqlite_begin"
 
 
@@ -57,6 +59,13 @@ def make_engine(
         return engine
     raise ValueError(f"unsupported database URL {parsed.render_as_string(hide_password=True)!r}; "
                      "use sqlite:///path.db or postgresql+psycopg://...")
+
+
+def engine_from_settings(settings: Settings | None = None) -> Engine:
+    """The engine described by the settings (``LABELAGENT_DATABASE_URL`` and friends)."""
+    s = settings or get_settings()
+    return make_engine(s.database_url, echo=s.echo_sql, busy_timeout_ms=s.sqlite_busy_timeout_ms,
+                       pool_size=s.pool_size, max_overflow=s.max_overflow)
 
 
 def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> Engine:
@@ -105,7 +114,8 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 
 @contextmanager
 def read_tx(engine: Engine) -> Iterator[Connection]:
-    """A read-only transaction: one consistent snapshot, never blocks the writer."""
+    """A read transaction (a consistent snapshot on SQLite; per-statement on PostgreSQL's READ COMMITTED).
+    Never blocks the writer."""
     with engine.connect() as conn, conn.begin():
         yield conn
 

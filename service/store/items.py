@@ -125,8 +125,10 @@ class ItemsMixin(StoreBase):
             ids = self._claimable_ids(conn, expired, pending, size)
             if not ids:
                 return token, []
+            # no re-check of the status here: the ids are ours (SQLite: write lock; PostgreSQL: row locks), and
+            # with one SQLite would plan a scan of every pending item instead of a primary-key lookup
             rows = conn.execute(
-                update(item_t).where(item_t.c.id.in_(ids), expired | pending)
+                update(item_t).where(item_t.c.id.in_(ids))
                 .values(status="leased", lease_owner=worker, lease_token=token, lease_expires_at=expires,
                         attempts=item_t.c.attempts + 1, updated_at=now)
                 .returning(item_t.c.seq, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)

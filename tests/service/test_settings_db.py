@@ -6,7 +6,7 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import select
 
-from service.db import create_all, make_engine, read_tx, session_scope, write_tx
+from service.db import create_all, engine_from_settings, make_engine, read_tx, session_scope, write_tx
 from service.models import Project
 from service.settings import Settings, get_settings
 
@@ -36,6 +36,16 @@ def test_settings_reject_invalid_values(monkeypatch: pytest.MonkeyPatch) -> None
     monkeypatch.setenv("LABELAGENT_BATCH_SIZE", "0")
     with pytest.raises(ValueError, match="batch_size"):
         Settings()
+
+
+def test_engine_from_settings(tmp_path) -> None:
+    engine = engine_from_settings(Settings(database_url=f"sqlite:///{tmp_path / 's.db'}", sqlite_busy_timeout_ms=777))
+    try:
+        with engine.connect() as conn:
+            assert conn.exec_driver_sql("PRAGMA busy_timeout").scalar() == 777
+        assert engine.url.database == str(tmp_path / "s.db")
+    finally:
+        engine.dispose()
 
 
 def test_sqlite_engine_pragmas(tmp_path) -> None:
