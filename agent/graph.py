@@ -18,7 +18,7 @@ import numpy as np
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
 
-from agent.aggregate import log_votes
+from agent.aggregate import log_votes, softmax_rows
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
@@ -61,13 +61,21 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
         rows &= state["explore"]  # no value shown: keep measuring it on the exploration sample only
     cheapest = min(tl.cost for tl in ctx.tools)
     threshold = snap.threshold
-    if threshold is not None and tool.cost > EXPENSIVE_FACTOR * max(cheapest, 1e-6):
-        # Only where the extra evidence can lift the item over the threshold (or to keep learning).
-        conf = state["proba"].max(axis=1)
-        anything = state["voted"].any(axis=1)
-        near = anything & (conf >= threshold - ctx.policy.planner.gain_margin)
-        rows &= near | state["explore"]
+    if threshold is not None and tool.cost > EXPENSIVE_FACTOR * max(cheapest, 1e-6) and rows.any():
+        # Only where the tool can change the outcome: even a confident vote for the current best label
+        # must be able to lift the item over the threshold (or the item is in the exploration sample).
+        rows &= could_cross(state["proba"], weight, ctx.policy.planner.best_case_vote, threshold) | state["explore"]
     return rows
+
+
+def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float) -> np.ndarray:
+    """Whether one more vote of confidence ``vote`` for each row's top label lifts it to ``threshold``."""
+    n_labels = proba.shape[1]
+    other = (1.0 - vote) / max(n_labels - 1, 1)
+    logits = np.log(np.clip(proba, 1e-12, 1.0)) + weight * np.log(other)
+    top = proba.argmax(axis=1)
+    logits[np.arange(proba.shape[0]), top] += weight * (np.log(vote) - np.log(other))
+    return softmax_rows(logits).max(axis=1) >= threshold
 
 
 async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:

@@ -115,9 +115,10 @@ class PlannerSpec(_Strict):
         default=0.05, ge=0.0, le=1.0,
         description="Share of items on which every tool is called, to keep measuring tool value.",
     )
-    gain_margin: float = Field(
-        default=0.25, ge=0.0, le=1.0,
-        description="An expensive tool is called only on items within this confidence of the threshold.",
+    best_case_vote: float = Field(
+        default=0.99, gt=0.5, lt=1.0,
+        description="An expensive tool is called only on items that a vote this confident could lift over "
+                    "the threshold.",
     )
 
 

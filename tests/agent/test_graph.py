@@ -1,0 +1,143 @@
+"""Graph routing: the cascade, budgets, cold start, audits, failures; one graph run per batch."""
+
+from __future__ import annotations
+
+import asyncio
+from dataclasses import replace
+
+import numpy as np
+import pytest
+
+from agent.aggregate import AggregatorModel
+from agent.calibration import ThresholdResult
+from agent.runner import BatchLabeler
+from agent.state import AgentSnapshot
+from tests.agent.fixtures import TableTool
+from tests.factories import make_items, make_policy
+
+SURE = {"ham": 0.999, "spam": 0.001}
+UNSURE = {"ham": 0.6, "spam": 0.4}
+
+
+def labeler(tools, threshold: float | None, **policy_over) -> BatchLabeler:  # type: ignore[no-untyped-def]
+    specs = [{"name": t.name, "kind": "text_classifier", "cost": t.cost} for t in tools]
+    fields = {"tools": specs, "audit_rate": 0.0, **policy_over}
+    fields.setdefault("planner", {"explore_rate": 0.0})
+    policy = make_policy(**fields)
+    lab = BatchLabeler(policy, tools, seed=0)
+    names = tuple(t.name for t in tools)
+    agg = AggregatorModel(names, np.ones(len(tools)), 0.0, np.log(np.full(2, 0.5)))
+    lab.learner.snapshot = AgentSnapshot(agg, ThresholdResult(threshold, 500, 500, 0, 0.01),
+                                         policy.audit_rate if threshold is not None else 1.0)
+    return lab
+
+
+def run(lab: BatchLabeler, items):  # type: ignore[no-untyped-def]
+    return asyncio.run(lab.run_batch(items))
+
+
+def test_cascade_stops_early_on_easy_items() -> None:
+    items = make_items(10)
+    easy = {it.key: SURE for it in items[:7]}
+    hard = {it.key: UNSURE for it in items[7:]}
+    cheap = TableTool("cheap", {**easy, **hard}, cost=1.0)
+    costly = TableTool("costly", {it.key: SURE for it in items}, cost=10.0)
+    lab = labeler([cheap, costly], threshold=0.99, budget=20)
+    result = run(lab, items)
+    assert result.tool_calls == {"cheap": 10, "costly": 3}
+    assert sorted(costly.seen) == sorted(hard)  # the expensive tool only where it could matter
+    accepted = {d.key for d in result.decisions if d.action == "accept"}
+    assert set(easy) <= accepted
+    assert all(d.label == "ham" for d in result.decisions)
+
+
+def test_escalates_when_budget_runs_out() -> None:
+    items = make_items(6)
+    cheap = TableTool("cheap", {it.key: UNSURE for it in items}, cost=1.0)
+    costly = TableTool("costly", {it.key: SURE for it in items}, cost=10.0)
+    lab = labeler([cheap, costly], threshold=0.99, budget=5)
+    result = run(lab, items)
+    assert costly.seen == []
+    assert [d.action for d in result.decisions] == ["escalate"] * 6
+    assert all(d.review_kind == "escalation" and d.label == "ham" for d in result.decisions)
+    assert all(d.cost == pytest.approx(1.0) for d in result.decisions)
+
+
+def test_cold_start_escalates_everything_and_measures_every_tool() -> None:
+    items = make_items(5)
+    a = TableTool("a", {it.key: SURE for it in items}, cost=1.0)
+    b = TableTool("b", {it.key: SURE for it in items}, cost=10.0)
+    lab = labeler([a, b], threshold=None, budget=20)
+    result = run(lab, items)
+    assert {d.action for d in result.decisions} == {"escalate"}
+    assert {d.review_kind for d in result.decisions} == {"cold_start"}
+    assert result.tool_calls == {"a": 5, "b": 5}
+
+
+def test_one_graph_run_per_batch_and_decisions_in_order() -> None:
+    items = make_items(300)
+    tool = TableTool("a", {it.key: SURE for it in items})
+    lab = labeler([tool], threshold=0.9)
+    calls = []
+    original = lab.graph.ainvoke
+
+    async def counting(*args, **kwargs):  # type: ignore[no-untyped-def]
+        calls.append(1)
+        return await original(*args, **kwargs)
+
+    lab.graph.ainvoke = counting  # type: ignore[method-assign]
+    result = run(lab, items)
+    assert len(calls) == 1
+    assert [d.key for d in result.decisions] == [it.key for it in items]
+
+
+def test_no_vote_means_escalation_with_reason() -> None:
+    items = make_items(3)
+    lab = labeler([TableTool("a", {})], threshold=0.5)
+    result = run(lab, items)
+    assert all(d.action == "escalate" and d.label is None and "no tool" in d.reason for d in result.decisions)
+
+
+def test_failing_tool_degrades_without_losing_items() -> None:
+    items = make_items(4)
+    down = TableTool("down", {}, cost=0.5, fail=True)
+    ok = TableTool("ok", {it.key: SURE for it in items}, cost=1.0)
+    lab = labeler([down, ok], threshold=0.99)
+    result = run(lab, items)
+    assert len(result.decisions) == 4
+    assert all(d.action == "accept" for d in result.decisions)
+    assert all(any(v.tool == "down" and v.abstained and "down is down" in v.evidence for v in d.votes)
+               for d in result.decisions)
+
+
+def test_always_review_labels_are_escalated() -> None:
+    items = make_items(4)
+    tool = TableTool("a", {it.key: {"ham": 0.001, "spam": 0.999} for it in items})
+    lab = labeler([tool], threshold=0.9, always_review=["spam"])
+    result = run(lab, items)
+    assert all(d.action == "escalate" and "always reviewed" in d.reason for d in result.decisions)
+
+
+def test_audits_sample_the_stream_and_hide_nothing_from_the_record() -> None:
+    items = make_items(400)
+    tool = TableTool("a", {it.key: SURE for it in items})
+    lab = labeler([tool], threshold=0.9, audit_rate=0.1)
+    lab.learner.snapshot = replace(lab.learner.snapshot, audit_rate=0.1)
+    result = run(lab, items)
+    audits = [d for d in result.decisions if d.action == "audit"]
+    assert 20 <= len(audits) <= 65  # ~10% of 400
+    assert all(d.review_kind == "audit" and d.label == "ham" for d in audits)
+    assert len(audits) + len(result.by_action("accept")) == 400
+
+
+def test_useless_tool_is_skipped_once_measured() -> None:
+    items = make_items(8)
+    good = TableTool("good", {it.key: UNSURE for it in items}, cost=1.0)
+    useless = TableTool("useless", {it.key: SURE for it in items}, cost=0.5)
+    lab = labeler([good, useless], threshold=0.99)
+    snap = lab.learner.snapshot
+    agg = replace(snap.aggregator, weights=np.array([1.0, 0.0]), fitted_on=100, votes_seen=np.array([100, 100]))
+    lab.learner.snapshot = replace(snap, aggregator=agg)
+    result = run(lab, items)
+    assert result.tool_calls["useless"] == 0
+    assert result.tool_calls["good"] == 8
