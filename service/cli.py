@@ -1,0 +1,103 @@
+"""The ``labelagent`` command line."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import sys
+import tempfile
+from collections.abc import Sequence
+from pathlib import Path
+
+from policies import LabelAgentError, example_policy, load_policy
+from service.datasets import load_csv
+from service.db import create_all, make_engine
+from service.replay import ReplayConfig, run_replay
+from service.store import SqlStore
+
+DEFAULT_DATA = Path("../shared/data")
+
+
+def _progress(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+    if not enabled:
+        return None, None
+    from tqdm import tqdm
+
+    bar = tqdm(total=total, unit="item", file=sys.stderr, dynamic_ncols=True)
+    return bar, bar.update
+
+
+def cmd_replay(args: argparse.Namespace) -> int:
+    from tools.registry import build_tools
+
+    policy = load_policy(args.policy) if args.policy else example_policy(Path(args.dataset).stem)
+    rows = load_csv(args.dataset, drop_columns=args.drop_columns or ())
+    total = min(len(rows), args.limit) if args.limit else len(rows)
+    with tempfile.TemporaryDirectory(prefix="labelagent-replay-") as tmp:
+        url = args.db or f"sqlite:///{Path(tmp) / 'replay.db'}"
+        engine = make_engine(url)
+        create_all(engine)
+        store = SqlStore(engine)
+        bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
+        config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit)
+        try:
+            summary = asyncio.run(run_replay(rows, policy, build_tools(policy), store, config, on_batch=update))
+        finally:
+            if bar is not None:
+                bar.close()
+            engine.dispose()
+    if args.json:
+        print(json.dumps(summary))
+    else:
+        for key, value in summary.items():
+            print(f"{key:>20}: {value}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    data = Path(args.data) / "sms_spam.csv"
+    if not data.exists():
+        print(f"The demo replays the SMS Spam Collection, expected at {data}.\n"
+              "Get sms_spam.csv (columns text,label) and run:\n"
+              "  labelagent replay path/to/sms_spam.csv --policy policies/examples/sms_spam.yaml",
+              file=sys.stderr)
+        return 2
+    ns = argparse.Namespace(dataset=str(data), policy=None, limit=None, seed=0, batch_size=128, json=False,
+                            db=None, drop_columns=None, no_progress=False)
+    return cmd_replay(ns)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    replay = sub.add_parser("replay", help="stream a labeled CSV through the agent with an oracle reviewer")
+    replay.add_argument("dataset", help="CSV with text,label (other columns become metadata)")
+    replay.add_argument("--policy", help="policy YAML (default: the example named after the dataset)")
+    replay.add_argument("--limit", type=int, help="replay only the first N items of the shuffled stream")
+    replay.add_argument("--seed", type=int, default=0, help="shuffle and agent seed")
+    replay.add_argument("--batch-size", type=int, default=128, help="items per graph run")
+    replay.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
+    replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
+    replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")
+    replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.set_defaults(func=cmd_replay)
+
+    demo = sub.add_parser("demo", help="replay the SMS spam stream (needs ../shared/data)")
+    demo.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding sms_spam.csv")
+    demo.set_defaults(func=cmd_demo)
+    return parser
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        return int(args.func(args))
+    except LabelAgentError as exc:
+        print(f"labelagent: {exc}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,127 @@
+"""``labelagent replay``: stream a labeled dataset through the service's code path and measure it.
+
+Items arrive in a seeded random order, batch by batch. Each batch is ingested into the store,
+claimed by the worker, labeled by one graph run and recorded. An oracle reviewer then answers the
+review queue from the dataset's labels (cold start, escalations, audits): the agent never sees a
+label it did not ask a human for. Answers reach the learner, which retrains when due.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from agent.calibration import cp_interval
+from agent.runner import BatchLabeler
+from policies import Policy
+from service.datasets import LabeledItem
+from service.store import ReviewAnswer, SqlStore
+from service.worker import ProjectWorker
+from tools.base import Tool
+
+ORACLE = "oracle"
+
+
+@dataclass(slots=True)
+class ReplayConfig:
+    batch_size: int = 128
+    seed: int = 0
+    limit: int | None = None
+
+
+def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None) -> list[LabeledItem]:
+    order = np.random.default_rng(seed).permutation(len(rows))
+    picked = [rows[i] for i in order]
+    return picked[:limit] if limit else picked
+
+
+async def run_replay(
+    rows: Sequence[LabeledItem],
+    policy: Policy,
+    tools: Sequence[Tool],
+    store: SqlStore,
+    config: ReplayConfig,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+) -> dict[str, Any]:
+    """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``)."""
+    stream = shuffled(rows, config.seed, config.limit)
+    truth = {r.item.key: r.label for r in stream}
+    store.create_project(policy.project, policy)
+    labeler = BatchLabeler(policy, tools, seed=config.seed)
+    worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
+    decisions: dict[str, tuple[str, str | None]] = {}  # key -> (action, agent label)
+    human: dict[str, str] = {}
+    tool_calls: Counter[str] = Counter()
+    started = time.perf_counter()
+    for start in range(0, len(stream), config.batch_size):
+        chunk = stream[start:start + config.batch_size]
+        store.ingest(policy.project, [r.item for r in chunk])
+        outcome = await worker.process_batch()
+        while outcome.items:
+            assert outcome.result is not None
+            tool_calls.update(outcome.result.tool_calls)
+            for d in outcome.result.decisions:
+                decisions[d.key] = (d.action, d.label)
+            if outcome.items < config.batch_size:
+                break
+            outcome = await worker.process_batch()
+        settled = answer_queue(store, policy.project, truth)
+        for gt in settled:
+            human[gt.item.key] = gt.label
+        await worker.learn(settled)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    elapsed = time.perf_counter() - started
+    return summarize(policy, truth, decisions, human, tool_calls, labeler, elapsed)
+
+
+def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[Any]:
+    """The oracle reviewer: claim everything open and answer it from the dataset, in one transaction."""
+    settled = []
+    while True:
+        tasks = store.claim_reviews(project, reviewer=ORACLE, limit=limit)
+        if not tasks:
+            return settled
+        result = store.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
+                                      project=project)
+        settled.extend(result.settled)
+
+
+def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[str, str | None]],
+              human: dict[str, str], tool_calls: Counter[str], labeler: BatchLabeler,
+              elapsed: float) -> dict[str, Any]:
+    auto = [(k, lab) for k, (action, lab) in decisions.items() if action == "accept"]
+    auto_ok = sum(1 for k, lab in auto if lab == truth[k])
+    final_ok = auto_ok + sum(1 for k, lab in human.items() if lab == truth[k])
+    lo, hi = cp_interval(auto_ok, len(auto))
+    audits = sum(1 for action, _ in decisions.values() if action == "audit")
+    n = len(truth)
+    snap = labeler.learner.snapshot
+    agg = snap.aggregator
+    return {
+        "items": n,
+        "auto_labeled": len(auto),
+        "human_reviews": len(human),
+        "human_review_rate": round(len(human) / n, 4) if n else 0.0,
+        "audits": audits,
+        "auto_precision": round(auto_ok / len(auto), 4) if auto else None,
+        "auto_precision_ci": [round(lo, 4), round(hi, 4)],
+        "overall_accuracy": round(final_ok / n, 4) if n else None,
+        "target_precision": policy.target_precision,
+        "unlabeled": n - len(auto) - len(human),
+        "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
+        "seconds": round(elapsed, 3),
+        "tool_calls": dict(tool_calls),
+        "tool_weights": {t: round(float(w), 3) for t, w in zip(agg.tools, agg.weights, strict=True)},
+        "aggregator": {k: round(v, 4) for k, v in agg.metrics.items()},
+        "threshold": None if snap.threshold is None else round(snap.threshold, 5),
+        "retrains": labeler.learner.retrains,
+        "model_versions": dict(snap.tool_versions),
+        "policy": policy.key,
+    }

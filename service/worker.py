@@ -1,0 +1,59 @@
+"""The worker loop's unit of work: claim a batch under a lease, run the agent once, record the result.
+
+The in-process replay and ``labelagent worker`` share this code, so the replay measures the path
+the service takes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+from agent.ports import BatchResult, GroundTruth
+from agent.runner import BatchLabeler
+from service.store import RecordResult, SqlStore
+from tools.base import ModelInfo
+
+
+@dataclass(slots=True)
+class BatchOutcome:
+    items: int
+    result: BatchResult | None = None
+    record: RecordResult | None = None
+
+
+@dataclass(slots=True)
+class ProjectWorker:
+    """Runs one project's agent against the store. Not shared between threads."""
+
+    store: SqlStore
+    project: str
+    labeler: BatchLabeler
+    name: str = "worker"
+    batch_size: int = 256
+    lease_seconds: float | None = None
+    saved_versions: set[str] = field(default_factory=set)
+
+    async def process_batch(self) -> BatchOutcome:
+        """One claim, one graph run, one write transaction. Returns how many items it handled."""
+        token, items = self.store.claim_batch(self.project, worker=self.name, size=self.batch_size,
+                                              lease_seconds=self.lease_seconds)
+        if not items:
+            return BatchOutcome(0)
+        result = await self.labeler.run_batch(items)
+        record = self.store.record_batch(self.project, result, token)
+        return BatchOutcome(len(items), result, record)
+
+    async def learn(self, answers: Sequence[GroundTruth]) -> list[ModelInfo]:
+        """Feed settled human answers to the learner; retrain when due and remember new versions."""
+        learner = self.labeler.learner
+        learner.observe(answers)
+        if not learner.retrain_due():
+            learner.recalibrate()
+            return []
+        infos = await learner.retrain()
+        for info in infos:
+            if info.version not in self.saved_versions:
+                self.store.save_model_version(self.project, self.labeler.policy.key, info)
+                self.saved_versions.add(info.version)
+        return infos
