@@ -1,0 +1,121 @@
+"""The learner: retrain schedule, calibration from i.i.d. reviews, drift, the pool's weights."""
+
+from __future__ import annotations
+
+import asyncio
+
+import numpy as np
+
+from agent.learner import Learner
+from agent.ports import GroundTruth
+from agent.runner import BatchLabeler
+from tests.agent.fixtures import CountingLearner, TableTool
+from tests.factories import make_items, make_policy
+
+
+def policy(**over):  # type: ignore[no-untyped-def]
+    fields = {"tools": [{"name": "clf", "kind": "text_classifier"}], "min_calibration": 60, "retrain_every": 50,
+              "target_precision": 0.9, "audit_rate": 0.05}
+    fields.update(over)
+    return make_policy(**fields)
+
+
+def test_retrain_schedule_is_dense_early_and_capped_later() -> None:
+    tool = CountingLearner("clf", {})
+    learner = Learner(policy(), [tool])
+    items = make_items(600)
+    steps = []
+    for i, item in enumerate(items):
+        learner.observe([GroundTruth(item, "ham" if i % 2 else "spam")])
+        if learner.retrain_due():
+            asyncio.run(learner.retrain())
+            steps.append(learner.n_ground_truth)
+    gaps = np.diff(steps)
+    assert steps[0] == 5  # the first answers matter most
+    assert gaps[:5].max() <= 10
+    assert gaps.max() == 50  # never more than retrain_every
+    assert tool.fits[-1] == steps[-1]
+
+
+def _run_stream(lab: BatchLabeler, items, truth) -> list:  # type: ignore[no-untyped-def]
+    decisions = []
+    for s in range(0, len(items), 50):
+        result = asyncio.run(lab.run_batch(items[s:s + 50]))
+        decisions.extend(result.decisions)
+        answers = [GroundTruth(it, truth[d.key]) for it, d in zip(items[s:s + 50], result.decisions, strict=True)
+                   if d.action != "accept"]
+        lab.learner.observe(answers)
+        if lab.learner.retrain_due():
+            asyncio.run(lab.learner.retrain())
+        else:
+            lab.learner.recalibrate()
+    return decisions
+
+
+def test_cold_start_then_threshold_then_auto_labels() -> None:
+    items = make_items(1500)
+    rng = np.random.default_rng(0)
+    truth = {it.key: ("ham" if rng.random() < 0.7 else "spam") for it in items}
+    # A voter that is right 97% of the time with confidence 0.95.
+    table = {}
+    for it in items:
+        right = rng.random() < 0.97
+        lab = truth[it.key] if right else ("spam" if truth[it.key] == "ham" else "ham")
+        table[it.key] = {lab: 0.95, ("spam" if lab == "ham" else "ham"): 0.05}
+    tool = CountingLearner("clf", table)
+    lab = BatchLabeler(policy(), [tool], seed=1)
+    decisions = _run_stream(lab, items, truth)
+    kinds = [d.review_kind for d in decisions]
+    first_accept = next(i for i, d in enumerate(decisions) if d.action == "accept")
+    assert set(kinds[:first_accept]) == {"cold_start"}
+    assert first_accept >= 60  # min_calibration
+    auto = [d for d in decisions if d.action == "accept"]
+    assert len(auto) > 0.6 * len(items)
+    precision = np.mean([d.label == truth[d.key] for d in auto])
+    assert precision >= 0.9
+    audits = [d for d in decisions[first_accept:] if d.action == "audit"]
+    assert 0.01 * len(items) < len(audits) < 0.12 * len(items)
+
+
+def test_useless_voter_weight_falls_toward_zero() -> None:
+    items = make_items(800)
+    rng = np.random.default_rng(3)
+    truth = {it.key: ("ham" if rng.random() < 0.5 else "spam") for it in items}
+    good = {it.key: {truth[it.key]: 0.9, ("spam" if truth[it.key] == "ham" else "ham"): 0.1} for it in items}
+    noise = {}
+    for it in items:
+        lab = "ham" if rng.random() < 0.5 else "spam"
+        noise[it.key] = {lab: 0.9, ("spam" if lab == "ham" else "ham"): 0.1}
+    p = policy(tools=[{"name": "good", "kind": "text_classifier"}, {"name": "noise", "kind": "text_classifier"}],
+               min_calibration=2000)  # stay in cold start: every item is reviewed
+    lab = BatchLabeler(p, [CountingLearner("good", good), TableTool("noise", noise)], seed=0)
+    _run_stream(lab, items, truth)
+    agg = lab.learner.snapshot.aggregator
+    assert agg.weight_of("noise") < 0.1
+    assert agg.weight_of("good") > 0.5
+    assert agg.metrics["majority_vote_accuracy"] < agg.metrics["accuracy"]
+
+
+def test_drift_restarts_calibration() -> None:
+    tool = CountingLearner("clf", {})
+    learner = Learner(policy(min_calibration=60), [tool])
+    items = make_items(400)
+    # 300 i.i.d. reviews where the agent was right, then 100 audits where it was wrong half the time.
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    def feed(batch_items, kinds, correct):  # type: ignore[no-untyped-def]
+        n = len(batch_items)
+        trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
+                            np.full(n, 0.97), ["ham"] * n, kinds)
+        learner.remember(trace)
+        learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct,
+                                                                                     strict=True)])
+        learner.recalibrate()
+
+    feed(items[:300], ["cold_start"] * 300, [True] * 300)
+    assert learner.snapshot.threshold is not None and not learner.snapshot.drift
+    feed(items[300:], ["audit"] * 100, [i % 2 == 0 for i in range(100)])
+    assert learner.snapshot.drift
+    assert learner.snapshot.threshold is None  # recent data took over and does not support a threshold
+    assert learner.snapshot.audit_rate == 1.0
