@@ -1,0 +1,31 @@
+"""Small helpers to map labels between a tool's label set, a training set and a run's context."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+import numpy as np
+
+from policies.exceptions import ToolError
+from tools.base import TrainingSet
+
+
+def label_positions(source: Sequence[str], target: Sequence[str]) -> np.ndarray:
+    """For each label in ``source``, its index in ``target`` (-1 if absent)."""
+    index = {label: i for i, label in enumerate(target)}
+    return np.array([index.get(label, -1) for label in source], dtype=np.int64)
+
+
+def training_labels(data: TrainingSet, labels: Sequence[str]) -> tuple[np.ndarray, np.ndarray]:
+    """Rows of ``data`` whose label belongs to ``labels``, and those labels as indices into ``labels``.
+
+    ``data.y`` indexes ``data.labels``; the two label sets may differ (a policy changed its labels),
+    so labels are matched by name and rows with labels the tool does not know are left out.
+    """
+    y = np.asarray(data.y, dtype=np.int64)
+    if len(y) != len(data.batch):
+        raise ToolError(f"training set: {len(y)} labels for {len(data.batch)} items")
+    mapping = label_positions(data.labels, labels)
+    mapped = mapping[y] if len(y) else y
+    rows = np.flatnonzero(mapped >= 0)
+    return rows, mapped[rows]
