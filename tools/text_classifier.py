@@ -1,0 +1,296 @@
+"""Learned text classifier: multinomial logistic regression on hashed n-grams (+ numeric metadata).
+
+``fit`` builds a new immutable :class:`_Model` and swaps one reference at the end, so a ``predict``
+running concurrently (it reads the reference once) always uses one whole model. Features come from
+:func:`tools.features.text_features` (shared per batch with retrieval); the model selects the
+columns seen in training (dropping singletons once there is enough data), weights them by IDF and
+re-normalises. Classes never seen in training get the probability ``1 / (n_train + n_labels)``
+each, so the vote always covers the project's whole label set.
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+import time
+from dataclasses import dataclass
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.feature_extraction import FeatureHasher
+
+from policies.model import TextClassifierSpec
+from tools.base import Batch, Item, ModelInfo, ToolContext, TrainingSet, Votes
+from tools.features import idf_weights, reweight, text_features, word_vectorizer
+from tools.labels import label_positions, training_labels
+from tools.softmax import fit_softmax, softmax_rows
+
+PRUNE_SINGLETONS_FROM = 200  # with at least this many examples, drop n-grams seen in only one of them
+TOP_WORDS = 2
+
+
+def metadata_values(batch: Batch, keys: tuple[str, ...]) -> np.ndarray:
+    """(n, len(keys)) float64 matrix of numeric metadata; missing or non-numeric values are NaN."""
+
+    def build(items: list[Item]) -> np.ndarray:
+        out = np.full((len(items), len(keys)), np.nan)
+        for i, item in enumerate(items):
+            meta = item.metadata
+            for j, key in enumerate(keys):
+                out[i, j] = _as_number(meta.get(key))
+        return out
+
+    return batch.cached(f"metadata_numeric:{'|'.join(keys)}", build)
+
+
+def _as_number(value: object) -> float:
+    if isinstance(value, bool):
+        return float(value)
+    if isinstance(value, int | float):
+        number = float(value)
+    elif isinstance(value, str):
+        try:
+            number = float(value)
+        except ValueError:
+            return math.nan
+    else:
+        return math.nan
+    return number if math.isfinite(number) else math.nan
+
+
+@dataclass(slots=True, frozen=True)
+class _Model:
+    version: str
+    classes: tuple[str, ...]  # labels seen in training, in the order of the coefficient columns
+    column_map: np.ndarray  # hashed column -> model column, -1 if unused
+    idf: np.ndarray  # per model text column
+    coef: np.ndarray  # (n_text + 2 * n_meta, n_classes)
+    intercept: np.ndarray
+    meta_mean: np.ndarray
+    meta_std: np.ndarray
+    words: list[str]  # per model text column: a word hashed there, or "" (for evidence)
+    named: np.ndarray  # per model text column: has a word
+    unseen_prob: float
+    trained_on: int
+
+
+@dataclass(slots=True, frozen=True)
+class _State:
+    model: _Model | None
+    reason: str  # why the tool abstains while there is no model
+
+
+class TextClassifier:
+    """Tool + Learnable. Construct from the spec and the project's labels."""
+
+    kind = "text_classifier"
+
+    def __init__(self, spec: TextClassifierSpec, labels: tuple[str, ...] | list[str]) -> None:
+        self.spec = spec
+        self.name = spec.name
+        self.cost = spec.cost
+        self.labels = tuple(labels)
+        self._meta_keys = tuple(spec.metadata_features)
+        self._state = _State(None, f"{self.name}: not trained yet (needs {spec.min_examples} ground-truth items)")
+        self._fit_lock = threading.Lock()
+        self._fits = 0
+        self._vocab: dict[int, str] = {}  # hashed column -> a word seen there; only touched under _fit_lock
+        self._vocab_keys: set[str] = set()
+        self._vocab_words: set[str] = set()
+
+    @property
+    def version(self) -> str:
+        model = self._state.model
+        return model.version if model is not None else f"{self.name}-v0"
+
+    # --- predict ----------------------------------------------------------------------------------
+
+    async def predict(self, batch: Batch, context: ToolContext) -> Votes:
+        state = self._state  # one read: a concurrent fit cannot mix two models
+        labels = context.labels
+        model = state.model
+        if model is None:
+            return Votes.abstaining(self.name, len(batch), len(labels), state.reason)
+        n = len(batch)
+        if n == 0:
+            return Votes(self.name, np.zeros((0, len(labels))), np.zeros(0, bool), np.zeros(0), [], model.version)
+        x = self._design(batch, model)
+        scores = x @ model.coef
+        scores += model.intercept
+        p_seen = softmax_rows(np.asarray(scores, dtype=np.float32)).astype(np.float64)
+        probs = self._expand(p_seen, model, labels)
+        evidence = self._evidence(x, p_seen, probs, model, labels)
+        return Votes(self.name, probs, np.zeros(n, dtype=bool), np.full(n, self.cost, dtype=np.float64), evidence,
+                     model.version)
+
+    def _design(self, batch: Batch, model: _Model) -> sp.csr_matrix:
+        x = reweight(text_features(batch, self.spec.n_features, self.spec.char_ngrams), model.column_map, model.idf)
+        if not self._meta_keys:
+            return x
+        meta = _standardise(metadata_values(batch, self._meta_keys), model.meta_mean, model.meta_std)
+        return sp.hstack([x, sp.csr_matrix(meta)], format="csr", dtype=np.float32)
+
+    @staticmethod
+    def _expand(p_seen: np.ndarray, model: _Model, labels: tuple[str, ...]) -> np.ndarray:
+        """Probabilities over ``labels``: seen classes scaled down, unseen labels at the floor."""
+        positions = label_positions(model.classes, labels)
+        inside = positions >= 0
+        n_unseen = len(labels) - int(inside.sum())
+        floor = model.unseen_prob if n_unseen else 0.0
+        probs = np.full((p_seen.shape[0], len(labels)), floor)
+        seen = p_seen[:, inside]
+        total = seen.sum(axis=1, keepdims=True)
+        total[total == 0] = 1.0
+        probs[:, positions[inside]] = seen / total * (1.0 - floor * n_unseen)
+        return probs
+
+    def _evidence(self, x: sp.csr_matrix, p_seen: np.ndarray, probs: np.ndarray, model: _Model,
+                  labels: tuple[str, ...]) -> list[str]:
+        top2 = np.argsort(-probs, axis=1)[:, :2]
+        words = _top_words(x, p_seen.argmax(axis=1), model)
+        p_top = np.take_along_axis(probs, top2, axis=1).tolist()
+        out = []
+        for i, (a, b) in enumerate(top2.tolist()):
+            pa, pb = p_top[i]
+            text = f"{model.version}: {labels[a]} {pa:.2f}, {labels[b]} {pb:.2f}"
+            if words[i]:
+                text += f" (top words: {', '.join(words[i])})"
+            out.append(text)
+        return out
+
+    # --- fit --------------------------------------------------------------------------------------
+
+    def fit(self, data: TrainingSet) -> ModelInfo:
+        with self._fit_lock:
+            return self._fit(data)
+
+    def _fit(self, data: TrainingSet) -> ModelInfo:
+        start = time.perf_counter()
+        rows, y = training_labels(data, self.labels)
+        n = len(rows)
+        classes = np.unique(y)
+        reason = None
+        if n < self.spec.min_examples:
+            reason = f"{self.name}: {n} of {self.spec.min_examples} ground-truth items needed before it votes"
+        elif len(classes) < 2:
+            reason = f"{self.name}: only one class seen so far ({self.labels[classes[0]]!r}); needs two"
+        if reason is not None:
+            if self._state.model is None:
+                self._state = _State(None, reason)
+            return ModelInfo(self.name, self.version, n, {"skipped": 1.0})
+
+        batch = data.batch if n == len(data.batch) else data.batch.subset(rows)
+        x_all = text_features(batch, self.spec.n_features, self.spec.char_ngrams)
+        cols, df = np.unique(x_all.indices, return_counts=True)
+        if n >= PRUNE_SINGLETONS_FROM:
+            cols, df = cols[df >= 2], df[df >= 2]
+        column_map = np.full(x_all.shape[1], -1, dtype=np.int64)
+        column_map[cols] = np.arange(len(cols))
+        idf = idf_weights(n, df)
+        x = reweight(x_all, column_map, idf)
+        meta_mean = meta_std = np.zeros(0)
+        if self._meta_keys:
+            raw = metadata_values(batch, self._meta_keys)
+            meta_mean, meta_std = _moments(raw)
+            x = sp.hstack([x, sp.csr_matrix(_standardise(raw, meta_mean, meta_std))], format="csr", dtype=np.float32)
+        class_names = tuple(self.labels[c] for c in classes)
+        y_pos = np.searchsorted(classes, y)
+        coef0, intercept0 = self._warm_start(self._state.model, cols, class_names, x.shape[1])
+        result = fit_softmax(x, y_pos, len(classes), self.spec.c, coef0=coef0, intercept0=intercept0, tol=1e-3)
+
+        words = self._column_words(batch, cols)
+        self._fits += 1
+        model = _Model(
+            version=f"{self.name}-v{self._fits}", classes=class_names, column_map=column_map, idf=idf,
+            coef=result.coef, intercept=result.intercept, meta_mean=meta_mean, meta_std=meta_std,
+            words=words, named=np.array([bool(w) for w in words], dtype=bool),
+            unseen_prob=1.0 / (n + len(self.labels)), trained_on=n,
+        )
+        self._state = _State(model, "")  # the atomic swap
+        metrics = {"classes": float(len(classes)), "columns": float(len(cols)), "iterations": float(result.iterations),
+                   "train_loss": result.loss, "fit_seconds": time.perf_counter() - start}
+        return ModelInfo(self.name, model.version, n, metrics)
+
+    def _warm_start(self, old: _Model | None, cols: np.ndarray, classes: tuple[str, ...],
+                    width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Start from the previous model's weights mapped onto the new columns and classes."""
+        if old is None:
+            return None, None
+        coef = np.zeros((width, len(classes)), dtype=np.float32)
+        intercept = np.zeros(len(classes), dtype=np.float32)
+        old_pos = label_positions(old.classes, classes)
+        new_cls = np.flatnonzero(old_pos >= 0)
+        old_cls = old_pos[new_cls]
+        old_rows = old.column_map[cols]  # the old model's row of each new text column
+        hit = np.flatnonzero(old_rows >= 0)
+        coef[np.ix_(hit, new_cls)] = old.coef[np.ix_(old_rows[hit], old_cls)]
+        n_meta = 2 * len(self._meta_keys)
+        if n_meta:
+            coef[np.ix_(np.arange(width - n_meta, width), new_cls)] = old.coef[-n_meta:][:, old_cls]
+        intercept[new_cls] = old.intercept[old_cls]
+        return coef, intercept
+
+    def _column_words(self, batch: Batch, cols: np.ndarray) -> list[str]:
+        """Name model columns after a word hashed there (the vocabulary grows with new items only)."""
+        analyzer = word_vectorizer(self.spec.n_features, (1, 1)).build_analyzer()
+        new_words: set[str] = set()
+        for item in batch.items:
+            if item.key not in self._vocab_keys:
+                self._vocab_keys.add(item.key)
+                new_words.update(analyzer(item.text or ""))
+        new_words -= self._vocab_words
+        if new_words:
+            self._vocab_words |= new_words
+            ordered = sorted(new_words)
+            hashed = FeatureHasher(self.spec.n_features, input_type="string", alternate_sign=False)
+            idx = hashed.transform([[w] for w in ordered]).indices
+            for column, word in zip(idx.tolist(), ordered, strict=True):
+                self._vocab.setdefault(column, word)
+        vocab = self._vocab
+        return [vocab.get(c, "") for c in cols.tolist()]
+
+
+def _moments(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    present = ~np.isnan(raw)
+    count = np.maximum(present.sum(axis=0), 1)
+    filled = np.where(present, raw, 0.0)
+    mean = filled.sum(axis=0) / count
+    var = (np.where(present, raw - mean, 0.0) ** 2).sum(axis=0) / count
+    std = np.sqrt(var)
+    std[std == 0] = 1.0
+    return mean, std
+
+
+def _standardise(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
+    """Standardised values (missing -> 0) followed by one missing flag per key."""
+    missing = np.isnan(raw)
+    z = np.where(missing, 0.0, (raw - mean) / std)
+    return np.hstack([z, missing.astype(np.float64)]).astype(np.float32)
+
+
+def _top_words(x: sp.csr_matrix, predicted: np.ndarray, model: _Model) -> list[list[str]]:
+    """Per row, the named words that push hardest towards the predicted class."""
+    n = x.shape[0]
+    n_text = len(model.idf)
+    counts = np.diff(x.indptr)
+    row = np.repeat(np.arange(n), counts)
+    col = x.indices
+    text = col < n_text
+    row, col, val = row[text], col[text], x.data[text]
+    named = model.named[col]
+    row, col, val = row[named], col[named], val[named]
+    contrib = val * model.coef[col, predicted[row]]
+    pos = contrib > 0
+    row, col, contrib = row[pos], col[pos], contrib[pos]
+    order = np.lexsort((-contrib, row))
+    row, col = row[order], col[order]
+    first = np.ones(len(row), dtype=bool)
+    first[1:] = row[1:] != row[:-1]
+    rank = np.arange(len(row)) - np.maximum.accumulate(np.where(first, np.arange(len(row)), 0))
+    keep = rank < TOP_WORDS
+    out: list[list[str]] = [[] for _ in range(n)]
+    words = model.words
+    for r, c in zip(row[keep].tolist(), col[keep].tolist(), strict=True):
+        out[r].append(words[c])
+    return out
+
