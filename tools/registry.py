@@ -1,0 +1,40 @@
+"""Build a policy's tools: one plain mapping from tool kind to a factory, no global registration."""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Mapping, Sequence
+from types import MappingProxyType
+from typing import Any
+
+from policies.exceptions import ToolError
+from policies.model import Policy
+from tools.base import Tool
+from tools.random_voter import RandomVoter
+from tools.retrieval import Retrieval
+from tools.rules import Rules
+from tools.text_classifier import TextClassifier
+
+Factory = Callable[[Any, tuple[str, ...]], Tool]
+
+FACTORIES: Mapping[str, Factory] = MappingProxyType({
+    "text_classifier": TextClassifier,
+    "retrieval": Retrieval,
+    "rules": Rules,
+    "random": RandomVoter,
+})
+
+
+def build_tool(spec: Any, labels: Sequence[str], factories: Mapping[str, Factory] = FACTORIES) -> Tool:
+    """One tool from its spec. Unknown kind -> :class:`ToolError` naming it."""
+    kind = getattr(spec, "kind", None)
+    factory = factories.get(kind) if isinstance(kind, str) else None
+    if factory is None:
+        known = ", ".join(sorted(factories))
+        raise ToolError(f"tool {getattr(spec, 'name', '?')!r}: unknown tool kind {kind!r} (known kinds: {known})")
+    return factory(spec, tuple(labels))
+
+
+def build_tools(policy: Policy, factories: Mapping[str, Factory] = FACTORIES) -> list[Tool]:
+    """The policy's enabled tools, in policy order, each a fresh instance (models start untrained)."""
+    labels = tuple(policy.labels)
+    return [build_tool(spec, labels, factories) for spec in policy.tools if spec.enabled]
