@@ -31,6 +31,20 @@ class Settings(BaseSettings):
     max_batch_items: int = Field(default=1000, ge=1, description="Most items accepted by one ingest call.")
     max_external_id_length: int = Field(default=256, ge=1, le=256)
 
+    worker_poll_seconds: float = Field(default=1.0, gt=0, description="Longest idle wait of a worker between polls.")
+    feedback_poll_seconds: float = Field(default=0.5, gt=0, description="How often a busy worker reads new answers.")
+    feedback_lag_seconds: float = Field(
+        default=60.0, gt=0,
+        description="Trailing window a worker re-reads for answers committed out of id order; longer than any "
+                    "submit transaction.",
+    )
+    refresh_seconds: float = Field(
+        default=2.0, gt=0, description="How often a worker looks for new projects and newly activated policies.",
+    )
+    stop_grace_seconds: float = Field(
+        default=30.0, ge=0, description="How long a stopping worker lets its current batch finish before releasing it.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

@@ -12,7 +12,7 @@ from dataclasses import dataclass, field
 from agent.ports import BatchResult, GroundTruth
 from agent.runner import BatchLabeler
 from service.store import RecordResult, SqlStore
-from tools.base import ModelInfo
+from tools.base import Item, ModelInfo
 
 
 @dataclass(slots=True)
@@ -36,10 +36,18 @@ class ProjectWorker:
 
     async def process_batch(self) -> BatchOutcome:
         """One claim, one graph run, one write transaction. Returns how many items it handled."""
-        token, items = self.store.claim_batch(self.project, worker=self.name, size=self.batch_size,
-                                              lease_seconds=self.lease_seconds)
+        token, items = self.claim()
         if not items:
             return BatchOutcome(0)
+        return await self.run_claimed(token, items)
+
+    def claim(self) -> tuple[str, list[Item]]:
+        """Lease the next batch: (lease token, items); no items when nothing is claimable."""
+        return self.store.claim_batch(self.project, worker=self.name, size=self.batch_size,
+                                      lease_seconds=self.lease_seconds)
+
+    async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
+        """The graph run and the write for a claimed batch (the runtime heartbeats the lease meanwhile)."""
         result = await self.labeler.run_batch(items)
         record = self.store.record_batch(self.project, result, token)
         return BatchOutcome(len(items), result, record)

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from service.store.base import StoreBase
 from service.store.batches import BatchesMixin, LeasedStore, parse_policy_key
+from service.store.feed import FedAnswer, FeedMixin
 from service.store.items import ItemsMixin
 from service.store.learning import LearningMixin
 from service.store.projects import ProjectsMixin
@@ -16,7 +17,7 @@ from service.store.reviews import ReviewsMixin
 from service.store.types import ClaimedReview, IngestResult, RecordResult, ReviewAnswer, SubmitResult
 
 
-class SqlStore(ProjectsMixin, ItemsMixin, BatchesMixin, ReviewsMixin, LearningMixin, StoreBase):
+class SqlStore(ProjectsMixin, ItemsMixin, BatchesMixin, ReviewsMixin, LearningMixin, FeedMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 
@@ -28,6 +29,7 @@ class SqlStore(ProjectsMixin, ItemsMixin, BatchesMixin, ReviewsMixin, LearningMi
 
 __all__ = [
     "ClaimedReview",
+    "FedAnswer",
     "IngestResult",
     "LeasedStore",
     "RecordResult",

@@ -1,0 +1,211 @@
+"""Small fast tools, a scripted reviewer and database checks for the runtime tests.
+
+The tools are real implementations of the tool interface: the runtime (claims, leases, feedback, background
+training) is under test, not the text classifier, so they vote from a keyword list and from a memory of the
+humans' answers per text.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+from sqlalchemy import func, select
+
+from policies import Policy
+from service.db import read_tx
+from service.store import ReviewAnswer, SqlStore
+from service.store.base import item_t, label_t, review_t
+from tests.factories import make_policy
+from tools.base import Batch, Item, ModelInfo, Tool, ToolContext, TrainingSet, Votes
+
+SPAM_TEXTS = ("win a free prize now", "free entry to win cash", "claim your free ringtone")
+HAM_TEXTS = ("see you at lunch", "call me when you are home", "the meeting moved to monday", "thanks for dinner")
+TRUTH = {**dict.fromkeys(SPAM_TEXTS, "spam"), **dict.fromkeys(HAM_TEXTS, "ham")}
+
+
+def runtime_policy(project: str = "demo", **overrides: object) -> Policy:
+    """A policy that learns fast: small calibration set, frequent retrains."""
+    fields: dict[str, object] = {"min_calibration": 10, "retrain_every": 10, "target_precision": 0.9,
+                                 "audit_rate": 0.05}
+    fields.update(overrides)
+    return make_policy(project, **fields)
+
+
+def stream_items(n: int, *, start: int = 0, prefix: str = "item") -> list[Item]:
+    texts = (*SPAM_TEXTS, *HAM_TEXTS)
+    return [Item(key=f"{prefix}-{i:06d}", text=texts[i % len(texts)], metadata={"i": i})
+            for i in range(start, start + n)]
+
+
+def truth_of(item: Item) -> str:
+    return TRUTH[item.text or ""]
+
+
+class KeywordVoter:
+    """Votes spam with 0.85 when a keyword matches, abstains otherwise."""
+
+    kind = "keywords"
+
+    def __init__(self, name: str = "keywords", *, cost: float = 0.1, delay: float = 0.0) -> None:
+        self.name, self.cost, self.delay = name, cost, delay
+
+    async def predict(self, batch: Batch, context: ToolContext) -> Votes:
+        if self.delay:
+            await asyncio.sleep(self.delay)
+        n, labels = len(batch), context.labels
+        probs = np.full((n, len(labels)), 1.0 / len(labels))
+        hit = np.array(["free" in t or "win" in t for t in batch.texts], dtype=bool)
+        spam = labels.index("spam")
+        probs[hit] = 0.15 / max(len(labels) - 1, 1)
+        probs[hit, spam] = 0.85
+        return Votes(self.name, probs, ~hit, np.full(n, self.cost), ["keyword" if h else "no keyword" for h in hit])
+
+
+class MemoryVoter:
+    """Learns the humans' majority label per text; votes it with 0.97, abstains on unseen texts."""
+
+    kind = "memory"
+
+    def __init__(self, name: str = "memory", *, cost: float = 1.0) -> None:
+        self.name, self.cost = name, cost
+        self.fits = 0
+        self._table: dict[str, str] = {}
+
+    @property
+    def version(self) -> str:
+        return f"{self.name}-v{self.fits}"
+
+    def fit(self, data: TrainingSet) -> ModelInfo:
+        counts: dict[str, Counter[str]] = {}
+        for item, y in zip(data.batch.items, data.y, strict=True):
+            counts.setdefault(item.text or "", Counter())[data.labels[int(y)]] += 1
+        self._table = {text: c.most_common(1)[0][0] for text, c in counts.items()}  # swapped in whole
+        self.fits += 1
+        return ModelInfo(self.name, self.version, len(data))
+
+    def fork(self) -> MemoryVoter:
+        return MemoryVoter(self.name, cost=self.cost)
+
+    async def predict(self, batch: Batch, context: ToolContext) -> Votes:
+        table, labels = self._table, context.labels
+        n = len(batch)
+        probs = np.full((n, len(labels)), 1.0 / len(labels))
+        abstain = np.ones(n, dtype=bool)
+        for i, text in enumerate(batch.texts):
+            label = table.get(text)
+            if label in labels:
+                probs[i] = 0.03 / max(len(labels) - 1, 1)
+                probs[i, labels.index(label)] = 0.97
+                abstain[i] = False
+        return Votes(self.name, probs, abstain, np.full(n, self.cost), ["memory"] * n)
+
+
+def fast_tools(policy: Policy) -> Sequence[Tool]:
+    return [KeywordVoter(), MemoryVoter()]
+
+
+def slow_tools(policy: Policy) -> Sequence[Tool]:
+    """Each batch takes half a second (long enough to stop a worker in the middle of one)."""
+    return [KeywordVoter(delay=0.5), MemoryVoter()]
+
+
+def stalling_tools(policy: Policy) -> Sequence[Tool]:
+    """A keyword voter that never answers: the batch stays leased until the process dies."""
+    return [KeywordVoter(delay=3600.0), MemoryVoter()]
+
+
+# --- waiting and checking ------------------------------------------------------------------------------------
+
+
+def wait_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    """Poll ``predicate`` until it holds; fail with ``what`` after ``timeout`` seconds."""
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        time.sleep(interval)
+
+
+async def await_until(predicate: Callable[[], bool], *, timeout: float, what: str, interval: float = 0.05) -> None:
+    deadline = time.monotonic() + timeout
+    while not predicate():
+        if time.monotonic() > deadline:
+            raise AssertionError(f"timed out after {timeout:.0f}s waiting for {what}")
+        await asyncio.sleep(interval)
+
+
+def labels_per_item(store: SqlStore, project: str) -> dict[str, int]:
+    """external id -> number of label rows, for every item of the project (0 when unlabeled)."""
+    pid = store.get_project(project).id
+    with read_tx(store.engine) as conn:
+        query = (select(item_t.c.external_id, func.count(label_t.c.id))
+                 .select_from(item_t.outerjoin(label_t, label_t.c.item_id == item_t.c.id))
+                 .where(item_t.c.project_id == pid).group_by(item_t.c.external_id))
+        return {key: n for key, n in conn.execute(query)}
+
+
+def labels_per_item_version(store: SqlStore, project: str) -> Counter[tuple[int, int]]:
+    pid = store.get_project(project).id
+    with read_tx(store.engine) as conn:
+        rows = conn.execute(select(label_t.c.item_id, label_t.c.policy_version).where(label_t.c.project_id == pid))
+        return Counter((r[0], r[1]) for r in rows)
+
+
+def reviews_per_task(store: SqlStore, project: str) -> Counter[int]:
+    pid = store.get_project(project).id
+    with read_tx(store.engine) as conn:
+        return Counter(conn.execute(select(review_t.c.task_id).where(review_t.c.project_id == pid)).scalars())
+
+
+def all_labeled(store: SqlStore, project: str, n: int) -> Callable[[], bool]:
+    return lambda: store.count_items(project)["labeled"] >= n
+
+
+# --- a scripted reviewer ---------------------------------------------------------------------------------------
+
+
+@dataclass
+class Claim:
+    task_id: int
+    reviewer: str
+    claimed: float
+    submitted: float | None = None
+
+
+@dataclass
+class Reviewer:
+    """Claims one task at a time and answers it truthfully, until ``stop`` is set."""
+
+    store: SqlStore
+    project: str
+    name: str
+    stop: threading.Event
+    truth: Callable[[Item], str] = truth_of
+    claims: list[Claim] = field(default_factory=list)
+    errors: list[BaseException] = field(default_factory=list)
+
+    def run(self) -> None:
+        try:
+            while not self.stop.is_set():
+                task = self.store.claim_review(self.project, reviewer=self.name)
+                if task is None:
+                    self.stop.wait(0.02)
+                    continue
+                claim = Claim(task.task_id, self.name, time.monotonic())
+                self.claims.append(claim)
+                self.store.submit_reviews([ReviewAnswer(task.task_id, task.token, self.truth(task.item))],
+                                          project=self.project)
+                claim.submitted = time.monotonic()
+        except BaseException as exc:  # reported by the test
+            self.errors.append(exc)
+
+    def start(self) -> threading.Thread:
+        thread = threading.Thread(target=self.run, name=f"reviewer-{self.name}", daemon=True)
+        thread.start()
+        return thread
