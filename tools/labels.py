@@ -25,6 +25,9 @@ def training_labels(data: TrainingSet, labels: Sequence[str]) -> tuple[np.ndarra
     y = np.asarray(data.y, dtype=np.int64)
     if len(y) != len(data.batch):
         raise ToolError(f"training set: {len(y)} labels for {len(data.batch)} items")
+    if len(y) and (y.min() < 0 or y.max() >= len(data.labels)):
+        raise ToolError(f"training set: label index {int(y.max()) if y.max() >= 0 else int(y.min())} is outside "
+                        f"the {len(data.labels)} labels {tuple(data.labels)}")
     mapping = label_positions(data.labels, labels)
     mapped = mapping[y] if len(y) else y
     rows = np.flatnonzero(mapped >= 0)

@@ -87,6 +87,10 @@ class Retrieval:
         index = self._index
         return len(index) if index is not None else 0
 
+    def fork(self) -> Retrieval:
+        """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it)."""
+        return type(self)(self.spec, self.labels)
+
     # --- predict ----------------------------------------------------------------------------------
 
     async def predict(self, batch: Batch, context: ToolContext) -> Votes:

@@ -103,6 +103,10 @@ class TextClassifier:
         model = self._state.model
         return model.version if model is not None else f"{self.name}-v0"
 
+    def fork(self) -> TextClassifier:
+        """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it)."""
+        return type(self)(self.spec, self.labels)
+
     # --- predict ----------------------------------------------------------------------------------
 
     async def predict(self, batch: Batch, context: ToolContext) -> Votes:
