@@ -1,11 +1,11 @@
 """Fast text features with no model download: hashed, sublinear-tf, L2-normalised n-gram vectors.
 
 Rows are L2-normalised, so a dot product of two rows is their cosine similarity. Features are
-computed once per batch through :meth:`Batch.cached` and shared by every tool that asks for the
-same parameters (the classifier and retrieval use the same word part; the character part is only
-computed when a tool asks for it). Nothing here depends on training data, so the cached matrices
-stay valid across retrains; tools that want IDF weighting apply it on top (see
-:func:`idf_weights` and :func:`reweight`).
+computed once per batch through :meth:`Batch.cached` (the cached functions depend on the items
+only, as ``Batch`` requires) and shared by every tool: the classifier and retrieval use the same
+word part; the character part is only computed when a tool asks for it. Nothing here depends on
+training data, so the cached matrices stay valid across retrains; tools that want IDF weighting
+apply it on top (see :func:`idf_weights` and :func:`reweight`).
 """
 
 from __future__ import annotations
@@ -22,11 +22,6 @@ WORD_TOKEN_PATTERN = r"(?u)[£$€]\s?\d+(?:[.,]\d+)*|\d+(?:[.,]\d+)*|\w+(?:['�
 
 CHAR_NGRAMS = (2, 4)
 WORD_NGRAMS = (1, 2)
-
-
-def features_key(n_features: int, char_ngrams: bool) -> str:
-    """The :meth:`Batch.cached` key of :func:`text_features` for these parameters."""
-    return f"hashed_tfidf:{n_features}:{'word+char' if char_ngrams else 'word'}"
 
 
 def word_vectorizer(n_features: int, ngram_range: tuple[int, int] = WORD_NGRAMS) -> HashingVectorizer:
@@ -72,39 +67,35 @@ def l2_normalize(x: sp.csr_matrix) -> sp.csr_matrix:
     return x
 
 
-def word_tf(batch: Batch, n_features: int) -> sp.csr_matrix:
-    """Sublinear tf of word 1-2 grams (not normalised), cached per batch."""
+def word_features(batch: Batch, n_features: int) -> sp.csr_matrix:
+    """L2-normalised sublinear tf of word 1-2 grams, cached per batch under ``hashed_words:{n_features}``."""
     return batch.cached(
-        f"hashed_word_tf:{n_features}",
-        lambda items: _sublinear(word_vectorizer(n_features).transform(_texts(items))),
+        f"hashed_words:{n_features}",
+        lambda items: l2_normalize(_sublinear(word_vectorizer(n_features).transform(_texts(items)))),
     )
 
 
-def char_tf(batch: Batch, n_features: int) -> sp.csr_matrix:
-    """Sublinear tf of char_wb 2-4 grams (not normalised), cached per batch."""
+def char_features(batch: Batch, n_features: int) -> sp.csr_matrix:
+    """L2-normalised sublinear tf of char_wb 2-4 grams, cached per batch under ``hashed_chars:{n_features}``."""
     return batch.cached(
-        f"hashed_char_tf:{n_features}",
-        lambda items: _sublinear(char_vectorizer(n_features).transform(_texts(items))),
+        f"hashed_chars:{n_features}",
+        lambda items: l2_normalize(_sublinear(char_vectorizer(n_features).transform(_texts(items)))),
     )
 
 
 def text_features(batch: Batch, n_features: int = 2**18, char_ngrams: bool = True) -> sp.csr_matrix:
     """Hashed n-gram features of the batch's texts: CSR, float32, one L2-normalised row per item.
 
-    Word 1-2 grams (lowercased, see :data:`WORD_TOKEN_PATTERN`) and, with ``char_ngrams``,
-    char_wb 2-4 grams hashed into the same space, the two parts weighted equally. Computed once
-    per batch and parameter set; callers must not modify the returned matrix.
+    Word 1-2 grams (lowercased, see :data:`WORD_TOKEN_PATTERN`) and, with ``char_ngrams``, char_wb
+    2-4 grams hashed into the same space, the two parts weighted equally (so the ~5x more numerous
+    char n-grams do not drown the words). The word and char parts are computed once per batch
+    (``Batch.cached``, keyed by kind and width) and shared by every tool; mixing them is a cheap
+    sparse sum. Callers must not modify the returned matrix.
     """
-
-    def build(_items: list[Item]) -> sp.csr_matrix:
-        words = word_tf(batch, n_features)
-        if not char_ngrams:
-            return l2_normalize(words.copy())
-        # Normalise each part first so the ~5x more numerous char n-grams do not drown the words.
-        mixed = l2_normalize(words.copy()) + l2_normalize(char_tf(batch, n_features).copy())
-        return l2_normalize(sp.csr_matrix(mixed, dtype=np.float32))
-
-    return batch.cached(features_key(n_features, char_ngrams), build)
+    words = word_features(batch, n_features)
+    if not char_ngrams:
+        return words
+    return l2_normalize(sp.csr_matrix(words + char_features(batch, n_features), dtype=np.float32))
 
 
 def idf_weights(n_docs: int, doc_freq: np.ndarray) -> np.ndarray:

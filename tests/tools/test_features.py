@@ -10,7 +10,6 @@ import scipy.sparse as sp
 from tests.tools.helpers import items_of
 from tools.base import Batch, Item
 from tools.features import (
-    features_key,
     idf_weights,
     l2_normalize,
     reweight,
@@ -43,17 +42,28 @@ def test_token_pattern_keeps_currency_numbers_and_short_words() -> None:
         assert token in tokens
 
 
-def test_cached_once_per_parameter_set_and_shared_parts() -> None:
+def test_parts_are_cached_once_per_batch_and_shared() -> None:
     batch = Batch([Item(str(i), f"message {i} about a prize") for i in range(5)])
     words = text_features(batch, 2**14, False)
     assert text_features(batch, 2**14, False) is words  # cached, not recomputed
+    assert set(batch._cache) == {"hashed_words:16384"}
     mixed = text_features(batch, 2**14, True)
-    assert mixed is not words and mixed.nnz > words.nnz
+    assert mixed.nnz > words.nnz and set(batch._cache) == {"hashed_words:16384", "hashed_chars:16384"}
+    assert text_features(batch, 2**14, False) is words  # the word part was reused, not recomputed
     other = text_features(batch, 2**13, False)
-    assert other.shape[1] == 2**13
-    assert features_key(2**14, True) != features_key(2**14, False) != features_key(2**13, False)
-    # the word part is computed once and reused by both parameter sets of the same width
-    assert "hashed_word_tf:16384" in batch._cache and "hashed_char_tf:16384" in batch._cache
+    assert other.shape[1] == 2**13 and "hashed_words:8192" in batch._cache
+
+
+def test_concatenated_batches_compute_missing_features_per_part() -> None:
+    items = [Item(str(i), f"text number {i} with words") for i in range(9)]
+    seen, fresh, late = Batch(items[:4]), Batch(items[4:5]), Batch(items[5:])
+    text_features(seen, 2**12, True)  # decision-time features exist for the first part only
+    both = Batch.concat([seen.subset([0, 1, 2, 3]), fresh, late])
+    expected = text_features(Batch(items), 2**12, True).toarray()
+    for char_ngrams in (True, False):
+        x = text_features(both, 2**12, char_ngrams)
+        assert x.shape[0] == len(items)
+    np.testing.assert_allclose(text_features(both, 2**12, True).toarray(), expected, atol=1e-6)
 
 
 def test_subset_keeps_features_aligned() -> None:
