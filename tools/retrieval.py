@@ -91,6 +91,10 @@ class Retrieval:
         """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it)."""
         return type(self)(self.spec, self.labels)
 
+    def prepare(self, batch: Batch) -> None:
+        """Compute and cache the features for the whole batch at once (see ``TextClassifier.prepare``)."""
+        self._features(batch)
+
     # --- predict ----------------------------------------------------------------------------------
 
     async def predict(self, batch: Batch, context: ToolContext) -> Votes:

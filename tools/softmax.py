@@ -6,12 +6,14 @@ algebra (measured: 3.5 of 4.6 s for 5,000 banking77 items). This version keeps e
 float32, does two sparse products per function evaluation, supports warm starts, and limits BLAS to
 one thread during the fit (OpenBLAS threads on a loaded machine made small fits up to 100x slower).
 
-Objective (same as scikit-learn's with ``C``): ``mean cross-entropy + ||W||^2 / (2 C n)``, the
-intercept unpenalised.
+Objective (scikit-learn's, with ``C``): ``mean cross-entropy + ||W||^2 / (2 C n)``, the intercept
+unpenalised. Two classes are solved as the equivalent binary problem (one weight vector ``w = W1 -
+W0`` with half the penalty: the same optimum), which makes each sparse product ~5x cheaper.
 """
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -21,6 +23,8 @@ try:  # a dependency of scikit-learn, so normally present
     from threadpoolctl import threadpool_limits
 except ImportError:  # pragma: no cover
     threadpool_limits = None
+
+LossGrad = Callable[[np.ndarray], tuple[float, np.ndarray]]
 
 
 @dataclass(slots=True, frozen=True)
@@ -57,52 +61,94 @@ def fit_softmax(
     Stops when an iteration improves the objective by less than ``tol`` (relative) or after
     ``max_iter`` iterations. ``coef0``/``intercept0`` warm-start the fit.
     """
+    x = sp.csr_matrix(x, dtype=np.float32)
+    y = np.asarray(y, dtype=np.int64)
     if threadpool_limits is None:  # pragma: no cover
         return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
     with threadpool_limits(limits=1, user_api="blas"):
         return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
 
 
-def _fit(
-    x: sp.csr_matrix, y: np.ndarray, k: int, c: float, coef0: np.ndarray | None, intercept0: np.ndarray | None,
-    max_iter: int, tol: float, memory: int,
-) -> SoftmaxFit:
+def _fit(x: sp.csr_matrix, y: np.ndarray, k: int, c: float, coef0: np.ndarray | None,
+         intercept0: np.ndarray | None, max_iter: int, tol: float, memory: int) -> SoftmaxFit:
     n, d = x.shape
-    # The intercept is a constant column appended to x; the last row of W is not penalised.
-    xa = sp.hstack([x, np.ones((n, 1), dtype=np.float32)], format="csr", dtype=np.float32)
-    xt = xa.T.tocsr()
-    y = np.asarray(y, dtype=np.int64)
-    rows = np.arange(n)
+    xt = x.T.tocsr()
     lam = np.float32(1.0 / (c * n))
+    if k == 2:
+        w0 = np.zeros(d + 1, dtype=np.float32)
+        if coef0 is not None:
+            w0[:d] = coef0[:, 1] - coef0[:, 0]
+        if intercept0 is not None:
+            w0[d] = intercept0[1] - intercept0[0]
+        w, f, iterations, evaluations = _lbfgs(_binary(x, xt, y, lam / 2), w0, max_iter, tol, memory)
+        half = w / 2
+        coef = np.stack([-half[:d], half[:d]], axis=1)
+        return SoftmaxFit(coef, np.array([-half[d], half[d]], dtype=np.float32), iterations, evaluations, f)
+    w0 = np.zeros(d * k + k, dtype=np.float32)
+    if coef0 is not None:
+        w0[: d * k] = np.asarray(coef0, dtype=np.float32).reshape(-1)
+    if intercept0 is not None:
+        w0[d * k :] = intercept0
+    w, f, iterations, evaluations = _lbfgs(_multinomial(x, xt, y, k, lam), w0, max_iter, tol, memory)
+    return SoftmaxFit(w[: d * k].reshape(d, k).copy(), w[d * k :].copy(), iterations, evaluations, f)
+
+
+def _multinomial(x: sp.csr_matrix, xt: sp.csr_matrix, y: np.ndarray, k: int, lam: np.float32) -> LossGrad:
+    n, d = x.shape
+    rows = np.arange(n)
     inv_n = np.float32(1.0 / n)
-    size = (d + 1) * k
-    evaluations = 0
 
     def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
-        nonlocal evaluations
-        evaluations += 1
-        wm = w.reshape(d + 1, k)
-        p = softmax_rows(xa @ wm)
+        coef = w[: d * k].reshape(d, k)
+        p = x @ coef
+        p += w[d * k :]
+        softmax_rows(p)
         loss = -float(np.log(np.maximum(p[rows, y], 1e-30)).sum()) * float(inv_n)
         p[rows, y] -= 1.0
         p *= inv_n
-        grad = np.asarray(xt @ p, dtype=np.float32).reshape(-1)
+        grad = np.empty_like(w)
+        grad[: d * k] = (xt @ p).reshape(-1)
+        grad[: d * k] += lam * w[: d * k]
+        grad[d * k :] = p.sum(axis=0)
         penalised = w[: d * k]
-        loss += 0.5 * float(lam) * float(np.dot(penalised, penalised))
-        tmp = penalised * lam
-        grad[: d * k] += tmp
-        return loss, grad
+        return loss + 0.5 * float(lam) * float(np.dot(penalised, penalised)), grad
 
-    w = np.zeros(size, dtype=np.float32)
-    if coef0 is not None:
-        w[: d * k] = np.asarray(coef0, dtype=np.float32).reshape(-1)
-    if intercept0 is not None:
-        w[d * k :] = intercept0
+    return loss_grad
+
+
+def _binary(x: sp.csr_matrix, xt: sp.csr_matrix, y: np.ndarray, lam: np.float32) -> LossGrad:
+    n, d = x.shape
+    sign = np.where(y == 1, 1.0, -1.0).astype(np.float32)
+    target = (y == 1).astype(np.float32)
+    inv_n = np.float32(1.0 / n)
+
+    def loss_grad(w: np.ndarray) -> tuple[float, np.ndarray]:
+        z = x @ w[:d]
+        z += w[d]
+        # log(1 + exp(-s z)), stably
+        margin = -sign * z
+        loss = float(np.logaddexp(0.0, margin).sum()) * float(inv_n)
+        p = 1.0 / (1.0 + np.exp(np.clip(-z, -60.0, 60.0)))
+        g = (p - target) * inv_n
+        grad = np.empty_like(w)
+        grad[:d] = xt @ g
+        grad[:d] += lam * w[:d]
+        grad[d] = g.sum()
+        penalised = w[:d]
+        return loss + 0.5 * float(lam) * float(np.dot(penalised, penalised)), grad
+
+    return loss_grad
+
+
+def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
+           memory: int) -> tuple[np.ndarray, float, int, int]:
+    """Unconstrained L-BFGS with Armijo backtracking; returns (w, loss, iterations, evaluations)."""
     f, g = loss_grad(w)
+    evaluations = 1
     s_hist: list[np.ndarray] = []
     y_hist: list[np.ndarray] = []
     rho: list[float] = []
-    tmp = np.empty(size, dtype=np.float32)
+    tmp = np.empty_like(w)
     iteration = 0
     for iteration in range(1, max_iter + 1):  # noqa: B007 - the count is reported
         # Two-loop recursion: q ~ H^-1 g.
@@ -130,6 +176,7 @@ def _fit(
         while True:  # backtracking (Armijo)
             w_new = w - np.float32(step) * q
             f_new, g_new = loss_grad(w_new)
+            evaluations += 1
             if f_new <= f + 1e-4 * step * slope or step < 1e-6:
                 break
             step *= 0.5
@@ -146,6 +193,4 @@ def _fit(
         w, f, g = w_new, f_new, g_new
         if improvement <= tol * max(abs(f), 1e-3):
             break
-    wm = w.reshape(d + 1, k)
-    return SoftmaxFit(coef=wm[:d].copy(), intercept=wm[d].copy(), iterations=iteration, evaluations=evaluations,
-                      loss=f)
+    return w, f, iteration, evaluations

@@ -94,9 +94,7 @@ class TextClassifier:
         self._state = _State(None, f"{self.name}: not trained yet (needs {spec.min_examples} ground-truth items)")
         self._fit_lock = threading.Lock()
         self._fits = 0
-        self._vocab: dict[int, str] = {}  # hashed column -> a word seen there; only touched under _fit_lock
-        self._vocab_keys: set[str] = set()
-        self._vocab_words: set[str] = set()
+        self._vocab = _Vocabulary(spec.n_features)
 
     @property
     def version(self) -> str:
@@ -104,8 +102,24 @@ class TextClassifier:
         return model.version if model is not None else f"{self.name}-v0"
 
     def fork(self) -> TextClassifier:
-        """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it)."""
-        return type(self)(self.spec, self.labels)
+        """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it).
+
+        It shares only the word vocabulary used to name evidence (hashed column -> word, no labels).
+        """
+        clone = type(self)(self.spec, self.labels)
+        clone._vocab = self._vocab
+        return clone
+
+    def prepare(self, batch: Batch) -> None:
+        """Compute and cache, for the whole batch at once, the features ``predict`` and ``fit`` use.
+
+        Call it on the full batch before predicting on subsets: features computed while predicting on
+        ``batch.subset(rows)`` stay in that subset's cache, and the learner would later recompute them
+        part by part. Cheap when already cached.
+        """
+        text_features(batch, self.spec.n_features, self.spec.char_ngrams)
+        if self._meta_keys:
+            metadata_values(batch, self._meta_keys)
 
     # --- predict ----------------------------------------------------------------------------------
 
@@ -185,9 +199,9 @@ class TextClassifier:
 
         batch = data.batch if n == len(data.batch) else data.batch.subset(rows)
         x_all = text_features(batch, self.spec.n_features, self.spec.char_ngrams)
-        cols, df = np.unique(x_all.indices, return_counts=True)
-        if n >= PRUNE_SINGLETONS_FROM:
-            cols, df = cols[df >= 2], df[df >= 2]
+        counts = np.bincount(x_all.indices, minlength=x_all.shape[1])  # document frequency (rows hold unique columns)
+        cols = np.flatnonzero(counts >= (2 if n >= PRUNE_SINGLETONS_FROM else 1))
+        df = counts[cols]
         column_map = np.full(x_all.shape[1], -1, dtype=np.int64)
         column_map[cols] = np.arange(len(cols))
         idf = idf_weights(n, df)
@@ -202,7 +216,7 @@ class TextClassifier:
         coef0, intercept0 = self._warm_start(self._state.model, cols, class_names, x.shape[1])
         result = fit_softmax(x, y_pos, len(classes), self.spec.c, coef0=coef0, intercept0=intercept0, tol=1e-3)
 
-        words = self._column_words(batch, cols)
+        words = self._vocab.names(batch, cols)
         self._fits += 1
         model = _Model(
             version=f"{self.name}-v{self._fits}", classes=class_names, column_map=column_map, idf=idf,
@@ -234,24 +248,41 @@ class TextClassifier:
         intercept[new_cls] = old.intercept[old_cls]
         return coef, intercept
 
-    def _column_words(self, batch: Batch, cols: np.ndarray) -> list[str]:
-        """Name model columns after a word hashed there (the vocabulary grows with new items only)."""
-        analyzer = word_vectorizer(self.spec.n_features, (1, 1)).build_analyzer()
-        new_words: set[str] = set()
-        for item in batch.items:
-            if item.key not in self._vocab_keys:
-                self._vocab_keys.add(item.key)
-                new_words.update(analyzer(item.text or ""))
-        new_words -= self._vocab_words
-        if new_words:
-            self._vocab_words |= new_words
-            ordered = sorted(new_words)
-            hashed = FeatureHasher(self.spec.n_features, input_type="string", alternate_sign=False)
-            idx = hashed.transform([[w] for w in ordered]).indices
-            for column, word in zip(idx.tolist(), ordered, strict=True):
-                self._vocab.setdefault(column, word)
-        vocab = self._vocab
-        return [vocab.get(c, "") for c in cols.tolist()]
+
+class _Vocabulary:
+    """Hashed column -> a word seen there, learned from training texts, to name evidence words.
+
+    Append-only and label-free, so a tool and its cross-fitting forks share one (under a lock: fits
+    may run in several threads). Each item (by key) is tokenised once.
+    """
+
+    def __init__(self, n_features: int) -> None:
+        self._n_features = n_features
+        self._lock = threading.Lock()
+        self._words: dict[int, str] = {}
+        self._keys: set[str] = set()
+        self._known: set[str] = set()
+
+    def names(self, batch: Batch, cols: np.ndarray) -> list[str]:
+        """Learn the words of the batch's new items, then name each of ``cols`` ("" if unknown)."""
+        with self._lock:
+            new_items = [item for item in batch.items if item.key not in self._keys]
+            if new_items:
+                analyzer = word_vectorizer(self._n_features, (1, 1)).build_analyzer()
+                found: set[str] = set()
+                for item in new_items:
+                    self._keys.add(item.key)
+                    found.update(analyzer(item.text or ""))
+                found -= self._known
+                if found:
+                    self._known |= found
+                    ordered = sorted(found)
+                    hasher = FeatureHasher(self._n_features, input_type="string", alternate_sign=False)
+                    columns = hasher.transform([[w] for w in ordered]).indices.tolist()
+                    for column, word in zip(columns, ordered, strict=True):
+                        self._words.setdefault(column, word)
+            words = self._words
+            return [words.get(c, "") for c in cols.tolist()]
 
 
 def _moments(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
