@@ -2,22 +2,29 @@
 and the replay need. One transaction per call; hot paths write with SQLAlchemy Core in bulk.
 
 Split by concern: projects and policies (``projects``), ingest and claims (``items``), batch results
-(``batches``), the review queue (``reviews``), learner reads and metrics (``learning``).
+(``batches``), the review queue (``reviews``), learner reads and metrics (``learning``); for the HTTP API: changes
+with their audit log (``audit``), queue administration such as release and skip (``queue_admin``), item and label
+reads (``reads``) and metric counts (``metrics``).
 """
 
 from __future__ import annotations
 
+from service.store.audit import AuditMixin
 from service.store.base import StoreBase
 from service.store.batches import BatchesMixin, LeasedStore, parse_policy_key
 from service.store.feed import FedAnswer, FeedMixin
 from service.store.items import ItemsMixin
 from service.store.learning import LearningMixin
+from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
+from service.store.queue_admin import QueueAdminMixin, TaskRef
+from service.store.reads import ItemView, LabelRow, ReadsMixin
 from service.store.reviews import ReviewsMixin
 from service.store.types import ClaimedReview, IngestResult, RecordResult, ReviewAnswer, SubmitResult
 
 
-class SqlStore(ProjectsMixin, ItemsMixin, BatchesMixin, ReviewsMixin, LearningMixin, FeedMixin, StoreBase):
+class SqlStore(AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin, ReviewsMixin, LearningMixin,
+               FeedMixin, ReadsMixin, MetricsMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 
@@ -31,10 +38,13 @@ __all__ = [
     "ClaimedReview",
     "FedAnswer",
     "IngestResult",
+    "ItemView",
+    "LabelRow",
     "LeasedStore",
     "RecordResult",
     "ReviewAnswer",
     "SqlStore",
     "SubmitResult",
+    "TaskRef",
     "parse_policy_key",
 ]

@@ -53,7 +53,7 @@ class ReviewsMixin(StoreBase):
         token = new_token()
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            not_mine = ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
+            not_mine = self._claimable_by(reviewer, now)
             open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
             expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
                        & (task_t.c.lease_expires_at <= now) & not_mine)
@@ -72,6 +72,11 @@ class ReviewsMixin(StoreBase):
                               suggestion=r.suggestion, confidence=r.confidence, policy_version=r.policy_version,
                               reviewer=reviewer, answers_needed=r.answers_needed, answers=r.answers,
                               lease_expires_at=expires) for r in rows]
+
+    def _claimable_by(self, reviewer: str, now: datetime) -> Any:
+        """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
+        reviewers). Other mixins narrow it (e.g. tasks the reviewer skipped)."""
+        return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
 
     def _claimable_task_ids(self, conn: Connection, expired: Any, open_: Any, limit: int) -> list[int]:
         def best(cond: Any) -> Select[Any]:

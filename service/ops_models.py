@@ -1,0 +1,65 @@
+"""Tables the operations API adds (same conventions as ``service.models``): the audit log of every change an
+operator or client makes, and reviewers' skips of review tasks.
+
+Importing :mod:`service.store` (or :func:`service.db.create_all`) registers these tables on ``SQLModel.metadata``.
+"""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Index, String
+from sqlalchemy import UniqueConstraint as Unique
+from sqlmodel import Field, SQLModel
+
+from service.models import JSONType, UTCDateTime, utcnow
+
+AUDIT_ACTIONS = (
+    "project.created",
+    "policy.created",
+    "policy.activated",
+    "policy.rolled_back",
+    "items.requeued",
+)
+
+
+class AuditEventBase(SQLModel):
+    action: str = Field(sa_type=String(32), description="What changed: " + ", ".join(AUDIT_ACTIONS) + ".")
+    actor: str = Field(max_length=128, description="Who changed it (the caller's principal).")
+    detail: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType, description="Action-specific fields.")
+
+
+class AuditEvent(AuditEventBase, table=True):
+    """One change, written in the same transaction as the change itself; never updated or deleted."""
+
+    __tablename__ = "audit_event"
+    __table_args__ = (Index("ix_audit_event_project", "project_id", "id"),)
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int = Field(foreign_key="project.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class AuditEventPublic(AuditEventBase):
+    id: int
+    created_at: datetime
+
+
+class ReviewSkipBase(SQLModel):
+    reviewer: str = Field(max_length=128)
+    until: datetime = Field(sa_type=UTCDateTime, description="The task is not offered to this reviewer before then.")
+
+
+class ReviewSkip(ReviewSkipBase, table=True):
+    """A reviewer passed on a task: claims by that reviewer skip it until ``until``."""
+
+    __tablename__ = "review_skip"
+    __table_args__ = (Unique("task_id", "reviewer", name="uq_review_skip_task_reviewer"),)
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int  # the task's
+    task_id: int = Field(foreign_key="review_task.id")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ReviewSkipPublic(ReviewSkipBase):
+    task_id: int

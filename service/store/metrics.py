@@ -1,0 +1,90 @@
+"""Counts for the metrics routes: recent activity, queue age, audit outcomes, threshold, reviewer agreement."""
+
+from __future__ import annotations
+
+from collections import Counter, defaultdict
+from collections.abc import Sequence
+from dataclasses import dataclass
+from datetime import datetime
+
+from sqlalchemy import func, select
+
+from service.db import read_tx
+from service.store.base import StoreBase, calib_t, item_t, label_t, review_t, task_t
+
+AGREEMENT_WINDOW = 5000  # most recent multi-reviewer tasks examined for agreement
+
+
+@dataclass(slots=True, frozen=True)
+class Agreement:
+    """Among done tasks answered by two reviewers or more: how many were unanimous, and agreeing answer pairs."""
+
+    tasks: int
+    unanimous: int
+    pairs: int
+    agreeing_pairs: int
+
+
+class MetricsMixin(StoreBase):
+    def labeled_since(self, project: str, since: Sequence[datetime]) -> list[int]:
+        """Labels written at or after each time in ``since``."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            return [int(conn.execute(select(func.count()).select_from(label_t).where(
+                label_t.c.project_id == pid, label_t.c.created_at >= t)).scalar_one()) for t in since]
+
+    def ingested_since(self, project: str, since: Sequence[datetime]) -> list[int]:
+        """Items stored at or after each time in ``since``."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            return [int(conn.execute(select(func.count()).select_from(item_t).where(
+                item_t.c.project_id == pid, item_t.c.created_at >= t)).scalar_one()) for t in since]
+
+    def oldest_open_task(self, project: str) -> datetime | None:
+        """Creation time of the oldest task not done yet (open or claimed)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            return conn.execute(select(func.min(task_t.c.created_at))
+                                .where(task_t.c.project_id == pid, task_t.c.status != "done")).scalar()
+
+    def audit_outcomes(self, project: str) -> tuple[int, int]:
+        """(audits settled, audits whose hidden agent label matched the human answer)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(select(calib_t.c.predicted == calib_t.c.truth, func.count())
+                                .where(calib_t.c.project_id == pid, calib_t.c.kind == "audit")
+                                .group_by(calib_t.c.predicted == calib_t.c.truth)).all()
+        total = sum(n for _, n in rows)
+        return int(total), int(sum(n for ok, n in rows if ok))
+
+    def latest_threshold(self, project: str) -> float | None:
+        """The threshold in force for the most recent agent decision recorded (None: none yet, or none set)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            return conn.execute(select(label_t.c.threshold).where(label_t.c.project_id == pid,
+                                                                   label_t.c.source == "agent")
+                                .order_by(label_t.c.id.desc()).limit(1)).scalar()
+
+    def reviewer_agreement(self, project: str, window: int = AGREEMENT_WINDOW) -> Agreement:
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            ids = list(conn.execute(select(task_t.c.id).where(task_t.c.project_id == pid, task_t.c.status == "done",
+                                                              task_t.c.answers >= 2)
+                                    .order_by(task_t.c.id.desc()).limit(window)).scalars())
+            answers: dict[int, list[str]] = defaultdict(list)
+            if ids:
+                low = min(ids)
+                rows = conn.execute(select(review_t.c.task_id, review_t.c.label).where(
+                    review_t.c.project_id == pid, review_t.c.task_id >= low))
+                wanted = set(ids)
+                for task_id, label in rows:
+                    if task_id in wanted:
+                        answers[task_id].append(label)
+        unanimous = pairs = agreeing = 0
+        for labels in answers.values():
+            counts = Counter(labels)
+            unanimous += len(counts) == 1
+            n = len(labels)
+            pairs += n * (n - 1) // 2
+            agreeing += sum(c * (c - 1) // 2 for c in counts.values())
+        return Agreement(len(answers), unanimous, pairs, agreeing)
