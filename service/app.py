@@ -1,0 +1,64 @@
+"""The FastAPI app: ``create_app(settings, store=..., feedback=...)``. OpenAPI docs at ``/docs``.
+
+Without a store, the lifespan opens an engine from the settings (``LABELAGENT_DATABASE_URL``) and disposes of it on
+shutdown; the schema must exist (``labelagent db upgrade``, or ``service.db.create_all`` in tests). Routes are
+plain functions run in the server's thread pool (the store is synchronous); the event stream is async and reads
+the store in worker threads.
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from fastapi import FastAPI
+
+from service.db import engine_from_settings
+from service.errors import ErrorBody, add_schemas, install_error_handlers
+from service.feedback import FeedbackSink, NullSink
+from service.routes import routers
+from service.schemas.items import LabelRecord
+from service.settings import Settings, get_settings
+from service.store import SqlStore
+
+DESCRIPTION = """Label a stream of items with an agent that auto-labels only above a calibrated threshold and
+escalates the rest to a human review queue whose answers become ground truth.
+
+Errors answer `{"error": {"type": ..., "message": ...}}` (request validation errors: FastAPI's `detail`)."""
+
+
+def create_app(settings: Settings | None = None, *, store: SqlStore | None = None,
+               feedback: FeedbackSink | None = None) -> FastAPI:
+    """The app. ``settings`` default to the store's, else to :func:`get_settings`; ``feedback`` is told about every
+    submitted review (default: nobody)."""
+    settings = settings or (store.settings if store is not None else get_settings())
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        if store is not None:
+            yield
+            return
+        engine = engine_from_settings(settings)
+        app.state.store = SqlStore(engine, settings)
+        try:
+            yield
+        finally:
+            engine.dispose()
+
+    app = FastAPI(title="labelagent", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
+                  docs_url="/docs", openapi_url="/openapi.json")
+    app.state.store = store
+    app.state.feedback = feedback if feedback is not None else NullSink()
+    app.dependency_overrides[get_settings] = lambda: settings
+    install_error_handlers(app)
+    for router in routers:
+        app.include_router(router)
+
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            app.openapi_schema = add_schemas(FastAPI.openapi(app), (ErrorBody, LabelRecord))
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]
+    return app

@@ -1,0 +1,133 @@
+"""One exception handler: the project's exception tree (``policies.exceptions``) to HTTP statuses.
+
+Body: ``{"error": {"type": ..., "message": ...}}`` with the exception's message, which says what to fix. Request
+validation errors keep FastAPI's 422 with pydantic's ``detail``. Anything unexpected is logged and answered with a
+generic 500 body: never a traceback.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from typing import Any
+
+from fastapi import FastAPI, Request
+from fastapi.encoders import jsonable_encoder
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse
+from pydantic import BaseModel
+from pydantic.json_schema import models_json_schema
+
+from policies import (
+    AgentError,
+    ConflictError,
+    InputError,
+    LabelAgentError,
+    NotFoundError,
+    PolicyError,
+    ToolError,
+)
+
+log = logging.getLogger("labelagent.api")
+
+# (exception class, HTTP status, error type): the first match wins, so subclasses come first
+ERRORS: tuple[tuple[type[LabelAgentError], int, str], ...] = (
+    (NotFoundError, 404, "not_found"),
+    (ConflictError, 409, "conflict"),
+    (InputError, 422, "invalid_input"),
+    (PolicyError, 422, "invalid_policy"),
+    (ToolError, 503, "tool_unavailable"),
+    (AgentError, 503, "agent_unavailable"),
+)
+
+
+class ErrorDetail(BaseModel):
+    type: str
+    message: str
+
+
+class ErrorBody(BaseModel):
+    """What every error of labelagent looks like on the wire."""
+
+    error: ErrorDetail
+
+
+def status_of(exc: LabelAgentError) -> tuple[int, str]:
+    for cls, status, kind in ERRORS:
+        if isinstance(exc, cls):
+            return status, kind
+    return 500, "internal"
+
+
+def error_response(status: int, kind: str, message: str) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}})
+
+
+async def labelagent_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    assert isinstance(exc, LabelAgentError)
+    status, kind = status_of(exc)
+    if status >= 500:
+        log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
+    return error_response(status, kind, str(exc))
+
+
+async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
+    return error_response(500, "internal", "internal error; the server log has the details")
+
+
+def _finite(value: Any) -> Any:
+    """``value`` with NaN and infinities replaced by their names (JSON has no such numbers)."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return str(value)
+    if isinstance(value, dict):
+        return {k: _finite(v) for k, v in value.items()}
+    if isinstance(value, list | tuple):
+        return [_finite(v) for v in value]
+    return value
+
+
+async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """FastAPI's 422 with pydantic's ``detail``, also when the rejected input holds NaN (FastAPI's own handler
+    would fail to render it and answer 500)."""
+    assert isinstance(exc, RequestValidationError)
+    return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(LabelAgentError, labelagent_error_handler)
+    app.add_exception_handler(Exception, unexpected_error_handler)
+
+
+_DOCS: dict[int, str] = {
+    404: "The project, item, review task or policy version does not exist.",
+    409: "Conflicts with the current state (it exists already, the lease token is stale, ...).",
+    422: "Invalid input: the request does not validate (FastAPI's `detail`) or cannot be processed "
+         "(`error.message` says what to fix).",
+    503: "The agent or one of its tools is unavailable.",
+}
+
+
+def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI ``responses`` for the given error statuses (JSON whatever the route's media type; the schemas are
+    added to the components by :func:`add_schemas`)."""
+    out: dict[int | str, dict[str, Any]] = {}
+    for status in statuses:
+        schema: dict[str, Any] = {"$ref": f"{REF}ErrorBody"}
+        if status == 422:
+            schema = {"anyOf": [schema, {"$ref": f"{REF}HTTPValidationError"}]}
+        out[status] = {"description": _DOCS[status], "content": {"application/json": {"schema": schema}}}
+    return out
+
+
+REF = "#/components/schemas/"
+
+
+def add_schemas(openapi: dict[str, Any], models: tuple[type[BaseModel], ...]) -> dict[str, Any]:
+    """Add ``models`` (and what they use) to the OpenAPI document's components, for hand-written references."""
+    _, top = models_json_schema([(m, "serialization") for m in models], ref_template=REF + "{model}")
+    schemas = openapi.setdefault("components", {}).setdefault("schemas", {})
+    for name, schema in top.get("$defs", {}).items():
+        schemas.setdefault(name, schema)
+    return openapi

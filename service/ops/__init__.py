@@ -1,0 +1,1 @@
+"""What the routes do, as keyword-only functions over the store (``service.routes`` stays thin)."""

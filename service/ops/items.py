@@ -1,0 +1,69 @@
+"""Ingest, an item's client-facing state, re-queueing failed items."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import Sequence
+
+from service.schemas.items import (
+    IngestResponse,
+    ItemIn,
+    ItemStatusOut,
+    RequeueResponse,
+    VoteOut,
+)
+from service.store import SqlStore
+from tools.base import Item
+
+# the store leases items to workers; for clients a leased item is still waiting for its label
+CLIENT_STATUS = {"pending": "pending", "leased": "pending", "labeled": "labeled", "in_review": "in_review",
+                 "failed": "failed"}
+
+
+def ingest_items(*, store: SqlStore, project: str, items: Sequence[ItemIn]) -> IngestResponse:
+    """Store new items (idempotent by external id); says which were stored now and which were there already."""
+    batch = [Item(key=it.external_id, text=it.data.text, metadata=dict(it.data.metadata)) for it in items]
+    labels = [it.label for it in items]
+    result = store.ingest(project, batch, labels=labels if any(lab is not None for lab in labels) else None)
+    occurrences = Counter(it.external_id for it in items)
+    duplicate_count = Counter(result.duplicates)
+    inserted: list[str] = []
+    duplicates: list[str] = []
+    for key in dict.fromkeys(it.external_id for it in items):
+        # the store counts each repeat within the call once; every occurrence counted means it was stored before
+        if duplicate_count[key] >= occurrences[key]:
+            duplicates.append(key)
+        else:
+            inserted.append(key)
+            if occurrences[key] > 1:  # stored once now, its repeats are duplicates
+                duplicates.append(key)
+    return IngestResponse(inserted=inserted, duplicates=duplicates)
+
+
+def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatusOut:
+    view = store.item_view(project, external_id)
+    item, label = view.item, view.label
+    status = CLIENT_STATUS[item.status]
+    hidden = status == "in_review" and view.review_kind == "audit"  # the reviewer must not learn the agent's label
+    return ItemStatusOut(
+        external_id=item.external_id,
+        status=status,  # type: ignore[arg-type]
+        label=None if label is None else label.label,
+        confidence=None if label is None else label.confidence,
+        source=None if label is None else label.source,
+        policy_version=view.policy_version,
+        threshold=None if label is None else label.threshold,
+        evidence=[] if hidden else [VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence,
+                                            model_version=v.model_version) for v in view.votes],
+        client_label=item.client_label,
+        created_at=item.created_at,
+        updated_at=item.updated_at,
+    )
+
+
+def requeue_items(*, store: SqlStore, project: str, external_ids: Sequence[str] | None, actor: str
+                  ) -> RequeueResponse:
+    done = store.requeue_failed(project, keys=external_ids, actor=actor)
+    moved = set(done)
+    unchanged = [k for k in dict.fromkeys(external_ids or ()) if k not in moved]
+    return RequeueResponse(requeued=done, unchanged=unchanged)

@@ -1,0 +1,48 @@
+"""Projects and the policy text clients send (a JSON object or YAML)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import yaml
+
+from policies import InputError, Policy, PolicyError, parse_policy
+from service.models import ProjectPublic
+from service.schemas.projects import ProjectDetail
+from service.store import SqlStore
+
+
+def policy_from_input(raw: dict[str, Any] | str, *, project: str) -> tuple[Policy, int | None]:
+    """Validate a client's policy (mapping or YAML text) for ``project``; returns it and the version it asked for.
+    ``project`` defaults to the project's name and ``version`` to 1 (callers assign the real one)."""
+    if isinstance(raw, str):
+        try:
+            raw = yaml.safe_load(raw)
+        except yaml.YAMLError as exc:
+            raise PolicyError(f"policy: not valid YAML ({exc})") from None
+    if not isinstance(raw, dict):
+        raise PolicyError(f"policy: expected a mapping of fields, got {type(raw).__name__}")
+    data = dict(raw)
+    data.setdefault("project", project)
+    requested = data.get("version")
+    policy = parse_policy({**data, "version": 1 if requested is None else requested})
+    return policy, requested
+
+
+def create_project(*, store: SqlStore, name: str, policy: dict[str, Any] | str, actor: str) -> ProjectPublic:
+    first, requested = policy_from_input(policy, project=name)
+    if requested is not None and requested != 1:
+        raise InputError(f"policy.version: the first version of a project is 1; omit version or send 1 "
+                         f"(got {requested})")
+    return store.create_project_logged(name, first, actor=actor)
+
+
+def list_projects(*, store: SqlStore) -> list[ProjectPublic]:
+    return store.list_projects()
+
+
+def get_project(*, store: SqlStore, project: str) -> ProjectDetail:
+    info = store.get_project(project)
+    labels = store.active_policy(project).labels if info.active_version is not None else []
+    versions = len(store.list_policy_versions(project))
+    return ProjectDetail(**info.model_dump(), labels=list(labels), policy_versions=versions)

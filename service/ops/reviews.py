@@ -1,0 +1,89 @@
+"""The review queue as reviewers and operators see it. Audits hide the agent's view from the reviewer."""
+
+from __future__ import annotations
+
+import logging
+
+from policies import Policy
+from service.feedback import FeedbackSink
+from service.schemas.items import VoteOut
+from service.schemas.reviews import (
+    ClaimedTask,
+    HeartbeatResponse,
+    QueueEntry,
+    QueuePage,
+    ReleaseResponse,
+    ReviewItem,
+    SkipResponse,
+    SubmitResponse,
+)
+from service.store import ReviewAnswer, SqlStore
+
+log = logging.getLogger("labelagent.api")
+
+
+def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask | None:
+    """The next task by priority, leased to ``reviewer`` for the active policy's ``lease_seconds``; None when the
+    queue holds nothing this reviewer may take."""
+    policy = store.active_policy(project)
+    task = store.claim_review(project, reviewer=reviewer, lease_seconds=policy.lease_seconds)
+    if task is None:
+        return None
+    audit = task.kind == "audit"
+    evidence = None
+    labels = policy.labels if task.policy_version == policy.version else store.get_policy(project,
+                                                                                           task.policy_version).labels
+    if not audit:
+        votes = store.load_votes(project, [task.item.key], policy_version=task.policy_version).get(task.item.key, [])
+        evidence = [VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence,
+                            model_version=None) for v in votes]
+    return ClaimedTask(
+        task_id=task.task_id, lease_token=task.token, lease_expires_at=task.lease_expires_at,
+        kind=task.kind,  # type: ignore[arg-type]
+        priority=task.priority, policy_version=task.policy_version, answers_needed=task.answers_needed,
+        answers=task.answers, labels=list(labels),
+        item=ReviewItem(external_id=task.item.key, text=task.item.text, metadata=task.item.metadata),
+        suggestion=None if audit else task.suggestion,
+        confidence=None if audit else task.confidence,
+        evidence=evidence,
+    )
+
+
+def _task_policy(store: SqlStore, task_id: int) -> tuple[str, Policy]:
+    ref = store.task_ref(task_id)  # NotFoundError for an unknown task
+    return ref.project, store.get_policy(ref.project, ref.policy_version)
+
+
+def heartbeat(*, store: SqlStore, task_id: int, token: str) -> HeartbeatResponse:
+    _, policy = _task_policy(store, task_id)
+    expires = store.extend_review_lease(task_id, token, lease_seconds=policy.lease_seconds)
+    return HeartbeatResponse(task_id=task_id, lease_expires_at=expires)
+
+
+def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str, label: str) -> SubmitResponse:
+    """Store the answer (ground truth), then tell the feedback sink; learning happens elsewhere, never here."""
+    ref = store.task_ref(task_id)
+    result = store.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project)
+    try:
+        feedback.notify(ref.project)
+    except Exception:  # the answer is committed; a failing wake-up only delays learning until the next poll
+        log.exception("feedback sink failed for project %r", ref.project)
+    final = result.settled[0].label if result.settled else None
+    return SubmitResponse(task_id=task_id, external_id=ref.external_id, label=label, settled=bool(result.settled),
+                          final_label=final)
+
+
+def skip(*, store: SqlStore, task_id: int, token: str, seconds: int) -> SkipResponse:
+    _, until = store.skip_review(task_id, token, seconds=seconds)
+    return SkipResponse(task_id=task_id, skipped_until=until)
+
+
+def release(*, store: SqlStore, task_id: int, token: str) -> ReleaseResponse:
+    store.release_review(task_id, token)
+    return ReleaseResponse(task_id=task_id)
+
+
+def list_queue(*, store: SqlStore, project: str, status: str | None, kind: str | None, offset: int, limit: int
+               ) -> QueuePage:
+    rows, total = store.list_reviews(project, status=status, kind=kind, offset=offset, limit=limit)
+    return QueuePage(tasks=[QueueEntry.model_validate(r) for r in rows], total=total, offset=offset, limit=limit)

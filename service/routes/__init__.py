@@ -1,0 +1,21 @@
+"""The API's routers, one module per resource; :data:`routers` is what the app includes, in order."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter
+
+from service.routes import audit, health, items, labels, metrics, policies, projects, reviews
+
+routers: tuple[APIRouter, ...] = (
+    projects.router,
+    items.router,
+    labels.router,
+    reviews.project_router,
+    reviews.router,
+    policies.router,
+    audit.router,
+    metrics.router,
+    health.router,
+)
+
+__all__ = ["routers"]

@@ -1,0 +1,26 @@
+"""Metrics: ``/projects/{project}/metrics`` (JSON) and ``/metrics`` (Prometheus text, every project)."""
+
+from __future__ import annotations
+
+from fastapi import APIRouter, Response
+
+from service.deps import ProjectPath, StoreDep
+from service.errors import error_docs
+from service.ops import metrics as ops
+from service.schemas.metrics import ProjectMetrics
+
+router = APIRouter(tags=["metrics"])
+
+_PROMETHEUS_DOC = {200: {"description": "Prometheus text exposition format 0.0.4 (gauges `labelagent_*`).",
+                         "content": {"text/plain": {"schema": {"type": "string"}}}}}
+
+
+@router.get("/projects/{project}/metrics", response_model=ProjectMetrics, summary="A project's metrics",
+            responses=error_docs(404))
+def project_metrics(project: ProjectPath, store: StoreDep) -> ProjectMetrics:
+    return ops.project_metrics(store=store, project=project)
+
+
+@router.get("/metrics", response_class=Response, responses=_PROMETHEUS_DOC, summary="Prometheus metrics")
+def prometheus(store: StoreDep) -> Response:
+    return Response(content=ops.prometheus_text(store=store), media_type=ops.PROMETHEUS_CONTENT_TYPE)

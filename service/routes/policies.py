@@ -1,0 +1,71 @@
+"""``/projects/{project}/policies``: versions, create (validated), backtest, activate, roll back."""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+from fastapi import APIRouter, Body, Path
+
+from service.deps import PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep
+from service.errors import error_docs
+from service.ops import policies as ops
+from service.schemas.policies import (
+    ActivationResponse,
+    BacktestRequest,
+    BacktestResponse,
+    PolicyChangeRequest,
+    PolicyCreateRequest,
+    PolicyVersionInfo,
+)
+
+router = APIRouter(prefix="/projects/{project}/policies", tags=["policies"])
+
+VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Policy version number.")]
+OptionalChange = Annotated[PolicyChangeRequest | None, Body()]
+
+
+@router.get("", response_model=list[PolicyVersionInfo], summary="List policy versions",
+            responses=error_docs(404))
+def list_policies(project: ProjectPath, store: StoreDep) -> list[PolicyVersionInfo]:
+    return ops.list_policies(store=store, project=project)
+
+
+@router.post("", status_code=201, response_model=PolicyVersionInfo, summary="Create (and validate) a policy version",
+             responses=error_docs(404, 409, 422))
+def create_policy(project: ProjectPath, body: PolicyCreateRequest, store: StoreDep, principal: PrincipalDep
+                  ) -> PolicyVersionInfo:
+    return ops.create_policy(store=store, project=project, policy=body.policy, activate=body.activate,
+                             reason=body.reason, actor=principal.name)
+
+
+@router.post("/rollback", response_model=ActivationResponse, summary="Re-activate the previously active version",
+             responses=error_docs(404, 409))
+def rollback(project: ProjectPath, store: StoreDep, principal: PrincipalDep, body: OptionalChange = None
+             ) -> ActivationResponse:
+    return ops.rollback(store=store, project=project, reason=body.reason if body else "", actor=principal.name)
+
+
+@router.get("/{version}", response_model=PolicyVersionInfo, summary="Read a policy version",
+            responses=error_docs(404))
+def get_policy(project: ProjectPath, version: VersionPath, store: StoreDep) -> PolicyVersionInfo:
+    return ops.get_policy(store=store, project=project, version=version)
+
+
+@router.post("/{version}/activate", response_model=ActivationResponse, summary="Make a version the active one",
+             responses=error_docs(404))
+def activate(project: ProjectPath, version: VersionPath, store: StoreDep, principal: PrincipalDep,
+             body: OptionalChange = None) -> ActivationResponse:
+    return ops.activate(store=store, project=project, version=version, reason=body.reason if body else "",
+                        actor=principal.name)
+
+
+@router.post("/{version}/backtest", response_model=BacktestResponse,
+             summary="Replay the ground truth through a version and the active one",
+             responses=error_docs(404, 503))
+def backtest(project: ProjectPath, version: VersionPath, store: StoreDep, tool_factory: ToolFactoryDep,
+             body: Annotated[BacktestRequest | None, Body()] = None) -> BacktestResponse:
+    """Runs the real agent in-process on a private in-memory store (the live tables are not touched); blocking and
+    CPU-bound, so it runs in the server's thread pool. Use `limit` to bound the time it takes."""
+    params = body or BacktestRequest()
+    return ops.run_backtest(store=store, project=project, version=version, tool_factory=tool_factory,
+                            limit=params.limit, batch_size=params.batch_size, seed=params.seed)

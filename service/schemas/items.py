@@ -1,0 +1,85 @@
+"""Items: ingest batches, read an item's state and evidence, export labels, stream label events."""
+
+from __future__ import annotations
+
+from datetime import datetime
+from typing import Literal
+
+from pydantic import BaseModel, Field, model_validator
+
+from service.schemas.common import ExternalId, JsonObject, Label, Request, SafeText
+
+ClientStatus = Literal["pending", "labeled", "in_review", "failed"]
+
+
+class ItemData(Request):
+    text: SafeText | None = Field(default=None, description="The item's text.")
+    metadata: JsonObject = Field(default_factory=dict, description="Any JSON object (numbers, time, place, ...).")
+
+    @model_validator(mode="after")
+    def _not_empty(self) -> ItemData:
+        if self.text is None and not self.metadata:
+            raise ValueError("give text, metadata or both")
+        return self
+
+
+class ItemIn(Request):
+    external_id: ExternalId = Field(description="The client's key; sending it again stores nothing new.")
+    data: ItemData
+    label: Label | None = Field(default=None, description="Ground truth the client already knows (optional).")
+
+
+class IngestRequest(Request):
+    items: list[ItemIn] = Field(min_length=1, description="At most the server's max_batch_items per call.")
+
+
+class IngestResponse(BaseModel):
+    inserted: list[str] = Field(description="External ids stored by this call, in input order.")
+    duplicates: list[str] = Field(description="External ids already stored (before, or earlier in this call).")
+
+
+class VoteOut(BaseModel):
+    """One tool's vote on the item: a distribution over the labels, or None when it abstained."""
+
+    tool: str
+    distribution: dict[str, float] | None
+    cost: float
+    evidence: str
+    model_version: str | None
+
+
+class ItemStatusOut(BaseModel):
+    external_id: str
+    status: ClientStatus = Field(description="pending (waiting or being labeled), labeled, in_review or failed.")
+    label: str | None = Field(description="The label, once labeled.")
+    confidence: float | None
+    source: Literal["agent", "human"] | None
+    policy_version: int | None = Field(description="Version of the policy that labeled (or escalated) the item.")
+    threshold: float | None = Field(description="The agent's confidence threshold when it decided.")
+    evidence: list[VoteOut] = Field(description="Each tool's vote (hidden while an audit of the item is open).")
+    client_label: str | None
+    created_at: datetime
+    updated_at: datetime
+
+
+class RequeueRequest(Request):
+    external_ids: list[ExternalId] | None = Field(
+        default=None, max_length=1000, description="Failed items to re-queue; omit to re-queue every failed item.")
+
+
+class RequeueResponse(BaseModel):
+    requeued: list[str]
+    unchanged: list[str] = Field(description="Listed ids that were not failed (or do not exist): left as they were.")
+
+
+class LabelRecord(BaseModel):
+    """One label: a line of the JSONL export, a row of the CSV export, the data of a server-sent event."""
+
+    label_id: int = Field(description="Increases with every label written; the SSE event id.")
+    external_id: str
+    label: str
+    confidence: float | None
+    source: Literal["agent", "human"]
+    policy_version: int
+    threshold: float | None
+    created_at: datetime
