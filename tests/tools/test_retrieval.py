@@ -151,3 +151,10 @@ def test_query_against_100k_examples_is_fast(sms_rows: list[dict[str, str]],
     assert not votes.abstain.any()
     assert all(" 1.00 " in e.split(" | ")[0] for e in votes.evidence)  # each query finds itself
     assert elapsed < 0.5, elapsed  # measured ~50 ms
+
+
+def test_prepare_caches_the_word_features() -> None:
+    knn = make()
+    batch = Batch([Item("a", "one"), Item("b", "two")])
+    knn.prepare(batch)
+    assert set(batch._cache) == {"hashed_words:262144"}

@@ -204,3 +204,12 @@ def test_bad_training_labels_are_rejected(bad: np.ndarray) -> None:
     clf = make(min_examples=2)
     with pytest.raises(ToolError, match="training set"):
         clf.fit(TrainingSet(Batch([Item("a", "x"), Item("b", "y")]), bad, SMS_LABELS))
+
+
+def test_prepare_caches_the_features_so_subsets_and_training_reuse_them() -> None:
+    clf = make(metadata_features=["x"])
+    batch = Batch([Item(str(i), f"text {i}", {"x": i}) for i in range(6)])
+    clf.prepare(batch)
+    assert {"hashed_words:262144", "hashed_chars:262144", "metadata_numeric:x"} <= set(batch._cache)
+    sub = batch.subset([1, 3])
+    assert {"hashed_words:262144", "hashed_chars:262144"} <= set(sub._cache)  # carried into subsets

@@ -1,0 +1,46 @@
+"""The float32 L-BFGS logistic regression reaches scikit-learn's optimum (multinomial and binary)."""
+
+from __future__ import annotations
+
+import numpy as np
+import scipy.sparse as sp
+from sklearn.linear_model import LogisticRegression
+
+from tools.softmax import fit_softmax, softmax_rows
+
+
+def problem(k: int, n: int = 400, d: int = 60, seed: int = 0) -> tuple[sp.csr_matrix, np.ndarray]:
+    rng = np.random.default_rng(seed)
+    x = sp.random(n, d, density=0.1, format="csr", dtype=np.float32, random_state=seed)
+    true = rng.normal(size=(d, k)) * 3
+    probs = softmax_rows(np.asarray(x @ true, dtype=np.float64))
+    y = (rng.random((n, 1)) > probs.cumsum(axis=1)).sum(axis=1).clip(0, k - 1)
+    return x, y
+
+
+def probabilities(fit: object, x: sp.csr_matrix) -> np.ndarray:
+    return softmax_rows(np.asarray(x @ fit.coef + fit.intercept, dtype=np.float32))  # type: ignore[attr-defined]
+
+
+def test_multinomial_matches_sklearn() -> None:
+    x, y = problem(3)
+    ours = fit_softmax(x, y, 3, c=2.0, tol=1e-9, max_iter=1000)
+    ref = LogisticRegression(C=2.0, tol=1e-10, max_iter=5000).fit(x.astype(np.float64), y)
+    np.testing.assert_allclose(probabilities(ours, x), ref.predict_proba(x), atol=2e-3)
+    assert ours.coef.shape == (60, 3) and ours.coef.dtype == np.float32
+
+
+def test_two_classes_equal_the_two_class_softmax() -> None:
+    x, y = problem(2, seed=1)
+    ours = fit_softmax(x, y, 2, c=2.0, tol=1e-9, max_iter=1000)
+    # a 2-class softmax penalises both columns: the binomial equivalent has C doubled
+    ref = LogisticRegression(C=4.0, tol=1e-10, max_iter=5000).fit(x.astype(np.float64), y)
+    np.testing.assert_allclose(probabilities(ours, x), ref.predict_proba(x), atol=2e-3)
+    np.testing.assert_allclose(ours.coef[:, 0], -ours.coef[:, 1])
+
+
+def test_warm_start_converges_in_fewer_iterations() -> None:
+    x, y = problem(4, n=600, seed=2)
+    cold = fit_softmax(x, y, 4, c=10.0, tol=1e-6)
+    warm = fit_softmax(x, y, 4, c=10.0, tol=1e-6, coef0=cold.coef, intercept0=cold.intercept)
+    assert warm.iterations < cold.iterations / 3 and warm.loss <= cold.loss + 1e-6
