@@ -9,6 +9,7 @@ distributions (independent evidence); no match is an abstain.
 
 from __future__ import annotations
 
+import hashlib
 import re
 from dataclasses import dataclass
 
@@ -68,7 +69,8 @@ class Rules:
         if unknown:
             raise ToolError(f"tool {spec.name!r}: rule label {unknown[0]!r} is not one of the project's labels")
         self._rules = tuple(_compile(i, rule, spec.name) for i, rule in enumerate(spec.rules))
-        self.version = f"{self.name}-{len(self._rules)}rules"
+        digest = hashlib.sha1(spec.model_dump_json(include={"rules"}).encode()).hexdigest()[:8]
+        self.version = f"{self.name}-{digest}"  # changes whenever the rules change
 
     def matches(self, items: list[Item]) -> np.ndarray:
         """(n_items, n_rules) boolean matrix: which rule fires on which item."""

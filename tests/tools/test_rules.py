@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import re
+
 import numpy as np
 import pytest
 
@@ -55,7 +57,8 @@ def test_one_rule_votes_its_strength_and_no_match_abstains() -> None:
     np.testing.assert_allclose(votes.probs[1], 1 / 3)
     assert votes.evidence[0] == "rules: spam 0.80 from #1 spam (keywords: prize)"
     assert votes.evidence[1] == "rules: no rule matched"
-    assert votes.cost.tolist() == [0.1, 0.1] and votes.model_version == "rules-1rules"
+    assert votes.cost.tolist() == [0.1, 0.1] and re.fullmatch(r"rules-[0-9a-f]{8}", votes.model_version or "")
+    assert make(Rule(label="spam", keywords=["prize"], strength=0.7)).version != votes.model_version
 
 
 def test_matching_rules_combine_as_a_normalised_product() -> None:
