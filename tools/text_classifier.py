@@ -236,9 +236,9 @@ class TextClassifier:
             return None, None
         coef = np.zeros((width, len(classes)), dtype=np.float32)
         intercept = np.zeros(len(classes), dtype=np.float32)
-        old_pos = label_positions(old.classes, classes)
-        new_cls = np.flatnonzero(old_pos >= 0)
-        old_cls = old_pos[new_cls]
+        in_old = label_positions(classes, old.classes)  # each new class's column in the old model
+        new_cls = np.flatnonzero(in_old >= 0)
+        old_cls = in_old[new_cls]
         old_rows = old.column_map[cols]  # the old model's row of each new text column
         hit = np.flatnonzero(old_rows >= 0)
         coef[np.ix_(hit, new_cls)] = old.coef[np.ix_(old_rows[hit], old_cls)]

@@ -13,6 +13,7 @@ from policies.exceptions import ToolError
 from policies.model import TextClassifierSpec
 from tests.tools.helpers import SMS_LABELS, items_of, label_indices, log_loss, predict, run, training_set
 from tools.base import Batch, Item, Learnable, Tool, ToolContext, TrainingSet
+from tools.features import text_features
 from tools.text_classifier import TextClassifier
 
 EVIDENCE = re.compile(r"^clf-v\d+: (ham|spam) \d\.\d\d, (ham|spam) \d\.\d\d( \(top words: [^)]+\))?$")
@@ -213,3 +214,24 @@ def test_prepare_caches_the_features_so_subsets_and_training_reuse_them() -> Non
     assert {"hashed_words:262144", "hashed_chars:262144", "metadata_numeric:x"} <= set(batch._cache)
     sub = batch.subset([1, 3])
     assert {"hashed_words:262144", "hashed_chars:262144"} <= set(sub._cache)  # carried into subsets
+
+
+def test_warm_start_maps_columns_and_classes_by_name(sms_rows: list[dict[str, str]]) -> None:
+    labels = ("a_new", "ham", "spam")  # the class that appears later sorts first: positions shift
+    clf = make(labels, char_ngrams=False)
+    clf.fit(training_set(sms_rows[:300], labels))
+    old = clf._state.model
+    assert old is not None and old.classes == ("ham", "spam")
+    more = [*sms_rows[:300], *({"text": f"brand new topic {i}", "label": "a_new"} for i in range(10))]
+    x = text_features(training_set(more, labels).batch, 2**18, False)
+    cols = np.flatnonzero(np.bincount(x.indices, minlength=x.shape[1]) >= 2)
+    coef, intercept = clf._warm_start(old, cols, ("a_new", "ham", "spam"), len(cols))
+    assert coef is not None and intercept is not None
+    np.testing.assert_array_equal(intercept, [0.0, *old.intercept])
+    rows_old = old.column_map[cols]
+    shared = rows_old >= 0
+    np.testing.assert_array_equal(coef[shared][:, 1:], old.coef[rows_old[shared]])
+    assert not coef[:, 0].any() and not coef[~shared].any()
+    info = clf.fit(training_set(more, labels))
+    votes = predict(clf, [Item("q", "brand new topic 99"), Item("r", "FREE prize txt now")], labels)
+    assert info.metrics["classes"] == 3 and votes.probs.argmax(axis=1).tolist() == [0, 2]
