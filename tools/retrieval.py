@@ -166,7 +166,8 @@ class Retrieval:
             for j in range(starts[i], starts[i] + min(counts[i], SHOWN_NEIGHBOURS)):
                 e = cols[j]
                 shown.append(f'{index.keys[e]} {self.labels[index.labels[e]]} {sims[j]:.2f} "{index.snippets[e]}"')
-            out.append(f"{index.version}: {labels[best[i]]} {p_best[i]:.2f} from {counts[i]} neighbours; "
+            plural = "s" if counts[i] != 1 else ""
+            out.append(f"{index.version}: {labels[best[i]]} {p_best[i]:.2f} from {counts[i]} neighbour{plural}; "
                        + " | ".join(shown))
         return out
 
