@@ -1,0 +1,69 @@
+"""Fixtures for the HTTP API: the app over the parametrised store (SQLite and PostgreSQL), a TestClient, a feedback
+sink that records what it was told, and helpers that put decided items in the store without a worker."""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Sequence
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from policies import Policy
+from service.app import create_app
+from service.store import SqlStore
+from tests.factories import make_batch_result, make_items
+
+
+class RecordingSink:
+    """A FeedbackSink that remembers the projects it was told about."""
+
+    def __init__(self) -> None:
+        self.projects: list[str] = []
+
+    def notify(self, project: str) -> None:
+        self.projects.append(project)
+
+
+@pytest.fixture
+def sink() -> RecordingSink:
+    return RecordingSink()
+
+
+@pytest.fixture
+def app(store: SqlStore, sink: RecordingSink) -> FastAPI:
+    app = create_app(store=store, feedback=sink)
+    app.state.events_poll_seconds = 0.01
+    return app
+
+
+@pytest.fixture
+def client(app: FastAPI) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False) as client:
+        yield client
+
+
+def decide(store: SqlStore, project: str, actions: Sequence[str], *, start: int = 0, prefix: str = "item",
+           threshold: float | None = 0.9) -> list[str]:
+    """Ingest one item per action and record the agent's decisions (labels alternate ham/spam). Returns the keys."""
+    items = make_items(len(actions), start=start, prefix=prefix)
+    store.ingest(project, items)
+    token, claimed = store.claim_batch(project, worker="test", size=len(items))
+    by_key = dict(zip([it.key for it in items], actions, strict=True))
+    policy = store.active_policy(project)
+    result = make_batch_result(policy, claimed, [by_key[it.key] for it in claimed], threshold=threshold)
+    store.record_batch(project, result, token)
+    return [it.key for it in items]
+
+
+def policy_json(policy: Policy, *, drop_version: bool = False) -> dict:
+    data = policy.model_dump(mode="json")
+    if drop_version:
+        data.pop("version")
+    return data
+
+
+def error_message(response) -> str:  # type: ignore[no-untyped-def]
+    body = response.json()
+    assert set(body) == {"error"}, body
+    return body["error"]["message"]

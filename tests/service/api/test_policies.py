@@ -1,0 +1,148 @@
+"""Policy versions over HTTP: list, create (validated), activate, roll back, backtest; and the audit log."""
+
+from __future__ import annotations
+
+import pytest
+from fastapi import FastAPI
+from fastapi.testclient import TestClient
+
+from policies import dumps_policy
+from service.deps import get_tool_factory
+from service.store import SqlStore
+from tests.factories import make_items, make_policy
+from tests.service.api.conftest import error_message, policy_json
+from tests.service.api.tools import keyword_tools
+
+
+def new_version(client: TestClient, project: str, activate: bool = False, **overrides) -> dict:  # type: ignore[no-untyped-def]
+    body = {"policy": policy_json(make_policy(project, **overrides), drop_version=True), "activate": activate}
+    response = client.post(f"/projects/{project}/policies", json=body)
+    assert response.status_code == 201, response.text
+    return response.json()
+
+
+def test_list_and_create_versions(client: TestClient, project: str, store: SqlStore) -> None:
+    created = new_version(client, project, target_precision=0.9)
+    assert (created["version"], created["active"]) == (2, False)
+    assert created["policy"]["target_precision"] == 0.9
+    assert created["policy"]["version"] == 2
+    assert store.get_policy(project, 2).target_precision == 0.9
+    listed = client.get(f"/projects/{project}/policies").json()
+    assert [(p["version"], p["active"]) for p in listed] == [(1, True), (2, False)]
+    yaml_text = dumps_policy(make_policy(project, version=3, audit_rate=0.1))
+    response = client.post(f"/projects/{project}/policies", json={"policy": yaml_text, "activate": True})
+    assert (response.status_code, response.json()["version"], response.json()["active"]) == (201, 3, True)
+    assert client.get(f"/projects/{project}/policies/3").json()["policy"]["audit_rate"] == 0.1
+    assert store.active_policy(project).version == 3
+
+
+def test_invalid_versions_name_the_field(client: TestClient, project: str) -> None:
+    url = f"/projects/{project}/policies"
+    data = policy_json(make_policy(project), drop_version=True)
+    response = client.post(url, json={"policy": {**data, "always_review": ["eggs"]}})
+    assert response.status_code == 422
+    assert error_message(response) == "policy: always_review: 'eggs' is not in labels; add it or remove it"
+    response = client.post(url, json={"policy": {**data, "tools": [{"kind": "retrieval", "name": "knn", "k": 0}]}})
+    assert error_message(response) == "tools[0].k: Input should be greater than or equal to 1"
+    response = client.post(url, json={"policy": {**data, "version": 7}})
+    assert error_message(response) == f"policy.version: the next version of project '{project}' is 2; omit version " \
+                                      "or send 2"
+    response = client.post(url, json={"policy": data, "activate": "sure"})
+    assert response.json()["detail"][0]["loc"] == ["body", "activate"]
+    response = client.post("/projects/nope/policies", json={"policy": data})
+    assert (response.status_code, error_message(response)) == (404, "project 'nope' does not exist")
+    response = client.get(f"{url}/9")
+    assert (response.status_code, error_message(response)) == (404, "policy version 9 does not exist in this project")
+
+
+def test_activate_and_roll_back(client: TestClient, project: str, store: SqlStore) -> None:
+    url = f"/projects/{project}/policies"
+    response = client.post(f"{url}/rollback")
+    assert (response.status_code, error_message(response)) == (
+        409, f"project '{project}' has no earlier active policy version to roll back to")
+    new_version(client, project)
+    new_version(client, project)
+    response = client.post(f"{url}/2/activate", json={"reason": "try v2"})
+    assert response.json() == {"project": project, "active_version": 2, "previous_version": 1}
+    assert client.post(f"{url}/3/activate").json() == {"project": project, "active_version": 3, "previous_version": 2}
+    assert client.post(f"{url}/rollback").json() == {"project": project, "active_version": 2, "previous_version": 3}
+    assert client.post(f"{url}/rollback").json() == {"project": project, "active_version": 1, "previous_version": 2}
+    assert store.active_policy(project).version == 1
+    assert client.post(f"{url}/rollback").status_code == 409
+    response = client.post(f"{url}/8/activate")
+    assert (response.status_code, error_message(response)) == (404, "policy version 8 does not exist in this project")
+    response = client.post(f"{url}/2/activate", json={"reason": "x", "force": True})
+    assert response.json()["detail"][0]["msg"] == "Extra inputs are not permitted"
+
+
+def test_every_change_is_in_the_audit_log(client: TestClient) -> None:
+    client.post("/projects", json={"name": "audited", "policy": policy_json(make_policy("audited"))})
+    new_version(client, "audited", activate=True)
+    client.post("/projects/audited/policies/rollback", json={"reason": "worse"})
+    page = client.get("/projects/audited/audit").json()
+    assert [(e["action"], e["actor"]) for e in page["events"]] == [
+        ("project.created", "anonymous"), ("policy.created", "anonymous"), ("policy.activated", "anonymous"),
+        ("policy.rolled_back", "anonymous")]
+    assert page["events"][3]["detail"] == {"from": 2, "to": 1, "reason": "worse"}
+    assert page["next_after"] is None
+    first = client.get("/projects/audited/audit", params={"limit": 3}).json()
+    assert len(first["events"]) == 3
+    rest = client.get("/projects/audited/audit", params={"after": first["next_after"]}).json()
+    assert [e["action"] for e in rest["events"]] == ["policy.rolled_back"]
+    assert client.get("/projects/nope/audit").status_code == 404
+
+
+@pytest.fixture
+def with_tools(app: FastAPI) -> FastAPI:
+    app.dependency_overrides[get_tool_factory] = lambda: keyword_tools
+    return app
+
+
+def test_backtest_compares_candidate_and_active(with_tools: FastAPI, client: TestClient, project: str,
+                                                store: SqlStore) -> None:
+    items = make_items(300)
+    truth = ["spam" if "win" in (it.text or "") else "ham" for it in items]
+    store.ingest(project, items, labels=truth)
+    new_version(client, project, target_precision=0.9, min_calibration=10, audit_rate=0.05)
+    before = store.stats(project)
+    response = client.post(f"/projects/{project}/policies/2/backtest", json={"limit": 300, "batch_size": 50})
+    assert response.status_code == 200, response.text
+    body = response.json()
+    assert (body["project"], body["ground_truth"]) == (project, 300)
+    candidate, active = body["candidate"], body["active"]
+    assert (candidate["policy_version"], active["policy_version"]) == (2, 1)
+    for figures in (candidate, active):
+        assert figures["items"] == 300
+        assert figures["auto_labeled"] + figures["human_reviews"] == 300
+        lo, hi = figures["auto_precision_ci"]
+        if figures["auto_labeled"]:
+            assert lo <= figures["auto_precision"] <= hi
+            assert figures["auto_rate"] == round(figures["auto_labeled"] / 300, 4)
+    assert candidate["auto_labeled"] > 0  # its calibration needs far fewer reviews than the active version's
+    assert candidate["auto_precision"] == 1.0  # the keyword voters are right on these items
+    assert store.stats(project) == before  # nothing reached the live tables
+
+
+def test_backtest_bad_input(with_tools: FastAPI, client: TestClient, project: str) -> None:
+    url = f"/projects/{project}/policies"
+    response = client.post(f"{url}/5/backtest")
+    assert (response.status_code, error_message(response)) == (404, "policy version 5 does not exist in this project")
+    response = client.post(f"{url}/1/backtest", json={"limit": 0})
+    assert response.json()["detail"][0]["msg"] == "Input should be greater than or equal to 1"
+    response = client.post(f"{url}/1/backtest", json={"batch_size": 10**9})
+    assert response.json()["detail"][0]["msg"] == "Input should be less than or equal to 1000"
+    body = client.post(f"{url}/1/backtest").json()  # no ground truth yet: nothing to replay
+    assert (body["ground_truth"], body["candidate"]["items"], body["candidate"]["auto_precision"]) == (0, 0, None)
+
+
+def test_backtest_without_tools_is_503(app: FastAPI, client: TestClient, project: str) -> None:
+    def unavailable():  # type: ignore[no-untyped-def]
+        from policies import AgentError
+
+        raise AgentError("tools cannot be built: tools.registry is not available (test)")
+
+    app.dependency_overrides[get_tool_factory] = unavailable
+    response = client.post(f"/projects/{project}/policies/1/backtest")
+    assert response.status_code == 503
+    assert response.json() == {"error": {"type": "agent_unavailable",
+                                         "message": "tools cannot be built: tools.registry is not available (test)"}}
