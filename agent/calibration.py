@@ -7,7 +7,8 @@ of calibration items at or above it, and the scan stops at the first failure. Th
 threshold is used. If the calibration sample is an i.i.d. sample of the stream's confidences (the
 cold-start items and the random audits are), the auto-label error rate exceeds ``alpha`` with
 probability at most ``delta``. Escalated items (all of them reviewed, all below the threshold in
-force) over-represent the low-confidence region, which only makes the estimate conservative.
+force, hard by selection) over-represent error-prone items at every confidence, which makes the
+estimate conservative; the learner includes them (see ``agent.learner``).
 """
 
 from __future__ import annotations

@@ -24,7 +24,6 @@ from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
 from tools.base import Vote, Votes
 
-EXPENSIVE_FACTOR = 3.0  # a tool costing this many times the cheapest is "expensive"
 EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
 
 
@@ -51,6 +50,11 @@ async def prepare(state: BatchState, runtime: Runtime[AgentContext]) -> BatchSta
     }
 
 
+def cheap_tools(ctx: AgentContext) -> list[int]:
+    """Indices of the tools that vote on every item (cost at most ``planner.cheap_cost``)."""
+    return [t for t, tool in enumerate(ctx.tools) if tool.cost <= ctx.policy.planner.cheap_cost]
+
+
 def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     """Rows on which tool ``t`` may be called next."""
     tool = ctx.tools[t]
@@ -59,9 +63,8 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     weight = snap.aggregator.weight_of(tool.name)
     if snap.aggregator.is_measured(tool.name) and weight < ctx.policy.planner.min_tool_weight:
         rows &= state["explore"]  # no value shown: keep measuring it on the exploration sample only
-    cheapest = min(tl.cost for tl in ctx.tools)
     threshold = snap.threshold
-    if threshold is not None and tool.cost > EXPENSIVE_FACTOR * max(cheapest, 1e-6) and rows.any():
+    if threshold is not None and tool.cost > ctx.policy.planner.cheap_cost and rows.any():
         # Only where the tool can change the outcome: even a confident vote for the current best label
         # must be able to lift the item over the threshold (or the item is in the exploration sample).
         rows &= could_cross(state["proba"], weight, ctx.policy.planner.best_case_vote, threshold) | state["explore"]
@@ -127,12 +130,20 @@ async def aggregate(state: BatchState, runtime: Runtime[AgentContext]) -> BatchS
 
 
 async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    """Close the items whose pooled confidence clears the threshold once every cheap tool has voted.
+
+    Cheap tools always all vote (their pooled confidence is what calibration measures); the cascade
+    saves the expensive ones.
+    """
     ctx = runtime.context
     threshold = ctx.snapshot.threshold
     is_open = state["open"]
     if threshold is not None:
         conf = state["proba"].max(axis=1)
-        settled = is_open & ~state["explore"] & (conf >= threshold) & state["voted"].any(axis=1)
+        cheap_left = np.zeros_like(is_open)
+        for t in cheap_tools(ctx):
+            cheap_left |= eligible_rows(state, ctx, t)
+        settled = is_open & ~state["explore"] & ~cheap_left & (conf >= threshold) & state["voted"].any(axis=1)
         is_open &= ~settled
     return {"open": is_open}
 
@@ -178,6 +189,7 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
     decisions: list[Decision] = []
     reviewed: list[int] = []
     kinds: list[str] = []
+    would_accept: list[bool] = []
     for i, item in enumerate(batch.items):
         label = labels[pred[i]] if any_vote[i] else None
         c = float(conf[i]) if any_vote[i] else 0.0
@@ -203,6 +215,8 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
         if d.review_kind is not None:
             reviewed.append(i)
             kinds.append(d.review_kind)
+            would_accept.append(threshold is not None and any_vote[i] and c >= threshold
+                                and int(pred[i]) not in always)
     calls: dict[str, int] = {tool.name: 0 for tool in ctx.tools}
     for call in state["calls"]:
         calls[ctx.tools[call.tool_index].name] += len(call.rows)
@@ -214,6 +228,7 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
         confidence=conf[rows] * any_vote[rows],
         predicted=[decisions[i].label for i in reviewed],
         kinds=kinds,
+        would_accept=np.asarray(would_accept, dtype=bool),
     )
     result = BatchResult(policy.key, threshold, dict(snap.tool_versions), decisions, calls)
     return {"result": result, "trace": trace}

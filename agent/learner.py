@@ -26,8 +26,9 @@ from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingS
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
-DRIFT_AUDITS = 200  # audits examined by the drift check
-IID_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
+DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
+MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
+CALIBRATION_KINDS = ("cold_start", "audit", "escalation")  # reviews scored before the answer was known
 RESCORE_FOLDS = 4
 RESCORE_GROWTH = 1.25  # rescore the calibration set when the ground truth grew by this factor
 RESCORE_MIN = 40
@@ -42,16 +43,22 @@ class _Pending:
     confidence: float
     predicted: str | None
     kind: str
+    would_accept: bool
 
 
 class Learner:
     """Owns the ground truth, the aggregator's training data and the calibration set.
 
-    The calibration set is the i.i.d. part of the ground truth: cold-start items (everything is
-    reviewed then) and audits (a uniform random sample of the stream). Their scores are refreshed
-    out of fold: every time the ground truth has grown by ``RESCORE_GROWTH``, each learning tool is
-    refitted K times without one fold of the calibration items and scores that fold, so the threshold
-    is chosen for the models in use now, not the weaker ones in use when those items arrived.
+    The calibration set is every human-reviewed item the agent had scored before it knew the answer:
+    cold-start items (everything is reviewed then: a uniform sample), audits (a uniform random sample
+    of the stream, the suggestion hidden from the reviewer) and escalations (the items the agent was
+    unsure of). Escalations are harder than the stream at any given confidence, so including them
+    makes the bound conservative while giving it far more data than audits alone.
+
+    Scores are refreshed out of fold: every time the ground truth has grown by ``RESCORE_GROWTH``,
+    each learning tool is refitted K times without one fold and scores that fold, so the threshold is
+    chosen for the models in use now, not the weaker ones in use when those items arrived. Audits of
+    would-be auto labels are also kept apart for the drift check and the realized-precision metric.
     """
 
     def __init__(self, policy: Policy, tools: Sequence[Tool]) -> None:
@@ -72,6 +79,7 @@ class Learner:
         self._iid_pred: list[int] = []
         self.calibration: deque[CalibrationRecord] = deque(maxlen=policy.calibration_window)
         self._calibration_since = 0  # first i.i.d. position in use (moves forward on drift)
+        self._audits: list[tuple[int, bool]] = []  # (i.i.d. position, correct) of audits of would-be auto labels
         self._seq = 0
         self._since_retrain = 0
         self._rescored_at = 0
@@ -92,7 +100,7 @@ class Learner:
         for j, item in enumerate(trace.batch.items):
             self._pending[item.key] = _Pending(
                 trace.batch.subset([j]), trace.logp[j], trace.voted[j], float(trace.confidence[j]),
-                trace.predicted[j], trace.kinds[j],
+                trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
             )
 
     def observe(self, answers: Iterable[GroundTruth]) -> list[CalibrationRecord]:
@@ -120,7 +128,9 @@ class Learner:
                                     pending.kind, self._seq)  # type: ignore[arg-type]
             self.calibration.append(rec)
             records.append(rec)
-            if pending.kind in IID_KINDS:
+            if pending.kind == "audit" and pending.would_accept:
+                self._audits.append((len(self._iid_rows), rec.correct))
+            if pending.kind in CALIBRATION_KINDS:
                 self._iid_rows.append(row)
                 self._iid_conf.append(pending.confidence)
                 pred = self._label_index.get(pending.predicted) if pending.predicted is not None else None
@@ -140,7 +150,7 @@ class Learner:
             self._gt_logp.append(None)
             self._gt_voted.append(None)
             rec = kinds.get(gt.item.key)
-            if rec is not None and rec.kind in IID_KINDS:
+            if rec is not None and rec.kind in CALIBRATION_KINDS:
                 self._iid_rows.append(row)
                 self._iid_conf.append(rec.confidence)
                 pred = self._label_index.get(rec.predicted) if rec.predicted is not None else None
@@ -246,11 +256,12 @@ class Learner:
         """Check drift, choose the threshold from the calibration set, publish a new snapshot."""
         policy = self.policy
         aggregator = aggregator or self.snapshot.aggregator
-        audits = [r.correct for r in self.calibration if r.kind == "audit"]
-        drift = detect_drift(audits[-DRIFT_AUDITS:], alpha=policy.alpha, delta=policy.delta)
-        if drift.drifted:
+        recent = [(pos, ok) for pos, ok in self._audits[-DRIFT_AUDITS:] if pos >= self._calibration_since]
+        drift = detect_drift([ok for _, ok in recent], alpha=policy.alpha, delta=policy.delta)
+        if drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS:
             # Recent data takes over: the calibration set restarts with the audits that showed the drift.
-            self._calibration_since = max(self._calibration_since, len(self._iid_rows) - drift.n_audits)
+            self._calibration_since = recent[0][0]
+            self._audits = []
         start = self._window_start()
         n_window = len(self._iid_rows) - start
         if n_window < policy.min_calibration:
@@ -264,7 +275,7 @@ class Learner:
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
         self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1,
-                                      drift.drifted)
+                                      drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS)
         return self.snapshot
 
 

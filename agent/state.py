@@ -65,6 +65,7 @@ class ReviewTrace:
     confidence: np.ndarray  # (m,)
     predicted: list[str | None]
     kinds: list[str]
+    would_accept: np.ndarray  # (m,) bool: confidence cleared the threshold (audits of auto labels)
 
 
 class BatchState(TypedDict, total=False):

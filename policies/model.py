@@ -115,6 +115,11 @@ class PlannerSpec(_Strict):
         default=0.05, ge=0.0, le=1.0,
         description="Share of items on which every tool is called, to keep measuring tool value.",
     )
+    cheap_cost: float = Field(
+        default=1.0, ge=0.0,
+        description="Tools costing at most this vote on every item; dearer tools are called only on items "
+                    "they can still move over the threshold (the cascade).",
+    )
     best_case_vote: float = Field(
         default=0.99, gt=0.5, lt=1.0,
         description="An expensive tool is called only on items that a vote this confident could lift over "

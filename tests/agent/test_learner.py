@@ -107,7 +107,7 @@ def test_drift_restarts_calibration() -> None:
     def feed(batch_items, kinds, correct):  # type: ignore[no-untyped-def]
         n = len(batch_items)
         trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
-                            np.full(n, 0.97), ["ham"] * n, kinds)
+                            np.full(n, 0.97), ["ham"] * n, kinds, np.ones(n, bool))
         learner.remember(trace)
         learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct,
                                                                                      strict=True)])
