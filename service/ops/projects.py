@@ -12,12 +12,23 @@ from service.schemas.projects import ProjectDetail
 from service.store import SqlStore
 
 
+class _NoAliasLoader(yaml.SafeLoader):
+    """YAML without aliases: ``*name`` references let a few hundred bytes expand into billions of values."""
+
+    def compose_node(self, parent: Any, index: Any) -> Any:
+        if self.check_event(yaml.AliasEvent):
+            event = self.peek_event()
+            raise yaml.composer.ComposerError(None, None, "aliases (*name) are not allowed in a policy; write the "
+                                              "value out", event.start_mark)
+        return super().compose_node(parent, index)
+
+
 def policy_from_input(raw: dict[str, Any] | str, *, project: str) -> tuple[Policy, int | None]:
     """Validate a client's policy (mapping or YAML text) for ``project``; returns it and the version it asked for.
     ``project`` defaults to the project's name and ``version`` to 1 (callers assign the real one)."""
     if isinstance(raw, str):
         try:
-            raw = yaml.safe_load(raw)
+            raw = yaml.load(raw, Loader=_NoAliasLoader)  # a SafeLoader without aliases
         except yaml.YAMLError as exc:
             raise PolicyError(f"policy: not valid YAML ({exc})") from None
     if not isinstance(raw, dict):

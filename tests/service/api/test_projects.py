@@ -54,6 +54,17 @@ def test_invalid_policy_names_the_field(client: TestClient) -> None:
     assert error_message(response) == "policy: expected a mapping of fields, got list"
 
 
+def test_yaml_aliases_are_refused(client: TestClient) -> None:
+    # nine references per level: eight levels would expand to 43 million values while validating and storing
+    levels = ["a0: &a0 [x, x, x, x, x, x, x, x, x]"]
+    levels += [f"a{i}: &a{i} [{', '.join([f'*a{i - 1}'] * 9)}]" for i in range(1, 8)]
+    text = dumps_policy(make_policy("spam")).replace("metadata: {}", "metadata:\n      " + "\n      ".join(levels))
+    response = client.post("/projects", json={"name": "spam", "policy": text})
+    assert response.status_code == 422
+    assert error_message(response).startswith("policy: not valid YAML (aliases (*name) are not allowed in a policy; "
+                                              "write the value out")
+
+
 def test_policy_for_another_project_or_version(client: TestClient) -> None:
     response = client.post("/projects", json={"name": "spam", "policy": policy_json(make_policy("other"))})
     assert response.status_code == 422
