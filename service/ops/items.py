@@ -5,6 +5,8 @@ from __future__ import annotations
 from collections import Counter
 from collections.abc import Sequence
 
+from service.feedback import FeedbackSink
+from service.ops import tell
 from service.schemas.items import (
     IngestResponse,
     ItemIn,
@@ -20,7 +22,7 @@ CLIENT_STATUS = {"pending": "pending", "leased": "pending", "labeled": "labeled"
                  "failed": "failed"}
 
 
-def ingest_items(*, store: SqlStore, project: str, items: Sequence[ItemIn]) -> IngestResponse:
+def ingest_items(*, store: SqlStore, feedback: FeedbackSink, project: str, items: Sequence[ItemIn]) -> IngestResponse:
     """Store new items (idempotent by external id); says which were stored now and which were there already."""
     batch = [Item(key=it.external_id, text=it.data.text, metadata=dict(it.data.metadata)) for it in items]
     labels = [it.label for it in items]
@@ -37,6 +39,8 @@ def ingest_items(*, store: SqlStore, project: str, items: Sequence[ItemIn]) -> I
             inserted.append(key)
             if occurrences[key] > 1:  # stored once now, its repeats are duplicates
                 duplicates.append(key)
+    if inserted:
+        tell(feedback, project)
     return IngestResponse(inserted=inserted, duplicates=duplicates)
 
 
@@ -61,9 +65,11 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
     )
 
 
-def requeue_items(*, store: SqlStore, project: str, external_ids: Sequence[str] | None, actor: str
-                  ) -> RequeueResponse:
+def requeue_items(*, store: SqlStore, feedback: FeedbackSink, project: str, external_ids: Sequence[str] | None,
+                  actor: str) -> RequeueResponse:
     done = store.requeue_failed(project, keys=external_ids, actor=actor)
+    if done:
+        tell(feedback, project)
     moved = set(done)
     unchanged = [k for k in dict.fromkeys(external_ids or ()) if k not in moved]
     return RequeueResponse(requeued=done, unchanged=unchanged)

@@ -6,7 +6,9 @@ from typing import Any
 
 from policies import Policy
 from service.backtest import ToolFactory, backtest
+from service.feedback import FeedbackSink
 from service.models import PolicyVersionPublic
+from service.ops import tell
 from service.ops.projects import policy_from_input
 from service.schemas.policies import (
     ActivationResponse,
@@ -34,22 +36,28 @@ def get_policy(*, store: SqlStore, project: str, version: int) -> PolicyVersionI
     return _info(row, policy, active)
 
 
-def create_policy(*, store: SqlStore, project: str, policy: dict[str, Any] | str, activate: bool, reason: str,
-                  actor: str) -> PolicyVersionInfo:
+def create_policy(*, store: SqlStore, feedback: FeedbackSink, project: str, policy: dict[str, Any] | str,
+                  activate: bool, reason: str, actor: str) -> PolicyVersionInfo:
     store.get_project(project)  # 404 before 422: an unknown project is the first thing to fix
     candidate, requested = policy_from_input(policy, project=project)
     stored = store.create_policy_version(project, candidate, actor=actor, requested=requested, activate=activate,
                                          reason=reason)
+    if activate:
+        tell(feedback, project)
     return get_policy(store=store, project=project, version=stored.version)
 
 
-def activate(*, store: SqlStore, project: str, version: int, reason: str, actor: str) -> ActivationResponse:
+def activate(*, store: SqlStore, feedback: FeedbackSink, project: str, version: int, reason: str, actor: str
+             ) -> ActivationResponse:
     previous, active = store.activate_policy_logged(project, version, actor=actor, reason=reason)
+    tell(feedback, project)
     return ActivationResponse(project=project, active_version=active, previous_version=previous)
 
 
-def rollback(*, store: SqlStore, project: str, reason: str, actor: str) -> ActivationResponse:
+def rollback(*, store: SqlStore, feedback: FeedbackSink, project: str, reason: str, actor: str
+             ) -> ActivationResponse:
     previous, active = store.rollback_policy(project, actor=actor, reason=reason)
+    tell(feedback, project)
     return ActivationResponse(project=project, active_version=active, previous_version=previous)
 
 

@@ -7,7 +7,9 @@ from typing import Any
 import yaml
 
 from policies import InputError, Policy, PolicyError, parse_policy
+from service.feedback import FeedbackSink
 from service.models import ProjectPublic
+from service.ops import tell
 from service.schemas.projects import ProjectDetail
 from service.store import SqlStore
 
@@ -40,12 +42,15 @@ def policy_from_input(raw: dict[str, Any] | str, *, project: str) -> tuple[Polic
     return policy, requested
 
 
-def create_project(*, store: SqlStore, name: str, policy: dict[str, Any] | str, actor: str) -> ProjectPublic:
+def create_project(*, store: SqlStore, feedback: FeedbackSink, name: str, policy: dict[str, Any] | str, actor: str
+                   ) -> ProjectPublic:
     first, requested = policy_from_input(policy, project=name)
     if requested is not None and requested != 1:
         raise InputError(f"policy.version: the first version of a project is 1; omit version or send 1 "
                          f"(got {requested})")
-    return store.create_project_logged(name, first, actor=actor)
+    created = store.create_project_logged(name, first, actor=actor)
+    tell(feedback, name)
+    return created
 
 
 def list_projects(*, store: SqlStore) -> list[ProjectPublic]:

@@ -2,10 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 from policies import Policy
 from service.feedback import FeedbackSink
+from service.ops import tell
 from service.schemas.items import VoteOut
 from service.schemas.reviews import (
     ClaimedTask,
@@ -18,8 +17,6 @@ from service.schemas.reviews import (
     SubmitResponse,
 )
 from service.store import ReviewAnswer, SqlStore
-
-log = logging.getLogger("labelagent.api")
 
 
 def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask | None:
@@ -64,10 +61,7 @@ def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str,
     """Store the answer (ground truth), then tell the feedback sink; learning happens elsewhere, never here."""
     ref = store.task_ref(task_id)
     result = store.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project)
-    try:
-        feedback.notify(ref.project)
-    except Exception:  # the answer is committed; a failing wake-up only delays learning until the next poll
-        log.exception("feedback sink failed for project %r", ref.project)
+    tell(feedback, ref.project)
     final = result.settled[0].label if result.settled else None
     return SubmitResponse(task_id=task_id, external_id=ref.external_id, label=label, settled=bool(result.settled),
                           final_label=final)

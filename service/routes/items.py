@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import AfterValidator
 
-from service.deps import PrincipalDep, ProjectPath, StoreDep
+from service.deps import FeedbackDep, PrincipalDep, ProjectPath, StoreDep
 from service.errors import error_docs
 from service.ops import items as ops
 from service.schemas.common import no_nul
@@ -21,14 +21,16 @@ ExternalIdPath = Annotated[str, Path(min_length=1, max_length=256, description="
 
 @router.post("", response_model=IngestResponse, summary="Ingest a batch of items (idempotent by external_id)",
              responses=error_docs(404, 422))
-def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep) -> IngestResponse:
-    return ops.ingest_items(store=store, project=project, items=body.items)
+def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback: FeedbackDep) -> IngestResponse:
+    return ops.ingest_items(store=store, feedback=feedback, project=project, items=body.items)
 
 
 @router.post("/requeue", response_model=RequeueResponse, summary="Send failed items back to the workers",
              responses=error_docs(404))
-def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, principal: PrincipalDep) -> RequeueResponse:
-    return ops.requeue_items(store=store, project=project, external_ids=body.external_ids, actor=principal.name)
+def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, feedback: FeedbackDep, principal: PrincipalDep
+            ) -> RequeueResponse:
+    return ops.requeue_items(store=store, feedback=feedback, project=project, external_ids=body.external_ids,
+                             actor=principal.name)
 
 
 @router.get("/{external_id:path}", response_model=ItemStatusOut, summary="Read an item's status, label and evidence",

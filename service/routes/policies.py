@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from service.deps import PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep
+from service.deps import FeedbackDep, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep
 from service.errors import error_docs
 from service.ops import policies as ops
 from service.schemas.policies import (
@@ -32,17 +32,18 @@ def list_policies(project: ProjectPath, store: StoreDep) -> list[PolicyVersionIn
 
 @router.post("", status_code=201, response_model=PolicyVersionInfo, summary="Create (and validate) a policy version",
              responses=error_docs(404, 409, 422))
-def create_policy(project: ProjectPath, body: PolicyCreateRequest, store: StoreDep, principal: PrincipalDep
-                  ) -> PolicyVersionInfo:
-    return ops.create_policy(store=store, project=project, policy=body.policy, activate=body.activate,
-                             reason=body.reason, actor=principal.name)
+def create_policy(project: ProjectPath, body: PolicyCreateRequest, store: StoreDep, feedback: FeedbackDep,
+                  principal: PrincipalDep) -> PolicyVersionInfo:
+    return ops.create_policy(store=store, feedback=feedback, project=project, policy=body.policy,
+                             activate=body.activate, reason=body.reason, actor=principal.name)
 
 
 @router.post("/rollback", response_model=ActivationResponse, summary="Re-activate the previously active version",
              responses=error_docs(404, 409))
-def rollback(project: ProjectPath, store: StoreDep, principal: PrincipalDep, body: OptionalChange = None
-             ) -> ActivationResponse:
-    return ops.rollback(store=store, project=project, reason=body.reason if body else "", actor=principal.name)
+def rollback(project: ProjectPath, store: StoreDep, feedback: FeedbackDep, principal: PrincipalDep,
+             body: OptionalChange = None) -> ActivationResponse:
+    return ops.rollback(store=store, feedback=feedback, project=project, reason=body.reason if body else "",
+                        actor=principal.name)
 
 
 @router.get("/{version}", response_model=PolicyVersionInfo, summary="Read a policy version",
@@ -53,10 +54,10 @@ def get_policy(project: ProjectPath, version: VersionPath, store: StoreDep) -> P
 
 @router.post("/{version}/activate", response_model=ActivationResponse, summary="Make a version the active one",
              responses=error_docs(404))
-def activate(project: ProjectPath, version: VersionPath, store: StoreDep, principal: PrincipalDep,
-             body: OptionalChange = None) -> ActivationResponse:
-    return ops.activate(store=store, project=project, version=version, reason=body.reason if body else "",
-                        actor=principal.name)
+def activate(project: ProjectPath, version: VersionPath, store: StoreDep, feedback: FeedbackDep,
+             principal: PrincipalDep, body: OptionalChange = None) -> ActivationResponse:
+    return ops.activate(store=store, feedback=feedback, project=project, version=version,
+                        reason=body.reason if body else "", actor=principal.name)
 
 
 @router.post("/{version}/backtest", response_model=BacktestResponse,

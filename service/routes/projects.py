@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.deps import PrincipalDep, ProjectPath, StoreDep
+from service.deps import FeedbackDep, PrincipalDep, ProjectPath, StoreDep
 from service.errors import error_docs
 from service.models import ProjectPublic
 from service.ops import projects as ops
@@ -15,8 +15,10 @@ router = APIRouter(prefix="/projects", tags=["projects"])
 
 @router.post("", status_code=201, response_model=ProjectPublic, summary="Create a project with its first policy",
              responses=error_docs(409, 422))
-def create_project(body: ProjectCreateRequest, store: StoreDep, principal: PrincipalDep) -> ProjectPublic:
-    return ops.create_project(store=store, name=body.name, policy=body.policy, actor=principal.name)
+def create_project(body: ProjectCreateRequest, store: StoreDep, feedback: FeedbackDep, principal: PrincipalDep
+                   ) -> ProjectPublic:
+    return ops.create_project(store=store, feedback=feedback, name=body.name, policy=body.policy,
+                              actor=principal.name)
 
 
 @router.get("", response_model=list[ProjectPublic], summary="List projects")

@@ -10,7 +10,7 @@ from policies import dumps_policy
 from service.deps import get_tool_factory
 from service.store import SqlStore
 from tests.factories import make_items, make_policy
-from tests.service.api.conftest import error_message, policy_json
+from tests.service.api.conftest import RecordingSink, error_message, policy_json
 from tests.service.api.tools import keyword_tools
 
 
@@ -146,3 +146,15 @@ def test_backtest_without_tools_is_503(app: FastAPI, client: TestClient, project
     assert response.status_code == 503
     assert response.json() == {"error": {"type": "agent_unavailable",
                                          "message": "tools cannot be built: tools.registry is not available (test)"}}
+
+
+def test_changes_wake_the_workers(client: TestClient, sink: RecordingSink) -> None:
+    client.post("/projects", json={"name": "woken", "policy": policy_json(make_policy("woken"))})
+    item = {"external_id": "a", "data": {"text": "x"}}
+    client.post("/projects/woken/items", json={"items": [item]})
+    client.post("/projects/woken/items", json={"items": [item]})  # a duplicate: no news
+    new_version(client, "woken")  # created, not active: no news for the workers
+    client.post("/projects/woken/policies/2/activate")
+    client.post("/projects/woken/policies/rollback")
+    assert sink.projects == ["woken"] * 4
+

@@ -157,3 +157,21 @@ def test_operators_list_the_queue(client: TestClient, project: str, store: SqlSt
     response = client.get(f"/projects/{project}/reviews", params={"status": "lost"})
     assert response.status_code == 422
     assert response.json()["detail"][0]["msg"] == "Input should be 'open', 'claimed' or 'done'"
+
+
+class BrokenSink:
+    def notify(self, project: str) -> None:
+        raise RuntimeError("the runtime is gone")
+
+
+def test_a_failing_feedback_sink_does_not_fail_the_answer(store: SqlStore, project: str) -> None:
+    from service.app import create_app
+
+    decide(store, project, ["escalate"])
+    with TestClient(create_app(store=store, feedback=BrokenSink())) as client:
+        task = claim(client, project, "alice")
+        response = client.post(f"/reviews/{task['task_id']}/submit", json={"lease_token": task["lease_token"],
+                                                                            "label": "spam"})
+    assert response.status_code == 200
+    assert store.count_tasks(project)["done"] == 1
+
