@@ -1,8 +1,10 @@
 """Labels out: the paginated export (JSONL or CSV) and the server-sent event stream.
 
-Both walk the labels table in id order. The export's cursor is opaque (it encodes the last label id). The event
-stream re-reads a trailing window of ids, because on PostgreSQL concurrent transactions may commit label ids out
-of order: an id below the last one sent can still appear for a few moments (see :class:`LabelFeed`).
+Both walk the labels table in id order. The export's cursor is opaque (it encodes the last label id). On
+PostgreSQL concurrent transactions may commit label ids out of order: an id below the last one read can still
+appear for a few moments. The event stream re-reads a trailing window of ids for that (see :class:`LabelFeed`); the
+export does not, so a cursor walk while workers write may miss such a label: export a quiet project for an exact
+copy, or follow the event stream for a live one. On SQLite commits follow id order and both are exact.
 """
 
 from __future__ import annotations
