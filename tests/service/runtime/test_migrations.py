@@ -1,0 +1,93 @@
+"""Alembic: upgrading an empty database yields the schema of ``SQLModel.metadata`` (every registered table), so a
+model change without a migration fails here."""
+
+from __future__ import annotations
+
+import uuid
+from collections.abc import Iterator
+
+import pytest
+from alembic.autogenerate import compare_metadata
+from alembic.runtime.migration import MigrationContext
+from sqlalchemy import Engine, create_engine, inspect, text
+from sqlalchemy.engine import make_url
+from sqlmodel import SQLModel
+
+from service.db import create_all, make_engine
+from service.migrate import current_revision, ensure_schema, head_revision, model_tables, upgrade
+from tests.conftest import require_postgres
+
+
+@pytest.fixture(params=["sqlite", pytest.param("postgres", marks=pytest.mark.postgres)])
+def empty_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]:  # type: ignore[no-untyped-def]
+    """A database with no tables at all (unlike the ``engine`` fixture, which runs create_all)."""
+    if request.param == "sqlite":
+        engine = make_engine(f"sqlite:///{tmp_path / 'empty.db'}")
+        yield engine
+        engine.dispose()
+        return
+    url = require_postgres()
+    schema = f"m_{uuid.uuid4().hex[:16]}"
+    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    with admin.connect() as conn:
+        conn.execute(text(f'CREATE SCHEMA "{schema}"'))
+    engine = make_engine(make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
+                         .render_as_string(hide_password=False))
+    try:
+        yield engine
+    finally:
+        engine.dispose()
+        with admin.connect() as conn:
+            conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
+        admin.dispose()
+
+
+def _schema(engine: Engine) -> dict[str, object]:
+    """Tables, columns (type class, nullability), indexes, unique, check and foreign-key constraints by name."""
+    insp = inspect(engine)
+    out: dict[str, object] = {}
+    for table in sorted(set(insp.get_table_names()) - {"alembic_version"}):
+        out[table] = {
+            "columns": {c["name"]: (type(c["type"]).__name__, c["nullable"]) for c in insp.get_columns(table)},
+            "indexes": sorted((i["name"], tuple(str(c) for c in i["column_names"]), bool(i["unique"]))
+                              for i in insp.get_indexes(table)),
+            "unique": sorted(tuple(u["column_names"]) for u in insp.get_unique_constraints(table)),
+            "checks": sorted(c["name"] for c in insp.get_check_constraints(table) if c["name"]),
+            "fks": sorted((tuple(f["constrained_columns"]), f["referred_table"]) for f in insp.get_foreign_keys(table)),
+        }
+    return out
+
+
+def test_upgrade_of_an_empty_database_matches_the_models(empty_engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert upgrade(empty_engine) == head_revision()
+    tables = set(inspect(empty_engine).get_table_names()) - {"alembic_version"}
+    assert tables == model_tables() == set(SQLModel.metadata.tables), "a table without a migration (or vice versa)"
+    insp = inspect(empty_engine)
+    for name, table in SQLModel.metadata.tables.items():
+        columns = {c["name"]: c for c in insp.get_columns(name)}
+        assert set(columns) == set(table.columns.keys()), f"columns of {name} differ from the model"
+        for col in table.columns:
+            assert columns[col.name]["nullable"] == col.nullable, f"{name}.{col.name}: nullability differs"
+    with empty_engine.connect() as conn:
+        diffs = compare_metadata(MigrationContext.configure(conn, opts={"compare_type": True}), SQLModel.metadata)
+    assert diffs == [], f"the migrations and the models differ: {diffs}"
+
+    # the same schema as create_all builds on this backend (indexes, constraints and column types included)
+    reference = make_engine(f"sqlite:///{tmp_path / 'reference.db'}") if empty_engine.dialect.name == "sqlite" \
+        else None
+    if reference is not None:
+        create_all(reference)
+        assert _schema(empty_engine) == _schema(reference)
+        reference.dispose()
+
+
+def test_ensure_schema_creates_adopts_and_reports_current(empty_engine: Engine, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    assert ensure_schema(empty_engine) == "created"
+    assert ensure_schema(empty_engine) == "current"
+    assert current_revision(empty_engine) == head_revision()
+    if empty_engine.dialect.name == "sqlite":
+        legacy = make_engine(f"sqlite:///{tmp_path / 'legacy.db'}")
+        create_all(legacy)
+        assert ensure_schema(legacy) == "adopted"
+        assert current_revision(legacy) == head_revision()
+        legacy.dispose()
