@@ -9,18 +9,18 @@ import yaml
 from pydantic import ValidationError
 
 from policies.exceptions import PolicyError
-from policies.model import Policy
+from policies.model import TOOL_KINDS, Policy
 
 EXAMPLES_DIR = Path(__file__).parent / "examples"
 
 
 def _location(loc: tuple[Any, ...]) -> str:
     parts: list[str] = []
-    for part in loc:
+    for i, part in enumerate(loc):
         if isinstance(part, int):
             parts.append(f"[{part}]")
-        elif part in {"text_classifier", "retrieval", "rules", "random"} and parts and parts[-1].startswith("["):
-            continue  # the discriminator's branch name adds nothing for the reader
+        elif i >= 2 and loc[i - 2] == "tools" and isinstance(loc[i - 1], int) and part in TOOL_KINDS:
+            continue  # the discriminator's branch name (tools[0].rules...) adds nothing for the reader
         else:
             parts.append(("." if parts else "") + str(part))
     return "".join(parts) or "policy"

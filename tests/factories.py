@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from agent.ports import BatchResult, Decision
@@ -76,3 +77,16 @@ def make_batch_result(policy: Policy, items: Sequence[Item], actions: Sequence[s
                                        priority=float(i % 7), labels=policy.labels))
     return BatchResult(policy_key=policy.key, threshold=threshold, model_versions={t: f"{t}-v1" for t in tools},
                        decisions=decisions)
+
+
+SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def dataset_path(name: str) -> Path:
+    """A file of ``<repo>/../shared/data``; the test is skipped with a clear message when it is absent."""
+    import pytest
+
+    path = SHARED_DATA / name
+    if not path.exists():
+        pytest.skip(f"dataset {path.resolve()} is not present; put {name} in <repo>/../shared/data to run this test")
+    return path

@@ -70,7 +70,7 @@ def test_minimal_policy_gets_defaults() -> None:
         ),
         (
             {"tools": [{"name": "r", "kind": "rules", "rules": [{"label": "spam", "regex": "("}]}]},
-            "regex does not compile",
+            "tools[0].rules[0].regex: regex does not compile",
         ),
         ({"tools": [{"name": "r", "kind": "rules", "rules": [{"label": "spam"}]}]}, "a rule needs at least one"),
         ({"overlap": 3, "max_overlap": 2}, "max_overlap must be >= overlap"),

@@ -1,0 +1,82 @@
+"""End-to-end replay on real data: store, worker, agent, learner and oracle reviewer together."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from pathlib import Path
+
+import pytest
+
+from policies import example_policy, load_policy
+from policies.io import EXAMPLES_DIR
+from service.cli import main
+from service.datasets import load_csv
+from service.db import create_all, make_engine
+from service.replay import ReplayConfig, run_replay
+from service.store import SqlStore
+from tests.factories import dataset_path
+from tools.registry import build_tools
+
+
+def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_size: int = 64) -> dict:
+    policy = example_policy(policy_name)
+    engine = make_engine(f"sqlite:///{tmp_path / 'replay.db'}")
+    create_all(engine)
+    try:
+        rows = load_csv(dataset_path(dataset))
+        return asyncio.run(run_replay(rows, policy, build_tools(policy), SqlStore(engine),
+                                      ReplayConfig(batch_size=batch_size, seed=0, limit=limit)))
+    finally:
+        engine.dispose()
+
+
+def test_sms_slice_every_item_labeled_once_and_target_held(tmp_path: Path) -> None:
+    out = replay(tmp_path, "sms_spam.csv", "sms_spam", limit=2000)
+    assert out["items"] == 2000
+    assert out["auto_labeled"] + out["human_reviews"] == 2000 and out["unlabeled"] == 0
+    assert out["auto_labeled"] > 1000  # the agent does take over once calibrated
+    assert out["auto_precision"] >= 0.98
+    assert out["overall_accuracy"] >= 0.98
+    assert out["human_reviews"] >= 150  # the cold start is reviewed: nothing is auto-labeled uncalibrated
+    assert out["audits"] > 0
+    assert set(out["tool_calls"]) == {"rules", "classifier", "retrieval"}
+
+
+def test_agent_discounts_a_useless_voter_and_spares_an_expensive_one(tmp_path: Path) -> None:
+    out = replay(tmp_path, "sms_spam.csv", "sms_spam_adaptive", limit=2500)
+    weights, calls = out["tool_weights"], out["tool_calls"]
+    assert weights["coin"] < 0.1  # the random voter's weight fell toward zero
+    assert weights["classifier"] > 0.5
+    assert calls["deep_classifier"] < 0.5 * out["items"]  # the 10x tool on a minority of items
+    assert calls["classifier"] == out["items"]  # cheap tools vote on everything
+    assert out["auto_precision"] >= 0.98  # precision unaffected
+
+
+def test_cli_replay_prints_one_json_summary_last(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    data = dataset_path("sms_spam.csv")
+    code = main(["replay", str(data), "--policy", str(EXAMPLES_DIR / "sms_spam.yaml"), "--limit", "300", "--json",
+                 "--batch-size", "100"])
+    assert code == 0
+    last = capsys.readouterr().out.strip().splitlines()[-1]
+    summary = json.loads(last)
+    for key in ("items", "auto_labeled", "human_reviews", "audits", "auto_precision", "auto_precision_ci",
+                "overall_accuracy", "target_precision", "items_per_s", "tool_calls", "policy"):
+        assert key in summary
+    assert summary["items"] == 300 and summary["policy"] == "sms_spam/1"
+
+
+def test_cli_replay_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    bad = tmp_path / "bad.csv"
+    bad.write_text("text,category\nhello,x\n")
+    assert main(["replay", str(bad), "--policy", str(EXAMPLES_DIR / "sms_spam.yaml")]) == 2
+    assert "has no 'label' column" in capsys.readouterr().err
+    assert main(["replay", str(tmp_path / "missing.csv"), "--policy", str(EXAMPLES_DIR / "sms_spam.yaml")]) == 2
+    assert "does not exist" in capsys.readouterr().err
+
+
+def test_example_policies_build_their_tools() -> None:
+    for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
+        policy = load_policy(path)
+        tools = build_tools(policy)
+        assert [t.name for t in tools] == [t.name for t in policy.tools if t.enabled]
