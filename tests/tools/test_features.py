@@ -6,10 +6,12 @@ import time
 
 import numpy as np
 import scipy.sparse as sp
+from sklearn.feature_extraction.text import HashingVectorizer
 
 from tests.tools.helpers import items_of
 from tools.base import Batch, Item
 from tools.features import (
+    char_wb_counts,
     idf_weights,
     l2_normalize,
     reweight,
@@ -91,6 +93,24 @@ def test_l2_normalize_handles_trailing_empty_rows() -> None:
     np.testing.assert_allclose(l2_normalize(x).toarray(), [[0.6, 0.8], [0.0, 0.0]], atol=1e-6)
 
 
+def test_char_ngrams_are_those_of_sklearn_char_wb(sms_rows: list[dict[str, str]]) -> None:
+    texts = [r["text"] for r in sms_rows[:500]] + ["", "a", "A b", "x\x00y", "tab\tsep\nnew  line", "emoji 😀 ok",
+                                                   "\u00a0nbsp\u2003em", "ab"]
+    ours = char_wb_counts(texts, 2**18)
+    reference = HashingVectorizer(n_features=2**18, analyzer="char_wb", ngram_range=(2, 4), alternate_sign=False,
+                                  norm=None).transform(texts)
+    # same n-grams per text (the hash function differs, so compare counts, not columns)
+    np.testing.assert_array_equal(np.asarray(ours.sum(axis=1)).ravel(), np.asarray(reference.sum(axis=1)).ravel())
+    assert abs(ours.nnz - reference.nnz) < 0.001 * reference.nnz  # collisions only
+    same = char_wb_counts(["Hello  World", "hello world", "world hello"], 2**18).toarray()
+    assert (same[0] == same[1]).all() and (same[0] == same[2]).all()  # bag of n-grams, within words
+
+
+def test_lone_surrogates_do_not_break_featurisation() -> None:
+    x = text_features(Batch([Item("a", "bad \ud800 text"), Item("b", "fine")]), 2**12, True)
+    assert x.shape == (2, 2**12) and x.nnz > 0
+
+
 def test_word_features_are_fast_on_sms(sms_rows: list[dict[str, str]]) -> None:
     items = items_of(sms_rows)
     start = time.perf_counter()
@@ -99,3 +119,7 @@ def test_word_features_are_fast_on_sms(sms_rows: list[dict[str, str]]) -> None:
     assert x.shape[0] == len(items)
     # measured ~75,000 texts/s on 2 loaded cores; fail only on a gross regression
     assert len(items) / elapsed > 8_000, f"{len(items) / elapsed:.0f} texts/s"
+    start = time.perf_counter()
+    text_features(Batch(items), 2**18, True)
+    elapsed = time.perf_counter() - start
+    assert len(items) / elapsed > 4_000, f"{len(items) / elapsed:.0f} texts/s"  # measured ~30,000 with char n-grams
