@@ -16,7 +16,7 @@ $(STAMP): pyproject.toml
 install: $(STAMP)
 
 run: $(STAMP)
-	$(BIN)/labelagent demo
+	$(BIN)/labelagent serve
 
 test: $(STAMP)
 	$(BIN)/ruff check .

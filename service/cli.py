@@ -14,6 +14,7 @@ from policies import LabelAgentError, example_policy, load_policy
 from service.datasets import load_csv
 from service.db import create_all, make_engine
 from service.replay import ReplayConfig, run_replay
+from service.settings import Settings, get_settings
 from service.store import SqlStore
 
 DEFAULT_DATA = Path("../shared/data")
@@ -68,6 +69,48 @@ def cmd_demo(args: argparse.Namespace) -> int:
     return cmd_replay(ns)
 
 
+def _settings(args: argparse.Namespace) -> Settings:
+    """The environment's settings (``LABELAGENT_*``), with ``--db`` overriding the database URL."""
+    settings = get_settings()
+    return settings.model_copy(update={"database_url": args.db}) if getattr(args, "db", None) else settings
+
+
+def cmd_serve(args: argparse.Namespace) -> int:
+    from service.serve import serve, setup_logging
+
+    setup_logging(args.log_level)
+    workers = 0 if args.no_worker else args.workers
+    return serve(_settings(args), host=args.host, port=args.port, workers=workers, demo=not args.no_demo)
+
+
+def cmd_worker(args: argparse.Namespace) -> int:
+    from service.serve import run_worker, setup_logging
+
+    setup_logging(args.log_level)
+    return run_worker(_settings(args), projects=args.project, source=args.source, name=args.name)
+
+
+def cmd_db(args: argparse.Namespace) -> int:
+    from service.db import engine_from_settings
+    from service.migrate import current_revision, head_revision, upgrade
+
+    settings = _settings(args)
+    engine = engine_from_settings(settings)
+    where = engine.url.render_as_string(hide_password=True)
+    try:
+        if args.db_command == "upgrade":
+            before = current_revision(engine)
+            after = upgrade(engine, args.revision)
+            print(f"{where}: {before or 'empty'} -> {after}" if before != after else f"{where}: already at {after}")
+        else:
+            current, head = current_revision(engine), head_revision()
+            state = "up to date" if current == head else "behind: run `labelagent db upgrade`"
+            print(f"{where}: at {current or 'no revision'}; head is {head} ({state})")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -87,6 +130,35 @@ def build_parser() -> argparse.ArgumentParser:
     demo = sub.add_parser("demo", help="replay the SMS spam stream (needs ../shared/data)")
     demo.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding sms_spam.csv")
     demo.set_defaults(func=cmd_demo)
+
+    serve = sub.add_parser("serve", help="the HTTP API with an in-process worker (default: ./labelagent.db)")
+    serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    serve.add_argument("--port", type=int, default=8000, help="port to listen on")
+    serve.add_argument("--workers", type=int, default=1,
+                       help="workers: one in this process, the others as `labelagent worker` processes")
+    serve.add_argument("--no-worker", action="store_true", help="the API only (workers run elsewhere)")
+    serve.add_argument("--no-demo", action="store_true", help="do not create the demo project on an empty database")
+    serve.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL, else sqlite:///./labelagent.db)")
+    serve.add_argument("--log-level", default="INFO")
+    serve.set_defaults(func=cmd_serve)
+
+    worker = sub.add_parser("worker", help="label pending items of every project (workers alone)")
+    worker.add_argument("--source", help="also consume items from a Redis stream: redis://HOST:PORT/STREAM "
+                                         "(see service/sources/redis_stream.py for the message format)")
+    worker.add_argument("--project", action="append", help="serve only this project (repeatable)")
+    worker.add_argument("--name", help="worker name recorded on its leases (default: worker-HOST-PID)")
+    worker.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")
+    worker.add_argument("--log-level", default="INFO")
+    worker.set_defaults(func=cmd_worker)
+
+    db = sub.add_parser("db", help="database schema migrations (Alembic)")
+    db_sub = db.add_subparsers(dest="db_command", required=True)
+    up = db_sub.add_parser("upgrade", help="migrate the database to the latest schema (creates it when empty)")
+    up.add_argument("--revision", default="head", help="target revision (default: head)")
+    up.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")
+    current = db_sub.add_parser("current", help="show the database's schema revision")
+    current.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")
+    db.set_defaults(func=cmd_db)
     return parser
 
 

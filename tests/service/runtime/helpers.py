@@ -13,12 +13,14 @@ import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from policies import Policy
 from service.db import read_tx
+from service.settings import Settings
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import item_t, label_t, review_t
 from tests.factories import make_policy
@@ -191,12 +193,15 @@ class Reviewer:
     errors: list[BaseException] = field(default_factory=list)
 
     def run(self) -> None:
+        idle = 0.01
         try:
             while not self.stop.is_set():
                 task = self.store.claim_review(self.project, reviewer=self.name)
-                if task is None:
-                    self.stop.wait(0.02)
+                if task is None:  # an empty queue: back off, as a person would
+                    self.stop.wait(idle)
+                    idle = min(idle * 2, 0.25)
                     continue
+                idle = 0.01
                 claim = Claim(task.task_id, self.name, time.monotonic())
                 self.claims.append(claim)
                 self.store.submit_reviews([ReviewAnswer(task.task_id, task.token, self.truth(task.item))],
@@ -209,3 +214,24 @@ class Reviewer:
         thread = threading.Thread(target=self.run, name=f"reviewer-{self.name}", daemon=True)
         thread.start()
         return thread
+
+
+# --- worker processes ----------------------------------------------------------------------------------------
+
+TOOLS = {"fast": fast_tools, "slow": slow_tools, "stalling": stalling_tools}
+
+
+def worker_process(url: str, name: str, settings: dict[str, object], tools: str, batch_size: int,
+                   results: Any = None) -> None:
+    """Target of a worker process: ``labelagent worker``'s code (signals included) with the test tools.
+    Puts ``(name, items processed)`` on ``results`` (a multiprocessing queue) when it stops."""
+    from service.serve import run_worker, setup_logging
+
+    setup_logging("WARNING")
+    report = (lambda stats: results.put((name, stats.items))) if results is not None else None
+    run_worker(Settings(database_url=url, **settings), name=name, tools_factory=TOOLS[tools],  # type: ignore[arg-type]
+               batch_size=batch_size, report=report)
+
+
+def engine_url(engine: Engine) -> str:
+    return engine.url.render_as_string(hide_password=False)

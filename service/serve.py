@@ -1,0 +1,249 @@
+"""``labelagent serve`` (the HTTP API plus workers) and ``labelagent worker`` (workers alone).
+
+``serve`` runs the FastAPI app with uvicorn and a :class:`~service.runtime.WorkerRuntime` in a thread of the same
+process (its own event loop, so graph runs never stall the HTTP loop's scheduling); the app tells the runtime
+about new answers through the ``FeedbackSink`` protocol. ``--workers N`` adds N-1 ``labelagent worker``
+processes on the same database. On an empty database it creates the demo project ``sms_spam``.
+
+``worker`` runs one runtime (and optionally a Redis stream consumer) until SIGTERM/SIGINT: the first signal lets
+the current batch finish (at most ``stop_grace_seconds``, then it is released), a second one releases it at once.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import signal
+import socket
+import subprocess
+import sys
+import threading
+from collections.abc import Callable, Iterator, Sequence
+from contextlib import contextmanager
+from typing import Any
+
+import uvicorn
+
+from policies import example_policy
+from service.db import engine_from_settings
+from service.feedback import FeedbackSink, NullSink
+from service.migrate import ensure_schema, require_schema
+from service.runtime import RuntimeStats, ToolsFactory, WorkerRuntime
+from service.settings import Settings
+from service.store import SqlStore
+
+log = logging.getLogger("labelagent.serve")
+
+DEMO_PROJECT = "sms_spam"
+
+
+def default_name(prefix: str = "worker") -> str:
+    return f"{prefix}-{socket.gethostname()}-{os.getpid()}"
+
+
+def setup_logging(level: str = "INFO") -> None:
+    logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+# --- labelagent worker ---------------------------------------------------------------------------------------
+
+
+def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, source: str | None = None,
+               name: str | None = None, tools_factory: ToolsFactory | None = None,
+               batch_size: int | None = None, report: Callable[[RuntimeStats], None] | None = None) -> int:
+    """Run a worker (and a stream consumer when ``source`` is given) until a signal stops it."""
+    engine = engine_from_settings(settings)
+    try:
+        require_schema(engine)
+        store = SqlStore(engine, settings)
+        runtime = WorkerRuntime(store, settings, name=name or default_name(), projects=projects,
+                                tools_factory=tools_factory, batch_size=batch_size)
+        asyncio.run(_worker_main(runtime, store, settings, source))
+        if report is not None:
+            report(runtime.stats)
+    finally:
+        engine.dispose()
+    return 0
+
+
+async def _worker_main(runtime: WorkerRuntime, store: SqlStore, settings: Settings, source: str | None) -> None:
+    loop = asyncio.get_running_loop()
+
+    def on_signal() -> None:
+        if runtime.stopping:
+            log.warning("second signal: releasing the batch in progress")
+            runtime.abort()
+            return
+        log.info("stopping: finishing the batch in progress (at most %.0fs)", settings.stop_grace_seconds)
+        runtime.stop()
+        loop.call_later(settings.stop_grace_seconds, runtime.abort)
+
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, on_signal)
+    stream = None
+    if source is not None:
+        from service.sources.redis_stream import RedisStreamSource, StreamAddress
+
+        stream = RedisStreamSource(store, StreamAddress.parse(source), sink=runtime)
+    consumer = asyncio.create_task(stream.run(lambda: runtime.stopping), name="redis-stream") if stream else None
+    worker = asyncio.create_task(runtime.run(), name="runtime")
+    try:
+        await worker
+    except asyncio.CancelledError:
+        if not worker.cancelled():
+            raise
+    finally:
+        runtime.stop()
+        if stream is not None and consumer is not None:
+            await consumer  # returns within one blocking read once the runtime is stopping
+            await stream.redis.aclose()
+
+
+# --- labelagent serve ----------------------------------------------------------------------------------------
+
+
+@contextmanager
+def _signals_interrupt() -> Iterator[None]:
+    """SIGTERM and SIGINT raise KeyboardInterrupt while serving, so the workers are stopped on the way out.
+
+    uvicorn handles both signals itself while it runs and re-raises them to the previous handler after its
+    shutdown; with the default SIGTERM handler that would end the process before the workers are stopped."""
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+
+    def interrupt(signum: int, frame: object) -> None:
+        raise KeyboardInterrupt
+
+    previous = {sig: signal.signal(sig, interrupt) for sig in (signal.SIGTERM, signal.SIGINT)}
+    try:
+        yield
+    finally:
+        for sig, handler in previous.items():
+            signal.signal(sig, handler)
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_started`` once it listens (so the URL is printed only when it is true)."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+        super().__init__(config)
+        self.on_started = on_started
+
+    async def startup(self, sockets: Any = None) -> None:
+        await super().startup(sockets=sockets)
+        if self.started:
+            self.on_started()
+
+
+class WorkerThread:
+    """A :class:`WorkerRuntime` on its own event loop in a daemon thread."""
+
+    def __init__(self, runtime: WorkerRuntime) -> None:
+        self.runtime = runtime
+        self.thread = threading.Thread(target=self._main, name=runtime.name, daemon=True)
+
+    def _main(self) -> None:
+        try:
+            asyncio.run(self.runtime.run())
+        except asyncio.CancelledError:
+            log.info("worker %s aborted; its batch was released", self.runtime.name)
+        except Exception:
+            log.exception("worker %s crashed", self.runtime.name)
+
+    def start(self) -> None:
+        self.thread.start()
+
+    def stop(self, grace: float) -> None:
+        self.runtime.stop()
+        self.thread.join(grace)
+        if self.thread.is_alive():
+            self.runtime.abort()
+            self.thread.join(10)
+
+
+def bootstrap_demo(store: SqlStore) -> bool:
+    """Create the demo project on an empty database; True when it did."""
+    if store.list_projects():
+        return False
+    store.create_project(DEMO_PROJECT, example_policy(DEMO_PROJECT))
+    return True
+
+
+def banner(url: str, database: str, projects: Sequence[str], workers: int) -> str:
+    project = DEMO_PROJECT if DEMO_PROJECT in projects or not projects else projects[0]
+    item = '{"items": [{"external_id": "msg-1", "data": {"text": "WINNER! Claim your free prize, txt WIN to 80086"}}]}'
+    return "\n".join([
+        f"labelagent is serving {url}  (database {database}; {workers} worker(s); projects: "
+        f"{', '.join(projects) or 'none yet'})",
+        f"  API docs (try every route):  {url}/docs",
+        "  Ingest an item:",
+        f"    curl -s -X POST {url}/projects/{project}/items -H 'content-type: application/json' \\",
+        f"         -d '{item}'",
+        f"  Its status and label:        curl -s {url}/projects/{project}/items/msg-1",
+        "  Review the escalated items:",
+        f"    curl -s -X POST {url}/projects/{project}/reviews/claim -H 'content-type: application/json' "
+        "-d '{\"reviewer\": \"me\"}'",
+        f"  Metrics:                     curl -s {url}/projects/{project}/metrics",
+        "  (new items start in review: the agent auto-labels once humans have answered enough of them)",
+    ])
+
+
+def _create_app(settings: Settings, store: SqlStore, feedback: FeedbackSink) -> Any:
+    from service.app import create_app  # the HTTP layer is imported only by serve
+
+    return create_app(settings, store=store, feedback=feedback)
+
+
+def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, demo: bool = True,
+          tools_factory: ToolsFactory | None = None, on_started: Callable[[str], None] | None = None) -> int:
+    """Run the API and ``workers`` workers (one in this process, the rest as ``labelagent worker`` processes)."""
+    engine = engine_from_settings(settings)
+    helpers: list[subprocess.Popen[bytes]] = []
+    thread: WorkerThread | None = None
+    try:
+        done = ensure_schema(engine)
+        if done != "current":
+            log.info("database schema %s", done)
+        store = SqlStore(engine, settings)
+        if demo and bootstrap_demo(store):
+            log.info("created the demo project %s (policy %s)", DEMO_PROJECT, example_policy(DEMO_PROJECT).key)
+        runtime: WorkerRuntime | None = None
+        if workers > 0:
+            runtime = WorkerRuntime(store, settings, name=default_name("serve"), tools_factory=tools_factory)
+            thread = WorkerThread(runtime)
+        app = _create_app(settings, store, runtime if runtime is not None else NullSink())
+        url = f"http://{host}:{port}"
+        projects = [p.name for p in store.list_projects()]
+        database = engine.url.render_as_string(hide_password=True)
+
+        def started() -> None:
+            if on_started is not None:
+                on_started(url)
+            print(banner(url, database, projects, workers), flush=True)
+
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"), started)
+        if thread is not None:
+            thread.start()
+        env = {**os.environ, "LABELAGENT_DATABASE_URL": engine.url.render_as_string(hide_password=False)}
+        for i in range(1, workers):
+            helpers.append(subprocess.Popen([sys.executable, "-m", "service.cli", "worker",
+                                             "--name", f"{default_name('serve')}-{i}"], env=env))
+        with _signals_interrupt():
+            try:
+                server.run()
+            except KeyboardInterrupt:
+                log.info("interrupted")
+        return 0 if server.started else 1
+    finally:
+        for proc in helpers:
+            proc.send_signal(signal.SIGTERM)
+        if thread is not None:
+            thread.stop(settings.stop_grace_seconds)
+        for proc in helpers:
+            try:
+                proc.wait(settings.stop_grace_seconds + 10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        engine.dispose()
