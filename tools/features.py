@@ -1,11 +1,15 @@
 """Fast text features with no model download: hashed, sublinear-tf, L2-normalised n-gram vectors.
 
-Rows are L2-normalised, so a dot product of two rows is their cosine similarity. Features are
-computed once per batch through :meth:`Batch.cached` (the cached functions depend on the items
-only, as ``Batch`` requires) and shared by every tool: the classifier and retrieval use the same
-word part; the character part is only computed when a tool asks for it. Nothing here depends on
-training data, so the cached matrices stay valid across retrains; tools that want IDF weighting
-apply it on top (see :func:`idf_weights` and :func:`reweight`).
+Word 1-2 grams are hashed by scikit-learn's ``HashingVectorizer`` (murmurhash); char_wb 2-4 grams
+by :func:`char_wb_counts`, a numpy version of the same analyzer. Rows are L2-normalised, so a dot
+product of two rows is their cosine similarity. Features are computed once per batch through
+:meth:`Batch.cached` (the cached functions depend on the items only, as ``Batch`` requires) and
+shared by every tool: the classifier and retrieval use the same word part; the character part is
+only computed when a tool asks for it. Nothing here depends on training data, so the cached
+matrices stay valid across retrains; tools that want IDF weighting apply it on top (see
+:func:`idf_weights` and :func:`reweight`). Features computed on ``batch.subset(rows)`` stay in the
+subset's cache: compute them on the whole batch first (the tools' ``prepare(batch)``) to share
+them between tools and with the learner.
 """
 
 from __future__ import annotations
