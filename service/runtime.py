@@ -341,7 +341,8 @@ class WorkerRuntime:
     async def _build(self, project: str) -> ProjectLoop:
         policy = self.store.active_policy(project)
         labeler = BatchLabeler(policy, self.tools_factory(policy), seed=self.seed)
-        worker = ProjectWorker(self.store, project, labeler, name=self.name, batch_size=self.batch_size)
+        worker = ProjectWorker(self.store, project, labeler, name=self.name, batch_size=self.batch_size,
+                               lease_seconds=self.lease_seconds)
         feed = AnswerFeed(self.store, project, lag_seconds=self.settings.feedback_lag_seconds)
 
         def load() -> None:

@@ -54,11 +54,14 @@ class KeywordVoter:
 
     kind = "keywords"
 
-    def __init__(self, name: str = "keywords", *, cost: float = 0.1, delay: float = 0.0) -> None:
-        self.name, self.cost, self.delay = name, cost, delay
+    def __init__(self, name: str = "keywords", *, cost: float = 0.1, delay: float = 0.0,
+                 blocking: bool = False) -> None:
+        self.name, self.cost, self.delay, self.blocking = name, cost, delay, blocking
 
     async def predict(self, batch: Batch, context: ToolContext) -> Votes:
-        if self.delay:
+        if self.delay and self.blocking:
+            time.sleep(self.delay)  # a long CPU-bound call: the event loop is stuck meanwhile
+        elif self.delay:
             await asyncio.sleep(self.delay)
         n, labels = len(batch), context.labels
         probs = np.full((n, len(labels)), 1.0 / len(labels))
@@ -115,6 +118,11 @@ def fast_tools(policy: Policy) -> Sequence[Tool]:
 def slow_tools(policy: Policy) -> Sequence[Tool]:
     """Each batch takes half a second (long enough to stop a worker in the middle of one)."""
     return [KeywordVoter(delay=0.5), MemoryVoter()]
+
+
+def blocking_tools(policy: Policy) -> Sequence[Tool]:
+    """Each batch blocks the event loop for 2.5 seconds (longer than the short leases of the tests)."""
+    return [KeywordVoter(delay=2.5, blocking=True), MemoryVoter()]
 
 
 def stalling_tools(policy: Policy) -> Sequence[Tool]:

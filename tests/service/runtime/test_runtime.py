@@ -5,9 +5,11 @@ from __future__ import annotations
 
 import asyncio
 import threading
+from collections.abc import Sequence
 
 import pytest
 
+from policies import Policy, ToolError
 from service.runtime import WorkerRuntime
 from service.settings import Settings
 from service.store import SqlStore
@@ -16,6 +18,7 @@ from tests.service.runtime.helpers import (
     Reviewer,
     all_labeled,
     await_until,
+    blocking_tools,
     fast_tools,
     labels_per_item,
     labels_per_item_version,
@@ -24,6 +27,7 @@ from tests.service.runtime.helpers import (
     stalling_tools,
     stream_items,
 )
+from tools.base import Tool
 
 FAST = {"worker_poll_seconds": 0.05, "feedback_poll_seconds": 0.05, "refresh_seconds": 0.1,
         "feedback_lag_seconds": 5.0}
@@ -178,3 +182,55 @@ def test_abort_releases_the_batch_in_progress(store: SqlStore) -> None:
     runtime = asyncio.run(main())
     assert runtime.stats.released == 10
     assert store.count_items(project)["pending"] == 30
+
+
+@pytest.mark.slow
+def test_heartbeat_keeps_the_lease_of_a_batch_longer_than_the_lease(store: SqlStore) -> None:
+    """The batch blocks the event loop for 2.5 s with a 1 s lease: the heartbeat thread keeps it, nothing is fenced."""
+    policy = runtime_policy()
+    store.create_project(policy.project, policy)
+    project = policy.project
+    store.ingest(project, stream_items(10))
+
+    async def main() -> WorkerRuntime:
+        runtime = WorkerRuntime(store, fast_settings(lease_seconds=1), name="long", tools_factory=blocking_tools,
+                                batch_size=10)
+        task = asyncio.create_task(runtime.run())
+        await await_until(lambda: runtime.stats.batches == 1, timeout=30, what="the long batch recorded")
+        runtime.stop()
+        await asyncio.wait_for(task, 10)
+        return runtime
+
+    runtime = asyncio.run(main())
+    assert (runtime.stats.items, runtime.stats.fenced) == (10, 0)
+    counts = store.count_items(project)
+    assert counts["labeled"] + counts["in_review"] == 10
+
+
+def test_a_project_whose_tools_cannot_be_built_does_not_stop_the_others(store: SqlStore) -> None:
+    for name in ("good", "bad"):
+        policy = runtime_policy(name)
+        store.create_project(name, policy)
+        store.ingest(name, stream_items(20))
+
+    def tools(policy: Policy) -> Sequence[Tool]:
+        if policy.project == "bad":
+            raise ToolError("tool 'clf': unknown tool kind 'quantum'")
+        return fast_tools(policy)
+
+    def decided(project: str) -> int:
+        counts = store.count_items(project)
+        return counts["labeled"] + counts["in_review"]
+
+    async def main() -> WorkerRuntime:
+        runtime = WorkerRuntime(store, fast_settings(), name="w", tools_factory=tools, batch_size=10)
+        task = asyncio.create_task(runtime.run())
+        await await_until(lambda: decided("good") == 20, timeout=20, what="the good project's items")
+        await await_until(lambda: runtime.stats.errors >= 1, timeout=20, what="the bad project's error")
+        runtime.stop()
+        await asyncio.wait_for(task, 10)
+        return runtime
+
+    runtime = asyncio.run(main())
+    assert runtime.labeler("good") is not None and runtime.labeler("bad") is None
+    assert store.count_items("bad")["pending"] == 20
