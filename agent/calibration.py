@@ -6,9 +6,8 @@ the confidences alone; each is tested with a one-sided Clopper-Pearson upper bou
 of calibration items at or above it, and the scan stops at the first failure. The lowest accepted
 threshold is used. If the calibration sample is an i.i.d. sample of the stream's confidences (the
 cold-start items and the random audits are), the auto-label error rate exceeds ``alpha`` with
-probability at most ``delta``. Escalated items (all of them reviewed, all below the threshold in
-force, hard by selection) over-represent error-prone items at every confidence, which makes the
-estimate conservative; the learner includes them (see ``agent.learner``).
+probability at most ``delta``. Escalated items are not used: they are selected by confidence, so
+they are not a sample of the stream (see ``docs/DESIGN-NOTES.md`` for what was measured).
 """
 
 from __future__ import annotations
@@ -53,13 +52,6 @@ def min_sample_size(alpha: float, delta: float) -> int:
     return max(1, math.ceil(math.log(delta) / math.log(1.0 - alpha)))
 
 
-def _min_count_with_errors(errors: int, alpha: float, delta: float) -> int:
-    n = min_sample_size(alpha, delta)
-    while float(cp_upper(errors, n, delta)) > alpha:
-        n = int(n * 1.05) + 1
-    return n
-
-
 @dataclass(frozen=True, slots=True)
 class ThresholdResult:
     threshold: float | None  # None: nothing may be auto-accepted yet
@@ -75,15 +67,15 @@ def choose_threshold(
     *,
     alpha: float,
     delta: float,
-    step: float = 0.05,
+    step: float = 0.1,
 ) -> ThresholdResult:
     """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
 
-    Candidates are the confidences at calibration counts ``n0, n0*(1+step), ...`` from the top.
-    ``n0`` is the smallest count that could pass with no error; once the calibration set is large
-    enough, the smallest that could pass with one error, so that a single early mistake does not end
-    the scan. The sequence depends on the counts only, never on correctness, which keeps the
-    fixed-sequence test valid.
+    Candidates are the confidences at calibration counts ``n0, n0*(1+step), n0*(1+step)^2, ...``
+    from the top, where ``n0`` is the smallest count that could pass with no error. The grid depends
+    on the counts only, never on correctness, which keeps the fixed-sequence test valid. A coarser
+    step makes the scan less likely to stop at a small local cluster of errors; a finer one places
+    the threshold more precisely.
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
@@ -93,18 +85,20 @@ def choose_threshold(
     n0 = min_sample_size(alpha, delta)
     if n_total < n0:
         return ThresholdResult(None, n_total, 0, 0, 1.0)
-    n1 = _min_count_with_errors(1, alpha, delta)
-    if n_total >= 2 * n1:
-        n0 = n1
     order = np.argsort(-conf, kind="stable")
-    conf_sorted = conf[order]
-    errors_cum = np.cumsum(~ok[order])
+    return _scan(conf[order], np.cumsum(~ok[order]), n0, step, alpha, delta)
+
+
+def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, start: int, step: float, alpha: float,
+          delta: float) -> ThresholdResult:
+    """One fixed sequence from ``start`` down the ranking, stopping at the first failed test."""
+    n_total = conf_sorted.shape[0]
     counts: list[int] = []
-    c = float(n0)
+    c = float(start)
     while int(c) <= n_total:
         counts.append(int(c))
         c = max(c * (1.0 + step), c + 1.0)
-    if counts[-1] != n_total:
+    if not counts or counts[-1] != n_total:
         counts.append(n_total)
     cand = conf_sorted[np.asarray(counts) - 1]
     # With ties, "confidence >= t" can include more items than the nominal count.

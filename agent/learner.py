@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import copy
 from collections import deque
-from collections.abc import Iterable, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 
 import numpy as np
@@ -27,10 +27,13 @@ from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingS
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
+ESCALATION_MEMORY = 1000  # items over which the escalation share is averaged
+AUDIT_SHARE = 0.0  # audits per escalation while many items escalate (0: the floor only; measured in docs)
+AUDIT_CAP = 0.2
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
-CALIBRATION_KINDS = ("cold_start", "audit", "escalation")  # reviews scored before the answer was known
+CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
 RESCORE_FOLDS = 4
-RESCORE_GROWTH = 1.25  # rescore the calibration set when the ground truth grew by this factor
+RESCORE_GROWTH = 1.1  # rescore the calibration set when the ground truth grew by this factor
 RESCORE_MIN = 40
 AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
 
@@ -49,11 +52,10 @@ class _Pending:
 class Learner:
     """Owns the ground truth, the aggregator's training data and the calibration set.
 
-    The calibration set is every human-reviewed item the agent had scored before it knew the answer:
-    cold-start items (everything is reviewed then: a uniform sample), audits (a uniform random sample
-    of the stream, the suggestion hidden from the reviewer) and escalations (the items the agent was
-    unsure of). Escalations are harder than the stream at any given confidence, so including them
-    makes the bound conservative while giving it far more data than audits alone.
+    The calibration set is the part of the ground truth that samples the stream uniformly: cold-start
+    items (everything is reviewed then) and audits (a uniform random sample of the stream, the
+    suggestion hidden from the reviewer). Escalations train the models but are not calibration data:
+    they are selected by confidence.
 
     Scores are refreshed out of fold: every time the ground truth has grown by ``RESCORE_GROWTH``,
     each learning tool is refitted K times without one fold and scores that fold, so the threshold is
@@ -81,6 +83,7 @@ class Learner:
         self._calibration_since = 0  # first i.i.d. position in use (moves forward on drift)
         self._audits: list[tuple[int, bool]] = []  # (i.i.d. position, correct) of audits of would-be auto labels
         self._seq = 0
+        self._escalated_share = 1.0  # recent share of items escalated (exponential moving average)
         self._since_retrain = 0
         self._rescored_at = 0
         self.retrains = 0
@@ -103,8 +106,23 @@ class Learner:
                 trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
             )
 
-    def observe(self, answers: Iterable[GroundTruth]) -> list[CalibrationRecord]:
-        """Take human answers; returns the calibration records they produced."""
+    def decided(self, key: str) -> bool:
+        """Whether this learner holds the decision-time evidence of ``key`` (it sent it to review)."""
+        return key in self._pending
+
+    def note_decisions(self, n_items: int, n_escalated: int) -> None:
+        """Track how much of the stream goes to humans; it sets how hard audits work (see recalibrate)."""
+        if n_items:
+            w = min(1.0, n_items / ESCALATION_MEMORY)
+            self._escalated_share = (1 - w) * self._escalated_share + w * n_escalated / n_items
+
+    def observe(self, answers: Iterable[GroundTruth],
+                known: Mapping[str, CalibrationRecord] | None = None) -> list[CalibrationRecord]:
+        """Take human answers; returns the calibration records they produced.
+
+        ``known`` holds stored calibration records for answers to items this learner did not decide
+        itself (another worker did): they join the calibration set with their decision-time scores.
+        """
         records: list[CalibrationRecord] = []
         for answer in answers:
             y = self._label_index.get(answer.label)
@@ -119,6 +137,9 @@ class Learner:
                 self._gt_batches.append(Batch([answer.item]))
                 self._gt_logp.append(None)
                 self._gt_voted.append(None)
+                stored = known.get(answer.item.key) if known else None
+                if stored is not None and stored.kind in CALIBRATION_KINDS:
+                    self._add_calibration(row, stored.confidence, stored.predicted)
                 continue
             self._gt_batches.append(pending.batch)
             self._gt_logp.append(pending.logp)
@@ -131,11 +152,14 @@ class Learner:
             if pending.kind == "audit" and pending.would_accept:
                 self._audits.append((len(self._iid_rows), rec.correct))
             if pending.kind in CALIBRATION_KINDS:
-                self._iid_rows.append(row)
-                self._iid_conf.append(pending.confidence)
-                pred = self._label_index.get(pending.predicted) if pending.predicted is not None else None
-                self._iid_pred.append(-1 if pred is None else pred)
+                self._add_calibration(row, pending.confidence, pending.predicted)
         return records
+
+    def _add_calibration(self, row: int, confidence: float, predicted: str | None) -> None:
+        pred = self._label_index.get(predicted) if predicted is not None else None
+        self._iid_rows.append(row)
+        self._iid_conf.append(confidence)
+        self._iid_pred.append(-1 if pred is None else pred)
 
     async def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
         """Restore state from storage (ground truth and calibration records), then retrain."""
@@ -151,10 +175,7 @@ class Learner:
             self._gt_voted.append(None)
             rec = kinds.get(gt.item.key)
             if rec is not None and rec.kind in CALIBRATION_KINDS:
-                self._iid_rows.append(row)
-                self._iid_conf.append(rec.confidence)
-                pred = self._label_index.get(rec.predicted) if rec.predicted is not None else None
-                self._iid_pred.append(-1 if pred is None else pred)
+                self._add_calibration(row, rec.confidence, rec.predicted)
         for rec in calibration:
             self.calibration.append(rec)
             self._seq = max(self._seq, rec.seq)
@@ -270,7 +291,10 @@ class Learner:
             y = np.asarray([self._gt_y[r] for r in self._iid_rows[start:]])
             correct = np.asarray(self._iid_pred[start:]) == y
             calib = choose_threshold(self._iid_conf[start:], correct, alpha=policy.alpha, delta=policy.delta)
-        audit_rate = 1.0 if calib.threshold is None else policy.audit_rate
+        # While many items are escalated, a tighter bound pays for itself: audits (the i.i.d. calibration
+        # data) rise in proportion to the escalations they can save, and fall back to the floor after.
+        boost = min(AUDIT_CAP, AUDIT_SHARE * self._escalated_share)
+        audit_rate = 1.0 if calib.threshold is None else max(policy.audit_rate, boost)
         versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"

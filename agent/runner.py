@@ -34,5 +34,7 @@ class BatchLabeler:
             return BatchResult(self.policy.key, self.learner.snapshot.threshold, {}, [])
         context = AgentContext(self.policy, self.tools, self.learner.snapshot, self.rng, self.tool_context)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
+        result: BatchResult = out["result"]
         self.learner.remember(out["trace"])
-        return out["result"]
+        self.learner.note_decisions(len(items), sum(1 for d in result.decisions if d.action == "escalate"))
+        return result

@@ -9,9 +9,10 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Any
 
-from policies import LabelAgentError, example_policy, load_policy
-from service.datasets import load_csv
+from policies import InputError, LabelAgentError, Policy, example_policy, load_policy
+from service.datasets import LabeledItem, load_csv
 from service.db import create_all, make_engine
 from service.replay import ReplayConfig, run_replay
 from service.settings import Settings, get_settings
@@ -35,6 +36,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else example_policy(Path(args.dataset).stem)
     rows = load_csv(args.dataset, drop_columns=args.drop_columns or ())
     total = min(len(rows), args.limit) if args.limit else len(rows)
+    if getattr(args, "url", None):  # `demo` builds its own namespace, without --url
+        return _print_summary(_replay_http(args, policy, rows, total), args.json)
     with tempfile.TemporaryDirectory(prefix="labelagent-replay-") as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'replay.db'}"
         engine = make_engine(url)
@@ -48,7 +51,25 @@ def cmd_replay(args: argparse.Namespace) -> int:
             if bar is not None:
                 bar.close()
             engine.dispose()
-    if args.json:
+    return _print_summary(summary, args.json)
+
+
+def _replay_http(args: argparse.Namespace, policy: Policy, rows: list[LabeledItem], total: int) -> dict[str, Any]:
+    """``replay --url``: the same stream through a running service's HTTP API (see service/http_replay.py)."""
+    from service.http_replay import replay_over_http
+
+    if args.db:
+        raise InputError("--db and --url exclude each other: with --url the service's database is used")
+    bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
+    try:
+        return replay_over_http(args, policy, rows, on_batch=update)
+    finally:
+        if bar is not None:
+            bar.close()
+
+
+def _print_summary(summary: dict[str, Any], as_json: bool) -> int:
+    if as_json:
         print(json.dumps(summary))
     else:
         for key, value in summary.items():
@@ -64,7 +85,7 @@ def cmd_demo(args: argparse.Namespace) -> int:
               "  labelagent replay path/to/sms_spam.csv --policy policies/examples/sms_spam.yaml",
               file=sys.stderr)
         return 2
-    ns = argparse.Namespace(dataset=str(data), policy=None, limit=None, seed=0, batch_size=128, json=False,
+    ns = argparse.Namespace(dataset=str(data), policy=None, limit=None, seed=0, batch_size=256, json=False,
                             db=None, drop_columns=None, no_progress=False)
     return cmd_replay(ns)
 
@@ -120,11 +141,21 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--policy", help="policy YAML (default: the example named after the dataset)")
     replay.add_argument("--limit", type=int, help="replay only the first N items of the shuffled stream")
     replay.add_argument("--seed", type=int, default=0, help="shuffle and agent seed")
-    replay.add_argument("--batch-size", type=int, default=128, help="items per graph run")
+    replay.add_argument("--batch-size", type=int, default=256,
+                        help="most items per graph run (fewer while the agent has little ground truth)")
     replay.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    over = replay.add_argument_group("through a running service (--url)")
+    over.add_argument("--url", help="replay through the HTTP API of a running service, e.g. http://127.0.0.1:8000")
+    over.add_argument("--project", help="project to create (default: <policy project>-replay-<random>)")
+    over.add_argument("--reviewers", type=int, default=4, help="concurrent oracle reviewer clients")
+    over.add_argument("--window", type=int, help="items in flight (default: one batch, like the in-process "
+                                                 "replay; 0: ingest everything at once)")
+    over.add_argument("--timeout", type=float, default=600.0, help="seconds for every item to be labeled")
+    over.add_argument("--skip-evidence", action="store_true",
+                      help="do not read each item's evidence (no tool_calls; one request per item saved)")
     replay.set_defaults(func=cmd_replay)
 
     demo = sub.add_parser("demo", help="replay the SMS spam stream (needs ../shared/data)")

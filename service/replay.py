@@ -29,7 +29,7 @@ ORACLE = "oracle"
 
 @dataclass(slots=True)
 class ReplayConfig:
-    batch_size: int = 128
+    batch_size: int = 256
     seed: int = 0
     limit: int | None = None
 
@@ -62,19 +62,21 @@ async def run_replay(
     for start in range(0, len(stream), config.batch_size):
         chunk = stream[start:start + config.batch_size]
         store.ingest(policy.project, [r.item for r in chunk])
-        outcome = await worker.process_batch()
-        while outcome.items:
+        handled = 0
+        while handled < len(chunk):
+            outcome = await worker.process_batch()
+            if not outcome.items:
+                break
             assert outcome.result is not None
+            handled += outcome.items
             tool_calls.update(outcome.result.tool_calls)
             for d in outcome.result.decisions:
                 decisions[d.key] = (d.action, d.label)
-            if outcome.items < config.batch_size:
-                break
-            outcome = await worker.process_batch()
-        settled = answer_queue(store, policy.project, truth)
-        for gt in settled:
-            human[gt.item.key] = gt.label
-        await worker.learn(settled)
+            # The oracle answers what this run escalated before the next run starts.
+            settled = answer_queue(store, policy.project, truth)
+            for gt in settled:
+                human[gt.item.key] = gt.label
+            await worker.learn(settled)
         if on_batch is not None:
             on_batch(len(chunk))
     elapsed = time.perf_counter() - started

@@ -277,7 +277,9 @@ class WorkerRuntime:
         if not answers:
             return
         learner = loop.labeler.learner
-        learner.observe(answers)
+        foreign = [a.item.key for a in answers if not learner.decided(a.item.key)]
+        known = self.store.load_calibration_for(loop.project, foreign) if foreign else None
+        learner.observe(answers, known)
         self.stats.answers += len(answers)
         if learner.retrain_due():
             loop.training = asyncio.create_task(self._retrain(loop), name=f"retrain-{loop.project}")

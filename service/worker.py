@@ -32,7 +32,17 @@ class ProjectWorker:
     name: str = "worker"
     batch_size: int = 256
     lease_seconds: float | None = None
+    min_batch_size: int = 32
     saved_versions: set[str] = field(default_factory=set)
+
+    def claim_size(self) -> int:
+        """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
+
+        Early on every answer changes the models a lot, and a smaller batch lets the next run use it;
+        once there are twice ``batch_size`` human answers, full batches keep the per-run overhead low.
+        """
+        learned = self.labeler.learner.n_ground_truth
+        return max(min(self.min_batch_size, self.batch_size), min(self.batch_size, learned // 2))
 
     async def process_batch(self) -> BatchOutcome:
         """One claim, one graph run, one write transaction. Returns how many items it handled."""
@@ -43,7 +53,7 @@ class ProjectWorker:
 
     def claim(self) -> tuple[str, list[Item]]:
         """Lease the next batch: (lease token, items); no items when nothing is claimable."""
-        return self.store.claim_batch(self.project, worker=self.name, size=self.batch_size,
+        return self.store.claim_batch(self.project, worker=self.name, size=self.claim_size(),
                                       lease_seconds=self.lease_seconds)
 
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:

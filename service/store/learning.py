@@ -54,6 +54,20 @@ class LearningMixin(StoreBase):
         return [CalibrationRecord(key=r[0], confidence=r[1], predicted=r[2], truth=r[3], kind=r[4], seq=r[5])
                 for r in reversed(rows)]
 
+    def load_calibration_for(self, project: str, keys: Sequence[str]) -> dict[str, CalibrationRecord]:
+        """The latest calibration record of each of these items (by external id), where one exists."""
+        out: dict[str, CalibrationRecord] = {}
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            for part in chunks(list(keys)):
+                query = (select(calib_t.c.item_key, calib_t.c.confidence, calib_t.c.predicted, calib_t.c.truth,
+                                calib_t.c.kind, calib_t.c.seq)
+                         .where(calib_t.c.project_id == pid, calib_t.c.item_key.in_(part)).order_by(calib_t.c.id))
+                for r in conn.execute(query):
+                    out[r[0]] = CalibrationRecord(key=r[0], confidence=r[1], predicted=r[2], truth=r[3], kind=r[4],
+                                                  seq=r[5])
+        return out
+
     def save_model_version(self, project: str, policy_key: str, info: ModelInfo) -> None:
         """Remember a trained model version (idempotent per project, policy, tool and version)."""
         insert_ = sqlite_insert if self.sqlite else pg_insert
