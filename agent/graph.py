@@ -81,11 +81,28 @@ def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float)
     return softmax_rows(logits).max(axis=1) >= threshold
 
 
+def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
+    """Rows an enrichment tool (``tool.enriches``) still has to see: every open item within budget.
+
+    Enrichment tools write features other tools read (e.g. weather into metadata), so they run first
+    and are never skipped for lack of a learned weight (they abstain: their value shows in the others).
+    """
+    tool = ctx.tools[t]
+    return state["open"] & ~state["called"][:, t] & (state["spent"] + tool.cost <= ctx.policy.budget + 1e-9)
+
+
 async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     ctx = runtime.context
+    for t, tool in enumerate(ctx.tools):
+        if getattr(tool, "enriches", False):
+            rows = enrichment_rows(state, ctx, t)
+            if rows.any():
+                return {"next_tool": t, "next_rows": np.nonzero(rows)[0]}
     best: tuple[float, int] | None = None
     best_rows = np.zeros(0, dtype=np.int64)
     for t, tool in enumerate(ctx.tools):
+        if getattr(tool, "enriches", False):
+            continue
         rows = eligible_rows(state, ctx, t)
         if not rows.any():
             continue

@@ -98,11 +98,54 @@ class RandomSpec(ToolSpecBase):
     seed: int = 0
 
 
+# --- external API enrichment ---------------------------------------------------------------------
+
+WEATHER_VARIABLES = ("temperature_2m", "precipitation", "weather_code", "wind_speed_10m", "pressure_msl",
+                     "relative_humidity_2m", "cloud_cover", "wind_gusts_10m", "surface_pressure")
+
+
+class WeatherSpec(ToolSpecBase):
+    """Open-Meteo weather at the item's place and hour, written into its metadata as ``wx_<variable>``.
+
+    An enrichment tool: the planner runs it before the voters, which read the values through their
+    ``metadata_features``; it abstains itself (its evidence lists the values it fetched).
+    """
+
+    kind: Literal["weather"] = "weather"
+    cost: float = Field(default=0.1, ge=0.0)
+    archive_url: str | None = Field(default=None, description="Archive endpoint; default from settings.")
+    forecast_url: str | None = Field(default=None, description="Forecast endpoint; default from settings.")
+    hourly: list[str] = Field(default_factory=lambda: ["wind_speed_10m", "pressure_msl", "temperature_2m",
+                                                       "precipitation", "weather_code"], min_length=1)
+    wind_speed_unit: Literal["kmh", "ms", "mph", "kn"] = "kmh"
+    lat_key: str = "lat"
+    lon_key: str = "lon"
+    time_keys: list[str] = Field(default_factory=lambda: ["time", "datetime", "DateTimeOriginal"], min_length=1)
+    prefix: str = Field(default="wx_", description="Metadata key prefix of the fetched values.")
+    place_decimals: int = Field(default=1, ge=0, le=4, description="Cache and request places rounded to this.")
+    archive_lag_days: int = Field(default=5, ge=0, description="Older than this: archive endpoint; else forecast.")
+    timeout_seconds: float = Field(default=5.0, gt=0.0, le=120.0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    backoff_seconds: float = Field(default=0.2, ge=0.0, le=30.0)
+    max_concurrency: int = Field(default=8, ge=1, le=256)
+    breaker_failures: int = Field(default=5, ge=1, description="Consecutive failures that open the breaker.")
+    breaker_reset_seconds: float = Field(default=30.0, ge=0.0, description="Open time before a trial request.")
+    cache_size: int = Field(default=200_000, ge=0, description="Place-hours kept in the cache.")
+
+    @field_validator("hourly")
+    @classmethod
+    def _known_variables(cls, value: list[str]) -> list[str]:
+        unknown = [v for v in value if v not in WEATHER_VARIABLES]
+        if unknown:
+            raise ValueError(f"unknown hourly variable {unknown[0]!r} (known: {', '.join(WEATHER_VARIABLES)})")
+        return value
+
+
 ToolSpec = Annotated[
-    TextClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec,
+    TextClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec,
     Field(discriminator="kind"),
 ]
-TOOL_KINDS: tuple[str, ...] = ("text_classifier", "retrieval", "rules", "random")
+TOOL_KINDS: tuple[str, ...] = ("text_classifier", "retrieval", "rules", "random", "weather")
 
 
 class PlannerSpec(_Strict):

@@ -31,10 +31,18 @@ def _number(value: str) -> object:
         return value
 
 
-def load_csv(path: str | Path, *, drop_columns: Sequence[str] = ()) -> list[LabeledItem]:
+# Columns never shown to the agent, per dataset file stem, on top of ``drop_columns``: they give the answer
+# away (storms: wind and pressure are what the weather tool must fetch; category and name follow the label).
+DEFAULT_DROP_COLUMNS: dict[str, tuple[str, ...]] = {
+    "storms": ("name", "category", "wind", "pressure"),
+}
+
+
+def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drops: bool = True) -> list[LabeledItem]:
     """Rows of a CSV with a ``label`` column; ``text`` is the item's text; other columns are metadata.
 
-    ``drop_columns`` are never shown to the agent (e.g. columns that give the answer away).
+    ``drop_columns`` are never shown to the agent (e.g. columns that give the answer away), nor, with
+    ``default_drops``, the dataset's entry in :data:`DEFAULT_DROP_COLUMNS`.
     Keys are the row numbers (``row-000001``...), stable across runs.
     """
     path = Path(path)
@@ -45,7 +53,7 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = ()) -> list[Labe
         fields = reader.fieldnames or []
         if "label" not in fields:
             raise InputError(f"dataset {path} has no 'label' column (columns: {', '.join(fields)})")
-        hidden = {"label", "text", *drop_columns}
+        hidden = {"label", "text", *drop_columns, *(DEFAULT_DROP_COLUMNS.get(path.stem, ()) if default_drops else ())}
         out: list[LabeledItem] = []
         for n, row in enumerate(reader, start=1):
             label = (row.get("label") or "").strip()

@@ -45,6 +45,15 @@ class Settings(BaseSettings):
         default=30.0, ge=0, description="How long a stopping worker lets its current batch finish before releasing it.",
     )
 
+    open_meteo_archive_url: str = Field(
+        default="https://archive-api.open-meteo.com/v1/archive",
+        description="Open-Meteo historical archive endpoint used by weather tools whose spec names none.",
+    )
+    open_meteo_forecast_url: str = Field(
+        default="https://api.open-meteo.com/v1/forecast",
+        description="Open-Meteo forecast endpoint used by weather tools whose spec names none.",
+    )
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:

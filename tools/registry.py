@@ -13,6 +13,7 @@ from tools.random_voter import RandomVoter
 from tools.retrieval import Retrieval
 from tools.rules import Rules
 from tools.text_classifier import TextClassifier
+from tools.weather import WeatherTool
 
 Factory = Callable[[Any, tuple[str, ...]], Tool]
 
@@ -21,6 +22,7 @@ FACTORIES: Mapping[str, Factory] = MappingProxyType({
     "retrieval": Retrieval,
     "rules": Rules,
     "random": RandomVoter,
+    "weather": WeatherTool,
 })
 
 
