@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass
+from functools import lru_cache
 
 import numpy as np
 from scipy.stats import beta as beta_dist
@@ -71,34 +72,61 @@ def choose_threshold(
 ) -> ThresholdResult:
     """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
 
-    Candidates are the confidences at calibration counts ``n0, n0*(1+step), n0*(1+step)^2, ...``
-    from the top, where ``n0`` is the smallest count that could pass with no error. The grid depends
-    on the counts only, never on correctness, which keeps the fixed-sequence test valid. A coarser
-    step makes the scan less likely to stop at a small local cluster of errors; a finer one places
-    the threshold more precisely.
+    Candidates are the confidences at the calibration counts ``n_0 < n_1 < n_2 < ...`` from the top,
+    where ``n_k`` is the smallest count at which ``k`` errors can still pass: each test is made where
+    it has the most room for one more error, so a single early mistake does not end the scan (a
+    finer grid would test, and fail, just past it). Past the last ``n_k`` the grid continues
+    geometrically by ``step``. The grid depends on the counts only, never on correctness, which keeps
+    the fixed-sequence test valid.
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
     n_total = conf.shape[0]
     if conf.shape != ok.shape:
         raise ValueError("confidence and correct must have the same length")
-    n0 = min_sample_size(alpha, delta)
-    if n_total < n0:
+    if n_total < min_sample_size(alpha, delta):
         return ThresholdResult(None, n_total, 0, 0, 1.0)
     order = np.argsort(-conf, kind="stable")
-    return _scan(conf[order], np.cumsum(~ok[order]), n0, step, alpha, delta)
+    counts = [n for n in allowance_counts(alpha, delta, n_total) if n <= n_total]
+    return _scan(conf[order], np.cumsum(~ok[order]), counts, step, alpha, delta)
 
 
-def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, start: int, step: float, alpha: float,
+@lru_cache(maxsize=256)
+def _count_for_errors(errors: int, alpha: float, delta: float) -> int:
+    """The smallest n with ``cp_upper(errors, n) <= alpha`` (binary search; the bound falls with n)."""
+    lo = max(errors + 1, min_sample_size(alpha, delta))
+    hi = lo
+    while float(cp_upper(errors, hi, delta)) > alpha:
+        lo, hi = hi, hi * 2
+    while lo < hi:
+        mid = (lo + hi) // 2
+        if float(cp_upper(errors, mid, delta)) <= alpha:
+            hi = mid
+        else:
+            lo = mid + 1
+    return hi
+
+
+def allowance_counts(alpha: float, delta: float, n_max: int) -> list[int]:
+    """``n_0, n_1, ...``: the counts at which 0, 1, ... errors first pass, up to the first beyond ``n_max``."""
+    out = [_count_for_errors(0, alpha, delta)]
+    while out[-1] <= n_max:
+        out.append(_count_for_errors(len(out), alpha, delta))
+    return out
+
+
+def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], step: float, alpha: float,
           delta: float) -> ThresholdResult:
-    """One fixed sequence from ``start`` down the ranking, stopping at the first failed test."""
+    """The fixed sequence over ``counts`` (then geometric), stopping at the first failed test."""
     n_total = conf_sorted.shape[0]
-    counts: list[int] = []
-    c = float(start)
-    while int(c) <= n_total:
-        counts.append(int(c))
+    counts = list(counts)
+    c = float(counts[-1])
+    while True:
         c = max(c * (1.0 + step), c + 1.0)
-    if not counts or counts[-1] != n_total:
+        if int(c) > n_total:
+            break
+        counts.append(int(c))
+    if counts[-1] != n_total:
         counts.append(n_total)
     cand = conf_sorted[np.asarray(counts) - 1]
     # With ties, "confidence >= t" can include more items than the nominal count.

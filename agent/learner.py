@@ -11,6 +11,7 @@ snapshot it started with.
 from __future__ import annotations
 
 import copy
+import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
@@ -86,6 +87,8 @@ class Learner:
         self._escalated_share = 1.0  # recent share of items escalated (exponential moving average)
         self._since_retrain = 0
         self._rescored_at = 0
+        self._fold_tools: dict[tuple[int, int], Learnable] = {}  # (fold, tool index) -> model without that fold
+        self._gt_keys: list[str] = []
         self.retrains = 0
         self.rescores = 0
         self.model_infos: list[ModelInfo] = []
@@ -132,6 +135,7 @@ class Learner:
             self._seq += 1
             row = len(self._gt_y)
             self._gt_y.append(y)
+            self._gt_keys.append(answer.item.key)
             self._since_retrain += 1
             if pending is None:
                 self._gt_batches.append(Batch([answer.item]))
@@ -171,6 +175,7 @@ class Learner:
             row = len(self._gt_y)
             self._gt_batches.append(Batch([gt.item]))
             self._gt_y.append(y)
+            self._gt_keys.append(gt.item.key)
             self._gt_logp.append(None)
             self._gt_voted.append(None)
             rec = kinds.get(gt.item.key)
@@ -240,21 +245,28 @@ class Learner:
             if self._gt_logp[r] is not None:
                 logp[j] = self._gt_logp[r]
                 voted[j] = self._gt_voted[r]  # type: ignore[assignment]
-        folds = np.arange(rows.size) % RESCORE_FOLDS
+        # Stable folds (by item key): a fold's model never sees its own calibration items, and its training set
+        # only grows, so each fold keeps one model and warm-starts it like the live one.
+        all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
+        folds = all_folds[start:]
+        all_iid = np.asarray(self._iid_rows, dtype=np.int64)
         everything = np.arange(len(data))
         context = ToolContext(self.labels)
         for f in range(RESCORE_FOLDS):
-            held = rows[folds == f]
-            train = np.setdiff1d(everything, held, assume_unique=True)
+            sel = np.nonzero(folds == f)[0]
+            if sel.size == 0:
+                continue
+            train = np.setdiff1d(everything, all_iid[all_folds == f], assume_unique=True)
             fold_data = TrainingSet(data.batch.subset(train), data.y[train], self.labels)
-            held_batch = data.batch.subset(held)
+            held_batch = data.batch.subset(rows[sel])
             for t, tool in enumerate(self.tools):
                 if not isinstance(tool, Learnable):
                     continue
-                clone = _fork(tool)
-                clone.fit(fold_data)
-                votes = await clone.predict(held_batch, context)  # type: ignore[attr-defined]
-                sel = np.nonzero(folds == f)[0]
+                model = self._fold_tools.get((f, t))
+                if model is None:
+                    model = self._fold_tools[(f, t)] = _fork(tool)
+                model.fit(fold_data)
+                votes = await model.predict(held_batch, context)  # type: ignore[attr-defined]
                 ok = ~votes.abstain
                 voted[sel, t] = ok
                 logp[sel[ok], t] = log_votes(votes.probs[ok])
@@ -267,6 +279,9 @@ class Learner:
             self._iid_pred[start + j] = int(pred[j])
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
+
+    def _fold_of(self, row: int) -> int:
+        return zlib.crc32(self._gt_keys[row].encode("utf-8")) % RESCORE_FOLDS
 
     def _window_start(self) -> int:
         n = len(self._iid_rows)

@@ -93,6 +93,8 @@ def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: in
         result = store.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
                                       project=project)
         settled.extend(result.settled)
+        if len(tasks) < limit and not any(t.answers_needed > t.answers + 1 for t in tasks):
+            return settled  # the queue is empty (overlap > 1 may reopen tasks: then look again)
 
 
 def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[str, str | None]],
