@@ -2,11 +2,14 @@
 
 from policies.exceptions import (
     AgentError,
+    AuthenticationError,
     ConflictError,
     InputError,
     LabelAgentError,
     NotFoundError,
+    PermissionDeniedError,
     PolicyError,
+    RateLimitedError,
     ToolError,
 )
 from policies.io import dumps_policy, example_policy, load_policy, loads_policy, parse_policy, save_policy
@@ -26,14 +29,17 @@ from policies.model import (
 __all__ = [
     "TOOL_KINDS",
     "AgentError",
+    "AuthenticationError",
     "ConflictError",
     "InputError",
     "LabelAgentError",
     "NotFoundError",
+    "PermissionDeniedError",
     "PlannerSpec",
     "Policy",
     "PolicyError",
     "RandomSpec",
+    "RateLimitedError",
     "RetrievalSpec",
     "Rule",
     "RulesSpec",

@@ -34,3 +34,19 @@ class ConflictError(LabelAgentError):
 
 class InputError(LabelAgentError):
     """The caller sent something that cannot be processed; the message says what to fix."""
+
+
+class AuthenticationError(LabelAgentError):
+    """The request carries no API key, or one that is unknown or revoked."""
+
+
+class PermissionDeniedError(LabelAgentError):
+    """The API key is valid but its role may not do this."""
+
+
+class RateLimitedError(LabelAgentError):
+    """The API key sent more requests than its rate allows; retry after ``retry_after`` seconds."""
+
+    def __init__(self, message: str, retry_after: int) -> None:
+        super().__init__(message)
+        self.retry_after = retry_after

@@ -15,8 +15,10 @@ from typing import Any
 from fastapi import FastAPI
 
 from service.db import engine_from_settings
-from service.errors import ErrorBody, add_schemas, install_error_handlers
+from service.errors import ErrorBody, add_auth_docs, add_schemas, install_error_handlers
 from service.feedback import FeedbackSink, NullSink
+from service.limits import BodyLimitMiddleware
+from service.ratelimit import RateLimiter
 from service.routes import routers
 from service.schemas.items import LabelRecord
 from service.settings import Settings, get_settings
@@ -24,6 +26,9 @@ from service.store import SqlStore
 
 DESCRIPTION = """Label a stream of items with an agent that auto-labels only above a calibrated threshold and
 escalates the rest to a human review queue whose answers become ground truth.
+
+Every route but `/health` needs an API key (`Authorization: Bearer <key>` or `X-API-Key: <key>`) of a role allowed
+on the route (`ingest`, `reviewer`, `operator`) and scoped to the project; another project's objects answer 404.
 
 Errors answer `{"error": {"type": ..., "message": ...}}` (request validation errors: FastAPI's `detail`)."""
 
@@ -50,14 +55,16 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                   docs_url="/docs", openapi_url="/openapi.json")
     app.state.store = store
     app.state.feedback = feedback if feedback is not None else NullSink()
+    app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     app.dependency_overrides[get_settings] = lambda: settings
+    app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
-            app.openapi_schema = add_schemas(FastAPI.openapi(app), (ErrorBody, LabelRecord))
+            app.openapi_schema = add_auth_docs(add_schemas(FastAPI.openapi(app), (ErrorBody, LabelRecord)))
         return app.openapi_schema
 
     app.openapi = openapi  # type: ignore[method-assign]

@@ -132,6 +132,33 @@ def cmd_db(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_keys(args: argparse.Namespace) -> int:
+    """``labelagent keys create|list|revoke``: API keys (a new key is printed once; only its hash is stored)."""
+    from service.db import engine_from_settings
+    from service.migrate import ensure_schema
+
+    engine = engine_from_settings(_settings(args))
+    try:
+        ensure_schema(engine)
+        store = SqlStore(engine, _settings(args))
+        if args.keys_command == "create":
+            key, record = store.create_key(name=args.name, role=args.role, projects=args.project)
+            scope = ", ".join(record.projects) if record.projects is not None else "every project"
+            print(f"created {record.role} key {record.prefix} ({record.name}) for {scope}; it is shown only now:")
+            print(key)
+        elif args.keys_command == "list":
+            for r in store.list_keys():
+                state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
+                scope = ",".join(r.projects) if r.projects is not None else "*"
+                print(f"{r.prefix}  {r.role:<8}  {state:<24}  projects={scope}  {r.name}")
+        else:
+            record = store.revoke_key(args.prefix)
+            print(f"revoked key {record.prefix} ({record.name})")
+    finally:
+        engine.dispose()
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -190,6 +217,19 @@ def build_parser() -> argparse.ArgumentParser:
     current = db_sub.add_parser("current", help="show the database's schema revision")
     current.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")
     db.set_defaults(func=cmd_db)
+
+    keys = sub.add_parser("keys", help="API keys: create (printed once), list, revoke")
+    keys_sub = keys.add_subparsers(dest="keys_command", required=True)
+    create = keys_sub.add_parser("create", help="create a key and print it (only its hash is stored)")
+    create.add_argument("--role", required=True, choices=["ingest", "reviewer", "operator"])
+    create.add_argument("--project", action="append", help="a project the key may use (repeatable; default: all)")
+    create.add_argument("--name", default="", help="what the key is for")
+    keys_sub.add_parser("list", help="list keys (prefix, role, state, projects; never the keys)")
+    revoke = keys_sub.add_parser("revoke", help="revoke a key at once")
+    revoke.add_argument("prefix", help="the key's prefix (the 12 hex digits after 'la_', shown by list)")
+    for p in (create, keys_sub.choices["list"], revoke):
+        p.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")
+    keys.set_defaults(func=cmd_keys)
     return parser
 
 

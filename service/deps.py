@@ -1,4 +1,5 @@
-"""Dependencies of the routes, as ``Annotated`` aliases: settings, store, feedback sink, principal, tool factory.
+"""Dependencies of the routes, as ``Annotated`` aliases: settings, store, feedback sink, principal (the caller's API
+key), tool factory; and :func:`allow`, which says which roles may call a route.
 
 The app factory puts the store and the feedback sink on ``app.state``; tests replace any of these with
 ``app.dependency_overrides[get_x] = ...``.
@@ -8,11 +9,19 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
-from typing import Annotated
+from typing import Annotated, Any
 
-from fastapi import Depends, Path, Request
+from fastapi import Depends, Path, Request, Security
+from fastapi.security import APIKeyHeader, HTTPAuthorizationCredentials, HTTPBearer
 
-from policies import AgentError, Policy
+from policies import (
+    AgentError,
+    AuthenticationError,
+    NotFoundError,
+    PermissionDeniedError,
+    Policy,
+    RateLimitedError,
+)
 from service.feedback import FeedbackSink
 from service.settings import Settings, get_settings
 from service.store import SqlStore
@@ -31,21 +40,85 @@ def get_feedback(request: Request) -> FeedbackSink:
     return request.app.state.feedback
 
 
+SettingsDep = Annotated[Settings, Depends(get_settings)]
+StoreDep = Annotated[SqlStore, Depends(get_store)]
+FeedbackDep = Annotated[FeedbackSink, Depends(get_feedback)]
+
+
 @dataclass(frozen=True, slots=True)
 class Principal:
-    """Who calls. ``role`` None and ``projects`` None mean every role and every project (no keys yet)."""
+    """Who calls: an API key's role and projects (``projects`` None means every project)."""
 
     name: str
-    role: str | None = None
+    role: str
     projects: frozenset[str] | None = None
+    key_id: int | None = None
+
+    def can_see(self, project: str) -> bool:
+        return self.projects is None or project in self.projects
 
 
-ANONYMOUS = Principal("anonymous")
+_bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>`")
+_api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>` (either header works)")
 
 
-def get_principal() -> Principal:
-    """Placeholder until API keys and roles exist: every caller is the anonymous principal."""
-    return ANONYMOUS
+def get_principal(request: Request, store: StoreDep,
+                  bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+                  header: Annotated[str | None, Security(_api_key)] = None) -> Principal:
+    """The caller's API key (401 without a live one), charged one request of its rate limit (429 past it)."""
+    key = header or (bearer.credentials if bearer is not None else None)
+    if not key:
+        raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
+    if header and bearer is not None and bearer.credentials != header:
+        raise AuthenticationError("'Authorization' and 'X-API-Key' carry different keys; send one key")
+    record = store.authenticate(key)
+    if record is None:
+        raise AuthenticationError("the API key is unknown or revoked")
+    limiter = getattr(request.app.state, "rate_limiter", None)
+    wait = limiter.acquire(record.id) if limiter is not None else 0
+    if wait:
+        raise RateLimitedError(f"rate limit of this API key exceeded; retry after {wait} s", retry_after=wait)
+    projects = frozenset(record.projects) if record.projects is not None else None
+    return Principal(name=f"{record.prefix}:{record.name}"[:128], role=record.role, projects=projects,
+                     key_id=record.id)
+
+
+PrincipalDep = Annotated[Principal, Depends(get_principal)]
+MAX_TASK_ID = 2**31 - 1
+
+
+class Allow:
+    """Route dependency: the caller's role must be one of ``roles``; a ``{project}`` (or a ``{task}``'s project)
+    the key may not see answers 404, exactly like one that does not exist, before anything is read or written."""
+
+    def __init__(self, *roles: str) -> None:
+        self.roles = frozenset(roles)
+
+    def __call__(self, request: Request, principal: PrincipalDep, store: StoreDep) -> Principal:
+        if principal.role not in self.roles:
+            route = getattr(request.scope.get("route"), "path", request.url.path)
+            raise PermissionDeniedError(f"a key of role {principal.role!r} may not call {request.method} {route}; "
+                                        f"it needs role {' or '.join(repr(r) for r in sorted(self.roles))}")
+        project = request.path_params.get("project")
+        if isinstance(project, str) and not principal.can_see(project):
+            raise NotFoundError(f"project {project!r} does not exist")
+        task = request.path_params.get("task")
+        if isinstance(task, str) and task.isascii() and task.isdigit() and 1 <= int(task) <= MAX_TASK_ID:
+            ref = store.task_ref(int(task))  # NotFoundError for an unknown task
+            if not principal.can_see(ref.project):
+                raise NotFoundError(f"review task {int(task)} does not exist")
+        return principal
+
+
+def allow(*roles: str) -> list[Any]:
+    """``dependencies=allow("operator", ...)`` for a route: who may call it."""
+    return [Depends(Allow(*roles))]
+
+
+OPERATOR = ("operator",)
+INGEST = ("ingest", "operator")
+REVIEWER = ("reviewer", "operator")
+ANY_ROLE = ("ingest", "reviewer", "operator")
 
 
 def build_tools(policy: Policy) -> Sequence[Tool]:
@@ -62,10 +135,6 @@ def get_tool_factory() -> ToolFactory:
     return build_tools
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
-StoreDep = Annotated[SqlStore, Depends(get_store)]
-FeedbackDep = Annotated[FeedbackSink, Depends(get_feedback)]
-PrincipalDep = Annotated[Principal, Depends(get_principal)]
 ToolFactoryDep = Annotated[ToolFactory, Depends(get_tool_factory)]
 
 ProjectPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PROJECT_PATTERN,

@@ -20,11 +20,14 @@ from pydantic.json_schema import models_json_schema
 
 from policies import (
     AgentError,
+    AuthenticationError,
     ConflictError,
     InputError,
     LabelAgentError,
     NotFoundError,
+    PermissionDeniedError,
     PolicyError,
+    RateLimitedError,
     ToolError,
 )
 
@@ -32,6 +35,9 @@ log = logging.getLogger("labelagent.api")
 
 # (exception class, HTTP status, error type): the first match wins, so subclasses come first
 ERRORS: tuple[tuple[type[LabelAgentError], int, str], ...] = (
+    (AuthenticationError, 401, "unauthorized"),
+    (PermissionDeniedError, 403, "forbidden"),
+    (RateLimitedError, 429, "rate_limited"),
     (NotFoundError, 404, "not_found"),
     (ConflictError, 409, "conflict"),
     (InputError, 422, "invalid_input"),
@@ -59,8 +65,16 @@ def status_of(exc: LabelAgentError) -> tuple[int, str]:
     return 500, "internal"
 
 
-def error_response(status: int, kind: str, message: str) -> JSONResponse:
-    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}})
+def error_response(status: int, kind: str, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
+    return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}}, headers=headers)
+
+
+def _headers(exc: LabelAgentError) -> dict[str, str] | None:
+    if isinstance(exc, AuthenticationError):
+        return {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, RateLimitedError):
+        return {"Retry-After": str(exc.retry_after)}
+    return None
 
 
 async def labelagent_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -68,7 +82,7 @@ async def labelagent_error_handler(request: Request, exc: Exception) -> JSONResp
     status, kind = status_of(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-    return error_response(status, kind, str(exc))
+    return error_response(status, kind, str(exc), _headers(exc))
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -101,6 +115,10 @@ def install_error_handlers(app: FastAPI) -> None:
 
 
 _DOCS: dict[int, str] = {
+    401: "No API key, or an unknown or revoked one (`Authorization: Bearer <key>` or `X-API-Key`).",
+    403: "The API key's role may not call this route.",
+    413: "The request body is larger than the server accepts.",
+    429: "The API key's rate limit is exhausted; retry after `Retry-After` seconds.",
     404: "The project, item, review task or policy version does not exist.",
     409: "Conflicts with the current state (it exists already, the lease token is stale, ...).",
     422: "Invalid input: the request does not validate (FastAPI's `detail`) or cannot be processed "
@@ -122,6 +140,18 @@ def error_docs(*statuses: int) -> dict[int | str, dict[str, Any]]:
 
 
 REF = "#/components/schemas/"
+
+
+def add_auth_docs(openapi: dict[str, Any], public: tuple[str, ...] = ("/health",)) -> dict[str, Any]:
+    """Document 401, 403 and 429 on every operation but ``public`` ones, and 413 on those with a body."""
+    for path, operations in openapi.get("paths", {}).items():
+        if path in public:
+            continue
+        for operation in operations.values():
+            statuses = (401, 403, 429, 413) if "requestBody" in operation else (401, 403, 429)
+            for status, doc in error_docs(*statuses).items():
+                operation.setdefault("responses", {}).setdefault(str(status), doc)
+    return openapi
 
 
 def add_schemas(openapi: dict[str, Any], models: tuple[type[BaseModel], ...]) -> dict[str, Any]:

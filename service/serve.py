@@ -171,6 +171,14 @@ def bootstrap_demo(store: SqlStore) -> bool:
     return True
 
 
+def bootstrap_key(store: SqlStore) -> str | None:
+    """On a database without API keys, create an operator key for every project and return it (printed once)."""
+    if store.count_keys():
+        return None
+    key, _ = store.create_key(name="first operator (labelagent serve)", role="operator")
+    return key
+
+
 def banner(url: str, database: str, projects: Sequence[str], workers: int) -> str:
     project = DEMO_PROJECT if DEMO_PROJECT in projects or not projects else projects[0]
     item = '{"items": [{"external_id": "msg-1", "data": {"text": "WINNER! Claim your free prize, txt WIN to 80086"}}]}'
@@ -179,13 +187,16 @@ def banner(url: str, database: str, projects: Sequence[str], workers: int) -> st
         f"{', '.join(projects) or 'none yet'})",
         f"  API docs (try every route):  {url}/docs",
         "  Ingest an item:",
-        f"    curl -s -X POST {url}/projects/{project}/items -H 'content-type: application/json' \\",
+        f"    curl -s -X POST {url}/projects/{project}/items -H \"Authorization: Bearer $LABELAGENT_KEY\" \\",
+        "         -H 'content-type: application/json' \\",
         f"         -d '{item}'",
-        f"  Its status and label:        curl -s {url}/projects/{project}/items/msg-1",
+        f"  Its status and label:        curl -s -H \"X-API-Key: $LABELAGENT_KEY\" "
+        f"{url}/projects/{project}/items/msg-1",
         "  Review the escalated items:",
-        f"    curl -s -X POST {url}/projects/{project}/reviews/claim -H 'content-type: application/json' "
+        f"    curl -s -X POST {url}/projects/{project}/reviews/claim -H \"X-API-Key: $LABELAGENT_KEY\" "
+        "-H 'content-type: application/json' "
         "-d '{\"reviewer\": \"me\"}'",
-        f"  Metrics:                     curl -s {url}/projects/{project}/metrics",
+        f"  Metrics:                     curl -s -H \"X-API-Key: $LABELAGENT_KEY\" {url}/projects/{project}/metrics",
         "  (new items start in review: the agent auto-labels once humans have answered enough of them)",
     ])
 
@@ -209,6 +220,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         store = SqlStore(engine, settings)
         if demo and bootstrap_demo(store):
             log.info("created the demo project %s (policy %s)", DEMO_PROJECT, example_policy(DEMO_PROJECT).key)
+        first_key = bootstrap_key(store)
         runtime: WorkerRuntime | None = None
         if workers > 0:
             runtime = WorkerRuntime(store, settings, name=default_name("serve"), tools_factory=tools_factory)
@@ -222,6 +234,9 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
             if on_started is not None:
                 on_started(url)
             print(banner(url, database, projects, workers), flush=True)
+            if first_key is not None:
+                print(f"\n  Operator API key (shown once, store it now; `labelagent keys create` makes more):\n"
+                      f"    export LABELAGENT_KEY={first_key}\n", flush=True)
 
         server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"), started)
         if thread is not None:

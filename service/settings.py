@@ -30,6 +30,14 @@ class Settings(BaseSettings):
     max_attempts: int = Field(default=5, ge=1, description="Claims of one item before it is marked failed.")
     max_batch_items: int = Field(default=1000, ge=1, description="Most items accepted by one ingest call.")
     max_external_id_length: int = Field(default=256, ge=1, le=256)
+    max_text_chars: int = Field(default=100_000, ge=1, description="Longest item text accepted by ingest.")
+    max_body_bytes: int = Field(default=16 * 2**20, ge=1024,
+                                description="Largest request body; larger ones get 413 without being read.")
+    rate_limit_per_second: float = Field(
+        default=50.0, ge=0,
+        description="Requests per second per API key on average (0: no limit). Counted per API process.",
+    )
+    rate_limit_burst: int = Field(default=200, ge=1, description="Requests an idle API key may send at once.")
 
     worker_poll_seconds: float = Field(default=1.0, gt=0, description="Longest idle wait of a worker between polls.")
     feedback_poll_seconds: float = Field(default=0.5, gt=0, description="How often a busy worker reads new answers.")

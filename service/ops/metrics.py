@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Collection
 from datetime import datetime, timedelta
 
 from sqlalchemy import text
@@ -96,12 +97,12 @@ class _Exposition:
         return "\n".join(lines) + "\n"
 
 
-def prometheus_text(*, store: SqlStore, now: datetime | None = None) -> str:
-    """Every project's metrics as Prometheus gauges (``labelagent_*``, label ``project``)."""
+def prometheus_text(*, store: SqlStore, now: datetime | None = None, projects: Collection[str] | None = None) -> str:
+    """Every project's metrics (or only ``projects``'s) as Prometheus gauges (``labelagent_*``, label ``project``)."""
     out = _Exposition()
-    projects = store.list_projects()
-    out.add("labelagent_projects", "gauge", "Projects.", len(projects))
-    for project in projects:
+    shown = [p for p in store.list_projects() if projects is None or p.name in projects]
+    out.add("labelagent_projects", "gauge", "Projects.", len(shown))
+    for project in shown:
         m = project_metrics(store=store, project=project.name, now=now)
         p = project.name
         for status, n in m.items.items():

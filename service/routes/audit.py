@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.deps import ProjectPath, StoreDep
+from service.deps import OPERATOR, ProjectPath, StoreDep, allow
 from service.errors import error_docs
 from service.ops import policies as ops
 from service.schemas.policies import AuditPage
@@ -14,7 +14,8 @@ from service.schemas.policies import AuditPage
 router = APIRouter(prefix="/projects/{project}/audit", tags=["audit"])
 
 
-@router.get("", response_model=AuditPage, summary="Read the audit log",
+@router.get("", dependencies=allow(*OPERATOR),
+            response_model=AuditPage, summary="Read the audit log",
             responses=error_docs(404))
 def audit_log(
     project: ProjectPath,

@@ -7,7 +7,7 @@ from typing import Annotated
 from fastapi import APIRouter, Path
 from pydantic import AfterValidator
 
-from service.deps import FeedbackDep, PrincipalDep, ProjectPath, StoreDep
+from service.deps import INGEST, OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
 from service.ops import items as ops
 from service.schemas.common import no_nul
@@ -19,13 +19,15 @@ ExternalIdPath = Annotated[str, Path(min_length=1, max_length=256, description="
                           AfterValidator(no_nul)]
 
 
-@router.post("", response_model=IngestResponse, summary="Ingest a batch of items (idempotent by external_id)",
+@router.post("", dependencies=allow(*INGEST),
+             response_model=IngestResponse, summary="Ingest a batch of items (idempotent by external_id)",
              responses=error_docs(404, 422))
 def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback: FeedbackDep) -> IngestResponse:
     return ops.ingest_items(store=store, feedback=feedback, project=project, items=body.items)
 
 
-@router.post("/requeue", response_model=RequeueResponse, summary="Send failed items back to the workers",
+@router.post("/requeue", dependencies=allow(*OPERATOR),
+             response_model=RequeueResponse, summary="Send failed items back to the workers",
              responses=error_docs(404))
 def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, feedback: FeedbackDep, principal: PrincipalDep
             ) -> RequeueResponse:
@@ -33,7 +35,8 @@ def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, feedbac
                              actor=principal.name)
 
 
-@router.get("/{external_id:path}", response_model=ItemStatusOut, summary="Read an item's status, label and evidence",
+@router.get("/{external_id:path}", dependencies=allow(*INGEST),
+            response_model=ItemStatusOut, summary="Read an item's status, label and evidence",
             responses=error_docs(404))
 def get_item(project: ProjectPath, external_id: ExternalIdPath, store: StoreDep) -> ItemStatusOut:
     return ops.item_status(store=store, project=project, external_id=external_id)

@@ -8,7 +8,7 @@ from typing import Annotated
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from service.deps import ExistingProjectDep, ProjectPath, StoreDep
+from service.deps import INGEST, ExistingProjectDep, ProjectPath, StoreDep, allow
 from service.errors import REF, error_docs
 from service.ops import labels as ops
 from service.schemas.items import LabelRecord
@@ -32,7 +32,8 @@ class NDJSONResponse(Response):
     media_type = "application/x-ndjson"
 
 
-@router.get("/labels", response_class=NDJSONResponse, responses={**_EXPORT_DOC, **error_docs(404, 422)},
+@router.get("/labels", dependencies=allow(*INGEST),
+            response_class=NDJSONResponse, responses={**_EXPORT_DOC, **error_docs(404, 422)},
             summary="Export labels (JSONL or CSV)")
 def export_labels(
     project: ProjectPath,
@@ -49,7 +50,8 @@ def export_labels(
     return Response(content=page.body, media_type=page.media_type, headers=headers)
 
 
-@router.get("/events", response_class=EventSourceResponse, summary="Stream labeled items (server-sent events)",
+@router.get("/events", dependencies=allow(*INGEST),
+            response_class=EventSourceResponse, summary="Stream labeled items (server-sent events)",
             responses=error_docs(404))
 async def events(
     project: ExistingProjectDep,

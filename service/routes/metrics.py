@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter, Response
 
-from service.deps import ProjectPath, StoreDep
+from service.deps import OPERATOR, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
 from service.ops import metrics as ops
 from service.schemas.metrics import ProjectMetrics
@@ -15,12 +15,15 @@ _PROMETHEUS_DOC = {200: {"description": "Prometheus text exposition format 0.0.4
                          "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
-@router.get("/projects/{project}/metrics", response_model=ProjectMetrics, summary="A project's metrics",
+@router.get("/projects/{project}/metrics", dependencies=allow(*OPERATOR),
+            response_model=ProjectMetrics, summary="A project's metrics",
             responses=error_docs(404))
 def project_metrics(project: ProjectPath, store: StoreDep) -> ProjectMetrics:
     return ops.project_metrics(store=store, project=project)
 
 
-@router.get("/metrics", response_class=Response, responses=_PROMETHEUS_DOC, summary="Prometheus metrics")
-def prometheus(store: StoreDep) -> Response:
-    return Response(content=ops.prometheus_text(store=store), media_type=ops.PROMETHEUS_CONTENT_TYPE)
+@router.get("/metrics", dependencies=allow(*OPERATOR),
+            response_class=Response, responses=_PROMETHEUS_DOC, summary="Prometheus metrics")
+def prometheus(store: StoreDep, principal: PrincipalDep) -> Response:
+    return Response(content=ops.prometheus_text(store=store, projects=principal.projects),
+                    media_type=ops.PROMETHEUS_CONTENT_TYPE)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from service.deps import FeedbackDep, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep
+from service.deps import OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep, allow
 from service.errors import error_docs
 from service.ops import policies as ops
 from service.schemas.policies import (
@@ -24,13 +24,15 @@ VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Policy versio
 OptionalChange = Annotated[PolicyChangeRequest | None, Body()]
 
 
-@router.get("", response_model=list[PolicyVersionInfo], summary="List policy versions",
+@router.get("", dependencies=allow(*OPERATOR),
+            response_model=list[PolicyVersionInfo], summary="List policy versions",
             responses=error_docs(404))
 def list_policies(project: ProjectPath, store: StoreDep) -> list[PolicyVersionInfo]:
     return ops.list_policies(store=store, project=project)
 
 
-@router.post("", status_code=201, response_model=PolicyVersionInfo, summary="Create (and validate) a policy version",
+@router.post("", dependencies=allow(*OPERATOR),
+             status_code=201, response_model=PolicyVersionInfo, summary="Create (and validate) a policy version",
              responses=error_docs(404, 409, 422))
 def create_policy(project: ProjectPath, body: PolicyCreateRequest, store: StoreDep, feedback: FeedbackDep,
                   principal: PrincipalDep) -> PolicyVersionInfo:
@@ -38,7 +40,8 @@ def create_policy(project: ProjectPath, body: PolicyCreateRequest, store: StoreD
                              activate=body.activate, reason=body.reason, actor=principal.name)
 
 
-@router.post("/rollback", response_model=ActivationResponse, summary="Re-activate the previously active version",
+@router.post("/rollback", dependencies=allow(*OPERATOR),
+             response_model=ActivationResponse, summary="Re-activate the previously active version",
              responses=error_docs(404, 409))
 def rollback(project: ProjectPath, store: StoreDep, feedback: FeedbackDep, principal: PrincipalDep,
              body: OptionalChange = None) -> ActivationResponse:
@@ -46,13 +49,15 @@ def rollback(project: ProjectPath, store: StoreDep, feedback: FeedbackDep, princ
                         actor=principal.name)
 
 
-@router.get("/{version}", response_model=PolicyVersionInfo, summary="Read a policy version",
+@router.get("/{version}", dependencies=allow(*OPERATOR),
+            response_model=PolicyVersionInfo, summary="Read a policy version",
             responses=error_docs(404))
 def get_policy(project: ProjectPath, version: VersionPath, store: StoreDep) -> PolicyVersionInfo:
     return ops.get_policy(store=store, project=project, version=version)
 
 
-@router.post("/{version}/activate", response_model=ActivationResponse, summary="Make a version the active one",
+@router.post("/{version}/activate", dependencies=allow(*OPERATOR),
+             response_model=ActivationResponse, summary="Make a version the active one",
              responses=error_docs(404))
 def activate(project: ProjectPath, version: VersionPath, store: StoreDep, feedback: FeedbackDep,
              principal: PrincipalDep, body: OptionalChange = None) -> ActivationResponse:
@@ -60,7 +65,8 @@ def activate(project: ProjectPath, version: VersionPath, store: StoreDep, feedba
                         reason=body.reason if body else "", actor=principal.name)
 
 
-@router.post("/{version}/backtest", response_model=BacktestResponse,
+@router.post("/{version}/backtest", dependencies=allow(*OPERATOR),
+             response_model=BacktestResponse,
              summary="Replay the ground truth through a version and the active one",
              responses=error_docs(404, 503))
 def backtest(project: ProjectPath, version: VersionPath, store: StoreDep, tool_factory: ToolFactoryDep,

@@ -7,7 +7,7 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from service.deps import FeedbackDep, ProjectPath, StoreDep, TaskPath
+from service.deps import OPERATOR, REVIEWER, FeedbackDep, ProjectPath, StoreDep, TaskPath, allow
 from service.errors import error_docs
 from service.ops import reviews as ops
 from service.schemas.reviews import (
@@ -27,7 +27,8 @@ project_router = APIRouter(prefix="/projects/{project}/reviews", tags=["reviews"
 router = APIRouter(prefix="/reviews", tags=["reviews"])
 
 
-@project_router.post("/claim", response_model=ClaimedTask, summary="Claim the next review task",
+@project_router.post("/claim", dependencies=allow(*REVIEWER),
+                     response_model=ClaimedTask, summary="Claim the next review task",
                      responses={204: {"description": "Nothing to review for this reviewer right now."},
                                 **error_docs(404)})
 def claim(project: ProjectPath, body: ClaimRequest, store: StoreDep) -> ClaimedTask | Response:
@@ -35,7 +36,8 @@ def claim(project: ProjectPath, body: ClaimRequest, store: StoreDep) -> ClaimedT
     return Response(status_code=204) if task is None else task
 
 
-@project_router.get("", response_model=QueuePage, summary="List the review queue (operators)",
+@project_router.get("", dependencies=allow(*OPERATOR),
+                    response_model=QueuePage, summary="List the review queue (operators)",
                     responses=error_docs(404))
 def list_queue(
     project: ProjectPath,
@@ -48,25 +50,29 @@ def list_queue(
     return ops.list_queue(store=store, project=project, status=status, kind=kind, offset=offset, limit=limit)
 
 
-@router.post("/{task}/heartbeat", response_model=HeartbeatResponse, summary="Extend the lease on a claimed task",
+@router.post("/{task}/heartbeat", dependencies=allow(*REVIEWER),
+             response_model=HeartbeatResponse, summary="Extend the lease on a claimed task",
              responses=error_docs(404, 409))
 def heartbeat(task: TaskPath, body: LeaseRequest, store: StoreDep) -> HeartbeatResponse:
     return ops.heartbeat(store=store, task_id=task, token=body.lease_token)
 
 
-@router.post("/{task}/submit", response_model=SubmitResponse, summary="Answer a claimed task",
+@router.post("/{task}/submit", dependencies=allow(*REVIEWER),
+             response_model=SubmitResponse, summary="Answer a claimed task",
              responses=error_docs(404, 409, 422))
 def submit(task: TaskPath, body: SubmitRequest, store: StoreDep, feedback: FeedbackDep) -> SubmitResponse:
     return ops.submit(store=store, feedback=feedback, task_id=task, token=body.lease_token, label=body.label)
 
 
-@router.post("/{task}/skip", response_model=SkipResponse, summary="Pass on a task (not offered to you again soon)",
+@router.post("/{task}/skip", dependencies=allow(*REVIEWER),
+             response_model=SkipResponse, summary="Pass on a task (not offered to you again soon)",
              responses=error_docs(404, 409))
 def skip(task: TaskPath, body: SkipRequest, store: StoreDep) -> SkipResponse:
     return ops.skip(store=store, task_id=task, token=body.lease_token, seconds=body.seconds)
 
 
-@router.post("/{task}/release", response_model=ReleaseResponse, summary="Give a claimed task back to the queue",
+@router.post("/{task}/release", dependencies=allow(*REVIEWER),
+             response_model=ReleaseResponse, summary="Give a claimed task back to the queue",
              responses=error_docs(404, 409))
 def release(task: TaskPath, body: LeaseRequest, store: StoreDep) -> ReleaseResponse:
     return ops.release(store=store, task_id=task, token=body.lease_token)

@@ -14,6 +14,7 @@ from service.store.base import StoreBase
 from service.store.batches import BatchesMixin, LeasedStore, parse_policy_key
 from service.store.feed import FedAnswer, FeedMixin
 from service.store.items import ItemsMixin
+from service.store.keys import KeysMixin
 from service.store.learning import LearningMixin
 from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
@@ -24,7 +25,7 @@ from service.store.types import ClaimedReview, IngestResult, RecordResult, Revie
 
 
 class SqlStore(AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin, ReviewsMixin, LearningMixin,
-               FeedMixin, ReadsMixin, MetricsMixin, StoreBase):
+               FeedMixin, ReadsMixin, MetricsMixin, KeysMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 

@@ -1,5 +1,6 @@
-"""Fixtures for the HTTP API: the app over the parametrised store (SQLite and PostgreSQL), a TestClient, a feedback
-sink that records what it was told, and helpers that put decided items in the store without a worker."""
+"""Fixtures for the HTTP API: the app over the parametrised store (SQLite and PostgreSQL), a TestClient that sends an
+operator key (no rate limit), a feedback sink that records what it was told, and helpers that put decided items in
+the store without a worker."""
 
 from __future__ import annotations
 
@@ -32,13 +33,30 @@ def sink() -> RecordingSink:
 
 @pytest.fixture
 def app(store: SqlStore, sink: RecordingSink) -> FastAPI:
-    app = create_app(store=store, feedback=sink)
+    app = create_app(store.settings.model_copy(update={"rate_limit_per_second": 0}), store=store, feedback=sink)
     app.state.events_poll_seconds = 0.01
     return app
 
 
 @pytest.fixture
-def client(app: FastAPI) -> Iterator[TestClient]:
+def operator_key(store: SqlStore) -> str:
+    """An operator key for every project."""
+    return store.create_key(name="tests", role="operator")[0]
+
+
+def auth(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+@pytest.fixture
+def client(app: FastAPI, operator_key: str) -> Iterator[TestClient]:
+    with TestClient(app, raise_server_exceptions=False, headers=auth(operator_key)) as client:
+        yield client
+
+
+@pytest.fixture
+def anonymous(app: FastAPI) -> Iterator[TestClient]:
+    """A client without any key."""
     with TestClient(app, raise_server_exceptions=False) as client:
         yield client
 

@@ -64,7 +64,8 @@ def test_app_opens_its_own_engine_from_the_settings(tmp_path) -> None:  # type: 
     app = create_app(settings)
     with TestClient(app) as client:
         assert client.get("/health").json() == {"status": "ok", "database": "ok"}
-        assert client.get("/projects").json() == []
         store = app.state.store
+        key, _ = store.create_key(name="t", role="reviewer")
+        assert client.get("/projects", headers={"X-API-Key": key}).json() == []
         assert isinstance(store, SqlStore) and store.settings.max_batch_items == 7
     assert app.dependency_overrides[get_settings]() is settings

@@ -42,13 +42,13 @@ def test_client_labels_are_kept_and_checked(client: TestClient, project: str, st
     assert error_message(response) == "client label 'eggs' is not in the project's labels ['ham', 'spam']"
 
 
-def test_batch_limit(store: SqlStore, project: str) -> None:
+def test_batch_limit(store: SqlStore, project: str, operator_key: str) -> None:
     from fastapi.testclient import TestClient as Client
 
     from service.app import create_app
 
     small = SqlStore(store.engine, Settings(max_batch_items=2))
-    with Client(create_app(store=small)) as client:
+    with Client(create_app(store=small), headers={"X-API-Key": operator_key}) as client:
         response = client.post(f"/projects/{project}/items", json={"items": items("a", "b", "c")})
     assert response.status_code == 422
     assert error_message(response) == "3 items in one call; send at most 2 per call"

@@ -75,14 +75,15 @@ def test_activate_and_roll_back(client: TestClient, project: str, store: SqlStor
     assert response.json()["detail"][0]["msg"] == "Extra inputs are not permitted"
 
 
-def test_every_change_is_in_the_audit_log(client: TestClient) -> None:
+def test_every_change_is_in_the_audit_log(client: TestClient, operator_key: str) -> None:
+    actor = f"{operator_key[3:15]}:tests"  # the key's prefix and name
     client.post("/projects", json={"name": "audited", "policy": policy_json(make_policy("audited"))})
     new_version(client, "audited", activate=True)
     client.post("/projects/audited/policies/rollback", json={"reason": "worse"})
     page = client.get("/projects/audited/audit").json()
     assert [(e["action"], e["actor"]) for e in page["events"]] == [
-        ("project.created", "anonymous"), ("policy.created", "anonymous"), ("policy.activated", "anonymous"),
-        ("policy.rolled_back", "anonymous")]
+        ("project.created", actor), ("policy.created", actor), ("policy.activated", actor),
+        ("policy.rolled_back", actor)]
     assert page["events"][3]["detail"] == {"from": 2, "to": 1, "reason": "worse"}
     assert page["next_after"] is None
     first = client.get("/projects/audited/audit", params={"limit": 3}).json()

@@ -9,7 +9,7 @@ from fastapi.testclient import TestClient
 from service.models import utcnow
 from service.store import SqlStore
 from tests.factories import make_policy
-from tests.service.api.conftest import RecordingSink, decide, error_message
+from tests.service.api.conftest import RecordingSink, auth, decide, error_message
 
 
 def claim(client: TestClient, project: str, reviewer: str) -> dict:
@@ -164,11 +164,11 @@ class BrokenSink:
         raise RuntimeError("the runtime is gone")
 
 
-def test_a_failing_feedback_sink_does_not_fail_the_answer(store: SqlStore, project: str) -> None:
+def test_a_failing_feedback_sink_does_not_fail_the_answer(store: SqlStore, project: str, operator_key: str) -> None:
     from service.app import create_app
 
     decide(store, project, ["escalate"])
-    with TestClient(create_app(store=store, feedback=BrokenSink())) as client:
+    with TestClient(create_app(store=store, feedback=BrokenSink()), headers=auth(operator_key)) as client:
         task = claim(client, project, "alice")
         response = client.post(f"/reviews/{task['task_id']}/submit", json={"lease_token": task["lease_token"],
                                                                             "label": "spam"})

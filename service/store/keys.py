@@ -1,0 +1,113 @@
+"""API keys (create, list, revoke, authenticate) and the idempotency records of ingest calls.
+
+A key reads ``la_<prefix>_<secret>``: the prefix (12 hex digits, public) finds the row, the whole key's SHA-256 is
+compared with :func:`hmac.compare_digest`. The key itself is returned once, by :meth:`KeysMixin.create_key`.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import secrets
+from collections.abc import Sequence
+from datetime import datetime
+from typing import Any
+
+from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy.exc import IntegrityError
+
+from policies import InputError, NotFoundError
+from service.auth_models import ROLES, ApiKey, ApiKeyPublic, IdempotencyRecord
+from service.db import read_tx, write_tx
+from service.store.base import StoreBase, as_utc
+
+key_t: Table = ApiKey.__table__  # type: ignore[attr-defined]
+idem_t: Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
+
+KEY_PREFIX = "la_"
+
+
+def hash_key(key: str) -> str:
+    return hashlib.sha256(key.encode("utf-8", "surrogatepass")).hexdigest()
+
+
+def split_key(key: str) -> str | None:
+    """The prefix of a well-formed key, else None."""
+    if not key.startswith(KEY_PREFIX):
+        return None
+    prefix, sep, secret = key[len(KEY_PREFIX):].partition("_")
+    if not sep or not secret or len(prefix) != 12 or any(c not in "0123456789abcdef" for c in prefix):
+        return None
+    return prefix
+
+
+class KeysMixin(StoreBase):
+    def create_key(self, *, name: str, role: str, projects: Sequence[str] | None = None,
+                   now: datetime | None = None) -> tuple[str, ApiKeyPublic]:
+        """A new key: (the key, shown once; its public record). ``projects`` None means every project."""
+        if role not in ROLES:
+            raise InputError(f"role {role!r} is not one of {list(ROLES)}")
+        if projects is not None and not projects:
+            raise InputError("give at least one project, or none at all for every project")
+        prefix = secrets.token_hex(6)
+        key = f"{KEY_PREFIX}{prefix}_{secrets.token_urlsafe(32)}"
+        row = {"name": name, "role": role, "projects": sorted(set(projects)) if projects is not None else None,
+               "prefix": prefix, "key_hash": hash_key(key), "created_at": as_utc(now), "revoked_at": None}
+        with write_tx(self.engine) as conn:
+            row["id"] = conn.execute(insert(key_t).values(**row).returning(key_t.c.id)).scalar_one()
+        return key, ApiKeyPublic.model_validate(row)
+
+    def list_keys(self) -> list[ApiKeyPublic]:
+        with read_tx(self.engine) as conn:
+            rows = conn.execute(select(key_t).order_by(key_t.c.id)).mappings().all()
+        return [ApiKeyPublic.model_validate(dict(r)) for r in rows]
+
+    def count_keys(self) -> int:
+        with read_tx(self.engine) as conn:
+            return int(conn.execute(select(func.count()).select_from(key_t)).scalar_one())
+
+    def revoke_key(self, prefix: str, *, now: datetime | None = None) -> ApiKeyPublic:
+        """Revoke the key with this prefix (or id); revoking twice keeps the first time."""
+        cond = key_t.c.id == int(prefix) if prefix.isdigit() and len(prefix) != 12 else key_t.c.prefix == prefix
+        with write_tx(self.engine) as conn:
+            conn.execute(update(key_t).where(cond, key_t.c.revoked_at.is_(None)).values(revoked_at=as_utc(now)))
+            row = conn.execute(select(key_t).where(cond)).mappings().first()
+        if row is None:
+            raise NotFoundError(f"API key {prefix!r} does not exist")
+        return ApiKeyPublic.model_validate(dict(row))
+
+    def authenticate(self, key: str) -> ApiKeyPublic | None:
+        """The key's record if ``key`` is a live (not revoked) key, else None."""
+        prefix = split_key(key)
+        if prefix is None:
+            return None
+        with read_tx(self.engine) as conn:
+            row = conn.execute(select(key_t).where(key_t.c.prefix == prefix)).mappings().first()
+        if row is None or not hmac.compare_digest(row["key_hash"], hash_key(key)) or row["revoked_at"] is not None:
+            return None
+        return ApiKeyPublic.model_validate(dict(row))
+
+    # --- idempotency ------------------------------------------------------------------------------------
+
+    def get_idempotent(self, project: str, key: str) -> tuple[str, int, dict[str, Any]] | None:
+        """(request hash, status code, response) stored for ``key`` in the project, or None."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            row = conn.execute(select(idem_t.c.request_hash, idem_t.c.status_code, idem_t.c.response)
+                               .where(idem_t.c.project_id == pid, idem_t.c.key == key)).first()
+        return None if row is None else (row[0], int(row[1]), dict(row[2]))
+
+    def put_idempotent(self, project: str, key: str, request_hash: str, status_code: int, response: dict[str, Any],
+                       *, now: datetime | None = None) -> tuple[str, int, dict[str, Any]]:
+        """Store the first answer for ``key``; returns what is stored (another caller's when it was first)."""
+        try:
+            with write_tx(self.engine) as conn:
+                pid = self._project_id(conn, project)
+                conn.execute(insert(idem_t).values(project_id=pid, key=key, request_hash=request_hash,
+                                                   status_code=status_code, response=response, created_at=as_utc(now)))
+        except IntegrityError:
+            stored = self.get_idempotent(project, key)
+            if stored is None:  # pragma: no cover - a unique violation means the row exists
+                raise
+            return stored
+        return request_hash, status_code, response

@@ -1,0 +1,40 @@
+"""``labelagent keys create|list|revoke`` and the operator key of the first ``labelagent serve``."""
+
+from __future__ import annotations
+
+import pytest
+
+from service.cli import main
+from service.db import make_engine
+from service.serve import bootstrap_key
+from service.store import SqlStore
+
+
+def test_keys_create_list_revoke(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]
+    db = f"sqlite:///{tmp_path / 'keys.db'}"
+    assert main(["keys", "create", "--role", "reviewer", "--project", "a", "--project", "b", "--name", "ann",
+                 "--db", db]) == 0
+    out = capsys.readouterr().out.splitlines()
+    key = out[-1]
+    prefix = key[3:15]
+    assert out[0] == f"created reviewer key {prefix} (ann) for a, b; it is shown only now:"
+    assert main(["keys", "list", "--db", db]) == 0
+    listed = capsys.readouterr().out
+    assert prefix in listed and "active" in listed and "projects=a,b" in listed and key not in listed
+    assert main(["keys", "revoke", prefix, "--db", db]) == 0
+    assert capsys.readouterr().out.strip() == f"revoked key {prefix} (ann)"
+    engine = make_engine(db)
+    try:
+        assert SqlStore(engine).authenticate(key) is None
+    finally:
+        engine.dispose()
+    assert main(["keys", "revoke", "ffffffffffff", "--db", db]) == 2
+    assert "API key 'ffffffffffff' does not exist" in capsys.readouterr().err
+
+
+def test_first_serve_creates_one_operator_key(store: SqlStore) -> None:
+    key = bootstrap_key(store)
+    assert key is not None
+    record = store.authenticate(key)
+    assert record is not None and (record.role, record.projects) == ("operator", None)
+    assert bootstrap_key(store) is None  # never again: the key was shown once
