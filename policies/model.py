@@ -43,6 +43,17 @@ class TextClassifierSpec(ToolSpecBase):
     )
 
 
+class ImageClassifierSpec(ToolSpecBase):
+    """Logistic regression over image features (downscaled pixels + gradient histograms), trained on ground truth."""
+
+    kind: Literal["image_classifier"] = "image_classifier"
+    size: int = Field(default=16, ge=4, le=64, description="Images are resized to size x size greyscale pixels.")
+    cells: int = Field(default=4, ge=1, le=16, description="Gradient histograms over a cells x cells grid.")
+    orientations: int = Field(default=9, ge=2, le=18)
+    c: float = Field(default=1.0, gt=0.0, description="Inverse regularisation strength.")
+    min_examples: int = Field(default=20, ge=2, description="Ground-truth items needed before it votes.")
+
+
 class RetrievalSpec(ToolSpecBase):
     """k nearest human-labeled examples; the vote is their similarity-weighted label mix."""
 
@@ -142,10 +153,10 @@ class WeatherSpec(ToolSpecBase):
 
 
 ToolSpec = Annotated[
-    TextClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec,
+    TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec,
     Field(discriminator="kind"),
 ]
-TOOL_KINDS: tuple[str, ...] = ("text_classifier", "retrieval", "rules", "random", "weather")
+TOOL_KINDS: tuple[str, ...] = ("text_classifier", "image_classifier", "retrieval", "rules", "random", "weather")
 
 
 class PlannerSpec(_Strict):

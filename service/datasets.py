@@ -1,7 +1,9 @@
-"""Reading labeled datasets for replay: CSV with ``text,label`` (other columns become metadata)."""
+"""Reading labeled datasets for replay: CSV with ``text,label`` (other columns become metadata), or
+``filename,label`` beside image files."""
 
 from __future__ import annotations
 
+import contextlib
 import csv
 import sys
 from collections.abc import Sequence
@@ -53,6 +55,8 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drop
         fields = reader.fieldnames or []
         if "label" not in fields:
             raise InputError(f"dataset {path} has no 'label' column (columns: {', '.join(fields)})")
+        if "filename" in fields and "text" not in fields:
+            return _load_images(path, reader)
         hidden = {"label", "text", *drop_columns, *(DEFAULT_DROP_COLUMNS.get(path.stem, ()) if default_drops else ())}
         out: list[LabeledItem] = []
         for n, row in enumerate(reader, start=1):
@@ -61,6 +65,33 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drop
                 raise InputError(f"dataset {path}, row {n}: empty label")
             meta = {k: _number(v) for k, v in row.items() if k not in hidden and k is not None and v not in (None, "")}
             out.append(LabeledItem(Item(f"row-{n:06d}", row.get("text"), meta), label))
+    if not out:
+        raise InputError(f"dataset {path} has no rows")
+    return out
+
+
+def _load_images(path: Path, reader: csv.DictReader) -> list[LabeledItem]:
+    """``filename,label`` rows; each file (relative to the CSV's folder) becomes the item's image bytes.
+
+    The bytes are passed as they are: decoding (with limits) is the image tools' job. EXIF time and
+    GPS become metadata when present.
+    """
+    from tools.images import decode_image, exif_metadata
+
+    base = path.parent.resolve()
+    out: list[LabeledItem] = []
+    for n, row in enumerate(reader, start=1):
+        label, name = (row.get("label") or "").strip(), (row.get("filename") or "").strip()
+        if not label or not name:
+            raise InputError(f"dataset {path}, row {n}: empty label or filename")
+        file = (base / name).resolve()
+        if not file.is_relative_to(base) or not file.is_file():
+            raise InputError(f"dataset {path}, row {n}: image {name!r} is not a file inside {base}")
+        data = file.read_bytes()
+        meta: dict[str, object] = {"filename": name}
+        with contextlib.suppress(InputError):  # undecodable: the image tools abstain on it with the reason
+            meta.update(exif_metadata(decode_image(data)))
+        out.append(LabeledItem(Item(f"row-{n:06d}", None, meta, data), label))
     if not out:
         raise InputError(f"dataset {path} has no rows")
     return out

@@ -9,6 +9,7 @@ from typing import Any
 from policies.exceptions import ToolError
 from policies.model import Policy
 from tools.base import Tool
+from tools.image_classifier import ImageClassifier
 from tools.random_voter import RandomVoter
 from tools.retrieval import Retrieval
 from tools.rules import Rules
@@ -19,6 +20,7 @@ Factory = Callable[[Any, tuple[str, ...]], Tool]
 
 FACTORIES: Mapping[str, Factory] = MappingProxyType({
     "text_classifier": TextClassifier,
+    "image_classifier": ImageClassifier,
     "retrieval": Retrieval,
     "rules": Rules,
     "random": RandomVoter,

@@ -1,0 +1,102 @@
+"""Image decoding under limits, EXIF metadata, thumbnails, and the learned image classifier."""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import struct
+import zlib
+
+import numpy as np
+import pytest
+from PIL import Image
+
+from policies import InputError
+from policies.model import ImageClassifierSpec
+from tools.base import Batch, Item, ToolContext, TrainingSet
+from tools.image_classifier import ImageClassifier
+from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail
+
+
+def png_bytes(image: Image.Image, **save: object) -> bytes:
+    out = io.BytesIO()
+    image.save(out, format=save.pop("format", "PNG"), **save)  # type: ignore[arg-type]
+    return out.getvalue()
+
+
+def png_claiming(width: int, height: int) -> bytes:
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return struct.pack(">I", len(data)) + kind + data + struct.pack(">I", zlib.crc32(kind + data))
+
+    ihdr = struct.pack(">IIBBBBB", width, height, 8, 0, 0, 0, 0)
+    idat = zlib.compress(b"\0" * 2000)
+    return b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", ihdr) + chunk(b"IDAT", idat) + chunk(b"IEND", b"")
+
+
+def test_bomb_png_is_refused_before_decoding() -> None:
+    data = png_claiming(20_000, 20_000)
+    assert len(data) < 1024
+    with pytest.raises(InputError, match=r"too many pixels|20000 x 20000 pixels"):
+        decode_image(data)
+    with pytest.raises(InputError, match=r"claims 300 x 300 pixels; the limit is 1000"):
+        decode_image(png_claiming(300, 300), ImageLimits(max_pixels=1000))
+
+
+def test_truncated_jpeg_text_file_and_empty_input_are_refused() -> None:
+    jpeg = png_bytes(Image.new("RGB", (64, 64), "red"), format="JPEG")
+    with pytest.raises(InputError, match="truncated or corrupt"):
+        decode_image(jpeg[: len(jpeg) // 2])
+    with pytest.raises(InputError, match="not an image"):
+        decode_image(b"just some text pretending to be a .png\n")
+    with pytest.raises(InputError, match="empty"):
+        decode_image(b"")
+    with pytest.raises(InputError, match="not one of the allowed formats"):
+        decode_image(jpeg, ImageLimits(formats=("PNG",)))
+    with pytest.raises(InputError, match="bytes; the limit is 10"):
+        decode_image(jpeg, ImageLimits(max_bytes=10))
+
+
+def test_exif_orientation_time_and_gps() -> None:
+    image = Image.new("L", (40, 20), 0)
+    exif = Image.Exif()
+    exif[0x0112] = 6  # rotate 90 degrees clockwise to display
+    exif.get_ifd(0x8769)[0x9003] = "2021:08:29 16:55:00"  # DateTimeOriginal
+    gps = exif.get_ifd(0x8825)
+    gps[1], gps[2], gps[3], gps[4] = "N", (29.0, 9.0, 0.0), "W", (90.0, 6.0, 0.0)
+    decoded = decode_image(png_bytes(image, format="JPEG", exif=exif))
+    assert decoded.size == (20, 40)
+    meta = exif_metadata(decoded)
+    assert meta["time"] == "2021-08-29T16:55:00"
+    assert meta["lat"] == pytest.approx(29.15) and meta["lon"] == pytest.approx(-90.1)
+
+
+def test_thumbnail_keeps_aspect_ratio() -> None:
+    thumb = Image.open(io.BytesIO(thumbnail(decode_image(png_bytes(Image.new("RGB", (1000, 500)))))))
+    assert thumb.size == (256, 128) and thumb.format == "PNG"
+
+
+def digits() -> tuple[list[Item], np.ndarray]:
+    from sklearn.datasets import load_digits
+
+    data = load_digits()
+    items = [Item(f"d{i}", image=png_bytes(Image.fromarray((img * 16).clip(0, 255).astype(np.uint8))))
+             for i, img in enumerate(data.images)]
+    return items, data.target
+
+
+def test_image_classifier_learns_digits_and_abstains_on_bad_images() -> None:
+    items, y = digits()
+    labels = tuple(str(d) for d in range(10))
+    tool = ImageClassifier(ImageClassifierSpec(name="img"), labels)
+    ctx = ToolContext(labels)
+    assert asyncio.run(tool.predict(Batch(items[:3]), ctx)).abstain.all()  # untrained
+    train, test = slice(0, 1200), slice(1200, None)
+    info = tool.fit(TrainingSet(Batch(items[train]), y[train], labels))
+    assert info.version == "img-v1" and info.trained_on == 1200
+    bad = [Item("bad", image=b"not an image"), Item("none")]
+    votes = asyncio.run(tool.predict(Batch(items[test] + bad), ctx))
+    accuracy = (votes.probs[:-2].argmax(axis=1) == y[test]).mean()
+    assert accuracy > 0.93
+    assert votes.abstain[-2:].all() and not votes.abstain[:-2].any()
+    assert "not an image" in votes.evidence[-2] and "empty" in votes.evidence[-1]
+    assert tool.fork().version == "img-v0"

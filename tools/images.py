@@ -1,0 +1,102 @@
+"""Decoding untrusted image bytes with Pillow under limits, EXIF metadata, thumbnails.
+
+:func:`decode_image` refuses, with an :class:`InputError` that says why: empty input, more bytes than
+``max_bytes``, anything that is not an image of an allowed format, more pixels than ``max_pixels``
+(checked from the header, before any pixel is decoded: a 1 KB PNG claiming 20,000 x 20,000 pixels
+costs nothing), and truncated or corrupt files. It applies the EXIF orientation. :func:`exif_metadata`
+turns EXIF ``DateTimeOriginal`` and GPS into item metadata (``time``, ``lat``, ``lon``), so a photo can
+go to the weather tool.
+"""
+
+from __future__ import annotations
+
+import io
+import warnings
+from dataclasses import dataclass
+from typing import Any
+
+from PIL import ExifTags, Image, ImageOps, UnidentifiedImageError
+
+from policies.exceptions import InputError
+
+DEFAULT_FORMATS = ("PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF")
+DEFAULT_MAX_PIXELS = 40_000_000
+DEFAULT_MAX_BYTES = 20 * 2**20
+THUMBNAIL = (256, 256)
+
+
+@dataclass(frozen=True, slots=True)
+class ImageLimits:
+    max_pixels: int = DEFAULT_MAX_PIXELS
+    max_bytes: int = DEFAULT_MAX_BYTES
+    formats: tuple[str, ...] = DEFAULT_FORMATS
+
+
+def decode_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """A fully decoded, EXIF-oriented image, or :class:`InputError` naming the problem."""
+    if not data:
+        raise InputError("image is empty (0 bytes)")
+    if len(data) > limits.max_bytes:
+        raise InputError(f"image is {len(data)} bytes; the limit is {limits.max_bytes}")
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image = Image.open(io.BytesIO(data), formats=list(limits.formats))
+    except UnidentifiedImageError:
+        raise InputError(f"not an image, or not one of the allowed formats ({', '.join(limits.formats)})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"image claims too many pixels (limit {limits.max_pixels})") from None
+    except OSError as exc:
+        raise InputError(f"image data is truncated or corrupt ({exc})") from None
+    width, height = image.size
+    if width * height > limits.max_pixels:
+        raise InputError(f"image claims {width} x {height} pixels; the limit is {limits.max_pixels} pixels "
+                         "(possible decompression bomb)")
+    try:
+        image.load()
+    except OSError as exc:  # truncated or corrupt data
+        raise InputError(f"image data is truncated or corrupt ({exc})") from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
+        raise InputError(f"image claims too many pixels (limit {limits.max_pixels})") from None
+    exif = image.getexif()
+    oriented = ImageOps.exif_transpose(image) or image
+    if oriented is not image:
+        oriented.info["exif_source"] = exif
+    return oriented
+
+
+def exif_metadata(image: Image.Image) -> dict[str, Any]:
+    """``time`` (from DateTimeOriginal, ISO 8601), ``lat``/``lon`` (from GPS) when the image has them."""
+    exif = image.info.get("exif_source") or image.getexif()
+    out: dict[str, Any] = {}
+    try:
+        sub = exif.get_ifd(ExifTags.IFD.Exif)
+        original = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
+        if isinstance(original, str) and len(original) >= 19:
+            out["time"] = original[:10].replace(":", "-") + "T" + original[11:19]
+        gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
+        lat = _degrees(gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), "S")
+        lon = _degrees(gps.get(ExifTags.GPS.GPSLongitude), gps.get(ExifTags.GPS.GPSLongitudeRef), "W")
+        if lat is not None and lon is not None and -90 <= lat <= 90 and -180 <= lon <= 180:
+            out["lat"], out["lon"] = round(lat, 6), round(lon, 6)
+    except (KeyError, TypeError, ValueError, ZeroDivisionError):
+        pass
+    return out
+
+
+def _degrees(dms: Any, ref: Any, negative: str) -> float | None:
+    if not dms or len(dms) != 3:
+        return None
+    value = float(dms[0]) + float(dms[1]) / 60 + float(dms[2]) / 3600
+    return -value if isinstance(ref, str) and ref.upper().startswith(negative) else value
+
+
+def thumbnail(image: Image.Image, size: tuple[int, int] = THUMBNAIL) -> bytes:
+    """A PNG thumbnail for reviewers (aspect ratio kept)."""
+    thumb = image.copy()
+    thumb.thumbnail(size)
+    if thumb.mode not in ("RGB", "RGBA", "L", "LA"):
+        thumb = thumb.convert("RGBA")
+    out = io.BytesIO()
+    thumb.save(out, format="PNG")
+    return out.getvalue()
