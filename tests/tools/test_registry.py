@@ -47,7 +47,7 @@ def test_every_policy_kind_has_a_factory_and_the_mapping_is_read_only() -> None:
 
 def test_unknown_kind_is_a_tool_error_naming_it() -> None:
     spec = SimpleNamespace(kind="weather_api", name="wx", enabled=True)
-    with pytest.raises(ToolError, match=r"tool 'wx': unknown tool kind 'weather_api' \(known kinds: image_classifier, random, "):
+    with pytest.raises(ToolError, match=r"tool 'wx': unknown tool kind 'weather_api' \(known kinds: image_"):
         build_tool(spec, ("ham", "spam"))
     with pytest.raises(ToolError, match="unknown tool kind"):
         build_tools(policy(), factories={"rules": Rules})  # a mapping without the classifier
