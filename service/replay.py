@@ -103,6 +103,7 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
     auto = [(k, lab) for k, (action, lab) in decisions.items() if action == "accept"]
     auto_ok = sum(1 for k, lab in auto if lab == truth[k])
     final_ok = auto_ok + sum(1 for k, lab in human.items() if lab == truth[k])
+    agent_ok = sum(1 for k, (_, lab) in decisions.items() if lab == truth[k])
     lo, hi = cp_interval(auto_ok, len(auto))
     audits = sum(1 for action, _ in decisions.values() if action == "audit")
     n = len(truth)
@@ -117,6 +118,9 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
         "auto_precision": round(auto_ok / len(auto), 4) if auto else None,
         "auto_precision_ci": [round(lo, 4), round(hi, 4)],
         "overall_accuracy": round(final_ok / n, 4) if n else None,
+        # The agent's own label on every item (its suggestion where a human decided): how good the agent
+        # is, independent of how much it delegated.
+        "agent_accuracy": round(agent_ok / n, 4) if n else None,
         "target_precision": policy.target_precision,
         "unlabeled": n - len(auto) - len(human),
         "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
