@@ -2,12 +2,16 @@
 
 from __future__ import annotations
 
+import hashlib
+import json
 from collections import Counter
 from collections.abc import Sequence
 
+from policies import ConflictError, InputError
 from service.feedback import FeedbackSink
 from service.ops import tell
 from service.schemas.items import (
+    IngestRequest,
     IngestResponse,
     ItemIn,
     ItemStatusOut,
@@ -22,8 +26,38 @@ CLIENT_STATUS = {"pending": "pending", "leased": "pending", "labeled": "labeled"
                  "failed": "failed"}
 
 
+def check_text_lengths(items: Sequence[ItemIn], limit: int) -> None:
+    for i, it in enumerate(items):
+        if it.data.text is not None and len(it.data.text) > limit:
+            raise InputError(f"items[{i}].data.text has {len(it.data.text)} characters; at most {limit} are accepted")
+
+
+def ingest_once(*, store: SqlStore, feedback: FeedbackSink, project: str, body: IngestRequest,
+                key: str) -> IngestResponse:
+    """Ingest under an ``Idempotency-Key`` (reserved before anything is stored): the first answer is stored and
+    returned to every retry with the same body; the same key with another body, or while the first request still
+    runs, is a ConflictError that says which."""
+    digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
+    stored = store.reserve_idempotent(project, key, digest)
+    if stored is None:  # ours: run it and keep the answer
+        try:
+            answer = ingest_items(store=store, feedback=feedback, project=project, items=body.items)
+        except BaseException:
+            store.drop_idempotent(project, key)
+            raise
+        store.finish_idempotent(project, key, 200, answer.model_dump(mode="json"))
+        return answer
+    if stored[0] != digest:
+        raise ConflictError(f"Idempotency-Key {key!r} was already used with a different request body; "
+                            "send a new key for a new request")
+    if stored[1] == 0:
+        raise ConflictError(f"a request with Idempotency-Key {key!r} is still running; retry shortly for its answer")
+    return IngestResponse.model_validate(stored[2])
+
+
 def ingest_items(*, store: SqlStore, feedback: FeedbackSink, project: str, items: Sequence[ItemIn]) -> IngestResponse:
     """Store new items (idempotent by external id); says which were stored now and which were there already."""
+    check_text_lengths(items, store.settings.max_text_chars)
     batch = [Item(key=it.external_id, text=it.data.text, metadata=dict(it.data.metadata)) for it in items]
     labels = [it.label for it in items]
     result = store.ingest(project, batch, labels=labels if any(lab is not None for lab in labels) else None)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Path
+from fastapi import APIRouter, Header, Path
 from pydantic import AfterValidator
 
 from service.deps import INGEST, OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
@@ -15,15 +15,25 @@ from service.schemas.items import IngestRequest, IngestResponse, ItemStatusOut, 
 
 router = APIRouter(prefix="/projects/{project}/items", tags=["items"])
 
+IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128,
+                                                    pattern=r"^[\x21-\x7e]+$",
+                                                    description="Any printable ASCII key; a retry with the same key "
+                                                                "and body returns the first answer.")]
+
 ExternalIdPath = Annotated[str, Path(min_length=1, max_length=256, description="The client's external id."),
                           AfterValidator(no_nul)]
 
 
 @router.post("", dependencies=allow(*INGEST),
              response_model=IngestResponse, summary="Ingest a batch of items (idempotent by external_id)",
-             responses=error_docs(404, 422))
-def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback: FeedbackDep) -> IngestResponse:
-    return ops.ingest_items(store=store, feedback=feedback, project=project, items=body.items)
+             responses=error_docs(404, 409, 422))
+def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback: FeedbackDep,
+           idempotency_key: IdempotencyKeyHeader = None) -> IngestResponse:
+    """With an `Idempotency-Key`, a repeated call returns the first call's answer; the same key with a different
+    body is a 409."""
+    if idempotency_key is None:
+        return ops.ingest_items(store=store, feedback=feedback, project=project, items=body.items)
+    return ops.ingest_once(store=store, feedback=feedback, project=project, body=body, key=idempotency_key)
 
 
 @router.post("/requeue", dependencies=allow(*OPERATOR),

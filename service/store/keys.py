@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, func, insert, select, update
+from sqlalchemy import Table, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import InputError, NotFoundError
@@ -97,17 +97,32 @@ class KeysMixin(StoreBase):
                                .where(idem_t.c.project_id == pid, idem_t.c.key == key)).first()
         return None if row is None else (row[0], int(row[1]), dict(row[2]))
 
-    def put_idempotent(self, project: str, key: str, request_hash: str, status_code: int, response: dict[str, Any],
-                       *, now: datetime | None = None) -> tuple[str, int, dict[str, Any]]:
-        """Store the first answer for ``key``; returns what is stored (another caller's when it was first)."""
+    def reserve_idempotent(self, project: str, key: str, request_hash: str, *,
+                           now: datetime | None = None) -> tuple[str, int, dict[str, Any]] | None:
+        """Claim ``key`` for a request (status 0 until :meth:`finish_idempotent`): None when this caller got it,
+        else what is stored (status 0: another request with the key is still running)."""
         try:
             with write_tx(self.engine) as conn:
                 pid = self._project_id(conn, project)
-                conn.execute(insert(idem_t).values(project_id=pid, key=key, request_hash=request_hash,
-                                                   status_code=status_code, response=response, created_at=as_utc(now)))
+                conn.execute(insert(idem_t).values(project_id=pid, key=key, request_hash=request_hash, status_code=0,
+                                                   response={}, created_at=as_utc(now)))
         except IntegrityError:
             stored = self.get_idempotent(project, key)
-            if stored is None:  # pragma: no cover - a unique violation means the row exists
-                raise
+            if stored is None:  # the holder gave the key up meanwhile: try once more
+                return self.reserve_idempotent(project, key, request_hash, now=now)
             return stored
-        return request_hash, status_code, response
+        return None
+
+    def finish_idempotent(self, project: str, key: str, status_code: int, response: dict[str, Any]) -> None:
+        """Store the answer of the request that reserved ``key``."""
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            conn.execute(update(idem_t).where(idem_t.c.project_id == pid, idem_t.c.key == key)
+                         .values(status_code=status_code, response=response))
+
+    def drop_idempotent(self, project: str, key: str) -> None:
+        """Give ``key`` up (the request failed): a retry runs again."""
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            conn.execute(delete(idem_t).where(idem_t.c.project_id == pid, idem_t.c.key == key,
+                                              idem_t.c.status_code == 0))
