@@ -1,0 +1,47 @@
+"""Schemathesis against the app's OpenAPI schema with a valid operator key: zero 5xx responses and zero responses
+that violate the schema (bounded: a few examples per operation; the event stream, which never ends, is left out)."""
+
+from __future__ import annotations
+
+import tempfile
+from pathlib import Path
+
+import schemathesis
+from fastapi import FastAPI
+from hypothesis import HealthCheck, settings
+from schemathesis.checks import not_a_server_error
+from schemathesis.specs.openapi.checks import content_type_conformance, response_schema_conformance
+
+from service.app import create_app
+from service.db import create_all, make_engine
+from service.deps import get_tool_factory
+from service.settings import Settings
+from service.store import SqlStore
+from tests.factories import make_policy
+from tests.service.api.conftest import decide
+from tests.service.api.tools import keyword_tools
+
+
+def _build() -> tuple[FastAPI, str]:
+    """The app over a seeded SQLite file (built at import: schemathesis parametrizes from the schema at collection;
+    its lazy fixture loader does not work with this pytest)."""
+    engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='labelagent-st-')) / 'st.db'}")
+    create_all(engine)
+    store = SqlStore(engine, Settings(max_batch_items=50))
+    store.create_project("demo", make_policy("demo"))
+    decide(store, "demo", ["escalate", "accept", "audit"])
+    key = store.create_key(name="schemathesis", role="operator")[0]
+    app = create_app(store.settings.model_copy(update={"rate_limit_per_second": 0}), store=store)
+    app.dependency_overrides[get_tool_factory] = lambda: keyword_tools
+    return app, key
+
+
+APP, KEY = _build()
+schema = schemathesis.openapi.from_asgi("/openapi.json", APP).exclude(path_regex=r"/events$")
+
+
+@schema.parametrize()
+@settings(max_examples=8, deadline=None, suppress_health_check=list(HealthCheck))
+def test_api_conforms_to_its_schema(case) -> None:  # type: ignore[no-untyped-def]
+    case.call_and_validate(headers={"Authorization": f"Bearer {KEY}"},
+                           checks=[not_a_server_error, response_schema_conformance, content_type_conformance])
