@@ -62,6 +62,15 @@ class Settings(BaseSettings):
         description="Open-Meteo forecast endpoint used by weather tools whose spec names none.",
     )
 
+    fetch_allow_hosts: list[str] = Field(
+        default_factory=list,
+        description="host or host:port entries exempt from the private-address check of URL fetching (tests only; "
+                    "JSON list in the environment).",
+    )
+    fetch_max_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest body a URL fetch reads.")
+    fetch_timeout_seconds: float = Field(default=10.0, gt=0, description="Longest URL fetch, redirects included.")
+    fetch_max_redirects: int = Field(default=5, ge=0, description="Most redirects a URL fetch follows.")
+
 
 @lru_cache(maxsize=1)
 def get_settings() -> Settings:
