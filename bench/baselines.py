@@ -1,0 +1,132 @@
+"""Baseline labeling strategies for the quality benchmark: a bare loop over batches of the shuffled stream.
+
+No storage and no graph: the classifier's async ``predict`` and ``fit`` are called directly and an
+oracle answers every review from the dataset's labels. Retraining follows the learner's schedule
+(``agent.learner``: dense early, then every ``policy.retrain_every`` answers).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from agent.calibration import choose_threshold, cp_interval
+from agent.learner import EARLY_FRACTION, MIN_RETRAIN_STEP
+from policies import Policy
+from service.datasets import LabeledItem
+from tools.base import Batch, ToolContext, TrainingSet
+from tools.registry import build_tools
+
+PRE_ANNOTATION_THRESHOLD = 0.9
+AUDIT_RATE = 0.05
+
+
+@dataclass(slots=True)
+class Outcome:
+    """What one strategy did on one stream."""
+
+    items: int = 0
+    reviews: int = 0
+    auto: int = 0
+    auto_ok: int = 0
+    fits: int = 0
+    extra: dict[str, float] = field(default_factory=dict)
+
+    def summary(self, target: float) -> dict[str, object]:
+        lo, hi = cp_interval(self.auto_ok, self.auto)
+        precision = self.auto_ok / self.auto if self.auto else None
+        return {
+            "items": self.items,
+            "human_reviews": self.reviews,
+            "human_review_rate": self.reviews / self.items if self.items else 0.0,
+            "auto_labeled": self.auto,
+            "auto_correct": self.auto_ok,
+            "auto_precision": precision,
+            "auto_precision_ci": [lo, hi],
+            # Human (oracle) labels are correct; auto labels are right or wrong.
+            "overall_accuracy": (self.reviews + self.auto_ok) / self.items if self.items else None,
+            "target_precision": target,
+            "target_held": None if precision is None else precision >= target,
+            "fits": self.fits,
+            **self.extra,
+        }
+
+
+def single_tool_policy(policy: Policy, kind: str) -> Policy:
+    """The policy with only its first enabled tool of ``kind`` (the one the baselines use)."""
+    spec = next(t for t in policy.tools if t.kind == kind and t.enabled)
+    return policy.model_copy(update={"tools": [spec]})
+
+
+def manual(stream: Sequence[LabeledItem], policy: Policy) -> dict[str, object]:
+    """Humans label everything."""
+    n = len(stream)
+    return Outcome(items=n, reviews=n).summary(policy.target_precision)
+
+
+def retrain_due(since: int, n_truth: int, retrain_every: int) -> bool:
+    return since >= min(retrain_every, max(MIN_RETRAIN_STEP, int(EARLY_FRACTION * n_truth)))
+
+
+async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: str, *, strategy: str,
+                          seed: int, batch_size: int = 256) -> dict[str, object]:
+    """``pre_annotation`` (fixed 0.9 threshold) or ``audit_calibrated`` (5% audits, Clopper-Pearson threshold)."""
+    (tool,) = build_tools(single_tool_policy(policy, kind))
+    labels = tuple(policy.labels)
+    index = {lab: i for i, lab in enumerate(labels)}
+    context = ToolContext(labels, np.random.default_rng(seed))
+    rng = np.random.default_rng(seed + 1000)
+    alpha, delta = 1.0 - policy.target_precision, 1.0 - policy.confidence
+    out = Outcome(items=len(stream))
+    truth_batches: list[Batch] = []
+    truth_y: list[int] = []
+    since = 0
+    cal_conf: list[float] = []
+    cal_ok: list[bool] = []
+    threshold: float | None = PRE_ANNOTATION_THRESHOLD if strategy == "pre_annotation" else None
+    certified_at: int | None = None
+    for start in range(0, len(stream), batch_size):
+        chunk = stream[start:start + batch_size]
+        batch = Batch([r.item for r in chunk])
+        prepare = getattr(tool, "prepare", None)
+        if prepare is not None:
+            prepare(batch)
+        votes = await tool.predict(batch, context)
+        conf = votes.probs.max(axis=1)
+        pred = votes.probs.argmax(axis=1)
+        gold = np.array([index[r.label] for r in chunk])
+        right = (pred == gold) & ~votes.abstain
+        audit = np.zeros(len(chunk), dtype=bool)
+        if strategy == "audit_calibrated":
+            audit = rng.random(len(chunk)) < AUDIT_RATE
+        auto = ~votes.abstain & ~audit & (conf >= threshold) if threshold is not None else np.zeros(len(chunk), bool)
+        reviewed = ~auto
+        out.auto += int(auto.sum())
+        out.auto_ok += int((auto & right).sum())
+        out.reviews += int(reviewed.sum())
+        rows = np.flatnonzero(reviewed)
+        if rows.size:
+            truth_batches.append(batch.subset(rows))
+            truth_y.extend(gold[rows].tolist())
+            since += int(rows.size)
+        if strategy == "audit_calibrated":
+            sampled = np.flatnonzero(audit & ~votes.abstain)
+            cal_conf.extend(conf[sampled].tolist())
+            cal_ok.extend(right[sampled].tolist())
+            window = policy.calibration_window
+            result = choose_threshold(cal_conf[-window:], cal_ok[-window:], alpha=alpha, delta=delta)
+            threshold = result.threshold
+            if threshold is not None and certified_at is None:
+                certified_at = start + len(chunk)
+        if retrain_due(since, len(truth_y), policy.retrain_every):
+            truth = Batch.concat(truth_batches)
+            truth_batches = [truth]
+            tool.fit(TrainingSet(truth, np.asarray(truth_y, dtype=np.int64), labels))
+            out.fits += 1
+            since = 0
+    if strategy == "audit_calibrated":
+        out.extra["certified_after_items"] = float(certified_at) if certified_at is not None else float("nan")
+        out.extra["final_threshold"] = float(threshold) if threshold is not None else float("nan")
+    return out.summary(policy.target_precision)
