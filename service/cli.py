@@ -176,6 +176,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
     over = replay.add_argument_group("through a running service (--url)")
     over.add_argument("--url", help="replay through the HTTP API of a running service, e.g. http://127.0.0.1:8000")
+    over.add_argument("--api-key", help="an operator API key (default: $LABELAGENT_KEY)")
     over.add_argument("--project", help="project to create (default: <policy project>-replay-<random>)")
     over.add_argument("--reviewers", type=int, default=4, help="concurrent oracle reviewer clients")
     over.add_argument("--window", type=int, help="items in flight (default: one batch, like the in-process "

@@ -10,9 +10,16 @@ The stream is the in-process replay's (:func:`service.replay.shuffled`: same see
   reviews answered before the next arrives); a larger window streams;
 * oracle reviewers (``reviewers`` async clients, distinct names so overlap > 1 can be met) claim and submit
   through the review routes with the dataset's labels, until every item is labeled;
+* every request carries the operator API key (``--api-key``, else ``$LABELAGENT_KEY``); a 429 of the key's rate
+  limit is waited out as ``Retry-After`` says (counted in ``rate_limited``: a server started with
+  ``LABELAGENT_RATE_LIMIT_PER_SECOND=0`` measures the service rather than the limit);
 * progress is read from ``GET /projects/{p}/metrics`` (items labeled or failed); the labels are read from the
   export (``GET /projects/{p}/labels``, once the project is quiet, so the cursor walk is exact) and scored
   against the dataset.
+
+Beyond the in-process keys: ``decided_seconds`` (until the agent had decided every item, auto label or review
+task, as first seen by the progress polls: the agent's pace without the humans'), the oracle's review figures
+(submits, 409s, claim+submit latency), 429s waited out, and the realized precision from audits.
 
 What the API cannot give: the aggregator's tool weights and fit metrics, and the number of retrains (workers
 keep them in memory); those keys are ``None`` and listed under ``unavailable``. Tool calls are counted from each
@@ -25,6 +32,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import secrets
 import time
 from collections import Counter
@@ -61,6 +69,7 @@ class HttpReplayConfig:
     timeout: float = 600.0  # seconds for the whole stream to be labeled
     evidence: bool = True  # count tool calls from each item's evidence
     poll_seconds: float = 0.05  # progress polling while waiting
+    api_key: str | None = None  # an operator key (creates the project, reads metrics, reviews)
 
 
 @dataclass(slots=True)
@@ -69,6 +78,7 @@ class OracleStats:
     submits: int = 0
     conflicts: int = 0  # submits refused with 409 (a lease lost): the task comes back to someone
     latencies: list[float] = field(default_factory=list)  # claim + submit seconds per answered task
+    rate_limited: int = 0  # 429 answers waited out (any client of the replay)
 
 
 def replay_project_name(policy: Policy) -> str:
@@ -88,7 +98,13 @@ def _error_text(response: httpx.Response) -> str:
 def _check(response: httpx.Response, what: str) -> httpx.Response:
     if response.is_success:
         return response
-    raise ReplayError(f"{what}: HTTP {response.status_code}: {_error_text(response)}")
+    hint = ""
+    if response.status_code == 401:
+        hint = (" -- pass an operator API key with --api-key or LABELAGENT_KEY (`labelagent serve` prints one on a "
+                "new database; `labelagent keys create --role operator` makes more)")
+    elif response.status_code == 403:
+        hint = " -- the replay creates a project and reads its metrics: it needs an operator key"
+    raise ReplayError(f"{what}: HTTP {response.status_code}: {_error_text(response)}{hint}")
 
 
 class HttpReplay:
@@ -106,14 +122,29 @@ class HttpReplay:
         self.oracle = OracleStats()
         self.done = asyncio.Event()
         self.settled = 0  # items labeled or failed, per the last metrics read
+        self.sent = 0  # items ingested
+        self.started = 0.0
+        self.decided_after: float | None = None  # seconds until the agent had decided every item (first seen)
         self.metrics: dict[str, Any] = {}
         self.deadline = 0.0
 
     # --- the service ------------------------------------------------------------------------------------------
 
+    async def send(self, method: str, url: str, **kwargs: Any) -> httpx.Response:
+        """One request; a 429 (the key's rate limit) is waited out as its Retry-After says, until the deadline."""
+        while True:
+            response = await self.client.request(method, url, **kwargs)
+            if response.status_code != 429:
+                return response
+            self.oracle.rate_limited += 1
+            wait = float(response.headers.get("Retry-After", "1") or 1)
+            if self.deadline and time.monotonic() + wait > self.deadline:
+                return response
+            await asyncio.sleep(wait)
+
     async def check_health(self) -> None:
         try:
-            response = await self.client.get("/health")
+            response = await self.send("GET", "/health")
         except httpx.HTTPError as exc:
             raise ReplayError(f"no labelagent service answers at {self.config.url}: {exc!r}") from None
         if response.status_code != 200:
@@ -122,20 +153,23 @@ class HttpReplay:
     async def create_project(self) -> None:
         data = self.policy.model_dump(mode="json")
         data.update(project=self.project, version=1)
-        response = await self.client.post("/projects", json={"name": self.project, "policy": data})
+        response = await self.send("POST", "/projects", json={"name": self.project, "policy": data})
         if response.status_code == 409:
             raise ReplayError(f"project {self.project!r} already exists on {self.config.url}; the replay needs a "
                               "fresh project: pass another --project (or none for a random name)")
         _check(response, f"creating project {self.project!r}")
 
     async def read_metrics(self) -> dict[str, Any]:
-        response = _check(await self.client.get(f"/projects/{self.project}/metrics"), "reading metrics")
+        response = _check(await self.send("GET", f"/projects/{self.project}/metrics"), "reading metrics")
         self.metrics = response.json()
         items = self.metrics["items"]
         settled = items.get("labeled", 0) + items.get("failed", 0)
         if self.on_batch is not None and settled > self.settled:
             self.on_batch(settled - self.settled)
         self.settled = settled
+        waiting = items.get("pending", 0) + items.get("leased", 0)
+        if self.decided_after is None and self.sent == len(self.stream) and waiting == 0:
+            self.decided_after = time.perf_counter() - self.started
         return self.metrics
 
     def _timeout(self, waiting_for: str) -> ReplayError:
@@ -143,7 +177,7 @@ class HttpReplay:
         items = m.get("items", {})
         queue = m.get("queue", {})
         return ReplayError(
-            f"timed out after {self.config.timeout:.0f}s waiting for {waiting_for} in project {self.project!r}: "
+            f"timed out after {self.config.timeout:g}s waiting for {waiting_for} in project {self.project!r}: "
             f"{items.get('labeled', 0)} labeled, {items.get('pending', 0) + items.get('leased', 0)} pending, "
             f"{items.get('in_review', 0)} in review, {items.get('failed', 0)} failed; review queue depth "
             f"{queue.get('depth', '?')}. Is a worker running against the service's database (`labelagent serve` "
@@ -155,7 +189,7 @@ class HttpReplay:
             if time.monotonic() > self.deadline:
                 raise self._timeout(waiting_for)
             await asyncio.sleep(delay)
-            delay = min(delay * 1.5, 0.5)
+            delay = min(delay * 1.5, 0.25)
 
     # --- the oracle reviewers -----------------------------------------------------------------------------------
 
@@ -164,7 +198,7 @@ class HttpReplay:
         claim_url = f"/projects/{self.project}/reviews/claim"
         while not self.done.is_set():
             started = time.perf_counter()
-            response = await self.client.post(claim_url, json={"reviewer": name})
+            response = await self.send("POST", claim_url, json={"reviewer": name})
             if response.status_code == 204:  # nothing for us now: back off, as a person would
                 try:
                     await asyncio.wait_for(self.done.wait(), idle)
@@ -178,7 +212,7 @@ class HttpReplay:
             if label is None or label not in task["labels"]:
                 raise ReplayError(f"review task {task['task_id']} is for item {key!r}, whose dataset label "
                                   f"{label!r} is not one of {task['labels']}")
-            submit = await self.client.post(f"/reviews/{task['task_id']}/submit",
+            submit = await self.send("POST", f"/reviews/{task['task_id']}/submit",
                                             json={"lease_token": task["lease_token"], "label": label})
             if submit.status_code == 409:
                 self.oracle.conflicts += 1
@@ -200,19 +234,20 @@ class HttpReplay:
                 await self.wait_settled(sent + len(chunk) - max(window, len(chunk)), "the previous batches")
             body = {"items": [{"external_id": r.item.key,
                                "data": {"text": r.item.text, "metadata": r.item.metadata}} for r in chunk]}
-            response = _check(await self.client.post(f"/projects/{self.project}/items", json=body),
+            response = _check(await self.send("POST", f"/projects/{self.project}/items", json=body),
                               f"ingesting items {start}..{start + len(chunk) - 1}")
             duplicates = response.json()["duplicates"]
             if duplicates:
                 raise ReplayError(f"the service already held {len(duplicates)} of the items (e.g. {duplicates[0]!r}); "
                                   "the replay needs a fresh project")
             sent += len(chunk)
+            self.sent = sent
 
     async def run(self) -> dict[str, Any]:
         await self.check_health()
         await self.create_project()
         reviewers = max(self.config.reviewers, self.policy.max_overlap, 1)
-        started = time.perf_counter()
+        self.started = started = time.perf_counter()
         self.deadline = time.monotonic() + self.config.timeout
         tasks = [asyncio.create_task(self.review(f"{ORACLE}-{i}"), name=f"{ORACLE}-{i}") for i in range(reviewers)]
         waiting = asyncio.create_task(self._ingest_and_wait())
@@ -242,7 +277,7 @@ class HttpReplay:
             params: dict[str, Any] = {"format": "jsonl", "limit": EXPORT_PAGE}
             if cursor:
                 params["cursor"] = cursor
-            response = _check(await self.client.get(f"/projects/{self.project}/labels", params=params),
+            response = _check(await self.send("GET", f"/projects/{self.project}/labels", params=params),
                               "exporting labels")
             lines = [line for line in response.text.splitlines() if line.strip()]
             for line in lines:
@@ -259,7 +294,7 @@ class HttpReplay:
 
         async def one(key: str) -> None:
             async with gate:
-                response = await self.client.get(f"/projects/{self.project}/items/{quote(key, safe='')}")
+                response = await self.send("GET", f"/projects/{self.project}/items/{quote(key, safe='')}")
             calls.update(v["tool"] for v in _check(response, f"reading item {key!r}").json()["evidence"])
 
         await asyncio.gather(*(one(key) for key in self.truth))
@@ -290,6 +325,7 @@ class HttpReplay:
             "unlabeled": n - len(final),
             "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
             "seconds": round(elapsed, 3),
+            "decided_seconds": None if self.decided_after is None else round(self.decided_after, 3),
             "tool_calls": tool_calls,
             "tool_weights": None,
             "aggregator": None,
@@ -305,6 +341,7 @@ class HttpReplay:
             "audit_precision": m.get("precision"),
             "review_submits": self.oracle.submits,
             "review_conflicts": self.oracle.conflicts,
+            "rate_limited": self.oracle.rate_limited,
             "review_latency_ms": {"p50": _percentile_ms(latencies, 0.50), "p99": _percentile_ms(latencies, 0.99)},
             "unavailable": list(UNAVAILABLE),
         }
@@ -323,7 +360,8 @@ async def run_http_replay(rows: Sequence[LabeledItem], policy: Policy, config: H
     if config.batch_size < 1:
         raise ReplayError("batch size must be at least 1")
     limits = httpx.Limits(max_connections=config.reviewers + EVIDENCE_CONCURRENCY + 4)
-    async with httpx.AsyncClient(base_url=config.url.rstrip("/"), timeout=60.0, limits=limits,
+    headers = {"X-API-Key": config.api_key} if config.api_key else {}
+    async with httpx.AsyncClient(base_url=config.url.rstrip("/"), timeout=60.0, limits=limits, headers=headers,
                                  transport=transport) as client:
         try:
             return await HttpReplay(client, rows, policy, config, on_batch).run()
@@ -336,5 +374,6 @@ def replay_over_http(args: argparse.Namespace, policy: Policy, rows: Sequence[La
     """``labelagent replay --url``: the CLI's arguments to a summary."""
     config = HttpReplayConfig(url=args.url, batch_size=args.batch_size, seed=args.seed, limit=args.limit,
                               project=args.project, reviewers=args.reviewers, window=args.window,
-                              timeout=args.timeout, evidence=not args.skip_evidence)
+                              timeout=args.timeout, evidence=not args.skip_evidence,
+                              api_key=args.api_key or os.environ.get("LABELAGENT_KEY") or None)
     return asyncio.run(run_http_replay(rows, policy, config, on_batch=on_batch))
