@@ -203,6 +203,11 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
     always = {labels.index(lab) for lab in policy.always_review}
     audit_draw = ctx.rng.random(n) < snap.audit_rate
     votes = _item_votes(state, ctx)
+    flagged: dict[int, str] = {}  # rows a tool marked for review (e.g. suspected prompt injection)
+    for call in state["calls"]:
+        if call.votes.review is not None:
+            for j in np.nonzero(call.votes.review)[0].tolist():
+                flagged.setdefault(int(call.rows[j]), ctx.tools[call.tool_index].name)
     decisions: list[Decision] = []
     reviewed: list[int] = []
     kinds: list[str] = []
@@ -211,7 +216,10 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
         label = labels[pred[i]] if any_vote[i] else None
         c = float(conf[i]) if any_vote[i] else 0.0
         cost = float(state["spent"][i])
-        if threshold is None:
+        if i in flagged:
+            d = Decision(item.key, "escalate", label, c, votes[i], f"flagged for review by {flagged[i]}", cost,
+                         "escalation", 1.0)
+        elif threshold is None:
             d = Decision(item.key, "escalate", label, c, votes[i], "cold start: not enough calibration yet",
                          cost, "cold_start", 1.5)
         elif not any_vote[i]:

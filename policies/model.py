@@ -152,11 +152,34 @@ class WeatherSpec(ToolSpecBase):
         return value
 
 
+# --- model voters ---------------------------------------------------------------------------------
+
+
+class LLMSpec(ToolSpecBase):
+    """A chat model picks one label; item text is passed as data; instruction-like items are escalated."""
+
+    kind: Literal["llm"] = "llm"
+    model: str | None = Field(default=None, description="Model name; default from settings (llm_model).")
+    base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint; default from settings.")
+    temperature: float = Field(default=0.0, ge=0.0, le=2.0)
+    strength: float = Field(default=0.8, gt=0.0, lt=1.0, description="Probability put on the label it names.")
+    examples_from: str | None = Field(default=None, description="A retrieval tool whose neighbours are few-shot "
+                                                                 "examples.")
+    examples: int = Field(default=5, ge=0, le=50, description="Most few-shot examples per item.")
+    max_chars: int = Field(default=4000, ge=10, description="Item and example text is cut to this length.")
+    timeout_seconds: float = Field(default=30.0, gt=0.0, le=600.0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    price_per_1k_input: float = Field(default=0.0, ge=0.0, description="Price of 1000 input tokens (evidence).")
+    price_per_1k_output: float = Field(default=0.0, ge=0.0, description="Price of 1000 output tokens (evidence).")
+
+
 ToolSpec = Annotated[
-    TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec,
+    TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec | LLMSpec,
     Field(discriminator="kind"),
 ]
-TOOL_KINDS: tuple[str, ...] = ("text_classifier", "image_classifier", "retrieval", "rules", "random", "weather")
+TOOL_KINDS: tuple[str, ...] = ("text_classifier", "image_classifier", "retrieval", "rules", "random", "weather",
+                               "llm")
 
 
 class PlannerSpec(_Strict):
@@ -256,6 +279,11 @@ class Policy(_Strict):
                         raise ValueError(
                             f"tools.{tool.name}: rule label {rule.label!r} is not in labels"
                         )
+        for tool in self.tools:
+            if isinstance(tool, LLMSpec) and tool.examples_from is not None and not any(
+                    t.name == tool.examples_from and isinstance(t, RetrievalSpec) for t in self.tools):
+                raise ValueError(f"tools.{tool.name}: examples_from {tool.examples_from!r} is not a retrieval tool "
+                                 "of this policy")
         if self.max_overlap < self.overlap:
             raise ValueError("max_overlap must be >= overlap")
         if not any(tool.enabled for tool in self.tools):

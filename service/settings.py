@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field
+from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 
@@ -61,6 +61,11 @@ class Settings(BaseSettings):
         default="https://api.open-meteo.com/v1/forecast",
         description="Open-Meteo forecast endpoint used by weather tools whose spec names none.",
     )
+
+    llm_base_url: str | None = Field(default=None, description="OpenAI-compatible endpoint of llm tools "
+                                                               "(e.g. http://localhost:11434/v1).")
+    llm_model: str | None = Field(default=None, description="Model name of llm tools whose spec names none.")
+    llm_api_key: SecretStr | None = Field(default=None, description="API key of the llm endpoint, if it needs one.")
 
     fetch_allow_hosts: list[str] = Field(
         default_factory=list,

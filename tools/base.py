@@ -133,11 +133,14 @@ class Votes:
     cost: np.ndarray
     evidence: list[str]
     model_version: str | None = None
+    review: np.ndarray | None = None  # per item: True = a human must review it, whatever the votes say
 
     def __post_init__(self) -> None:
         n = self.probs.shape[0]
         if self.abstain.shape != (n,) or self.cost.shape != (n,) or len(self.evidence) != n:
             raise ValueError(f"votes of {self.tool}: arrays are not aligned with {n} items")
+        if self.review is not None and self.review.shape != (n,):
+            raise ValueError(f"votes of {self.tool}: review flags are not aligned with {n} items")
 
     def __len__(self) -> int:
         return self.probs.shape[0]

@@ -10,6 +10,7 @@ from policies.exceptions import ToolError
 from policies.model import Policy
 from tools.base import Tool
 from tools.image_classifier import ImageClassifier
+from tools.llm import LLMTool
 from tools.random_voter import RandomVoter
 from tools.retrieval import Retrieval
 from tools.rules import Rules
@@ -25,6 +26,7 @@ FACTORIES: Mapping[str, Factory] = MappingProxyType({
     "rules": Rules,
     "random": RandomVoter,
     "weather": WeatherTool,
+    "llm": LLMTool,
 })
 
 
@@ -41,4 +43,11 @@ def build_tool(spec: Any, labels: Sequence[str], factories: Mapping[str, Factory
 def build_tools(policy: Policy, factories: Mapping[str, Factory] = FACTORIES) -> list[Tool]:
     """The policy's enabled tools, in policy order, each a fresh instance (models start untrained)."""
     labels = tuple(policy.labels)
-    return [build_tool(spec, labels, factories) for spec in policy.tools if spec.enabled]
+    specs = [spec for spec in policy.tools if spec.enabled]
+    tools = [build_tool(spec, labels, factories) for spec in specs]
+    by_name = {tool.name: tool for tool in tools}
+    for spec, tool in zip(specs, tools, strict=True):  # an llm tool's few-shot examples come from a retrieval tool
+        source = getattr(spec, "examples_from", None)
+        if source is not None and hasattr(tool, "retrieval"):
+            tool.retrieval = by_name.get(source)
+    return tools
