@@ -156,6 +156,7 @@ class Item(ItemBase, table=True):
     lease_token: str | None = Field(default=None, max_length=64)
     lease_expires_at: datetime | None = Field(default=None, sa_type=UTCDateTime)
     attempts: int = 0
+    error: str | None = Field(default=None, sa_type=Text)  # why the last run with this item failed
     seq: int = Field(default=0, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
@@ -172,6 +173,7 @@ class ItemPublic(ItemBase):
     lease_owner: str | None
     lease_expires_at: datetime | None
     attempts: int
+    error: str | None = None
     seq: int
     created_at: datetime
     updated_at: datetime

@@ -35,14 +35,21 @@ from service.feedback import AnswerFeed
 from service.heartbeat import LeaseHeartbeat
 from service.settings import Settings, get_settings
 from service.store import SqlStore
-from service.worker import ProjectWorker
-from tools.base import ModelInfo, Tool
+from service.worker import BatchOutcome, ProjectWorker
+from tools.base import Item, ModelInfo, Tool
 
 log = logging.getLogger("labelagent.runtime")
 
 ToolsFactory = Callable[[Policy], Sequence[Tool]]
 MIN_IDLE_SECONDS = 0.02
 MAX_ERROR_BACKOFF = 30.0
+ISOLATION_RUNS = 24  # runs spent after a failed batch to single out the items that fail (2·log2(batch) per item)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The reason kept on a failed item: the exception's type and message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
 def registry_tools(policy: Policy) -> Sequence[Tool]:
@@ -221,7 +228,10 @@ class WorkerRuntime:
         return worked
 
     async def _process(self, loop: ProjectLoop) -> int:
-        """Claim, run and record one batch; the lease is released if the run fails or is cancelled."""
+        """Claim, run and record one batch; the lease is released if the run fails or is cancelled. When the
+        batch fails, its items are run again in halves (:meth:`_isolate`) so one poison item does not fail
+        its neighbours: the items that still fail are given back with the reason (``failed`` after
+        ``max_attempts`` claims)."""
         assert self._heartbeat is not None
         try:
             token, items = loop.worker.claim()
@@ -234,7 +244,12 @@ class WorkerRuntime:
             return 0
         try:
             with self._heartbeat.hold(loop.project, token):
-                outcome = await loop.worker.run_claimed(token, items)
+                try:
+                    outcomes = [await loop.worker.run_claimed(token, items)]
+                except Exception as exc:
+                    log.warning("worker %s: a batch of %d items in %s failed (%s); isolating the items that fail",
+                                self.name, len(items), loop.project, describe_error(exc))
+                    outcomes = await self._isolate(loop, token, items, exc)
         except asyncio.CancelledError:
             self._release(loop.project, token)
             raise
@@ -245,15 +260,56 @@ class WorkerRuntime:
             self._release(loop.project, token)
             loop.failed()
             return 0
+        if not outcomes:  # nothing went through: maybe the tools or the database are down, so back off
+            loop.failed()
+            return 0
         loop.errors = 0
-        s, rec = self.stats, outcome.record
-        s.batches += 1
-        s.items += outcome.items
-        if rec is not None:
-            s.labeled += rec.labeled
-            s.queued += rec.queued
-            s.fenced += len(rec.fenced)
-        return outcome.items
+        s = self.stats
+        for outcome in outcomes:
+            rec = outcome.record
+            s.batches += 1
+            s.items += outcome.items
+            if rec is not None:
+                s.labeled += rec.labeled
+                s.queued += rec.queued
+                s.fenced += len(rec.fenced)
+        return sum(o.items for o in outcomes)
+
+    async def _isolate(self, loop: ProjectLoop, token: str, items: Sequence[Item], exc: Exception
+                       ) -> list[BatchOutcome]:
+        """Bisect a failed batch: run each half again (under the same lease), split the halves that fail, down to
+        single items, within ``ISOLATION_RUNS`` runs. The groups that still fail are released with their error.
+        Returns the outcomes of the runs that succeeded."""
+        self.stats.errors += 1
+        outcomes: list[BatchOutcome] = []
+        failing: list[tuple[Sequence[Item], str]] = []
+        stack: list[tuple[Sequence[Item], str]] = [(items, describe_error(exc))]
+        budget = ISOLATION_RUNS
+        while stack:
+            group, error = stack.pop()
+            if len(group) == 1 or budget <= 0:
+                failing.append((group, error))
+                continue
+            mid = len(group) // 2
+            for half in (group[mid:], group[:mid]):
+                if budget <= 0:
+                    failing.append((half, error))
+                    continue
+                budget -= 1
+                try:
+                    outcomes.append(await loop.worker.run_claimed(token, half))
+                except Exception as sub:
+                    stack.append((half, describe_error(sub)))
+        for group, error in failing:
+            keys = [it.key for it in group]
+            if len(group) == 1:
+                log.warning("worker %s: item %s of %s failed: %s", self.name, keys[0], loop.project, error)
+            try:
+                self.stats.released += self.store.release_lease(loop.project, token, keys=keys, error=error)
+            except Exception:  # the lease expires by itself
+                log.exception("worker %s: releasing %d items in %s failed", self.name, len(keys), loop.project)
+        self._release(loop.project, token)  # anything else still held (nothing, normally)
+        return outcomes
 
     def _release(self, project: str, token: str) -> None:
         try:

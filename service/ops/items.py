@@ -94,6 +94,7 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
         evidence=[] if hidden else [VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence,
                                             model_version=v.model_version) for v in view.votes],
         client_label=item.client_label,
+        error=item.error,
         created_at=item.created_at,
         updated_at=item.updated_at,
     )

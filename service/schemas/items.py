@@ -58,6 +58,8 @@ class ItemStatusOut(BaseModel):
     threshold: float | None = Field(description="The agent's confidence threshold when it decided.")
     evidence: list[VoteOut] = Field(description="Each tool's vote (hidden while an audit of the item is open).")
     client_label: str | None
+    error: str | None = Field(default=None, description="Why the agent failed on the item (set when a run with it "
+                              "failed; cleared when it is re-queued).")
     created_at: datetime
     updated_at: datetime
 

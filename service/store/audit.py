@@ -102,9 +102,9 @@ class AuditMixin(ProjectsMixin):
 
     def requeue_failed(self, project: str, *, keys: Sequence[str] | None, actor: str, now: datetime | None = None
                        ) -> list[str]:
-        """Failed items (all, or those of ``keys``) become pending again with their attempts reset."""
+        """Failed items (all, or those of ``keys``) become pending again with their attempts and error reset."""
         now = as_utc(now)
-        values = {"status": "pending", "attempts": 0, "lease_owner": None, "lease_token": None,
+        values = {"status": "pending", "attempts": 0, "error": None, "lease_owner": None, "lease_token": None,
                   "lease_expires_at": None, "updated_at": now}
         done: list[str] = []
         with write_tx(self.engine) as conn:

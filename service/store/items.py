@@ -27,6 +27,12 @@ from service.store.types import IngestResult
 from tools.base import Item as ToolItem
 
 _RELEASED = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+MAX_ERROR_CHARS = 2000
+
+
+def truncate_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
+    """``text`` cut to ``limit`` characters (marked with an ellipsis when cut)."""
+    return text if len(text) <= limit else text[: limit - 1] + "…"
 
 
 class ItemsMixin(StoreBase):
@@ -164,18 +170,28 @@ class ItemsMixin(StoreBase):
                 .values(lease_expires_at=expires, updated_at=now)
             ).rowcount
 
-    def release_lease(self, project: str, token: str, *, now: datetime | None = None) -> int:
-        """Give back every item still held under ``token`` (e.g. the run failed): they become pending again,
-        or ``failed`` once claimed ``max_attempts`` times (so a poison item cannot loop forever)."""
+    def release_lease(self, project: str, token: str, *, keys: Sequence[str] | None = None, error: str | None = None,
+                      now: datetime | None = None) -> int:
+        """Give back every item still held under ``token`` (or only those of ``keys``), e.g. the run failed: they
+        become pending again, or ``failed`` once claimed ``max_attempts`` times (so a poison item cannot loop
+        forever). ``error`` (why the run failed, truncated to ``MAX_ERROR_CHARS``) is kept on the items."""
         now = as_utc(now)
+        values: dict[str, Any] = {"updated_at": now, **_RELEASED}
+        if error is not None:
+            values["error"] = truncate_error(error)
+        total = 0
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            return conn.execute(
-                update(item_t).where(item_t.c.project_id == pid, item_t.c.lease_token == token,
-                                     item_t.c.status == "leased")
-                .values(status=case((item_t.c.attempts >= self.settings.max_attempts, "failed"), else_="pending"),
-                        updated_at=now, **_RELEASED)
-            ).rowcount
+            held = (item_t.c.project_id == pid) & (item_t.c.lease_token == token) & (item_t.c.status == "leased")
+            parts: list[Any] = [None] if keys is None else list(chunks(list(keys)))
+            for part in parts:
+                where = held if part is None else held & item_t.c.external_id.in_(part)
+                total += conn.execute(
+                    update(item_t).where(where)
+                    .values(status=case((item_t.c.attempts >= self.settings.max_attempts, "failed"),
+                                        else_="pending"), **values)
+                ).rowcount
+        return total
 
     def get_item(self, project: str, key: str) -> ItemPublic:
         with read_tx(self.engine) as conn:
