@@ -174,12 +174,32 @@ class LLMSpec(ToolSpecBase):
     price_per_1k_output: float = Field(default=0.0, ge=0.0, description="Price of 1000 output tokens (evidence).")
 
 
+class RemoteModelSpec(ToolSpecBase):
+    """A remote model as a voter: a Label Studio ML backend's /predict or a generic JSON endpoint."""
+
+    kind: Literal["remote_model"] = "remote_model"
+    url: str = Field(min_length=1, pattern=r"^https?://", description="The endpoint, e.g. http://ml:9090/predict.")
+    protocol: Literal["label_studio", "json"] = "label_studio"
+    text_key: str = Field(default="text", description="Task data key of the item text (Label Studio).")
+    label_config: str | None = Field(default=None, description="Label Studio labeling config sent with tasks.")
+    project: str | None = Field(default=None, description="Label Studio project id sent with tasks.")
+    strength: float = Field(default=0.8, gt=0.0, lt=1.0, description="Probability of a label given without score.")
+    max_batch: int = Field(default=64, ge=1, le=10_000, description="Items per request.")
+    timeout_seconds: float = Field(default=10.0, gt=0.0, le=600.0)
+    max_retries: int = Field(default=2, ge=0, le=10)
+    backoff_seconds: float = Field(default=0.2, ge=0.0, le=30.0)
+    max_concurrency: int = Field(default=4, ge=1, le=256)
+    breaker_failures: int = Field(default=5, ge=1)
+    breaker_reset_seconds: float = Field(default=30.0, ge=0.0)
+
+
 ToolSpec = Annotated[
-    TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec | LLMSpec,
+    TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec | LLMSpec
+    | RemoteModelSpec,
     Field(discriminator="kind"),
 ]
 TOOL_KINDS: tuple[str, ...] = ("text_classifier", "image_classifier", "retrieval", "rules", "random", "weather",
-                               "llm")
+                               "llm", "remote_model")
 
 
 class PlannerSpec(_Strict):

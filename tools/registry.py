@@ -12,6 +12,7 @@ from tools.base import Tool
 from tools.image_classifier import ImageClassifier
 from tools.llm import LLMTool
 from tools.random_voter import RandomVoter
+from tools.remote import RemoteModelTool
 from tools.retrieval import Retrieval
 from tools.rules import Rules
 from tools.text_classifier import TextClassifier
@@ -27,6 +28,7 @@ FACTORIES: Mapping[str, Factory] = MappingProxyType({
     "random": RandomVoter,
     "weather": WeatherTool,
     "llm": LLMTool,
+    "remote_model": RemoteModelTool,
 })
 
 
