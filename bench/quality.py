@@ -168,8 +168,18 @@ def render(done: dict[str, tuple[Dataset, float, int, dict[str, list[dict[str, A
         png = f"bench-quality-{name}.png"
         out += [f"### {name} ({n:,} items, policy `policies/examples/{ds.policy}`, target {target:.2f})", ""]
         out += table(results, target)
-        out += ["", f"![precision versus human reviews, {name}]({png}) ([plot]({png}))", ""]
+        out += ["", goals(results), "", f"![precision versus human reviews, {name}]({png}) ([plot]({png}))", ""]
     return "\n".join(out)
+
+
+def goals(results: dict[str, list[dict[str, Any]]]) -> str:
+    """The issue's goals for labelagent on this dataset: target held on every seed, <= half the reviews of audit."""
+    agent, audit = results["labelagent"], results["audit_calibrated"]
+    held = all(r["target_held"] for r in agent)
+    ratio = statistics.fmean(r["human_review_rate"] for r in agent) / max(
+        statistics.fmean(r["human_review_rate"] for r in audit), 1e-9)
+    return (f"Goals: labelagent met its precision target on every seed: {'yes' if held else 'no'}; its human reviews "
+            f"are {ratio:.2f}x those of audit-calibrated (goal <= 0.5: {'met' if ratio <= 0.5 else 'not met'}).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:

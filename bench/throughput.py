@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import os
 import pstats
 import statistics
 import time
@@ -117,6 +118,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         print(f"throughput: {path} is missing, skipped", flush=True)
         return 0
     rows = load_csv(path)
+    load_before = os.getloadavg()[0]
     replay_rates, bare_rates, ratios = [], [], []
     summary: dict[str, Any] = {}
     for seed in range(args.repeats):
@@ -135,6 +137,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     asyncio.run(labelagent(rows, POLICY, 0, None))
     profiler.disable()
     shares = attribute(pstats.Stats(profiler))
+    load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (above 2: other work ran)"
     total = sum(shares.values()) or 1.0
 
     def ms(values: list[float]) -> str:
@@ -144,7 +147,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     lines = [
         "## Throughput", "",
         f"Run {run_info()}; sms_spam ({len(rows):,} items), policy `policies/examples/sms_spam.yaml`, "
-        f"seeds 0-{args.repeats - 1}, replay and bare loop alternating (`python -m bench.throughput`).", "",
+        f"seeds 0-{args.repeats - 1}, replay and bare loop alternating (`python -m bench.throughput`); {load}.", "",
         "*replay*: `run_replay` in process on a temporary SQLite store with the oracle reviewer, end to end "
         "(setup included). *bare loop*: only the policy's text classifier on the same stream: `prepare` + "
         f"`predict` on the same {BATCH}-item batches, plus as many `fit` calls as the replay retrained, on "
