@@ -17,6 +17,7 @@ from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
 from pydantic.json_schema import models_json_schema
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from policies import (
     AgentError,
@@ -108,8 +109,21 @@ async def validation_error_handler(request: Request, exc: Exception) -> JSONResp
     return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
 
 
+_HTTP_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",
+               413: "too_large", 429: "rate_limited"}
+
+
+async def http_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    """Errors the framework raises itself (no route matches the path: 404; a method the route lacks: 405) in the
+    same body as every other error."""
+    assert isinstance(exc, StarletteHTTPException)
+    kind = _HTTP_KINDS.get(exc.status_code, "internal" if exc.status_code >= 500 else "http_error")
+    return error_response(exc.status_code, kind, str(exc.detail), dict(exc.headers) if exc.headers else None)
+
+
 def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RequestValidationError, validation_error_handler)
+    app.add_exception_handler(StarletteHTTPException, http_error_handler)
     app.add_exception_handler(LabelAgentError, labelagent_error_handler)
     app.add_exception_handler(Exception, unexpected_error_handler)
 
