@@ -179,7 +179,7 @@ def goals(results: dict[str, list[dict[str, Any]]]) -> str:
     ratio = statistics.fmean(r["human_review_rate"] for r in agent) / max(
         statistics.fmean(r["human_review_rate"] for r in audit), 1e-9)
     return (f"Goals: labelagent met its precision target on every seed: {'yes' if held else 'no'}; its human reviews "
-            f"are {ratio:.2f}x those of audit-calibrated (goal <= 0.5: {'met' if ratio <= 0.5 else 'not met'}).")
+            f"are {ratio:.3f}x those of audit-calibrated (goal <= 0.5: {'met' if ratio <= 0.5 else 'not met'}).")
 
 
 def main(argv: Sequence[str] | None = None) -> int:
