@@ -19,11 +19,14 @@ import socket
 import subprocess
 import sys
 import threading
+import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
 from typing import Any
 
 import uvicorn
+from sqlalchemy import Engine
+from sqlalchemy.exc import OperationalError
 
 from policies import example_policy
 from service.db import engine_from_settings
@@ -55,7 +58,7 @@ def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, sou
     """Run a worker (and a stream consumer when ``source`` is given) until a signal stops it."""
     engine = engine_from_settings(settings)
     try:
-        require_schema(engine)
+        _wait_for_database(engine)
         store = SqlStore(engine, settings)
         runtime = WorkerRuntime(store, settings, name=name or default_name(), projects=projects,
                                 tools_factory=tools_factory, batch_size=batch_size)
@@ -65,6 +68,23 @@ def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, sou
     finally:
         engine.dispose()
     return 0
+
+
+def _wait_for_database(engine: Engine, timeout: float = 120.0) -> None:
+    """Check the schema, retrying while the database cannot be reached (a worker started while PostgreSQL
+    restarts waits for it, as running workers do, instead of exiting)."""
+    deadline = time.monotonic() + timeout
+    delay = 0.2
+    while True:
+        try:
+            require_schema(engine)
+            return
+        except OperationalError as exc:
+            if time.monotonic() + delay > deadline:
+                raise
+            log.warning("database unreachable (%s); retrying in %.1fs", exc.orig, delay)
+            time.sleep(delay)
+            delay = min(delay * 2, 5.0)
 
 
 async def _worker_main(runtime: WorkerRuntime, store: SqlStore, settings: Settings, source: str | None) -> None:

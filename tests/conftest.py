@@ -74,7 +74,7 @@ def sqlite_engine(tmp_path) -> Iterator[Engine]:
 def postgres_engine() -> Iterator[Engine]:
     url = require_postgres()
     schema = f"t_{uuid.uuid4().hex[:16]}"
-    admin = create_engine(url, isolation_level="AUTOCOMMIT")
+    admin = create_engine(url, isolation_level="AUTOCOMMIT", pool_pre_ping=True)
     with admin.connect() as conn:
         conn.execute(text(f'CREATE SCHEMA "{schema}"'))
     scoped = make_url(url).update_query_dict({"options": f"-csearch_path={schema}"})
