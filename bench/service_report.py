@@ -1,0 +1,126 @@
+"""The figures and the Markdown section of the service benchmark (:mod:`bench.service`)."""
+
+from __future__ import annotations
+
+import math
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from bench import machine_info
+
+
+@dataclass
+class ReviewStats:
+    """Per answered task: the claim request's and the submit request's wall times (seconds), and their sum."""
+
+    claim: list[float] = field(default_factory=list)
+    submit: list[float] = field(default_factory=list)
+    pair: list[float] = field(default_factory=list)
+    answered: int = 0
+    conflicts: int = 0
+
+
+@dataclass(frozen=True)
+class Setup:
+    """The benchmark's parameters, as the report states them."""
+
+    warm_items: int
+    warm_window: int
+    ingest_call: int
+    oracle_reviewers: int
+    review_tasks: int
+    reviewers: int
+    think: tuple[float, float]
+    think_seconds: float
+
+
+def percentile(values: Sequence[float], q: float) -> float:
+    """The nearest-rank percentile (``q`` in 0..1); NaN for no values."""
+    ordered = sorted(values)
+    return ordered[max(0, min(len(ordered) - 1, math.ceil(q * len(ordered)) - 1))] if ordered else float("nan")
+
+
+def latency_figures(database: str, reviewers: int, think: tuple[float, float] | None, stats: ReviewStats,
+                    elapsed: float) -> dict[str, Any]:
+    ms = {"claim": stats.claim, "submit": stats.submit, "pair": stats.pair}
+    out: dict[str, Any] = {"database": database, "reviewers": reviewers, "think": think, "tasks": stats.answered,
+                           "conflicts": stats.conflicts, "answers_per_s": stats.answered / elapsed}
+    for name, values in ms.items():
+        out[f"{name}_p50"] = 1000 * percentile(values, 0.50)
+        out[f"{name}_p99"] = 1000 * percentile(values, 0.99)
+    return out
+
+
+def _mb(value: int | None) -> str:
+    return "n/a" if value is None else f"{value / 2**20:.0f} MB"
+
+
+def _load(think: tuple[float, float] | None) -> str:
+    return "closed loop, no think time" if think is None else f"think time {think[0]:g}-{think[1]:g} s"
+
+
+def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[str, Any]],
+           rss: dict[str, dict[str, int | None]], versions: list[str], checks: list[str], notes: list[str],
+           seconds: float) -> str:
+    s = setup
+    out = ["## Service", "",
+           f"{machine_info()}; {', '.join(versions)}. `python -m bench service` ({seconds:.0f} s in all). Everything "
+           "on 127.0.0.1 and on this machine's CPUs: `labelagent serve --no-worker` (the API, one uvicorn process), "
+           "`labelagent worker` processes, and the clients (httpx, in the benchmark's process). Data: the SMS Spam "
+           "Collection in a seeded shuffle, the `sms_spam` example policy. Per-key rate limits off and workers "
+           "polling every 0.1 s (`service.liveserver.FAST_ENV`); everything else at its defaults (claims of up to "
+           "256 items, database pools of 5 + 10).", ""]
+    out += ["### Ingest to labeled (HTTP)", "",
+            f"A warm project: the first {s.warm_items} items go through the cold start untimed ({s.warm_window} at a "
+            f"time, an oracle of {s.oracle_reviewers} reviewer clients answering from the dataset through the review "
+            "routes). The rest is split in two parts timed one after the other, with 1 worker process, then 2 (the "
+            "second loads the project's answers from the database before its part is sent). The clock starts at "
+            f"the first `POST /projects/{{p}}/items` ({s.ingest_call} items per call, back to back) and the "
+            "database is polled every 10 ms. **Decided**: no item of the part is pending or leased any more (each "
+            "is auto-labeled or queued for review: the agent's pace). **Labeled**: every item has its label, the "
+            "oracle having answered the escalations and audits meanwhile.", "",
+            "| database | workers | items | ingest calls (s) | decided (s) | **decided items/s** | labeled (s) "
+            "| **labeled items/s** | auto-labeled | human answers |",
+            "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in throughput:
+        out.append(f"| {r['database']} | {r['workers']} | {r['items']} | {r['ingest']:.2f} | {r['decided']:.2f} "
+                   f"| **{r['decided_rate']:.0f}** | {r['labeled']:.2f} | **{r['labeled_rate']:.0f}** "
+                   f"| {r['auto_rate']:.1%} | {r['human']} |")
+    out += ["", "### Review claim + submit latency (HTTP)", "",
+            f"{s.review_tasks} review tasks queued by the worker (a policy that never auto-labels); "
+            f"{s.reviewers} concurrent reviewer clients, one API key each. First with a think time (each answer "
+            f"sent {s.think[0]:g} to {s.think[1]:g} s after its claim, uniformly; for {s.think_seconds:g} s), then "
+            "closed loop (each client claims again as soon as its answer is in, until the queue is empty: the "
+            "API's saturation). Latency = the claim request's wall time plus the submit request's, on the client "
+            "(think time excluded). The worker keeps learning from the answers meanwhile, as in production.", "",
+            "| database | reviewers | load | tasks | answers/s | claim p50 / p99 (ms) | submit p50 / p99 (ms) "
+            "| **claim+submit p50 / p99 (ms)** | 409s |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+    for r in latency:
+        out.append(f"| {r['database']} | {r['reviewers']} | {_load(r['think'])} | {r['tasks']} "
+                   f"| {r['answers_per_s']:.0f} | {r['claim_p50']:.1f} / {r['claim_p99']:.1f} "
+                   f"| {r['submit_p50']:.1f} / {r['submit_p99']:.1f} | **{r['pair_p50']:.1f} / {r['pair_p99']:.1f}** "
+                   f"| {r['conflicts']} |")
+    out += ["", "### Peak memory (RSS)", "",
+            "`VmHWM` of each process just before it was stopped (the API after every phase; worker 2 after the "
+            "throughput phase).", "",
+            "| database | API process | worker 1 | worker 2 |", "|---|---:|---:|---:|"]
+    for name, values in rss.items():
+        out.append(f"| {name} | {_mb(values.get('api'))} | {_mb(values.get('worker 1'))} "
+                   f"| {_mb(values.get('worker 2'))} |")
+    out += ["", "### Goals and checks", ""]
+    sqlite = [r for r in throughput if r["database"] == "SQLite"]
+    if sqlite:
+        decided = max(r["decided_rate"] for r in sqlite)
+        labeled = max(r["labeled_rate"] for r in sqlite)
+        out.append(f"- >= 1,000 items/s ingest-to-labeled on SQLite: best {decided:.0f} items/s decided by the agent, "
+                   f"{labeled:.0f} items/s labeled with the oracle's answers ("
+                   f"{'met' if labeled >= 1000 else 'met by the agent alone' if decided >= 1000 else 'NOT met'}).")
+    for r in latency:
+        if r["database"] == "PostgreSQL":
+            out.append(f"- claim+submit p99 <= 50 ms on PostgreSQL, {r['reviewers']} reviewers, {_load(r['think'])}: "
+                       f"{r['pair_p99']:.1f} ms ({'met' if r['pair_p99'] <= 50 else 'NOT met'}).")
+    out += [f"- {c}" for c in checks]
+    out += [f"- {n}" for n in notes]
+    return "\n".join(out) + "\n"

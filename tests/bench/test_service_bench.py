@@ -1,0 +1,67 @@
+"""The service benchmark's bookkeeping (not its measurements): percentiles, the report, its section of the file,
+and the ``python -m bench`` dispatcher."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from bench import write_section
+from bench.__main__ import main as bench_main
+from bench.service_report import ReviewStats, Setup, latency_figures, percentile, render
+
+SETUP = Setup(warm_items=1000, warm_window=100, ingest_call=1000, oracle_reviewers=4, review_tasks=1500,
+              reviewers=50, think=(1.0, 3.0), think_seconds=20.0)
+
+
+def test_percentile_is_the_nearest_rank() -> None:
+    values = [float(v) for v in range(1, 101)]
+    assert percentile(values, 0.5) == 50.0 and percentile(values, 0.99) == 99.0 and percentile(values, 1.0) == 100.0
+    assert percentile([3.0], 0.99) == 3.0
+    assert percentile([], 0.5) != percentile([], 0.5)  # NaN
+
+
+def test_latency_figures_in_milliseconds() -> None:
+    stats = ReviewStats(claim=[0.010, 0.020], submit=[0.005, 0.015], pair=[0.015, 0.035], answered=2)
+    out = latency_figures("PostgreSQL", 50, None, stats, elapsed=0.5)
+    assert out["answers_per_s"] == 4.0 and out["tasks"] == 2
+    assert out["claim_p50"] == pytest.approx(10.0) and out["pair_p99"] == pytest.approx(35.0)
+
+
+def _throughput(database: str, decided: float, labeled: float) -> dict:
+    return {"database": database, "workers": 1, "items": 2000, "ingest": 0.5, "decided": 2000 / decided,
+            "labeled": 2000 / labeled, "decided_rate": decided, "labeled_rate": labeled, "auto_rate": 0.95,
+            "human": 100}
+
+
+def test_report_states_the_goals_honestly() -> None:
+    stats = ReviewStats(claim=[0.02] * 10, submit=[0.02] * 10, pair=[0.04] * 9 + [0.08], answered=10)
+    body = render(SETUP, [_throughput("SQLite", 1500.0, 900.0), _throughput("PostgreSQL", 700.0, 400.0)],
+                  [latency_figures("PostgreSQL", 50, (1.0, 3.0), stats, 1.0)],
+                  {"SQLite": {"api": 200 * 2**20, "worker 1": None}}, ["SQLite 3.40.1"], ["a check"], ["a note"], 12.0)
+    assert body.startswith("## Service\n")
+    assert "| SQLite | 1 | 2000 | 0.50 | 1.33 | **1500** | 2.22 | **900** | 95.0% | 100 |" in body
+    assert "best 1500 items/s decided by the agent, 900 items/s labeled with the oracle's answers (met by the agent " \
+           "alone)" in body
+    assert "think time 1-3 s: 80.0 ms (NOT met)" in body
+    assert "| SQLite | 200 MB | n/a | n/a |" in body
+    assert "- a check" in body and "- a note" in body
+
+
+def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
+    path = tmp_path / "BENCHMARKS.md"
+    path.write_text("# Benchmarks\n\n<!-- bench:quality -->\nquality v1\n<!-- /bench:quality -->\n\ntail\n")
+    write_section("service", "## Service\nv1\n", path)
+    write_section("service", "## Service\nv2\n", path)
+    text = path.read_text()
+    assert text.count("<!-- bench:service -->") == 1 and "v1" not in text.split("quality v1")[1]
+    assert "## Service\nv2\n<!-- /bench:service -->" in text
+    assert text.startswith("# Benchmarks\n\n<!-- bench:quality -->\nquality v1\n<!-- /bench:quality -->\n\ntail")
+
+
+def test_bench_dispatcher_refuses_an_unknown_module(capsys: pytest.CaptureFixture[str]) -> None:
+    assert bench_main(["nope"]) == 2
+    assert "unknown module 'nope'" in capsys.readouterr().err
+    assert bench_main(["--help"]) == 0
+    assert "service" in capsys.readouterr().out
