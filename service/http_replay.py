@@ -17,9 +17,11 @@ The stream is the in-process replay's (:func:`service.replay.shuffled`: same see
   export (``GET /projects/{p}/labels``, once the project is quiet, so the cursor walk is exact) and scored
   against the dataset.
 
-Beyond the in-process keys: ``decided_seconds`` (until the agent had decided every item, auto label or review
-task, as first seen by the progress polls: the agent's pace without the humans'), the oracle's review figures
-(submits, 409s, claim+submit latency), 429s waited out, and the realized precision from audits.
+``agent_accuracy`` (the agent's own label on every item) takes the agent's suggestions from the operators' queue
+listing (``GET /projects/{p}/reviews``), where audits show theirs too. Beyond the in-process keys:
+``decided_seconds`` (until the agent had decided every item, auto label or review task, as first seen by the
+progress polls: the agent's pace without the humans'), the oracle's review figures (submits, 409s, claim+submit
+latency), 429s waited out, and the realized precision from audits.
 
 What the API cannot give: the aggregator's tool weights and fit metrics, and the number of retrains (workers
 keep them in memory); those keys are ``None`` and listed under ``unavailable``. Tool calls are counted from each
@@ -262,8 +264,9 @@ class HttpReplay:
             await asyncio.gather(waiting, *tasks, return_exceptions=True)
         elapsed = time.perf_counter() - started
         labels = await self.export_labels()
+        suggestions = await self.read_suggestions()
         tool_calls = await self.count_tool_calls() if self.config.evidence else None
-        return self.summarize(labels, tool_calls, elapsed)
+        return self.summarize(labels, suggestions, tool_calls, elapsed)
 
     async def _ingest_and_wait(self) -> None:
         await self.ingest()
@@ -287,6 +290,20 @@ class HttpReplay:
             if "Link" not in response.headers or not lines:
                 return out
 
+    async def read_suggestions(self) -> dict[str, str | None]:
+        """external id -> the agent's label on each item it sent to review (the operators' queue listing shows it,
+        audits included)."""
+        out: dict[str, str | None] = {}
+        offset, page = 0, 500
+        while True:
+            response = _check(await self.send("GET", f"/projects/{self.project}/reviews",
+                                              params={"offset": offset, "limit": page}), "listing review tasks")
+            body = response.json()
+            out.update((t["external_id"], t["suggestion"]) for t in body["tasks"])
+            offset += len(body["tasks"])
+            if not body["tasks"] or offset >= body["total"]:
+                return out
+
     async def count_tool_calls(self) -> dict[str, int]:
         """Votes recorded per tool across the items (each item's evidence lists the tools that ran on it)."""
         calls: Counter[str] = Counter()
@@ -300,14 +317,15 @@ class HttpReplay:
         await asyncio.gather(*(one(key) for key in self.truth))
         return dict(calls)
 
-    def summarize(self, labels: dict[str, list[dict[str, Any]]], tool_calls: dict[str, int] | None,
-                  elapsed: float) -> dict[str, Any]:
+    def summarize(self, labels: dict[str, list[dict[str, Any]]], suggestions: dict[str, str | None],
+                  tool_calls: dict[str, int] | None, elapsed: float) -> dict[str, Any]:
         truth, n = self.truth, len(self.truth)
         final = {key: max(recs, key=lambda r: r["label_id"]) for key, recs in labels.items() if key in truth}
         auto = [(k, r["label"]) for k, r in final.items() if r["source"] == "agent"]
         human = [(k, r["label"]) for k, r in final.items() if r["source"] == "human"]
         auto_ok = sum(1 for k, lab in auto if lab == truth[k])
         final_ok = auto_ok + sum(1 for k, lab in human if lab == truth[k])
+        agent_ok = auto_ok + sum(1 for k, lab in suggestions.items() if k in truth and lab == truth[k])
         lo, hi = cp_interval(auto_ok, len(auto))
         m = self.metrics
         versions = {v["tool"]: v["version"] for v in m.get("model_versions", [])}
@@ -321,6 +339,7 @@ class HttpReplay:
             "auto_precision": round(auto_ok / len(auto), 4) if auto else None,
             "auto_precision_ci": [round(lo, 4), round(hi, 4)],
             "overall_accuracy": round(final_ok / n, 4) if n else None,
+            "agent_accuracy": round(agent_ok / n, 4) if n else None,
             "target_precision": self.policy.target_precision,
             "unlabeled": n - len(final),
             "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
