@@ -110,13 +110,19 @@ class LearningMixin(StoreBase):
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             for part in chunks(list(keys)):
-                query = (select(item_t.c.external_id, vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost,
-                                vote_t.c.evidence).join(item_t, item_t.c.id == vote_t.c.item_id)
-                         .where(vote_t.c.project_id == pid, item_t.c.external_id.in_(part)).order_by(vote_t.c.id))
+                # Item ids first (the unique (project, external_id) index), then votes by item id (ix_vote_item):
+                # joining in one statement let PostgreSQL scan every vote of the project on each call.
+                ids = dict(conn.execute(select(item_t.c.id, item_t.c.external_id).where(
+                    item_t.c.project_id == pid, item_t.c.external_id.in_(part))).all())
+                if not ids:
+                    continue
+                query = (select(vote_t.c.item_id, vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost,
+                                vote_t.c.evidence)
+                         .where(vote_t.c.item_id.in_(list(ids))).order_by(vote_t.c.id))
                 if policy_version is not None:
                     query = query.where(vote_t.c.policy_version == policy_version)
-                for key, tool, dist, cost, evidence in conn.execute(query):
-                    out[key].append(Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence))
+                for item_id, tool, dist, cost, evidence in conn.execute(query):
+                    out[ids[item_id]].append(Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence))
         return dict(out)
 
     def count_labels(self, project: str) -> dict[str, int]:
