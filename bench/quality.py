@@ -10,17 +10,17 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import platform
 import statistics
 import tempfile
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
-from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
 from agent.calibration import cp_interval
+from bench import BENCHMARKS, ROOT, write_section
+from bench import machine_info as run_info
 from bench.baselines import classifier_loop, manual, single_tool_policy
 from bench.plot import precision_plot
 from policies import load_policy
@@ -30,9 +30,7 @@ from service.replay import ReplayConfig, run_replay, shuffled
 from service.store import SqlStore
 from tools.registry import build_tools
 
-ROOT = Path(__file__).resolve().parent.parent
 DOCS = ROOT / "docs"
-BENCHMARKS = DOCS / "BENCHMARKS.md"
 DEFAULT_DATA = Path(os.environ.get("LABELAGENT_DATA", ROOT.parent / "shared" / "data"))
 STRATEGIES = ("manual", "pre_annotation", "audit_calibrated", "labelagent")
 
@@ -53,26 +51,6 @@ DATASETS = (
 )
 NOT_INCLUDED = ("storms (needs the weather test server and is slow; its metadata-only policy has no classifier "
                 "the baselines could share)")
-
-
-def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
-    """Replace (or append) the text between ``<!-- bench:NAME -->`` and ``<!-- /bench:NAME -->``."""
-    start, end = f"<!-- bench:{name} -->", f"<!-- /bench:{name} -->"
-    text = path.read_text(encoding="utf-8") if path.exists() else "# Benchmarks\n"
-    block = f"{start}\n{body.rstrip()}\n{end}"
-    if start in text and end in text:
-        head, rest = text.split(start, 1)
-        _, tail = rest.split(end, 1)
-        text = head + block + tail
-    else:
-        text = text.rstrip() + "\n\n" + block + "\n"
-    path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(text, encoding="utf-8")
-
-
-def run_info() -> str:
-    return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
-            f"{platform.machine()} with {os.cpu_count()} CPUs, {platform.platform(terse=True)}")
 
 
 async def labelagent(stream_rows: Sequence[LabeledItem], policy_path: Path, seed: int,

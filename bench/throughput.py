@@ -22,8 +22,10 @@ from typing import Any
 
 import numpy as np
 
+from bench import ROOT, write_section
+from bench import machine_info as run_info
 from bench.baselines import single_tool_policy
-from bench.quality import DEFAULT_DATA, ROOT, labelagent, run_info, write_section
+from bench.quality import DEFAULT_DATA, labelagent
 from policies import load_policy
 from service.datasets import LabeledItem, load_csv
 from service.replay import shuffled
