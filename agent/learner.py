@@ -28,9 +28,6 @@ from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingS
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
-ESCALATION_MEMORY = 1000  # items over which the escalation share is averaged
-AUDIT_SHARE = 0.0  # audits per escalation while many items escalate (0: the floor only; measured in docs)
-AUDIT_CAP = 0.2
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
 CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
 RESCORE_FOLDS = 4
@@ -80,11 +77,9 @@ class Learner:
         self._iid_rows: list[int] = []
         self._iid_conf: list[float] = []
         self._iid_pred: list[int] = []
-        self.calibration: deque[CalibrationRecord] = deque(maxlen=policy.calibration_window)
         self._calibration_since = 0  # first i.i.d. position in use (moves forward on drift)
         self._audits: list[tuple[int, bool]] = []  # (i.i.d. position, correct) of audits of would-be auto labels
         self._seq = 0
-        self._escalated_share = 1.0  # recent share of items escalated (exponential moving average)
         self._since_retrain = 0
         self._rescored_at = 0
         self._fold_tools: dict[tuple[int, int], Learnable] = {}  # (fold, tool index) -> model without that fold
@@ -112,12 +107,6 @@ class Learner:
     def decided(self, key: str) -> bool:
         """Whether this learner holds the decision-time evidence of ``key`` (it sent it to review)."""
         return key in self._pending
-
-    def note_decisions(self, n_items: int, n_escalated: int) -> None:
-        """Track how much of the stream goes to humans; it sets how hard audits work (see recalibrate)."""
-        if n_items:
-            w = min(1.0, n_items / ESCALATION_MEMORY)
-            self._escalated_share = (1 - w) * self._escalated_share + w * n_escalated / n_items
 
     def observe(self, answers: Iterable[GroundTruth],
                 known: Mapping[str, CalibrationRecord] | None = None) -> list[CalibrationRecord]:
@@ -151,7 +140,6 @@ class Learner:
             self._agg_rows.append(row)
             rec = CalibrationRecord(answer.item.key, pending.confidence, pending.predicted, answer.label,
                                     pending.kind, self._seq)  # type: ignore[arg-type]
-            self.calibration.append(rec)
             records.append(rec)
             if pending.kind == "audit" and pending.would_accept:
                 self._audits.append((len(self._iid_rows), rec.correct))
@@ -182,7 +170,6 @@ class Learner:
             if rec is not None and rec.kind in CALIBRATION_KINDS:
                 self._add_calibration(row, rec.confidence, rec.predicted)
         for rec in calibration:
-            self.calibration.append(rec)
             self._seq = max(self._seq, rec.seq)
         if self._gt_y:
             await self.retrain(force_rescore=True)
@@ -306,10 +293,7 @@ class Learner:
             y = np.asarray([self._gt_y[r] for r in self._iid_rows[start:]])
             correct = np.asarray(self._iid_pred[start:]) == y
             calib = choose_threshold(self._iid_conf[start:], correct, alpha=policy.alpha, delta=policy.delta)
-        # While many items are escalated, a tighter bound pays for itself: audits (the i.i.d. calibration
-        # data) rise in proportion to the escalations they can save, and fall back to the floor after.
-        boost = min(AUDIT_CAP, AUDIT_SHARE * self._escalated_share)
-        audit_rate = 1.0 if calib.threshold is None else max(policy.audit_rate, boost)
+        audit_rate = 1.0 if calib.threshold is None else policy.audit_rate
         versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"

@@ -36,5 +36,4 @@ class BatchLabeler:
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])
-        self.learner.note_decisions(len(items), sum(1 for d in result.decisions if d.action == "escalate"))
         return result
