@@ -41,7 +41,10 @@ class ProjectWorker:
         Early on every answer changes the models a lot, and a smaller batch lets the next run use it;
         once there are twice ``batch_size`` human answers, full batches keep the per-run overhead low.
         """
-        learned = self.labeler.learner.n_ground_truth
+        learner = self.labeler.learner
+        if learner.snapshot.threshold is None:  # cold start: every item goes to a human; stop as soon as it may
+            return min(self.min_batch_size, self.batch_size)
+        learned = learner.n_ground_truth
         return max(min(self.min_batch_size, self.batch_size), min(self.batch_size, learned // 2))
 
     async def process_batch(self) -> BatchOutcome:
