@@ -26,10 +26,9 @@ from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from policies import example_policy
-from service.db import engine_from_settings
+from service.db import engine_from_settings, is_transient
 from service.feedback import FeedbackSink, NullSink
 from service.migrate import ensure_schema, require_schema
 from service.runtime import RuntimeStats, ToolsFactory, WorkerRuntime
@@ -79,10 +78,10 @@ def _wait_for_database(engine: Engine, timeout: float = 120.0) -> None:
         try:
             require_schema(engine)
             return
-        except OperationalError as exc:
-            if time.monotonic() + delay > deadline:
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("database unreachable (%s); retrying in %.1fs", exc.orig, delay)
+            log.warning("database unreachable (%s); retrying in %.1fs", getattr(exc, "orig", exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
