@@ -33,8 +33,7 @@ from tests.service.runtime.helpers import (
 )
 from tools.base import Batch, Tool, ToolContext, Votes
 
-FAST = {"worker_poll_seconds": 0.05, "feedback_poll_seconds": 0.05, "refresh_seconds": 0.1,
-        "feedback_lag_seconds": 5.0}
+FAST = {"worker_poll_seconds": 0.05, "feedback_poll_seconds": 0.05, "refresh_seconds": 0.1, "feedback_lag_seconds": 5.0}
 
 
 def dropped() -> OperationalError:
@@ -42,8 +41,12 @@ def dropped() -> OperationalError:
 
 
 def shutdown() -> DBAPIError:
-    return DBAPIError("UPDATE item", None, psycopg.errors.AdminShutdown("terminating connection due to administrator "
-                                                                        "command"), connection_invalidated=True)
+    return DBAPIError(
+        "UPDATE item",
+        None,
+        psycopg.errors.AdminShutdown("terminating connection due to administrator command"),
+        connection_invalidated=True,
+    )
 
 
 class FlakyStore:
@@ -135,27 +138,41 @@ def test_runtime_rides_out_dropped_connections(store: SqlStore) -> None:
         task_b = asyncio.create_task(b.run())
         store.ingest(project, stream_items(150))
         try:
-            await await_until(lambda: store.count_items(project)["in_review"] == 150, timeout=30,
-                              what="b's 150 items in review")
+            await await_until(
+                lambda: store.count_items(project)["in_review"] == 150, timeout=30, what="b's 150 items in review"
+            )
         finally:
             b.stop()
             await asyncio.wait_for(task_b, 30)
-        a = WorkerRuntime(flaky, Settings(**FAST), name="a", tools_factory=counting_tools,  # type: ignore[arg-type]
-                          batch_size=50)
+        a = WorkerRuntime(
+            flaky,
+            Settings(**FAST),
+            name="a",
+            tools_factory=counting_tools,  # type: ignore[arg-type]
+            batch_size=50,
+        )
         task = asyncio.create_task(a.run())
         thread = None
         try:
             await await_until(lambda: a.labeler(project) is not None, timeout=30, what="worker a loaded")
             # the outage: every kind of call the runtime makes fails for a while, then works again
-            for method, n in {"claim_batch": 2, "record_batch": 3, "human_label_ids_since": 2, "list_projects": 2,
-                              "load_calibration_for": 1}.items():
+            for method, n in {
+                "claim_batch": 2,
+                "record_batch": 3,
+                "human_label_ids_since": 2,
+                "list_projects": 2,
+                "load_calibration_for": 1,
+            }.items():
                 flaky.fail[method] = n
             flaky.commit_then_fail["record_batch"] = 1  # committed, but the worker never heard back
             thread = reviewer.start()
             store.ingest(project, stream_items(300, start=150))
             await await_until(all_labeled(store, project, 450), timeout=60, what="all 450 items labeled")
-            await await_until(lambda: a.stats.answers == store.count_labels(project)["human"], timeout=30,
-                              what="every answer fed to a's learner")
+            await await_until(
+                lambda: a.stats.answers == store.count_labels(project)["human"],
+                timeout=30,
+                what="every answer fed to a's learner",
+            )
             assert not task.done(), "the runtime kept running through the outage"
         finally:
             stop.set()
