@@ -123,9 +123,16 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def read_tx(engine: Engine) -> Iterator[Connection]:
     """A read transaction (a consistent snapshot on SQLite; per-statement on PostgreSQL's READ COMMITTED).
-    Never blocks the writer."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    Never blocks the writer.
+
+    On PostgreSQL the statements run in autocommit: under READ COMMITTED each statement already sees its own
+    snapshot, so a transaction around reads adds nothing but two round trips (psycopg's ``BEGIN`` and the
+    ``COMMIT``), a third of a one-query read's cost."""
+    with engine.connect() as conn:
+        if not is_sqlite(engine):
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with conn.begin():
+            yield conn
 
 
 @contextmanager

@@ -12,6 +12,7 @@ the current batch finish (at most ``stop_grace_seconds``, then it is released), 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -38,6 +39,9 @@ from service.store import SqlStore
 log = logging.getLogger("labelagent.serve")
 
 DEMO_PROJECT = "sms_spam"
+# The API's young objects are collected every 10,000 net allocations instead of 700, and the full collections
+# (every 10 * 10 young ones) only walk what was allocated after startup (see tune_gc).
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def default_name(prefix: str = "worker") -> str:
@@ -46,6 +50,15 @@ def default_name(prefix: str = "worker") -> str:
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def tune_gc() -> None:
+    """Once the server is up: freeze what startup allocated (the imported libraries, the app: ~1M objects that
+    live as long as the process) so that the collector never walks it again, and collect less often. A full
+    collection over that heap paused every request in flight for 150-200 ms under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 # --- labelagent worker ---------------------------------------------------------------------------------------
@@ -250,6 +263,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         database = engine.url.render_as_string(hide_password=True)
 
         def started() -> None:
+            tune_gc()
             if on_started is not None:
                 on_started(url)
             print(banner(url, database, projects, workers), flush=True)

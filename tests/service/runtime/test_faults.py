@@ -37,7 +37,7 @@ from tests.service.runtime.helpers import (
 )
 from tests.service.runtime.test_processes import FAST, SPAWN, _stop
 
-N_ITEMS = 600
+N_ITEMS = 400
 KILL_EVERY = 2.5
 RESTART_AT = N_ITEMS // 5  # labeled items before the restart: the workers are past loading, mid-batch
 WORKER_SETTINGS = {**FAST, "lease_seconds": 3.0, "max_attempts": 100}
