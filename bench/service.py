@@ -259,15 +259,15 @@ class Bench:
                 "decided_rate": n / times["decided"], "labeled_rate": n / times["labeled"],
                 "auto_rate": auto / n, "human": after["human"] - before["human"]}
 
-    async def latency(self, project: str, rows: Sequence[LabeledItem], think_seconds: float
-                      ) -> list[dict[str, Any]]:
+    async def latency(self, project: str, rows: Sequence[LabeledItem], think_seconds: float,
+                      closed_loop: bool = True) -> list[dict[str, Any]]:
         """Queue ``rows`` for review; ``reviewers`` clients answer with think time for ``think_seconds``, then
-        without any until the queue is empty."""
+        without any until the queue is empty (unless not ``closed_loop``)."""
         async with self.client(self.operator) as http:
             await self.ingest(http, project, rows)
         await self.wait_for(lambda: self.counts(project)["in_review"] == len(rows), "every review task queued")
         out = []
-        for think in (THINK, None):
+        for think in (THINK, None) if closed_loop else (THINK,):
             stats, stop = ReviewStats(), (asyncio.Event() if think else None)
             t0 = time.perf_counter()
             runs = asyncio.gather(*(self.review(self.reviewer_keys[i], f"reviewer-{i}", project, stats, stop,
@@ -278,7 +278,7 @@ class Bench:
             await runs
             out.append(latency_figures(self.db.name, self.reviewers, think, stats, time.perf_counter() - t0))
         labeled = self.counts(project)["labeled"]
-        if labeled != len(rows):
+        if closed_loop and labeled != len(rows):
             raise RuntimeError(f"{self.db.name}: {labeled} of {len(rows)} review items labeled")
         return out
 
@@ -293,9 +293,11 @@ class Bench:
         return bad == 0
 
 
-async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, reviewers: int
+async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, reviewers: int,
+                       latency_only: bool = False, think_seconds: float = THINK_SECONDS, closed_loop: bool = True
                        ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int | None], list[str]]:
-    """Throughput with 1 and 2 workers, review latency, peak RSS, and the checks, on one database."""
+    """Throughput with 1 and 2 workers, review latency, peak RSS, and the checks, on one database (the latency
+    part alone with ``latency_only``)."""
     print(f"service: {db.name} ({db.version})", flush=True)
     bench = Bench(db, rows, logs, reviewers)
     checks: list[str] = []
@@ -303,6 +305,9 @@ async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, re
         bench.api.start()
         w1 = bench.start_worker()
         stream = shuffled(rows, 0, None)
+        if latency_only:
+            latency = await review_latency(bench, w1, stream, think_seconds, closed_loop)
+            return [], latency, bench.rss, checks
         warm, rest = stream[:WARM_ITEMS], stream[WARM_ITEMS:]
         half = len(rest) // 2
         project = "bench-throughput"
@@ -323,17 +328,25 @@ async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, re
         checks.append(f"{db.name}: {len(rows)} items, each labeled exactly once: {'yes' if once else 'NO'}")
         bench.rss["worker 2"] = w2.peak_rss()
         w2.stop()  # the latency phase runs with the API and one worker
-        review = "bench-review"
-        never_auto = example_policy("sms_spam").model_copy(update={"min_calibration": 10**9})
-        await bench.create_project(review, never_auto)
-        await bench.wait_for(lambda: w1.serving(review), "worker 1 serving the review project")
-        latency = await bench.latency(review, stream[:REVIEW_TASKS], THINK_SECONDS)
-        for r in latency:
-            print(f"  review ({'think time' if r['think'] else 'closed loop'}): {r['answers_per_s']:.0f} answers/s, "
-                  f"claim+submit p50 {r['pair_p50']:.1f} ms, p99 {r['pair_p99']:.1f} ms", flush=True)
+        latency = await review_latency(bench, w1, stream, think_seconds, closed_loop)
         return results, latency, bench.rss, checks
     finally:
         bench.stop_all()
+
+
+async def review_latency(bench: Bench, worker: WorkerProcess, stream: Sequence[LabeledItem], think_seconds: float,
+                         closed_loop: bool) -> list[dict[str, Any]]:
+    review = "bench-review"
+    never_auto = example_policy("sms_spam").model_copy(update={"min_calibration": 10**9})
+    await bench.create_project(review, never_auto)
+    await bench.wait_for(lambda: worker.serving(review), "worker 1 serving the review project")
+    latency = await bench.latency(review, stream[:REVIEW_TASKS], think_seconds, closed_loop)
+    for r in latency:
+        print(f"  review ({'think time' if r['think'] else 'closed loop'}): {r['answers_per_s']:.0f} answers/s, "
+              f"claim p50 {r['claim_p50']:.1f} / p99 {r['claim_p99']:.1f} ms, submit p50 {r['submit_p50']:.1f} / "
+              f"p99 {r['submit_p99']:.1f} ms, claim+submit p50 {r['pair_p50']:.1f} ms, p99 {r['pair_p99']:.1f} ms "
+              f"({r['tasks']} tasks, {r['conflicts']} conflicts)", flush=True)
+    return latency
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -351,7 +364,9 @@ async def _run(args: argparse.Namespace) -> int:
     checks: list[str] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="labelagent-bench-service-") as tmp:
-        backends: list[tuple[str, Any]] = [("sqlite", lambda: sqlite_database(Path(tmp)))]
+        backends: list[tuple[str, Any]] = []
+        if not args.skip_sqlite:
+            backends.append(("sqlite", lambda: sqlite_database(Path(tmp))))
         if not args.skip_postgres:
             backends.append(("postgres", lambda: postgres_database(args.postgres_url)))
         for name, make in backends:
@@ -359,7 +374,8 @@ async def _run(args: argparse.Namespace) -> int:
             try:
                 with make() as db:
                     versions.append(db.version)
-                    results, lat, mem, ok = await run_database(db, rows, logs, args.reviewers)
+                    results, lat, mem, ok = await run_database(db, rows, logs, args.reviewers, args.latency_only,
+                                                               args.think_seconds, not args.no_closed_loop)
             except Exception as exc:
                 if name == "postgres" and "connect" in repr(exc).lower():
                     notes.append(f"PostgreSQL skipped: {type(exc).__name__} connecting to "
@@ -378,6 +394,10 @@ async def _run(args: argparse.Namespace) -> int:
                  f"machine); the benchmark's own processes raise it during the run ({os.getloadavg()[0]:.1f} at the "
                  "end). The timed parts last about a second or two each (the dataset's 5,574 items), so expect "
                  "run-to-run differences of tens of percent.")
+    if args.latency_only:  # a partial run: figures on stdout, the report untouched
+        print(f"service: latency only, {time.perf_counter() - started:.0f} s; load average now "
+              f"{os.getloadavg()[0]:.1f} (before: {load_before:.1f})", flush=True)
+        return 0
     setup = Setup(WARM_ITEMS, WARM_WINDOW, INGEST_CALL, ORACLE_REVIEWERS, REVIEW_TASKS, args.reviewers, THINK,
                   THINK_SECONDS)
     body = render(setup, throughput, latency, rss, versions, checks, notes, time.perf_counter() - started)
@@ -396,6 +416,13 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--postgres-url", default=os.environ.get("LABELAGENT_TEST_POSTGRES_URL", DEFAULT_PG),
                         help="PostgreSQL to use (a fresh schema is created and dropped)")
     parser.add_argument("--skip-postgres", action="store_true", help="SQLite only")
+    parser.add_argument("--skip-sqlite", action="store_true", help="PostgreSQL only")
+    parser.add_argument("--latency-only", action="store_true",
+                        help="only the review latency part (figures printed; the report is not written)")
+    parser.add_argument("--think-seconds", type=float, default=THINK_SECONDS,
+                        help="how long the think-time latency measurement runs")
+    parser.add_argument("--no-closed-loop", action="store_true",
+                        help="skip the closed-loop (saturation) latency measurement")
     parser.add_argument("--reviewers", type=int, default=50, help="concurrent reviewer clients (latency)")
     parser.add_argument("--output", type=Path, default=BENCHMARKS, help="the Markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")

@@ -8,11 +8,15 @@ Reads use :func:`read_tx` (a plain deferred ``BEGIN``), so readers never wait fo
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+import logging
+import random
+import time
+from collections.abc import Callable, Iterator
 from contextlib import contextmanager
-from typing import Any
+from typing import Any, TypeVar
 
 from sqlalchemy import Connection, Engine, create_engine, event
+from sqlalchemy import exc as sa_exc
 from sqlalchemy.engine import make_url
 from sqlalchemy.pool import StaticPool
 from sqlmodel import Session, SQLModel
@@ -20,6 +24,8 @@ from sqlmodel import Session, SQLModel
 from service.settings import Settings, get_settings
 
 _BEGIN_OPTION = "labelagent_sqlite_begin"
+T = TypeVar("T")
+log = logging.getLogger("labelagent.db")
 
 
 def is_sqlite(engine: Engine | Connection) -> bool:
@@ -117,9 +123,16 @@ def write_tx(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def read_tx(engine: Engine) -> Iterator[Connection]:
     """A read transaction (a consistent snapshot on SQLite; per-statement on PostgreSQL's READ COMMITTED).
-    Never blocks the writer."""
-    with engine.connect() as conn, conn.begin():
-        yield conn
+    Never blocks the writer.
+
+    On PostgreSQL the statements run in autocommit: under READ COMMITTED each statement already sees its own
+    snapshot, so a transaction around reads adds nothing but two round trips (psycopg's ``BEGIN`` and the
+    ``COMMIT``), a third of a one-query read's cost."""
+    with engine.connect() as conn:
+        if not is_sqlite(engine):
+            conn.execution_options(isolation_level="AUTOCOMMIT")
+        with conn.begin():
+            yield conn
 
 
 @contextmanager
@@ -135,3 +148,56 @@ def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
             except BaseException:
                 session.rollback()
                 raise
+
+
+# --- transient errors ------------------------------------------------------------------------------------------
+
+
+def is_transient(exc: BaseException) -> bool:
+    """True for database errors a retry may cure: the connection dropped or was refused (PostgreSQL restarting:
+    ``AdminShutdown``, "the database system is starting up"), a deadlock or serialization failure, a pool
+    timeout, SQLite's "database is locked". False for everything else (constraint violations, bad SQL, our own
+    ``LabelAgentError`` errors), which a retry would only repeat.
+
+    A transaction that failed this way was rolled back, or (if the connection dropped while committing) may have
+    committed: callers retry only writes that are safe to repeat (lease-fenced, or refused by a unique constraint).
+    """
+    if isinstance(exc, sa_exc.DBAPIError):
+        return exc.connection_invalidated or isinstance(exc, (sa_exc.OperationalError, sa_exc.InterfaceError))
+    if isinstance(exc, (sa_exc.DisconnectionError, sa_exc.TimeoutError)):
+        return True
+    try:
+        import psycopg
+    except ImportError:  # pragma: no cover - psycopg is a dependency
+        return False
+    return isinstance(exc, (psycopg.OperationalError, psycopg.InterfaceError))
+
+
+def backoff_delay(attempt: int, *, base: float = 0.1, cap: float = 2.0) -> float:
+    """The wait before retry ``attempt`` (1, 2, ...): exponential from ``base`` up to ``cap``, with jitter (so
+    workers that lost the database together do not come back in lockstep)."""
+    return min(cap, base * 2 ** (attempt - 1)) * random.uniform(0.5, 1.0)
+
+
+def retry_transient(fn: Callable[[], T], *, what: str, timeout: float = 30.0, base: float = 0.1,
+                    cap: float = 2.0, sleep: Callable[[float], None] = time.sleep) -> T:
+    """``fn()``, retried with backoff while it fails with a transient error (:func:`is_transient`), for at most
+    ``timeout`` seconds; then the last error is raised. For blocking callers (threads): it sleeps."""
+    deadline = time.monotonic() + timeout
+    attempt = 0
+    while True:
+        try:
+            return fn()
+        except Exception as exc:
+            attempt += 1
+            delay = backoff_delay(attempt, base=base, cap=cap)
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
+                raise
+            log.warning("%s: database unavailable (%s); retry %d in %.2fs", what, _first_line(exc), attempt, delay)
+            sleep(delay)
+
+
+def _first_line(exc: BaseException) -> str:
+    orig = getattr(exc, "orig", None) or exc
+    text = str(orig).strip().splitlines()
+    return f"{type(orig).__name__}: {text[0]}" if text else type(orig).__name__

@@ -32,15 +32,25 @@ ToolFactory = Callable[[Policy], Sequence[Tool]]
 PROJECT_PATTERN = r"^[a-z0-9][a-z0-9_-]*$"
 
 
-def get_store(request: Request) -> SqlStore:
+# The getters below are ``async`` only so that FastAPI calls them on the event loop: a plain ``def`` dependency is
+# sent to the thread pool, a thread hop per request for reading an attribute.
+
+
+async def get_store(request: Request) -> SqlStore:
     return request.app.state.store
 
 
-def get_feedback(request: Request) -> FeedbackSink:
+async def get_feedback(request: Request) -> FeedbackSink:
     return request.app.state.feedback
 
 
-SettingsDep = Annotated[Settings, Depends(get_settings)]
+async def app_settings(request: Request) -> Settings:
+    """The app's settings (``create_app`` puts them on ``app.state``), else the environment's."""
+    settings = getattr(request.app.state, "settings", None)
+    return settings if isinstance(settings, Settings) else get_settings()
+
+
+SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[SqlStore, Depends(get_store)]
 FeedbackDep = Annotated[FeedbackSink, Depends(get_feedback)]
 
@@ -104,7 +114,7 @@ class Allow:
             raise NotFoundError(f"project {project!r} does not exist")
         task = request.path_params.get("task")
         if isinstance(task, str) and task.isascii() and task.isdigit() and 1 <= int(task) <= MAX_TASK_ID:
-            ref = store.task_ref(int(task))  # NotFoundError for an unknown task
+            ref = store.task_key(int(task))  # NotFoundError for an unknown task (remembered: no query)
             if not principal.can_see(ref.project):
                 raise NotFoundError(f"review task {int(task)} does not exist")
         return principal

@@ -13,9 +13,11 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 
+from service.db import is_transient
 from service.store import SqlStore
 
 log = logging.getLogger("labelagent.runtime")
+RETRY_SECONDS = 0.25  # the next try after a beat failed because the database was unreachable
 
 
 @dataclass(slots=True)
@@ -75,8 +77,15 @@ class LeaseHeartbeat:
             for token, project in due:
                 try:
                     n = self.store.extend_lease(project, token, lease_seconds=self.lease_seconds)
-                except Exception:  # a failed beat is retried at the next one; the lease has slack
-                    log.exception("heartbeat: extending lease of %s failed", project)
+                except Exception as exc:  # retried soon (the database restarting) or at the next beat
+                    if not is_transient(exc):
+                        log.exception("heartbeat: extending lease of %s failed", project)
+                        continue
+                    log.warning("heartbeat: extending lease of %s failed, database unavailable; retrying", project)
+                    with self._cond:
+                        held = self._held.get(token)
+                        if held is not None:
+                            held.due = min(held.due, time.monotonic() + RETRY_SECONDS)
                     continue
                 self.beats += 1
                 if n == 0 and token in self._held:

@@ -28,13 +28,14 @@ import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
 
-from agent.ports import GroundTruth
+from agent.ports import BatchResult, GroundTruth
 from agent.runner import BatchLabeler
 from policies import Policy
+from service.db import backoff_delay, is_transient, retry_transient
 from service.feedback import AnswerFeed
 from service.heartbeat import LeaseHeartbeat
 from service.settings import Settings, get_settings
-from service.store import SqlStore
+from service.store import RecordResult, SqlStore
 from service.worker import BatchOutcome, ProjectWorker
 from tools.base import Item, ModelInfo, Tool
 
@@ -43,6 +44,8 @@ log = logging.getLogger("labelagent.runtime")
 ToolsFactory = Callable[[Policy], Sequence[Tool]]
 MIN_IDLE_SECONDS = 0.02
 MAX_ERROR_BACKOFF = 30.0
+DB_BACKOFF = 2.0  # longest wait between tries while the database is unreachable (it comes back within seconds)
+WRITE_RETRY_SECONDS = 60.0  # a batch's write is retried this long; past its lease it is fenced anyway
 ISOLATION_RUNS = 24  # runs spent after a failed batch to single out the items that fail (2·log2(batch) per item)
 
 
@@ -96,9 +99,13 @@ class ProjectLoop:
     def training_now(self) -> bool:
         return self.training is not None and not self.training.done()
 
-    def failed(self) -> None:
+    def failed(self, cap: float = MAX_ERROR_BACKOFF) -> None:
         self.errors += 1
-        self.retry_at = time.monotonic() + min(MAX_ERROR_BACKOFF, 0.5 * 2 ** min(self.errors, 8))
+        self.retry_at = time.monotonic() + min(cap, 0.5 * 2 ** min(self.errors, 8))
+
+    def db_failed(self) -> None:
+        """The database is unreachable (restarting): retry soon, it is not the project's fault."""
+        self.failed(DB_BACKOFF)
 
 
 class WorkerRuntime:
@@ -189,7 +196,16 @@ class WorkerRuntime:
             while not self._stopping:
                 self._adopt_built()
                 self._refresh()
-                if await self._round():
+                try:
+                    worked = await self._round()
+                except Exception as exc:  # each step handles its errors; a database outage must not end the worker
+                    if not is_transient(exc):
+                        raise
+                    log.warning("worker %s: database unavailable (%s); backing off", self.name, exc)
+                    self.stats.errors += 1
+                    await self._idle(DB_BACKOFF)
+                    continue
+                if worked:
                     idle = MIN_IDLE_SECONDS
                     await asyncio.sleep(0)  # let finished builds and trainings report
                     continue
@@ -235,28 +251,39 @@ class WorkerRuntime:
         assert self._heartbeat is not None
         try:
             token, items = loop.worker.claim()
-        except Exception:
-            log.exception("worker %s: claiming in %s failed", self.name, loop.project)
+        except Exception as exc:
             self.stats.errors += 1
-            loop.failed()
+            self._log_error(f"claiming in {loop.project} failed", exc)
+            if is_transient(exc):
+                loop.db_failed()
+            else:
+                loop.failed()
             return 0
         if not items:
             return 0
         try:
             with self._heartbeat.hold(loop.project, token):
                 try:
-                    outcomes = [await loop.worker.run_claimed(token, items)]
+                    outcomes = [await self._run_claimed(loop, token, items)]
                 except Exception as exc:
+                    if is_transient(exc):
+                        raise  # the database, not the items: no isolation, the batch is released below
                     log.warning("worker %s: a batch of %d items in %s failed (%s); isolating the items that fail",
                                 self.name, len(items), loop.project, describe_error(exc))
                     outcomes = await self._isolate(loop, token, items, exc)
         except asyncio.CancelledError:
             self._release(loop.project, token)
             raise
-        except Exception:
+        except Exception as exc:
+            self.stats.errors += 1
+            if is_transient(exc):
+                log.warning("worker %s: a batch of %d items in %s could not be written, database unavailable (%s); "
+                            "releasing it", self.name, len(items), loop.project, describe_error(exc))
+                self._release(loop.project, token)
+                loop.db_failed()
+                return 0
             log.exception("worker %s: a batch of %d items in %s failed; releasing it", self.name, len(items),
                           loop.project)
-            self.stats.errors += 1
             self._release(loop.project, token)
             loop.failed()
             return 0
@@ -297,8 +324,10 @@ class WorkerRuntime:
                     continue
                 budget -= 1
                 try:
-                    outcomes.append(await loop.worker.run_claimed(token, half))
+                    outcomes.append(await self._run_claimed(loop, token, half))
                 except Exception as sub:
+                    if is_transient(sub):
+                        raise  # the database went away: not these items' fault
                     stack.append((half, describe_error(sub)))
         for group, error in failing:
             keys = [it.key for it in group]
@@ -311,11 +340,44 @@ class WorkerRuntime:
         self._release(loop.project, token)  # anything else still held (nothing, normally)
         return outcomes
 
+    async def _run_claimed(self, loop: ProjectLoop, token: str, items: Sequence[Item]) -> BatchOutcome:
+        """One graph run over claimed items, then its write (:meth:`_record`)."""
+        result = await loop.labeler.run_batch(items)
+        return BatchOutcome(len(items), result, await self._record(loop, result, token))
+
+    async def _record(self, loop: ProjectLoop, result: BatchResult, token: str) -> RecordResult:
+        """Write a batch's result, retried with backoff while the database is unreachable (the graph run is not
+        repeated). Repeating the write is safe: a failed transaction wrote nothing, and if one committed but its
+        connection dropped before the answer, the retry finds the items no longer leased under ``token`` and
+        fences them (the lease check and the writes share one transaction, under row locks); the unique label
+        constraint refuses a second label anyway. Items whose lease expired meanwhile are fenced, and come back
+        to whoever claims them next."""
+        deadline = time.monotonic() + WRITE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            try:
+                return self.store.record_batch(loop.project, result, token)
+            except Exception as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, cap=DB_BACKOFF)
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("worker %s: writing a batch of %s failed, database unavailable (%s); retry %d in %.2fs",
+                            self.name, loop.project, describe_error(exc), attempt, delay)
+                await asyncio.sleep(delay)
+
     def _release(self, project: str, token: str) -> None:
         try:
             self.stats.released += self.store.release_lease(project, token)
-        except Exception:  # the lease expires by itself
-            log.exception("worker %s: releasing a lease in %s failed", self.name, project)
+        except Exception as exc:  # the lease expires by itself
+            self._log_error(f"releasing a lease in {project} failed (it expires by itself)", exc)
+
+    def _log_error(self, what: str, exc: Exception) -> None:
+        """A warning without traceback while the database is unreachable; the traceback for anything else."""
+        if is_transient(exc):
+            log.warning("worker %s: %s, database unavailable (%s)", self.name, what, describe_error(exc))
+        else:
+            log.error("worker %s: %s", self.name, what, exc_info=exc)
 
     # --- learning ----------------------------------------------------------------------------------------
 
@@ -323,8 +385,8 @@ class WorkerRuntime:
         loop.next_feed = time.monotonic() + self.settings.feedback_poll_seconds
         try:
             fresh = loop.feed.poll()
-        except Exception:
-            log.exception("worker %s: reading answers of %s failed", self.name, loop.project)
+        except Exception as exc:
+            self._log_error(f"reading answers of {loop.project} failed", exc)
             return
         if loop.training_now:
             loop.backlog.extend(fresh)  # the trainer owns the learner until it is done
@@ -334,7 +396,12 @@ class WorkerRuntime:
             return
         learner = loop.labeler.learner
         foreign = [a.item.key for a in answers if not learner.decided(a.item.key)]
-        known = self.store.load_calibration_for(loop.project, foreign) if foreign else None
+        try:
+            known = self.store.load_calibration_for(loop.project, foreign) if foreign else None
+        except Exception as exc:
+            self._log_error(f"reading calibration records of {loop.project} failed", exc)
+            loop.backlog = answers  # observed at the next poll
+            return
         learner.observe(answers, known)
         self.stats.answers += len(answers)
         if learner.retrain_due():
@@ -348,7 +415,8 @@ class WorkerRuntime:
 
         def train() -> None:
             infos = asyncio.run(learner.retrain())
-            self._save_versions(worker, infos)
+            retry_transient(lambda: self._save_versions(worker, infos), what=f"saving model versions of {loop.project}",
+                            timeout=WRITE_RETRY_SECONDS, cap=DB_BACKOFF)
 
         try:
             await asyncio.to_thread(train)
@@ -379,8 +447,8 @@ class WorkerRuntime:
         self._next_refresh = now + self.settings.refresh_seconds
         try:
             projects = self.store.list_projects()
-        except Exception:
-            log.exception("worker %s: listing projects failed", self.name)
+        except Exception as exc:
+            self._log_error("listing projects failed", exc)
             return
         for p in projects:
             if (self.only is not None and p.name not in self.only) or p.active_version is None:
@@ -428,7 +496,8 @@ class WorkerRuntime:
                     version = self.store.get_project(project).active_version or version
                 except Exception:  # retried at the next refresh anyway
                     log.debug("worker %s: reading project %s failed", self.name, project, exc_info=True)
-                self._broken[(project, version)] = time.monotonic() + MAX_ERROR_BACKOFF
+                wait = DB_BACKOFF if exc is not None and is_transient(exc) else MAX_ERROR_BACKOFF
+                self._broken[(project, version)] = time.monotonic() + wait
                 if old is not None and old.policy.version == version:
                     old.paused = False
                 continue

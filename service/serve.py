@@ -12,6 +12,7 @@ the current batch finish (at most ``stop_grace_seconds``, then it is released), 
 from __future__ import annotations
 
 import asyncio
+import gc
 import logging
 import os
 import signal
@@ -26,10 +27,9 @@ from typing import Any
 
 import uvicorn
 from sqlalchemy import Engine
-from sqlalchemy.exc import OperationalError
 
 from policies import example_policy
-from service.db import engine_from_settings
+from service.db import engine_from_settings, is_transient
 from service.feedback import FeedbackSink, NullSink
 from service.migrate import ensure_schema, require_schema
 from service.runtime import RuntimeStats, ToolsFactory, WorkerRuntime
@@ -39,6 +39,9 @@ from service.store import SqlStore
 log = logging.getLogger("labelagent.serve")
 
 DEMO_PROJECT = "sms_spam"
+# The API's young objects are collected every 10,000 net allocations instead of 700, and the full collections
+# (every 10 * 10 young ones) only walk what was allocated after startup (see tune_gc).
+GC_THRESHOLDS = (10_000, 10, 10)
 
 
 def default_name(prefix: str = "worker") -> str:
@@ -47,6 +50,15 @@ def default_name(prefix: str = "worker") -> str:
 
 def setup_logging(level: str = "INFO") -> None:
     logging.basicConfig(level=level.upper(), format="%(asctime)s %(levelname)s %(name)s: %(message)s")
+
+
+def tune_gc() -> None:
+    """Once the server is up: freeze what startup allocated (the imported libraries, the app: ~1M objects that
+    live as long as the process) so that the collector never walks it again, and collect less often. A full
+    collection over that heap paused every request in flight for 150-200 ms under load."""
+    gc.collect()
+    gc.freeze()
+    gc.set_threshold(*GC_THRESHOLDS)
 
 
 # --- labelagent worker ---------------------------------------------------------------------------------------
@@ -79,10 +91,10 @@ def _wait_for_database(engine: Engine, timeout: float = 120.0) -> None:
         try:
             require_schema(engine)
             return
-        except OperationalError as exc:
-            if time.monotonic() + delay > deadline:
+        except Exception as exc:
+            if not is_transient(exc) or time.monotonic() + delay > deadline:
                 raise
-            log.warning("database unreachable (%s); retrying in %.1fs", exc.orig, delay)
+            log.warning("database unreachable (%s); retrying in %.1fs", getattr(exc, "orig", exc), delay)
             time.sleep(delay)
             delay = min(delay * 2, 5.0)
 
@@ -251,6 +263,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         database = engine.url.render_as_string(hide_password=True)
 
         def started() -> None:
+            tune_gc()
             if on_started is not None:
                 on_started(url)
             print(banner(url, database, projects, workers), flush=True)

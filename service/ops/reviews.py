@@ -21,24 +21,20 @@ from service.store import ReviewAnswer, SqlStore
 
 def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask | None:
     """The next task by priority, leased to ``reviewer`` for the active policy's ``lease_seconds``; None when the
-    queue holds nothing this reviewer may take."""
-    policy = store.active_policy(project)
-    task = store.claim_review(project, reviewer=reviewer, lease_seconds=policy.lease_seconds)
-    if task is None:
+    queue holds nothing this reviewer may take. One transaction (the claim, its item, its votes)."""
+    view = store.claim_review_view(project, reviewer=reviewer)
+    if view is None:
         return None
+    task = view.task
     audit = task.kind == "audit"
-    evidence = None
-    labels = policy.labels if task.policy_version == policy.version else store.get_policy(project,
-                                                                                           task.policy_version).labels
-    if not audit:
-        votes = store.load_votes(project, [task.item.key], policy_version=task.policy_version).get(task.item.key, [])
-        evidence = [VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence,
-                            model_version=None) for v in votes]
+    evidence = None if audit or view.votes is None else [
+        VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence, model_version=None)
+        for v in view.votes]
     return ClaimedTask(
         task_id=task.task_id, lease_token=task.token, lease_expires_at=task.lease_expires_at,
         kind=task.kind,  # type: ignore[arg-type]
         priority=task.priority, policy_version=task.policy_version, answers_needed=task.answers_needed,
-        answers=task.answers, labels=list(labels),
+        answers=task.answers, labels=view.labels,
         item=ReviewItem(external_id=task.item.key, text=task.item.text, metadata=task.item.metadata),
         suggestion=None if audit else task.suggestion,
         confidence=None if audit else task.confidence,
@@ -59,7 +55,7 @@ def heartbeat(*, store: SqlStore, task_id: int, token: str) -> HeartbeatResponse
 
 def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str, label: str) -> SubmitResponse:
     """Store the answer (ground truth), then tell the feedback sink; learning happens elsewhere, never here."""
-    ref = store.task_ref(task_id)
+    ref = store.task_key(task_id)  # remembered from the claim: no query
     result = store.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project)
     tell(feedback, ref.project)
     final = result.settled[0].label if result.settled else None

@@ -21,7 +21,15 @@ from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin, TaskRef
 from service.store.reads import ItemView, LabelRow, ReadsMixin
 from service.store.reviews import ReviewsMixin
-from service.store.types import ClaimedReview, IngestResult, RecordResult, ReviewAnswer, SubmitResult
+from service.store.types import (
+    ClaimedReview,
+    IngestResult,
+    RecordResult,
+    ReviewAnswer,
+    ReviewView,
+    SubmitResult,
+    TaskKey,
+)
 
 
 class SqlStore(AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin, ReviewsMixin, LearningMixin,
@@ -44,8 +52,10 @@ __all__ = [
     "LeasedStore",
     "RecordResult",
     "ReviewAnswer",
+    "ReviewView",
     "SqlStore",
     "SubmitResult",
+    "TaskKey",
     "TaskRef",
     "parse_policy_key",
 ]

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, exists, func, select, union_all, update
+from sqlalchemy import Connection, Select, Table, exists, func, select, union_all, update
 
 from agent.ports import GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
@@ -25,11 +25,14 @@ from service.store.base import (
     review_t,
     task_t,
     to_item,
+    vote_t,
 )
 from service.store.batches import LABEL_COLS
 from service.store.bulk import bulk_insert, db_value
-from service.store.types import ClaimedReview, ReviewAnswer, SubmitResult
+from service.store.types import ClaimedReview, ReviewAnswer, ReviewView, SubmitResult, TaskKey
+from tools.base import Vote
 
+TASK_KEYS_KEPT = 100_000
 REVIEW_COLS = ("project_id", "task_id", "item_id", "reviewer", "label", "created_at")
 CALIB_COLS = ("project_id", "item_id", "policy_version", "item_key", "confidence", "predicted", "truth", "kind", "seq",
               "created_at")
@@ -50,28 +53,77 @@ class ReviewsMixin(StoreBase):
         expired, that this reviewer has not answered yet (overlap needs distinct reviewers)."""
         now = as_utc(now)
         expires = lease_until(now, lease_seconds if lease_seconds is not None else self.settings.review_lease_seconds)
-        token = new_token()
+        with write_tx(self.engine) as conn:
+            return self._claim_tasks(conn, self._project_id(conn, project), reviewer, limit, expires, now)
+
+    def claim_review_view(self, project: str, *, reviewer: str, now: datetime | None = None) -> ReviewView | None:
+        """What the claim route answers, in one transaction (one connection, one commit): the next task leased for
+        the active policy's ``lease_seconds``, the labels of the task's policy version, and the votes recorded at
+        decision time (None for an audit: the reviewer must not see the agent's view). None when the queue holds
+        nothing this reviewer may take."""
+        now = as_utc(now)
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            not_mine = self._claimable_by(reviewer, now)
-            open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
-            expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
-                       & (task_t.c.lease_expires_at <= now) & not_mine)
-            ids = self._claimable_task_ids(conn, expired, open_, limit)
-            if not ids:
-                return []
-            rows = conn.execute(
-                update(task_t).where(task_t.c.id.in_(ids), open_ | expired)
-                .values(status="claimed", reviewer=reviewer, lease_token=token, lease_expires_at=expires,
-                        updated_at=now)
-                .returning(*_TASK_COLS)
-            ).all()
+            active = self._policy(conn, pid, self._active_version(conn, pid))
+            claimed = self._claim_tasks(conn, pid, reviewer, 1, lease_until(now, active.lease_seconds), now)
+            if not claimed:
+                return None
+            task = claimed[0]
+            policy = active if task.policy_version == active.version else self._policy(conn, pid,
+                                                                                        task.policy_version)
+            votes = None
+            if task.kind != "audit":
+                rows = conn.execute(select(vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost, vote_t.c.evidence)
+                                    .where(vote_t.c.item_id == task.item_id,
+                                           vote_t.c.policy_version == task.policy_version)
+                                    .order_by(vote_t.c.id))
+                votes = [Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence)
+                         for tool, dist, cost, evidence in rows]
+        self._remember_task(task.task_id, project, task.policy_version, task.item.key)
+        return ReviewView(task=task, labels=list(policy.labels), votes=votes)
+
+    def task_key(self, task_id: int) -> TaskKey:
+        """The task's project, policy version and item: what never changes on a task, so it is remembered (from
+        the claim, or the first lookup) and the submit route and its access check need no query."""
+        cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
+        key = cache.get(task_id) if cache is not None else None
+        if key is None:
+            ref = self.task_ref(task_id)  # type: ignore[attr-defined]  # QueueAdminMixin; NotFoundError if unknown
+            key = self._remember_task(ref.task_id, ref.project, ref.policy_version, ref.external_id)
+        return key
+
+    def _remember_task(self, task_id: int, project: str, policy_version: int, external_id: str) -> TaskKey:
+        cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
+        if cache is None or len(cache) >= TASK_KEYS_KEPT:
+            cache = self._task_keys = {}  # type: ignore[attr-defined]  # bounded: start over when full
+        key = cache[task_id] = TaskKey(task_id, project, policy_version, external_id)
+        return key
+
+    def _claim_tasks(self, conn: Connection, pid: int, reviewer: str, limit: int, expires: datetime, now: datetime
+                     ) -> list[ClaimedReview]:
+        token = new_token()
+        not_mine = self._claimable_by(reviewer, now)
+        open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
+        expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
+                   & (task_t.c.lease_expires_at <= now) & not_mine)
+        ids = self._claimable_task_ids(conn, expired, open_, limit)
+        if not ids:
+            return []
+        claim = (update(task_t).where(task_t.c.id.in_(ids), open_ | expired)
+                 .values(status="claimed", reviewer=reviewer, lease_token=token, lease_expires_at=expires,
+                         updated_at=now))
+        if self.sqlite:  # RETURNING may not name another table there
+            rows = conn.execute(claim.returning(*_TASK_COLS)).all()
             items = _items_by_id(conn, [r.item_id for r in rows])
+        else:  # the item comes back with the claim (UPDATE ... FROM item ... RETURNING): one round trip fewer
+            rows = conn.execute(claim.where(item_t.c.id == task_t.c.item_id).returning(
+                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)).all()
+            items = {r.item_id: to_item(r.external_id, r.text, r.meta, r.image) for r in rows}
         rows.sort(key=lambda r: (-r.priority, r.id))
-        return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id], kind=r.kind, priority=float(r.priority),
-                              suggestion=r.suggestion, confidence=r.confidence, policy_version=r.policy_version,
-                              reviewer=reviewer, answers_needed=r.answers_needed, answers=r.answers,
-                              lease_expires_at=expires) for r in rows]
+        return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id], kind=r.kind,
+                              priority=float(r.priority), suggestion=r.suggestion, confidence=r.confidence,
+                              policy_version=r.policy_version, reviewer=reviewer, answers_needed=r.answers_needed,
+                              answers=r.answers, lease_expires_at=expires, item_id=r.item_id) for r in rows]
 
     def _claimable_by(self, reviewer: str, now: datetime) -> Any:
         """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
@@ -144,7 +196,7 @@ class ReviewsMixin(StoreBase):
                     raise InputError(f"review task {a.task_id}: label {a.label!r} is not one of {policy.labels}")
                 reviews.append((t["project_id"], a.task_id, t["item_id"], t["reviewer"], a.label, ts))
                 out.answers.append(GroundTruth(item=t["item"], label=a.label, reviewer=t["reviewer"]))
-            bulk_insert(conn, review_t, REVIEW_COLS, reviews)
+            _insert(conn, review_t, REVIEW_COLS, reviews)
             answered = [tasks[a.task_id] for a in answers]
             multi = [t["id"] for t in answered if t["answers_needed"] > 1 and t["answers"] + 1 >= t["answers_needed"]]
             history = _labels_by_task(conn, multi)
@@ -177,8 +229,8 @@ class ReviewsMixin(StoreBase):
                 for part in chunks(group):
                     conn.execute(update(task_t).where(task_t.c.id.in_(part)).values(status=status, **released,
                                                                                       **extra))
-            bulk_insert(conn, label_t, LABEL_COLS, labels)
-            bulk_insert(conn, calib_t, CALIB_COLS, calib)
+            _insert(conn, label_t, LABEL_COLS, labels)
+            _insert(conn, calib_t, CALIB_COLS, calib)
             for part in chunks(item_ids):
                 conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(status="labeled", updated_at=now))
         return out
@@ -209,6 +261,24 @@ class ReviewsMixin(StoreBase):
         counts = dict.fromkeys(TASK_STATUSES, 0)
         counts.update({status: n for status, n in rows})
         return counts
+
+
+SMALL_INSERT = 16  # rows: up to this many go in one INSERT (one round trip); COPY costs two but scales better
+
+
+def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[Sequence[Any]]) -> None:
+    """``bulk_insert`` for the few rows of an API call: on PostgreSQL one multi-row ``INSERT`` (one round trip)
+    instead of ``COPY`` (two). Same driver-ready rows, same ``IntegrityError``."""
+    if conn.dialect.name != "postgresql" or len(rows) > SMALL_INSERT:
+        bulk_insert(conn, table, cols, rows)
+        return
+    if not rows:
+        return
+    quote = conn.dialect.identifier_preparer.quote
+    one = f"({', '.join(['%s'] * len(cols))})"
+    sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
+           f"VALUES {', '.join([one] * len(rows))}")
+    conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
 
 
 def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, Any]:

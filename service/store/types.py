@@ -6,7 +6,7 @@ from dataclasses import dataclass, field
 from datetime import datetime
 
 from agent.ports import GroundTruth
-from tools.base import Item
+from tools.base import Item, Vote
 
 
 @dataclass(slots=True, frozen=True)
@@ -46,6 +46,27 @@ class ClaimedReview:
     answers_needed: int
     answers: int
     lease_expires_at: datetime
+    item_id: int | None = None  # the item's row id (internal)
+
+
+@dataclass(slots=True, frozen=True)
+class ReviewView:
+    """A claimed task as the claim route shows it: the labels of its policy version, and the votes at decision time
+    (None for an audit)."""
+
+    task: ClaimedReview
+    labels: list[str]
+    votes: list[Vote] | None
+
+
+@dataclass(slots=True, frozen=True)
+class TaskKey:
+    """What never changes on a review task: its project (name), policy version and item (external id)."""
+
+    task_id: int
+    project: str
+    policy_version: int
+    external_id: str
 
 
 @dataclass(slots=True, frozen=True)

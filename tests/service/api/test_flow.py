@@ -10,7 +10,6 @@ from fastapi.testclient import TestClient
 from agent.runner import BatchLabeler
 from service.app import create_app
 from service.db import create_all, make_engine
-from service.deps import get_settings
 from service.settings import Settings
 from service.store import SqlStore
 from service.worker import ProjectWorker
@@ -68,4 +67,4 @@ def test_app_opens_its_own_engine_from_the_settings(tmp_path) -> None:  # type: 
         key, _ = store.create_key(name="t", role="reviewer")
         assert client.get("/projects", headers={"X-API-Key": key}).json() == []
         assert isinstance(store, SqlStore) and store.settings.max_batch_items == 7
-    assert app.dependency_overrides[get_settings]() is settings
+    assert app.state.settings is settings and not app.dependency_overrides
