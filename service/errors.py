@@ -31,8 +31,10 @@ from policies import (
     RateLimitedError,
     ToolError,
 )
+from service.db import is_transient
 
 log = logging.getLogger("labelagent.api")
+DB_RETRY_AFTER_SECONDS = 2
 
 # (exception class, HTTP status, error type): the first match wins, so subclasses come first
 ERRORS: tuple[tuple[type[LabelAgentError], int, str], ...] = (
@@ -87,6 +89,10 @@ async def labelagent_error_handler(request: Request, exc: Exception) -> JSONResp
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
+    if is_transient(exc):  # the database is restarting or unreachable: the client may simply retry
+        log.warning("%s %s: database unavailable: %s", request.method, request.url.path, type(exc).__name__)
+        return error_response(503, "database_unavailable", "the database is unavailable; retry shortly",
+                              {"Retry-After": str(DB_RETRY_AFTER_SECONDS)})
     log.exception("%s %s failed unexpectedly", request.method, request.url.path, exc_info=exc)
     return error_response(500, "internal", "internal error; the server log has the details")
 
@@ -137,7 +143,7 @@ _DOCS: dict[int, str] = {
     409: "Conflicts with the current state (it exists already, the lease token is stale, ...).",
     422: "Invalid input: the request does not validate (FastAPI's `detail`) or cannot be processed "
          "(`error.message` says what to fix).",
-    503: "The agent or one of its tools is unavailable.",
+    503: "The agent, one of its tools, or the database is unavailable (`Retry-After` when it is the database).",
 }
 
 
