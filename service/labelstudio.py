@@ -47,8 +47,9 @@ class LSAnnotation(Foreign):
     """An annotation (a human's answer) as in a task export or a webhook."""
 
     id: TaskId | None = Field(default=None, description="The annotation's id in Label Studio.")
-    result: list[JsonObject] = Field(default_factory=list, description="Regions and choices; labelagent reads the "
-                                     "`choices` result.")
+    result: list[JsonObject] = Field(
+        default_factory=list, description="Regions and choices; labelagent reads the `choices` result."
+    )
     was_cancelled: bool = Field(default=False, description="A skipped task: no label.")
     task: TaskId | dict[str, Any] | None = Field(default=None, description="The task's id (webhooks).")
 
@@ -253,8 +254,9 @@ def choice_of(results: Sequence[dict[str, Any]], *, from_name: str | None, place
         if not isinstance(choices, list) or not all(isinstance(c, str) for c in choices):
             raise InputError(f"{place}: the choices result needs value.choices, a list of labels")
         if len(choices) != 1:
-            raise InputError(f"{place}: the choices result has {len(choices)} choices; labelagent takes exactly "
-                             "one label per item")
+            raise InputError(
+                f"{place}: the choices result has {len(choices)} choices; labelagent takes exactly one label per item"
+            )
         return choices[0]
     return None
 
@@ -265,16 +267,16 @@ def check_label(label: str, labels: Sequence[str], place: str) -> str:
     return label
 
 
-def annotation_label(annotation: LSAnnotation, *, from_name: str | None, labels: Sequence[str],
-                     place: str) -> str | None:
+def annotation_label(
+    annotation: LSAnnotation, *, from_name: str | None, labels: Sequence[str], place: str
+) -> str | None:
     """The annotation's label (checked against ``labels``), or None for a skipped annotation."""
     if annotation.was_cancelled:
         return None
     label = choice_of(annotation.result, from_name=from_name, place=place)
     if label is None:
         wanted = f"with from_name {from_name!r} " if from_name else ""
-        raise InputError(f"{place}: the annotation has no choices result {wanted}(labelagent maps one Choices "
-                         "control)")
+        raise InputError(f"{place}: the annotation has no choices result {wanted}(labelagent maps one Choices control)")
     return check_label(label, labels, place)
 
 
@@ -289,8 +291,9 @@ def check_predictions(task: LSTask, *, from_name: str | None, labels: Sequence[s
             check_label(label, labels, f"{place} predictions[{n}]")
 
 
-def latest_label(task: LSTask, *, from_name: str | None, labels: Sequence[str], place: str
-                 ) -> tuple[str, int | None] | None:
+def latest_label(
+    task: LSTask, *, from_name: str | None, labels: Sequence[str], place: str
+) -> tuple[str, int | None] | None:
     """(label, annotation id) of the task's last annotation that is not skipped, or None when it has none."""
     found: tuple[str, int | None] | None = None
     for n, annotation in enumerate(task.annotations):
@@ -304,13 +307,13 @@ def choices_result(label: str, *, from_name: str, to_name: str) -> ChoicesResult
     return ChoicesResult(from_name=from_name, to_name=to_name, value=ChoicesValue(choices=[label]))
 
 
-def prediction(label: str | None, score: float, *, model_version: str, from_name: str, to_name: str
-               ) -> LSPrediction:
+def prediction(label: str | None, score: float, *, model_version: str, from_name: str, to_name: str) -> LSPrediction:
     """A prediction; no label (the agent has no suggestion) is an empty result with score 0."""
     if label is None:
         return LSPrediction(result=[], score=0.0, model_version=model_version)
-    return LSPrediction(result=[choices_result(label, from_name=from_name, to_name=to_name)], score=score,
-                        model_version=model_version)
+    return LSPrediction(
+        result=[choices_result(label, from_name=from_name, to_name=to_name)], score=score, model_version=model_version
+    )
 
 
 def annotation_reason(annotation_id: int | None, task_id: int | None) -> str:

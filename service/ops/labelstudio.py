@@ -70,8 +70,15 @@ MODEL_CLASS = "labelagent"
 # --- import and export ----------------------------------------------------------------------------------
 
 
-def import_tasks(*, store: SqlStore, feedback: FeedbackSink, project: str, tasks: Sequence[LSTask], text_key: str,
-                 from_name: str | None) -> ImportResponse:
+def import_tasks(
+    *,
+    store: SqlStore,
+    feedback: FeedbackSink,
+    project: str,
+    tasks: Sequence[LSTask],
+    text_key: str,
+    from_name: str | None,
+) -> ImportResponse:
     """Store each task as item ``ls-<id>`` (idempotent) and its last annotation that is not skipped as ground
     truth. Everything is checked before anything is stored: a label outside the project's labels is an InputError
     naming the task and the label."""
@@ -83,8 +90,10 @@ def import_tasks(*, store: SqlStore, feedback: FeedbackSink, project: str, tasks
     for i, task in enumerate(tasks):
         place = where(task, i)
         if task.id is None:
-            raise InputError(f"tasks[{i}] has no id; labelagent keys items by the Label Studio task id "
-                             "(export the tasks from Label Studio with their ids)")
+            raise InputError(
+                f"tasks[{i}] has no id; labelagent keys items by the Label Studio task id "
+                "(export the tasks from Label Studio with their ids)"
+            )
         if task.id in seen:
             raise InputError(f"task {task.id} appears twice; send each task once")
         seen.add(task.id)
@@ -102,13 +111,12 @@ def import_tasks(*, store: SqlStore, feedback: FeedbackSink, project: str, tasks
     return ImportResponse(inserted=inserted, duplicates=duplicates, ground_truth=written, unchanged=unchanged)
 
 
-def _ingest(store: SqlStore, project: str, items: list[Item], client: list[str | None]
-            ) -> tuple[list[str], list[str]]:
+def _ingest(store: SqlStore, project: str, items: list[Item], client: list[str | None]) -> tuple[list[str], list[str]]:
     inserted: list[str] = []
     duplicates: list[str] = []
     size = store.settings.max_batch_items
     for start in range(0, len(items), size):
-        part, labels = items[start:start + size], client[start:start + size]
+        part, labels = items[start : start + size], client[start : start + size]
         result = store.ingest(project, part, labels=labels if any(lab is not None for lab in labels) else None)
         dup = set(result.duplicates)
         duplicates.extend(it.key for it in part if it.key in dup)
@@ -116,8 +124,9 @@ def _ingest(store: SqlStore, project: str, items: list[Item], client: list[str |
     return inserted, duplicates
 
 
-def export_tasks(*, store: SqlStore, project: str, text_key: str, from_name: str, to_name: str, after: int,
-                 limit: int) -> tuple[list[LSTaskOut], int, bool]:
+def export_tasks(
+    *, store: SqlStore, project: str, text_key: str, from_name: str, to_name: str, after: int, limit: int
+) -> tuple[list[LSTaskOut], int, bool]:
     """One page of items (arrival order after ``after``) as Label Studio tasks: the latest human label as an
     annotation, the imported predictions and then the agent's latest label as predictions (``score`` = confidence,
     ``model_version`` = the policy key that labeled). Returns (tasks, cursor of the next page, more to come)."""
@@ -128,18 +137,37 @@ def export_tasks(*, store: SqlStore, project: str, text_key: str, from_name: str
     for it in page:
         annotations: list[LSAnnotationOut] = []
         if it.human is not None:
-            annotations.append(LSAnnotationOut(
-                id=annotation_id_of(it.human.reason), created_at=it.human.created_at,
-                result=[choices_result(it.human.label, from_name=from_name, to_name=to_name)]))
+            annotations.append(
+                LSAnnotationOut(
+                    id=annotation_id_of(it.human.reason),
+                    created_at=it.human.created_at,
+                    result=[choices_result(it.human.label, from_name=from_name, to_name=to_name)],
+                )
+            )
         stored = it.meta.get(PREDICTIONS_KEY)
-        predictions: list[dict[str, Any]] = [p for p in stored if isinstance(p, dict)] if isinstance(stored, list) \
-            else []
+        predictions: list[dict[str, Any]] = (
+            [p for p in stored if isinstance(p, dict)] if isinstance(stored, list) else []
+        )
         if it.agent is not None:
             score = it.agent.confidence if it.agent.confidence is not None else 0.0
-            predictions.append(prediction(it.agent.label, score, model_version=f"{project}/{it.agent.policy_version}",
-                                          from_name=from_name, to_name=to_name).model_dump(mode="json"))
-        out.append(LSTaskOut(id=task_id_of(it.key), data=item_data(it.text, it.meta, text_key=text_key),
-                             annotations=annotations, predictions=predictions, meta={"external_id": it.key}))
+            predictions.append(
+                prediction(
+                    it.agent.label,
+                    score,
+                    model_version=f"{project}/{it.agent.policy_version}",
+                    from_name=from_name,
+                    to_name=to_name,
+                ).model_dump(mode="json")
+            )
+        out.append(
+            LSTaskOut(
+                id=task_id_of(it.key),
+                data=item_data(it.text, it.meta, text_key=text_key),
+                annotations=annotations,
+                predictions=predictions,
+                meta={"external_id": it.key},
+            )
+        )
     return out, (page[-1].seq if page else after), more
 
 
@@ -178,8 +206,11 @@ class Predictors:
         mark = human_label_mark(store, project)
         with self._lock:  # builds are rare; one at a time keeps two requests from training twice
             current = self._by_project.get(project)
-            if current is not None and current.version == policy.version and (
-                    current.mark == mark or time.monotonic() - current.built < self.refresh):
+            if (
+                current is not None
+                and current.version == policy.version
+                and (current.mark == mark or time.monotonic() - current.built < self.refresh)
+            ):
                 return current
             labeler = BatchLabeler(policy, tool_factory(policy))
             truth = store.load_ground_truth(project)
@@ -192,14 +223,19 @@ class Predictors:
 
 
 def _names(config: Config) -> tuple[str, str, str]:
-    return (config.from_name or DEFAULT_FROM_NAME, config.to_name or DEFAULT_TO_NAME,
-            config.text_key or DEFAULT_TEXT_KEY)
+    return (
+        config.from_name or DEFAULT_FROM_NAME,
+        config.to_name or DEFAULT_TO_NAME,
+        config.text_key or DEFAULT_TEXT_KEY,
+    )
 
 
-def predict(*, store: SqlStore, predictors: Predictors, tool_factory: ToolFactory, project: str,
-            body: PredictRequest) -> PredictResponse:
+def predict(
+    *, store: SqlStore, predictors: Predictors, tool_factory: ToolFactory, project: str, body: PredictRequest
+) -> PredictResponse:
     """One prediction per task, in order, in the labeling config's ``Choices`` control; ``model_version`` is the
-    active policy key. Tasks whose item has a label get it (human labels score 1); the rest go through the agent."""
+    active policy key. A task whose item exists with the same data and has a label gets that label (human labels
+    score 1); the rest go through the agent."""
     policy = store.active_policy(project)
     from_name, to_name, text_key = _names(parse_label_config(body.label_config))
     version = policy.key
@@ -208,7 +244,10 @@ def predict(*, store: SqlStore, predictors: Predictors, tool_factory: ToolFactor
     answers: dict[int, tuple[str | None, float]] = {}
     todo: dict[str, tuple[int, Item]] = {}
     for i, (task, key) in enumerate(zip(body.tasks, keys, strict=True)):
-        label = known[key].latest if key is not None and key in known else None
+        stored = known.get(key) if key is not None else None
+        # the stored label only for the same task: a client other than Label Studio may number its tasks 0, 1, ...
+        same = stored is not None and item_data(stored.text, stored.meta, text_key=text_key) == task.data
+        label = stored.latest if stored is not None and same else None
         if label is not None:
             answers[i] = (label.label, label.confidence if label.confidence is not None else 1.0)
             continue
@@ -218,8 +257,10 @@ def predict(*, store: SqlStore, predictors: Predictors, tool_factory: ToolFactor
         decided = predictors.get(store, project, policy, tool_factory).run([it for _, it in todo.values()])
         for name, (i, _) in todo.items():
             answers[i] = decided.get(name, (None, 0.0))
-    results = [prediction(answers[i][0], answers[i][1], model_version=version, from_name=from_name, to_name=to_name)
-               for i in range(len(body.tasks))]
+    results = [
+        prediction(answers[i][0], answers[i][1], model_version=version, from_name=from_name, to_name=to_name)
+        for i in range(len(body.tasks))
+    ]
     return PredictResponse(results=results, model_version=version)
 
 
@@ -229,12 +270,16 @@ def setup(*, store: SqlStore, project: str, label_config: str | None) -> SetupRe
     policy = store.active_policy(project)
     config = parse_label_config(label_config)
     if label_config and label_config.strip() and config.from_name is None:
-        raise InputError("the labeling config has no <Choices> control; labelagent labels with one Choices control "
-                         f"offering the project's labels {policy.labels}")
+        raise InputError(
+            "the labeling config has no <Choices> control; labelagent labels with one Choices control "
+            f"offering the project's labels {policy.labels}"
+        )
     missing = [lab for lab in policy.labels if config.choices and lab not in config.choices]
     if missing:
-        raise InputError(f"the labeling config's <Choices name={config.from_name!r}> lacks the project's labels "
-                         f"{missing}; add a <Choice value=...> for each of {policy.labels}")
+        raise InputError(
+            f"the labeling config's <Choices name={config.from_name!r}> lacks the project's labels "
+            f"{missing}; add a <Choice value=...> for each of {policy.labels}"
+        )
     return SetupResponse(model_version=policy.key)
 
 
@@ -245,8 +290,9 @@ ANNOTATION_DELETES = ("ANNOTATION_DELETED", "ANNOTATIONS_DELETED")
 TASK_CREATES = ("TASK_CREATED", "TASKS_CREATED")
 
 
-def webhook(*, store: SqlStore, feedback: FeedbackSink, predictors: Predictors, project: str,
-            body: WebhookRequest) -> WebhookResponse:
+def webhook(
+    *, store: SqlStore, feedback: FeedbackSink, predictors: Predictors, project: str, body: WebhookRequest
+) -> WebhookResponse:
     """Annotation created or updated: its label becomes the item's ground truth (a skipped annotation removes what
     it had set). Annotation deleted: its ground truth is removed. Tasks created: imported. ``START_TRAINING``: the
     workers are woken to learn from new ground truth and ``/predict``'s labeler is rebuilt. Other actions are
@@ -264,28 +310,48 @@ def webhook(*, store: SqlStore, feedback: FeedbackSink, predictors: Predictors, 
         touched = remove_human_labels(store, project, [annotation_reason(int(x), None) for x in ids])
         if touched:
             tell(feedback, project)
-        message = (f"ground truth of {len(touched)} item(s) removed; items left without a label go back to review "
-                   "or to the agent") if touched else "no ground truth came from these annotations"
+        message = (
+            (
+                f"ground truth of {len(touched)} item(s) removed; items left without a label go back to review "
+                "or to the agent"
+            )
+            if touched
+            else "no ground truth came from these annotations"
+        )
         return WebhookResponse(action=action, applied=bool(touched), message=message, external_ids=touched)
     if action in TASK_CREATES:
         tasks = list(body.tasks or ([body.task] if body.task is not None else []))
         if not tasks:
             raise InputError(f"{action} needs 'tasks': a list of tasks with id and data")
-        done = import_tasks(store=store, feedback=feedback, project=project, tasks=tasks,
-                            text_key=config.text_key or DEFAULT_TEXT_KEY, from_name=config.from_name)
-        return WebhookResponse(action=action, applied=bool(done.inserted or done.ground_truth),
-                               message=f"{len(done.inserted)} task(s) imported, {len(done.duplicates)} known already",
-                               external_ids=done.inserted + done.duplicates)
+        done = import_tasks(
+            store=store,
+            feedback=feedback,
+            project=project,
+            tasks=tasks,
+            text_key=config.text_key or DEFAULT_TEXT_KEY,
+            from_name=config.from_name,
+        )
+        return WebhookResponse(
+            action=action,
+            applied=bool(done.inserted or done.ground_truth),
+            message=f"{len(done.inserted)} task(s) imported, {len(done.duplicates)} known already",
+            external_ids=done.inserted + done.duplicates,
+        )
     if action == "START_TRAINING":
         predictors.drop(project)
         tell(feedback, project)
-        return WebhookResponse(action=action, applied=True, message="the workers were woken to learn from new "
-                               "ground truth (they also retrain as answers arrive); /predict reloads its model")
+        return WebhookResponse(
+            action=action,
+            applied=True,
+            message="the workers were woken to learn from new "
+            "ground truth (they also retrain as answers arrive); /predict reloads its model",
+        )
     return WebhookResponse(action=action, applied=False, message=f"{action} is not used by labelagent; acknowledged")
 
 
-def _annotation_written(store: SqlStore, feedback: FeedbackSink, project: str, body: WebhookRequest, action: str,
-                        config: Config) -> WebhookResponse:
+def _annotation_written(
+    store: SqlStore, feedback: FeedbackSink, project: str, body: WebhookRequest, action: str, config: Config
+) -> WebhookResponse:
     annotation = body.annotation
     if annotation is None:
         raise InputError(f"{action} needs 'annotation' (with id, task and result)")
@@ -306,16 +372,28 @@ def _annotation_written(store: SqlStore, feedback: FeedbackSink, project: str, b
         touched = remove_human_labels(store, project, [reason])
         if touched:
             tell(feedback, project)
-        return WebhookResponse(action=action, applied=bool(touched), external_ids=touched,
-                               message=f"{place} was skipped (was_cancelled): no ground truth")
+        return WebhookResponse(
+            action=action,
+            applied=bool(touched),
+            external_ids=touched,
+            message=f"{place} was skipped (was_cancelled): no ground truth",
+        )
     if task is not None and task.id == task_id and not stored_items(store, project, [key]):
-        import_tasks(store=store, feedback=feedback, project=project, tasks=[task.model_copy(update={
-            "annotations": [], "predictions": []})], text_key=config.text_key or DEFAULT_TEXT_KEY,
-            from_name=config.from_name)
+        import_tasks(
+            store=store,
+            feedback=feedback,
+            project=project,
+            tasks=[task.model_copy(update={"annotations": [], "predictions": []})],
+            text_key=config.text_key or DEFAULT_TEXT_KEY,
+            from_name=config.from_name,
+        )
     written, _ = put_human_labels(store, project, [HumanAnswer(key, label, reason)])
     if written:
         tell(feedback, project)
     verb = "is now" if written else "already was"
-    return WebhookResponse(action=action, applied=bool(written), external_ids=[key],
-                           message=f"{key} {verb} labeled {label!r} by a human ({place})")
-
+    return WebhookResponse(
+        action=action,
+        applied=bool(written),
+        external_ids=[key],
+        message=f"{key} {verb} labeled {label!r} by a human ({place})",
+    )

@@ -70,8 +70,9 @@ class StoredItem:
         return max(labels, key=lambda lab: lab.id) if labels else None
 
 
-def put_human_labels(store: SqlStore, project: str, answers: Sequence[HumanAnswer], *,
-                     now: datetime | None = None) -> tuple[list[str], list[str]]:
+def put_human_labels(
+    store: SqlStore, project: str, answers: Sequence[HumanAnswer], *, now: datetime | None = None
+) -> tuple[list[str], list[str]]:
     """Write the answers as human labels (see the module doc). Returns (written, unchanged): an item whose label
     under the active version is already this human label from this annotation is left alone (re-imports and
     repeated webhooks are no-ops). NotFoundError for an unknown item, InputError for a label outside the policy."""
@@ -93,7 +94,8 @@ def put_human_labels(store: SqlStore, project: str, answers: Sequence[HumanAnswe
         current: dict[int, tuple[int, str, str, str]] = {}
         for part in chunks(list(ids.values())):
             query = select(label_t.c.item_id, label_t.c.id, label_t.c.label, label_t.c.source, label_t.c.reason).where(
-                label_t.c.item_id.in_(part), label_t.c.policy_version == version)
+                label_t.c.item_id.in_(part), label_t.c.policy_version == version
+            )
             current.update((r[0], (r[1], r[2], r[3], r[4])) for r in conn.execute(query))
         stale: list[int] = []
         rows: list[dict[str, Any]] = []
@@ -105,9 +107,20 @@ def put_human_labels(store: SqlStore, project: str, answers: Sequence[HumanAnswe
                 continue
             if old is not None:
                 stale.append(old[0])
-            rows.append({"project_id": pid, "item_id": item_id, "policy_version": version, "label": a.label,
-                         "confidence": 1.0, "source": "human", "threshold": None, "cost": 0.0, "reason": a.reason,
-                         "created_at": now})
+            rows.append(
+                {
+                    "project_id": pid,
+                    "item_id": item_id,
+                    "policy_version": version,
+                    "label": a.label,
+                    "confidence": 1.0,
+                    "source": "human",
+                    "threshold": None,
+                    "cost": 0.0,
+                    "reason": a.reason,
+                    "created_at": now,
+                }
+            )
             written.append(a.key)
         for part in chunks(stale):
             conn.execute(delete(label_t).where(label_t.c.id.in_(part)))
@@ -115,15 +128,22 @@ def put_human_labels(store: SqlStore, project: str, answers: Sequence[HumanAnswe
             conn.execute(insert(label_t), rows)
         touched = [ids[k] for k in written]
         for part in chunks(touched):
-            conn.execute(update(task_t).where(task_t.c.item_id.in_(part), task_t.c.status.in_(("open", "claimed")))
-                         .values(status="done", updated_at=now, **_TASK_FREE))
-            conn.execute(update(item_t).where(item_t.c.id.in_(part))
-                         .values(status="labeled", error=None, updated_at=now, **_RELEASED))
+            conn.execute(
+                update(task_t)
+                .where(task_t.c.item_id.in_(part), task_t.c.status.in_(("open", "claimed")))
+                .values(status="done", updated_at=now, **_TASK_FREE)
+            )
+            conn.execute(
+                update(item_t)
+                .where(item_t.c.id.in_(part))
+                .values(status="labeled", error=None, updated_at=now, **_RELEASED)
+            )
     return written, unchanged
 
 
-def remove_human_labels(store: SqlStore, project: str, reasons: Sequence[str], *,
-                        now: datetime | None = None) -> list[str]:
+def remove_human_labels(
+    store: SqlStore, project: str, reasons: Sequence[str], *, now: datetime | None = None
+) -> list[str]:
     """Delete the project's human labels with these reasons (the annotations' ids); returns the items touched. An
     item left without any label goes back to review (task of the active version reopened) or to the agent."""
     now = as_utc(now)
@@ -134,29 +154,47 @@ def remove_human_labels(store: SqlStore, project: str, reasons: Sequence[str], *
         version = store._active_version(conn, pid)
         found: list[tuple[int, int, str]] = []
         for part in chunks(list(dict.fromkeys(reasons))):
-            found.extend(conn.execute(
-                select(label_t.c.id, label_t.c.item_id, item_t.c.external_id)
-                .join(item_t, item_t.c.id == label_t.c.item_id)
-                .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.reason.in_(part))).all())
+            found.extend(
+                conn.execute(
+                    select(label_t.c.id, label_t.c.item_id, item_t.c.external_id)
+                    .join(item_t, item_t.c.id == label_t.c.item_id)
+                    .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.reason.in_(part))
+                ).all()
+            )
         if not found:
             return []
         for part in chunks([f[0] for f in found]):
             conn.execute(delete(label_t).where(label_t.c.id.in_(part)))
         item_ids = list(dict.fromkeys(f[1] for f in found))
-        labeled = {r[0] for part in chunks(item_ids) for r in conn.execute(
-            select(label_t.c.item_id).where(label_t.c.item_id.in_(part)).distinct())}
+        labeled = {
+            r[0]
+            for part in chunks(item_ids)
+            for r in conn.execute(select(label_t.c.item_id).where(label_t.c.item_id.in_(part)).distinct())
+        }
         bare = [i for i in item_ids if i not in labeled]
-        tasks = {r[0]: r[1] for part in chunks(bare) for r in conn.execute(
-            select(task_t.c.item_id, task_t.c.id).where(task_t.c.item_id.in_(part),
-                                                        task_t.c.policy_version == version))}
+        tasks = {
+            r[0]: r[1]
+            for part in chunks(bare)
+            for r in conn.execute(
+                select(task_t.c.item_id, task_t.c.id).where(
+                    task_t.c.item_id.in_(part), task_t.c.policy_version == version
+                )
+            )
+        }
         for part in chunks([tasks[i] for i in bare if i in tasks]):
-            conn.execute(update(task_t).where(task_t.c.id.in_(part))
-                         .values(status="open", updated_at=now, **_TASK_FREE))
-        for ids_, values in (([i for i in bare if i in tasks], {"status": "in_review"}),
-                             ([i for i in bare if i not in tasks], {"status": "pending", "attempts": 0})):
+            conn.execute(
+                update(task_t).where(task_t.c.id.in_(part)).values(status="open", updated_at=now, **_TASK_FREE)
+            )
+        for ids_, values in (
+            ([i for i in bare if i in tasks], {"status": "in_review"}),
+            ([i for i in bare if i not in tasks], {"status": "pending", "attempts": 0}),
+        ):
             for part in chunks(ids_):
-                conn.execute(update(item_t).where(item_t.c.id.in_(part))
-                             .values(updated_at=now, error=None, **values, **_RELEASED))
+                conn.execute(
+                    update(item_t)
+                    .where(item_t.c.id.in_(part))
+                    .values(updated_at=now, error=None, **values, **_RELEASED)
+                )
     return list(dict.fromkeys(f[2] for f in found))
 
 
@@ -166,9 +204,13 @@ def stored_items(store: SqlStore, project: str, keys: Sequence[str]) -> dict[str
         pid = store._project_id(conn, project)
         rows: list[Any] = []
         for part in chunks(list(dict.fromkeys(keys))):
-            rows.extend(conn.execute(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
-                                            item_t.c.status, item_t.c.seq)
-                                     .where(item_t.c.project_id == pid, item_t.c.external_id.in_(part))))
+            rows.extend(
+                conn.execute(
+                    select(
+                        item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.status, item_t.c.seq
+                    ).where(item_t.c.project_id == pid, item_t.c.external_id.in_(part))
+                )
+            )
         return _with_labels(conn, rows)
 
 
@@ -176,10 +218,12 @@ def items_page(store: SqlStore, project: str, *, after_seq: int, limit: int) -> 
     """Items with ``seq > after_seq`` in arrival order, with their labels (the export's pages)."""
     with read_tx(store.engine) as conn:
         pid = store._project_id(conn, project)
-        rows = conn.execute(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.status,
-                                   item_t.c.seq)
-                            .where(item_t.c.project_id == pid, item_t.c.seq > after_seq)
-                            .order_by(item_t.c.seq).limit(limit)).all()
+        rows = conn.execute(
+            select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.status, item_t.c.seq)
+            .where(item_t.c.project_id == pid, item_t.c.seq > after_seq)
+            .order_by(item_t.c.seq)
+            .limit(limit)
+        ).all()
         items = _with_labels(conn, rows)
     return sorted(items.values(), key=lambda it: it.seq)
 
@@ -188,16 +232,18 @@ def human_label_mark(store: SqlStore, project: str) -> tuple[int, int]:
     """(largest id, count) of the project's human labels: changes whenever ground truth is added or removed."""
     with read_tx(store.engine) as conn:
         pid = store._project_id(conn, project)
-        top, count = conn.execute(select(func.max(label_t.c.id), func.count()).where(
-            label_t.c.project_id == pid, label_t.c.source == "human")).one()
+        top, count = conn.execute(
+            select(func.max(label_t.c.id), func.count()).where(label_t.c.project_id == pid, label_t.c.source == "human")
+        ).one()
     return int(top or 0), int(count)
 
 
 def _item_ids(store: SqlStore, conn: Any, pid: int, keys: list[str]) -> dict[str, int]:
     out: dict[str, int] = {}
     for part in chunks(keys):
-        query = select(item_t.c.external_id, item_t.c.id).where(item_t.c.project_id == pid,
-                                                               item_t.c.external_id.in_(part))
+        query = select(item_t.c.external_id, item_t.c.id).where(
+            item_t.c.project_id == pid, item_t.c.external_id.in_(part)
+        )
         if not store.sqlite:
             query = query.with_for_update()
         out.update((k, i) for k, i in conn.execute(query))
@@ -209,8 +255,16 @@ def _item_ids(store: SqlStore, conn: Any, pid: int, keys: list[str]) -> dict[str
 
 def _with_labels(conn: Any, rows: Sequence[Any]) -> dict[str, StoredItem]:
     by_id = {r[0]: StoredItem(key=r[1], text=r[2], meta=dict(r[3] or {}), status=r[4], seq=r[5]) for r in rows}
-    cols = (label_t.c.item_id, label_t.c.id, label_t.c.label, label_t.c.confidence, label_t.c.source, label_t.c.policy_version,
-            label_t.c.reason, label_t.c.created_at)
+    cols = (
+        label_t.c.item_id,
+        label_t.c.id,
+        label_t.c.label,
+        label_t.c.confidence,
+        label_t.c.source,
+        label_t.c.policy_version,
+        label_t.c.reason,
+        label_t.c.created_at,
+    )
     for part in chunks(list(by_id)):
         for r in conn.execute(select(*cols).where(label_t.c.item_id.in_(part)).order_by(label_t.c.id)):
             label = StoredLabel(r[1], r[2], r[3], r[4], r[5], r[6], r[7])
