@@ -5,21 +5,30 @@ webhooks (annotations created, updated and deleted; START_TRAINING); bad payload
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import copy
 import json
+import threading
+import time
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 import pytest
+import uvicorn
+from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
+from policies import ToolError
+from policies.model import RemoteModelSpec
 from service.deps import get_tool_factory
 from service.store import SqlStore
 from tests.factories import make_batch_result, make_policy
 from tests.service.api.conftest import RecordingSink, auth, error_message
 from tools.base import Batch, Item, ToolContext, Votes
+from tools.remote import RemoteModelTool
 
 BOMB = (
     '<?xml version="1.0"?><!DOCTYPE l [<!ENTITY a "aaaaaaaaaa">'
@@ -428,3 +437,41 @@ def test_items_of_other_sources_export_without_a_task_id(client: TestClient, sto
     (task,) = client.get(f"{LS}/export").json()
     assert task["id"] is None and task["data"] == {"lang": "en", "text": "hello"}
     assert task["meta"] == {"external_id": "feed-1"}
+
+
+@pytest.fixture
+def live(app: FastAPI) -> Iterator[str]:
+    """The app behind uvicorn on a free loopback port (a real HTTP server for HTTP clients)."""
+    server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
+    thread = threading.Thread(target=server.run, daemon=True)
+    thread.start()
+    deadline = time.monotonic() + 10
+    while not server.started:
+        assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
+        time.sleep(0.01)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    yield f"127.0.0.1:{port}"
+    server.should_exit = True
+    thread.join(10)
+
+
+def test_labelagents_own_label_studio_client_reads_the_backend_over_http(
+    live: str, app: FastAPI, store: SqlStore, topics: str
+) -> None:
+    """``tools.remote`` speaks Label Studio's ML backend protocol as a client (written from Label Studio's docs): it
+    reads this backend's answers, with the key as Basic password in the URL as Label Studio would send it."""
+    app.dependency_overrides[get_tool_factory] = lambda: (
+        lambda policy: [TopicTool(spec.name) for spec in policy.enabled_tools()]
+    )
+    key = store.create_key(name="ls", role="reviewer", projects=[P])[0]
+    config = fixture("predict_request.json")["label_config"]
+    spec = RemoteModelSpec(name="peer", url=f"http://label-studio:{key}@{live}{ML}/predict", label_config=config)
+    tool = RemoteModelTool(spec, LABELS)
+    items = [Item(key=f"x{i}", text="win a match" if i % 2 else "a quiet day") for i in range(6)]
+    votes = asyncio.run(tool.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
+    assert not votes.abstain.any()
+    assert [LABELS[int(j)] for j in votes.probs.argmax(axis=1)] == ["sports", "technology"] * 3
+    assert votes.model_version == f"{P}/1" and tool.requests == 1
+    denied = RemoteModelTool(spec.model_copy(update={"url": f"http://label-studio:wrong@{live}{ML}/predict"}), LABELS)
+    with pytest.raises(ToolError, match="HTTP 401"):
+        asyncio.run(denied.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
