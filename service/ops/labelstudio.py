@@ -60,7 +60,7 @@ from service.store.labelstudio import (
 )
 from tools.base import Item
 
-REFRESH_SECONDS = 30.0
+REFRESH_SECONDS = 300.0  # a rebuild retrains the learner on all ground truth: not on every new answer
 DEFAULT_FROM_NAME = "label"
 DEFAULT_TO_NAME = "text"
 DEFAULT_TEXT_KEY = "text"

@@ -24,6 +24,7 @@ from fastapi.testclient import TestClient
 from policies import ToolError
 from policies.model import RemoteModelSpec
 from service.deps import get_tool_factory
+from service.ops.labelstudio import Predictors
 from service.store import SqlStore
 from tests.factories import make_batch_result, make_policy
 from tests.service.api.conftest import RecordingSink, auth, error_message
@@ -475,3 +476,14 @@ def test_labelagents_own_label_studio_client_reads_the_backend_over_http(
     denied = RemoteModelTool(spec.model_copy(update={"url": f"http://label-studio:wrong@{live}{ML}/predict"}), LABELS)
     with pytest.raises(ToolError, match="HTTP 401"):
         asyncio.run(denied.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
+
+
+def test_predict_reloads_its_model_when_ground_truth_changed(client: TestClient, topics: str) -> None:
+    predictors = client.app.state.label_studio_predictors = Predictors(refresh_seconds=0)  # type: ignore[attr-defined]
+    request = fixture("predict_request.json")
+    client.post(f"{ML}/predict", json=request)
+    client.post(f"{ML}/predict", json=request)
+    assert predictors.builds == 1  # nothing changed
+    client.post(f"{LS}/import", params={"from_name": "topic"}, json=fixture("export_tasks.json"))
+    client.post(f"{ML}/predict", json=request)
+    assert predictors.builds == 2  # new ground truth: the learner is restored again
