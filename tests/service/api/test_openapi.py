@@ -20,6 +20,9 @@ EXPECTED = {
     ("POST", "/projects/{project}/policies/{version}/activate"), ("POST", "/projects/{project}/policies/rollback"),
     ("GET", "/projects/{project}/audit"), ("GET", "/projects/{project}/metrics"), ("GET", "/metrics"),
     ("GET", "/health"),
+    ("POST", "/projects/{project}/label-studio/import"), ("GET", "/projects/{project}/label-studio/export"),
+    ("POST", "/label-studio/{project}/predict"), ("POST", "/label-studio/{project}/setup"),
+    ("GET", "/label-studio/{project}/health"), ("POST", "/label-studio/{project}/webhook"),
 }
 NO_BODY = {"GET"}
 
