@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import audit, health, items, labels, metrics, policies, projects, reviews
+from service.routes import audit, health, items, labels, metrics, policies, projects, reviews, ui
 
 routers: tuple[APIRouter, ...] = (
     projects.router,
@@ -16,6 +16,7 @@ routers: tuple[APIRouter, ...] = (
     audit.router,
     metrics.router,
     health.router,
+    ui.router,
 )
 
 __all__ = ["routers"]
