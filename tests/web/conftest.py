@@ -33,10 +33,15 @@ sync_api = pytest.importorskip("playwright.sync_api", reason="playwright is not 
 class Live:
     url: str
     store: SqlStore
+    admin: str  # an operator key for every project
 
     def project(self, prefix: str = "web", **policy: object) -> str:
+        """A new project, created through the API (so that the audit log has its entry)."""
         name = f"{prefix}-{next(_names)}"
-        self.store.create_project(name, make_policy(name, **policy))
+        body = {"name": name, "policy": make_policy(name, **policy).model_dump(mode="json")}
+        with self.api(self.admin) as api:
+            r = api.post("/projects", json=body)
+        assert r.status_code == 201, r.text
         return name
 
     def key(self, role: str, project: str) -> str:
@@ -51,8 +56,9 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('web') / 'web.db'}")
     create_all(engine)
     store = SqlStore(engine, Settings(rate_limit_per_second=0))
-    server = uvicorn.Server(uvicorn.Config(create_app(store=store), host="127.0.0.1", port=free_port(),
-                                           log_level="warning", lifespan="on"))
+    server = uvicorn.Server(
+        uvicorn.Config(create_app(store=store), host="127.0.0.1", port=free_port(), log_level="warning", lifespan="on")
+    )
     thread = threading.Thread(target=server.run, name="uvicorn", daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
@@ -60,7 +66,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield Live(f"http://127.0.0.1:{server.config.port}", store)
+        yield Live(f"http://127.0.0.1:{server.config.port}", store, store.create_key(name="admin", role="operator")[0])
     finally:
         server.should_exit = True
         thread.join(10)
@@ -72,8 +78,11 @@ def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip(f"Chromium is not installed at {CHROMIUM} (make test installs it: apt-get install chromium)")
     with sync_api.sync_playwright() as p:
-        browser = p.chromium.launch(executable_path=CHROMIUM, headless=True,
-                                    args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"])
+        browser = p.chromium.launch(
+            executable_path=CHROMIUM,
+            headless=True,
+            args=["--no-sandbox", "--disable-gpu", "--disable-background-networking"],
+        )
         yield browser
         browser.close()
 
@@ -89,8 +98,14 @@ class PageProblems:
         page.on("console", lambda m: self.errors.append(m.text) if m.type == "error" else None)  # type: ignore[attr-defined]
         page.on("pageerror", lambda e: self.errors.append(str(e)))  # type: ignore[attr-defined]
         page.on("dialog", lambda d: (self.dialogs.append(d.message), d.dismiss()))  # type: ignore[attr-defined]
-        page.on("request", lambda r: None if r.url.startswith((origin, "blob:", "data:"))  # type: ignore[attr-defined]
-                else self.foreign.append(r.url))
+        page.on(
+            "request",
+            lambda r: (
+                None
+                if r.url.startswith((origin, "blob:", "data:"))  # type: ignore[attr-defined]
+                else self.foreign.append(r.url)
+            ),
+        )
 
     def assert_clean(self, allow: tuple[str, ...] = ()) -> None:
         errors = [e for e in self.errors if not any(a in e for a in allow)]

@@ -12,10 +12,17 @@ from agent.ports import BatchResult, Decision
 from service.store import ReviewAnswer, SqlStore
 from tools.base import Item, Vote
 
-SPAMMY = ("WINNER! You have won a free cruise, call 0800 now", "Free entry: text WIN to 80086 for a prize",
-          "URGENT: your mobile number has won £2000, claim today")
-HAMMY = ("Are we still on for lunch tomorrow?", "Sorry, running late, be there in 10", "Can you pick up some milk?",
-         "Happy birthday! Hope you have a great day")
+SPAMMY = (
+    "WINNER! You have won a free cruise, call 0800 now",
+    "Free entry: text WIN to 80086 for a prize",
+    "URGENT: your mobile number has won £2000, claim today",
+)
+HAMMY = (
+    "Are we still on for lunch tomorrow?",
+    "Sorry, running late, be there in 10",
+    "Can you pick up some milk?",
+    "Happy birthday! Hope you have a great day",
+)
 
 
 @dataclass(frozen=True)
@@ -34,21 +41,37 @@ def _text(i: int) -> tuple[str, str]:
 def _votes(label: str, other: str, i: int, *, wrong: bool) -> list[Vote]:
     said, unsure = (other, label) if wrong else (label, other)
     p = 0.6 + (i % 4) / 10
-    neighbours = " | ".join([f'sms-{100 + i} {said} 0.{80 - i % 9} "{SPAMMY[0] if said == "spam" else HAMMY[0]}"',
-                             f'sms-{300 + i} {said} 0.61 "{SPAMMY[1] if said == "spam" else HAMMY[2]}"',
-                             f'sms-{500 + i} {unsure} 0.42 "{HAMMY[3] if said == "spam" else SPAMMY[2]}"'])
+    neighbours = " | ".join(
+        [
+            f'sms-{100 + i} {said} 0.{80 - i % 9} "{SPAMMY[0] if said == "spam" else HAMMY[0]}"',
+            f'sms-{300 + i} {said} 0.61 "{SPAMMY[1] if said == "spam" else HAMMY[2]}"',
+            f'sms-{500 + i} {unsure} 0.42 "{HAMMY[3] if said == "spam" else SPAMMY[2]}"',
+        ]
+    )
     return [
-        Vote("rules", {said: 0.9, unsure: 0.1} if said == "spam" else None, 0.0,
-             "rules: spam 0.90 from free, win" if said == "spam" else "rules: no rule matched"),
+        Vote(
+            "rules",
+            {said: 0.9, unsure: 0.1} if said == "spam" else None,
+            0.0,
+            "rules: spam 0.90 from free, win" if said == "spam" else "rules: no rule matched",
+        ),
         Vote("clf", {said: p, unsure: 1 - p}, 0.001, f"clf-v2: {said} {p:.2f} (words: claim, free, call)"),
-        Vote("retrieval", {said: 0.85, unsure: 0.15}, 0.002,
-             f"knn-v2: {said} 0.85 from 3 neighbours; {neighbours}"),
+        Vote("retrieval", {said: 0.85, unsure: 0.15}, 0.002, f"knn-v2: {said} 0.85 from 3 neighbours; {neighbours}"),
     ]
 
 
-def seed_tasks(store: SqlStore, project: str, actions: Sequence[str], *, start: int = 0, prefix: str = "sms",
-               texts: dict[int, str] | None = None, metadata: dict[int, dict[str, Any]] | None = None,
-               wrong: Sequence[int] = (), threshold: float | None = 0.9) -> Seeded:
+def seed_tasks(
+    store: SqlStore,
+    project: str,
+    actions: Sequence[str],
+    *,
+    start: int = 0,
+    prefix: str = "sms",
+    texts: dict[int, str] | None = None,
+    metadata: dict[int, dict[str, Any]] | None = None,
+    wrong: Sequence[int] = (),
+    threshold: float | None = 0.9,
+) -> Seeded:
     """One item per action ("escalate", "audit", "accept"); item ``start + i`` gets ``texts[i]`` if given. Items in
     ``wrong`` get the other label as the agent's suggestion. Every third item carries weather values."""
     items, truth = [], {}
@@ -72,11 +95,22 @@ def seed_tasks(store: SqlStore, project: str, actions: Sequence[str], *, start: 
         other = "ham" if label == "spam" else "spam"
         is_wrong = i in wrong
         votes = _votes(label, other, start + i, wrong=is_wrong)
-        decisions.append(Decision(key=it.key, action=by_key[it.key], label=other if is_wrong else label,  # type: ignore[arg-type]
-                                  confidence=0.55 + (start + i) % 45 / 100, votes=votes, reason="seeded",
-                                  cost=0.003, review_kind=None, priority=float(len(items) - i)))
-    store.record_batch(project, BatchResult(policy.key, threshold, {"clf": "clf-v2", "retrieval": "knn-v2"},
-                                            decisions), token)
+        decisions.append(
+            Decision(
+                key=it.key,
+                action=by_key[it.key],
+                label=other if is_wrong else label,  # type: ignore[arg-type]
+                confidence=0.55 + (start + i) % 45 / 100,
+                votes=votes,
+                reason="seeded",
+                cost=0.003,
+                review_kind=None,
+                priority=float(len(items) - i),
+            )
+        )
+    store.record_batch(
+        project, BatchResult(policy.key, threshold, {"clf": "clf-v2", "retrieval": "knn-v2"}, decisions), token
+    )
     kinds = {k: {"escalate": "escalation", "audit": "audit"}[a] for k, a in by_key.items() if a != "accept"}
     return Seeded([it.key for it in items], truth, kinds)
 

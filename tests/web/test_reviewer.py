@@ -40,9 +40,11 @@ def current_task(page: Page) -> int | None:
 
 def next_task(page: Page, previous: int) -> int | None:
     """Wait until the page moved past task ``previous``."""
-    page.wait_for_function("prev => { const v = document.querySelector('#task-view');"
-                           " return document.querySelector('#empty') || (v && v.dataset.taskId !== String(prev)); }",
-                           arg=previous)
+    page.wait_for_function(
+        "prev => { const v = document.querySelector('#task-view');"
+        " return document.querySelector('#empty') || (v && v.dataset.taskId !== String(prev)); }",
+        arg=previous,
+    )
     return current_task(page)
 
 
@@ -54,8 +56,9 @@ def label_key(page: Page, label: str) -> str:
 def test_a_reviewer_clears_twenty_tasks_with_the_keyboard_alone(live: Live, new_page, screenshots: Path) -> None:  # type: ignore[no-untyped-def]
     project = live.project("kbd")
     audits = {3, 9, 15}
-    seeded = seed_tasks(live.store, project, ["audit" if i in audits else "escalate" for i in range(N_TASKS)],
-                        wrong=(1, 4))
+    seeded = seed_tasks(
+        live.store, project, ["audit" if i in audits else "escalate" for i in range(N_TASKS)], wrong=(1, 4)
+    )
     reviewer = live.key("reviewer", project)
     page, problems = new_page()
     sign_in_with_keyboard(page, live, reviewer, "kim")
@@ -145,8 +148,13 @@ def test_two_reviewers_at_once_never_share_a_task(live: Live, new_page) -> None:
 def test_html_in_an_item_is_shown_as_text(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
     project = live.project("xss")
     attack = "<img src=x onerror=alert(1)>"
-    seed_tasks(live.store, project, ["escalate"], texts={0: attack},
-               metadata={0: {"note": "<script>alert(2)</script>", "wx_temperature_2m": "<b>hot</b>"}})
+    seed_tasks(
+        live.store,
+        project,
+        ["escalate"],
+        texts={0: attack},
+        metadata={0: {"note": "<script>alert(2)</script>", "wx_temperature_2m": "<b>hot</b>"}},
+    )
     page, problems = new_page()
     sign_in_with_keyboard(page, live, live.key("reviewer", project), "eve")
     current_task(page)
@@ -173,3 +181,51 @@ def test_a_lost_lease_says_so_and_moves_on(live: Live, new_page) -> None:  # typ
     second = next_task(page, first)
     assert second is not None and second != first
     problems.assert_clean(allow=("409",))  # the browser logs the refused submit
+
+
+MANY = ("ham", "spam", "billing", "delivery", "refund", "account", "card", "transfer", "pin", "limit", "fraud", "other")
+
+
+def test_many_labels_filter_and_skip_from_the_keyboard(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    project = live.project("many", labels=MANY)
+    seeded = seed_tasks(live.store, project, ["escalate"] * 3)
+    page, problems = new_page()
+    sign_in_with_keyboard(page, live, live.key("reviewer", project), "max")
+    first = current_task(page)
+    assert first is not None
+    buttons = page.locator("button.label")
+    expect(buttons).to_have_count(12)
+    expect(page.locator("#labels kbd")).to_have_text([*"123456789", "0"])  # labels 11 and 12: filter only
+    skipped = page.locator("#item-id").inner_text()
+    page.keyboard.press("s")
+    expect(page.locator("#notice")).to_contain_text(f"Skipped {skipped}")
+    second = next_task(page, first)
+    assert second is not None
+
+    filtered = page.locator("#item-id").inner_text()
+    page.keyboard.press("/")
+    expect(page.locator("#label-filter")).to_be_focused()
+    page.keyboard.type("fra")
+    expect(buttons).to_have_count(1)
+    expect(buttons).to_have_attribute("data-label", "fraud")
+    page.keyboard.press("Enter")
+    third = next_task(page, second)
+    assert third is not None
+
+    tenth = page.locator("#item-id").inner_text()
+    expect(page.locator("#label-filter")).to_have_value("")  # a new task: the filter is empty, digits choose again
+    page.keyboard.press("0")
+    expect(page.locator('button.label[data-label="limit"]')).to_have_class(re.compile("selected"))
+    page.keyboard.press("Enter")
+    assert next_task(page, third) is None  # the skipped task is not offered to this reviewer again soon
+
+    with live.api(live.key("operator", project)) as api:
+        export = {
+            x["external_id"]: x["label"]
+            for x in map(json.loads, api.get(f"/projects/{project}/labels").text.splitlines())
+        }
+        assert export == {filtered: "fraud", tenth: "limit"}
+        still = api.get(f"/projects/{project}/reviews", params={"status": "open"}).json()
+        assert [t["external_id"] for t in still["tasks"]] == [skipped]
+    assert set(seeded.keys) == {skipped, filtered, tenth}
+    problems.assert_clean()

@@ -57,8 +57,13 @@
       const [m, calibration, precision, tools, audit] = await Promise.all([
         api("/metrics"), api("/metrics/calibration"), api("/metrics/precision"), api("/metrics/tools"), auditTail()]);
       tiles(m);
-      clear($("#precision-plot"), precisionPlot(precision, calibration.target_precision));
-      clear($("#calibration-plot"), calibrationPlot(calibration));
+      clear($("#precision-plot"), precisionPlot(precision, calibration.target_precision),
+        legend(precisionCaption(precision), ["line", "realized precision"], ["band", `${LA.pct(precision.level, 0)} interval`],
+               ["target", "target"]));
+      clear($("#calibration-plot"), calibrationPlot(calibration),
+        legend(calibration.threshold === null ? "No auto label yet: no threshold." :
+                 `Red: the current threshold ${LA.num(calibration.threshold, 3)}.`,
+               ["line", "precision"], ["low", `lower bound (delta ${+calibration.delta.toFixed(4)})`], ["target", "target"]));
       clear($("#tools"), toolTable(tools));
       clear($("#audit"), auditTable(audit));
       $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
@@ -66,6 +71,17 @@
       if (err.status === 401) { session.key = null; showSignIn(); return; }
       say(err.message, "error");
     }
+  }
+
+  function legend(caption, ...keys) {
+    return el("p", { class: "legend muted" }, keys.map(([cls, text]) => el("span", {}, el("i", { class: `key ${cls}` }), text)),
+      " ", caption);
+  }
+
+  function precisionCaption(h) {
+    if (!h.points.length) return "";
+    const when = (p) => new Date(p.at).toLocaleString();
+    return `Cumulative, ${when(h.points[0])} to ${when(h.points[h.points.length - 1])}.`;
   }
 
   function tile(id, title, value, sub) {

@@ -52,7 +52,7 @@ const Policies = (() => {
       el("td", {}, `v${v.version} `, v.active ? el("span", { class: "badge active-badge" }, "active") : null),
       el("td", {}, new Date(v.created_at).toLocaleString()),
       el("td", {}, backtestCell(ctx.project, v.version)),
-      el("td", { class: "row-actions" },
+      el("td", {}, el("div", { class: "row-actions" },
         el("button", { type: "button", class: "backtest-btn", "data-version": v.version,
                        onclick: run("Backtest", async () => {
                          ctx.say(`Backtesting v${v.version}…`);
@@ -67,7 +67,7 @@ const Policies = (() => {
                                                                   { reason: reason.value });
                                            ctx.say(`v${v.version} is now active.`);
                                            await ctx.refresh();
-                                         }) }, "Activate"))));
+                                         }) }, "Activate")))));
     const text = el("textarea", { id: "policy-text", spellcheck: "false", "aria-label": "New policy (JSON or YAML)" },
       active ? editable(active.policy) : "");
     const create = el("button", { id: "create-policy", type: "button", class: "primary",

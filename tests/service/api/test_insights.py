@@ -18,8 +18,9 @@ def answer(store: SqlStore, project: str, truth: dict[str, str]) -> None:
         store.submit_reviews([ReviewAnswer(task.task_id, task.token, truth[task.item.key])], project=project)
 
 
-def test_calibration_curve_and_precision_history_from_four_audits(client: TestClient, store: SqlStore,
-                                                                  project: str) -> None:
+def test_calibration_curve_and_precision_history_from_four_audits(
+    client: TestClient, store: SqlStore, project: str
+) -> None:
     # make_batch_result: item i has confidence 0.5 + i/100 and suggestion ham, spam, ham, spam (i = 0..3)
     keys = decide(store, project, ["audit", "audit", "audit", "audit", "accept"], threshold=0.52)
     answer(store, project, {keys[0]: "ham", keys[1]: "ham", keys[2]: "ham", keys[3]: "spam"})  # item 1 was wrong
@@ -33,7 +34,8 @@ def test_calibration_curve_and_precision_history_from_four_audits(client: TestCl
     assert got == pytest.approx([0.53, 0.25, 1.0, 1, 0.52, 0.5, 1.0, 2, 0.51, 0.75, 2 / 3, 3, 0.50, 1.0, 0.75, 4])
     errors = [0, 0, 1, 1]
     assert [p["precision_low"] for p in c["points"]] == pytest.approx(
-        [1 - float(cp_upper(e, n, c["delta"])) for e, n in zip(errors, [1, 2, 3, 4], strict=True)])
+        [1 - float(cp_upper(e, n, c["delta"])) for e, n in zip(errors, [1, 2, 3, 4], strict=True)]
+    )
 
     history = client.get(f"/projects/{project}/metrics/precision").json()
     points = history["points"]
@@ -53,8 +55,7 @@ def test_an_empty_project_has_empty_curves(client: TestClient, project: str) -> 
     assert (t["ground_truth"], t["tools"]) == (0, [])
 
 
-def test_tool_report_counts_calls_cost_accuracy_and_weights(client: TestClient, store: SqlStore,
-                                                            project: str) -> None:
+def test_tool_report_counts_calls_cost_accuracy_and_weights(client: TestClient, store: SqlStore, project: str) -> None:
     # 40 escalations; item i's votes favour ham (even i) or spam (odd i); "rules" abstains on odd i (cost 0.1,
     # else 1.0). Every human answer is ham: rules is always right when it votes, the others half of the time.
     keys = decide(store, project, ["escalate"] * 40)
