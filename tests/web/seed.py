@@ -86,33 +86,47 @@ def seed_tasks(
         items.append(Item(key=key, text=(texts or {}).get(i, text), metadata=meta))
         truth[key] = label
     store.ingest(project, items)
-    token, claimed = store.claim_batch(project, worker="seed", size=len(items))
+    decide_pending(store, project, actions, truth, start=start, wrong=wrong, threshold=threshold)
+    kinds = {
+        k: {"escalate": "escalation", "audit": "audit"}[a] for k, a in zip(truth, actions, strict=True) if a != "accept"
+    }
+    return Seeded([it.key for it in items], truth, kinds)
+
+
+def decide_pending(
+    store: SqlStore,
+    project: str,
+    actions: Sequence[str],
+    truth: dict[str, str],
+    *,
+    start: int = 0,
+    wrong: Sequence[int] = (),
+    threshold: float | None = 0.9,
+) -> None:
+    """Record the agent's decisions on the pending items (``truth``'s keys, in that order), as a worker would."""
+    token, claimed = store.claim_batch(project, worker="seed", size=len(truth))
     policy = store.active_policy(project)
-    by_key = dict(zip([it.key for it in items], actions, strict=True))
+    by_key = dict(zip(truth, actions, strict=True))
     decisions = []
     for i, it in enumerate(claimed):
         label = truth[it.key]
         other = "ham" if label == "spam" else "spam"
         is_wrong = i in wrong
-        votes = _votes(label, other, start + i, wrong=is_wrong)
         decisions.append(
             Decision(
                 key=it.key,
-                action=by_key[it.key],
-                label=other if is_wrong else label,  # type: ignore[arg-type]
+                action=by_key[it.key],  # type: ignore[arg-type]
+                label=other if is_wrong else label,
                 confidence=0.55 + (start + i) % 45 / 100,
-                votes=votes,
+                votes=_votes(label, other, start + i, wrong=is_wrong),
                 reason="seeded",
                 cost=0.003,
                 review_kind=None,
-                priority=float(len(items) - i),
+                priority=float(len(claimed) - i),
             )
         )
-    store.record_batch(
-        project, BatchResult(policy.key, threshold, {"clf": "clf-v2", "retrieval": "knn-v2"}, decisions), token
-    )
-    kinds = {k: {"escalate": "escalation", "audit": "audit"}[a] for k, a in by_key.items() if a != "accept"}
-    return Seeded([it.key for it in items], truth, kinds)
+    result = BatchResult(policy.key, threshold, {"clf": "clf-v2", "retrieval": "knn-v2"}, decisions)
+    store.record_batch(project, result, token)
 
 
 def answer_all(store: SqlStore, project: str, truth: dict[str, str], reviewer: str = "seed-reviewer") -> int:

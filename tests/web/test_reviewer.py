@@ -229,3 +229,22 @@ def test_many_labels_filter_and_skip_from_the_keyboard(live: Live, new_page) -> 
         assert [t["external_id"] for t in still["tasks"]] == [skipped]
     assert set(seeded.keys) == {skipped, filtered, tenth}
     problems.assert_clean()
+
+
+def test_heartbeats_keep_the_lease_past_its_first_expiry(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    project = live.project("beat", lease_seconds=6)  # a heartbeat when 2 s are left
+    seeded = seed_tasks(live.store, project, ["escalate"])
+    page, problems = new_page()
+    sign_in_with_keyboard(page, live, live.key("reviewer", project), "hal")
+    first = current_task(page)
+    assert first is not None
+    lease = page.locator("#lease")
+    expires = int(lease.get_attribute("data-expires"))  # type: ignore[arg-type]
+    page.wait_for_function("t => Number(document.querySelector('#lease').dataset.expires) > t", arg=expires)
+    page.wait_for_function("t => Date.now() > t + 1000", arg=expires)  # the first lease would be over by now
+    expect(lease).to_have_text(re.compile(r"lease \d+ s left"))
+    page.keyboard.press("2")
+    page.keyboard.press("Enter")
+    expect(page.locator("#notice")).to_contain_text(f'Saved "spam" for {seeded.keys[0]}')
+    assert next_task(page, first) is None
+    problems.assert_clean()

@@ -151,7 +151,8 @@
           Evidence.agent(task))));
     clear($("#task"), root);
     renderLabels();
-    if (task.thumbnail_url) loadThumbnail(task.thumbnail_url, thumb);
+    const thumbnail = task.item.thumbnail_url || task.thumbnail_url; // a path of this app: fetched with the key
+    if (thumbnail) loadThumbnail(thumbnail, thumb);
   }
 
   async function loadThumbnail(url, box) {
@@ -177,6 +178,7 @@
     const left = (state.expiresAt - now) / 1000;
     const lease = $("#lease");
     if (lease) lease.textContent = `lease ${LA.duration(left)} left`;
+    if (lease) lease.dataset.expires = String(state.expiresAt);
     if (lease) lease.classList.toggle("low", left < 30);
     if (state.task && now >= state.heartbeatAt && !state.beating) heartbeat();
   }
