@@ -3,6 +3,10 @@ sample, realized precision from audits over time, and each tool's value against 
 
 from __future__ import annotations
 
+import threading
+import weakref
+from collections import OrderedDict
+
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
@@ -80,7 +84,35 @@ def precision_history(*, store: SqlStore, project: str, max_points: int = MAX_PO
     return PrecisionHistory(project=project, level=LEVEL, points=points)
 
 
+_reports: weakref.WeakKeyDictionary[SqlStore, OrderedDict[tuple[object, ...], ToolReport]] = weakref.WeakKeyDictionary()
+_reports_lock = threading.Lock()
+CACHED_REPORTS = 64  # per store
+
+
 def tool_report(*, store: SqlStore, project: str) -> ToolReport:
+    """:func:`compute_tool_report`, computed again only when the project's decisions or labels changed (it refits
+    the pool: about a second on 1,000 ground-truth items of a busy 2-core machine; the dashboard polls it)."""
+    tasks, labels = store.count_tasks(project), store.count_labels(project)
+    key = (
+        project,
+        store.get_project(project).active_version,
+        tuple(sorted(tasks.items())),
+        tuple(sorted(labels.items())),
+    )
+    with _reports_lock:
+        cache = _reports.setdefault(store, OrderedDict())
+        if key in cache:
+            cache.move_to_end(key)
+            return cache[key]
+    report = compute_tool_report(store=store, project=project)
+    with _reports_lock:
+        cache[key] = report
+        while len(cache) > CACHED_REPORTS:
+            cache.popitem(last=False)
+    return report
+
+
+def compute_tool_report(*, store: SqlStore, project: str) -> ToolReport:
     """Calls and cost from every recorded vote; accuracy and pooled weight from the votes on recent ground truth."""
     usage = store.tool_usage(project)
     labels = list(store.active_policy(project).labels)

@@ -59,8 +59,10 @@ def test_tool_report_counts_calls_cost_accuracy_and_weights(client: TestClient, 
     # 40 escalations; item i's votes favour ham (even i) or spam (odd i); "rules" abstains on odd i (cost 0.1,
     # else 1.0). Every human answer is ham: rules is always right when it votes, the others half of the time.
     keys = decide(store, project, ["escalate"] * 40)
+    before = client.get(f"/projects/{project}/metrics/tools").json()
+    assert before["ground_truth"] == 0 and {t["accuracy"] for t in before["tools"]} == {None}
     answer(store, project, dict.fromkeys(keys, "ham"))
-    r = client.get(f"/projects/{project}/metrics/tools")
+    r = client.get(f"/projects/{project}/metrics/tools")  # the answers change it (not a cached report)
     assert r.status_code == 200, r.text
     report = r.json()
     assert report["ground_truth"] == 40
