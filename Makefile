@@ -18,7 +18,9 @@ install: $(STAMP)
 run: $(STAMP)
 	$(BIN)/labelagent serve
 
+# The browser tests (tests/web) drive Debian's Chromium: install it when missing.
 test: $(STAMP)
+	command -v chromium >/dev/null 2>&1 || (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium)
 	$(BIN)/ruff check .
 	$(BIN)/python -m pytest
 

@@ -13,6 +13,7 @@ from contextlib import asynccontextmanager
 from typing import Any
 
 from fastapi import FastAPI
+from fastapi.staticfiles import StaticFiles
 
 from service.db import engine_from_settings
 from service.errors import ErrorBody, add_auth_docs, add_schemas, install_error_handlers
@@ -23,6 +24,7 @@ from service.routes import routers
 from service.schemas.items import LabelRecord
 from service.settings import Settings, get_settings
 from service.store import SqlStore
+from service.web import STATIC_DIR, UISecurityHeaders
 
 DESCRIPTION = """Label a stream of items with an agent that auto-labels only above a calibrated threshold and
 escalates the rest to a human review queue whose answers become ground truth.
@@ -60,9 +62,11 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
     # request from the signatures (measured: ~25% of a review request's CPU)
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(UISecurityHeaders)
     install_error_handlers(app)
     for router in routers:
         app.include_router(router)
+    app.mount("/ui/static", StaticFiles(directory=STATIC_DIR), name="ui-static")
 
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import audit, health, items, labels, labelstudio, metrics, policies, projects, reviews
+from service.routes import audit, health, items, labels, labelstudio, metrics, policies, projects, reviews, ui
 
 routers: tuple[APIRouter, ...] = (
     projects.router,
@@ -17,6 +17,7 @@ routers: tuple[APIRouter, ...] = (
     metrics.router,
     health.router,
     *labelstudio.routers,
+    ui.router,
 )
 
 __all__ = ["routers"]

@@ -6,8 +6,9 @@ from fastapi import APIRouter, Response
 
 from service.deps import OPERATOR, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.ops import insights
 from service.ops import metrics as ops
-from service.schemas.metrics import ProjectMetrics
+from service.schemas.metrics import CalibrationCurve, PrecisionHistory, ProjectMetrics, ToolReport
 
 router = APIRouter(tags=["metrics"])
 
@@ -20,6 +21,27 @@ _PROMETHEUS_DOC = {200: {"description": "Prometheus text exposition format 0.0.4
             responses=error_docs(404))
 def project_metrics(project: ProjectPath, store: StoreDep) -> ProjectMetrics:
     return ops.project_metrics(store=store, project=project)
+
+
+@router.get("/projects/{project}/metrics/calibration", dependencies=allow(*OPERATOR),
+            response_model=CalibrationCurve, summary="Precision versus coverage on the calibration sample",
+            responses=error_docs(404))
+def calibration_curve(project: ProjectPath, store: StoreDep) -> CalibrationCurve:
+    return insights.calibration_curve(store=store, project=project)
+
+
+@router.get("/projects/{project}/metrics/precision", dependencies=allow(*OPERATOR),
+            response_model=PrecisionHistory, summary="Realized auto-label precision from audits, over time",
+            responses=error_docs(404))
+def precision_history(project: ProjectPath, store: StoreDep) -> PrecisionHistory:
+    return insights.precision_history(store=store, project=project)
+
+
+@router.get("/projects/{project}/metrics/tools", dependencies=allow(*OPERATOR),
+            response_model=ToolReport, summary="Each tool's calls, cost, accuracy and pooled weight",
+            responses=error_docs(404))
+def tool_report(project: ProjectPath, store: StoreDep) -> ToolReport:
+    return insights.tool_report(store=store, project=project)
 
 
 @router.get("/metrics", dependencies=allow(*OPERATOR),

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Literal
 
 from pydantic import BaseModel, Field
@@ -61,3 +62,61 @@ class ProjectMetrics(BaseModel):
 class Health(BaseModel):
     status: Literal["ok", "unavailable"]
     database: str
+
+
+class CalibrationPoint(BaseModel):
+    """Auto-labelling every calibration item at or above ``threshold``: the share labeled and how many were right."""
+
+    threshold: float
+    coverage: float = Field(description="Share of the calibration items at or above the threshold.")
+    precision: float = Field(description="Share of those whose agent label equals the human answer.")
+    precision_low: float = Field(description="One-sided Clopper-Pearson lower bound at 1 - delta.")
+    n: int = Field(description="Calibration items at or above the threshold.")
+
+
+class CalibrationCurve(BaseModel):
+    """Precision versus coverage on the calibration sample (cold-start items and audits, the most recent
+    ``calibration_window``), highest threshold first."""
+
+    project: str
+    records: int
+    target_precision: float
+    delta: float
+    threshold: float | None = Field(description="Threshold of the latest auto label (None: none yet).")
+    points: list[CalibrationPoint]
+
+
+class PrecisionPoint(BaseModel):
+    at: datetime = Field(description="When the last audit counted here settled.")
+    audits: int = Field(description="Audits settled up to then.")
+    correct: int
+    estimate: float
+    ci_low: float
+    ci_high: float
+
+
+class PrecisionHistory(BaseModel):
+    """Realized auto-label precision from audits, cumulative over time (at most ``max_points`` points)."""
+
+    project: str
+    level: float
+    points: list[PrecisionPoint]
+
+
+class ToolStats(BaseModel):
+    tool: str
+    votes: int = Field(description="Times the tool was called on an item (votes recorded, abstentions included).")
+    abstains: int
+    cost: float = Field(description="Sum of the cost of its votes.")
+    accuracy: float | None = Field(description="Share of its (non-abstaining) votes on ground-truth items whose top "
+                                               "label is the truth.")
+    weight: float | None = Field(description="Its weight in the log-linear pool refitted on the recent ground truth "
+                                             "(None: too few of its votes to fit).")
+
+
+class ToolReport(BaseModel):
+    """Each tool's value (accuracy, pooled weight) against its cost, over the project's recorded votes."""
+
+    project: str
+    ground_truth: int = Field(description="Recent ground-truth items with votes, used for accuracy and weights.")
+    tools: list[ToolStats]

@@ -10,7 +10,7 @@ from datetime import datetime
 from sqlalchemy import func, select
 
 from service.db import read_tx
-from service.store.base import StoreBase, calib_t, item_t, label_t, review_t, task_t
+from service.store.base import StoreBase, calib_t, item_t, label_t, review_t, task_t, vote_t
 
 AGREEMENT_WINDOW = 5000  # most recent multi-reviewer tasks examined for agreement
 
@@ -23,6 +23,14 @@ class Agreement:
     unanimous: int
     pairs: int
     agreeing_pairs: int
+
+
+@dataclass(slots=True, frozen=True)
+class ToolUsage:
+    tool: str
+    votes: int
+    abstains: int
+    cost: float
 
 
 class MetricsMixin(StoreBase):
@@ -56,6 +64,26 @@ class MetricsMixin(StoreBase):
                                 .group_by(calib_t.c.predicted == calib_t.c.truth)).all()
         total = sum(n for _, n in rows)
         return int(total), int(sum(n for ok, n in rows if ok))
+
+    def audit_history(self, project: str) -> list[tuple[datetime, bool]]:
+        """Every settled audit, oldest first: (when its record was written, whether the hidden agent label was
+        right)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(select(calib_t.c.created_at, calib_t.c.predicted == calib_t.c.truth)
+                                .where(calib_t.c.project_id == pid, calib_t.c.kind == "audit")
+                                .order_by(calib_t.c.id)).all()
+        return [(at, bool(ok)) for at, ok in rows]
+
+    def tool_usage(self, project: str) -> list[ToolUsage]:
+        """Per tool, over every vote recorded in the project: votes, abstentions, summed cost."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(select(vote_t.c.tool, func.count(), func.count(vote_t.c.distribution),
+                                       func.coalesce(func.sum(vote_t.c.cost), 0.0))
+                                .where(vote_t.c.project_id == pid).group_by(vote_t.c.tool)
+                                .order_by(vote_t.c.tool)).all()
+        return [ToolUsage(tool, int(n), int(n) - int(cast), float(cost)) for tool, n, cast, cost in rows]
 
     def latest_threshold(self, project: str) -> float | None:
         """The threshold in force for the most recent agent decision recorded (None: none yet, or none set)."""

@@ -1,0 +1,104 @@
+"""The operator dashboard in Chromium: metrics, both plots and the tool table from a project with audits and
+ground truth; a new policy version created, backtested and activated through the page, then rolled back."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+from playwright.sync_api import expect
+
+from tests.web.conftest import Live
+from tests.web.seed import answer_all, seed_tasks
+
+
+def test_an_operator_creates_backtests_and_activates_a_policy_version(
+    live: Live,
+    new_page,  # type: ignore[no-untyped-def]
+    screenshots: Path,
+) -> None:
+    project = live.project("ops")
+    # items 0-19 escalated, 20-44 audited (confidence 0.75-0.99; two suggestions wrong), 45-49 auto-labeled at 0.9
+    actions = ["escalate"] * 20 + ["audit"] * 25 + ["accept"] * 5
+    seeded = seed_tasks(live.store, project, actions, wrong=(3, 30, 41))
+    assert answer_all(live.store, project, seeded.truth) == 45
+    operator = live.key("operator", project)
+    page, problems = new_page()
+    page.goto(f"{live.url}/ui/operator")
+    page.locator("#api-key").fill(operator)
+    page.get_by_role("button", name="Sign in").click()
+
+    expect(page.locator("#tile-active .value")).to_have_text("v1")
+    expect(page.locator("#tile-precision")).to_contain_text("23/25 audits")
+    expect(page.locator("#tile-queue .value")).to_have_text("0")
+    expect(page.locator("#tile-auto .value")).to_have_text(re.compile(r"10\.0 %"))  # 5 auto of 50 decisions
+    expect(page.locator("#precision-chart path.line")).to_have_count(1)
+    expect(page.locator("#precision-chart path.band")).to_have_count(1)
+    expect(page.locator("#calibration-chart path.line")).to_have_count(2)  # precision and its lower bound
+    marker = page.locator("#calibration-chart line.marker")
+    expect(marker).to_have_count(1)  # the current threshold, 0.9
+    with live.api(operator) as api:
+        curve = api.get(f"/projects/{project}/metrics/calibration").json()
+        tools = api.get(f"/projects/{project}/metrics/tools").json()
+    assert curve["threshold"] == 0.9 and curve["records"] == 25
+    at = max((p for p in curve["points"] if p["threshold"] >= 0.9), key=lambda p: p["coverage"])
+    assert float(marker.get_attribute("data-x")) == at["coverage"]  # type: ignore[arg-type]
+    expect(page.locator("#tools-table tbody tr")).to_have_count(3)
+    assert tools["ground_truth"] == 45
+    for tool in tools["tools"]:
+        row = page.locator(f'#tools-table tr[data-tool="{tool["tool"]}"]')
+        expect(row.locator("td").nth(1)).to_have_text(str(tool["votes"]))
+    expect(page.locator("#audit-table tr[data-action='project.created']")).to_have_count(1)
+
+    # a new version: the active one with a lower target precision
+    page.locator("#new-policy summary").click()
+    policy = json.loads(page.locator("#policy-text").input_value())
+    assert "version" not in policy and policy["target_precision"] == 0.95
+    page.locator("#policy-text").fill(json.dumps(policy | {"target_precision": 0.9}, indent=2))
+    page.locator("#policy-reason").fill("looser target for the weekend")
+    page.locator("#create-policy").click()
+    expect(page.locator('#policies tr[data-version="2"]')).to_be_visible()
+    expect(page.locator("#notice")).to_contain_text("Created v2")
+
+    page.locator('.backtest-btn[data-version="2"]').click()
+    figures = page.locator('.backtest[data-version="2"]')
+    expect(figures).to_contain_text("v2:", timeout=60_000)
+    expect(figures).to_contain_text("active v1:")
+    expect(figures).to_contain_text("ground-truth items available")
+
+    page.locator("#policy-reason").fill("backtest looks fine")
+    page.locator('.activate-btn[data-version="2"]').click()
+    expect(page.locator("#notice")).to_contain_text("v2 is now active.")
+    expect(page.locator("#tile-active .value")).to_have_text("v2")
+    activated = page.locator("#audit-table tr[data-action='policy.activated']")
+    expect(activated).to_have_count(1)
+    expect(activated).to_contain_text("backtest looks fine")
+    page.screenshot(path=str(screenshots / "operator.png"), full_page=True)
+    with live.api(operator) as api:
+        assert api.get(f"/projects/{project}").json()["active_version"] == 2
+        events = api.get(f"/projects/{project}/audit").json()["events"]
+        assert [e["action"] for e in events] == ["project.created", "policy.created", "policy.activated"]
+        assert events[-1]["detail"]["reason"] == "backtest looks fine"
+        versions = api.get(f"/projects/{project}/policies").json()
+        assert [(v["version"], v["active"], v["policy"]["target_precision"]) for v in versions] == [
+            (1, False, 0.95),
+            (2, True, 0.9),
+        ]
+
+    page.locator("#rollback").click()
+    expect(page.locator("#tile-active .value")).to_have_text("v1")
+    expect(page.locator("#audit-table tr[data-action='policy.rolled_back']")).to_have_count(1)
+    with live.api(operator) as api:
+        assert api.get(f"/projects/{project}").json()["active_version"] == 1
+    problems.assert_clean()
+
+
+def test_a_reviewer_key_cannot_use_the_dashboard(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    project = live.project("nosy")
+    page, problems = new_page()
+    page.goto(f"{live.url}/ui/operator")
+    page.locator("#api-key").fill(live.key("reviewer", project))
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#notice")).to_contain_text("a key of role 'reviewer' may not call GET")
+    problems.assert_clean(allow=("403",))
