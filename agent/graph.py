@@ -12,6 +12,7 @@ decisions: accept, audit (a random share of accepts, label hidden from the revie
 
 from __future__ import annotations
 
+import contextlib
 from typing import Literal
 
 import numpy as np
@@ -22,7 +23,7 @@ from agent.aggregate import log_votes, softmax_rows
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
-from tools.base import Vote, Votes
+from tools.base import Batch, Vote, Votes
 
 EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
 
@@ -33,6 +34,7 @@ def _n_labels(ctx: AgentContext) -> int:
 
 async def prepare(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     ctx = runtime.context
+    warm_features(state["batch"], ctx)
     n, t, n_labels = len(state["batch"]), len(ctx.tools), _n_labels(ctx)
     if ctx.snapshot.threshold is None:
         explore = np.ones(n, dtype=bool)  # everything goes to a human anyway: measure every tool on it
@@ -48,6 +50,21 @@ async def prepare(state: BatchState, runtime: Runtime[AgentContext]) -> BatchSta
         "open": np.ones(n, dtype=bool),
         "explore": explore,
     }
+
+
+def warm_features(batch: Batch, ctx: AgentContext) -> None:
+    """Let every tool compute its features on the whole batch at once (``tool.prepare``).
+
+    Features computed while a tool predicts on ``batch.subset(rows)`` stay in that subset's cache; the
+    review trace and the learner then hold items without them and recompute them item by item at every
+    retrain (one hashing call per item). Computed here, every subset, trace and training set reuses them.
+    A tool whose ``prepare`` fails is left to fail (and degrade) in ``act``.
+    """
+    for tool in ctx.tools:
+        prepare = getattr(tool, "prepare", None)
+        if callable(prepare):
+            with contextlib.suppress(ToolError):
+                prepare(batch)
 
 
 def cheap_tools(ctx: AgentContext) -> list[int]:
