@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from agent.calibration import cp_interval
 from agent.runner import BatchLabeler
@@ -49,7 +50,17 @@ async def run_replay(
     *,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``)."""
+    """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``).
+
+    BLAS runs on one thread meanwhile (as ``labelagent`` does for the whole process, see
+    ``service.cli.limit_blas_threads``), so in-process callers such as the benchmarks measure the same thing.
+    """
+    with threadpool_limits(limits=1, user_api="blas"):
+        return await _replay(rows, policy, tools, store, config, on_batch)
+
+
+async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[Tool], store: SqlStore,
+                  config: ReplayConfig, on_batch: Callable[[int], None] | None) -> dict[str, Any]:
     stream = shuffled(rows, config.seed, config.limit)
     truth = {r.item.key: r.label for r in stream}
     store.create_project(policy.project, policy)
