@@ -18,6 +18,7 @@ from typing import Literal
 import numpy as np
 from langgraph.graph import END, START, StateGraph
 from langgraph.runtime import Runtime
+from langgraph.types import Command
 
 from agent.aggregate import log_votes, softmax_rows
 from agent.ports import BatchResult, Decision
@@ -108,8 +109,12 @@ def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     return state["open"] & ~state["called"][:, t] & (state["spent"] + tool.cost <= ctx.policy.budget + 1e-9)
 
 
-async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
-    ctx = runtime.context
+async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["act", "record"]]:
+    update = _plan(state, runtime.context)
+    return Command(update=update, goto=route_plan(update))
+
+
+def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
     for t, tool in enumerate(ctx.tools):
         if getattr(tool, "enriches", False):
             rows = enrichment_rows(state, ctx, t)
@@ -163,7 +168,7 @@ async def aggregate(state: BatchState, runtime: Runtime[AgentContext]) -> BatchS
     return {"proba": proba}
 
 
-async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["plan", "record"]]:
     """Close the items whose pooled confidence clears the threshold once every cheap tool has voted.
 
     Cheap tools always all vote (their pooled confidence is what calibration measures); the cascade
@@ -179,7 +184,7 @@ async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
             cheap_left |= eligible_rows(state, ctx, t)
         settled = is_open & ~state["explore"] & ~cheap_left & (conf >= threshold) & state["voted"].any(axis=1)
         is_open &= ~settled
-    return {"open": is_open}
+    return Command(update={"open": is_open}, goto=route_decide({"open": is_open}))
 
 
 def route_decide(state: BatchState) -> Literal["plan", "record"]:
@@ -277,7 +282,11 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
 
 
 def build_graph():  # -> CompiledStateGraph (its generic type is noisy to spell out)
-    """The compiled labeling graph. Build once and reuse: it holds no per-project state."""
+    """The compiled labeling graph. Build once and reuse: it holds no per-project state.
+
+    ``plan`` and ``decide`` route with ``Command(goto=...)`` rather than conditional edges: a conditional edge
+    is one more runnable per step (and a sync router runs in a thread pool), ~35% of the graph's own cost.
+    """
     g = StateGraph(BatchState, context_schema=AgentContext)
     g.add_node("prepare", prepare)
     g.add_node("plan", plan)
@@ -287,9 +296,7 @@ def build_graph():  # -> CompiledStateGraph (its generic type is noisy to spell 
     g.add_node("record", record)
     g.add_edge(START, "prepare")
     g.add_edge("prepare", "plan")
-    g.add_conditional_edges("plan", route_plan)
     g.add_edge("act", "aggregate")
     g.add_edge("aggregate", "decide")
-    g.add_conditional_edges("decide", route_decide)
     g.add_edge("record", END)
     return g.compile()
