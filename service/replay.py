@@ -3,11 +3,14 @@
 Items arrive in a seeded random order, batch by batch. Each batch is ingested into the store,
 claimed by the worker, labeled by one graph run and recorded. An oracle reviewer then answers the
 review queue from the dataset's labels (cold start, escalations, audits): the agent never sees a
-label it did not ask a human for. Answers reach the learner, which retrains when due.
+label it did not ask a human for. Answers reach the learner, which retrains when due: in a thread, as the
+service does, overlapping the next ingest and claim; the next graph run waits for it, so every run sees the
+same snapshot as with an in-line retrain (the replay stays deterministic per seed).
 """
 
 from __future__ import annotations
 
+import asyncio
 import gc
 import time
 from collections import Counter
@@ -24,7 +27,7 @@ from policies import Policy
 from service.datasets import LabeledItem
 from service.store import ReviewAnswer, SqlStore
 from service.worker import ProjectWorker
-from tools.base import Tool
+from tools.base import ModelInfo, Tool
 
 ORACLE = "oracle"
 
@@ -76,15 +79,20 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     decisions: dict[str, tuple[str, str | None]] = {}  # key -> (action, agent label)
     human: dict[str, str] = {}
     tool_calls: Counter[str] = Counter()
+    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest and claim
     started = time.perf_counter()
     for start in range(0, len(stream), config.batch_size):
         chunk = stream[start:start + config.batch_size]
         store.ingest(policy.project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
-            outcome = await worker.process_batch()
-            if not outcome.items:
+            token, items = worker.claim()
+            if not items:
                 break
+            if training is not None:  # the run must see the retrained snapshot, as in the service after a retrain
+                worker.save_versions(await training)
+                training = None
+            outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
             tool_calls.update(outcome.result.tool_calls)
@@ -94,9 +102,11 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
             settled = answer_queue(store, policy.project, truth)
             for gt in settled:
                 human[gt.item.key] = gt.label
-            await worker.learn(settled)
+            training = worker.start_learning(settled)
         if on_batch is not None:
             on_batch(len(chunk))
+    if training is not None:
+        worker.save_versions(await training)
     elapsed = time.perf_counter() - started
     return summarize(policy, truth, decisions, human, tool_calls, labeler, elapsed)
 
