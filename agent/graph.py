@@ -35,7 +35,6 @@ def _n_labels(ctx: AgentContext) -> int:
 
 async def prepare(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     ctx = runtime.context
-    warm_features(state["batch"], ctx)
     n, t, n_labels = len(state["batch"]), len(ctx.tools), _n_labels(ctx)
     if ctx.snapshot.threshold is None:
         explore = np.ones(n, dtype=bool)  # everything goes to a human anyway: measure every tool on it
@@ -59,7 +58,8 @@ def warm_features(batch: Batch, ctx: AgentContext) -> None:
     Features computed while a tool predicts on ``batch.subset(rows)`` stay in that subset's cache; the
     review trace and the learner then hold items without them and recompute them item by item at every
     retrain (one hashing call per item). Computed here, every subset, trace and training set reuses them.
-    A tool whose ``prepare`` fails is left to fail (and degrade) in ``act``.
+    A tool whose ``prepare`` fails is left to fail (and degrade) in ``act``. Called by ``plan`` once enrichment
+    tools are done: features computed before would miss the metadata they add.
     """
     for tool in ctx.tools:
         prepare = getattr(tool, "prepare", None)
@@ -120,6 +120,7 @@ def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
             rows = enrichment_rows(state, ctx, t)
             if rows.any():
                 return {"next_tool": t, "next_rows": np.nonzero(rows)[0]}
+    warm_features(state["batch"], ctx)  # after enrichment (it writes metadata features read); cached after the first
     best: tuple[float, int] | None = None
     best_rows = np.zeros(0, dtype=np.int64)
     for t, tool in enumerate(ctx.tools):
