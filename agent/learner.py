@@ -38,7 +38,8 @@ AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed ite
 
 @dataclass(slots=True)
 class _Pending:
-    batch: Batch
+    source: Batch  # the review trace's batch (shared by the items of one graph run) ...
+    row: int  # ... and this item's row in it
     logp: np.ndarray
     voted: np.ndarray
     confidence: float
@@ -100,7 +101,7 @@ class Learner:
         """Keep the decision-time evidence of items sent to humans until their answers arrive."""
         for j, item in enumerate(trace.batch.items):
             self._pending[item.key] = _Pending(
-                trace.batch.subset([j]), trace.logp[j], trace.voted[j], float(trace.confidence[j]),
+                trace.batch, j, trace.logp[j], trace.voted[j], float(trace.confidence[j]),
                 trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
             )
 
@@ -116,6 +117,7 @@ class Learner:
         itself (another worker did): they join the calibration set with their decision-time scores.
         """
         records: list[CalibrationRecord] = []
+        pieces: list[tuple[Batch | None, list]] = []  # the new training rows in order, by source batch
         for answer in answers:
             y = self._label_index.get(answer.label)
             if y is None:
@@ -127,14 +129,14 @@ class Learner:
             self._gt_keys.append(answer.item.key)
             self._since_retrain += 1
             if pending is None:
-                self._gt_batches.append(Batch([answer.item]))
+                _add_piece(pieces, None, answer.item)
                 self._gt_logp.append(None)
                 self._gt_voted.append(None)
                 stored = known.get(answer.item.key) if known else None
                 if stored is not None and stored.kind in CALIBRATION_KINDS:
                     self._add_calibration(row, stored.confidence, stored.predicted)
                 continue
-            self._gt_batches.append(pending.batch)
+            _add_piece(pieces, pending.source, pending.row)
             self._gt_logp.append(pending.logp)
             self._gt_voted.append(pending.voted)
             self._agg_rows.append(row)
@@ -145,6 +147,8 @@ class Learner:
                 self._audits.append((len(self._iid_rows), rec.correct))
             if pending.kind in CALIBRATION_KINDS:
                 self._add_calibration(row, pending.confidence, pending.predicted)
+        # One subset per run of answers from the same graph run, not one per item (each costs a sparse matrix).
+        self._gt_batches.extend(Batch(part) if source is None else source.subset(part) for source, part in pieces)
         return records
 
     def _add_calibration(self, row: int, confidence: float, predicted: str | None) -> None:
@@ -300,6 +304,14 @@ class Learner:
         self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1,
                                       drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS)
         return self.snapshot
+
+
+def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, entry: object) -> None:
+    """Append a training row (a row of ``source``, or an item without cached features) to ``pieces``."""
+    if pieces and pieces[-1][0] is source:
+        pieces[-1][1].append(entry)
+    else:
+        pieces.append((source, [entry]))
 
 
 def _fork(tool: Learnable) -> Learnable:

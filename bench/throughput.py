@@ -74,6 +74,10 @@ def category(func: tuple[str, int, str]) -> str | None:
         return CATEGORIES[2]
     if "/service/store/" in file or "sqlalchemy" in file or "sqlite3" in file or "sqlite3" in name:
         return CATEGORIES[3]
+    if file.startswith(str(ROOT)) and "/.venv/" not in file:
+        # The agent's own code (graph nodes, runner, worker, replay loop): without this, a graph node's time
+        # (and that of the numpy it calls) flowed up to its caller, LangGraph, and counted as graph overhead.
+        return CATEGORIES[4]
     return None
 
 

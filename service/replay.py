@@ -3,11 +3,15 @@
 Items arrive in a seeded random order, batch by batch. Each batch is ingested into the store,
 claimed by the worker, labeled by one graph run and recorded. An oracle reviewer then answers the
 review queue from the dataset's labels (cold start, escalations, audits): the agent never sees a
-label it did not ask a human for. Answers reach the learner, which retrains when due.
+label it did not ask a human for. Answers reach the learner, which retrains when due: in a thread, as the
+service does, overlapping the next ingest and claim; the next graph run waits for it, so every run sees the
+same snapshot as with an in-line retrain (the replay stays deterministic per seed).
 """
 
 from __future__ import annotations
 
+import asyncio
+import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
@@ -15,6 +19,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
+from threadpoolctl import threadpool_limits
 
 from agent.calibration import cp_interval
 from agent.runner import BatchLabeler
@@ -22,7 +27,7 @@ from policies import Policy
 from service.datasets import LabeledItem
 from service.store import ReviewAnswer, SqlStore
 from service.worker import ProjectWorker
-from tools.base import Tool
+from tools.base import ModelInfo, Tool
 
 ORACLE = "oracle"
 
@@ -49,7 +54,23 @@ async def run_replay(
     *,
     on_batch: Callable[[int], None] | None = None,
 ) -> dict[str, Any]:
-    """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``)."""
+    """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``).
+
+    BLAS runs on one thread meanwhile (as ``labelagent`` does for the whole process, see
+    ``service.cli.limit_blas_threads``), so in-process callers such as the benchmarks measure the same thing.
+    The objects that exist before the run (modules, the dataset) are frozen out of the garbage collector's
+    full collections meanwhile: they are long-lived (a full collection scanning them cost ~0.2 s of a 5 s run).
+    """
+    gc.freeze()
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return await _replay(rows, policy, tools, store, config, on_batch)
+    finally:
+        gc.unfreeze()
+
+
+async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[Tool], store: SqlStore,
+                  config: ReplayConfig, on_batch: Callable[[int], None] | None) -> dict[str, Any]:
     stream = shuffled(rows, config.seed, config.limit)
     truth = {r.item.key: r.label for r in stream}
     store.create_project(policy.project, policy)
@@ -58,15 +79,20 @@ async def run_replay(
     decisions: dict[str, tuple[str, str | None]] = {}  # key -> (action, agent label)
     human: dict[str, str] = {}
     tool_calls: Counter[str] = Counter()
+    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest and claim
     started = time.perf_counter()
     for start in range(0, len(stream), config.batch_size):
         chunk = stream[start:start + config.batch_size]
         store.ingest(policy.project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
-            outcome = await worker.process_batch()
-            if not outcome.items:
+            token, items = worker.claim()
+            if not items:
                 break
+            if training is not None:  # the run must see the retrained snapshot, as in the service after a retrain
+                worker.save_versions(await training)
+                training = None
+            outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
             tool_calls.update(outcome.result.tool_calls)
@@ -76,9 +102,11 @@ async def run_replay(
             settled = answer_queue(store, policy.project, truth)
             for gt in settled:
                 human[gt.item.key] = gt.label
-            await worker.learn(settled)
+            training = worker.start_learning(settled)
         if on_batch is not None:
             on_batch(len(chunk))
+    if training is not None:
+        worker.save_versions(await training)
     elapsed = time.perf_counter() - started
     return summarize(policy, truth, decisions, human, tool_calls, labeler, elapsed)
 

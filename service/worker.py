@@ -6,6 +6,7 @@ the service takes.
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 
@@ -67,12 +68,30 @@ class ProjectWorker:
 
     async def learn(self, answers: Sequence[GroundTruth]) -> list[ModelInfo]:
         """Feed settled human answers to the learner; retrain when due and remember new versions."""
+        training = self.start_learning(answers)
+        if training is None:
+            return []
+        infos = await training
+        self.save_versions(infos)
+        return infos
+
+    def start_learning(self, answers: Sequence[GroundTruth]) -> asyncio.Task[list[ModelInfo]] | None:
+        """``learn`` with the retraining, when due, in a thread: returns its task (None when not due).
+
+        Await the task before the next graph run and pass its result to ``save_versions``: the graph then
+        reads the retrained snapshot exactly as after ``learn``, and meanwhile this thread may claim and
+        ingest (store work the retraining does not read). The learner must not be used until it finishes.
+        """
         learner = self.labeler.learner
         learner.observe(answers)
         if not learner.retrain_due():
             learner.recalibrate()
-            return []
-        infos = await learner.retrain()
+            return None
+        return asyncio.create_task(asyncio.to_thread(lambda: asyncio.run(learner.retrain())),
+                                   name=f"retrain-{self.project}")
+
+    def save_versions(self, infos: Sequence[ModelInfo]) -> None:
+        """Record model versions not saved yet (in the caller's thread: the store is not shared)."""
         for info in infos:
             if info.version not in self.saved_versions:
                 self.store.save_model_version(self.project, self.labeler.policy.key, info)

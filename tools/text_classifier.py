@@ -11,6 +11,7 @@ each, so the vote always covers the project's whole label set.
 from __future__ import annotations
 
 import math
+import re
 import threading
 import time
 from dataclasses import dataclass
@@ -21,7 +22,7 @@ from sklearn.feature_extraction import FeatureHasher
 
 from policies.model import TextClassifierSpec
 from tools.base import Batch, Item, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.features import idf_weights, reweight, text_features, word_vectorizer
+from tools.features import WORD_TOKEN_PATTERN, idf_weights, reweight, text_features
 from tools.labels import label_positions, training_labels
 from tools.softmax import fit_softmax, softmax_rows
 
@@ -68,8 +69,8 @@ class _Model:
     intercept: np.ndarray
     meta_mean: np.ndarray
     meta_std: np.ndarray
-    words: list[str]  # per model text column: a word hashed there, or "" (for evidence)
-    named: np.ndarray  # per model text column: has a word
+    word_ids: np.ndarray  # per model text column: index in ``vocabulary`` of a word hashed there, or -1
+    vocabulary: list[str]  # the shared append-only word list (for evidence)
     unseen_prob: float
     trained_on: int
 
@@ -216,12 +217,12 @@ class TextClassifier:
         coef0, intercept0 = self._warm_start(self._state.model, cols, class_names, x.shape[1])
         result = fit_softmax(x, y_pos, len(classes), self.spec.c, coef0=coef0, intercept0=intercept0, tol=1e-3)
 
-        words = self._vocab.names(batch, cols)
+        word_ids, vocabulary = self._vocab.names(batch, cols)
         self._fits += 1
         model = _Model(
             version=f"{self.name}-v{self._fits}", classes=class_names, column_map=column_map, idf=idf,
             coef=result.coef, intercept=result.intercept, meta_mean=meta_mean, meta_std=meta_std,
-            words=words, named=np.array([bool(w) for w in words], dtype=bool),
+            word_ids=word_ids, vocabulary=vocabulary,
             unseen_prob=1.0 / (n + len(self.labels)), trained_on=n,
         )
         self._state = _State(model, "")  # the atomic swap
@@ -259,30 +260,33 @@ class _Vocabulary:
     def __init__(self, n_features: int) -> None:
         self._n_features = n_features
         self._lock = threading.Lock()
-        self._words: dict[int, str] = {}
+        self._column_word = np.full(n_features, -1, dtype=np.int32)  # hashed column -> index in _word_list
+        self._word_list: list[str] = []  # append-only: indices handed out stay valid
         self._keys: set[str] = set()
         self._known: set[str] = set()
+        self._token = re.compile(WORD_TOKEN_PATTERN)
 
-    def names(self, batch: Batch, cols: np.ndarray) -> list[str]:
-        """Learn the words of the batch's new items, then name each of ``cols`` ("" if unknown)."""
+    def names(self, batch: Batch, cols: np.ndarray) -> tuple[np.ndarray, list[str]]:
+        """Learn the words of the batch's new items, then name each of ``cols``: (word index per column, -1
+        if unknown; the word list those indices point into)."""
         with self._lock:
             new_items = [item for item in batch.items if item.key not in self._keys]
             if new_items:
-                analyzer = word_vectorizer(self._n_features, (1, 1)).build_analyzer()
-                found: set[str] = set()
-                for item in new_items:
-                    self._keys.add(item.key)
-                    found.update(analyzer(item.text or ""))
+                self._keys.update(item.key for item in new_items)
+                # The unigram analyzer of ``word_vectorizer`` (lowercase, then the token pattern), over all new
+                # texts at once: NUL separates them (no token or case rule spans it).
+                found = set(self._token.findall("\x00".join(item.text or "" for item in new_items).lower()))
                 found -= self._known
                 if found:
                     self._known |= found
                     ordered = sorted(found)
                     hasher = FeatureHasher(self._n_features, input_type="string", alternate_sign=False)
-                    columns = hasher.transform([[w] for w in ordered]).indices.tolist()
-                    for column, word in zip(columns, ordered, strict=True):
-                        self._words.setdefault(column, word)
-            words = self._words
-            return [words.get(c, "") for c in cols.tolist()]
+                    columns = hasher.transform([[w] for w in ordered]).indices
+                    for column, word in zip(columns.tolist(), ordered, strict=True):
+                        if self._column_word[column] < 0:  # the first word seen in a column names it
+                            self._column_word[column] = len(self._word_list)
+                            self._word_list.append(word)
+            return self._column_word[cols], self._word_list
 
 
 def _moments(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -312,7 +316,7 @@ def _top_words(x: sp.csr_matrix, predicted: np.ndarray, model: _Model) -> list[l
     col = x.indices
     text = col < n_text
     row, col, val = row[text], col[text], x.data[text]
-    named = model.named[col]
+    named = model.word_ids[col] >= 0
     row, col, val = row[named], col[named], val[named]
     contrib = val * model.coef[col, predicted[row]]
     pos = contrib > 0
@@ -324,8 +328,8 @@ def _top_words(x: sp.csr_matrix, predicted: np.ndarray, model: _Model) -> list[l
     rank = np.arange(len(row)) - np.maximum.accumulate(np.where(first, np.arange(len(row)), 0))
     keep = rank < TOP_WORDS
     out: list[list[str]] = [[] for _ in range(n)]
-    words = model.words
-    for r, c in zip(row[keep].tolist(), col[keep].tolist(), strict=True):
-        out[r].append(words[c])
+    words = model.vocabulary
+    for r, w in zip(row[keep].tolist(), model.word_ids[col[keep]].tolist(), strict=True):
+        out[r].append(words[w])
     return out
 

@@ -23,6 +23,7 @@ from service.store.base import (
     project_t,
     to_item,
 )
+from service.store.bulk import db_value
 from service.store.types import IngestResult
 from tools.base import Item as ToolItem
 
@@ -95,6 +96,10 @@ class ItemsMixin(StoreBase):
                 .returning(project_t.c.item_seq)
             ).scalar_one()
             first = last - len(fresh) + 1
+            if self.sqlite:
+                inserted = _insert_sqlite(conn, pid, fresh, first, now)
+                duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)
+                return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
             data = [{"project_id": pid, "external_id": it.key, "text": it.text, "meta": it.metadata or {},
                      "image": it.image, "client_label": lab, "status": "pending", "attempts": 0, "seq": first + n,
                      "created_at": now, "updated_at": now} for n, (it, lab) in enumerate(fresh)]
@@ -214,3 +219,29 @@ class ItemsMixin(StoreBase):
         counts.update({status: n for status, n in rows})
         return counts
 
+
+
+_ITEM_COLS = ("project_id", "external_id", "text", "meta", "image", "client_label", "status", "attempts", "seq",
+              "created_at", "updated_at")
+
+
+def _insert_sqlite(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str | None]], first: int,
+                   now: datetime) -> set[str]:
+    """Insert ``fresh`` with seqs from ``first`` in one driver ``executemany``; returns the keys inserted.
+
+    The same rows as the SQLAlchemy insert (the JSON column through its own bind processor, the shared
+    timestamp converted once) without SQLAlchemy's per-row parameter handling and RETURNING. The write lock
+    is held, so normally every row goes in; if a writer that bypasses ``ingest`` stored some keys meanwhile
+    (ON CONFLICT DO NOTHING skips them), the keys inserted are read back by their seqs.
+    """
+    to_json = item_t.c.meta.type._cached_bind_processor(conn.dialect)
+    ts = db_value(conn, item_t.c.created_at, now)
+    rows = [(pid, it.key, it.text, to_json(it.metadata or {}) if to_json else it.metadata or {}, it.image, lab,
+             "pending", 0, first + n, ts, ts) for n, (it, lab) in enumerate(fresh)]
+    sql = (f"INSERT INTO item ({', '.join(_ITEM_COLS)}) VALUES ({', '.join('?' * len(_ITEM_COLS))}) "
+           "ON CONFLICT (project_id, external_id) DO NOTHING")
+    count = conn.exec_driver_sql(sql, rows).rowcount  # type: ignore[arg-type]
+    if count == len(rows):
+        return {it.key for it, _ in fresh}
+    return set(conn.execute(select(item_t.c.external_id).where(
+        item_t.c.project_id == pid, item_t.c.seq.between(first, first + len(fresh) - 1))).scalars())

@@ -168,3 +168,25 @@ def test_projects_are_isolated(store: SqlStore, project: str) -> None:
     assert result.inserted == 3
     assert len(store.claim_batch("other", worker="w", size=10)[1]) == 3
     assert store.count_items(project)["pending"] == 3
+
+
+
+def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -> None:  # type: ignore[no-untyped-def]
+    """The fast SQLite insert of ``ingest`` reports only the rows it inserted (ON CONFLICT DO NOTHING)."""
+    from service.db import write_tx
+    from service.store.items import _insert_sqlite
+
+    store = SqlStore(sqlite_engine)
+    store.create_project(policy.project, policy)
+    now = datetime.now(UTC)
+    with write_tx(store.engine) as conn:
+        pid = conn.execute(select(item_t.c.project_id)).scalar()
+        pid = pid if pid is not None else store._project_id(conn, policy.project)
+        assert _insert_sqlite(conn, pid, [(Item("b", "first"), None)], 100, now) == {"b"}
+        inserted = _insert_sqlite(conn, pid, [(Item("a", "x", {"k": 1.5}), "ham"), (Item("b", "again"), None),
+                                              (Item("c", "z"), None)], 1, now)
+    assert inserted == {"a", "c"}
+    with read_tx(store.engine) as conn:
+        rows = {r.external_id: r for r in conn.execute(select(item_t))}
+    assert rows["b"].text == "first" and rows["a"].meta == {"k": 1.5} and rows["a"].client_label == "ham"
+    assert rows["a"].created_at == now and rows["a"].seq == 1 and rows["c"].seq == 3

@@ -15,12 +15,14 @@ from service.datasets import load_csv
 from service.db import create_all, make_engine
 from service.replay import ReplayConfig, run_replay
 from service.store import SqlStore
+from service.worker import ProjectWorker
 from tests.factories import dataset_path
 from tools.registry import build_tools
 
 
 def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_size: int = 64) -> dict:
     policy = example_policy(policy_name)
+    tmp_path.mkdir(parents=True, exist_ok=True)
     engine = make_engine(f"sqlite:///{tmp_path / 'replay.db'}")
     create_all(engine)
     try:
@@ -80,3 +82,27 @@ def test_example_policies_build_their_tools() -> None:
         policy = load_policy(path)
         tools = build_tools(policy)
         assert [t.name for t in tools] == [t.name for t in policy.tools if t.enabled]
+
+
+def _decisions(out: dict) -> dict:
+    timing = {"items_per_s", "seconds"}
+    return {k: v for k, v in out.items() if k not in timing}
+
+
+def test_retraining_in_a_thread_decides_as_retraining_in_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """The replay overlaps each retrain with the next ingest and claim; the next graph run waits for it."""
+    threaded = replay(tmp_path / "a", "sms_spam.csv", "sms_spam", limit=1200)
+    again = replay(tmp_path / "b", "sms_spam.csv", "sms_spam", limit=1200)
+
+    def in_line(self: ProjectWorker, answers):  # type: ignore[no-untyped-def]
+        learner = self.labeler.learner
+        learner.observe(answers)
+        if not learner.retrain_due():
+            learner.recalibrate()
+            return None
+        return asyncio.ensure_future(learner.retrain())  # runs on this thread when the replay awaits it
+
+    monkeypatch.setattr(ProjectWorker, "start_learning", in_line)
+    inline = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200)
+    assert threaded["retrains"] > 3
+    assert _decisions(threaded) == _decisions(again) == _decisions(inline)
