@@ -4,7 +4,7 @@ Items arrive in a seeded random order, batch by batch. Each batch is ingested in
 claimed by the worker, labeled by one graph run and recorded. An oracle reviewer then answers the
 review queue from the dataset's labels (cold start, escalations, audits): the agent never sees a
 label it did not ask a human for. Answers reach the learner, which retrains when due: in a thread, as the
-service does, overlapping the next ingest and claim; the next graph run waits for it, so every run sees the
+service does, overlapping the next ingest; the next graph run waits for it, so every run sees the
 same snapshot as with an in-line retrain (the replay stays deterministic per seed).
 """
 
@@ -79,19 +79,19 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     decisions: dict[str, tuple[str, str | None]] = {}  # key -> (action, agent label)
     human: dict[str, str] = {}
     tool_calls: Counter[str] = Counter()
-    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest and claim
+    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
     started = time.perf_counter()
     for start in range(0, len(stream), config.batch_size):
         chunk = stream[start:start + config.batch_size]
         store.ingest(policy.project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
+            if training is not None:  # the claim's size and the run must see the retrained snapshot
+                worker.save_versions(await training)
+                training = None
             token, items = worker.claim()
             if not items:
                 break
-            if training is not None:  # the run must see the retrained snapshot, as in the service after a retrain
-                worker.save_versions(await training)
-                training = None
             outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
