@@ -106,9 +106,11 @@ async def warm_enrichers(policy: Policy, rows: Sequence[LabeledItem], batch_size
     return tools
 
 
-async def labelagent(stream_rows: Sequence[LabeledItem], policy: Policy, seed: int, limit: int | None,
+async def labelagent(stream_rows: Sequence[LabeledItem], policy: Policy | Path, seed: int, limit: int | None,
                      shared: Sequence[Tool] = ()) -> dict[str, Any]:
     """``run_replay`` on a temporary SQLite store; ``shared`` tools replace the policy's tools of the same name."""
+    if isinstance(policy, Path):
+        policy = load_policy(policy)
     by_name = {t.name: t for t in shared}
     tools = [by_name.get(t.name, t) for t in build_tools(policy)]
     with tempfile.TemporaryDirectory(prefix="labelagent-bench-") as tmp:
