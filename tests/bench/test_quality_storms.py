@@ -9,7 +9,7 @@ import csv
 import numpy as np
 
 from bench.baselines import classifier_loop, enrich, enrichment_policy
-from bench.quality import DATASETS, with_endpoints
+from bench.quality import DATASETS, Dataset, with_endpoints
 from policies import Policy, load_policy
 from policies.io import EXAMPLES_DIR
 from service.datasets import load_csv
@@ -62,3 +62,10 @@ def test_baselines_see_the_served_weather_and_leave_the_dataset_untouched() -> N
         res = asyncio.run(classifier_loop(stream, down, "text_classifier", strategy="audit_calibrated", seed=0))
     assert res["items"] == N and res["enrich_failures"] > 0  # the API down: the classifier goes on without it
     assert all(not any(k.startswith("wx_") for k in r.item.metadata) for r in rows)
+
+
+def test_a_dataset_caps_seeds_and_items_but_never_raises_them() -> None:
+    capped = Dataset("d", "d.csv", "p.yaml", "text_classifier", max_seeds=1, max_items=5000)
+    assert capped.plan([0, 1, 2], None) == ([0], 5000)
+    assert capped.plan([0, 1, 2], 300) == ([0], 300)
+    assert Dataset("d", "d.csv", "p.yaml", "text_classifier").plan([0, 1], None) == ([0, 1], None)
