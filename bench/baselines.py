@@ -2,7 +2,9 @@
 
 No storage and no graph: the classifier's async ``predict`` and ``fit`` are called directly and an
 oracle answers every review from the dataset's labels. Retraining follows the learner's schedule
-(``agent.learner``: dense early, then every ``policy.retrain_every`` answers).
+(``agent.learner``: dense early, then every ``policy.retrain_every`` answers). The policy's enabled
+enrichment tools (``enriches``, e.g. weather into ``wx_*`` metadata) run first on each batch, as in
+the graph, so the classifier reads the same features as labelagent's.
 """
 
 from __future__ import annotations
@@ -15,9 +17,10 @@ import numpy as np
 from agent.calibration import choose_threshold, cp_interval
 from agent.learner import EARLY_FRACTION, MIN_RETRAIN_STEP
 from policies import Policy
+from policies.exceptions import ToolError
 from service.datasets import LabeledItem
-from tools.base import Batch, ToolContext, TrainingSet
-from tools.registry import build_tools
+from tools.base import Batch, Item, Tool, ToolContext, TrainingSet
+from tools.registry import FACTORIES, build_tools
 
 PRE_ANNOTATION_THRESHOLD = 0.9
 AUDIT_RATE = 0.05
@@ -32,6 +35,7 @@ class Outcome:
     auto: int = 0
     auto_ok: int = 0
     fits: int = 0
+    enrich_failures: int = 0  # batches where an enrichment tool raised (its features missing there)
     extra: dict[str, float] = field(default_factory=dict)
 
     def summary(self, target: float) -> dict[str, object]:
@@ -50,6 +54,7 @@ class Outcome:
             "target_precision": target,
             "target_held": None if precision is None else precision >= target,
             "fits": self.fits,
+            "enrich_failures": self.enrich_failures,
             **self.extra,
         }
 
@@ -58,6 +63,31 @@ def single_tool_policy(policy: Policy, kind: str) -> Policy:
     """The policy with only its first enabled tool of ``kind`` (the one the baselines use)."""
     spec = next(t for t in policy.tools if t.kind == kind and t.enabled)
     return policy.model_copy(update={"tools": [spec]})
+
+
+def enrichment_policy(policy: Policy) -> Policy:
+    """The policy with only its enabled enrichment tools (those whose kind ``enriches``), in policy order."""
+    specs = [t for t in policy.tools if t.enabled and getattr(FACTORIES.get(t.kind), "enriches", False)]
+    return policy.model_copy(update={"tools": specs})
+
+
+async def enrich(tools: Sequence[Tool], batch: Batch, context: ToolContext) -> int:
+    """Run each enrichment tool on the batch (they write item metadata); returns how many failed.
+
+    A failing tool leaves the items without its features, as the graph degrades them (``act``).
+    """
+    failed = 0
+    for tool in tools:
+        try:
+            await tool.predict(batch, context)
+        except ToolError:
+            failed += 1
+    return failed
+
+
+def copy_item(item: Item) -> Item:
+    """A copy whose metadata enrichment may write without touching the dataset's item (shared by strategies)."""
+    return Item(item.key, item.text, dict(item.metadata), item.image)
 
 
 def manual(stream: Sequence[LabeledItem], policy: Policy) -> dict[str, object]:
@@ -71,9 +101,15 @@ def retrain_due(since: int, n_truth: int, retrain_every: int) -> bool:
 
 
 async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: str, *, strategy: str,
-                          seed: int, batch_size: int = 256) -> dict[str, object]:
-    """``pre_annotation`` (fixed 0.9 threshold) or ``audit_calibrated`` (5% audits, Clopper-Pearson threshold)."""
+                          seed: int, batch_size: int = 256,
+                          enrichers: Sequence[Tool] | None = None) -> dict[str, object]:
+    """``pre_annotation`` (fixed 0.9 threshold) or ``audit_calibrated`` (5% audits, Clopper-Pearson threshold).
+
+    ``enrichers`` default to fresh instances of the policy's enrichment tools.
+    """
     (tool,) = build_tools(single_tool_policy(policy, kind))
+    if enrichers is None:
+        enrichers = build_tools(enrichment_policy(policy))
     labels = tuple(policy.labels)
     index = {lab: i for i, lab in enumerate(labels)}
     context = ToolContext(labels, np.random.default_rng(seed))
@@ -89,7 +125,8 @@ async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: s
     certified_at: int | None = None
     for start in range(0, len(stream), batch_size):
         chunk = stream[start:start + batch_size]
-        batch = Batch([r.item for r in chunk])
+        batch = Batch([copy_item(r.item) for r in chunk] if enrichers else [r.item for r in chunk])
+        out.enrich_failures += await enrich(enrichers, batch, context)
         prepare = getattr(tool, "prepare", None)
         if prepare is not None:
             prepare(batch)
