@@ -11,6 +11,8 @@ from functools import lru_cache
 from pydantic import Field, SecretStr
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tools.images import ImageLimits
+
 
 class Settings(BaseSettings):
     model_config = SettingsConfigDict(env_prefix="LABELAGENT_", extra="ignore")
@@ -75,6 +77,24 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest body a URL fetch reads.")
     fetch_timeout_seconds: float = Field(default=10.0, gt=0, description="Longest URL fetch, redirects included.")
     fetch_max_redirects: int = Field(default=5, ge=0, description="Most redirects a URL fetch follows.")
+
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1,
+        description="Most pixels (width x height, read from the header before decoding) an item image may have; "
+                    "larger ones are refused at ingest (422) and by workers (item failed) as decompression bombs.",
+    )
+    max_image_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest image file accepted (uploaded, "
+                                                                        "base64 or fetched from image_url).")
+    image_formats: list[str] = Field(
+        default_factory=lambda: ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"],
+        description="Image formats accepted (Pillow names; JSON list in the environment).",
+    )
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    """The image limits of ``settings`` (``max_image_*``, ``image_formats``), as the image tools take them."""
+    return ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes,
+                       formats=tuple(f.upper() for f in settings.image_formats))
 
 
 @lru_cache(maxsize=1)

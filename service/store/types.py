@@ -46,6 +46,7 @@ class ClaimedReview:
     answers_needed: int
     answers: int
     lease_expires_at: datetime
+    has_image: bool = False  # the item's image bytes are not loaded (``item.image`` is None); see the thumbnail
 
 
 @dataclass(slots=True, frozen=True)

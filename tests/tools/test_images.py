@@ -15,7 +15,7 @@ from policies import InputError
 from policies.model import ImageClassifierSpec
 from tools.base import Batch, Item, ToolContext, TrainingSet
 from tools.image_classifier import ImageClassifier
-from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail
+from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail, thumbnail_media_type
 
 
 def png_bytes(image: Image.Image, **save: object) -> bytes:
@@ -71,8 +71,20 @@ def test_exif_orientation_time_and_gps() -> None:
 
 
 def test_thumbnail_keeps_aspect_ratio() -> None:
-    thumb = Image.open(io.BytesIO(thumbnail(decode_image(png_bytes(Image.new("RGB", (1000, 500)))))))
-    assert thumb.size == (256, 128) and thumb.format == "PNG"
+    data = thumbnail(decode_image(png_bytes(Image.new("RGB", (1000, 500)))))
+    thumb = Image.open(io.BytesIO(data))
+    assert thumb.size == (256, 128) and thumb.format == "JPEG" and thumbnail_media_type(data) == "image/jpeg"
+    small = thumbnail(decode_image(png_bytes(Image.new("L", (28, 28)))))  # tiny digits stay lossless
+    assert Image.open(io.BytesIO(small)).format == "PNG" and thumbnail_media_type(small) == "image/png"
+    alpha = Image.open(io.BytesIO(thumbnail(decode_image(png_bytes(Image.new("RGBA", (600, 300)))))))
+    assert alpha.format == "PNG" and alpha.mode == "RGBA" and alpha.size == (256, 128)
+
+
+def test_draft_decodes_jpeg_small_and_still_detects_truncation() -> None:
+    jpeg = png_bytes(Image.effect_noise((2048, 1024), 64).convert("RGB"), format="JPEG")
+    assert decode_image(jpeg, draft=(256, 256)).size == (512, 256)  # 1/4: the smallest scale with both sides >= 256
+    with pytest.raises(InputError, match="truncated"):
+        decode_image(jpeg[: len(jpeg) // 2], draft=(256, 256))
 
 
 def digits() -> tuple[list[Item], np.ndarray]:
