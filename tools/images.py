@@ -12,6 +12,7 @@ so a photo can go to the weather tool.
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -48,9 +49,8 @@ def open_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> Image
             image = Image.open(io.BytesIO(data), formats=list(limits.formats))
     except UnidentifiedImageError:
         raise InputError(f"not an image, or not one of the allowed formats ({', '.join(limits.formats)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"image claims too many pixels (limit {limits.max_pixels}; possible decompression bomb)"
-                         ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own (higher) limit
+        raise InputError(_too_many(exc, limits)) from None
     except (OSError, ValueError, SyntaxError) as exc:  # a header Pillow recognised but cannot parse
         raise InputError(f"image data is truncated or corrupt ({exc})") from None
     width, height = image.size
@@ -60,6 +60,12 @@ def open_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> Image
     if width < 1 or height < 1:
         raise InputError(f"image claims {width} x {height} pixels; nothing to show")
     return image
+
+
+def _too_many(exc: Exception, limits: ImageLimits) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    claimed = f"{found.group(1)} pixels" if found else "too many pixels"
+    return f"image claims {claimed}; the limit is {limits.max_pixels} pixels (possible decompression bomb)"
 
 
 def decode_image(data: bytes | None, limits: ImageLimits = ImageLimits(), *,
@@ -74,9 +80,8 @@ def decode_image(data: bytes | None, limits: ImageLimits = ImageLimits(), *,
         with warnings.catch_warnings():
             warnings.simplefilter("error", Image.DecompressionBombWarning)
             image.load()
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"image claims too many pixels (limit {limits.max_pixels}; possible decompression bomb)"
-                         ) from None
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # e.g. a later GIF frame
+        raise InputError(_too_many(exc, limits)) from None
     except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
         raise InputError(f"image data is truncated or corrupt ({exc})") from None
     exif = image.getexif()

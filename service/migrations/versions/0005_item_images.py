@@ -28,8 +28,10 @@ def upgrade() -> None:
         sa.ForeignKeyConstraint(["item_id"], ["item.id"]),
         sa.PrimaryKeyConstraint("item_id"),
     )
-    op.execute("INSERT INTO item_image (item_id, project_id, data) "
-               "SELECT id, project_id, image FROM item WHERE image IS NOT NULL")
+    op.execute(
+        "INSERT INTO item_image (item_id, project_id, data) "
+        "SELECT id, project_id, image FROM item WHERE image IS NOT NULL"
+    )
     with op.batch_alter_table("item") as batch:
         batch.drop_column("image")
 
