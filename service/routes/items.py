@@ -65,7 +65,8 @@ def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, feedbac
 
 @router.get("/{external_id:path}/thumbnail", dependencies=allow(*REVIEWER), response_class=Response,
             summary="A small JPEG or PNG of the item's image, for reviewers",
-            responses={200: {"content": {"image/jpeg": {}, "image/png": {}},
+            responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                         for t in ("image/jpeg", "image/png")},
                              "description": "At most 256 x 256 pixels, EXIF orientation applied."},
                        **error_docs(404, 422)})
 def get_thumbnail(project: ProjectPath, external_id: ExternalIdPath, store: StoreDep) -> Response:
