@@ -32,7 +32,9 @@ def upgrade() -> None:
         "INSERT INTO item_image (item_id, project_id, data) "
         "SELECT id, project_id, image FROM item WHERE image IS NOT NULL"
     )
-    with op.batch_alter_table("item") as batch:
+    # in place (SQLite >= 3.35 drops a column itself): recreating the item table would break the foreign keys
+    # that vote, label, review_task and item_image hold on it
+    with op.batch_alter_table("item", recreate="never") as batch:
         batch.drop_column("image")
 
 
