@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tools.images import ImageLimits
@@ -89,6 +89,18 @@ class Settings(BaseSettings):
         default_factory=lambda: ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"],
         description="Image formats accepted (Pillow names; JSON list in the environment).",
     )
+
+    @field_validator("image_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from PIL import Image
+
+        Image.init()
+        names = [f.upper() for f in value]
+        unknown = [f for f in names if f not in Image.OPEN]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not image formats Pillow can open (e.g. PNG, JPEG, GIF, WEBP)")
+        return names
 
 
 def image_limits(settings: Settings) -> ImageLimits:

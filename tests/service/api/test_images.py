@@ -284,3 +284,16 @@ def test_review_claims_link_the_thumbnail(client: TestClient, store: SqlStore, p
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (256, 128)
     found = store.item_image(project, "pic/1")
     assert found is not None and found[2] == thumb.content
+
+
+def test_the_formats_setting_names_pillow_formats(monkeypatch: pytest.MonkeyPatch) -> None:
+    from pydantic import ValidationError
+
+    from service.settings import Settings, image_limits
+
+    monkeypatch.setenv("LABELAGENT_IMAGE_FORMATS", '["png", "webp"]')
+    monkeypatch.setenv("LABELAGENT_MAX_IMAGE_PIXELS", "1000000")
+    limits = image_limits(Settings())
+    assert (limits.formats, limits.max_pixels) == (("PNG", "WEBP"), 1_000_000)
+    with pytest.raises(ValidationError, match="JPG: not image formats Pillow can open"):
+        Settings(image_formats=["JPG"])
