@@ -100,6 +100,9 @@ def exif_metadata(image: Image.Image) -> dict[str, Any]:
         original = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
         if isinstance(original, str) and len(original) >= 19:
             out["time"] = original[:10].replace(":", "-") + "T" + original[11:19]
+            offset = sub.get(ExifTags.Base.OffsetTimeOriginal)  # the camera's UTC offset, when it wrote one
+            if isinstance(offset, str) and re.fullmatch(r"[+-]\d\d:\d\d", offset.strip()):
+                out["time"] += offset.strip()
         gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
         lat = _degrees(gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), "S")
         lon = _degrees(gps.get(ExifTags.GPS.GPSLongitude), gps.get(ExifTags.GPS.GPSLongitudeRef), "W")

@@ -71,6 +71,9 @@ def test_exif_orientation_time_and_gps() -> None:
     meta = exif_metadata(decoded)
     assert meta["time"] == "2021-08-29T16:55:00"
     assert meta["lat"] == pytest.approx(29.15) and meta["lon"] == pytest.approx(-90.1)
+    exif.get_ifd(0x8769)[0x9011] = "-05:00"  # OffsetTimeOriginal
+    with_offset = exif_metadata(decode_image(png_bytes(image, format="JPEG", exif=exif)))
+    assert with_offset["time"] == "2021-08-29T16:55:00-05:00"
 
 
 def test_thumbnail_keeps_aspect_ratio() -> None:
