@@ -1,4 +1,5 @@
-"""``/projects/{project}/items``: ingest batches, read an item's state and evidence, re-queue failed items."""
+"""``/projects/{project}/items``: ingest batches (JSON, or image files as multipart), read an item's state, evidence and
+thumbnail, re-queue failed items."""
 
 from __future__ import annotations
 
@@ -39,7 +40,7 @@ def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback:
 
 
 @router.post("/upload", dependencies=allow(*INGEST),
-             response_model=IngestResponse, summary="Upload image files as items (multipart; by external_id)",
+             response_model=IngestResponse, summary="Upload image files as items (multipart, idempotent)",
              responses=error_docs(404, 422))
 def upload(project: ProjectPath, store: StoreDep, feedback: FeedbackDep,
            file: Annotated[list[UploadFile], File(description="One or more image files, one item each.")],
