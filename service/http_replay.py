@@ -33,6 +33,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import base64
 import json
 import os
 import secrets
@@ -85,6 +86,14 @@ class OracleStats:
 
 def replay_project_name(policy: Policy) -> str:
     return f"{policy.project[:48]}-replay-{secrets.token_hex(4)}"
+
+
+def _data(row: LabeledItem) -> dict[str, Any]:
+    """An item's ``data`` for JSON ingest (its image, if any, as base64)."""
+    data: dict[str, Any] = {"text": row.item.text, "metadata": row.item.metadata}
+    if row.item.image is not None:
+        data["image_base64"] = base64.b64encode(row.item.image).decode("ascii")
+    return data
 
 
 def _error_text(response: httpx.Response) -> str:
@@ -234,8 +243,7 @@ class HttpReplay:
             chunk = self.stream[start:start + size]
             if window > 0:
                 await self.wait_settled(sent + len(chunk) - max(window, len(chunk)), "the previous batches")
-            body = {"items": [{"external_id": r.item.key,
-                               "data": {"text": r.item.text, "metadata": r.item.metadata}} for r in chunk]}
+            body = {"items": [{"external_id": r.item.key, "data": _data(r)} for r in chunk]}
             response = _check(await self.send("POST", f"/projects/{self.project}/items", json=body),
                               f"ingesting items {start}..{start + len(chunk) - 1}")
             duplicates = response.json()["duplicates"]

@@ -150,7 +150,6 @@ class Item(ItemBase, table=True):
     )
     id: int | None = Field(default=None, primary_key=True)
     project_id: int = Field(foreign_key="project.id")
-    image: bytes | None = Field(default=None, sa_type=LargeBinary)
     status: str = Field(default="pending", sa_type=String(16))
     lease_owner: str | None = Field(default=None, max_length=128)
     lease_token: str | None = Field(default=None, max_length=64)
@@ -160,6 +159,18 @@ class Item(ItemBase, table=True):
     seq: int = Field(default=0, sa_type=BigInteger)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class ItemImage(SQLModel, table=True):
+    """An item's image, apart from the item row so that item scans and claims stay small: the file's bytes as
+    received (validated at ingest when it came through the API) and a reviewer thumbnail (made at ingest, or on
+    first request for images stored another way)."""
+
+    __tablename__ = "item_image"
+    item_id: int = Field(primary_key=True, foreign_key="item.id", sa_column_kwargs={"autoincrement": False})
+    project_id: int
+    data: bytes = Field(sa_type=LargeBinary)
+    thumbnail: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
 class ItemCreate(ItemBase, _Create):

@@ -8,8 +8,10 @@ from __future__ import annotations
 
 from functools import lru_cache
 
-from pydantic import Field, SecretStr
+from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
+
+from tools.images import ImageLimits
 
 
 class Settings(BaseSettings):
@@ -75,6 +77,36 @@ class Settings(BaseSettings):
     fetch_max_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest body a URL fetch reads.")
     fetch_timeout_seconds: float = Field(default=10.0, gt=0, description="Longest URL fetch, redirects included.")
     fetch_max_redirects: int = Field(default=5, ge=0, description="Most redirects a URL fetch follows.")
+
+    max_image_pixels: int = Field(
+        default=40_000_000, ge=1,
+        description="Most pixels (width x height, read from the header before decoding) an item image may have; "
+                    "larger ones are refused at ingest (422) and by workers (item failed) as decompression bombs.",
+    )
+    max_image_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest image file accepted (uploaded, "
+                                                                        "base64 or fetched from image_url).")
+    image_formats: list[str] = Field(
+        default_factory=lambda: ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"],
+        description="Image formats accepted (Pillow names; JSON list in the environment).",
+    )
+
+    @field_validator("image_formats")
+    @classmethod
+    def _known_formats(cls, value: list[str]) -> list[str]:
+        from PIL import Image
+
+        Image.init()
+        names = [f.upper() for f in value]
+        unknown = [f for f in names if f not in Image.OPEN]
+        if unknown:
+            raise ValueError(f"{', '.join(unknown)}: not image formats Pillow can open (e.g. PNG, JPEG, GIF, WEBP)")
+        return names
+
+
+def image_limits(settings: Settings) -> ImageLimits:
+    """The image limits of ``settings`` (``max_image_*``, ``image_formats``), as the image tools take them."""
+    return ImageLimits(max_pixels=settings.max_image_pixels, max_bytes=settings.max_image_bytes,
+                       formats=tuple(f.upper() for f in settings.image_formats))
 
 
 @lru_cache(maxsize=1)

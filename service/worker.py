@@ -12,8 +12,11 @@ from dataclasses import dataclass, field
 
 from agent.ports import BatchResult, GroundTruth
 from agent.runner import BatchLabeler
+from policies import InputError
+from service.settings import image_limits
 from service.store import RecordResult, SqlStore
 from tools.base import Item, ModelInfo
+from tools.images import open_image
 
 
 @dataclass(slots=True)
@@ -56,9 +59,32 @@ class ProjectWorker:
         return await self.run_claimed(token, items)
 
     def claim(self) -> tuple[str, list[Item]]:
-        """Lease the next batch: (lease token, items); no items when nothing is claimable."""
-        return self.store.claim_batch(self.project, worker=self.name, size=self.claim_size(),
-                                      lease_seconds=self.lease_seconds)
+        """Lease the next batch: (lease token, items); no items when nothing is claimable. Items whose stored
+        image the limits refuse (read from the header: a decompression bomb is never decoded) are marked failed
+        with the reason at once, and the batch goes on without them."""
+        while True:
+            token, items = self.store.claim_batch(self.project, worker=self.name, size=self.claim_size(),
+                                                  lease_seconds=self.lease_seconds)
+            usable = self.screen_images(token, items)
+            if usable or not items:  # a batch of refused images only: claim the next one
+                return token, usable
+
+    def screen_images(self, token: str, items: list[Item]) -> list[Item]:
+        """``items`` without those whose image fails the header checks of ``tools.images.open_image`` under the
+        settings' image limits; those are marked failed with the reason."""
+        if not any(it.image is not None for it in items):
+            return items
+        limits = image_limits(self.store.settings)
+        refused: dict[str, str] = {}
+        for it in items:
+            if it.image is not None:
+                try:
+                    open_image(it.image, limits)
+                except InputError as exc:
+                    refused[it.key] = f"image refused: {exc}"
+        if refused:
+            self.store.fail_items(self.project, token, refused)
+        return [it for it in items if it.key not in refused]
 
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
         """The graph run and the write for a claimed batch (the runtime heartbeats the lease meanwhile)."""

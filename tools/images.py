@@ -3,14 +3,16 @@
 :func:`decode_image` refuses, with an :class:`InputError` that says why: empty input, more bytes than
 ``max_bytes``, anything that is not an image of an allowed format, more pixels than ``max_pixels``
 (checked from the header, before any pixel is decoded: a 1 KB PNG claiming 20,000 x 20,000 pixels
-costs nothing), and truncated or corrupt files. It applies the EXIF orientation. :func:`exif_metadata`
-turns EXIF ``DateTimeOriginal`` and GPS into item metadata (``time``, ``lat``, ``lon``), so a photo can
-go to the weather tool.
+costs nothing), and truncated or corrupt files. It applies the EXIF orientation. :func:`open_image` does the
+checks that need only the header (workers screen stored bytes with it before any tool decodes them).
+:func:`exif_metadata` turns EXIF ``DateTimeOriginal`` and GPS into item metadata (``time``, ``lat``, ``lon``),
+so a photo can go to the weather tool.
 """
 
 from __future__ import annotations
 
 import io
+import re
 import warnings
 from dataclasses import dataclass
 from typing import Any
@@ -32,8 +34,11 @@ class ImageLimits:
     formats: tuple[str, ...] = DEFAULT_FORMATS
 
 
-def decode_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> Image.Image:
-    """A fully decoded, EXIF-oriented image, or :class:`InputError` naming the problem."""
+def open_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> Image.Image:
+    """The image with only its header read: size, format and pixel count checked, no pixel decoded.
+
+    :class:`InputError` (saying why) for empty input, too many bytes, a non-image or a format not allowed, and
+    more pixels than ``limits.max_pixels`` (a decompression bomb costs nothing here)."""
     if not data:
         raise InputError("image is empty (0 bytes)")
     if len(data) > limits.max_bytes:
@@ -44,20 +49,41 @@ def decode_image(data: bytes | None, limits: ImageLimits = ImageLimits()) -> Ima
             image = Image.open(io.BytesIO(data), formats=list(limits.formats))
     except UnidentifiedImageError:
         raise InputError(f"not an image, or not one of the allowed formats ({', '.join(limits.formats)})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"image claims too many pixels (limit {limits.max_pixels})") from None
-    except OSError as exc:
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # Pillow's own (higher) limit
+        raise InputError(_too_many(exc, limits)) from None
+    except (OSError, ValueError, SyntaxError) as exc:  # a header Pillow recognised but cannot parse
         raise InputError(f"image data is truncated or corrupt ({exc})") from None
     width, height = image.size
     if width * height > limits.max_pixels:
         raise InputError(f"image claims {width} x {height} pixels; the limit is {limits.max_pixels} pixels "
                          "(possible decompression bomb)")
+    if width < 1 or height < 1:
+        raise InputError(f"image claims {width} x {height} pixels; nothing to show")
+    return image
+
+
+def _too_many(exc: Exception, limits: ImageLimits) -> str:
+    found = re.search(r"\((\d+) pixels\)", str(exc))
+    claimed = f"{found.group(1)} pixels" if found else "too many pixels"
+    return f"image claims {claimed}; the limit is {limits.max_pixels} pixels (possible decompression bomb)"
+
+
+def decode_image(data: bytes | None, limits: ImageLimits = ImageLimits(), *,
+                 draft: tuple[int, int] | None = None) -> Image.Image:
+    """A fully decoded, EXIF-oriented image, or :class:`InputError` naming the problem (see :func:`open_image`;
+    also truncated or corrupt data). ``draft`` lets JPEG decode at a reduced scale no smaller than that size:
+    every byte is still decoded (truncation is still detected) at a fraction of the memory."""
+    image = open_image(data, limits)
+    if draft is not None and image.format == "JPEG":
+        image.draft("RGB" if image.mode not in ("L", "RGB") else image.mode, draft)
     try:
-        image.load()
-    except OSError as exc:  # truncated or corrupt data
+        with warnings.catch_warnings():
+            warnings.simplefilter("error", Image.DecompressionBombWarning)
+            image.load()
+    except (Image.DecompressionBombError, Image.DecompressionBombWarning) as exc:  # e.g. a later GIF frame
+        raise InputError(_too_many(exc, limits)) from None
+    except (OSError, ValueError, SyntaxError, EOFError) as exc:  # truncated or corrupt data
         raise InputError(f"image data is truncated or corrupt ({exc})") from None
-    except (Image.DecompressionBombError, Image.DecompressionBombWarning):
-        raise InputError(f"image claims too many pixels (limit {limits.max_pixels})") from None
     exif = image.getexif()
     oriented = ImageOps.exif_transpose(image) or image
     if oriented is not image:
@@ -74,6 +100,9 @@ def exif_metadata(image: Image.Image) -> dict[str, Any]:
         original = sub.get(ExifTags.Base.DateTimeOriginal) or exif.get(ExifTags.Base.DateTime)
         if isinstance(original, str) and len(original) >= 19:
             out["time"] = original[:10].replace(":", "-") + "T" + original[11:19]
+            offset = sub.get(ExifTags.Base.OffsetTimeOriginal)  # the camera's UTC offset, when it wrote one
+            if isinstance(offset, str) and re.fullmatch(r"[+-]\d\d:\d\d", offset.strip()):
+                out["time"] += offset.strip()
         gps = exif.get_ifd(ExifTags.IFD.GPSInfo)
         lat = _degrees(gps.get(ExifTags.GPS.GPSLatitude), gps.get(ExifTags.GPS.GPSLatitudeRef), "S")
         lon = _degrees(gps.get(ExifTags.GPS.GPSLongitude), gps.get(ExifTags.GPS.GPSLongitudeRef), "W")
@@ -92,11 +121,21 @@ def _degrees(dms: Any, ref: Any, negative: str) -> float | None:
 
 
 def thumbnail(image: Image.Image, size: tuple[int, int] = THUMBNAIL) -> bytes:
-    """A PNG thumbnail for reviewers (aspect ratio kept)."""
+    """A thumbnail for reviewers (aspect ratio kept, at most ``size``): JPEG, or PNG when the image has
+    transparency or is small enough that PNG is lossless and tiny (e.g. 28 x 28 digits)."""
     thumb = image.copy()
     thumb.thumbnail(size)
-    if thumb.mode not in ("RGB", "RGBA", "L", "LA"):
-        thumb = thumb.convert("RGBA")
     out = io.BytesIO()
-    thumb.save(out, format="PNG")
+    transparent = thumb.mode in ("RGBA", "LA", "PA") or (thumb.mode == "P" and "transparency" in thumb.info)
+    if transparent or thumb.width * thumb.height <= 64 * 64:
+        if thumb.mode not in ("RGB", "RGBA", "L", "LA"):
+            thumb = thumb.convert("RGBA" if transparent else "RGB")
+        thumb.save(out, format="PNG")
+    else:
+        thumb.convert("L" if thumb.mode in ("1", "L", "I", "I;16", "F") else "RGB").save(out, format="JPEG", quality=85)
     return out.getvalue()
+
+
+def thumbnail_media_type(data: bytes) -> str:
+    """``image/png`` or ``image/jpeg`` for bytes made by :func:`thumbnail`."""
+    return "image/png" if data.startswith(b"\x89PNG") else "image/jpeg"

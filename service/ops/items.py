@@ -6,10 +6,12 @@ import hashlib
 import json
 from collections import Counter
 from collections.abc import Sequence
+from typing import Any
 
 from policies import ConflictError, InputError
 from service.feedback import FeedbackSink
 from service.ops import tell
+from service.ops.images import CheckedImage, ImageSource, decode_base64, load_images, thumbnail_url, with_exif
 from service.schemas.items import (
     IngestRequest,
     IngestResponse,
@@ -55,17 +57,51 @@ def ingest_once(*, store: SqlStore, feedback: FeedbackSink, project: str, body: 
     return IngestResponse.model_validate(stored[2])
 
 
+def check_batch(*, store: SqlStore, project: str, n: int) -> None:
+    """The call's size and its project, checked before costly image work (the store checks them again)."""
+    if n > store.settings.max_batch_items:
+        raise InputError(f"{n} items in one call; send at most {store.settings.max_batch_items} per call")
+    store.get_project(project)
+
+
+def _source(i: int, it: ItemIn) -> ImageSource | None:
+    where = f"items[{i}] (external_id {it.external_id!r})"
+    if it.data.image_base64 is not None:
+        return ImageSource(where, data=decode_base64(it.data.image_base64, where))
+    if it.data.image_url is not None:
+        return ImageSource(where, url=it.data.image_url)
+    return None
+
+
 def ingest_items(*, store: SqlStore, feedback: FeedbackSink, project: str, items: Sequence[ItemIn]) -> IngestResponse:
-    """Store new items (idempotent by external id); says which were stored now and which were there already."""
+    """Store new items (idempotent by external id); says which were stored now and which were there already.
+    Images are fetched and validated first: one bad image refuses the whole call (nothing stored)."""
     check_text_lengths(items, store.settings.max_text_chars)
-    batch = [Item(key=it.external_id, text=it.data.text, metadata=dict(it.data.metadata)) for it in items]
-    labels = [it.label for it in items]
-    result = store.ingest(project, batch, labels=labels if any(lab is not None for lab in labels) else None)
-    occurrences = Counter(it.external_id for it in items)
+    sources = [_source(i, it) for i, it in enumerate(items)]
+    images: list[CheckedImage | None] = [None] * len(items)
+    if any(s is not None for s in sources):
+        check_batch(store=store, project=project, n=len(items))  # before any image is fetched or decoded
+        images = load_images(sources, store.settings)
+    return store_items(store=store, feedback=feedback, project=project, keys=[it.external_id for it in items],
+                       texts=[it.data.text for it in items], metadata=[dict(it.data.metadata) for it in items],
+                       images=images, labels=[it.label for it in items])
+
+
+def store_items(*, store: SqlStore, feedback: FeedbackSink, project: str, keys: Sequence[str],
+                texts: Sequence[str | None], metadata: Sequence[dict[str, Any]], images: Sequence[CheckedImage | None],
+                labels: Sequence[str | None]) -> IngestResponse:
+    """Store checked items (aligned sequences); the answer names the stored and the duplicate external ids."""
+    batch = [Item(key=key, text=text, metadata=meta if image is None else with_exif(meta, image.metadata),
+                  image=None if image is None else image.data)
+             for key, text, meta, image in zip(keys, texts, metadata, images, strict=True)]
+    thumbnails = {key: image.thumbnail for key, image in zip(keys, images, strict=True) if image is not None}
+    result = store.ingest(project, batch, labels=labels if any(lab is not None for lab in labels) else None,
+                          thumbnails=thumbnails)
+    occurrences = Counter(keys)
     duplicate_count = Counter(result.duplicates)
     inserted: list[str] = []
     duplicates: list[str] = []
-    for key in dict.fromkeys(it.external_id for it in items):
+    for key in dict.fromkeys(keys):
         # the store counts each repeat within the call once; every occurrence counted means it was stored before
         if duplicate_count[key] >= occurrences[key]:
             duplicates.append(key)
@@ -95,6 +131,7 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
                                             model_version=v.model_version) for v in view.votes],
         client_label=item.client_label,
         error=item.error,
+        thumbnail_url=thumbnail_url(project, item.external_id) if view.has_image else None,
         created_at=item.created_at,
         updated_at=item.updated_at,
     )

@@ -5,6 +5,7 @@ from __future__ import annotations
 from policies import Policy
 from service.feedback import FeedbackSink
 from service.ops import tell
+from service.ops.images import thumbnail_url
 from service.schemas.items import VoteOut
 from service.schemas.reviews import (
     ClaimedTask,
@@ -35,7 +36,8 @@ def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask |
         kind=task.kind,  # type: ignore[arg-type]
         priority=task.priority, policy_version=task.policy_version, answers_needed=task.answers_needed,
         answers=task.answers, labels=view.labels,
-        item=ReviewItem(external_id=task.item.key, text=task.item.text, metadata=task.item.metadata),
+        item=ReviewItem(external_id=task.item.key, text=task.item.text, metadata=task.item.metadata,
+                        thumbnail_url=thumbnail_url(project, task.item.key) if task.has_image else None),
         suggestion=None if audit else task.suggestion,
         confidence=None if audit else task.confidence,
         evidence=evidence,

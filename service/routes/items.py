@@ -1,15 +1,18 @@
-"""``/projects/{project}/items``: ingest batches, read an item's state and evidence, re-queue failed items."""
+"""``/projects/{project}/items``: ingest batches (JSON, or image files as multipart), read an item's state, evidence and
+thumbnail, re-queue failed items."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, Header, Path
+from fastapi import APIRouter, File, Form, Header, Path, Response, UploadFile
 from pydantic import AfterValidator
 
-from service.deps import INGEST, OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
+from service.deps import INGEST, OPERATOR, REVIEWER, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.ops import images as image_ops
 from service.ops import items as ops
+from service.ops import uploads
 from service.schemas.common import no_nul
 from service.schemas.items import IngestRequest, IngestResponse, ItemStatusOut, RequeueRequest, RequeueResponse
 
@@ -36,6 +39,22 @@ def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback:
     return ops.ingest_once(store=store, feedback=feedback, project=project, body=body, key=idempotency_key)
 
 
+@router.post("/upload", dependencies=allow(*INGEST),
+             response_model=IngestResponse, summary="Upload image files as items (multipart, idempotent)",
+             responses=error_docs(404, 422))
+def upload(project: ProjectPath, store: StoreDep, feedback: FeedbackDep,
+           file: Annotated[list[UploadFile], File(description="One or more image files, one item each.")],
+           external_id: Annotated[list[str], Form(description="One per file, in the same order.")],
+           metadata: Annotated[list[str] | None, Form(description="Optional: one JSON object per file, in the same "
+                                                                  "order (EXIF time and GPS fill time, lat, lon).")]
+           = None) -> IngestResponse:
+    """Each file becomes an item with that image. Every file is validated before anything is stored: one bad
+    file refuses the whole upload (422 naming the file and why)."""
+    files = [(f.filename or "", uploads.read_capped(f.file, store.settings.max_image_bytes)) for f in file]
+    return uploads.upload_items(store=store, feedback=feedback, project=project, files=files,
+                                external_ids=external_id, metadata=metadata)
+
+
 @router.post("/requeue", dependencies=allow(*OPERATOR),
              response_model=RequeueResponse, summary="Send failed items back to the workers",
              responses=error_docs(404))
@@ -43,6 +62,19 @@ def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, feedbac
             ) -> RequeueResponse:
     return ops.requeue_items(store=store, feedback=feedback, project=project, external_ids=body.external_ids,
                              actor=principal.name)
+
+
+@router.get("/{external_id:path}/thumbnail", dependencies=allow(*REVIEWER), response_class=Response,
+            summary="A small JPEG or PNG of the item's image, for reviewers",
+            responses={200: {"content": {t: {"schema": {"type": "string", "format": "binary"}}
+                                         for t in ("image/jpeg", "image/png")},
+                             "description": "At most 256 x 256 pixels, EXIF orientation applied."},
+                       **error_docs(404, 422)})
+def get_thumbnail(project: ProjectPath, external_id: ExternalIdPath, store: StoreDep) -> Response:
+    """404 when the item does not exist or has no image. (An external id ending in `/thumbnail` is read here, so
+    its status is out of reach of the route below.)"""
+    data, media_type = image_ops.item_thumbnail(store=store, project=project, external_id=external_id)
+    return Response(content=data, media_type=media_type, headers={"Cache-Control": "private, max-age=86400"})
 
 
 @router.get("/{external_id:path}", dependencies=allow(*INGEST),

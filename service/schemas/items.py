@@ -14,12 +14,21 @@ ClientStatus = Literal["pending", "labeled", "in_review", "failed"]
 
 class ItemData(Request):
     text: SafeText | None = Field(default=None, description="The item's text.")
-    metadata: JsonObject = Field(default_factory=dict, description="Any JSON object (numbers, time, place, ...).")
+    metadata: JsonObject = Field(default_factory=dict, description="Any JSON object (numbers, time, place, ...). "
+                                 "EXIF time and GPS of an image fill `time`, `lat` and `lon` when not given here.")
+    image_base64: str | None = Field(default=None, min_length=1, description=(
+        "The item's image file (PNG, JPEG, GIF, WEBP, BMP or TIFF by default), base64-encoded (standard alphabet; "
+        "whitespace and a `data:image/...;base64,` prefix are allowed). Validated before anything is stored."))
+    image_url: str | None = Field(default=None, max_length=2048, pattern=r"^[hH][tT][tT][pP][sS]?://",
+                                  description="An http(s) URL the server fetches the item's image from at ingest "
+                                              "(public addresses only; size, time and redirects capped).")
 
     @model_validator(mode="after")
     def _not_empty(self) -> ItemData:
-        if self.text is None and not self.metadata:
-            raise ValueError("give text, metadata or both")
+        if self.image_base64 is not None and self.image_url is not None:
+            raise ValueError("give image_base64 or image_url, not both")
+        if self.text is None and not self.metadata and self.image_base64 is None and self.image_url is None:
+            raise ValueError("give text, metadata, an image (image_base64 or image_url) or several of these")
         return self
 
 
@@ -60,6 +69,8 @@ class ItemStatusOut(BaseModel):
     client_label: str | None
     error: str | None = Field(default=None, description="Why the agent failed on the item (set when a run with it "
                               "failed; cleared when it is re-queued).")
+    thumbnail_url: str | None = Field(default=None, description="Path of the item's image thumbnail (reviewer and "
+                                      "operator keys); null when the item has no image.")
     created_at: datetime
     updated_at: datetime
 

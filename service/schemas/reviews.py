@@ -20,6 +20,8 @@ class ReviewItem(BaseModel):
     external_id: str
     text: str | None
     metadata: dict[str, Any]
+    thumbnail_url: str | None = Field(default=None, description="Path of the item's image thumbnail (a small JPEG "
+                                      "or PNG); null when the item has no image.")
 
 
 class ClaimedTask(BaseModel):

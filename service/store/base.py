@@ -14,6 +14,7 @@ from service.db import is_sqlite
 from service.models import (
     CalibrationRecord,
     Item,
+    ItemImage,
     Label,
     ModelVersion,
     PolicyVersion,
@@ -31,6 +32,7 @@ T = TypeVar("T")
 project_t: Table = Project.__table__  # type: ignore[attr-defined]
 policy_t: Table = PolicyVersion.__table__  # type: ignore[attr-defined]
 item_t: Table = Item.__table__  # type: ignore[attr-defined]
+image_t: Table = ItemImage.__table__  # type: ignore[attr-defined]
 vote_t: Table = Vote.__table__  # type: ignore[attr-defined]
 label_t: Table = Label.__table__  # type: ignore[attr-defined]
 task_t: Table = ReviewTask.__table__  # type: ignore[attr-defined]
@@ -63,6 +65,11 @@ def new_token() -> str:
 
 def to_item(key: str, text: str | None, meta: dict[str, Any] | None, image: bytes | None) -> ToolItem:
     return ToolItem(key=key, text=text, metadata=dict(meta or {}), image=image)
+
+
+def with_image(query: Any) -> Any:
+    """``query`` (which reads ``item_t``) joined to the items' images (``image_t.c.data``; NULL when none)."""
+    return query.outerjoin(image_t, image_t.c.item_id == item_t.c.id)
 
 
 class StoreBase:

@@ -17,7 +17,7 @@ from sqlalchemy import func, select
 
 from agent.ports import GroundTruth
 from service.db import read_tx
-from service.store.base import StoreBase, as_utc, chunks, item_t, label_t, to_item
+from service.store.base import StoreBase, as_utc, chunks, image_t, item_t, label_t, to_item, with_image
 
 
 @dataclass(slots=True, frozen=True)
@@ -43,11 +43,11 @@ class FeedMixin(StoreBase):
         """The human labels with these ids (with their items), in id order."""
         out: list[FedAnswer] = []
         cols = (label_t.c.id, label_t.c.policy_version, label_t.c.label, item_t.c.external_id, item_t.c.text,
-                item_t.c.meta, item_t.c.image)
+                item_t.c.meta, image_t.c.data)
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             for part in chunks(list(ids)):
-                query = (select(*cols).join(item_t, item_t.c.id == label_t.c.item_id)
+                query = (with_image(select(*cols).join(item_t, item_t.c.id == label_t.c.item_id))
                          .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.id.in_(part)))
                 out.extend(FedAnswer(r[0], r[1], GroundTruth(item=to_item(r[3], r[4], r[5], r[6]), label=r[2]))
                            for r in conn.execute(query))
@@ -60,10 +60,10 @@ class FeedMixin(StoreBase):
         One statement, so on PostgreSQL it reads one snapshot. Use :class:`service.feedback.AnswerFeed` for a
         cursor that does not skip answers committed out of id order."""
         cols = (label_t.c.id, label_t.c.policy_version, label_t.c.label, item_t.c.external_id, item_t.c.text,
-                item_t.c.meta, item_t.c.image)
+                item_t.c.meta, image_t.c.data)
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            query = (select(*cols).join(item_t, item_t.c.id == label_t.c.item_id)
+            query = (with_image(select(*cols).join(item_t, item_t.c.id == label_t.c.item_id))
                      .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.id > after_id)
                      .order_by(label_t.c.id))
             rows = conn.execute(query).all()

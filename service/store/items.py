@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
@@ -17,11 +17,13 @@ from service.store.base import (
     StoreBase,
     as_utc,
     chunks,
+    image_t,
     item_t,
     lease_until,
     new_token,
     project_t,
     to_item,
+    with_image,
 )
 from service.store.bulk import db_value
 from service.store.types import IngestResult
@@ -43,11 +45,14 @@ class ItemsMixin(StoreBase):
         items: Sequence[ToolItem],
         *,
         labels: Sequence[str | None] | None = None,
+        thumbnails: Mapping[str, bytes] | None = None,
         now: datetime | None = None,
     ) -> IngestResult:
         """Store new items as ``pending``, in input order. Idempotent by ``item.key`` (the client's external
         id): keys already stored, or repeated within the call, are reported as duplicates and stored once.
-        ``labels`` (aligned with ``items``) are optional client-given labels, kept in ``client_label``."""
+        ``labels`` (aligned with ``items``) are optional client-given labels, kept in ``client_label``. Item
+        images go to ``item_image`` (stored as given: the API validates them first), with their reviewer
+        thumbnail from ``thumbnails`` (by key) when given."""
         limits = self.settings
         if len(items) > limits.max_batch_items:
             raise InputError(f"{len(items)} items in one call; send at most {limits.max_batch_items} per call")
@@ -101,13 +106,20 @@ class ItemsMixin(StoreBase):
                 duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)
                 return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
             data = [{"project_id": pid, "external_id": it.key, "text": it.text, "meta": it.metadata or {},
-                     "image": it.image, "client_label": lab, "status": "pending", "attempts": 0, "seq": first + n,
+                     "client_label": lab, "status": "pending", "attempts": 0, "seq": first + n,
                      "created_at": now, "updated_at": now} for n, (it, lab) in enumerate(fresh)]
             insert_ = (sqlite_insert if self.sqlite else pg_insert)(item_t)
             stmt = insert_.on_conflict_do_nothing(index_elements=["project_id", "external_id"])
-            inserted: set[str] = set()
+            inserted: dict[str, int] = {}
             for part in chunks(data):
-                inserted.update(conn.execute(stmt.returning(item_t.c.external_id), list(part)).scalars())
+                inserted.update((key, id_) for id_, key in conn.execute(
+                    stmt.returning(item_t.c.id, item_t.c.external_id), list(part)).all())
+            thumbs = thumbnails or {}
+            images = [{"item_id": inserted[it.key], "project_id": pid, "data": it.image,
+                       "thumbnail": thumbs.get(it.key)}
+                      for it, _ in fresh if it.image is not None and it.key in inserted]
+            for part in chunks(images, 50):  # bytes, not ids: keep each statement's parameters modest
+                conn.execute(image_t.insert(), list(part))
         duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)  # only if another writer raced us
         return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
 
@@ -142,10 +154,13 @@ class ItemsMixin(StoreBase):
                 update(item_t).where(item_t.c.id.in_(ids))
                 .values(status="leased", lease_owner=worker, lease_token=token, lease_expires_at=expires,
                         attempts=item_t.c.attempts + 1, updated_at=now)
-                .returning(item_t.c.seq, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)
+                .returning(item_t.c.seq, item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta)
             ).all()
+            # the batch's image bytes in one query (they live apart so that the claim above stays small)
+            images = dict(conn.execute(select(image_t.c.item_id, image_t.c.data).where(image_t.c.item_id.in_(ids))
+                                       ).all())
         rows.sort(key=lambda r: r[0])
-        return token, [to_item(r[1], r[2], r[3], r[4]) for r in rows]
+        return token, [to_item(r[2], r[3], r[4], images.get(r[1])) for r in rows]
 
     def _claimable_ids(self, conn: Connection, expired: Any, pending: Any, size: int) -> list[int]:
         """The ``size`` oldest claimable ids: expired leases and pending items, each read in index order."""
@@ -197,6 +212,39 @@ class ItemsMixin(StoreBase):
                                         else_="pending"), **values)
                 ).rowcount
         return total
+
+    def fail_items(self, project: str, token: str, reasons: Mapping[str, str], *, now: datetime | None = None) -> int:
+        """Mark items held under ``token`` ``failed`` at once with their reason (``reasons``: key -> why), e.g. a
+        stored image that the limits refuse: retrying cannot help. Returns how many."""
+        now = as_utc(now)
+        total = 0
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            for key, reason in reasons.items():
+                total += conn.execute(
+                    update(item_t).where(item_t.c.project_id == pid, item_t.c.lease_token == token,
+                                         item_t.c.status == "leased", item_t.c.external_id == key)
+                    .values(status="failed", error=truncate_error(reason), updated_at=now, **_RELEASED)
+                ).rowcount
+        return total
+
+    def item_image(self, project: str, key: str) -> tuple[int, bytes, bytes | None] | None:
+        """(item id, image bytes, stored thumbnail or None) of an item; None when the item has no image.
+        NotFoundError when the item does not exist."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            row = conn.execute(with_image(select(item_t.c.id, image_t.c.data, image_t.c.thumbnail))
+                               .where(item_t.c.project_id == pid, item_t.c.external_id == key)).first()
+        if row is None:
+            raise NotFoundError(f"item {key!r} does not exist in project {project!r}")
+        return None if row[1] is None else (row[0], row[1], row[2])
+
+    def save_thumbnail(self, project: str, item_id: int, thumbnail: bytes) -> None:
+        """Keep a thumbnail made on request, so the next request reads it."""
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            conn.execute(update(image_t).where(image_t.c.item_id == item_id, image_t.c.project_id == pid)
+                         .values(thumbnail=thumbnail))
 
     def get_item(self, project: str, key: str) -> ItemPublic:
         with read_tx(self.engine) as conn:

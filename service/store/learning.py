@@ -13,7 +13,18 @@ from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 from agent.ports import CalibrationRecord, GroundTruth
 from service.db import read_tx, write_tx
 from service.models import LABEL_SOURCES, LabelPublic, ModelVersionPublic, utcnow
-from service.store.base import StoreBase, calib_t, chunks, item_t, label_t, model_t, to_item, vote_t
+from service.store.base import (
+    StoreBase,
+    calib_t,
+    chunks,
+    image_t,
+    item_t,
+    label_t,
+    model_t,
+    to_item,
+    vote_t,
+    with_image,
+)
 from tools.base import ModelInfo, Vote
 
 
@@ -22,8 +33,8 @@ class LearningMixin(StoreBase):
         """Human-settled items, oldest first (the most recent ``limit`` when given); one per item (its latest)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            query = (select(label_t.c.label, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)
-                     .join(item_t, item_t.c.id == label_t.c.item_id)
+            query = (with_image(select(label_t.c.label, item_t.c.external_id, item_t.c.text, item_t.c.meta,
+                                       image_t.c.data).join(item_t, item_t.c.id == label_t.c.item_id))
                      .where(label_t.c.project_id == pid, label_t.c.source == "human")
                      .order_by(label_t.c.id.desc()))
             if limit is not None:

@@ -14,7 +14,7 @@ from policies import NotFoundError
 from service.datasets import LabeledItem
 from service.db import read_tx
 from service.models import ItemPublic, LabelPublic, VotePublic
-from service.store.base import StoreBase, chunks, item_t, label_t, task_t, to_item, vote_t
+from service.store.base import StoreBase, chunks, image_t, item_t, label_t, task_t, to_item, vote_t, with_image
 
 _LABEL_ROW = (label_t.c.id, item_t.c.external_id, label_t.c.label, label_t.c.confidence, label_t.c.source,
               label_t.c.policy_version, label_t.c.threshold, label_t.c.created_at)
@@ -43,6 +43,7 @@ class ItemView:
     votes: list[VotePublic]
     policy_version: int | None  # of the label, else of the review task
     review_kind: str | None  # kind of the item's latest review task, if any
+    has_image: bool = False
 
 
 class ReadsMixin(StoreBase):
@@ -65,12 +66,14 @@ class ReadsMixin(StoreBase):
                 votes = list(conn.execute(select(vote_t).where(vote_t.c.item_id == item_id,
                                                                vote_t.c.policy_version == version)
                                           .order_by(vote_t.c.id)).mappings())
+            has_image = conn.execute(select(image_t.c.item_id).where(image_t.c.item_id == item_id)).first() is not None
         return ItemView(
             item=ItemPublic.model_validate(dict(row)),
             label=None if label is None else LabelPublic.model_validate(dict(label)),
             votes=[VotePublic.model_validate(dict(v)) for v in votes],
             policy_version=version,
             review_kind=None if task is None else task[0],
+            has_image=has_image,
         )
 
     def label_rows(self, project: str, *, after_id: int = 0, limit: int = 1000) -> list[LabelRow]:
@@ -111,8 +114,8 @@ class ReadsMixin(StoreBase):
                       .where(label_t.c.project_id == pid, label_t.c.source == "human")
                       .group_by(label_t.c.item_id).subquery())
             human = label_t.alias("human")
-            query = (select(item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image, human.c.label,
-                            item_t.c.client_label)
+            query = (with_image(select(item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data,
+                                       human.c.label, item_t.c.client_label))
                      .outerjoin(latest, latest.c.item_id == item_t.c.id)
                      .outerjoin(human, human.c.id == latest.c.label_id)
                      .where(item_t.c.project_id == pid, (human.c.id.is_not(None)) | item_t.c.client_label.is_not(None))

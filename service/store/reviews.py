@@ -18,6 +18,7 @@ from service.store.base import (
     as_utc,
     calib_t,
     chunks,
+    image_t,
     item_t,
     label_t,
     lease_until,
@@ -26,6 +27,7 @@ from service.store.base import (
     task_t,
     to_item,
     vote_t,
+    with_image,
 )
 from service.store.batches import LABEL_COLS
 from service.store.bulk import bulk_insert, db_value
@@ -116,14 +118,16 @@ class ReviewsMixin(StoreBase):
             rows = conn.execute(claim.returning(*_TASK_COLS)).all()
             items = _items_by_id(conn, [r.item_id for r in rows])
         else:  # the item comes back with the claim (UPDATE ... FROM item ... RETURNING): one round trip fewer
+            has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
             rows = conn.execute(claim.where(item_t.c.id == task_t.c.item_id).returning(
-                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)).all()
-            items = {r.item_id: to_item(r.external_id, r.text, r.meta, r.image) for r in rows}
+                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image)).all()
+            items = {r.item_id: (to_item(r.external_id, r.text, r.meta, None), bool(r.has_image)) for r in rows}
         rows.sort(key=lambda r: (-r.priority, r.id))
-        return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id], kind=r.kind,
+        return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id][0], kind=r.kind,
                               priority=float(r.priority), suggestion=r.suggestion, confidence=r.confidence,
                               policy_version=r.policy_version, reviewer=reviewer, answers_needed=r.answers_needed,
-                              answers=r.answers, lease_expires_at=expires, item_id=r.item_id) for r in rows]
+                              answers=r.answers, lease_expires_at=expires, item_id=r.item_id,
+                              has_image=items[r.item_id][1]) for r in rows]
 
     def _claimable_by(self, reviewer: str, now: datetime) -> Any:
         """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
@@ -238,10 +242,10 @@ class ReviewsMixin(StoreBase):
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None
         cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
-                item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image, item_t.c.seq)
+                item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(ids):
-            query = select(*cols).join(item_t, item_t.c.id == task_t.c.item_id).where(task_t.c.id.in_(part))
+            query = with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id)).where(task_t.c.id.in_(part))
             if pid is not None:
                 query = query.where(task_t.c.project_id == pid)
             if not self.sqlite:
@@ -281,12 +285,14 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
 
 
-def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, Any]:
+def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:
+    """(item without its image bytes, whether it has an image) by item id: reviewers get a thumbnail URL."""
     out = {}
     for part in chunks(ids):
-        query = select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta, item_t.c.image)
+        query = with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
+                                  image_t.c.item_id.is_not(None)))
         for r in conn.execute(query.where(item_t.c.id.in_(part))):
-            out[r[0]] = to_item(r[1], r[2], r[3], r[4])
+            out[r[0]] = (to_item(r[1], r[2], r[3], None), bool(r[4]))
     return out
 
 

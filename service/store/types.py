@@ -47,6 +47,7 @@ class ClaimedReview:
     answers: int
     lease_expires_at: datetime
     item_id: int | None = None  # the item's row id (internal)
+    has_image: bool = False  # the item's image bytes are not loaded (``item.image`` is None); see the thumbnail
 
 
 @dataclass(slots=True, frozen=True)

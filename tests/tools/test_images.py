@@ -15,7 +15,7 @@ from policies import InputError
 from policies.model import ImageClassifierSpec
 from tools.base import Batch, Item, ToolContext, TrainingSet
 from tools.image_classifier import ImageClassifier
-from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail
+from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail, thumbnail_media_type
 
 
 def png_bytes(image: Image.Image, **save: object) -> bytes:
@@ -36,8 +36,11 @@ def png_claiming(width: int, height: int) -> bytes:
 def test_bomb_png_is_refused_before_decoding() -> None:
     data = png_claiming(20_000, 20_000)
     assert len(data) < 1024
-    with pytest.raises(InputError, match=r"too many pixels|20000 x 20000 pixels"):
+    with pytest.raises(InputError, match=r"^image claims 400000000 pixels; the limit is 40000000 pixels \(possible "
+                                         r"decompression bomb\)$"):  # Pillow's own check (over twice its limit)
         decode_image(data)
+    with pytest.raises(InputError, match=r"^image claims 8000 x 8000 pixels; the limit is 40000000 pixels"):
+        decode_image(png_claiming(8000, 8000))  # ours, from the header
     with pytest.raises(InputError, match=r"claims 300 x 300 pixels; the limit is 1000"):
         decode_image(png_claiming(300, 300), ImageLimits(max_pixels=1000))
 
@@ -68,11 +71,26 @@ def test_exif_orientation_time_and_gps() -> None:
     meta = exif_metadata(decoded)
     assert meta["time"] == "2021-08-29T16:55:00"
     assert meta["lat"] == pytest.approx(29.15) and meta["lon"] == pytest.approx(-90.1)
+    exif.get_ifd(0x8769)[0x9011] = "-05:00"  # OffsetTimeOriginal
+    with_offset = exif_metadata(decode_image(png_bytes(image, format="JPEG", exif=exif)))
+    assert with_offset["time"] == "2021-08-29T16:55:00-05:00"
 
 
 def test_thumbnail_keeps_aspect_ratio() -> None:
-    thumb = Image.open(io.BytesIO(thumbnail(decode_image(png_bytes(Image.new("RGB", (1000, 500)))))))
-    assert thumb.size == (256, 128) and thumb.format == "PNG"
+    data = thumbnail(decode_image(png_bytes(Image.new("RGB", (1000, 500)))))
+    thumb = Image.open(io.BytesIO(data))
+    assert thumb.size == (256, 128) and thumb.format == "JPEG" and thumbnail_media_type(data) == "image/jpeg"
+    small = thumbnail(decode_image(png_bytes(Image.new("L", (28, 28)))))  # tiny digits stay lossless
+    assert Image.open(io.BytesIO(small)).format == "PNG" and thumbnail_media_type(small) == "image/png"
+    alpha = Image.open(io.BytesIO(thumbnail(decode_image(png_bytes(Image.new("RGBA", (600, 300)))))))
+    assert alpha.format == "PNG" and alpha.mode == "RGBA" and alpha.size == (256, 128)
+
+
+def test_draft_decodes_jpeg_small_and_still_detects_truncation() -> None:
+    jpeg = png_bytes(Image.effect_noise((2048, 1024), 64).convert("RGB"), format="JPEG")
+    assert decode_image(jpeg, draft=(256, 256)).size == (512, 256)  # 1/4: the smallest scale with both sides >= 256
+    with pytest.raises(InputError, match="truncated"):
+        decode_image(jpeg[: len(jpeg) // 2], draft=(256, 256))
 
 
 def digits() -> tuple[list[Item], np.ndarray]:

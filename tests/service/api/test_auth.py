@@ -16,7 +16,9 @@ from service.auth_models import ROLES
 from service.deps import Allow
 from service.store import SqlStore
 from tests.factories import make_policy
+from tests.image_files import png
 from tests.service.api.conftest import auth, decide, error_message
+from tools.base import Item
 
 PUBLIC = {"/health", "/ui", "/ui/review", "/ui/operator"}  # the web pages hold no data: their API calls send a key
 STREAMING = {"/projects/{project}/events"}  # the allowed call would stream forever: checked with a bounded read
@@ -52,16 +54,17 @@ def declared_calls(app: FastAPI) -> list[Call]:
 
 @pytest.fixture
 def world(store: SqlStore, project: str) -> Iterator[dict[str, object]]:
-    """Project ``demo`` with a review task and an item, project ``other``, and keys of every kind."""
+    """Project ``demo`` with a review task and an item with an image, project ``other``, and keys of every kind."""
     store.create_project("other", make_policy("other"))
-    keys = decide(store, project, ["escalate", "accept"])
+    decide(store, project, ["escalate", "accept"])
+    store.ingest(project, [Item(key="pic/1", image=png())])  # routes of an item (status, thumbnail) answer 200
     task = store.claim_review(project, reviewer="someone")
     assert task is not None
     scoped = {role: store.create_key(name=f"demo-{role}", role=role, projects=[project])[0] for role in ROLES}
     foreign = {role: store.create_key(name=f"other-{role}", role=role, projects=["other"])[0] for role in ROLES}
     revoked, record = store.create_key(name="gone", role="operator")
     store.revoke_key(record.prefix)
-    yield {"project": project, "task": task, "item": keys[1], "scoped": scoped, "foreign": foreign,
+    yield {"project": project, "task": task, "item": "pic/1", "scoped": scoped, "foreign": foreign,
            "revoked": revoked}
 
 

@@ -59,7 +59,7 @@ def test_bad_items_are_rejected_with_the_field(client: TestClient, project: str)
     cases = [
         ({"items": []}, ["body", "items"], "List should have at least 1 item after validation, not 0"),
         ({"items": [{"external_id": "a", "data": {}}]}, ["body", "items", 0, "data"],
-         "Value error, give text, metadata or both"),
+         "Value error, give text, metadata, an image (image_base64 or image_url) or several of these"),
         ({"items": [{"external_id": "", "data": {"text": "x"}}]}, ["body", "items", 0, "external_id"],
          "String should have at least 1 character"),
         ({"items": [{"external_id": "a\u0000b", "data": {"text": "x"}}]}, ["body", "items", 0, "external_id"],

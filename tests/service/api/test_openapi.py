@@ -11,6 +11,7 @@ EXPECTED = {
     ("POST", "/projects"), ("GET", "/projects"), ("GET", "/projects/{project}"),
     ("POST", "/projects/{project}/items"), ("POST", "/projects/{project}/items/requeue"),
     ("GET", "/projects/{project}/items/{external_id}"), ("GET", "/projects/{project}/labels"),
+    ("POST", "/projects/{project}/items/upload"), ("GET", "/projects/{project}/items/{external_id}/thumbnail"),
     ("GET", "/projects/{project}/events"),
     ("POST", "/projects/{project}/reviews/claim"), ("GET", "/projects/{project}/reviews"),
     ("POST", "/reviews/{task}/heartbeat"), ("POST", "/reviews/{task}/submit"), ("POST", "/reviews/{task}/skip"),
@@ -58,7 +59,8 @@ def test_schema_lists_every_route_with_models(client: TestClient) -> None:
             if method.upper() in NO_BODY:
                 assert "requestBody" not in op, where
             elif "requestBody" in op:
-                body = op["requestBody"]["content"]["application/json"]["schema"]
+                media_types = op["requestBody"]["content"]
+                body = (media_types.get("application/json") or media_types["multipart/form-data"])["schema"]
                 refs = [body.get("$ref")] + [s.get("$ref") for s in body.get("anyOf", [])]
                 assert any(r and r.rsplit("/", 1)[1] in schemas for r in refs), where
             for status in ("404", "409"):

@@ -32,7 +32,8 @@ def test_claim_shows_the_agent_view_except_for_audits(client: TestClient, projec
     assert escalation["confidence"] == 0.51
     assert [v["tool"] for v in escalation["evidence"]] == ["rules", "random", "clf"]
     assert escalation["evidence"][0]["distribution"] is None  # the rules abstained on this one
-    assert escalation["item"] == {"external_id": keys[1], "text": "hello 1", "metadata": {"i": 1, "source": "test"}}
+    assert escalation["item"] == {"external_id": keys[1], "text": "hello 1", "metadata": {"i": 1, "source": "test"},
+                                 "thumbnail_url": None}
     assert escalation["lease_token"] and escalation["lease_expires_at"]
     response = client.post(f"/projects/{project}/reviews/claim", json={"reviewer": "alice"})
     assert (response.status_code, response.content) == (204, b"")

@@ -91,3 +91,30 @@ def test_ensure_schema_creates_adopts_and_reports_current(empty_engine: Engine, 
         assert ensure_schema(legacy) == "adopted"
         assert current_revision(legacy) == head_revision()
         legacy.dispose()
+
+
+def test_0005_moves_item_images_out_of_the_item_row_and_back(empty_engine: Engine) -> None:
+    from alembic import command
+
+    from service.migrate import alembic_config
+
+    assert upgrade(empty_engine, "0004_item_error") == "0004_item_error"
+    with empty_engine.begin() as conn:
+        conn.execute(text("INSERT INTO project (id, name, data_kind, item_seq, created_at) "
+                          "VALUES (1, 'p', 'image', 2, CURRENT_TIMESTAMP)"))
+        for id_, image in ((1, b"\x89PNG bytes"), (2, None)):
+            conn.execute(text("INSERT INTO item (id, project_id, external_id, meta, image, status, attempts, seq, "
+                              "created_at, updated_at) VALUES (:id, 1, :key, '{}', :image, 'pending', 0, :id, "
+                              "CURRENT_TIMESTAMP, CURRENT_TIMESTAMP)"), {"id": id_, "key": f"k{id_}", "image": image})
+    assert upgrade(empty_engine) == head_revision()
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT item_id, project_id, data, thumbnail FROM item_image")).all() == [
+            (1, 1, b"\x89PNG bytes", None)]
+    assert "image" not in {c["name"] for c in inspect(empty_engine).get_columns("item")}
+    cfg = alembic_config()
+    with empty_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0004_item_error")
+    with empty_engine.connect() as conn:
+        assert conn.execute(text("SELECT id, image FROM item ORDER BY id")).all() == [(1, b"\x89PNG bytes"), (2, None)]
+    assert "item_image" not in inspect(empty_engine).get_table_names()

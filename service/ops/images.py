@@ -1,0 +1,141 @@
+"""Item images at ingest (from base64, an ``image_url`` or a multipart upload) and reviewer thumbnails.
+
+Every image of a call is obtained and validated before anything is stored: bytes under ``max_image_bytes``, a format
+of ``image_formats``, at most ``max_image_pixels`` pixels (read from the header, before any pixel is decoded: a
+decompression bomb costs nothing), and a file that decodes completely (truncated and corrupt files are refused).
+One bad image fails the whole call with a 422 whose message names the item (index and external id) and the reason;
+nothing of the call is stored. Image URLs are fetched with the SSRF-safe fetcher (``fetch_*`` settings); a refused
+or failed fetch is a 422 too. EXIF ``DateTimeOriginal`` and GPS become the metadata ``time``, ``lat`` and ``lon``
+unless the client sent them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import binascii
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import quote
+
+import httpx
+
+from policies import InputError, NotFoundError, ToolError
+from service.settings import Settings, image_limits
+from service.store import SqlStore
+from tools.fetch import FetchLimits, fetch_url
+from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail, thumbnail_media_type
+
+FETCH_CONCURRENCY = 8
+
+
+@dataclass(slots=True)
+class ImageSource:
+    """Where one item's image comes from: bytes (uploaded or base64-decoded) or a URL to fetch."""
+
+    where: str  # how the error messages name the item, e.g. "items[3] (external_id 'x')"
+    data: bytes | None = None
+    url: str | None = None
+
+
+@dataclass(slots=True)
+class CheckedImage:
+    data: bytes
+    thumbnail: bytes
+    metadata: dict[str, Any] = field(default_factory=dict)  # from EXIF: time, lat, lon
+
+
+def decode_base64(text: str, where: str) -> bytes:
+    """The bytes of ``image_base64`` (standard alphabet; whitespace and a ``data:...;base64,`` prefix allowed)."""
+    if text.startswith("data:") and ";base64," in text[:100]:
+        text = text.split(",", 1)[1]
+    try:
+        return base64.b64decode("".join(text.split()), validate=True)
+    except (binascii.Error, ValueError) as exc:
+        raise InputError(f"{where}: image_base64 is not valid base64 ({exc})") from None
+
+
+def check_image(data: bytes, limits: ImageLimits, where: str) -> CheckedImage:
+    """Validate one image (see the module doc) and make its thumbnail; InputError naming ``where`` and why."""
+    try:
+        image = decode_image(data, limits, draft=(256, 256))  # JPEG: every byte decoded, at a fraction of the memory
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
+    return CheckedImage(data=data, thumbnail=thumbnail(image), metadata=exif_metadata(image))
+
+
+def with_exif(metadata: dict[str, Any], exif: dict[str, Any]) -> dict[str, Any]:
+    """``metadata`` plus the EXIF ``time`` and ``lat``/``lon`` the client did not send (lat and lon go together)."""
+    out = dict(metadata)
+    if "time" in exif and "time" not in out:
+        out["time"] = exif["time"]
+    if "lat" in exif and "lat" not in out and "lon" not in out:
+        out["lat"], out["lon"] = exif["lat"], exif["lon"]
+    return out
+
+
+async def _fetch_all(urls: Sequence[tuple[int, str]], settings: Settings) -> dict[int, bytes | str]:
+    """Each URL's body, or why it could not be used (by position)."""
+    limits = FetchLimits(
+        max_bytes=min(settings.fetch_max_bytes, settings.max_image_bytes),
+        timeout_seconds=settings.fetch_timeout_seconds,
+        max_redirects=settings.fetch_max_redirects,
+    )
+    gate = asyncio.Semaphore(FETCH_CONCURRENCY)
+    out: dict[int, bytes | str] = {}
+
+    async def one(client: httpx.AsyncClient, index: int, url: str) -> None:
+        async with gate:
+            try:
+                result = await fetch_url(url, client=client, limits=limits, allow=settings.fetch_allow_hosts)
+            except ToolError as exc:
+                out[index] = str(exc)
+                return
+        out[index] = (
+            result.content
+            if result.status_code == 200
+            else f"fetch: {result.url} answered HTTP {result.status_code}, not 200"
+        )
+
+    async with httpx.AsyncClient(trust_env=False) as client:
+        await asyncio.gather(*(one(client, i, url) for i, url in urls))
+    return out
+
+
+def load_images(sources: Sequence[ImageSource | None], settings: Settings) -> list[CheckedImage | None]:
+    """Fetch the URLs, then validate every image, aligned with ``sources``; the first problem (in input order) is
+    an InputError naming its item. Runs in a worker thread (the routes are synchronous)."""
+    urls = [(i, s.url) for i, s in enumerate(sources) if s is not None and s.url is not None]
+    fetched = asyncio.run(_fetch_all(urls, settings)) if urls else {}
+    limits = image_limits(settings)
+    out: list[CheckedImage | None] = []
+    for i, source in enumerate(sources):
+        if source is None:
+            out.append(None)
+            continue
+        data = source.data
+        if source.url is not None:
+            got = fetched[i]
+            if isinstance(got, str):
+                raise InputError(f"{source.where}: image_url cannot be used: {got}")
+            data = got
+        out.append(check_image(data or b"", limits, source.where))
+    return out
+
+
+def thumbnail_url(project: str, external_id: str) -> str:
+    return f"/projects/{project}/items/{quote(external_id, safe='')}/thumbnail"
+
+
+def item_thumbnail(*, store: SqlStore, project: str, external_id: str) -> tuple[bytes, str]:
+    """(thumbnail bytes, media type) of an item's image, made and kept on first request when ingest made none;
+    NotFoundError when the item does not exist or has no image, InputError when its stored bytes are refused."""
+    found = store.item_image(project, external_id)
+    if found is None:
+        raise NotFoundError(f"item {external_id!r} has no image")
+    item_id, data, thumb = found
+    if thumb is None:
+        thumb = check_image(data, image_limits(store.settings), f"item {external_id!r}").thumbnail
+        store.save_thumbnail(project, item_id, thumb)
+    return thumb, thumbnail_media_type(thumb)
