@@ -101,7 +101,7 @@ class ItemsMixin(StoreBase):
                 .returning(project_t.c.item_seq)
             ).scalar_one()
             first = last - len(fresh) + 1
-            if self.sqlite:
+            if self.sqlite and not any(it.image is not None for it, _ in fresh):  # images need the items' ids
                 inserted = _insert_sqlite(conn, pid, fresh, first, now)
                 duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)
                 return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
@@ -269,7 +269,7 @@ class ItemsMixin(StoreBase):
 
 
 
-_ITEM_COLS = ("project_id", "external_id", "text", "meta", "image", "client_label", "status", "attempts", "seq",
+_ITEM_COLS = ("project_id", "external_id", "text", "meta", "client_label", "status", "attempts", "seq",
               "created_at", "updated_at")
 
 
@@ -278,13 +278,14 @@ def _insert_sqlite(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str |
     """Insert ``fresh`` with seqs from ``first`` in one driver ``executemany``; returns the keys inserted.
 
     The same rows as the SQLAlchemy insert (the JSON column through its own bind processor, the shared
-    timestamp converted once) without SQLAlchemy's per-row parameter handling and RETURNING. The write lock
+    timestamp converted once) without SQLAlchemy's per-row parameter handling and RETURNING; items without images
+    only (an image row needs its item's id). The write lock
     is held, so normally every row goes in; if a writer that bypasses ``ingest`` stored some keys meanwhile
     (ON CONFLICT DO NOTHING skips them), the keys inserted are read back by their seqs.
     """
     to_json = item_t.c.meta.type._cached_bind_processor(conn.dialect)
     ts = db_value(conn, item_t.c.created_at, now)
-    rows = [(pid, it.key, it.text, to_json(it.metadata or {}) if to_json else it.metadata or {}, it.image, lab,
+    rows = [(pid, it.key, it.text, to_json(it.metadata or {}) if to_json else it.metadata or {}, lab,
              "pending", 0, first + n, ts, ts) for n, (it, lab) in enumerate(fresh)]
     sql = (f"INSERT INTO item ({', '.join(_ITEM_COLS)}) VALUES ({', '.join('?' * len(_ITEM_COLS))}) "
            "ON CONFLICT (project_id, external_id) DO NOTHING")
