@@ -118,7 +118,8 @@ TextKey = Annotated[
         description="The task data key holding the item's text.",
     ),
 ]
-ControlName = Annotated[str, Query(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f]+$")]
+CONTROL_NAME = {"min_length": 1, "max_length": 128, "pattern": r"^[^\x00-\x1f]+$"}  # a Label Studio control name
+ControlName = Annotated[str, Query(**CONTROL_NAME)]
 
 
 @router.post(
@@ -136,12 +137,7 @@ def import_tasks(
     text_key: TextKey = ops.DEFAULT_TEXT_KEY,
     from_name: Annotated[
         str | None,
-        Query(
-            min_length=1,
-            max_length=128,
-            pattern=r"^[^\x00-\x1f]+$",
-            description="Read only this Choices control's results (default: any choices result).",
-        ),
+        Query(**CONTROL_NAME, description="Read only this Choices control's results (default: any choices result)."),
     ] = None,
 ) -> ImportResponse:
     """Idempotent by task id (item `ls-<id>`); an annotation replaces the item's label as a human label."""
