@@ -8,6 +8,9 @@ humans' answers per text.
 from __future__ import annotations
 
 import asyncio
+import multiprocessing as mp
+import os
+import signal
 import threading
 import time
 from collections import Counter
@@ -243,3 +246,23 @@ def worker_process(url: str, name: str, settings: dict[str, object], tools: str,
 
 def engine_url(engine: Engine) -> str:
     return engine.url.render_as_string(hide_password=False)
+
+
+FAST = {"worker_poll_seconds": 0.1, "feedback_poll_seconds": 0.1, "refresh_seconds": 0.2,
+        "feedback_lag_seconds": 5.0, "stop_grace_seconds": 10.0}
+# A fresh process per worker, forked from a server that imported the heavy modules (LangGraph, SciPy) once:
+# four interpreters importing them at once on a small machine cost ~15 s before the first batch.
+SPAWN = mp.get_context("forkserver")
+SPAWN.set_forkserver_preload(["service.serve", "tests.service.runtime.helpers"])
+
+
+def stop_processes(procs: list[mp.process.BaseProcess]) -> None:
+    """SIGTERM each live process, then wait; kill what has not stopped after 30 s."""
+    for proc in procs:
+        if proc.is_alive() and proc.pid is not None:
+            os.kill(proc.pid, signal.SIGTERM)
+    for proc in procs:
+        proc.join(30)
+        if proc.is_alive():
+            proc.kill()
+            proc.join(5)

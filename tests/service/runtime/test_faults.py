@@ -25,17 +25,19 @@ from service.db import is_transient
 from service.settings import Settings
 from service.store import SqlStore
 from tests.service.runtime.helpers import (
+    FAST,
+    SPAWN,
     Reviewer,
     engine_url,
     labels_per_item,
     labels_per_item_version,
     reviews_per_task,
     runtime_policy,
+    stop_processes,
     stream_items,
     wait_until,
     worker_process,
 )
-from tests.service.runtime.test_processes import FAST, SPAWN, _stop
 
 N_ITEMS = 400
 KILL_EVERY = 2.5
@@ -165,7 +167,7 @@ def test_workers_survive_sigkills_and_a_postgres_restart(postgres_engine: Engine
         for t in threads:
             t.join(10)
         alive_at_end = {names[p.pid]: p.is_alive() for p in procs if p.pid not in killed}  # type: ignore[index]
-        _stop(procs)
+        stop_processes(procs)
         if not _pg_online(cluster):
             _pg_ctl("start", cluster)
         wait_until(lambda: _pg_online(cluster), timeout=60, what="PostgreSQL back online")

@@ -4,7 +4,6 @@ a worker killed with SIGKILL in the middle of a batch (SQLite and PostgreSQL).""
 from __future__ import annotations
 
 import asyncio
-import multiprocessing as mp
 import os
 import signal
 import threading
@@ -20,6 +19,8 @@ from service.settings import Settings
 from service.store import SqlStore
 from service.store.base import item_t, label_t
 from tests.service.runtime.helpers import (
+    FAST,
+    SPAWN,
     Reviewer,
     all_labeled,
     await_until,
@@ -29,33 +30,16 @@ from tests.service.runtime.helpers import (
     labels_per_item_version,
     reviews_per_task,
     runtime_policy,
+    stop_processes,
     stream_items,
     wait_until,
     worker_process,
 )
 
-FAST = {"worker_poll_seconds": 0.1, "feedback_poll_seconds": 0.1, "refresh_seconds": 0.2,
-        "feedback_lag_seconds": 5.0, "stop_grace_seconds": 10.0}
-# A fresh process per worker, forked from a server that imported the heavy modules (LangGraph, SciPy) once:
-# four interpreters importing them at once on a small machine cost ~15 s before the first batch.
-SPAWN = mp.get_context("forkserver")
-SPAWN.set_forkserver_preload(["service.serve", "tests.service.runtime.helpers"])
-
 
 def _ingest(store: SqlStore, project: str, n: int, *, start: int = 0) -> None:
     for i in range(start, start + n, 1000):
         store.ingest(project, stream_items(min(1000, start + n - i), start=i))
-
-
-def _stop(procs: list[mp.process.BaseProcess]) -> None:
-    for proc in procs:
-        if proc.is_alive() and proc.pid is not None:
-            os.kill(proc.pid, signal.SIGTERM)
-    for proc in procs:
-        proc.join(30)
-        if proc.is_alive():
-            proc.kill()
-            proc.join(5)
 
 
 @pytest.mark.slow
@@ -85,7 +69,7 @@ def test_four_worker_processes_and_twenty_reviewers(postgres_engine: Engine) -> 
         stop.set()
         for t in threads:
             t.join(10)
-        _stop(procs)
+        stop_processes(procs)
     assert [p.exitcode for p in procs] == [0, 0, 0, 0], "SIGTERM stops a worker cleanly"
     done = dict(results.get(timeout=10) for _ in procs)
     assert all(done[f"w{i}"] > 0 for i in range(4)), f"every worker took batches: {done}"
