@@ -22,9 +22,7 @@ from typing import Any
 import httpx
 
 from policies.exceptions import ToolError
-
-RETRY_STATUS = frozenset({429, 500, 502, 503, 504})
-MAX_RETRY_AFTER = 30.0
+from tools.outbound import Caller, CircuitBreaker, RetryPolicy, request_with_retries
 
 Place = tuple[float, float]
 HourKey = tuple[float, float, str]  # (lat, lon, "YYYY-MM-DDTHH:00")
@@ -45,47 +43,6 @@ class ClientConfig:
     breaker_failures: int = 5
     breaker_reset_seconds: float = 30.0
     cache_size: int = 200_000
-
-
-class CircuitBreaker:
-    """Closed -> open after ``failures`` consecutive failures -> one trial after ``reset_seconds``."""
-
-    def __init__(self, failures: int, reset_seconds: float, clock: Callable[[], float] = time.monotonic) -> None:
-        self.failures = failures
-        self.reset_seconds = reset_seconds
-        self.clock = clock
-        self.consecutive = 0
-        self.opened_at: float | None = None
-        self.last_error = ""
-        self._trial = False
-
-    @property
-    def state(self) -> str:
-        if self.opened_at is None:
-            return "closed"
-        return "half-open" if self.clock() - self.opened_at >= self.reset_seconds else "open"
-
-    def check(self) -> None:
-        """Raise while open; in half-open state let exactly one trial request through."""
-        state = self.state
-        if state == "closed":
-            return
-        if state == "half-open" and not self._trial:
-            self._trial = True
-            return
-        raise ToolError(f"circuit open after {self.consecutive} consecutive failures (last: {self.last_error})")
-
-    def success(self) -> None:
-        self.consecutive = 0
-        self.opened_at = None
-        self._trial = False
-
-    def failure(self, reason: str) -> None:
-        self.consecutive += 1
-        self.last_error = reason
-        if self._trial or self.consecutive >= self.failures:
-            self.opened_at = self.clock()
-        self._trial = False
 
 
 def parse_time(value: Any) -> datetime | None:
@@ -124,6 +81,10 @@ class OpenMeteoClient:
         self._cache: OrderedDict[HourKey, dict[str, float | None]] = OrderedDict()
         self._today = today or (lambda: datetime.now(UTC).date())
         self.requests = 0  # HTTP requests sent (attempts), for tests and metrics
+        self._caller = Caller(
+            self.breaker, RetryPolicy(config.max_retries, config.backoff_seconds, config.timeout_seconds),
+            unavailable="Open-Meteo unavailable", describe=lambda r: f"HTTP {r.status_code}{_reason(r)}",
+            refuse=lambda _r, reason: ToolError(f"Open-Meteo {reason}"))
 
     def place(self, lat: float, lon: float) -> Place:
         d = self.config.place_decimals
@@ -185,37 +146,11 @@ class OpenMeteoClient:
                   "hourly": ",".join(self.config.hourly), "wind_speed_unit": self.config.wind_speed_unit,
                   "timezone": "GMT"}
         url = self.endpoint(day)
-        attempt = 0
-        while True:
-            self.breaker.check()
-            self.requests += 1
-            delay = self.config.backoff_seconds * (2**attempt)
-            try:
-                response = await client.get(url, params=params)
-            except httpx.TimeoutException:
-                reason = f"timeout after {self.config.timeout_seconds:g}s"
-            except httpx.HTTPError as exc:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if response.status_code == 200:
-                    try:
-                        rows = self._parse(response)
-                    except ToolError as exc:
-                        self.breaker.failure(str(exc))
-                        raise
-                    self.breaker.success()
-                    return rows
-                reason = f"HTTP {response.status_code}{_reason(response)}"
-                if response.status_code not in RETRY_STATUS:
-                    self.breaker.failure(reason)
-                    raise ToolError(f"Open-Meteo {reason}")
-                delay = max(delay, _retry_after(response))
-            self.breaker.failure(reason)
-            if attempt >= self.config.max_retries:
-                raise ToolError(f"Open-Meteo unavailable: {reason} ({attempt + 1} attempts)")
-            attempt += 1
-            if delay > 0:
-                await asyncio.sleep(delay)
+        return await request_with_retries(lambda: client.get(url, params=params), self._parse, self._caller,
+                                          on_attempt=self._count)
+
+    def _count(self) -> None:
+        self.requests += 1
 
     def _parse(self, response: httpx.Response) -> dict[str, dict[str, float | None]]:
         try:
@@ -245,9 +180,3 @@ def _reason(response: httpx.Response) -> str:
         return ""
     return f" ({str(reason)[:200]})" if reason else ""
 
-
-def _retry_after(response: httpx.Response) -> float:
-    try:
-        return min(max(float(response.headers.get("retry-after", "0")), 0.0), MAX_RETRY_AFTER)
-    except ValueError:
-        return 0.0

@@ -25,7 +25,7 @@ import numpy as np
 from policies.exceptions import ToolError
 from policies.model import RemoteModelSpec
 from tools.base import Batch, Item, ToolContext, Votes
-from tools.open_meteo import RETRY_STATUS, CircuitBreaker, _retry_after
+from tools.outbound import Caller, CircuitBreaker, RetryPolicy, request_with_retries
 
 Prediction = tuple[dict[str, float] | None, str]  # (label -> probability or None = abstain, why)
 
@@ -43,6 +43,10 @@ class RemoteModelTool:
         self.labels = tuple(labels)
         self.transport = transport
         self.breaker = CircuitBreaker(spec.breaker_failures, spec.breaker_reset_seconds)
+        self._caller = Caller(
+            self.breaker, RetryPolicy(spec.max_retries, spec.backoff_seconds, spec.timeout_seconds),
+            unavailable=f"{self.name} unavailable", describe=lambda r: f"HTTP {r.status_code}",
+            refuse=lambda r, reason: ToolError(f"{self.name}: {reason}: {r.text[:200]}"))
         self.requests = 0
         self.model_version: str | None = None
 
@@ -55,37 +59,17 @@ class RemoteModelTool:
         return {"items": [{"id": it.key, "text": it.text or "", "metadata": _jsonable(it.metadata)} for it in items]}
 
     async def _post(self, client: httpx.AsyncClient, body: dict[str, Any]) -> Any:
-        attempt = 0
-        while True:
-            self.breaker.check()
-            self.requests += 1
-            delay = self.spec.backoff_seconds * (2**attempt)
-            try:
-                response = await client.post(self.spec.url, json=body)
-            except httpx.TimeoutException:
-                reason = f"timeout after {self.spec.timeout_seconds:g}s"
-            except httpx.HTTPError as exc:
-                reason = f"{type(exc).__name__}: {exc}" if str(exc) else type(exc).__name__
-            else:
-                if response.status_code == 200:
-                    try:
-                        answer = response.json()
-                    except ValueError:
-                        self.breaker.failure("invalid JSON")
-                        raise ToolError(f"{self.name}: the answer is not JSON") from None
-                    self.breaker.success()
-                    return answer
-                reason = f"HTTP {response.status_code}"
-                if response.status_code not in RETRY_STATUS:
-                    self.breaker.failure(reason)
-                    raise ToolError(f"{self.name}: {reason}: {response.text[:200]}")
-                delay = max(delay, _retry_after(response))
-            self.breaker.failure(reason)
-            if attempt >= self.spec.max_retries:
-                raise ToolError(f"{self.name} unavailable: {reason} ({attempt + 1} attempts)")
-            attempt += 1
-            if delay > 0:
-                await asyncio.sleep(delay)
+        return await request_with_retries(lambda: client.post(self.spec.url, json=body), self._json, self._caller,
+                                          on_attempt=self._count)
+
+    def _count(self) -> None:
+        self.requests += 1
+
+    def _json(self, response: httpx.Response) -> Any:
+        try:
+            return response.json()
+        except ValueError:
+            raise ToolError(f"{self.name}: the answer is not JSON") from None
 
     def parse(self, answer: Any, n: int, labels: tuple[str, ...]) -> list[Prediction]:
         """One prediction per item of a chunk of ``n`` from a response body."""

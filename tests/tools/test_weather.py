@@ -12,7 +12,8 @@ from policies import ToolError
 from policies.model import WeatherSpec
 from service.testing.open_meteo import RunningServer, serving
 from tools.base import Batch, Item, ToolContext
-from tools.open_meteo import CircuitBreaker, parse_time
+from tools.open_meteo import parse_time
+from tools.outbound import CircuitBreaker
 from tools.weather import WeatherTool
 
 LABELS = ("calm", "storm")
