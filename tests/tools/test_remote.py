@@ -3,10 +3,7 @@
 from __future__ import annotations
 
 import asyncio
-import json
-import threading
 from collections.abc import Callable, Iterator
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Any
 
 import pytest
@@ -15,6 +12,8 @@ from policies import ToolError
 from policies.model import RemoteModelSpec
 from tools.base import Batch, Item, ToolContext, Votes
 from tools.remote import RemoteModelTool
+
+from .loopback import JsonServer
 
 LABELS = ("ham", "spam")
 Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
@@ -30,30 +29,12 @@ def label_studio(body: dict[str, Any]) -> tuple[int, dict[str, Any]]:
     return 200, {"results": results}
 
 
-class Backend:
-    def __init__(self, answer: Answer) -> None:
-        self.bodies: list[dict[str, Any]] = []
-        self.answer = answer
-        outer = self
+class Backend(JsonServer):
+    """A Label Studio ML backend or generic JSON endpoint at ``/predict``, answering with ``answer(body)``."""
 
-        class Handler(BaseHTTPRequestHandler):
-            def do_POST(self) -> None:
-                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.bodies.append(body)
-                status, answer = outer.answer(body)
-                data = json.dumps(answer).encode()
-                self.send_response(status)
-                self.send_header("Content-Type", "application/json")
-                self.send_header("Content-Length", str(len(data)))
-                self.end_headers()
-                self.wfile.write(data)
-
-            def log_message(self, *args: object) -> None:
-                pass
-
-        self.httpd = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
-        self.url = f"http://127.0.0.1:{self.httpd.server_address[1]}/predict"
-        threading.Thread(target=self.httpd.serve_forever, daemon=True).start()
+    def __init__(self, answer: Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]) -> None:
+        super().__init__(lambda _path, body: answer(body))
+        self.url = f"{self.base_url}/predict"
 
 
 @pytest.fixture
@@ -66,8 +47,7 @@ def serve() -> Iterator[Callable[[Answer], Backend]]:
 
     yield start
     for backend in started:
-        backend.httpd.shutdown()
-        backend.httpd.server_close()
+        backend.close()
 
 
 def predict(tool: RemoteModelTool, items: list[Item]) -> Votes:
