@@ -94,6 +94,12 @@ class ReviewsMixin(StoreBase):
             key = self._remember_task(ref.task_id, ref.project, ref.policy_version, ref.external_id)
         return key
 
+    def known_task_key(self, task_id: int) -> TaskKey | None:
+        """The remembered :meth:`task_key` of ``task_id``, None when it is not remembered (never a query: callable
+        from the event loop)."""
+        cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
+        return cache.get(task_id) if cache is not None else None
+
     def _remember_task(self, task_id: int, project: str, policy_version: int, external_id: str) -> TaskKey:
         cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
         if cache is None or len(cache) >= TASK_KEYS_KEPT:
@@ -108,18 +114,18 @@ class ReviewsMixin(StoreBase):
         open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
         expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
                    & (task_t.c.lease_expires_at <= now) & not_mine)
-        ids = self._claimable_task_ids(conn, expired, open_, limit)
-        if not ids:
-            return []
-        claim = (update(task_t).where(task_t.c.id.in_(ids), open_ | expired)
-                 .values(status="claimed", reviewer=reviewer, lease_token=token, lease_expires_at=expires,
-                         updated_at=now))
+        claim = (update(task_t).values(status="claimed", reviewer=reviewer, lease_token=token,
+                                       lease_expires_at=expires, updated_at=now))
         if self.sqlite:  # RETURNING may not name another table there
-            rows = conn.execute(claim.returning(*_TASK_COLS)).all()
+            ids = self._claimable_task_ids(conn, expired, open_, limit)
+            if not ids:
+                return []
+            rows = conn.execute(claim.where(task_t.c.id.in_(ids), open_ | expired).returning(*_TASK_COLS)).all()
             items = _items_by_id(conn, [r.item_id for r in rows])
-        else:  # the item comes back with the claim (UPDATE ... FROM item ... RETURNING): one round trip fewer
+        else:  # one statement, one round trip: pick and lock the tasks, lease them, return them with their item
             has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
-            rows = conn.execute(claim.where(item_t.c.id == task_t.c.item_id).returning(
+            rows = conn.execute(claim.where(task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
+                                            item_t.c.id == task_t.c.item_id).returning(
                 *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image)).all()
             items = {r.item_id: (to_item(r.external_id, r.text, r.meta, None), bool(r.has_image)) for r in rows}
         rows.sort(key=lambda r: (-r.priority, r.id))
@@ -135,18 +141,9 @@ class ReviewsMixin(StoreBase):
         return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
 
     def _claimable_task_ids(self, conn: Connection, expired: Any, open_: Any, limit: int) -> list[int]:
-        def best(cond: Any) -> Select[Any]:
-            return (select(task_t.c.id, task_t.c.priority).where(cond)
-                    .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
-
-        if self.sqlite:
-            sub = union_all(select(best(expired).subquery()), select(best(open_).subquery())).subquery()
-            return list(conn.execute(select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(limit)).scalars())
-        found: list[tuple[int, float]] = []
-        for cond in (expired, open_):
-            found.extend(conn.execute(best(cond).with_for_update(of=task_t, skip_locked=True)).all())
-        found.sort(key=lambda r: (-r[1], r[0]))
-        return [r[0] for r in found[:limit]]
+        """SQLite (one writer at a time, under ``BEGIN IMMEDIATE``): the ``limit`` best claimable tasks."""
+        sub = union_all(select(_best(expired, limit).subquery()), select(_best(open_, limit).subquery())).subquery()
+        return list(conn.execute(select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(limit)).scalars())
 
     def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
                             now: datetime | None = None) -> datetime:
@@ -283,6 +280,23 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES {', '.join([one] * len(rows))}")
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
+
+
+def _best(cond: Any, limit: int) -> Select[Any]:
+    """The ``limit`` best tasks meeting ``cond``: highest priority, then oldest (the order of ix_review_task_claim)."""
+    return (select(task_t.c.id, task_t.c.priority).where(cond)
+            .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
+
+
+def _pick_locked(expired: Any, open_: Any, limit: int) -> Select[Any]:
+    """PostgreSQL: the ids of the ``limit`` best claimable tasks, locked (``FOR UPDATE SKIP LOCKED``: concurrent
+    claims pass each other's rows by). Expired leases and open tasks are picked apart, each along the claim index,
+    then merged; as CTEs of the claim's UPDATE, so that the whole claim is one statement."""
+    expired_, open_tasks = (_best(cond, limit).with_for_update(of=task_t, skip_locked=True).cte(name)
+                            for cond, name in ((expired, "expired_tasks"), (open_, "open_tasks")))
+    both = union_all(select(expired_.c.id, expired_.c.priority),
+                     select(open_tasks.c.id, open_tasks.c.priority)).subquery("claimable")
+    return select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit)
 
 
 def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:
