@@ -74,8 +74,10 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
     s = setup
     out = ["## Service", "",
            f"{machine_info()}; {', '.join(versions)}. `python -m bench service` ({seconds:.0f} s in all). Everything "
-           "on 127.0.0.1 and on this machine's CPUs: `labelagent serve --no-worker` (the API, one uvicorn process), "
-           "`labelagent worker` processes, and the clients (httpx, in the benchmark's process). Data: the SMS Spam "
+           "on 127.0.0.1 and on this machine's CPUs: `labelagent serve --no-worker --log-level WARNING` (the API: one "
+           "uvicorn process on uvloop and httptools, no access log), `labelagent worker` processes, and the clients "
+           "(httpx, in the benchmark's process, its startup heap frozen out of the garbage collector as the API's "
+           "is). Data: the SMS Spam "
            "Collection in a seeded shuffle, the `sms_spam` example policy. Per-key rate limits off and workers "
            "polling every 0.1 s (`service.liveserver.FAST_ENV`); everything else at its defaults (claims of up to "
            "256 items, database pools of 5 + 10).", ""]
