@@ -4,10 +4,11 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, exists, func, select, union_all, update
+from sqlalchemy import Connection, Select, Table, bindparam, exists, func, select, union_all, update
 
 from agent.ports import GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
@@ -110,23 +111,17 @@ class ReviewsMixin(StoreBase):
     def _claim_tasks(self, conn: Connection, pid: int, reviewer: str, limit: int, expires: datetime, now: datetime
                      ) -> list[ClaimedReview]:
         token = new_token()
-        not_mine = self._claimable_by(reviewer, now)
-        open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
-        expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
-                   & (task_t.c.lease_expires_at <= now) & not_mine)
-        claim = (update(task_t).values(status="claimed", reviewer=reviewer, lease_token=token,
-                                       lease_expires_at=expires, updated_at=now))
+        sql = self._claim_sql()
+        params = {"c_pid": pid, "c_reviewer": reviewer, "c_now": now, "c_limit": limit, "c_token": token,
+                  "c_expires": expires}
         if self.sqlite:  # RETURNING may not name another table there
-            ids = self._claimable_task_ids(conn, expired, open_, limit)
+            ids = list(conn.execute(sql.pick, params).scalars())
             if not ids:
                 return []
-            rows = conn.execute(claim.where(task_t.c.id.in_(ids), open_ | expired).returning(*_TASK_COLS)).all()
+            rows = conn.execute(sql.claim, {**params, "c_ids": ids}).all()
             items = _items_by_id(conn, [r.item_id for r in rows])
         else:  # one statement, one round trip: pick and lock the tasks, lease them, return them with their item
-            has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
-            rows = conn.execute(claim.where(task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
-                                            item_t.c.id == task_t.c.item_id).returning(
-                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image)).all()
+            rows = conn.execute(sql.claim, params).all()
             items = {r.item_id: (to_item(r.external_id, r.text, r.meta, None), bool(r.has_image)) for r in rows}
         rows.sort(key=lambda r: (-r.priority, r.id))
         return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id][0], kind=r.kind,
@@ -135,15 +130,40 @@ class ReviewsMixin(StoreBase):
                               answers=r.answers, lease_expires_at=expires, item_id=r.item_id,
                               has_image=items[r.item_id][1]) for r in rows]
 
-    def _claimable_by(self, reviewer: str, now: datetime) -> Any:
-        """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
-        reviewers). Other mixins narrow it (e.g. tasks the reviewer skipped)."""
-        return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
+    def _claim_sql(self) -> _ClaimSql:
+        """The claim's statements, built once per store with bound parameters (``c_pid``, ``c_reviewer``, ``c_now``,
+        ``c_limit``, ``c_token``, ``c_expires``; ``c_ids`` for SQLite's second step): building the PostgreSQL
+        one and computing its cache key took a fifth of a claim request's CPU."""
+        sql: _ClaimSql | None = getattr(self, "_claim_statements", None)
+        if sql is None:
+            pid, reviewer, now, limit = (bindparam(f"c_{n}") for n in ("pid", "reviewer", "now", "limit"))
+            not_mine = self._claimable_by(reviewer, now)
+            open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
+            expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
+                       & (task_t.c.lease_expires_at <= now) & not_mine)
+            claim = update(task_t).values(status="claimed", reviewer=reviewer, lease_token=bindparam("c_token"),
+                                          lease_expires_at=bindparam("c_expires"), updated_at=now)
+            if self.sqlite:
+                both = union_all(select(_best(expired, limit).subquery()),
+                                 select(_best(open_, limit).subquery())).subquery()
+                sql = _ClaimSql(
+                    pick=select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit),
+                    claim=claim.where(task_t.c.id.in_(bindparam("c_ids", expanding=True)), open_ | expired)
+                    .returning(*_TASK_COLS))
+            else:
+                has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
+                sql = _ClaimSql(pick=None, claim=claim.where(
+                    task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
+                    item_t.c.id == task_t.c.item_id).returning(
+                    *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image))
+            self._claim_statements = sql
+        return sql
 
-    def _claimable_task_ids(self, conn: Connection, expired: Any, open_: Any, limit: int) -> list[int]:
-        """SQLite (one writer at a time, under ``BEGIN IMMEDIATE``): the ``limit`` best claimable tasks."""
-        sub = union_all(select(_best(expired, limit).subquery()), select(_best(open_, limit).subquery())).subquery()
-        return list(conn.execute(select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(limit)).scalars())
+    def _claimable_by(self, reviewer: Any, now: Any) -> Any:
+        """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
+        reviewers). ``reviewer`` and ``now`` are bound parameters of the prebuilt claim. Other mixins narrow it
+        (e.g. tasks the reviewer skipped)."""
+        return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
 
     def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
                             now: datetime | None = None) -> datetime:
@@ -282,13 +302,19 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
 
 
-def _best(cond: Any, limit: int) -> Select[Any]:
+@dataclass(frozen=True)
+class _ClaimSql:
+    pick: Select[Any] | None  # SQLite: the ids to claim (PostgreSQL picks them inside the claim)
+    claim: Any  # UPDATE ... RETURNING
+
+
+def _best(cond: Any, limit: Any) -> Select[Any]:
     """The ``limit`` best tasks meeting ``cond``: highest priority, then oldest (the order of ix_review_task_claim)."""
     return (select(task_t.c.id, task_t.c.priority).where(cond)
             .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
 
 
-def _pick_locked(expired: Any, open_: Any, limit: int) -> Select[Any]:
+def _pick_locked(expired: Any, open_: Any, limit: Any) -> Select[Any]:
     """PostgreSQL: the ids of the ``limit`` best claimable tasks, locked (``FOR UPDATE SKIP LOCKED``: concurrent
     claims pass each other's rows by). Expired leases and open tasks are picked apart, each along the claim index,
     then merged; as CTEs of the claim's UPDATE, so that the whole claim is one statement."""
