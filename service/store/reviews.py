@@ -6,6 +6,7 @@ from collections import Counter, defaultdict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
 from sqlalchemy import Connection, Select, Table, bindparam, exists, func, select, union_all, update
@@ -39,6 +40,9 @@ TASK_KEYS_KEPT = 100_000
 REVIEW_COLS = ("project_id", "task_id", "item_id", "reviewer", "label", "created_at")
 CALIB_COLS = ("project_id", "item_id", "policy_version", "item_key", "confidence", "predicted", "truth", "kind", "seq",
               "created_at")
+_VOTES = (select(vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost, vote_t.c.evidence)  # a claimed task's votes
+          .where(vote_t.c.item_id == bindparam("v_item"), vote_t.c.policy_version == bindparam("v_version"))
+          .order_by(vote_t.c.id))
 _TASK_COLS = (task_t.c.id, task_t.c.item_id, task_t.c.kind, task_t.c.priority, task_t.c.suggestion,
               task_t.c.confidence, task_t.c.policy_version, task_t.c.answers_needed, task_t.c.answers)
 
@@ -76,10 +80,7 @@ class ReviewsMixin(StoreBase):
                                                                                         task.policy_version)
             votes = None
             if task.kind != "audit":
-                rows = conn.execute(select(vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost, vote_t.c.evidence)
-                                    .where(vote_t.c.item_id == task.item_id,
-                                           vote_t.c.policy_version == task.policy_version)
-                                    .order_by(vote_t.c.id))
+                rows = conn.execute(_VOTES, {"v_item": task.item_id, "v_version": task.policy_version})
                 votes = [Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence)
                          for tool, dist, cost, evidence in rows]
         self._remember_task(task.task_id, project, task.policy_version, task.item.key)
@@ -258,16 +259,10 @@ class ReviewsMixin(StoreBase):
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None
-        cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
-                item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
+        query = _locked_tasks_query(pid is not None, not self.sqlite)
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(ids):
-            query = with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id)).where(task_t.c.id.in_(part))
-            if pid is not None:
-                query = query.where(task_t.c.project_id == pid)
-            if not self.sqlite:
-                query = query.with_for_update(of=task_t)
-            for r in conn.execute(query).mappings():
+            for r in conn.execute(query, {"t_ids": part, "t_pid": pid}).mappings():
                 t = dict(r)
                 t["item"] = to_item(t.pop("external_id"), t.pop("text"), t.pop("meta"), t.pop("image"))
                 t["pv"] = (t["project_id"], t["policy_version"])
@@ -300,6 +295,19 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES {', '.join([one] * len(rows))}")
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
+
+
+@cache
+def _locked_tasks_query(by_project: bool, for_update: bool) -> Select[Any]:
+    """The tasks ``t_ids`` (of project ``t_pid`` when ``by_project``) with their items, locked ``for_update``
+    (PostgreSQL); built once (parameters ``t_ids``, ``t_pid``)."""
+    cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
+            item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
+    query = (with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id))
+             .where(task_t.c.id.in_(bindparam("t_ids", expanding=True))))
+    if by_project:
+        query = query.where(task_t.c.project_id == bindparam("t_pid"))
+    return query.with_for_update(of=task_t) if for_update else query
 
 
 @dataclass(frozen=True)
