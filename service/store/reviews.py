@@ -244,17 +244,13 @@ class ReviewsMixin(StoreBase):
                               t["suggestion"], final, t["kind"], t["seq"], ts))
                 item_ids.append(t["item_id"])
                 out.settled.append(GroundTruth(item=t["item"], label=final, reviewer=",".join(r for _, r in votes)))
-            released = {"reviewer": None, "lease_token": None, "lease_expires_at": None, "updated_at": now,
-                        "answers": task_t.c.answers + 1}
-            for status, group, extra in (("done", done, {}), ("open", wait, {}),
-                                         ("open", more, {"answers_needed": task_t.c.answers_needed + 1})):
+            for status, group, one_more in (("done", done, False), ("open", wait, False), ("open", more, True)):
                 for part in chunks(group):
-                    conn.execute(update(task_t).where(task_t.c.id.in_(part)).values(status=status, **released,
-                                                                                      **extra))
+                    conn.execute(_release_query(one_more), {"r_ids": part, "r_status": status, "r_now": now})
             _insert(conn, label_t, LABEL_COLS, labels)
             _insert(conn, calib_t, CALIB_COLS, calib)
             for part in chunks(item_ids):
-                conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(status="labeled", updated_at=now))
+                conn.execute(_ITEMS_LABELED, {"l_ids": part, "l_now": now})
         return out
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
@@ -295,6 +291,20 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES {', '.join([one] * len(rows))}")
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
+
+
+@cache
+def _release_query(one_more: bool) -> Any:
+    """Answered tasks ``r_ids`` leave their reviewer's claim with status ``r_status`` (asking for one more answer
+    when ``one_more``); built once per variant."""
+    extra = {"answers_needed": task_t.c.answers_needed + 1} if one_more else {}
+    return (update(task_t).where(task_t.c.id.in_(bindparam("r_ids", expanding=True)))
+            .values(status=bindparam("r_status"), reviewer=None, lease_token=None, lease_expires_at=None,
+                    updated_at=bindparam("r_now"), answers=task_t.c.answers + 1, **extra))
+
+
+_ITEMS_LABELED = (update(item_t).where(item_t.c.id.in_(bindparam("l_ids", expanding=True)))
+                  .values(status="labeled", updated_at=bindparam("l_now")))
 
 
 @cache
