@@ -19,7 +19,8 @@ it starts ``labelagent serve --no-worker`` (the API alone) and ``labelagent work
    ``REVIEW_TASKS`` items; once the worker has queued them all, ``--reviewers`` concurrent clients (one API key
    each) claim and submit: first with a think time between claim and submit (``THINK``, for ``THINK_SECONDS``),
    then closed loop until the queue is empty (the API's saturation). Per task: the claim request's and the submit
-   request's wall times on the client, and their sum.
+   request's wall times on the client, and their sum; and the CPU time the API process, the worker and this
+   process (the clients) used meanwhile, per answer.
 4. **Peak RSS** of each process (``VmHWM``) just before it is stopped.
 
 Only what runs: with PostgreSQL unreachable, its rows are left out and the report says so.
@@ -53,6 +54,7 @@ from service.db import make_engine
 from service.liveserver import LiveService, WorkerProcess
 from service.migrate import upgrade
 from service.replay import shuffled
+from service.serve import tune_gc
 from service.store import SqlStore
 from service.store.base import item_t, label_t
 
@@ -135,6 +137,12 @@ class Bench:
         self.rss.setdefault("api", self.api.peak_rss())
         self.api.stop()
         self.engine.dispose()
+
+    def cpu(self) -> dict[str, float | None]:
+        """CPU seconds used so far by the API process, the live workers (together) and this process (the clients)."""
+        workers = [w.cpu_seconds() for w in self.workers if w.alive()]
+        return {"api": self.api.cpu_seconds(), "client": time.process_time(),
+                "workers": None if None in workers else sum(w for w in workers if w is not None)}
 
     def client(self, key: str) -> httpx.AsyncClient:
         return httpx.AsyncClient(base_url=self.api.url, headers={"X-API-Key": key}, timeout=60.0)
@@ -269,6 +277,7 @@ class Bench:
         out = []
         for think in (THINK, None) if closed_loop else (THINK,):
             stats, stop = ReviewStats(), (asyncio.Event() if think else None)
+            cpu0 = self.cpu()
             t0 = time.perf_counter()
             runs = asyncio.gather(*(self.review(self.reviewer_keys[i], f"reviewer-{i}", project, stats, stop,
                                                 think, seed=i) for i in range(self.reviewers)))
@@ -276,6 +285,7 @@ class Bench:
                 await asyncio.sleep(think_seconds)  # the measurement's duration
                 stop.set()
             await runs
+            stats.cpu = {k: v - cpu0[k] for k, v in self.cpu().items() if v is not None and cpu0.get(k) is not None}
             out.append(latency_figures(self.db.name, self.reviewers, think, stats, time.perf_counter() - t0))
         labeled = self.counts(project)["labeled"]
         if closed_loop and labeled != len(rows):
@@ -345,8 +355,14 @@ async def review_latency(bench: Bench, worker: WorkerProcess, stream: Sequence[L
         print(f"  review ({'think time' if r['think'] else 'closed loop'}): {r['answers_per_s']:.0f} answers/s, "
               f"claim p50 {r['claim_p50']:.1f} / p99 {r['claim_p99']:.1f} ms, submit p50 {r['submit_p50']:.1f} / "
               f"p99 {r['submit_p99']:.1f} ms, claim+submit p50 {r['pair_p50']:.1f} ms, p99 {r['pair_p99']:.1f} ms "
-              f"({r['tasks']} tasks, {r['conflicts']} conflicts)", flush=True)
+              f"({r['tasks']} tasks, {r['conflicts']} conflicts); CPU per answer {_ms(r['cpu_api'])} API, "
+              f"{_ms(r['cpu_workers'])} worker, {_ms(r['cpu_client'])} clients; load {os.getloadavg()[0]:.1f}",
+              flush=True)
     return latency
+
+
+def _ms(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 async def _run(args: argparse.Namespace) -> int:
@@ -355,6 +371,7 @@ async def _run(args: argparse.Namespace) -> int:
         print(f"service: {data} is missing; the service benchmark needs sms_spam.csv (text,label)", flush=True)
         return 2
     rows = load_csv(data)
+    tune_gc()  # as the API does: the clients' timings must not include full collections over the imported libraries
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
     throughput: list[dict[str, Any]] = []

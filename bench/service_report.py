@@ -19,6 +19,7 @@ class ReviewStats:
     pair: list[float] = field(default_factory=list)
     answered: int = 0
     conflicts: int = 0
+    cpu: dict[str, float] = field(default_factory=dict)  # CPU seconds used meanwhile: "api", "workers", "client"
 
 
 @dataclass(frozen=True)
@@ -49,7 +50,14 @@ def latency_figures(database: str, reviewers: int, think: tuple[float, float] | 
     for name, values in ms.items():
         out[f"{name}_p50"] = 1000 * percentile(values, 0.50)
         out[f"{name}_p99"] = 1000 * percentile(values, 0.99)
+    for name in ("api", "workers", "client"):  # CPU milliseconds per answered task
+        seconds = stats.cpu.get(name)
+        out[f"cpu_{name}"] = 1000 * seconds / stats.answered if seconds is not None and stats.answered else None
     return out
+
+
+def _cpu(value: float | None) -> str:
+    return "n/a" if value is None else f"{value:.1f}"
 
 
 def _mb(value: int | None) -> str:
@@ -66,8 +74,10 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
     s = setup
     out = ["## Service", "",
            f"{machine_info()}; {', '.join(versions)}. `python -m bench service` ({seconds:.0f} s in all). Everything "
-           "on 127.0.0.1 and on this machine's CPUs: `labelagent serve --no-worker` (the API, one uvicorn process), "
-           "`labelagent worker` processes, and the clients (httpx, in the benchmark's process). Data: the SMS Spam "
+           "on 127.0.0.1 and on this machine's CPUs: `labelagent serve --no-worker --log-level WARNING` (the API: one "
+           "uvicorn process on uvloop and httptools, no access log), `labelagent worker` processes, and the clients "
+           "(httpx, in the benchmark's process, its startup heap frozen out of the garbage collector as the API's "
+           "is). Data: the SMS Spam "
            "Collection in a seeded shuffle, the `sms_spam` example policy. Per-key rate limits off and workers "
            "polling every 0.1 s (`service.liveserver.FAST_ENV`); everything else at its defaults (claims of up to "
            "256 items, database pools of 5 + 10).", ""]
@@ -93,15 +103,18 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
             f"sent {s.think[0]:g} to {s.think[1]:g} s after its claim, uniformly; for {s.think_seconds:g} s), then "
             "closed loop (each client claims again as soon as its answer is in, until the queue is empty: the "
             "API's saturation). Latency = the claim request's wall time plus the submit request's, on the client "
-            "(think time excluded). The worker keeps learning from the answers meanwhile, as in production.", "",
+            "(think time excluded). The worker keeps learning from the answers meanwhile, as in production. CPU per "
+            "answer: the CPU time (user + system) the API process, the worker and the clients' process used during "
+            "the measurement, divided by the answers (PostgreSQL's own processes not included).", "",
             "| database | reviewers | load | tasks | answers/s | claim p50 / p99 (ms) | submit p50 / p99 (ms) "
-            "| **claim+submit p50 / p99 (ms)** | 409s |",
-            "|---|---:|---|---:|---:|---:|---:|---:|---:|"]
+            "| **claim+submit p50 / p99 (ms)** | 409s | CPU per answer (ms): API / worker / clients |",
+            "|---|---:|---|---:|---:|---:|---:|---:|---:|---:|"]
     for r in latency:
         out.append(f"| {r['database']} | {r['reviewers']} | {_load(r['think'])} | {r['tasks']} "
                    f"| {r['answers_per_s']:.0f} | {r['claim_p50']:.1f} / {r['claim_p99']:.1f} "
                    f"| {r['submit_p50']:.1f} / {r['submit_p99']:.1f} | **{r['pair_p50']:.1f} / {r['pair_p99']:.1f}** "
-                   f"| {r['conflicts']} |")
+                   f"| {r['conflicts']} | {_cpu(r.get('cpu_api'))} / {_cpu(r.get('cpu_workers'))} "
+                   f"/ {_cpu(r.get('cpu_client'))} |")
     out += ["", "### Peak memory (RSS)", "",
             "`VmHWM` of each process just before it was stopped (the API after every phase; worker 2 after the "
             "throughput phase).", "",

@@ -101,7 +101,8 @@ def cmd_serve(args: argparse.Namespace) -> int:
 
     setup_logging(args.log_level)
     workers = 0 if args.no_worker else args.workers
-    return serve(_settings(args), host=args.host, port=args.port, workers=workers, demo=not args.no_demo)
+    return serve(_settings(args), host=args.host, port=args.port, workers=workers, demo=not args.no_demo,
+                 log_level=args.log_level)
 
 
 def cmd_worker(args: argparse.Namespace) -> int:

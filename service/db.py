@@ -4,16 +4,21 @@ Writes go through :func:`write_tx`: on SQLite it opens the transaction with ``BE
 which takes the database's single write lock up front, so two writers queue on ``busy_timeout``
 instead of failing with ``SQLITE_BUSY`` when a read transaction tries to become a write one.
 Reads use :func:`read_tx` (a plain deferred ``BEGIN``), so readers never wait for the writer.
+Within one process, SQLite writers also queue on a lock of the engine before ``BEGIN IMMEDIATE``: SQLite's busy
+handler waits by sleeping (1, 2, 5, 10 ... 100 ms between tries), so a writer that found the lock taken could sleep
+long after it was free; a thread waiting on the lock wakes as soon as it is released.
 """
 
 from __future__ import annotations
 
 import logging
 import random
+import threading
 import time
 from collections.abc import Callable, Iterator
-from contextlib import contextmanager
+from contextlib import AbstractContextManager, contextmanager, nullcontext
 from typing import Any, TypeVar
+from weakref import WeakKeyDictionary
 
 from sqlalchemy import Connection, Engine, create_engine, event
 from sqlalchemy import exc as sa_exc
@@ -24,6 +29,8 @@ from sqlmodel import Session, SQLModel
 from service.settings import Settings, get_settings
 
 _BEGIN_OPTION = "labelagent_sqlite_begin"
+# SQLite engines' writer queues: (lock, longest wait in seconds: the busy timeout)
+_WRITE_LOCKS: WeakKeyDictionary[Engine, tuple[threading.RLock, float]] = WeakKeyDictionary()
 T = TypeVar("T")
 log = logging.getLogger("labelagent.db")
 
@@ -81,6 +88,7 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> Engine:
     if memory:
         kwargs["poolclass"] = StaticPool  # one shared connection: only for tests and single-threaded use
     engine = create_engine(url, echo=echo, **kwargs)
+    _WRITE_LOCKS[engine] = (threading.RLock(), busy_timeout_ms / 1000)
 
     @event.listens_for(engine, "connect")
     def _on_connect(dbapi_conn: Any, _record: Any) -> None:
@@ -111,9 +119,27 @@ def create_all(engine: Engine) -> None:
 
 
 @contextmanager
+def _sqlite_writer_turn(lock: threading.RLock, timeout: float) -> Iterator[None]:
+    # past the busy timeout the writer goes on and lets SQLite decide, as it would without the lock (a writer
+    # held up inside its transaction must fail with "database is locked", not hang its peers)
+    acquired = lock.acquire(timeout=timeout)
+    try:
+        yield
+    finally:
+        if acquired:
+            lock.release()
+
+
+def _writer_turn(engine: Engine) -> AbstractContextManager[Any]:
+    """Held while this process writes to a SQLite database (see the module's doc); nothing elsewhere."""
+    entry = _WRITE_LOCKS.get(engine)
+    return _sqlite_writer_turn(*entry) if entry is not None else nullcontext()
+
+
+@contextmanager
 def write_tx(engine: Engine) -> Iterator[Connection]:
     """A write transaction (``BEGIN IMMEDIATE`` on SQLite), committed on success, rolled back on error."""
-    with engine.connect() as conn:
+    with _writer_turn(engine), engine.connect() as conn:
         if is_sqlite(engine):
             conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         with conn.begin():
@@ -138,7 +164,7 @@ def read_tx(engine: Engine) -> Iterator[Connection]:
 @contextmanager
 def session_scope(engine: Engine, *, write: bool = True) -> Iterator[Session]:
     """An ORM session committed on success and rolled back on error (for the API's simple CRUD)."""
-    with engine.connect() as conn:
+    with _writer_turn(engine) if write else nullcontext(), engine.connect() as conn:
         if write and is_sqlite(engine):
             conn.execution_options(**{_BEGIN_OPTION: "IMMEDIATE"})
         with Session(bind=conn, expire_on_commit=False) as session:

@@ -3,7 +3,8 @@
 :class:`LiveService` starts ``python -m service.cli serve`` on a free port of 127.0.0.1 against a database URL and
 waits until ``/health`` answers (polling with a deadline, and failing at once if the process exits);
 :class:`WorkerProcess` starts a ``labelagent worker``. Both stop with SIGTERM (the workers finish their batch), and
-report their peak resident memory (``VmHWM`` from ``/proc``, Linux) while they run. Output goes to log files.
+report their peak resident memory (``VmHWM`` from ``/proc``, Linux) and CPU time while they run. Output goes to
+log files.
 
 The database must exist with its schema and API keys beforehand (``service.migrate.upgrade`` or
 ``service.db.create_all``, and ``SqlStore.create_key``): ``serve`` prints a key only on a database without one.
@@ -54,6 +55,15 @@ def peak_rss_bytes(pid: int) -> int | None:
     return None
 
 
+def cpu_seconds(pid: int) -> float | None:
+    """User plus system CPU time a live process has used so far (all its threads), None when unknown."""
+    try:
+        fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    except (OSError, IndexError):
+        return None
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")  # utime, stime (fields 14, 15)
+
+
 class _Child:
     def __init__(self, args: Sequence[str], *, env: Mapping[str, str], log: Path) -> None:
         self.args = list(args)
@@ -78,6 +88,9 @@ class _Child:
 
     def peak_rss(self) -> int | None:
         return peak_rss_bytes(self.pid) if self.alive() else None
+
+    def cpu_seconds(self) -> float | None:
+        return cpu_seconds(self.pid) if self.alive() else None
 
     def log_tail(self, lines: int = 30) -> str:
         try:

@@ -240,8 +240,10 @@ def _create_app(settings: Settings, store: SqlStore, feedback: FeedbackSink) -> 
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, demo: bool = True,
-          tools_factory: ToolsFactory | None = None, on_started: Callable[[str], None] | None = None) -> int:
-    """Run the API and ``workers`` workers (one in this process, the rest as ``labelagent worker`` processes)."""
+          tools_factory: ToolsFactory | None = None, on_started: Callable[[str], None] | None = None,
+          log_level: str = "info") -> int:
+    """Run the API and ``workers`` workers (one in this process, the rest as ``labelagent worker`` processes).
+    ``log_level`` is uvicorn's too: below ``info`` there is no access log."""
     engine = engine_from_settings(settings)
     helpers: list[subprocess.Popen[bytes]] = []
     thread: WorkerThread | None = None
@@ -271,7 +273,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
                 print(f"\n  Operator API key (shown once, store it now; `labelagent keys create` makes more):\n"
                       f"    export LABELAGENT_KEY={first_key}\n", flush=True)
 
-        server = _Server(uvicorn.Config(app, host=host, port=port, log_level="info"), started)
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower()), started)
         if thread is not None:
             thread.start()
         env = {**os.environ, "LABELAGENT_DATABASE_URL": engine.url.render_as_string(hide_password=False)}

@@ -91,10 +91,10 @@ def label_studio_principal(
 class AllowLabelStudio(Allow):
     """:class:`~service.deps.Allow` over :func:`label_studio_principal` (Basic and Token schemes too)."""
 
-    def __call__(
+    async def __call__(
         self, request: Request, principal: Annotated[Principal, Depends(label_studio_principal)], store: StoreDep
     ) -> Principal:
-        return super().__call__(request, principal, store)
+        return await super().__call__(request, principal, store)
 
 
 def allow_ls(*roles: str) -> list[object]:

@@ -7,7 +7,7 @@ from collections.abc import Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, select
+from sqlalchemy import Connection, Engine, Table, bindparam, select
 
 from policies import NotFoundError, Policy, loads_policy
 from service.db import is_sqlite
@@ -67,6 +67,10 @@ def to_item(key: str, text: str | None, meta: dict[str, Any] | None, image: byte
     return ToolItem(key=key, text=text, metadata=dict(meta or {}), image=image)
 
 
+# read by every claim: built once
+_ACTIVE_VERSION = select(project_t.c.active_version).where(project_t.c.id == bindparam("a_pid"))
+
+
 def with_image(query: Any) -> Any:
     """``query`` (which reads ``item_t``) joined to the items' images (``image_t.c.data``; NULL when none)."""
     return query.outerjoin(image_t, image_t.c.item_id == item_t.c.id)
@@ -107,7 +111,7 @@ class StoreBase:
         return policy
 
     def _active_version(self, conn: Connection, project_id: int) -> int:
-        version = conn.execute(select(project_t.c.active_version).where(project_t.c.id == project_id)).scalar()
+        version = conn.execute(_ACTIVE_VERSION, {"a_pid": project_id}).scalar()
         if version is None:
             raise NotFoundError("the project has no active policy version")
         return int(version)

@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Table, delete, func, insert, select, update
+from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import InputError, NotFoundError
@@ -25,6 +25,7 @@ key_t: Table = ApiKey.__table__  # type: ignore[attr-defined]
 idem_t: Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]
 
 KEY_PREFIX = "la_"
+_KEY_BY_PREFIX = select(key_t).where(key_t.c.prefix == bindparam("prefix"))  # every request: built once
 
 
 def hash_key(key: str) -> str:
@@ -82,7 +83,7 @@ class KeysMixin(StoreBase):
         if prefix is None:
             return None
         with read_tx(self.engine) as conn:
-            row = conn.execute(select(key_t).where(key_t.c.prefix == prefix)).mappings().first()
+            row = conn.execute(_KEY_BY_PREFIX, {"prefix": prefix}).mappings().first()
         if row is None or not hmac.compare_digest(row["key_hash"], hash_key(key)) or row["revoked_at"] is not None:
             return None
         return ApiKeyPublic.model_validate(dict(row))

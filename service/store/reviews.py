@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections import Counter, defaultdict
 from collections.abc import Sequence
+from dataclasses import dataclass
 from datetime import datetime
+from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, exists, func, select, union_all, update
+from sqlalchemy import Connection, Select, Table, bindparam, exists, func, select, union_all, update
 
 from agent.ports import GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
@@ -38,6 +40,9 @@ TASK_KEYS_KEPT = 100_000
 REVIEW_COLS = ("project_id", "task_id", "item_id", "reviewer", "label", "created_at")
 CALIB_COLS = ("project_id", "item_id", "policy_version", "item_key", "confidence", "predicted", "truth", "kind", "seq",
               "created_at")
+_VOTES = (select(vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost, vote_t.c.evidence)  # a claimed task's votes
+          .where(vote_t.c.item_id == bindparam("v_item"), vote_t.c.policy_version == bindparam("v_version"))
+          .order_by(vote_t.c.id))
 _TASK_COLS = (task_t.c.id, task_t.c.item_id, task_t.c.kind, task_t.c.priority, task_t.c.suggestion,
               task_t.c.confidence, task_t.c.policy_version, task_t.c.answers_needed, task_t.c.answers)
 
@@ -75,10 +80,7 @@ class ReviewsMixin(StoreBase):
                                                                                         task.policy_version)
             votes = None
             if task.kind != "audit":
-                rows = conn.execute(select(vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost, vote_t.c.evidence)
-                                    .where(vote_t.c.item_id == task.item_id,
-                                           vote_t.c.policy_version == task.policy_version)
-                                    .order_by(vote_t.c.id))
+                rows = conn.execute(_VOTES, {"v_item": task.item_id, "v_version": task.policy_version})
                 votes = [Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence)
                          for tool, dist, cost, evidence in rows]
         self._remember_task(task.task_id, project, task.policy_version, task.item.key)
@@ -94,6 +96,12 @@ class ReviewsMixin(StoreBase):
             key = self._remember_task(ref.task_id, ref.project, ref.policy_version, ref.external_id)
         return key
 
+    def known_task_key(self, task_id: int) -> TaskKey | None:
+        """The remembered :meth:`task_key` of ``task_id``, None when it is not remembered (never a query: callable
+        from the event loop)."""
+        cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
+        return cache.get(task_id) if cache is not None else None
+
     def _remember_task(self, task_id: int, project: str, policy_version: int, external_id: str) -> TaskKey:
         cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
         if cache is None or len(cache) >= TASK_KEYS_KEPT:
@@ -104,23 +112,17 @@ class ReviewsMixin(StoreBase):
     def _claim_tasks(self, conn: Connection, pid: int, reviewer: str, limit: int, expires: datetime, now: datetime
                      ) -> list[ClaimedReview]:
         token = new_token()
-        not_mine = self._claimable_by(reviewer, now)
-        open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
-        expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
-                   & (task_t.c.lease_expires_at <= now) & not_mine)
-        ids = self._claimable_task_ids(conn, expired, open_, limit)
-        if not ids:
-            return []
-        claim = (update(task_t).where(task_t.c.id.in_(ids), open_ | expired)
-                 .values(status="claimed", reviewer=reviewer, lease_token=token, lease_expires_at=expires,
-                         updated_at=now))
+        sql = self._claim_sql()
+        params = {"c_pid": pid, "c_reviewer": reviewer, "c_now": now, "c_limit": limit, "c_token": token,
+                  "c_expires": expires}
         if self.sqlite:  # RETURNING may not name another table there
-            rows = conn.execute(claim.returning(*_TASK_COLS)).all()
+            ids = list(conn.execute(sql.pick, params).scalars())
+            if not ids:
+                return []
+            rows = conn.execute(sql.claim, {**params, "c_ids": ids}).all()
             items = _items_by_id(conn, [r.item_id for r in rows])
-        else:  # the item comes back with the claim (UPDATE ... FROM item ... RETURNING): one round trip fewer
-            has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
-            rows = conn.execute(claim.where(item_t.c.id == task_t.c.item_id).returning(
-                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image)).all()
+        else:  # one statement, one round trip: pick and lock the tasks, lease them, return them with their item
+            rows = conn.execute(sql.claim, params).all()
             items = {r.item_id: (to_item(r.external_id, r.text, r.meta, None), bool(r.has_image)) for r in rows}
         rows.sort(key=lambda r: (-r.priority, r.id))
         return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id][0], kind=r.kind,
@@ -129,24 +131,40 @@ class ReviewsMixin(StoreBase):
                               answers=r.answers, lease_expires_at=expires, item_id=r.item_id,
                               has_image=items[r.item_id][1]) for r in rows]
 
-    def _claimable_by(self, reviewer: str, now: datetime) -> Any:
+    def _claim_sql(self) -> _ClaimSql:
+        """The claim's statements, built once per store with bound parameters (``c_pid``, ``c_reviewer``, ``c_now``,
+        ``c_limit``, ``c_token``, ``c_expires``; ``c_ids`` for SQLite's second step): building the PostgreSQL
+        one and computing its cache key took a fifth of a claim request's CPU."""
+        sql: _ClaimSql | None = getattr(self, "_claim_statements", None)
+        if sql is None:
+            pid, reviewer, now, limit = (bindparam(f"c_{n}") for n in ("pid", "reviewer", "now", "limit"))
+            not_mine = self._claimable_by(reviewer, now)
+            open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
+            expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
+                       & (task_t.c.lease_expires_at <= now) & not_mine)
+            claim = update(task_t).values(status="claimed", reviewer=reviewer, lease_token=bindparam("c_token"),
+                                          lease_expires_at=bindparam("c_expires"), updated_at=now)
+            if self.sqlite:
+                both = union_all(select(_best(expired, limit).subquery()),
+                                 select(_best(open_, limit).subquery())).subquery()
+                sql = _ClaimSql(
+                    pick=select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit),
+                    claim=claim.where(task_t.c.id.in_(bindparam("c_ids", expanding=True)), open_ | expired)
+                    .returning(*_TASK_COLS))
+            else:
+                has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
+                sql = _ClaimSql(pick=None, claim=claim.where(
+                    task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
+                    item_t.c.id == task_t.c.item_id).returning(
+                    *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image))
+            self._claim_statements = sql
+        return sql
+
+    def _claimable_by(self, reviewer: Any, now: Any) -> Any:
         """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
-        reviewers). Other mixins narrow it (e.g. tasks the reviewer skipped)."""
+        reviewers). ``reviewer`` and ``now`` are bound parameters of the prebuilt claim. Other mixins narrow it
+        (e.g. tasks the reviewer skipped)."""
         return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
-
-    def _claimable_task_ids(self, conn: Connection, expired: Any, open_: Any, limit: int) -> list[int]:
-        def best(cond: Any) -> Select[Any]:
-            return (select(task_t.c.id, task_t.c.priority).where(cond)
-                    .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
-
-        if self.sqlite:
-            sub = union_all(select(best(expired).subquery()), select(best(open_).subquery())).subquery()
-            return list(conn.execute(select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(limit)).scalars())
-        found: list[tuple[int, float]] = []
-        for cond in (expired, open_):
-            found.extend(conn.execute(best(cond).with_for_update(of=task_t, skip_locked=True)).all())
-        found.sort(key=lambda r: (-r[1], r[0]))
-        return [r[0] for r in found[:limit]]
 
     def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
                             now: datetime | None = None) -> datetime:
@@ -226,31 +244,21 @@ class ReviewsMixin(StoreBase):
                               t["suggestion"], final, t["kind"], t["seq"], ts))
                 item_ids.append(t["item_id"])
                 out.settled.append(GroundTruth(item=t["item"], label=final, reviewer=",".join(r for _, r in votes)))
-            released = {"reviewer": None, "lease_token": None, "lease_expires_at": None, "updated_at": now,
-                        "answers": task_t.c.answers + 1}
-            for status, group, extra in (("done", done, {}), ("open", wait, {}),
-                                         ("open", more, {"answers_needed": task_t.c.answers_needed + 1})):
+            for status, group, one_more in (("done", done, False), ("open", wait, False), ("open", more, True)):
                 for part in chunks(group):
-                    conn.execute(update(task_t).where(task_t.c.id.in_(part)).values(status=status, **released,
-                                                                                      **extra))
+                    conn.execute(_release_query(one_more), {"r_ids": part, "r_status": status, "r_now": now})
             _insert(conn, label_t, LABEL_COLS, labels)
             _insert(conn, calib_t, CALIB_COLS, calib)
             for part in chunks(item_ids):
-                conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(status="labeled", updated_at=now))
+                conn.execute(_ITEMS_LABELED, {"l_ids": part, "l_now": now})
         return out
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None
-        cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
-                item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
+        query = _locked_tasks_query(pid is not None, not self.sqlite)
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(ids):
-            query = with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id)).where(task_t.c.id.in_(part))
-            if pid is not None:
-                query = query.where(task_t.c.project_id == pid)
-            if not self.sqlite:
-                query = query.with_for_update(of=task_t)
-            for r in conn.execute(query).mappings():
+            for r in conn.execute(query, {"t_ids": part, "t_pid": pid}).mappings():
                 t = dict(r)
                 t["item"] = to_item(t.pop("external_id"), t.pop("text"), t.pop("meta"), t.pop("image"))
                 t["pv"] = (t["project_id"], t["policy_version"])
@@ -283,6 +291,56 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES {', '.join([one] * len(rows))}")
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
+
+
+@cache
+def _release_query(one_more: bool) -> Any:
+    """Answered tasks ``r_ids`` leave their reviewer's claim with status ``r_status`` (asking for one more answer
+    when ``one_more``); built once per variant."""
+    extra = {"answers_needed": task_t.c.answers_needed + 1} if one_more else {}
+    return (update(task_t).where(task_t.c.id.in_(bindparam("r_ids", expanding=True)))
+            .values(status=bindparam("r_status"), reviewer=None, lease_token=None, lease_expires_at=None,
+                    updated_at=bindparam("r_now"), answers=task_t.c.answers + 1, **extra))
+
+
+_ITEMS_LABELED = (update(item_t).where(item_t.c.id.in_(bindparam("l_ids", expanding=True)))
+                  .values(status="labeled", updated_at=bindparam("l_now")))
+
+
+@cache
+def _locked_tasks_query(by_project: bool, for_update: bool) -> Select[Any]:
+    """The tasks ``t_ids`` (of project ``t_pid`` when ``by_project``) with their items, locked ``for_update``
+    (PostgreSQL); built once (parameters ``t_ids``, ``t_pid``)."""
+    cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
+            item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
+    query = (with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id))
+             .where(task_t.c.id.in_(bindparam("t_ids", expanding=True))))
+    if by_project:
+        query = query.where(task_t.c.project_id == bindparam("t_pid"))
+    return query.with_for_update(of=task_t) if for_update else query
+
+
+@dataclass(frozen=True)
+class _ClaimSql:
+    pick: Select[Any] | None  # SQLite: the ids to claim (PostgreSQL picks them inside the claim)
+    claim: Any  # UPDATE ... RETURNING
+
+
+def _best(cond: Any, limit: Any) -> Select[Any]:
+    """The ``limit`` best tasks meeting ``cond``: highest priority, then oldest (the order of ix_review_task_claim)."""
+    return (select(task_t.c.id, task_t.c.priority).where(cond)
+            .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
+
+
+def _pick_locked(expired: Any, open_: Any, limit: Any) -> Select[Any]:
+    """PostgreSQL: the ids of the ``limit`` best claimable tasks, locked (``FOR UPDATE SKIP LOCKED``: concurrent
+    claims pass each other's rows by). Expired leases and open tasks are picked apart, each along the claim index,
+    then merged; as CTEs of the claim's UPDATE, so that the whole claim is one statement."""
+    expired_, open_tasks = (_best(cond, limit).with_for_update(of=task_t, skip_locked=True).cte(name)
+                            for cond, name in ((expired, "expired_tasks"), (open_, "open_tasks")))
+    both = union_all(select(expired_.c.id, expired_.c.priority),
+                     select(open_tasks.c.id, open_tasks.c.priority)).subquery("claimable")
+    return select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit)
 
 
 def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:

@@ -27,6 +27,16 @@ def test_latency_figures_in_milliseconds() -> None:
     out = latency_figures("PostgreSQL", 50, None, stats, elapsed=0.5)
     assert out["answers_per_s"] == 4.0 and out["tasks"] == 2
     assert out["claim_p50"] == pytest.approx(10.0) and out["pair_p99"] == pytest.approx(35.0)
+    assert out["cpu_api"] is None  # not measured
+
+
+def test_cpu_per_answer_in_milliseconds() -> None:
+    stats = ReviewStats(pair=[0.01] * 4, answered=4, cpu={"api": 0.02, "client": 0.008})
+    out = latency_figures("SQLite", 50, None, stats, elapsed=1.0)
+    assert out["cpu_api"] == pytest.approx(5.0) and out["cpu_client"] == pytest.approx(2.0)
+    assert out["cpu_workers"] is None
+    body = render(SETUP, [], [out], {}, ["SQLite 3.40.1"], [], [], 1.0)
+    assert "| 5.0 / n/a / 2.0 |" in body
 
 
 def _throughput(database: str, decided: float, labeled: float) -> dict:

@@ -17,6 +17,7 @@ PostgreSQL reports it blocked by the first (``pg_blocking_pids``) or done, and r
 
 from __future__ import annotations
 
+import re
 import threading
 from collections.abc import Callable, Iterator
 from concurrent.futures import Future, ThreadPoolExecutor
@@ -91,7 +92,8 @@ def accept_all(policy: Policy, keys: list[str]) -> BatchResult:
 
 
 def is_claim_update(table: str) -> Callable[[str], bool]:
-    return lambda sql: sql.lstrip().startswith(f"UPDATE {table} ") and "RETURNING" in sql
+    """A claim: ``UPDATE table ... RETURNING``, possibly after CTEs (``WITH ... UPDATE``: the review claim)."""
+    return lambda sql: re.match(rf"\s*(WITH\b.*\s)?UPDATE {table} ", sql, re.DOTALL) is not None and "RETURNING" in sql
 
 
 def test_a_worker_whose_lease_was_reclaimed_cannot_write_while_the_reclaim_is_in_flight(

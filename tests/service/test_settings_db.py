@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
 import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import select
 
-from service.db import create_all, engine_from_settings, make_engine, read_tx, session_scope, write_tx
+from service.db import _WRITE_LOCKS, create_all, engine_from_settings, make_engine, read_tx, session_scope, write_tx
 from service.models import Project
 from service.settings import Settings, get_settings
 
@@ -78,6 +81,70 @@ def test_write_tx_holds_the_sqlite_write_lock(tmp_path) -> None:
     finally:
         engine.dispose()
         other.dispose()
+
+
+INSERT_PROJECT = "INSERT INTO project (name, data_kind, item_seq, created_at) VALUES ('{}', 'text', 0, '')"
+
+
+def test_sqlite_writers_of_one_process_take_turns_on_a_lock(tmp_path) -> None:
+    """Threads of one process wait for the writer before them on the engine's lock (woken at its commit, rather
+    than in SQLite's sleeping busy handler; the wake-up time is the benchmark's business): all their writes land."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}")
+    assert engine in _WRITE_LOCKS
+    create_all(engine)
+    first_in, go_on = threading.Event(), threading.Event()
+
+    def first() -> None:
+        with write_tx(engine) as conn:
+            conn.execute(text(INSERT_PROJECT.format("a")))
+            first_in.set()
+            assert go_on.wait(30)
+
+    def second() -> None:
+        with write_tx(engine) as conn:
+            conn.execute(text(INSERT_PROJECT.format("b")))
+
+    try:
+        with ThreadPoolExecutor(2) as pool:
+            a = pool.submit(first)
+            assert first_in.wait(30)
+            b = pool.submit(second)
+            assert not b.done()  # it cannot write while the first transaction is open
+            go_on.set()
+            a.result(30)
+            b.result(30)
+        with read_tx(engine) as conn:
+            assert conn.execute(text("SELECT count(*) FROM project")).scalar() == 2
+    finally:
+        engine.dispose()
+
+
+def test_a_sqlite_writer_stuck_in_its_transaction_fails_its_peers_after_the_busy_timeout(tmp_path) -> None:
+    """The lock waits no longer than the busy timeout; then SQLite decides ("database is locked"), as it would
+    without the lock: no peer hangs behind a stuck writer."""
+    engine = make_engine(f"sqlite:///{tmp_path / 'w.db'}", busy_timeout_ms=100)
+    create_all(engine)
+    stuck, done = threading.Event(), threading.Event()
+
+    def holder() -> None:
+        with write_tx(engine):
+            stuck.set()
+            assert done.wait(30)
+
+    try:
+        with ThreadPoolExecutor(1) as pool:
+            held = pool.submit(holder)
+            assert stuck.wait(30)
+            with pytest.raises(Exception, match="locked"), write_tx(engine):
+                pass
+            done.set()
+            held.result(30)
+    finally:
+        engine.dispose()
+
+
+def test_postgres_engines_have_no_process_write_lock(postgres_engine) -> None:
+    assert postgres_engine not in _WRITE_LOCKS
 
 
 def test_create_all_is_idempotent_and_has_the_hot_indexes(engine) -> None:

@@ -1,6 +1,6 @@
-"""Faults on PostgreSQL: worker processes under load, one killed with SIGKILL every few seconds (a fresh one takes
-its place) and PostgreSQL restarted once; at the end every ingested item is labeled exactly once, none is lost, and
-no worker died that was not killed.
+"""Faults on PostgreSQL: worker processes under load, one killed with SIGKILL every few seconds or every eighth of the
+stream labeled, whichever comes first (a fresh one takes its place), and PostgreSQL restarted once; at the end every
+ingested item is labeled exactly once, none is lost, and no worker died that was not killed.
 
 The test restarts the local cluster that serves ``LABELAGENT_TEST_POSTGRES_URL`` (``pg_ctlcluster ... restart``, fast
 mode: a few seconds). It skips when that server is not a local Debian-style cluster it can restart, or when
@@ -41,6 +41,7 @@ from tests.service.runtime.helpers import (
 
 N_ITEMS = 400
 KILL_EVERY = 2.5
+KILL_EVERY_ITEMS = N_ITEMS // 8  # ... or every this many items labeled, whichever comes first: fast workers too
 RESTART_AT = N_ITEMS // 5  # labeled items before the restart: the workers are past loading, mid-batch
 WORKER_SETTINGS = {**FAST, "lease_seconds": 3.0, "max_attempts": 100}
 
@@ -134,7 +135,7 @@ def test_workers_survive_sigkills_and_a_postgres_restart(postgres_engine: Engine
     try:
         store.ingest(project, stream_items(n))
         deadline = start + 120
-        next_kill = start + KILL_EVERY
+        next_kill, next_kill_items = start + KILL_EVERY, KILL_EVERY_ITEMS
         while True:
             labeled = _labeled(store, project)
             now = time.monotonic()
@@ -148,14 +149,14 @@ def test_workers_survive_sigkills_and_a_postgres_restart(postgres_engine: Engine
             ]
             assert not dead, f"workers died that were not killed: {dead}; labeled over time: {timeline[::10]}"
             assert now < deadline, f"timed out: {_labeled(store, project)} of {n} labeled; {timeline[::10]}"
-            if now >= next_kill:
+            if now >= next_kill or (labeled is not None and labeled >= next_kill_items):
                 victim = rng.choice([p for p in procs if p.is_alive()])
                 assert victim.pid is not None
                 os.kill(victim.pid, signal.SIGKILL)
                 killed.add(victim.pid)
                 victim.join(10)
                 procs.append(spawn())
-                next_kill = now + KILL_EVERY
+                next_kill, next_kill_items = now + KILL_EVERY, (labeled or 0) + KILL_EVERY_ITEMS
                 if outage is None and labeled is not None and labeled >= RESTART_AT:
                     began = time.monotonic()
                     _pg_ctl("restart", cluster)  # fast mode: open transactions are rolled back, sessions ended
