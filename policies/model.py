@@ -41,6 +41,21 @@ class TextClassifierSpec(ToolSpecBase):
     metadata_features: list[str] = Field(
         default_factory=list, description="Numeric metadata keys added as features (e.g. weather)."
     )
+    metadata_bins: int = Field(
+        default=0, ge=0, le=256,
+        description="0: metadata features enter linearly. At least 2: each also gets step indicators (x >= edge) "
+                    "at up to metadata_bins - 1 quantile edges of its training values, so the model can learn "
+                    "thresholds and ranges (e.g. storm type from wind speed).",
+    )
+
+    @model_validator(mode="after")
+    def _bins_need_features(self) -> TextClassifierSpec:
+        if self.metadata_bins == 1:
+            raise ValueError("metadata_bins must be 0 (values enter linearly) or at least 2 (got 1)")
+        if self.metadata_bins and not self.metadata_features:
+            raise ValueError(f"metadata_bins is {self.metadata_bins} but metadata_features is empty; list the "
+                             "numeric metadata keys to bin, or remove metadata_bins")
+        return self
 
 
 class ImageClassifierSpec(ToolSpecBase):
