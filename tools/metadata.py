@@ -11,25 +11,57 @@ key (wind in 5-knot steps) ``x >= 35`` separates 30 from 35 exactly. Missing val
 from __future__ import annotations
 
 import math
+from collections.abc import Callable
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
+from policies.model import TIME_PARTS
 from tools.base import Batch, Item
+from tools.open_meteo import parse_time
 
 
 def metadata_values(batch: Batch, keys: tuple[str, ...]) -> np.ndarray:
-    """(n, len(keys)) float64 matrix of numeric metadata; missing or non-numeric values are NaN."""
+    """(n, len(keys)) float64 matrix of numeric metadata; missing or non-numeric values are NaN.
+
+    A key ``source:part`` (part in :data:`TIME_PARTS`) is that part of the time in metadata ``source``
+    (ISO 8601 or EXIF, UTC): e.g. ``datetime:month``; NaN where it is missing or not a time.
+    """
+    getters = [_time_part(key) for key in keys]
 
     def build(items: list[Item]) -> np.ndarray:
         out = np.full((len(items), len(keys)), np.nan)
         for i, item in enumerate(items):
             meta = item.metadata
             for j, key in enumerate(keys):
-                out[i, j] = as_number(meta.get(key))
+                get = getters[j]
+                out[i, j] = as_number(meta.get(key)) if get is None else get(meta)
         return out
 
     return batch.cached(f"metadata_numeric:{'|'.join(keys)}", build)
+
+
+def _time_part(key: str) -> Callable[[dict[str, Any]], float] | None:
+    source, sep, part = key.rpartition(":")
+    if not sep or part not in TIME_PARTS or not source:
+        return None
+
+    def get(meta: dict[str, Any]) -> float:
+        if key in meta:  # a real key that happens to contain the separator
+            return as_number(meta[key])
+        moment = parse_time(meta.get(source))
+        if moment is None:
+            return math.nan
+        if part == "dayofyear":
+            return float(moment.timetuple().tm_yday)
+        if part == "weekday":
+            return float(moment.weekday())
+        if part == "hour":
+            return moment.hour + moment.minute / 60.0
+        return float(getattr(moment, part))
+
+    return get
 
 
 def as_number(value: object) -> float:

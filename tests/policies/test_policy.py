@@ -83,6 +83,10 @@ def test_minimal_policy_gets_defaults() -> None:
             "tools[0]: metadata_bins must be 0 (values enter linearly) or at least 2",
         ),
         (
+            {"tools": [{"name": "c", "kind": "text_classifier", "metadata_features": ["datetime:season"]}]},
+            "tools[0].metadata_features: 'datetime:season': a time feature is 'key:part' with part one of year",
+        ),
+        (
             {"tools": [{"name": "c", "kind": "text_classifier", "metadata_features": ["x"], "metadata_bins": 999}]},
             "tools[0].metadata_bins: Input should be less than or equal to 256",
         ),

@@ -69,3 +69,14 @@ def test_metadata_values_are_numbers_or_nan() -> None:
     values = metadata_values(batch, ("x", "y", "z"))
     np.testing.assert_array_equal(np.isnan(values), [[False, False, True], [True, True, True]])
     assert values[0, 0] == 2.5 and values[0, 1] == 1.0
+
+
+def test_time_parts_of_a_metadata_time() -> None:
+    batch = Batch([Item("a", None, {"datetime": "1975-06-27T18:30Z"}), Item("b", None, {"t": "2001:02:03 04:06:00"}),
+                   Item("c", None, {"datetime": "soon"}), Item("d", None, {"datetime:year": 1999})])
+    keys = ("datetime:year", "datetime:month", "datetime:dayofyear", "datetime:hour", "t:weekday", "t:day")
+    values = metadata_values(batch, keys)
+    np.testing.assert_allclose(values[0, :4], [1975, 6, 178, 18.5])
+    np.testing.assert_allclose(values[1, 4:], [5, 3])  # EXIF time; 3 Feb 2001 was a Saturday
+    assert np.isnan(values[2]).all()  # not a time: missing
+    assert values[3, 0] == 1999  # a real key with the separator in its name wins
