@@ -30,6 +30,9 @@ class ToolSpecBase(_Strict):
 # --- learned tools --------------------------------------------------------------------------------
 
 
+TIME_PARTS = ("year", "month", "day", "dayofyear", "weekday", "hour")
+
+
 class TextClassifierSpec(ToolSpecBase):
     """Logistic regression over hashed word and character n-grams, trained on ground truth."""
 
@@ -39,8 +42,34 @@ class TextClassifierSpec(ToolSpecBase):
     c: float = Field(default=10.0, gt=0.0, description="Inverse regularisation strength.")
     min_examples: int = Field(default=8, ge=2, description="Ground-truth items needed before it votes.")
     metadata_features: list[str] = Field(
-        default_factory=list, description="Numeric metadata keys added as features (e.g. weather)."
+        default_factory=list,
+        description="Numeric metadata keys added as features (e.g. weather); 'key:part' takes a part of the time "
+                    f"in metadata key (ISO 8601 or EXIF), part one of {', '.join(TIME_PARTS)} (e.g. datetime:month).",
     )
+    metadata_bins: int = Field(
+        default=0, ge=0, le=256,
+        description="0: metadata features enter linearly. At least 2: each also gets step indicators (x >= edge) "
+                    "at up to metadata_bins - 1 quantile edges of its training values, so the model can learn "
+                    "thresholds and ranges (e.g. storm type from wind speed).",
+    )
+
+    @field_validator("metadata_features")
+    @classmethod
+    def _time_parts_known(cls, value: list[str]) -> list[str]:
+        for key in value:
+            source, sep, part = key.rpartition(":")
+            if sep and (part not in TIME_PARTS or not source):
+                raise ValueError(f"{key!r}: a time feature is 'key:part' with part one of {', '.join(TIME_PARTS)}")
+        return value
+
+    @model_validator(mode="after")
+    def _bins_need_features(self) -> TextClassifierSpec:
+        if self.metadata_bins == 1:
+            raise ValueError("metadata_bins must be 0 (values enter linearly) or at least 2 (got 1)")
+        if self.metadata_bins and not self.metadata_features:
+            raise ValueError(f"metadata_bins is {self.metadata_bins} but metadata_features is empty; list the "
+                             "numeric metadata keys to bin, or remove metadata_bins")
+        return self
 
 
 class ImageClassifierSpec(ToolSpecBase):

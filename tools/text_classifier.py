@@ -10,7 +10,6 @@ each, so the vote always covers the project's whole label set.
 
 from __future__ import annotations
 
-import math
 import re
 import threading
 import time
@@ -21,42 +20,14 @@ import scipy.sparse as sp
 from sklearn.feature_extraction import FeatureHasher
 
 from policies.model import TextClassifierSpec
-from tools.base import Batch, Item, ModelInfo, ToolContext, TrainingSet, Votes
+from tools.base import Batch, ModelInfo, ToolContext, TrainingSet, Votes
 from tools.features import WORD_TOKEN_PATTERN, idf_weights, reweight, text_features
 from tools.labels import label_positions, training_labels
+from tools.metadata import MetadataEncoding, metadata_values
 from tools.softmax import fit_softmax, softmax_rows
 
 PRUNE_SINGLETONS_FROM = 200  # with at least this many examples, drop n-grams seen in only one of them
 TOP_WORDS = 2
-
-
-def metadata_values(batch: Batch, keys: tuple[str, ...]) -> np.ndarray:
-    """(n, len(keys)) float64 matrix of numeric metadata; missing or non-numeric values are NaN."""
-
-    def build(items: list[Item]) -> np.ndarray:
-        out = np.full((len(items), len(keys)), np.nan)
-        for i, item in enumerate(items):
-            meta = item.metadata
-            for j, key in enumerate(keys):
-                out[i, j] = _as_number(meta.get(key))
-        return out
-
-    return batch.cached(f"metadata_numeric:{'|'.join(keys)}", build)
-
-
-def _as_number(value: object) -> float:
-    if isinstance(value, bool):
-        return float(value)
-    if isinstance(value, int | float):
-        number = float(value)
-    elif isinstance(value, str):
-        try:
-            number = float(value)
-        except ValueError:
-            return math.nan
-    else:
-        return math.nan
-    return number if math.isfinite(number) else math.nan
 
 
 @dataclass(slots=True, frozen=True)
@@ -65,10 +36,9 @@ class _Model:
     classes: tuple[str, ...]  # labels seen in training, in the order of the coefficient columns
     column_map: np.ndarray  # hashed column -> model column, -1 if unused
     idf: np.ndarray  # per model text column
-    coef: np.ndarray  # (n_text + 2 * n_meta, n_classes)
+    coef: np.ndarray  # (n_text + meta.width, n_classes)
     intercept: np.ndarray
-    meta_mean: np.ndarray
-    meta_std: np.ndarray
+    meta: MetadataEncoding | None  # None without metadata features
     word_ids: np.ndarray  # per model text column: index in ``vocabulary`` of a word hashed there, or -1
     vocabulary: list[str]  # the shared append-only word list (for evidence)
     unseen_prob: float
@@ -144,9 +114,9 @@ class TextClassifier:
 
     def _design(self, batch: Batch, model: _Model) -> sp.csr_matrix:
         x = reweight(text_features(batch, self.spec.n_features, self.spec.char_ngrams), model.column_map, model.idf)
-        if not self._meta_keys:
+        if model.meta is None:
             return x
-        meta = _standardise(metadata_values(batch, self._meta_keys), model.meta_mean, model.meta_std)
+        meta = model.meta.encode(metadata_values(batch, self._meta_keys))
         return sp.hstack([x, sp.csr_matrix(meta)], format="csr", dtype=np.float32)
 
     @staticmethod
@@ -207,21 +177,21 @@ class TextClassifier:
         column_map[cols] = np.arange(len(cols))
         idf = idf_weights(n, df)
         x = reweight(x_all, column_map, idf)
-        meta_mean = meta_std = np.zeros(0)
+        meta = None
         if self._meta_keys:
             raw = metadata_values(batch, self._meta_keys)
-            meta_mean, meta_std = _moments(raw)
-            x = sp.hstack([x, sp.csr_matrix(_standardise(raw, meta_mean, meta_std))], format="csr", dtype=np.float32)
+            meta = MetadataEncoding.fit(raw, self.spec.metadata_bins)
+            x = sp.hstack([x, sp.csr_matrix(meta.encode(raw))], format="csr", dtype=np.float32)
         class_names = tuple(self.labels[c] for c in classes)
         y_pos = np.searchsorted(classes, y)
-        coef0, intercept0 = self._warm_start(self._state.model, cols, class_names, x.shape[1])
+        coef0, intercept0 = self._warm_start(self._state.model, cols, class_names, x.shape[1], meta)
         result = fit_softmax(x, y_pos, len(classes), self.spec.c, coef0=coef0, intercept0=intercept0, tol=1e-3)
 
         word_ids, vocabulary = self._vocab.names(batch, cols)
         self._fits += 1
         model = _Model(
             version=f"{self.name}-v{self._fits}", classes=class_names, column_map=column_map, idf=idf,
-            coef=result.coef, intercept=result.intercept, meta_mean=meta_mean, meta_std=meta_std,
+            coef=result.coef, intercept=result.intercept, meta=meta,
             word_ids=word_ids, vocabulary=vocabulary,
             unseen_prob=1.0 / (n + len(self.labels)), trained_on=n,
         )
@@ -230,9 +200,10 @@ class TextClassifier:
                    "train_loss": result.loss, "fit_seconds": time.perf_counter() - start}
         return ModelInfo(self.name, model.version, n, metrics)
 
-    def _warm_start(self, old: _Model | None, cols: np.ndarray, classes: tuple[str, ...],
-                    width: int) -> tuple[np.ndarray | None, np.ndarray | None]:
-        """Start from the previous model's weights mapped onto the new columns and classes."""
+    def _warm_start(self, old: _Model | None, cols: np.ndarray, classes: tuple[str, ...], width: int,
+                    meta: MetadataEncoding | None) -> tuple[np.ndarray | None, np.ndarray | None]:
+        """Start from the previous model's weights mapped onto the new columns and classes (metadata columns:
+        the same key's value and flag, and the steps at edges both models have)."""
         if old is None:
             return None, None
         coef = np.zeros((width, len(classes)), dtype=np.float32)
@@ -243,9 +214,11 @@ class TextClassifier:
         old_rows = old.column_map[cols]  # the old model's row of each new text column
         hit = np.flatnonzero(old_rows >= 0)
         coef[np.ix_(hit, new_cls)] = old.coef[np.ix_(old_rows[hit], old_cls)]
-        n_meta = 2 * len(self._meta_keys)
-        if n_meta:
-            coef[np.ix_(np.arange(width - n_meta, width), new_cls)] = old.coef[-n_meta:][:, old_cls]
+        if meta is not None and old.meta is not None:
+            in_old = meta.rows_in(old.meta)
+            hit = np.flatnonzero(in_old >= 0)
+            old_meta = old.coef[len(old.coef) - old.meta.width:]
+            coef[np.ix_(width - meta.width + hit, new_cls)] = old_meta[np.ix_(in_old[hit], old_cls)]
         intercept[new_cls] = old.intercept[old_cls]
         return coef, intercept
 
@@ -287,24 +260,6 @@ class _Vocabulary:
                             self._column_word[column] = len(self._word_list)
                             self._word_list.append(word)
             return self._column_word[cols], self._word_list
-
-
-def _moments(raw: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
-    present = ~np.isnan(raw)
-    count = np.maximum(present.sum(axis=0), 1)
-    filled = np.where(present, raw, 0.0)
-    mean = filled.sum(axis=0) / count
-    var = (np.where(present, raw - mean, 0.0) ** 2).sum(axis=0) / count
-    std = np.sqrt(var)
-    std[std == 0] = 1.0
-    return mean, std
-
-
-def _standardise(raw: np.ndarray, mean: np.ndarray, std: np.ndarray) -> np.ndarray:
-    """Standardised values (missing -> 0) followed by one missing flag per key."""
-    missing = np.isnan(raw)
-    z = np.where(missing, 0.0, (raw - mean) / std)
-    return np.hstack([z, missing.astype(np.float64)]).astype(np.float32)
 
 
 def _top_words(x: sp.csr_matrix, predicted: np.ndarray, model: _Model) -> list[list[str]]:

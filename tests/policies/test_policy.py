@@ -74,6 +74,22 @@ def test_minimal_policy_gets_defaults() -> None:
         ),
         ({"tools": [{"name": "r", "kind": "rules", "rules": [{"label": "spam"}]}]}, "a rule needs at least one"),
         ({"overlap": 3, "max_overlap": 2}, "max_overlap must be >= overlap"),
+        (
+            {"tools": [{"name": "c", "kind": "text_classifier", "metadata_bins": 8}]},
+            "tools[0]: metadata_bins is 8 but metadata_features is empty",
+        ),
+        (
+            {"tools": [{"name": "c", "kind": "text_classifier", "metadata_features": ["x"], "metadata_bins": 1}]},
+            "tools[0]: metadata_bins must be 0 (values enter linearly) or at least 2",
+        ),
+        (
+            {"tools": [{"name": "c", "kind": "text_classifier", "metadata_features": ["datetime:season"]}]},
+            "tools[0].metadata_features: 'datetime:season': a time feature is 'key:part' with part one of year",
+        ),
+        (
+            {"tools": [{"name": "c", "kind": "text_classifier", "metadata_features": ["x"], "metadata_bins": 999}]},
+            "tools[0].metadata_bins: Input should be less than or equal to 256",
+        ),
     ],
 )
 def test_validation_names_field_and_fix(over: dict, expected: str) -> None:

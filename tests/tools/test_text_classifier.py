@@ -225,7 +225,7 @@ def test_warm_start_maps_columns_and_classes_by_name(sms_rows: list[dict[str, st
     more = [*sms_rows[:300], *({"text": f"brand new topic {i}", "label": "a_new"} for i in range(10))]
     x = text_features(training_set(more, labels).batch, 2**18, False)
     cols = np.flatnonzero(np.bincount(x.indices, minlength=x.shape[1]) >= 2)
-    coef, intercept = clf._warm_start(old, cols, ("a_new", "ham", "spam"), len(cols))
+    coef, intercept = clf._warm_start(old, cols, ("a_new", "ham", "spam"), len(cols), None)
     assert coef is not None and intercept is not None
     np.testing.assert_array_equal(intercept, [0.0, *old.intercept])
     rows_old = old.column_map[cols]
