@@ -144,13 +144,14 @@ def text_features(batch: Batch, n_features: int = 2**18, char_ngrams: bool = Tru
     Word 1-2 grams (lowercased, see :data:`WORD_TOKEN_PATTERN`) and, with ``char_ngrams``, char_wb
     2-4 grams hashed into the same space, the two parts weighted equally (so the ~5x more numerous
     char n-grams do not drown the words). The word and char parts are computed once per batch
-    (``Batch.cached``, keyed by kind and width) and shared by every tool; mixing them is a cheap
-    sparse sum. Callers must not modify the returned matrix.
+    (``Batch.cached``, keyed by kind and width) and shared by every tool, and so is their mix
+    (``hashed_text:{n_features}``: subsets and training sets carry it instead of summing again).
+    Callers must not modify the returned matrix.
     """
-    words = word_features(batch, n_features)
     if not char_ngrams:
-        return words
-    return l2_normalize(sp.csr_matrix(words + char_features(batch, n_features), dtype=np.float32))
+        return word_features(batch, n_features)
+    return batch.derived(f"hashed_text:{n_features}", lambda part: l2_normalize(sp.csr_matrix(
+        word_features(part, n_features) + char_features(part, n_features), dtype=np.float32)))
 
 
 def idf_weights(n_docs: int, doc_freq: np.ndarray) -> np.ndarray:
