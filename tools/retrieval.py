@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from policies.exceptions import ToolError
 from policies.model import RetrievalSpec
 from tools.base import Batch, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.features import idf_weights, reweight, text_features
+from tools.features import column_map, idf_weights, reweight, text_features
 from tools.labels import label_positions, training_labels
 
 STOP_FRACTION = 0.05
@@ -233,12 +233,11 @@ class Retrieval:
         n = len(keys)
         cap = max(STOP_MIN_POSTINGS, STOP_FRACTION * n)
         cols = np.flatnonzero((df > 0) & (df <= cap))
-        column_map = np.full(n_features, -1, dtype=np.int64)
-        column_map[cols] = np.arange(len(cols))
+        col_map = column_map(n_features, cols)
         idf = idf_weights(n, df[cols])
-        index_t = reweight(raw, column_map, idf).T.tocsr()
+        index_t = reweight(raw, col_map, idf).T.tocsr()
         self._fits += 1
-        return _Index(f"{self.name}-v{self._fits}", raw, df, column_map, idf, index_t, keys, labels, snippets,
+        return _Index(f"{self.name}-v{self._fits}", raw, df, col_map, idf, index_t, keys, labels, snippets,
                       row_of_key, rows_of_text)
 
 

@@ -51,7 +51,7 @@ def test_parts_are_cached_once_per_batch_and_shared() -> None:
     assert set(batch._cache) == {"hashed_words:16384"}
     mixed = text_features(batch, 2**14, True)
     assert mixed.nnz > words.nnz
-    assert set(batch._cache) == {"hashed_words:16384", "hashed_chars:16384", "hashed_text:16384"}
+    assert set(batch._cache) == {"hashed_words:16384", "hashed_text:16384"}  # the char part is only in the mix
     assert text_features(batch, 2**14, False) is words  # the word part was reused, not recomputed
     assert text_features(batch, 2**14, True) is mixed  # and so is the mix
     other = text_features(batch, 2**13, False)
