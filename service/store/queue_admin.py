@@ -42,7 +42,7 @@ def stale(task_id: int) -> ConflictError:
 
 
 class QueueAdminMixin(ReviewsMixin):
-    def _claimable_by(self, reviewer: str, now: datetime) -> Any:
+    def _claimable_by(self, reviewer: Any, now: Any) -> Any:
         skipped = exists().where(skip_t.c.task_id == task_t.c.id, skip_t.c.reviewer == reviewer, skip_t.c.until > now)
         return super()._claimable_by(reviewer, now) & ~skipped
 

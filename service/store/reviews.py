@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, exists, func, select, union_all, update
+from sqlalchemy import Connection, Select, Table, bindparam, exists, func, select, union_all, update
 
 from agent.ports import GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
@@ -104,23 +104,28 @@ class ReviewsMixin(StoreBase):
     def _claim_tasks(self, conn: Connection, pid: int, reviewer: str, limit: int, expires: datetime, now: datetime
                      ) -> list[ClaimedReview]:
         token = new_token()
-        not_mine = self._claimable_by(reviewer, now)
-        open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
-        expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
-                   & (task_t.c.lease_expires_at <= now) & not_mine)
-        ids = self._claimable_task_ids(conn, expired, open_, limit)
+        # Prebuilt statements (``StoreBase._statement``) on bind parameters pid, now, who (the reviewer), limit.
+        params: dict[str, Any] = {"pid": pid, "now": now, "who": reviewer, "limit": limit}
+        ids = self._claimable_task_ids(conn, params)
         if not ids:
             return []
-        claim = (update(task_t).where(task_t.c.id.in_(ids), open_ | expired)
-                 .values(status="claimed", reviewer=reviewer, lease_token=token, lease_expires_at=expires,
-                         updated_at=now))
+
+        def claim() -> Any:
+            open_, expired = self._claimable_tasks()
+            return (update(task_t).where(task_t.c.id.in_(bindparam("ids", expanding=True)), open_ | expired)
+                    .values(status="claimed", reviewer=bindparam("who"), lease_token=bindparam("token"),
+                            lease_expires_at=bindparam("expires"), updated_at=bindparam("now")))
+
+        params.update(ids=ids, token=token, expires=expires)
         if self.sqlite:  # RETURNING may not name another table there
-            rows = conn.execute(claim.returning(*_TASK_COLS)).all()
-            items = _items_by_id(conn, [r.item_id for r in rows])
+            rows = conn.execute(self._statement("review_claim", lambda: claim().returning(*_TASK_COLS)), params).all()
+            items = self._items_by_id(conn, [r.item_id for r in rows])
         else:  # the item comes back with the claim (UPDATE ... FROM item ... RETURNING): one round trip fewer
-            has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
-            rows = conn.execute(claim.where(item_t.c.id == task_t.c.item_id).returning(
-                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image)).all()
+            def claim_with_item() -> Any:
+                has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
+                return claim().where(item_t.c.id == task_t.c.item_id).returning(
+                    *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image)
+            rows = conn.execute(self._statement("review_claim", claim_with_item), params).all()
             items = {r.item_id: (to_item(r.external_id, r.text, r.meta, None), bool(r.has_image)) for r in rows}
         rows.sort(key=lambda r: (-r.priority, r.id))
         return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id][0], kind=r.kind,
@@ -129,24 +134,39 @@ class ReviewsMixin(StoreBase):
                               answers=r.answers, lease_expires_at=expires, item_id=r.item_id,
                               has_image=items[r.item_id][1]) for r in rows]
 
-    def _claimable_by(self, reviewer: str, now: datetime) -> Any:
+    def _claimable_by(self, reviewer: Any, now: Any) -> Any:
         """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
-        reviewers). Other mixins narrow it (e.g. tasks the reviewer skipped)."""
+        reviewers). Other mixins narrow it (e.g. tasks the reviewer skipped). ``reviewer`` and ``now`` are values or
+        bind parameters (the claim's statement is built once)."""
         return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
 
-    def _claimable_task_ids(self, conn: Connection, expired: Any, open_: Any, limit: int) -> list[int]:
+    def _claimable_tasks(self) -> tuple[Any, Any]:
+        """(open, expired): conditions on ``task_t`` for the tasks a reviewer may claim, on bind parameters pid,
+        now and who (the reviewer)."""
+        not_mine = self._claimable_by(bindparam("who"), bindparam("now"))
+        open_ = (task_t.c.project_id == bindparam("pid")) & (task_t.c.status == "open") & not_mine
+        expired = ((task_t.c.project_id == bindparam("pid")) & (task_t.c.status == "claimed")
+                   & (task_t.c.lease_expires_at <= bindparam("now")) & not_mine)
+        return open_, expired
+
+    def _claimable_task_ids(self, conn: Connection, params: dict[str, Any]) -> list[int]:
         def best(cond: Any) -> Select[Any]:
             return (select(task_t.c.id, task_t.c.priority).where(cond)
-                    .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
+                    .order_by(task_t.c.priority.desc(), task_t.c.id).limit(bindparam("limit")))
 
         if self.sqlite:
-            sub = union_all(select(best(expired).subquery()), select(best(open_).subquery())).subquery()
-            return list(conn.execute(select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(limit)).scalars())
+            def both() -> Any:
+                open_, expired = self._claimable_tasks()
+                sub = union_all(select(best(expired).subquery()), select(best(open_).subquery())).subquery()
+                return select(sub.c.id).order_by(sub.c.priority.desc(), sub.c.id).limit(bindparam("limit"))
+            return list(conn.execute(self._statement("review_claimable", both), params).scalars())
         found: list[tuple[int, float]] = []
-        for cond in (expired, open_):
-            found.extend(conn.execute(best(cond).with_for_update(of=task_t, skip_locked=True)).all())
+        for i in range(2):  # expired, then open
+            query = self._statement(f"review_claimable_{i}", lambda i=i: best(self._claimable_tasks()[1 - i])
+                                    .with_for_update(of=task_t, skip_locked=True))
+            found.extend(conn.execute(query, params).all())
         found.sort(key=lambda r: (-r[1], r[0]))
-        return [r[0] for r in found[:limit]]
+        return [r[0] for r in found[:params["limit"]]]
 
     def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
                             now: datetime | None = None) -> datetime:
@@ -226,35 +246,55 @@ class ReviewsMixin(StoreBase):
                               t["suggestion"], final, t["kind"], t["seq"], ts))
                 item_ids.append(t["item_id"])
                 out.settled.append(GroundTruth(item=t["item"], label=final, reviewer=",".join(r for _, r in votes)))
-            released = {"reviewer": None, "lease_token": None, "lease_expires_at": None, "updated_at": now,
-                        "answers": task_t.c.answers + 1}
-            for status, group, extra in (("done", done, {}), ("open", wait, {}),
-                                         ("open", more, {"answers_needed": task_t.c.answers_needed + 1})):
+            def release(more: bool) -> Any:
+                extra = {"answers_needed": task_t.c.answers_needed + 1} if more else {}
+                return update(task_t).where(task_t.c.id.in_(bindparam("ids", expanding=True))).values(
+                    status=bindparam("new_status"), reviewer=None, lease_token=None, lease_expires_at=None,
+                    updated_at=bindparam("now"), answers=task_t.c.answers + 1, **extra)
+            for status, group, again in (("done", done, False), ("open", wait, False), ("open", more, True)):
+                stmt = self._statement(f"review_release_{again}", lambda again=again: release(again))
                 for part in chunks(group):
-                    conn.execute(update(task_t).where(task_t.c.id.in_(part)).values(status=status, **released,
-                                                                                      **extra))
+                    conn.execute(stmt, {"ids": list(part), "new_status": status, "now": now})
             _insert(conn, label_t, LABEL_COLS, labels)
             _insert(conn, calib_t, CALIB_COLS, calib)
+            settle = self._statement("review_settle", lambda: update(item_t).where(
+                item_t.c.id.in_(bindparam("ids", expanding=True))
+            ).values(status="labeled", updated_at=bindparam("now")))
             for part in chunks(item_ids):
-                conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(status="labeled", updated_at=now))
+                conn.execute(settle, {"ids": list(part), "now": now})
         return out
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None
-        cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
-                item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
+
+        def build() -> Any:
+            cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
+                    item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
+            query = with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id)).where(
+                task_t.c.id.in_(bindparam("ids", expanding=True)))
+            if pid is not None:
+                query = query.where(task_t.c.project_id == bindparam("pid"))
+            return query if self.sqlite else query.with_for_update(of=task_t)
+
+        query = self._statement(f"review_locked_{pid is not None}", build)
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(ids):
-            query = with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id)).where(task_t.c.id.in_(part))
-            if pid is not None:
-                query = query.where(task_t.c.project_id == pid)
-            if not self.sqlite:
-                query = query.with_for_update(of=task_t)
-            for r in conn.execute(query).mappings():
+            for r in conn.execute(query, {"ids": list(part), "pid": pid}).mappings():
                 t = dict(r)
                 t["item"] = to_item(t.pop("external_id"), t.pop("text"), t.pop("meta"), t.pop("image"))
                 t["pv"] = (t["project_id"], t["policy_version"])
                 out[t["id"]] = t
+        return out
+
+    def _items_by_id(self, conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:
+        """(item without its image bytes, whether it has an image) by item id: reviewers get a thumbnail URL."""
+        query = self._statement("review_items", lambda: with_image(select(
+            item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.item_id.is_not(None)
+        )).where(item_t.c.id.in_(bindparam("ids", expanding=True))))
+        out = {}
+        for part in chunks(ids):
+            for r in conn.execute(query, {"ids": list(part)}):
+                out[r[0]] = (to_item(r[1], r[2], r[3], None), bool(r[4]))
         return out
 
     def count_tasks(self, project: str) -> dict[str, int]:
@@ -283,17 +323,6 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     sql = (f"INSERT INTO {quote(table.name)} ({', '.join(quote(c) for c in cols)}) "
            f"VALUES {', '.join([one] * len(rows))}")
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
-
-
-def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:
-    """(item without its image bytes, whether it has an image) by item id: reviewers get a thumbnail URL."""
-    out = {}
-    for part in chunks(ids):
-        query = with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
-                                  image_t.c.item_id.is_not(None)))
-        for r in conn.execute(query.where(item_t.c.id.in_(part))):
-            out[r[0]] = (to_item(r[1], r[2], r[3], None), bool(r[4]))
-    return out
 
 
 def _labels_by_task(conn: Connection, task_ids: list[int]) -> dict[int, list[tuple[str, str]]]:
