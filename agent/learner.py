@@ -11,6 +11,7 @@ snapshot it started with.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import zlib
 from collections import deque
@@ -25,7 +26,7 @@ from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
 from agent.calibration import ThresholdResult, choose_threshold, detect_drift
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
-from policies import Policy
+from policies import Policy, ToolError
 from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
@@ -210,7 +211,8 @@ class Learner:
         for tool in learnable:  # features cached on the training set first: the fits below then only read its cache
             prepare = getattr(tool, "prepare", None)
             if callable(prepare):
-                prepare(data.batch)
+                with contextlib.suppress(ToolError):  # a failure shows in that tool's fit, as before
+                    prepare(data.batch)
         # The first tool fits in a second thread while this one fits the others and the pool (all independent;
         # their sparse products and numpy loops release the GIL). Results and their order are as in sequence.
         with ThreadPoolExecutor(max_workers=1) as pool:
