@@ -11,7 +11,6 @@ snapshot it started with.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import copy
 import zlib
 from collections import deque
@@ -26,7 +25,7 @@ from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
 from agent.calibration import ThresholdResult, choose_threshold, detect_drift
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
-from policies import Policy, ToolError
+from policies import Policy
 from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
@@ -211,8 +210,7 @@ class Learner:
         for tool in learnable:  # features cached on the training set first: the fits below then only read its cache
             prepare = getattr(tool, "prepare", None)
             if callable(prepare):
-                with contextlib.suppress(ToolError):  # a failure shows in that tool's fit, as before
-                    prepare(data.batch)
+                prepare(data.batch)
         # The first tool fits in a second thread while this one fits the others and the pool (all independent;
         # their sparse products and numpy loops release the GIL). Results and their order are as in sequence.
         with ThreadPoolExecutor(max_workers=1) as pool:
