@@ -206,21 +206,11 @@ class Learner:
         CPU-bound; the service runs it off the request path (in a worker thread).
         """
         data = self.training_set()
-        learnable = [tool for tool in self.tools if isinstance(tool, Learnable)]
-        for tool in learnable:  # features cached on the training set first: the fits below then only read its cache
-            prepare = getattr(tool, "prepare", None)
-            if callable(prepare):
-                prepare(data.batch)
-        # The first tool fits in a second thread while this one fits the others and the pool (all independent;
-        # their sparse products and numpy loops release the GIL). Results and their order are as in sequence.
-        with ThreadPoolExecutor(max_workers=1) as pool:
-            first = pool.submit(learnable[0].fit, data) if learnable else None
-            rest = [tool.fit(data) for tool in learnable[1:]]
-            aggregator = self._fit_aggregator()
-            infos = ([first.result()] if first is not None else []) + rest
+        infos = [tool.fit(data) for tool in self.tools if isinstance(tool, Learnable)]
         self.model_infos.extend(infos)
         self._since_retrain = 0
         self.retrains += 1
+        aggregator = self._fit_aggregator()
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
             await self._rescore(data, aggregator)
         self.recalibrate(aggregator)
