@@ -10,14 +10,11 @@ snapshot it started with.
 
 from __future__ import annotations
 
-import asyncio
 import copy
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
-from functools import partial
 
 import numpy as np
 
@@ -26,7 +23,7 @@ from agent.calibration import ThresholdResult, choose_threshold, detect_drift
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
+from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
@@ -37,7 +34,6 @@ RESCORE_FOLDS = 4
 RESCORE_GROWTH = 1.1  # rescore the calibration set when the ground truth grew by this factor
 RESCORE_MIN = 40
 AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
-FOLD_THREADS = 2  # threads refitting the rescoring folds side by side
 
 
 @dataclass(slots=True)
@@ -247,26 +243,21 @@ class Learner:
         all_iid = np.asarray(self._iid_rows, dtype=np.int64)
         everything = np.arange(len(data))
         context = ToolContext(self.labels)
-        jobs = []
         for f in range(RESCORE_FOLDS):
             sel = np.nonzero(folds == f)[0]
             if sel.size == 0:
                 continue
             train = np.setdiff1d(everything, all_iid[all_folds == f], assume_unique=True)
-            models = []
+            fold_data = TrainingSet(data.batch.subset(train), data.y[train], self.labels)
+            held_batch = data.batch.subset(rows[sel])
             for t, tool in enumerate(self.tools):
-                if isinstance(tool, Learnable):
-                    model = self._fold_tools.get((f, t))
-                    if model is None:
-                        model = self._fold_tools[(f, t)] = _fork(tool)
-                    models.append((t, model))
-            jobs.append((sel, partial(_score_fold, models, data, train, rows[sel], context)))
-        # The folds' models are independent (the live fits above came first, so a shared word list is only read),
-        # and their fits spend much of their time in sparse products that release the GIL: run them side by side.
-        with ThreadPoolExecutor(max_workers=min(len(jobs), FOLD_THREADS) or 1) as pool:
-            scored = list(pool.map(lambda job: job(), [job for _, job in jobs]))
-        for (sel, _), fold_votes in zip(jobs, scored, strict=True):
-            for t, votes in fold_votes:
+                if not isinstance(tool, Learnable):
+                    continue
+                model = self._fold_tools.get((f, t))
+                if model is None:
+                    model = self._fold_tools[(f, t)] = _fork(tool)
+                model.fit(fold_data)
+                votes = await model.predict(held_batch, context)  # type: ignore[attr-defined]
                 ok = ~votes.abstain
                 voted[sel, t] = ok
                 logp[sel[ok], t] = log_votes(votes.probs[ok])
@@ -321,18 +312,6 @@ def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, en
         pieces[-1][1].append(entry)
     else:
         pieces.append((source, [entry]))
-
-
-def _score_fold(models: list[tuple[int, Learnable]], data: TrainingSet, train: np.ndarray, held: np.ndarray,
-                context: ToolContext) -> list[tuple[int, Votes]]:
-    """Refit one fold's models on ``train`` (rows of ``data``) and score the ``held`` rows: (tool index, votes)."""
-    fold_data = TrainingSet(data.batch.subset(train), data.y[train], data.labels)
-    held_batch = data.batch.subset(held)
-    out = []
-    for t, model in models:
-        model.fit(fold_data)
-        out.append((t, asyncio.run(model.predict(held_batch, context))))  # type: ignore[attr-defined]
-    return out
 
 
 def _fork(tool: Learnable) -> Learnable:
