@@ -99,6 +99,16 @@ class Batch:
             self._cache[key] = value
         return value
 
+    def derived(self, key: str, fn: Callable[[Batch], Any]) -> Any:
+        """Like ``cached``, for a feature built from other cached features: ``fn(batch)`` receives the batch (a
+        part of a concatenation, each in turn), so it can read their caches. It must still be row-wise: each
+        row's value may depend on that item only."""
+        value = self._cache.get(key)
+        if value is None:
+            value = _concat([part.derived(key, fn) for part in self._parts]) if self._parts else fn(self)
+            self._cache[key] = value
+        return value
+
     def subset(self, idx: Sequence[int] | np.ndarray) -> Batch:
         idx = np.asarray(idx, dtype=np.int64)
         items = [self.items[i] for i in idx]

@@ -1,15 +1,15 @@
 """Fast text features with no model download: hashed, sublinear-tf, L2-normalised n-gram vectors.
 
-Word 1-2 grams are hashed by scikit-learn's ``HashingVectorizer`` (murmurhash); char_wb 2-4 grams
-by :func:`char_wb_counts`, a numpy version of the same analyzer. Rows are L2-normalised, so a dot
+Word 1-2 grams are hashed by scikit-learn's ``HashingVectorizer`` (murmurhash); char_wb 2-4 grams by
+:func:`char_wb_counts`, a numpy version of the same analyzer. Rows are L2-normalised, so a dot
 product of two rows is their cosine similarity. Features are computed once per batch through
 :meth:`Batch.cached` (the cached functions depend on the items only, as ``Batch`` requires) and
 shared by every tool: the classifier and retrieval use the same word part; the character part is
-only computed when a tool asks for it. Nothing here depends on training data, so the cached
-matrices stay valid across retrains; tools that want IDF weighting apply it on top (see
-:func:`idf_weights` and :func:`reweight`). Features computed on ``batch.subset(rows)`` stay in the
-subset's cache: compute them on the whole batch first (the tools' ``prepare(batch)``) to share
-them between tools and with the learner.
+only computed when a tool asks for the word+char mix, which is cached instead of it. Nothing here
+depends on training data, so the cached matrices stay valid across retrains; tools that want IDF
+weighting apply it on top (see :func:`idf_weights` and :func:`reweight`). Features computed on
+``batch.subset(rows)`` stay in the subset's cache: compute them on the whole batch first (the tools'
+``prepare(batch)``) to share them between tools and with the learner.
 """
 
 from __future__ import annotations
@@ -130,12 +130,9 @@ def word_features(batch: Batch, n_features: int) -> sp.csr_matrix:
     )
 
 
-def char_features(batch: Batch, n_features: int) -> sp.csr_matrix:
-    """L2-normalised sublinear tf of char_wb 2-4 grams, cached per batch under ``hashed_chars:{n_features}``."""
-    return batch.cached(
-        f"hashed_chars:{n_features}",
-        lambda items: l2_normalize(_sublinear(char_wb_counts(_texts(items), n_features))),
-    )
+def _char_part(items: list[Item], n_features: int) -> sp.csr_matrix:
+    """L2-normalised sublinear tf of char_wb 2-4 grams (read by the mix only, so not cached on its own)."""
+    return l2_normalize(_sublinear(char_wb_counts(_texts(items), n_features)))
 
 
 def text_features(batch: Batch, n_features: int = 2**18, char_ngrams: bool = True) -> sp.csr_matrix:
@@ -143,14 +140,16 @@ def text_features(batch: Batch, n_features: int = 2**18, char_ngrams: bool = Tru
 
     Word 1-2 grams (lowercased, see :data:`WORD_TOKEN_PATTERN`) and, with ``char_ngrams``, char_wb
     2-4 grams hashed into the same space, the two parts weighted equally (so the ~5x more numerous
-    char n-grams do not drown the words). The word and char parts are computed once per batch
-    (``Batch.cached``, keyed by kind and width) and shared by every tool; mixing them is a cheap
-    sparse sum. Callers must not modify the returned matrix.
+    char n-grams do not drown the words). The word part and the mix are computed once per batch
+    (``Batch.cached``/``Batch.derived``, keyed by kind and width: ``hashed_words:{n_features}`` and
+    ``hashed_text:{n_features}``) and shared by every tool; subsets and training sets carry them.
+    Callers must not modify the returned matrix.
     """
-    words = word_features(batch, n_features)
     if not char_ngrams:
-        return words
-    return l2_normalize(sp.csr_matrix(words + char_features(batch, n_features), dtype=np.float32))
+        return word_features(batch, n_features)
+    # The char part is only read here: it is not cached on its own, so subsets copy two matrices, not three.
+    return batch.derived(f"hashed_text:{n_features}", lambda part: l2_normalize(sp.csr_matrix(
+        word_features(part, n_features) + _char_part(part.items, n_features), dtype=np.float32)))
 
 
 def idf_weights(n_docs: int, doc_freq: np.ndarray) -> np.ndarray:
@@ -161,14 +160,23 @@ def idf_weights(n_docs: int, doc_freq: np.ndarray) -> np.ndarray:
 def reweight(x: sp.csr_matrix, column_map: np.ndarray, weights: np.ndarray) -> sp.csr_matrix:
     """Select and reweight columns: column ``j`` of ``x`` becomes column ``column_map[j]`` (dropped if
     negative) multiplied by ``weights[column_map[j]]``; rows are L2-normalised again. Returns a new
-    CSR matrix with ``len(weights)`` columns; ``x`` is not modified.
+    CSR matrix with ``len(weights)`` columns; ``x`` is not modified. An int32 ``column_map`` (see
+    :func:`column_map`) keeps every index array int32, which scipy then takes as is instead of checking
+    and converting.
     """
     new_idx = column_map[x.indices]
     keep = new_idx >= 0
-    row_counts = row_sums(keep.astype(np.int64), x.indptr)
-    indptr = np.zeros(x.shape[0] + 1, dtype=np.int64)
-    np.cumsum(row_counts, out=indptr[1:])
+    kept = np.zeros(len(keep) + 1, dtype=np.int32 if len(keep) < 2**31 else np.int64)
+    np.cumsum(keep, out=kept[1:])  # kept entries before each position: the new indptr, read at the old one
+    indptr = kept[x.indptr]
     idx = new_idx[keep]
     data = x.data[keep] * weights[idx]
     out = sp.csr_matrix((data.astype(np.float32, copy=False), idx, indptr), shape=(x.shape[0], len(weights)))
     return l2_normalize(out)
+
+
+def column_map(n_features: int, cols: np.ndarray) -> np.ndarray:
+    """Hashed column -> selected column (``cols[k]`` -> ``k``; -1 elsewhere), int32 for :func:`reweight`."""
+    out = np.full(n_features, -1, dtype=np.int32)
+    out[cols] = np.arange(len(cols), dtype=np.int32)
+    return out

@@ -25,7 +25,7 @@ import scipy.sparse as sp
 from policies.exceptions import ToolError
 from policies.model import RetrievalSpec
 from tools.base import Batch, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.features import idf_weights, reweight, text_features
+from tools.features import column_map, idf_weights, reweight, text_features
 from tools.labels import label_positions, training_labels
 
 STOP_FRACTION = 0.05
@@ -213,14 +213,14 @@ class Retrieval:
             added = sp.csr_matrix((0, n_features), dtype=np.float32)
             items = []
         if old is None:
-            raw, df = added, np.zeros(n_features, dtype=np.int64)
+            raw, df = added, np.zeros(n_features, dtype=np.int32)
             keys: tuple[str, ...] = ()
             snippets: tuple[str, ...] = ()
             rows_of_text: dict[str, tuple[int, ...]] = {}
         else:
             raw = sp.vstack([old.raw, added], format="csr", dtype=np.float32) if len(items) else old.raw
             df, keys, snippets, rows_of_text = old.df.copy(), old.keys, old.snippets, dict(old.rows_of_text)
-        df += np.bincount(added.indices, minlength=n_features)
+        np.add.at(df, added.indices, 1)  # the few added rows' columns (a bincount would sweep every column twice)
         base = len(keys)
         for offset, item in enumerate(items):
             row_of_key[item.key] = base + offset
@@ -232,13 +232,13 @@ class Retrieval:
         labels = np.concatenate([labels, new_labels])
         n = len(keys)
         cap = max(STOP_MIN_POSTINGS, STOP_FRACTION * n)
-        cols = np.flatnonzero((df > 0) & (df <= cap))
-        column_map = np.full(n_features, -1, dtype=np.int64)
-        column_map[cols] = np.arange(len(cols))
+        used = np.flatnonzero(df)
+        cols = used[df[used] <= cap]
+        col_map = column_map(n_features, cols)
         idf = idf_weights(n, df[cols])
-        index_t = reweight(raw, column_map, idf).T.tocsr()
+        index_t = reweight(raw, col_map, idf).T.tocsr()
         self._fits += 1
-        return _Index(f"{self.name}-v{self._fits}", raw, df, column_map, idf, index_t, keys, labels, snippets,
+        return _Index(f"{self.name}-v{self._fits}", raw, df, col_map, idf, index_t, keys, labels, snippets,
                       row_of_key, rows_of_text)
 
 

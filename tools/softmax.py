@@ -81,9 +81,12 @@ def _blas_controller() -> ThreadpoolController | None:
 def _fit(x: sp.csr_matrix, y: np.ndarray, k: int, c: float, coef0: np.ndarray | None,
          intercept0: np.ndarray | None, max_iter: int, tol: float, memory: int) -> SoftmaxFit:
     n, d = x.shape
-    xt = x.T.tocsr()
     lam = np.float32(1.0 / (c * n))
     if k == 2:
+        # The gradient's product with the transpose as a CSC view (no copy): its vector product adds the same terms
+        # in the same order as a CSR copy's, as fast, and the copy cost ~5 products. With many classes the CSR
+        # copy pays off (its matrix product is ~25% faster).
+        xt = x.T
         w0 = np.zeros(d + 1, dtype=np.float32)
         if coef0 is not None:
             w0[:d] = coef0[:, 1] - coef0[:, 0]
@@ -93,6 +96,7 @@ def _fit(x: sp.csr_matrix, y: np.ndarray, k: int, c: float, coef0: np.ndarray | 
         half = w / 2
         coef = np.stack([-half[:d], half[:d]], axis=1)
         return SoftmaxFit(coef, np.array([-half[d], half[d]], dtype=np.float32), iterations, evaluations, f)
+    xt = x.T.tocsr()
     w0 = np.zeros(d * k + k, dtype=np.float32)
     if coef0 is not None:
         w0[: d * k] = np.asarray(coef0, dtype=np.float32).reshape(-1)
@@ -125,7 +129,7 @@ def _multinomial(x: sp.csr_matrix, xt: sp.csr_matrix, y: np.ndarray, k: int, lam
     return loss_grad
 
 
-def _binary(x: sp.csr_matrix, xt: sp.csr_matrix, y: np.ndarray, lam: np.float32) -> LossGrad:
+def _binary(x: sp.csr_matrix, xt: sp.spmatrix, y: np.ndarray, lam: np.float32) -> LossGrad:
     n, d = x.shape
     sign = np.where(y == 1, 1.0, -1.0).astype(np.float32)
     target = (y == 1).astype(np.float32)

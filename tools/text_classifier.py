@@ -21,7 +21,7 @@ from sklearn.feature_extraction import FeatureHasher
 
 from policies.model import TextClassifierSpec
 from tools.base import Batch, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.features import WORD_TOKEN_PATTERN, idf_weights, reweight, text_features
+from tools.features import WORD_TOKEN_PATTERN, column_map, idf_weights, reweight, text_features
 from tools.labels import label_positions, training_labels
 from tools.metadata import MetadataEncoding, metadata_values
 from tools.softmax import fit_softmax, softmax_rows
@@ -173,10 +173,9 @@ class TextClassifier:
         counts = np.bincount(x_all.indices, minlength=x_all.shape[1])  # document frequency (rows hold unique columns)
         cols = np.flatnonzero(counts >= (2 if n >= PRUNE_SINGLETONS_FROM else 1))
         df = counts[cols]
-        column_map = np.full(x_all.shape[1], -1, dtype=np.int64)
-        column_map[cols] = np.arange(len(cols))
+        col_map = column_map(x_all.shape[1], cols)
         idf = idf_weights(n, df)
-        x = reweight(x_all, column_map, idf)
+        x = reweight(x_all, col_map, idf)
         meta = None
         if self._meta_keys:
             raw = metadata_values(batch, self._meta_keys)
@@ -190,7 +189,7 @@ class TextClassifier:
         word_ids, vocabulary = self._vocab.names(batch, cols)
         self._fits += 1
         model = _Model(
-            version=f"{self.name}-v{self._fits}", classes=class_names, column_map=column_map, idf=idf,
+            version=f"{self.name}-v{self._fits}", classes=class_names, column_map=col_map, idf=idf,
             coef=result.coef, intercept=result.intercept, meta=meta,
             word_ids=word_ids, vocabulary=vocabulary,
             unseen_prob=1.0 / (n + len(self.labels)), trained_on=n,

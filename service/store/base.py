@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import secrets
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
@@ -85,6 +85,18 @@ class StoreBase:
         self.sqlite = is_sqlite(engine)
         self._project_ids: dict[str, int] = {}
         self._policies: dict[tuple[int, int], Policy] = {}
+        self._statements: dict[str, Any] = {}
+
+    def _statement(self, name: str, build: Callable[[], T]) -> T:
+        """The statement ``build()`` makes, built once per store: what varies between calls is a bind parameter.
+
+        SQLAlchemy then reuses the statement's cache key (memoised on the object) and its compiled form instead
+        of building a new tree, and hashing it, on every call (~0.3-1 ms a statement on the hot paths).
+        """
+        stmt = self._statements.get(name)
+        if stmt is None:
+            stmt = self._statements[name] = build()
+        return stmt
 
     # --- caches ----------------------------------------------------------------------------------------
 

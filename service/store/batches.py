@@ -5,7 +5,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
@@ -86,22 +86,28 @@ class BatchesMixin(StoreBase):
             except IntegrityError as exc:
                 raise ConflictError(f"an item of this batch already has a label or review task under "
                                     f"{result.policy_key}; nothing was written ({exc.orig})") from None
+            settle = self._statement("record_settle", lambda: update(item_t).where(
+                item_t.c.id.in_(bindparam("ids", expanding=True))).values(
+                status=bindparam("new_status"), lease_owner=None, lease_token=None, lease_expires_at=None,
+                updated_at=bindparam("now")))
             for status, ids in (("labeled", labeled_ids), ("in_review", review_ids)):
                 for part in chunks(ids):
-                    conn.execute(update(item_t).where(item_t.c.id.in_(part)).values(
-                        status=status, lease_owner=None, lease_token=None, lease_expires_at=None, updated_at=now))
+                    conn.execute(settle, {"ids": list(part), "new_status": status, "now": now})
         return RecordResult(labeled=len(labels), queued=len(tasks), votes=len(votes), fenced=fenced)
 
     def _writable_items(self, conn: Connection, project_id: int, keys: list[str], lease_token: str | None,
                         now: datetime) -> dict[str, int]:
         """external id -> item id for the items this call may write (row-locked on PostgreSQL)."""
-        cols = (item_t.c.id, item_t.c.external_id, item_t.c.status, item_t.c.lease_token, item_t.c.lease_expires_at)
+        def build() -> Any:
+            query = select(item_t.c.id, item_t.c.external_id, item_t.c.status, item_t.c.lease_token,
+                           item_t.c.lease_expires_at).where(item_t.c.project_id == bindparam("pid"),
+                                                            item_t.c.external_id.in_(bindparam("keys", expanding=True)))
+            return query if self.sqlite else query.with_for_update()
+
+        query = self._statement("record_writable", build)
         out: dict[str, int] = {}
         for part in chunks(keys):
-            query = select(*cols).where(item_t.c.project_id == project_id, item_t.c.external_id.in_(part))
-            if not self.sqlite:
-                query = query.with_for_update()
-            for item_id, key, status, token, expires in conn.execute(query):
+            for item_id, key, status, token, expires in conn.execute(query, {"pid": project_id, "keys": list(part)}):
                 live = expires is not None and expires > now
                 if lease_token is not None:
                     ok = status == "leased" and token == lease_token and live

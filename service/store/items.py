@@ -6,7 +6,7 @@ from collections.abc import Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, case, func, select, union_all, update
+from sqlalchemy import Connection, Select, bindparam, case, func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -30,6 +30,11 @@ from service.store.types import IngestResult
 from tools.base import Item as ToolItem
 
 _RELEASED = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
+# Conditions of the claim's prebuilt statements (``StoreBase._statement``), on bind parameters pid and now.
+_EXPIRED = ((item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "leased")
+            & (item_t.c.lease_expires_at <= bindparam("now")))
+_PENDING = (item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "pending")
+_IDS = bindparam("ids", expanding=True)
 MAX_ERROR_CHARS = 2000
 
 
@@ -89,9 +94,10 @@ class ItemsMixin(StoreBase):
             if not self.sqlite:
                 conn.execute(select(project_t.c.id).where(project_t.c.id == pid).with_for_update(key_share=True))
             existing: set[str] = set()
+            known = self._statement("ingest_existing", lambda: select(item_t.c.external_id).where(
+                item_t.c.project_id == bindparam("pid"), item_t.c.external_id.in_(bindparam("keys", expanding=True))))
             for part in chunks(list(seen)):
-                existing.update(conn.execute(select(item_t.c.external_id).where(
-                    item_t.c.project_id == pid, item_t.c.external_id.in_(part))).scalars())
+                existing.update(conn.execute(known, {"pid": pid, "keys": list(part)}).scalars())
             fresh = [(it, lab) for it, lab in zip(rows, client, strict=True) if it.key not in existing]
             duplicates.extend(k for k in seen if k in existing)
             if not fresh:
@@ -141,41 +147,45 @@ class ItemsMixin(StoreBase):
         token = new_token()
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            expired = (item_t.c.project_id == pid) & (item_t.c.status == "leased") & (item_t.c.lease_expires_at <= now)
-            conn.execute(update(item_t).where(expired, item_t.c.attempts >= self.settings.max_attempts)
-                         .values(status="failed", updated_at=now, **_RELEASED))
-            pending = (item_t.c.project_id == pid) & (item_t.c.status == "pending")
-            ids = self._claimable_ids(conn, expired, pending, size)
+            params = {"pid": pid, "now": now, "size": size}
+            conn.execute(self._statement("claim_fail", lambda: update(item_t).where(
+                _EXPIRED, item_t.c.attempts >= bindparam("max_attempts")
+            ).values(status="failed", updated_at=bindparam("now"), **_RELEASED)),
+                         {**params, "max_attempts": self.settings.max_attempts})
+            ids = self._claimable_ids(conn, params)
             if not ids:
                 return token, []
             # no re-check of the status here: the ids are ours (SQLite: write lock; PostgreSQL: row locks), and
             # with one SQLite would plan a scan of every pending item instead of a primary-key lookup
-            rows = conn.execute(
-                update(item_t).where(item_t.c.id.in_(ids))
-                .values(status="leased", lease_owner=worker, lease_token=token, lease_expires_at=expires,
-                        attempts=item_t.c.attempts + 1, updated_at=now)
-                .returning(item_t.c.seq, item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta)
-            ).all()
+            claim = self._statement("claim_lease", lambda: update(item_t).where(item_t.c.id.in_(_IDS)).values(
+                status="leased", lease_owner=bindparam("worker"), lease_token=bindparam("token"),
+                lease_expires_at=bindparam("expires"), attempts=item_t.c.attempts + 1, updated_at=bindparam("now"),
+            ).returning(item_t.c.seq, item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta))
+            rows = conn.execute(claim, {"ids": ids, "worker": worker, "token": token, "expires": expires,
+                                        "now": now}).all()
             # the batch's image bytes in one query (they live apart so that the claim above stays small)
-            images = dict(conn.execute(select(image_t.c.item_id, image_t.c.data).where(image_t.c.item_id.in_(ids))
-                                       ).all())
+            images = dict(conn.execute(self._statement("claim_images", lambda: select(
+                image_t.c.item_id, image_t.c.data).where(image_t.c.item_id.in_(_IDS))), {"ids": ids}).all())
         rows.sort(key=lambda r: r[0])
         return token, [to_item(r[2], r[3], r[4], images.get(r[1])) for r in rows]
 
-    def _claimable_ids(self, conn: Connection, expired: Any, pending: Any, size: int) -> list[int]:
+    def _claimable_ids(self, conn: Connection, params: dict[str, Any]) -> list[int]:
         """The ``size`` oldest claimable ids: expired leases and pending items, each read in index order."""
         def oldest(cond: Any) -> Select[Any]:
-            return select(item_t.c.id, item_t.c.seq).where(cond).order_by(item_t.c.seq).limit(size)
+            return select(item_t.c.id, item_t.c.seq).where(cond).order_by(item_t.c.seq).limit(bindparam("size"))
 
         if self.sqlite:  # the write lock is already held (BEGIN IMMEDIATE): nobody else can claim meanwhile
-            both = union_all(select(oldest(expired).subquery()), select(oldest(pending).subquery()))
-            sub = both.subquery()
-            return list(conn.execute(select(sub.c.id).order_by(sub.c.seq).limit(size)).scalars())
+            def both() -> Select[Any]:
+                sub = union_all(select(oldest(_EXPIRED).subquery()), select(oldest(_PENDING).subquery())).subquery()
+                return select(sub.c.id).order_by(sub.c.seq).limit(bindparam("size"))
+            return list(conn.execute(self._statement("claimable", both), params).scalars())
         found: list[tuple[int, int]] = []
-        for cond in (expired, pending):  # row locks; rows other workers are claiming are skipped, not waited on
-            found.extend(conn.execute(oldest(cond).with_for_update(skip_locked=True)).all())
+        for name, cond in (("claimable_expired", _EXPIRED), ("claimable_pending", _PENDING)):
+            # row locks; rows other workers are claiming are skipped, not waited on
+            query = self._statement(name, lambda cond=cond: oldest(cond).with_for_update(skip_locked=True))
+            found.extend(conn.execute(query, params).all())
         found.sort(key=lambda r: r[1])
-        return [r[0] for r in found[:size]]
+        return [r[0] for r in found[:params["size"]]]
 
     def extend_lease(self, project: str, token: str, *, lease_seconds: float | None = None,
                      now: datetime | None = None) -> int:

@@ -82,12 +82,12 @@ class LearningMixin(StoreBase):
     def save_model_version(self, project: str, policy_key: str, info: ModelInfo) -> None:
         """Remember a trained model version (idempotent per project, policy, tool and version)."""
         insert_ = sqlite_insert if self.sqlite else pg_insert
+        stmt = self._statement("save_model_version", lambda: insert_(model_t).on_conflict_do_nothing(
+            index_elements=["project_id", "policy_key", "tool", "version"]))
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            conn.execute(insert_(model_t).values(
-                project_id=pid, policy_key=policy_key, tool=info.tool, version=info.version,
-                trained_on=info.trained_on, metrics=dict(info.metrics), created_at=utcnow(),
-            ).on_conflict_do_nothing(index_elements=["project_id", "policy_key", "tool", "version"]))
+            conn.execute(stmt, {"project_id": pid, "policy_key": policy_key, "tool": info.tool, "version": info.version,
+                                "trained_on": info.trained_on, "metrics": dict(info.metrics), "created_at": utcnow()})
 
     def list_model_versions(self, project: str, tool: str | None = None) -> list[ModelVersionPublic]:
         """Model versions, oldest first."""

@@ -50,8 +50,10 @@ def test_parts_are_cached_once_per_batch_and_shared() -> None:
     assert text_features(batch, 2**14, False) is words  # cached, not recomputed
     assert set(batch._cache) == {"hashed_words:16384"}
     mixed = text_features(batch, 2**14, True)
-    assert mixed.nnz > words.nnz and set(batch._cache) == {"hashed_words:16384", "hashed_chars:16384"}
+    assert mixed.nnz > words.nnz
+    assert set(batch._cache) == {"hashed_words:16384", "hashed_text:16384"}  # the char part is only in the mix
     assert text_features(batch, 2**14, False) is words  # the word part was reused, not recomputed
+    assert text_features(batch, 2**14, True) is mixed  # and so is the mix
     other = text_features(batch, 2**13, False)
     assert other.shape[1] == 2**13 and "hashed_words:8192" in batch._cache
 
@@ -123,3 +125,16 @@ def test_word_features_are_fast_on_sms(sms_rows: list[dict[str, str]]) -> None:
     text_features(Batch(items), 2**18, True)
     elapsed = time.perf_counter() - start
     assert len(items) / elapsed > 4_000, f"{len(items) / elapsed:.0f} texts/s"  # measured ~30,000 with char n-grams
+
+
+def test_the_mix_of_a_subset_or_concatenation_equals_the_rows_of_the_mix() -> None:
+    items = [Item(str(i), f"Message {i}: WIN a prize, txt {i * 7} now" * (1 + i % 3)) for i in range(12)]
+    whole = text_features(Batch(items), 2**12, True)
+    first, second = Batch(items[:5]), Batch(items[5:])
+    text_features(first, 2**12, True)  # one part carries the mix, the other is computed when concatenated
+    joined = text_features(Batch.concat([first, second]), 2**12, True)
+    picked = text_features(Batch(items).subset([7, 2, 11]), 2**12, True)
+    for got, rows in ((joined, range(12)), (picked, [7, 2, 11])):
+        want = whole[list(rows)]
+        assert (got.indptr == want.indptr).all() and (got.indices == want.indices).all()
+        assert (got.data == want.data).all()  # bit for bit: the mix is row-wise

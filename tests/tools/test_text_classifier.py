@@ -211,9 +211,9 @@ def test_prepare_caches_the_features_so_subsets_and_training_reuse_them() -> Non
     clf = make(metadata_features=["x"])
     batch = Batch([Item(str(i), f"text {i}", {"x": i}) for i in range(6)])
     clf.prepare(batch)
-    assert {"hashed_words:262144", "hashed_chars:262144", "metadata_numeric:x"} <= set(batch._cache)
+    assert {"hashed_words:262144", "hashed_text:262144", "metadata_numeric:x"} <= set(batch._cache)
     sub = batch.subset([1, 3])
-    assert {"hashed_words:262144", "hashed_chars:262144"} <= set(sub._cache)  # carried into subsets
+    assert {"hashed_words:262144", "hashed_text:262144"} <= set(sub._cache)  # carried into subsets
 
 
 def test_warm_start_maps_columns_and_classes_by_name(sms_rows: list[dict[str, str]]) -> None:
