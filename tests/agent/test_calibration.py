@@ -90,6 +90,27 @@ def test_guarantee_holds_in_95_percent_of_trials(alpha: float, n: int) -> None:
     assert violations / trials <= 0.05
 
 
+def test_a_confident_mistake_at_the_top_does_not_block_a_large_calibration_set() -> None:
+    # 1,000 items the models call 97-100% sure (mean stated error 1.5%: all of them claimed at alpha 0.02),
+    # one mistake at rank 10 (a mislabeled item, say). Starting at n_0 = 149 nothing passes; starting at the
+    # largest allowance count within half of the claimed 1,000 (456, 4 errors allowed) everything does.
+    conf = np.linspace(1.0, 0.97, 1000)
+    correct = np.ones(1000, dtype=bool)
+    correct[9] = False
+    assert choose_threshold(conf, correct, alpha=0.02, delta=0.05, start_share=0.0).threshold is None
+    r = choose_threshold(conf, correct, alpha=0.02, delta=0.05)
+    assert r.n_above == 1000 and r.errors_above == 1
+
+
+def test_a_model_that_claims_little_keeps_its_small_certificates() -> None:
+    # Stated errors are large (confidences down to 0.5, claimed: the top 80): the sequence starts at n_0 as
+    # ever, and the clean top half is certified up to its last allowance count although the rest is wrong.
+    conf = np.linspace(1.0, 0.5, 1000)
+    correct = np.r_[np.ones(500, dtype=bool), np.zeros(500, dtype=bool)]
+    r = choose_threshold(conf, correct, alpha=0.02, delta=0.05)
+    assert r.n_above == 456 and r.errors_above == 0
+
+
 def _tail_true_error(t: float) -> float:
     # 94% of items: confidence U(0.8, 1), 0.1% wrong; 6%: U(0.5, 0.8), P(wrong | c) = (0.8 - c) / 0.3.
     if t >= 0.8:
