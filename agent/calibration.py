@@ -68,7 +68,7 @@ def choose_threshold(
     *,
     alpha: float,
     delta: float,
-    start_share: float = 0.5,
+    start_share: float = 0.75,
 ) -> ThresholdResult:
     """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
 
