@@ -39,7 +39,7 @@ from tests.service.runtime.helpers import (
     worker_process,
 )
 
-N_ITEMS = 400
+N_ITEMS = 600  # long enough for two kills after the restart: the agent auto-labels this stream quickly
 KILL_EVERY = 2.5
 RESTART_AT = N_ITEMS // 5  # labeled items before the restart: the workers are past loading, mid-batch
 WORKER_SETTINGS = {**FAST, "lease_seconds": 3.0, "max_attempts": 100}
