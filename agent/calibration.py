@@ -68,16 +68,23 @@ def choose_threshold(
     *,
     alpha: float,
     delta: float,
-    step: float = 0.1,
+    start_share: float = 0.75,
 ) -> ThresholdResult:
     """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
 
     Candidates are the confidences at the calibration counts ``n_0 < n_1 < n_2 < ...`` from the top,
     where ``n_k`` is the smallest count at which ``k`` errors can still pass: each test is made where
     it has the most room for one more error, so a single early mistake does not end the scan (a
-    finer grid would test, and fail, just past it). Past the last ``n_k`` the grid continues
-    geometrically by ``step``. The grid depends on the counts only, never on correctness, which keeps
-    the fixed-sequence test valid.
+    finer grid would test, and fail, just past it). Past the last ``n_k <= n`` every count up to ``n``
+    is a candidate: there ``k`` errors pass and ``k + 1`` do not (``n_{k+1} > n``), so the passing
+    counts form a prefix and testing each one finds its end.
+
+    The sequence starts at the largest ``n_k`` at most ``start_share * m`` (at ``n_0`` if there is none),
+    where ``m`` is the largest count whose mean stated error ``1 - confidence`` is at most ``alpha``: what the
+    models claim they could certify. Certificates covering less than that share of it are given up, and in
+    exchange one confident mistake among the very top items (a mislabeled item, say) cannot block a large
+    calibration set any more (starting at ``n_0``, every test needs zero errors among the top ``n_0``). The
+    grid depends on the counts and confidences only, never on correctness, which keeps the test valid.
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
@@ -87,8 +94,13 @@ def choose_threshold(
     if n_total < min_sample_size(alpha, delta):
         return ThresholdResult(None, n_total, 0, 0, 1.0)
     order = np.argsort(-conf, kind="stable")
+    conf_sorted = conf[order]
     counts = [n for n in allowance_counts(alpha, delta, n_total) if n <= n_total]
-    return _scan(conf[order], np.cumsum(~ok[order]), counts, step, alpha, delta)
+    stated = np.cumsum(1.0 - conf_sorted) / np.arange(1, n_total + 1)  # non-decreasing: confidences fall
+    claimed = int(np.searchsorted(stated, alpha, side="right"))
+    skip = sum(1 for n in counts if n <= start_share * claimed)
+    counts = counts[max(skip - 1, 0):]
+    return _scan(conf_sorted, np.cumsum(~ok[order]), counts, alpha, delta)
 
 
 @lru_cache(maxsize=256)
@@ -115,19 +127,11 @@ def allowance_counts(alpha: float, delta: float, n_max: int) -> list[int]:
     return out
 
 
-def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], step: float, alpha: float,
+def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], alpha: float,
           delta: float) -> ThresholdResult:
-    """The fixed sequence over ``counts`` (then geometric), stopping at the first failed test."""
+    """The fixed sequence over ``counts``, then every count up to ``n``, stopping at the first failed test."""
     n_total = conf_sorted.shape[0]
-    counts = list(counts)
-    c = float(counts[-1])
-    while True:
-        c = max(c * (1.0 + step), c + 1.0)
-        if int(c) > n_total:
-            break
-        counts.append(int(c))
-    if counts[-1] != n_total:
-        counts.append(n_total)
+    counts = [*counts, *range(counts[-1] + 1, n_total + 1)]
     cand = conf_sorted[np.asarray(counts) - 1]
     # With ties, "confidence >= t" can include more items than the nominal count.
     n_at = np.searchsorted(-conf_sorted, -cand, side="right")

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
-from agent.calibration import ThresholdResult, choose_threshold, detect_drift
+from agent.calibration import ThresholdResult, choose_threshold, detect_drift, min_sample_size
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
@@ -33,6 +33,8 @@ CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream un
 RESCORE_FOLDS = 4
 RESCORE_GROWTH = 1.1  # rescore the calibration set when the ground truth grew by this factor
 RESCORE_MIN = 40
+AUDIT_PER_ESCALATION = 0.5  # while the calibration set is small: audits per item left to humans
+FINE_CALIBRATION = 8  # ... i.e. under this many times the fewest items that can certify (alpha 0.02: 1,192)
 AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
 
 
@@ -297,13 +299,28 @@ class Learner:
             y = np.asarray([self._gt_y[r] for r in self._iid_rows[start:]])
             correct = np.asarray(self._iid_pred[start:]) == y
             calib = choose_threshold(self._iid_conf[start:], correct, alpha=policy.alpha, delta=policy.delta)
-        audit_rate = 1.0 if calib.threshold is None else policy.audit_rate
+        audit_rate = 1.0 if calib.threshold is None else self._audit_rate(calib)
         versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
         self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1,
                                       drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS)
         return self.snapshot
+
+
+    def _audit_rate(self, calib: ThresholdResult) -> float:
+        """``policy.audit_rate``, raised to ``AUDIT_PER_ESCALATION`` times the share escalated while the
+        calibration set is small (under ``FINE_CALIBRATION`` times the fewest items that can certify).
+
+        With a small calibration set the certificate is coarse (``k`` errors allowed from ``n_k`` on), and the
+        share it leaves to humans is paid on every item; audits grow the set to the next ``n_k`` sooner. The
+        audit draw never looks at the item, so cold start plus audits stay a uniform sample of the stream.
+        """
+        policy = self.policy
+        if calib.n_calibration >= FINE_CALIBRATION * min_sample_size(policy.alpha, policy.delta):
+            return policy.audit_rate
+        below = 1.0 - calib.n_above / max(calib.n_calibration, 1)  # the calibration set samples the stream
+        return min(1.0, max(policy.audit_rate, AUDIT_PER_ESCALATION * below))
 
 
 def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, entry: object) -> None:

@@ -119,3 +119,28 @@ def test_drift_restarts_calibration() -> None:
     assert learner.snapshot.drift
     assert learner.snapshot.threshold is None  # recent data took over and does not support a threshold
     assert learner.snapshot.audit_rate == 1.0
+
+
+def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small() -> None:
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    learner = Learner(policy(min_calibration=60, audit_rate=0.01), [CountingLearner("clf", {})])
+    items = make_items(400)
+
+    def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
+        n = len(batch_items)
+        trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
+                            np.asarray(conf), ["ham"] * n, ["cold_start"] * n, np.zeros(n, bool))
+        learner.remember(trace)
+        learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct,
+                                                                                     strict=True)])
+        return learner.recalibrate()
+
+    # 150 confident and right, 50 unsure and half wrong: the certificate covers the 150 (alpha 0.1).
+    snap = feed(items[:200], [0.97] * 150 + [0.6] * 50, [True] * 150 + [i % 2 == 0 for i in range(50)])
+    assert snap.calibration.n_above == 150
+    assert snap.audit_rate == 0.5 * 50 / 200  # AUDIT_PER_ESCALATION times the share left to humans
+    # 8 x 29 = 232 calibration items (the fewest that can certify at alpha 0.1 is 29): the policy's rate again.
+    snap = feed(items[200:300], [0.97] * 100, [True] * 100)
+    assert snap.calibration.threshold is not None and snap.audit_rate == 0.01

@@ -39,7 +39,7 @@ from tests.service.runtime.helpers import (
     worker_process,
 )
 
-N_ITEMS = 400
+N_ITEMS = 600  # long enough for two kills after the restart: the agent auto-labels this stream quickly
 KILL_EVERY = 2.5
 KILL_EVERY_ITEMS = N_ITEMS // 8  # ... or every this many items labeled, whichever comes first: fast workers too
 RESTART_AT = N_ITEMS // 5  # labeled items before the restart: the workers are past loading, mid-batch
