@@ -20,7 +20,7 @@ from policies import Policy
 from policies.exceptions import ToolError
 from service.datasets import LabeledItem
 from tools.base import Batch, Item, Tool, ToolContext, TrainingSet
-from tools.registry import FACTORIES, build_tools
+from tools.registry import KINDS, build_tools
 
 PRE_ANNOTATION_THRESHOLD = 0.9
 AUDIT_RATE = 0.05
@@ -67,7 +67,7 @@ def single_tool_policy(policy: Policy, kind: str) -> Policy:
 
 def enrichment_policy(policy: Policy) -> Policy:
     """The policy with only its enabled enrichment tools (those whose kind ``enriches``), in policy order."""
-    specs = [t for t in policy.tools if t.enabled and getattr(FACTORIES.get(t.kind), "enriches", False)]
+    specs = [t for t in policy.tools if t.enabled and getattr(KINDS.get(t.kind), "enriches", False)]
     return policy.model_copy(update={"tools": specs})
 
 

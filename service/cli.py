@@ -15,7 +15,7 @@ from policies import InputError, LabelAgentError, Policy, example_policy, load_p
 from service.datasets import LabeledItem, load_csv
 from service.db import create_all, make_engine
 from service.replay import ReplayConfig, run_replay
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
 
 DEFAULT_DATA = Path("../shared/data")
@@ -45,8 +45,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         store = SqlStore(engine)
         bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
         config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit)
+        tools = build_tools(policy, env=tool_environment(get_settings()))  # endpoints from LABELAGENT_* settings
         try:
-            summary = asyncio.run(run_replay(rows, policy, build_tools(policy), store, config, on_batch=update))
+            summary = asyncio.run(run_replay(rows, policy, tools, store, config, on_batch=update))
         finally:
             if bar is not None:
                 bar.close()

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from functools import partial
 from typing import Annotated, Any
 
 from fastapi import Depends, Path, Request, Security
@@ -24,9 +25,10 @@ from policies import (
     RateLimitedError,
 )
 from service.feedback import FeedbackSink
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
 from tools.base import Tool
+from tools.environment import ToolEnvironment
 
 ToolFactory = Callable[[Policy], Sequence[Tool]]
 
@@ -134,18 +136,18 @@ REVIEWER = ("reviewer", "operator")
 ANY_ROLE = ("ingest", "reviewer", "operator")
 
 
-def build_tools(policy: Policy) -> Sequence[Tool]:
+def build_tools(policy: Policy, env: ToolEnvironment | None = None) -> Sequence[Tool]:
     """``tools.registry.build_tools``, imported when first needed (AgentError, a 503, if it cannot be)."""
     try:
         from tools.registry import build_tools as build
     except ImportError as exc:
         raise AgentError(f"tools cannot be built: tools.registry is not available ({exc})") from None
-    return build(policy)
+    return build(policy, env=env)
 
 
-def get_tool_factory() -> ToolFactory:
-    """Builds a policy's tools, for backtests."""
-    return build_tools
+def get_tool_factory(settings: SettingsDep) -> ToolFactory:
+    """Builds a policy's tools with the deployment's endpoints and limits, for backtests and predictions."""
+    return partial(build_tools, env=tool_environment(settings))
 
 
 ToolFactoryDep = Annotated[ToolFactory, Depends(get_tool_factory)]

@@ -27,6 +27,7 @@ import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass, field
+from functools import partial
 
 from agent.ports import BatchResult, GroundTruth
 from agent.runner import BatchLabeler
@@ -34,10 +35,11 @@ from policies import Policy
 from service.db import backoff_delay, is_transient, retry_transient
 from service.feedback import AnswerFeed
 from service.heartbeat import LeaseHeartbeat
-from service.settings import Settings, get_settings
+from service.settings import Settings, get_settings, tool_environment
 from service.store import RecordResult, SqlStore
 from service.worker import BatchOutcome, ProjectWorker
 from tools.base import Item, ModelInfo, Tool
+from tools.environment import ToolEnvironment
 
 log = logging.getLogger("labelagent.runtime")
 
@@ -55,11 +57,11 @@ def describe_error(exc: BaseException) -> str:
     return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
 
 
-def registry_tools(policy: Policy) -> Sequence[Tool]:
-    """The policy's tools, built by ``tools.registry`` (imported on first use)."""
+def registry_tools(policy: Policy, env: ToolEnvironment | None = None) -> Sequence[Tool]:
+    """The policy's tools, built by ``tools.registry`` (imported on first use) with the deployment's ``env``."""
     from tools.registry import build_tools
 
-    return build_tools(policy)
+    return build_tools(policy, env=env)
 
 
 @dataclass(slots=True)
@@ -121,7 +123,7 @@ class WorkerRuntime:
         self.settings = settings or get_settings()
         self.name = name
         self.only = frozenset(projects) if projects is not None else None
-        self.tools_factory = tools_factory or registry_tools
+        self.tools_factory = tools_factory or partial(registry_tools, env=tool_environment(self.settings))
         self.batch_size = batch_size or self.settings.batch_size
         self.lease_seconds = float(self.settings.lease_seconds)
         self.seed = seed

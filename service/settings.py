@@ -11,6 +11,7 @@ from functools import lru_cache
 from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
+from tools.environment import ToolEnvironment
 from tools.images import ImageLimits
 
 
@@ -113,3 +114,12 @@ def image_limits(settings: Settings) -> ImageLimits:
 def get_settings() -> Settings:
     """The process's settings; ``get_settings.cache_clear()`` re-reads the environment."""
     return Settings()
+
+
+def tool_environment(settings: Settings) -> ToolEnvironment:
+    """What the tools take from this deployment (``open_meteo_*``, ``llm_*``, the image limits)."""
+    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
+    return ToolEnvironment(open_meteo_archive_url=settings.open_meteo_archive_url,
+                           open_meteo_forecast_url=settings.open_meteo_forecast_url,
+                           llm_base_url=settings.llm_base_url, llm_model=settings.llm_model, llm_api_key=key,
+                           image_limits=image_limits(settings))

@@ -19,25 +19,29 @@ from PIL import Image
 from policies.exceptions import InputError
 from policies.model import ImageClassifierSpec
 from tools.base import Batch, Item, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.images import decode_image
+from tools.environment import ToolEnvironment
+from tools.images import ImageLimits, decode_image
 from tools.labels import label_positions, training_labels
 from tools.softmax import fit_softmax, softmax_rows
 
+DEFAULT_LIMITS = ImageLimits()
 
-def image_features(batch: Batch, size: int, cells: int, orientations: int) -> tuple[np.ndarray, list[str]]:
-    """((n, d) float32 features, per item "" or why its image could not be used)."""
+
+def image_features(batch: Batch, size: int, cells: int, orientations: int,
+                   limits: ImageLimits = DEFAULT_LIMITS) -> tuple[np.ndarray, list[str]]:
+    """((n, d) float32 features, per item "" or why its image could not be used under ``limits``)."""
 
     def build(items: list[Item]) -> list[tuple[np.ndarray, str]]:
-        return [_one(item, size, cells, orientations) for item in items]
+        return [_one(item, size, cells, orientations, limits) for item in items]
 
-    rows = batch.cached(f"image_features:{size}:{cells}:{orientations}", build)
+    rows = batch.cached(f"image_features:{size}:{cells}:{orientations}:{limits.max_pixels}:{limits.max_bytes}", build)
     return np.stack([r[0] for r in rows]) if rows else np.zeros((0, 0), np.float32), [r[1] for r in rows]
 
 
-def _one(item: Item, size: int, cells: int, orientations: int) -> tuple[np.ndarray, str]:
+def _one(item: Item, size: int, cells: int, orientations: int, limits: ImageLimits) -> tuple[np.ndarray, str]:
     width = size * size + cells * cells * orientations
     try:
-        image = decode_image(item.image)
+        image = decode_image(item.image, limits)
     except InputError as exc:
         return np.zeros(width, np.float32), str(exc)
     grey = np.asarray(image.convert("L").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32) / 255.0
@@ -74,8 +78,10 @@ class ImageClassifier:
 
     kind = "image_classifier"
 
-    def __init__(self, spec: ImageClassifierSpec, labels: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, spec: ImageClassifierSpec, labels: tuple[str, ...] | list[str], *,
+                 env: ToolEnvironment | None = None) -> None:
         self.spec = spec
+        self.limits = (env or ToolEnvironment()).image_limits
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
@@ -95,7 +101,7 @@ class ImageClassifier:
         self._features(batch)
 
     def _features(self, batch: Batch) -> tuple[np.ndarray, list[str]]:
-        return image_features(batch, self.spec.size, self.spec.cells, self.spec.orientations)
+        return image_features(batch, self.spec.size, self.spec.cells, self.spec.orientations, self.limits)
 
     async def predict(self, batch: Batch, context: ToolContext) -> Votes:
         model, labels, n = self._model, context.labels, len(batch)

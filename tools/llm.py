@@ -29,6 +29,7 @@ from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, System
 from policies.exceptions import ToolError
 from policies.model import LLMSpec
 from tools.base import Batch, ToolContext, Votes
+from tools.environment import ToolEnvironment
 
 INJECTION_PATTERNS = [
     r"\bignore\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instruction|prompt|rule|direction)s?",
@@ -99,23 +100,20 @@ def parse_label(message: BaseMessage, labels: tuple[str, ...]) -> tuple[str | No
     return label, "ok"
 
 
-def make_chat_model(spec: LLMSpec, settings: Any = None) -> BaseChatModel:
-    """An OpenAI-compatible chat model (vLLM, Ollama, hosted APIs) from the spec and settings."""
-    if settings is None:
-        from service.settings import get_settings
-
-        settings = get_settings()
+def make_chat_model(spec: LLMSpec, env: ToolEnvironment | None = None) -> BaseChatModel:
+    """An OpenAI-compatible chat model (vLLM, Ollama, hosted APIs) from the spec and the deployment's endpoint."""
+    env = env or ToolEnvironment()
     try:
         from langchain_openai import ChatOpenAI
     except ImportError:
         raise ToolError(f"tool {spec.name!r}: the llm tool needs langchain-openai; install the optional "
                         "extra: pip install 'labelagent[llm]'") from None
-    model = spec.model or settings.llm_model
-    base_url = spec.base_url or settings.llm_base_url
+    model = spec.model or env.llm_model
+    base_url = spec.base_url or env.llm_base_url
     if not model or not base_url:
         raise ToolError(f"tool {spec.name!r}: no model or endpoint; set model/base_url in the spec or "
                         "LABELAGENT_LLM_MODEL / LABELAGENT_LLM_BASE_URL")
-    key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else "not-needed"
+    key = env.llm_api_key or "not-needed"
     return ChatOpenAI(model=model, base_url=base_url, api_key=key, temperature=spec.temperature,
                       timeout=spec.timeout_seconds, max_retries=spec.max_retries)
 
@@ -126,12 +124,12 @@ class LLMTool:
     kind = "llm"
 
     def __init__(self, spec: LLMSpec, labels: tuple[str, ...] | list[str], *, model: BaseChatModel | None = None,
-                 settings: Any = None, retrieval: Any = None) -> None:
+                 env: ToolEnvironment | None = None, retrieval: Any = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
-        self.model = model if model is not None else make_chat_model(spec, settings)
+        self.model = model if model is not None else make_chat_model(spec, env)
         self.retrieval = retrieval  # a tools.retrieval.Retrieval, wired by the registry from ``examples_from``
         self.usage = {"input_tokens": 0, "output_tokens": 0, "price": 0.0, "calls": 0}
 

@@ -3,12 +3,14 @@
 from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
+from functools import partial
 from types import MappingProxyType
 from typing import Any
 
 from policies.exceptions import ToolError
 from policies.model import Policy
 from tools.base import Tool
+from tools.environment import ToolEnvironment
 from tools.image_classifier import ImageClassifier
 from tools.llm import LLMTool
 from tools.random_voter import RandomVoter
@@ -20,7 +22,8 @@ from tools.weather import WeatherTool
 
 Factory = Callable[[Any, tuple[str, ...]], Tool]
 
-FACTORIES: Mapping[str, Factory] = MappingProxyType({
+
+KINDS: Mapping[str, type] = MappingProxyType({  # tool kind -> its class
     "text_classifier": TextClassifier,
     "image_classifier": ImageClassifier,
     "retrieval": Retrieval,
@@ -30,6 +33,16 @@ FACTORIES: Mapping[str, Factory] = MappingProxyType({
     "llm": LLMTool,
     "remote_model": RemoteModelTool,
 })
+DEPLOYED_KINDS = frozenset({"image_classifier", "weather", "llm"})  # kinds that take the deployment's ``env``
+
+
+def factories_for(env: ToolEnvironment) -> Mapping[str, Factory]:
+    """Tool kind -> factory; the tools that talk to the deployment (endpoints, limits) get ``env``."""
+    return MappingProxyType({kind: partial(cls, env=env) if kind in DEPLOYED_KINDS else cls
+                             for kind, cls in KINDS.items()})
+
+
+FACTORIES: Mapping[str, Factory] = factories_for(ToolEnvironment())
 
 
 def build_tool(spec: Any, labels: Sequence[str], factories: Mapping[str, Factory] = FACTORIES) -> Tool:
@@ -42,8 +55,14 @@ def build_tool(spec: Any, labels: Sequence[str], factories: Mapping[str, Factory
     return factory(spec, tuple(labels))
 
 
-def build_tools(policy: Policy, factories: Mapping[str, Factory] = FACTORIES) -> list[Tool]:
-    """The policy's enabled tools, in policy order, each a fresh instance (models start untrained)."""
+def build_tools(policy: Policy, factories: Mapping[str, Factory] | None = None, *,
+                env: ToolEnvironment | None = None) -> list[Tool]:
+    """The policy's enabled tools, in policy order, each a fresh instance (models start untrained).
+
+    ``env``: the deployment's endpoints and limits (``service.settings.tool_environment``); the defaults
+    otherwise. ``factories`` replaces the kind -> factory mapping (tests)."""
+    if factories is None:
+        factories = factories_for(env or ToolEnvironment())
     labels = tuple(policy.labels)
     specs = [spec for spec in policy.tools if spec.enabled]
     tools = [build_tool(spec, labels, factories) for spec in specs]

@@ -11,14 +11,13 @@ graph degrades the items to the other tools.
 
 from __future__ import annotations
 
-from typing import Any
-
 import httpx
 import numpy as np
 
 from policies.exceptions import ToolError
 from policies.model import WeatherSpec
 from tools.base import Batch, Item, ToolContext, Votes
+from tools.environment import ToolEnvironment
 from tools.open_meteo import ClientConfig, HourKey, OpenMeteoClient, hour_of, parse_time
 
 UNITS = {"kmh": "km/h", "ms": "m/s", "mph": "mph", "kn": "kn"}
@@ -31,19 +30,14 @@ class WeatherTool:
     enriches = True
 
     def __init__(self, spec: WeatherSpec, labels: tuple[str, ...] | list[str], *,
-                 transport: httpx.AsyncBaseTransport | None = None, settings: Any = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, env: ToolEnvironment | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
-        archive, forecast = spec.archive_url, spec.forecast_url
-        if archive is None or forecast is None:
-            if settings is None:
-                from service.settings import get_settings
-
-                settings = get_settings()
-            archive = archive or settings.open_meteo_archive_url
-            forecast = forecast or settings.open_meteo_forecast_url
+        env = env or ToolEnvironment()
+        archive = spec.archive_url or env.open_meteo_archive_url
+        forecast = spec.forecast_url or env.open_meteo_forecast_url
         self.client = OpenMeteoClient(ClientConfig(
             archive_url=archive, forecast_url=forecast, hourly=tuple(spec.hourly),
             wind_speed_unit=spec.wind_speed_unit, place_decimals=spec.place_decimals,

@@ -13,6 +13,7 @@ from pydantic import Field
 from policies import ToolError
 from policies.model import LLMSpec, Policy, RetrievalSpec
 from tools.base import Batch, Item, ToolContext, TrainingSet, Votes
+from tools.environment import ToolEnvironment
 from tools.llm import LLMTool, build_messages, injection_suspected, make_chat_model
 from tools.registry import build_tools
 from tools.retrieval import Retrieval
@@ -128,7 +129,5 @@ def test_policy_rejects_examples_from_a_non_retrieval_tool() -> None:
 
 def test_factory_needs_an_endpoint() -> None:
     pytest.importorskip("langchain_openai")
-    from service.settings import Settings
-
     with pytest.raises(ToolError, match="no model or endpoint"):
-        make_chat_model(LLMSpec(name="llm"), Settings())
+        make_chat_model(LLMSpec(name="llm"), ToolEnvironment())
