@@ -307,7 +307,6 @@ class Learner:
                                       drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS)
         return self.snapshot
 
-
     def _audit_rate(self, calib: ThresholdResult) -> float:
         """``policy.audit_rate``, raised to ``AUDIT_PER_ESCALATION`` times the share escalated while the
         calibration set is small (under ``FINE_CALIBRATION`` times the fewest items that can certify).

@@ -132,11 +132,11 @@ class ReviewsMixin(StoreBase):
                               has_image=items[r.item_id][1]) for r in rows]
 
     def _claim_sql(self) -> _ClaimSql:
-        """The claim's statements, built once per store with bound parameters (``c_pid``, ``c_reviewer``, ``c_now``,
-        ``c_limit``, ``c_token``, ``c_expires``; ``c_ids`` for SQLite's second step): building the PostgreSQL
-        one and computing its cache key took a fifth of a claim request's CPU."""
-        sql: _ClaimSql | None = getattr(self, "_claim_statements", None)
-        if sql is None:
+        """The claim's statements, built once per store (``StoreBase._statement``) with bound parameters (``c_pid``,
+        ``c_reviewer``, ``c_now``, ``c_limit``, ``c_token``, ``c_expires``; ``c_ids`` for SQLite's second step):
+        building the PostgreSQL one and computing its cache key took a fifth of a claim request's CPU."""
+
+        def build() -> _ClaimSql:
             pid, reviewer, now, limit = (bindparam(f"c_{n}") for n in ("pid", "reviewer", "now", "limit"))
             not_mine = self._claimable_by(reviewer, now)
             open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
@@ -147,18 +147,17 @@ class ReviewsMixin(StoreBase):
             if self.sqlite:
                 both = union_all(select(_best(expired, limit).subquery()),
                                  select(_best(open_, limit).subquery())).subquery()
-                sql = _ClaimSql(
+                return _ClaimSql(
                     pick=select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit),
                     claim=claim.where(task_t.c.id.in_(bindparam("c_ids", expanding=True)), open_ | expired)
                     .returning(*_TASK_COLS))
-            else:
-                has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
-                sql = _ClaimSql(pick=None, claim=claim.where(
-                    task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
-                    item_t.c.id == task_t.c.item_id).returning(
-                    *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image))
-            self._claim_statements = sql
-        return sql
+            has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
+            return _ClaimSql(pick=None, claim=claim.where(
+                task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
+                item_t.c.id == task_t.c.item_id).returning(
+                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image))
+
+        return self._statement("review_claim", build)
 
     def _claimable_by(self, reviewer: Any, now: Any) -> Any:
         """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
