@@ -1,0 +1,136 @@
+"""What the worker runtime's parts share: its constants, the per-project loop state, the statistics, and
+:class:`RuntimeBase` (the runtime's attributes and the helpers every part uses)."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass, field
+from functools import partial
+
+from agent.ports import GroundTruth
+from agent.runner import BatchLabeler
+from policies import Policy
+from service.db import is_transient
+from service.feedback import AnswerFeed
+from service.heartbeat import LeaseHeartbeat
+from service.settings import Settings, get_settings, tool_environment
+from service.store import SqlStore
+from service.worker import ProjectWorker
+from tools.base import ModelInfo, Tool
+from tools.environment import ToolEnvironment
+
+log = logging.getLogger("labelagent.runtime")
+
+ToolsFactory = Callable[[Policy], Sequence[Tool]]
+MIN_IDLE_SECONDS = 0.02
+MAX_ERROR_BACKOFF = 30.0
+DB_BACKOFF = 2.0  # longest wait between tries while the database is unreachable (it comes back within seconds)
+WRITE_RETRY_SECONDS = 60.0  # a batch's write is retried this long; past its lease it is fenced anyway
+ISOLATION_RUNS = 24  # runs spent after a failed batch to single out the items that fail (2·log2(batch) per item)
+
+
+def describe_error(exc: BaseException) -> str:
+    """The reason kept on a failed item: the exception's type and message."""
+    text = str(exc)
+    return f"{type(exc).__name__}: {text}" if text else type(exc).__name__
+
+
+def registry_tools(policy: Policy, env: ToolEnvironment | None = None) -> Sequence[Tool]:
+    """The policy's tools, built by ``tools.registry`` (imported on first use) with the deployment's ``env``."""
+    from tools.registry import build_tools
+
+    return build_tools(policy, env=env)
+
+
+@dataclass(slots=True)
+class RuntimeStats:
+    batches: int = 0
+    items: int = 0
+    labeled: int = 0
+    queued: int = 0
+    fenced: int = 0
+    released: int = 0
+    answers: int = 0
+    retrains: int = 0
+    switches: int = 0
+    errors: int = 0
+
+
+@dataclass(slots=True)
+class ProjectLoop:
+    """One project's labeler for one policy version, with its answer feed and background trainer."""
+
+    project: str
+    policy: Policy
+    worker: ProjectWorker
+    feed: AnswerFeed
+    training: asyncio.Task[None] | None = None
+    backlog: list[GroundTruth] = field(default_factory=list)
+    paused: bool = False  # a new policy version is loading
+    next_feed: float = 0.0
+    retry_at: float = 0.0
+    errors: int = 0
+
+    @property
+    def labeler(self) -> BatchLabeler:
+        return self.worker.labeler
+
+    @property
+    def training_now(self) -> bool:
+        return self.training is not None and not self.training.done()
+
+    def failed(self, cap: float = MAX_ERROR_BACKOFF) -> None:
+        self.errors += 1
+        self.retry_at = time.monotonic() + min(cap, 0.5 * 2 ** min(self.errors, 8))
+
+    def db_failed(self) -> None:
+        """The database is unreachable (restarting): retry soon, it is not the project's fault."""
+        self.failed(DB_BACKOFF)
+
+
+class RuntimeBase:
+    """The state of a :class:`~service.runtime.WorkerRuntime`, and the helpers its parts share."""
+
+    def __init__(self, store: SqlStore, settings: Settings | None = None, *, name: str,
+                 projects: Iterable[str] | None = None, tools_factory: ToolsFactory | None = None,
+                 batch_size: int | None = None, seed: int = 0) -> None:
+        self.store = store
+        self.settings = settings or get_settings()
+        self.name = name
+        self.only = frozenset(projects) if projects is not None else None
+        self.tools_factory = tools_factory or partial(registry_tools, env=tool_environment(self.settings))
+        self.batch_size = batch_size or self.settings.batch_size
+        self.lease_seconds = float(self.settings.lease_seconds)
+        self.seed = seed
+        self.stats = RuntimeStats()
+        self._loops: dict[str, ProjectLoop] = {}
+        self._building: dict[str, asyncio.Task[ProjectLoop]] = {}
+        self._broken: dict[tuple[str, int], float] = {}  # (project, version) -> retry time
+        self._notified: set[str] = set()
+        self._next_refresh = 0.0
+        self._stopping = False
+        self._loop: asyncio.AbstractEventLoop | None = None
+        self._wake: asyncio.Event | None = None
+        self._task: asyncio.Task[None] | None = None
+        self._heartbeat: LeaseHeartbeat | None = None
+
+    def _set_wake(self, *_: object) -> None:
+        if self._wake is not None:
+            self._wake.set()
+
+    def _log_error(self, what: str, exc: Exception) -> None:
+        """A warning without traceback while the database is unreachable; the traceback for anything else."""
+        if is_transient(exc):
+            log.warning("worker %s: %s, database unavailable (%s)", self.name, what, describe_error(exc))
+        else:
+            log.error("worker %s: %s", self.name, what, exc_info=exc)
+
+    @staticmethod
+    def _save_versions(worker: ProjectWorker, infos: Iterable[ModelInfo]) -> None:
+        for info in infos:
+            if info.version not in worker.saved_versions:
+                worker.store.save_model_version(worker.project, worker.labeler.policy.key, info)
+                worker.saved_versions.add(info.version)

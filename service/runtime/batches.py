@@ -1,0 +1,156 @@
+"""One batch of a project: claim it under a lease, run the graph, record the result; and when the run fails,
+single out the items that fail (bisection) so one poison item does not fail its neighbours."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+from collections.abc import Sequence
+
+from agent.ports import BatchResult
+from service.db import backoff_delay, is_transient
+from service.runtime.base import (
+    DB_BACKOFF,
+    ISOLATION_RUNS,
+    WRITE_RETRY_SECONDS,
+    ProjectLoop,
+    RuntimeBase,
+    describe_error,
+    log,
+)
+from service.store import RecordResult
+from service.worker import BatchOutcome
+from tools.base import Item
+
+
+class BatchesMixin(RuntimeBase):
+    """Claiming, running and recording batches, and isolating the items that fail them."""
+
+    async def _process(self, loop: ProjectLoop) -> int:
+        """Claim, run and record one batch; the lease is released if the run fails or is cancelled. When the
+        batch fails, its items are run again in halves (:meth:`_isolate`) so one poison item does not fail
+        its neighbours: the items that still fail are given back with the reason (``failed`` after
+        ``max_attempts`` claims)."""
+        assert self._heartbeat is not None
+        try:
+            token, items = loop.worker.claim()
+        except Exception as exc:
+            self.stats.errors += 1
+            self._log_error(f"claiming in {loop.project} failed", exc)
+            if is_transient(exc):
+                loop.db_failed()
+            else:
+                loop.failed()
+            return 0
+        if not items:
+            return 0
+        try:
+            with self._heartbeat.hold(loop.project, token):
+                try:
+                    outcomes = [await self._run_claimed(loop, token, items)]
+                except Exception as exc:
+                    if is_transient(exc):
+                        raise  # the database, not the items: no isolation, the batch is released below
+                    log.warning("worker %s: a batch of %d items in %s failed (%s); isolating the items that fail",
+                                self.name, len(items), loop.project, describe_error(exc))
+                    outcomes = await self._isolate(loop, token, items, exc)
+        except asyncio.CancelledError:
+            self._release(loop.project, token)
+            raise
+        except Exception as exc:
+            self.stats.errors += 1
+            if is_transient(exc):
+                log.warning("worker %s: a batch of %d items in %s could not be written, database unavailable (%s); "
+                            "releasing it", self.name, len(items), loop.project, describe_error(exc))
+                self._release(loop.project, token)
+                loop.db_failed()
+                return 0
+            log.exception("worker %s: a batch of %d items in %s failed; releasing it", self.name, len(items),
+                          loop.project)
+            self._release(loop.project, token)
+            loop.failed()
+            return 0
+        if not outcomes:  # nothing went through: maybe the tools or the database are down, so back off
+            loop.failed()
+            return 0
+        loop.errors = 0
+        s = self.stats
+        for outcome in outcomes:
+            rec = outcome.record
+            s.batches += 1
+            s.items += outcome.items
+            if rec is not None:
+                s.labeled += rec.labeled
+                s.queued += rec.queued
+                s.fenced += len(rec.fenced)
+        return sum(o.items for o in outcomes)
+
+    async def _isolate(self, loop: ProjectLoop, token: str, items: Sequence[Item], exc: Exception
+                       ) -> list[BatchOutcome]:
+        """Bisect a failed batch: run each half again (under the same lease), split the halves that fail, down to
+        single items, within ``ISOLATION_RUNS`` runs. The groups that still fail are released with their error.
+        Returns the outcomes of the runs that succeeded."""
+        self.stats.errors += 1
+        outcomes: list[BatchOutcome] = []
+        failing: list[tuple[Sequence[Item], str]] = []
+        stack: list[tuple[Sequence[Item], str]] = [(items, describe_error(exc))]
+        budget = ISOLATION_RUNS
+        while stack:
+            group, error = stack.pop()
+            if len(group) == 1 or budget <= 0:
+                failing.append((group, error))
+                continue
+            mid = len(group) // 2
+            for half in (group[mid:], group[:mid]):
+                if budget <= 0:
+                    failing.append((half, error))
+                    continue
+                budget -= 1
+                try:
+                    outcomes.append(await self._run_claimed(loop, token, half))
+                except Exception as sub:
+                    if is_transient(sub):
+                        raise  # the database went away: not these items' fault
+                    stack.append((half, describe_error(sub)))
+        for group, error in failing:
+            keys = [it.key for it in group]
+            if len(group) == 1:
+                log.warning("worker %s: item %s of %s failed: %s", self.name, keys[0], loop.project, error)
+            try:
+                self.stats.released += self.store.release_lease(loop.project, token, keys=keys, error=error)
+            except Exception:  # the lease expires by itself
+                log.exception("worker %s: releasing %d items in %s failed", self.name, len(keys), loop.project)
+        self._release(loop.project, token)  # anything else still held (nothing, normally)
+        return outcomes
+
+    async def _run_claimed(self, loop: ProjectLoop, token: str, items: Sequence[Item]) -> BatchOutcome:
+        """One graph run over claimed items, then its write (:meth:`_record`)."""
+        result = await loop.labeler.run_batch(items)
+        return BatchOutcome(len(items), result, await self._record(loop, result, token))
+
+    async def _record(self, loop: ProjectLoop, result: BatchResult, token: str) -> RecordResult:
+        """Write a batch's result, retried with backoff while the database is unreachable (the graph run is not
+        repeated). Repeating the write is safe: a failed transaction wrote nothing, and if one committed but its
+        connection dropped before the answer, the retry finds the items no longer leased under ``token`` and
+        fences them (the lease check and the writes share one transaction, under row locks); the unique label
+        constraint refuses a second label anyway. Items whose lease expired meanwhile are fenced, and come back
+        to whoever claims them next."""
+        deadline = time.monotonic() + WRITE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            try:
+                return self.store.record_batch(loop.project, result, token)
+            except Exception as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, cap=DB_BACKOFF)
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("worker %s: writing a batch of %s failed, database unavailable (%s); retry %d in %.2fs",
+                            self.name, loop.project, describe_error(exc), attempt, delay)
+                await asyncio.sleep(delay)
+
+    def _release(self, project: str, token: str) -> None:
+        try:
+            self.stats.released += self.store.release_lease(project, token)
+        except Exception as exc:  # the lease expires by itself
+            self._log_error(f"releasing a lease in {project} failed (it expires by itself)", exc)

@@ -1,0 +1,62 @@
+"""Human answers to the learner, and retraining in a worker thread (claiming never waits for training)."""
+
+from __future__ import annotations
+
+import asyncio
+import time
+
+from service.db import retry_transient
+from service.runtime.base import DB_BACKOFF, WRITE_RETRY_SECONDS, ProjectLoop, RuntimeBase, log
+
+
+class LearningMixin(RuntimeBase):
+    """Feeding human answers to each project's learner, and retraining it in the background."""
+
+    async def _learn(self, loop: ProjectLoop) -> None:
+        loop.next_feed = time.monotonic() + self.settings.feedback_poll_seconds
+        try:
+            fresh = loop.feed.poll()
+        except Exception as exc:
+            self._log_error(f"reading answers of {loop.project} failed", exc)
+            return
+        if loop.training_now:
+            loop.backlog.extend(fresh)  # the trainer owns the learner until it is done
+            return
+        answers, loop.backlog = [*loop.backlog, *fresh], []
+        if not answers:
+            return
+        learner = loop.labeler.learner
+        foreign = [a.item.key for a in answers if not learner.decided(a.item.key)]
+        try:
+            known = self.store.load_calibration_for(loop.project, foreign) if foreign else None
+        except Exception as exc:
+            self._log_error(f"reading calibration records of {loop.project} failed", exc)
+            loop.backlog = answers  # observed at the next poll
+            return
+        learner.observe(answers, known)
+        self.stats.answers += len(answers)
+        if learner.retrain_due():
+            loop.training = asyncio.create_task(self._retrain(loop), name=f"retrain-{loop.project}")
+            loop.training.add_done_callback(self._set_wake)
+        else:
+            learner.recalibrate()
+
+    async def _retrain(self, loop: ProjectLoop) -> None:
+        learner, worker = loop.labeler.learner, loop.worker
+
+        def train() -> None:
+            infos = asyncio.run(learner.retrain())
+            retry_transient(lambda: self._save_versions(worker, infos), what=f"saving model versions of {loop.project}",
+                            timeout=WRITE_RETRY_SECONDS, cap=DB_BACKOFF)
+
+        try:
+            await asyncio.to_thread(train)
+            self.stats.retrains += 1
+        except Exception:
+            log.exception("worker %s: retraining %s failed", self.name, loop.project)
+            self.stats.errors += 1
+
+    async def _finish_training(self) -> None:
+        tasks = [loop.training for loop in self._loops.values() if loop.training_now]
+        if tasks:
+            await asyncio.gather(*tasks, return_exceptions=True)  # threads cannot be cancelled; they are short
