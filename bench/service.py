@@ -55,7 +55,7 @@ from bench.service_driver import (
     Bench,
     Database,
 )
-from bench.service_report import Setup, render
+from bench.service_report import Setup, figure, render
 from policies import example_policy
 from service.datasets import LabeledItem, load_csv
 from service.liveserver import WorkerProcess
@@ -142,14 +142,11 @@ async def review_latency(bench: Bench, worker: WorkerProcess, stream: Sequence[L
         print(f"  review ({'think time' if r['think'] else 'closed loop'}): {r['answers_per_s']:.0f} answers/s, "
               f"claim p50 {r['claim_p50']:.1f} / p99 {r['claim_p99']:.1f} ms, submit p50 {r['submit_p50']:.1f} / "
               f"p99 {r['submit_p99']:.1f} ms, claim+submit p50 {r['pair_p50']:.1f} ms, p99 {r['pair_p99']:.1f} ms "
-              f"({r['tasks']} tasks, {r['conflicts']} conflicts); CPU per answer {_ms(r['cpu_api'])} API, "
-              f"{_ms(r['cpu_workers'])} worker, {_ms(r['cpu_client'])} clients; load {os.getloadavg()[0]:.1f}",
+              f"({r['tasks']} tasks, {r['conflicts']} conflicts); CPU per answer {figure(r['cpu_api'], ' ms')} "
+              f"API, {figure(r['cpu_workers'], ' ms')} worker, {figure(r['cpu_client'], ' ms')} clients; "
+              f"load {os.getloadavg()[0]:.1f}",
               flush=True)
     return latency
-
-
-def _ms(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f} ms"
 
 
 async def _run(args: argparse.Namespace) -> int:

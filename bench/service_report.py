@@ -56,12 +56,13 @@ def latency_figures(database: str, reviewers: int, think: tuple[float, float] | 
     return out
 
 
-def _cpu(value: float | None) -> str:
-    return "n/a" if value is None else f"{value:.1f}"
+def figure(value: float | None, unit: str = "", spec: str = ".1f") -> str:
+    """``value`` formatted with ``spec`` and followed by ``unit`` (``12.3``, ``12.3 ms``); ``n/a`` when not measured."""
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
 def _mb(value: int | None) -> str:
-    return "n/a" if value is None else f"{value / 2**20:.0f} MB"
+    return figure(None if value is None else value / 2**20, " MB", ".0f")
 
 
 def _load(think: tuple[float, float] | None) -> str:
@@ -113,8 +114,8 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
         out.append(f"| {r['database']} | {r['reviewers']} | {_load(r['think'])} | {r['tasks']} "
                    f"| {r['answers_per_s']:.0f} | {r['claim_p50']:.1f} / {r['claim_p99']:.1f} "
                    f"| {r['submit_p50']:.1f} / {r['submit_p99']:.1f} | **{r['pair_p50']:.1f} / {r['pair_p99']:.1f}** "
-                   f"| {r['conflicts']} | {_cpu(r.get('cpu_api'))} / {_cpu(r.get('cpu_workers'))} "
-                   f"/ {_cpu(r.get('cpu_client'))} |")
+                   f"| {r['conflicts']} | {figure(r.get('cpu_api'))} / {figure(r.get('cpu_workers'))} "
+                   f"/ {figure(r.get('cpu_client'))} |")
     out += ["", "### Peak memory (RSS)", "",
             "`VmHWM` of each process just before it was stopped (the API after every phase; worker 2 after the "
             "throughput phase).", "",
