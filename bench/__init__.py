@@ -7,6 +7,8 @@ from __future__ import annotations
 
 import os
 import platform
+import statistics
+from collections.abc import Sequence
 from datetime import UTC, datetime
 from pathlib import Path
 
@@ -32,3 +34,21 @@ def write_section(name: str, body: str, path: Path = BENCHMARKS) -> None:
 def machine_info() -> str:
     return (f"{datetime.now(UTC):%Y-%m-%d %H:%M} UTC, Python {platform.python_version()}, "
             f"{platform.machine()} with {os.cpu_count()} CPUs, {platform.platform(terse=True)}")
+
+
+# --- formatting shared by the reports ------------------------------------------------------------------------
+
+
+def figure(value: float | None, unit: str = "", spec: str = ".1f") -> str:
+    """``value`` formatted with ``spec`` and followed by ``unit`` (``12.3``, ``12.3 ms``); ``n/a`` when not measured."""
+    return "n/a" if value is None else f"{value:{spec}}{unit}"
+
+
+def mean_sd(values: Sequence[float], spec: str) -> str:
+    """The mean and standard deviation of ``values`` formatted with ``spec`` (``0.95 ± 0.01``): the value alone
+    when there is one, ``n/a`` when there is none."""
+    if not values:
+        return "n/a"
+    if len(values) == 1:
+        return format(values[0], spec)
+    return f"{format(statistics.fmean(values), spec)} ± {format(statistics.stdev(values), spec)}"

@@ -24,7 +24,7 @@ from typing import Any
 import numpy as np
 
 from agent.calibration import cp_interval
-from bench import BENCHMARKS, ROOT, write_section
+from bench import BENCHMARKS, ROOT, mean_sd, write_section
 from bench import machine_info as run_info
 from bench.baselines import classifier_loop, copy_item, enrich, enrichment_policy, manual, single_tool_policy
 from bench.plot import precision_plot
@@ -176,14 +176,6 @@ async def run_dataset(ds: Dataset, rows: list[LabeledItem], seeds: Sequence[int]
     return results, notes
 
 
-def _mean_sd(values: Sequence[float], fmt: str) -> str:
-    if not values:
-        return "n/a"
-    if len(values) == 1:
-        return format(values[0], fmt)
-    return f"{format(statistics.fmean(values), fmt)} ± {format(statistics.stdev(values), fmt)}"
-
-
 def table(results: dict[str, list[dict[str, Any]]], target: float) -> list[str]:
     lines = ["| strategy | human reviews | auto precision (mean ± sd) | pooled 95% CI | overall accuracy "
              "| target held | s/run |", "| --- | --- | --- | --- | --- | --- | --- |"]
@@ -202,8 +194,8 @@ def table(results: dict[str, list[dict[str, Any]]], target: float) -> list[str]:
                                                         if len(held) < len(runs) else "")
             secs = f"{statistics.fmean(r['seconds'] for r in runs):.1f}"
         accs = [r["overall_accuracy"] for r in runs if r["overall_accuracy"] is not None]
-        lines.append(f"| {strategy.replace('_', '-')} | {_mean_sd(reviews, '.1%')} | {_mean_sd(precs, '.4f')} | {ci} "
-                     f"| {_mean_sd(accs, '.4f')} | {held_s} | {secs} |")
+        lines.append(f"| {strategy.replace('_', '-')} | {mean_sd(reviews, '.1%')} | {mean_sd(precs, '.4f')} | {ci} "
+                     f"| {mean_sd(accs, '.4f')} | {held_s} | {secs} |")
     return lines
 
 

@@ -43,7 +43,7 @@ from typing import Any
 from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
-from bench import BENCHMARKS, ROOT, write_section
+from bench import BENCHMARKS, ROOT, figure, write_section
 from bench.service_driver import (
     INGEST_CALL,
     ORACLE_REVIEWERS,
@@ -55,7 +55,7 @@ from bench.service_driver import (
     Bench,
     Database,
 )
-from bench.service_report import Setup, figure, render
+from bench.service_report import Setup, render
 from policies import example_policy
 from service.datasets import LabeledItem, load_csv
 from service.liveserver import WorkerProcess

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
-from bench import machine_info
+from bench import figure, machine_info
 
 
 @dataclass
@@ -54,11 +54,6 @@ def latency_figures(database: str, reviewers: int, think: tuple[float, float] | 
         seconds = stats.cpu.get(name)
         out[f"cpu_{name}"] = 1000 * seconds / stats.answered if seconds is not None and stats.answered else None
     return out
-
-
-def figure(value: float | None, unit: str = "", spec: str = ".1f") -> str:
-    """``value`` formatted with ``spec`` and followed by ``unit`` (``12.3``, ``12.3 ms``); ``n/a`` when not measured."""
-    return "n/a" if value is None else f"{value:{spec}}{unit}"
 
 
 def _mb(value: int | None) -> str:

@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from bench import ROOT, write_section
+from bench import ROOT, mean_sd, write_section
 from bench import machine_info as run_info
 from bench.baselines import single_tool_policy
 from bench.quality import DEFAULT_DATA, labelagent
@@ -146,10 +146,6 @@ def main(argv: Sequence[str] | None = None) -> int:
     load = f"load average {load_before:.1f} before, {os.getloadavg()[0]:.1f} after (above 2: other work ran)"
     total = sum(shares.values()) or 1.0
 
-    def ms(values: list[float]) -> str:
-        sd = f" ± {statistics.stdev(values):,.0f}" if len(values) > 1 else ""
-        return f"{statistics.fmean(values):,.0f}{sd}"
-
     lines = [
         "## Throughput", "",
         f"Run {run_info()}; sms_spam ({len(rows):,} items), policy `policies/examples/sms_spam.yaml`, "
@@ -159,8 +155,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         f"`predict` on the same {BATCH}-item batches, plus as many `fit` calls as the replay retrained, on "
         "stream prefixes growing to the replay's number of human reviews.", "",
         "| | items/s (mean ± sd) |", "| --- | --- |",
-        f"| replay (labelagent) | {ms(replay_rates)} |",
-        f"| bare classifier loop | {ms(bare_rates)} |",
+        f"| replay (labelagent) | {mean_sd(replay_rates, ',.0f')} |",
+        f"| bare classifier loop | {mean_sd(bare_rates, ',.0f')} |",
         f"| ratio replay / bare (goal >= 0.5) | {statistics.fmean(ratios):.2f} "
         f"({min(ratios):.2f}-{max(ratios):.2f}) |", "",
         "Profile of one replay (seed 0) under cProfile (which slows it down): each function's own time goes to "

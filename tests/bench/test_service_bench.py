@@ -7,9 +7,9 @@ from pathlib import Path
 
 import pytest
 
-from bench import write_section
+from bench import figure, mean_sd, write_section
 from bench.__main__ import main as bench_main
-from bench.service_report import ReviewStats, Setup, figure, latency_figures, percentile, render
+from bench.service_report import ReviewStats, Setup, latency_figures, percentile, render
 
 SETUP = Setup(warm_items=1000, warm_window=100, ingest_call=1000, oracle_reviewers=4, review_tasks=1500,
               reviewers=50, think=(1.0, 3.0), think_seconds=20.0)
@@ -43,6 +43,12 @@ def test_figure_formats_a_measurement_or_says_it_is_missing() -> None:
     assert figure(2.345) == "2.3" and figure(2.345, " ms") == "2.3 ms" and figure(1536.0, " MB", ".0f") == "1536 MB"
     assert figure(None) == "n/a" and figure(None, " ms") == "n/a"
     assert figure(0.0, " ms") == "0.0 ms"  # zero is a measurement, not a missing one
+
+
+def test_mean_sd_formats_the_spread_of_runs() -> None:
+    assert mean_sd([1000.0, 1200.0, 1100.0], ",.0f") == "1,100 ± 100"
+    assert mean_sd([0.9512], ".4f") == "0.9512"  # one run: no spread to show
+    assert mean_sd([], ".4f") == "n/a"
 
 
 def _throughput(database: str, decided: float, labeled: float) -> dict:
