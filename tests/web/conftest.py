@@ -4,6 +4,7 @@ driven by Debian's Chromium through Playwright. Each test makes its own project 
 from __future__ import annotations
 
 import itertools
+import os
 import shutil
 import threading
 import time
@@ -132,6 +133,10 @@ def new_page(browser: object, live: Live) -> Iterator[object]:
 
 
 @pytest.fixture(scope="session")
-def screenshots() -> Path:
-    SCREENSHOTS.mkdir(parents=True, exist_ok=True)
-    return SCREENSHOTS
+def screenshots(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """Where the tests save their screenshots: a temporary folder, or ``docs/screenshots`` (the README's) when
+    ``LABELAGENT_UPDATE_SCREENSHOTS=1``, so a test run leaves the working tree as it found it."""
+    if os.environ.get("LABELAGENT_UPDATE_SCREENSHOTS") == "1":
+        SCREENSHOTS.mkdir(parents=True, exist_ok=True)
+        return SCREENSHOTS
+    return tmp_path_factory.mktemp("screenshots")
