@@ -4,6 +4,7 @@ newest first per policy version, one by id, and the latest one of every version 
 from __future__ import annotations
 
 import math
+import numbers
 from typing import Any
 
 from sqlalchemy import Table, func, insert, select
@@ -18,9 +19,15 @@ backtest_t: Table = Backtest.__table__  # type: ignore[attr-defined]
 
 
 def json_safe(value: Any) -> Any:
-    """``value`` with non-finite floats as None (JSON, and so PostgreSQL's JSONB, has no NaN or infinity)."""
-    if isinstance(value, float):
-        return value if math.isfinite(value) else None
+    """``value`` as plain JSON: numbers as Python ints and floats (numpy scalars included), non-finite floats as None
+    (JSON, and so PostgreSQL's JSONB, has no NaN or infinity)."""
+    if value is None or isinstance(value, bool | str):
+        return value
+    if isinstance(value, numbers.Integral):
+        return int(value)
+    if isinstance(value, numbers.Real):
+        number = float(value)
+        return number if math.isfinite(number) else None
     if isinstance(value, dict):
         return {str(k): json_safe(v) for k, v in value.items()}
     if isinstance(value, list | tuple):

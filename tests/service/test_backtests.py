@@ -5,6 +5,7 @@ from __future__ import annotations
 
 from datetime import UTC, datetime, timedelta
 
+import numpy as np
 import pytest
 
 from policies import NotFoundError
@@ -39,11 +40,14 @@ def test_a_backtest_is_stored_with_its_audit_entry(store: SqlStore, project: str
     assert event.created_at == stored.created_at
 
 
-def test_non_finite_figures_are_stored_as_null(store: SqlStore, project: str) -> None:
-    stored = record(store, project, aggregator={"log_loss": float("nan"), "brier": 0.1}, items_per_s=float("inf"))
+def test_numpy_and_non_finite_figures_are_stored_as_json(store: SqlStore, project: str) -> None:
+    stored = record(store, project, aggregator={"log_loss": np.float64("nan"), "brier": np.float64(0.1)},
+                    items_per_s=float("inf"), tool_calls={"rules": np.int64(7)})
     again = store.get_backtest(project, stored.id)
     assert again.candidate["aggregator"] == {"log_loss": None, "brier": 0.1}
     assert again.candidate["items_per_s"] is None
+    assert again.candidate["tool_calls"] == {"rules": 7}
+    assert type(again.candidate["tool_calls"]["rules"]) is int
 
 
 def test_list_is_newest_first_per_version_with_a_cursor(store: SqlStore, project: str) -> None:
