@@ -113,7 +113,7 @@ def create_all(engine: Engine) -> None:
     """Create every table (idempotent). Alembic migrations take over once the schema is released."""
     import service.auth_models  # API keys, idempotency records
     import service.models  # registers the tables on SQLModel.metadata
-    import service.ops_models  # noqa: F401  (and the audit log and review skips)
+    import service.ops_models  # noqa: F401  (and the audit log, review skips and backtests)
 
     SQLModel.metadata.create_all(engine)
 

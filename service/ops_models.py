@@ -1,5 +1,5 @@
 """Tables the operations API adds (same conventions as ``service.models``): the audit log of every change an
-operator or client makes, and reviewers' skips of review tasks.
+operator or client makes, reviewers' skips of review tasks, and the stored results of policy backtests.
 
 Importing :mod:`service.store` (or :func:`service.db.create_all`) registers these tables on ``SQLModel.metadata``.
 """
@@ -9,11 +9,11 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Index, String
+from sqlalchemy import BigInteger, Index, String
 from sqlalchemy import UniqueConstraint as Unique
 from sqlmodel import Field, SQLModel
 
-from service.models import JSONType, UTCDateTime, utcnow
+from service.models import JSONType, UTCDateTime, _policy_fk, utcnow
 
 AUDIT_ACTIONS = (
     "project.created",
@@ -21,6 +21,7 @@ AUDIT_ACTIONS = (
     "policy.activated",
     "policy.rolled_back",
     "items.requeued",
+    "policy.backtested",
 )
 
 
@@ -63,3 +64,32 @@ class ReviewSkip(ReviewSkipBase, table=True):
 
 class ReviewSkipPublic(ReviewSkipBase):
     task_id: int
+
+
+class BacktestBase(SQLModel):
+    policy_version: int = Field(description="The version backtested (the candidate).")
+    active_version: int = Field(description="The version it was compared with: the one active when it ran.")
+    requested_by: str = Field(max_length=128, description="Who ran it (the caller's principal).")
+    limit: int = Field(description="Request: replay at most this many of the most recent ground-truth items.")
+    batch_size: int = Field(description="Request: items per graph run.")
+    seed: int = Field(sa_type=BigInteger, description="Request: the agent's random seed.")
+    ground_truth: int = Field(description="Ground-truth items available to the replay (at most `limit`).")
+    candidate: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType,
+                                      description="The candidate's replay summary (``service.replay.summarize``).")
+    active: dict[str, Any] = Field(default_factory=dict, sa_type=JSONType,
+                                   description="The active version's replay summary.")
+
+
+class Backtest(BacktestBase, table=True):
+    """One backtest's request and figures, written with its audit entry; never updated or deleted."""
+
+    __tablename__ = "backtest"
+    __table_args__ = (Index("ix_backtest_version", "project_id", "policy_version", "id"), _policy_fk("backtest"))
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int  # checked through the (project_id, policy_version) key
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+
+
+class BacktestPublic(BacktestBase):
+    id: int
+    created_at: datetime

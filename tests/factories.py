@@ -1,4 +1,5 @@
-"""Builders for test data: policies, items, votes, decisions and batch results with sensible defaults."""
+"""Builders for test data: policies, items, votes, decisions, batch results and replay summaries with sensible
+defaults."""
 
 from __future__ import annotations
 
@@ -77,6 +78,20 @@ def make_batch_result(policy: Policy, items: Sequence[Item], actions: Sequence[s
                                        priority=float(i % 7), labels=policy.labels))
     return BatchResult(policy_key=policy.key, threshold=threshold, model_versions={t: f"{t}-v1" for t in tools},
                        decisions=decisions)
+
+
+def make_replay_summary(items: int = 100, auto_labeled: int = 60, *, auto_precision: float | None = 0.98,
+                        **overrides: Any) -> dict[str, Any]:
+    """A replay summary shaped like ``service.replay.summarize``'s (what a backtest stores per version)."""
+    summary: dict[str, Any] = {
+        "items": items, "auto_labeled": auto_labeled, "human_reviews": items - auto_labeled,
+        "human_review_rate": round((items - auto_labeled) / items, 4) if items else 0.0, "audits": 2,
+        "auto_precision": auto_precision, "auto_precision_ci": [0.9, 0.999], "overall_accuracy": 0.99,
+        "agent_accuracy": 0.95, "target_precision": 0.95, "unlabeled": 0, "items_per_s": 50.0, "seconds": 2.0,
+        "tool_calls": {"rules": 3}, "tool_weights": {"rules": 1.0}, "aggregator": {}, "threshold": 0.9,
+        "retrains": 1, "model_versions": {}, "policy": "demo@1",
+    }
+    return summary | overrides
 
 
 SHARED_DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"

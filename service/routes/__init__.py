@@ -4,7 +4,19 @@ from __future__ import annotations
 
 from fastapi import APIRouter
 
-from service.routes import audit, health, items, labels, labelstudio, metrics, policies, projects, reviews, ui
+from service.routes import (
+    audit,
+    backtests,
+    health,
+    items,
+    labels,
+    labelstudio,
+    metrics,
+    policies,
+    projects,
+    reviews,
+    ui,
+)
 
 routers: tuple[APIRouter, ...] = (
     projects.router,
@@ -13,6 +25,7 @@ routers: tuple[APIRouter, ...] = (
     reviews.project_router,
     reviews.router,
     policies.router,
+    backtests.router,
     audit.router,
     metrics.router,
     health.router,

@@ -1,4 +1,4 @@
-"""``/projects/{project}/policies``: versions, create (validated), backtest, activate, roll back."""
+"""``/projects/{project}/policies``: versions, create (validated), activate, roll back (backtests: ``backtests``)."""
 
 from __future__ import annotations
 
@@ -6,13 +6,11 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path
 
-from service.deps import OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep, allow
+from service.deps import OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
 from service.ops import policies as ops
 from service.schemas.policies import (
     ActivationResponse,
-    BacktestRequest,
-    BacktestResponse,
     PolicyChangeRequest,
     PolicyCreateRequest,
     PolicyVersionInfo,
@@ -63,16 +61,3 @@ def activate(project: ProjectPath, version: VersionPath, store: StoreDep, feedba
              principal: PrincipalDep, body: OptionalChange = None) -> ActivationResponse:
     return ops.activate(store=store, feedback=feedback, project=project, version=version,
                         reason=body.reason if body else "", actor=principal.name)
-
-
-@router.post("/{version}/backtest", dependencies=allow(*OPERATOR),
-             response_model=BacktestResponse,
-             summary="Replay the ground truth through a version and the active one",
-             responses=error_docs(404, 503))
-def backtest(project: ProjectPath, version: VersionPath, store: StoreDep, tool_factory: ToolFactoryDep,
-             body: Annotated[BacktestRequest | None, Body()] = None) -> BacktestResponse:
-    """Runs the real agent in-process on a private in-memory store (the live tables are not touched); blocking and
-    CPU-bound, so it runs in the server's thread pool. Use `limit` to bound the time it takes."""
-    params = body or BacktestRequest()
-    return ops.run_backtest(store=store, project=project, version=version, tool_factory=tool_factory,
-                            limit=params.limit, batch_size=params.batch_size, seed=params.seed)

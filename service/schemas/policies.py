@@ -1,7 +1,8 @@
-"""Policy versions: list, create, backtest, activate, roll back; and the audit log."""
+"""Policy versions: list, create, backtest (and stored backtests), activate, roll back; and the audit log."""
 
 from __future__ import annotations
 
+from datetime import datetime
 from typing import Any
 
 from pydantic import BaseModel, Field
@@ -20,11 +21,6 @@ class PolicyCreateRequest(Request):
 
 class PolicyChangeRequest(Request):
     reason: Reason = Field(default="", description="Why; kept in the audit log.")
-
-
-class PolicyVersionInfo(PolicyVersionPublic):
-    active: bool
-    policy: dict[str, Any] = Field(description="The policy as JSON.")
 
 
 class ActivationResponse(BaseModel):
@@ -50,13 +46,36 @@ class BacktestFigures(BaseModel):
     audits: int
     threshold: float | None = Field(description="The threshold at the end of the replay.")
     seconds: float
+    overall_accuracy: float | None = Field(default=None, description="Share of final labels (auto and human) equal "
+                                                                     "to the ground truth.")
+    agent_accuracy: float | None = Field(default=None, description="Share of the agent's own labels (its suggestion "
+                                                                   "where a human decided) equal to the ground truth.")
+    target_precision: float | None = Field(default=None, description="The version's target precision.")
 
 
 class BacktestResponse(BaseModel):
+    id: int = Field(description="The stored backtest's id: `GET /projects/{project}/backtests/{id}` reads it again.")
+    created_at: datetime
+    requested_by: str = Field(description="Who ran it (the caller's principal, as in the audit log).")
     project: str
+    request: BacktestRequest = Field(description="The parameters it ran with.")
     ground_truth: int = Field(description="Ground-truth items available (human reviews and client labels).")
     candidate: BacktestFigures
-    active: BacktestFigures
+    active: BacktestFigures = Field(description="The version active when it ran (the candidate's figures again when "
+                                                "the candidate was the active version).")
+
+
+class BacktestPage(BaseModel):
+    backtests: list[BacktestResponse] = Field(description="Newest first.")
+    next_before: int | None = Field(description="Pass as `before` for the next (older) page; None when this page is "
+                                                "the last.")
+
+
+class PolicyVersionInfo(PolicyVersionPublic):
+    active: bool
+    policy: dict[str, Any] = Field(description="The policy as JSON.")
+    latest_backtest: BacktestResponse | None = Field(default=None, description="The version's newest stored "
+                                                                               "backtest, if it has one.")
 
 
 class AuditPage(BaseModel):

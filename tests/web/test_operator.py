@@ -1,5 +1,6 @@
 """The operator dashboard in Chromium: metrics, both plots and the tool table from a project with audits and
-ground truth; a new policy version created, backtested and activated through the page, then rolled back."""
+ground truth; stored backtests listed per version; a new policy version created, backtested (stored: still there
+after a reload) and activated through the page, then rolled back."""
 
 from __future__ import annotations
 
@@ -9,6 +10,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
+from tests.factories import make_replay_summary
 from tests.web.conftest import Live
 from tests.web.seed import answer_all, seed_tasks
 
@@ -23,6 +25,10 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
     actions = ["escalate"] * 20 + ["audit"] * 25 + ["accept"] * 5
     seeded = seed_tasks(live.store, project, actions, wrong=(3, 30, 41))
     assert answer_all(live.store, project, seeded.truth) == 45
+    stored = [live.store.record_backtest(project, policy_version=1, active_version=1, actor="earlier:op", limit=100,
+                                         batch_size=10, seed=seed, ground_truth=45,
+                                         candidate=make_replay_summary(45, 5 + seed), active=make_replay_summary(45, 5))
+              for seed in (0, 1)]
     operator = live.key("operator", project)
     page, problems = new_page()
     page.goto(f"{live.url}/ui/operator")
@@ -51,6 +57,17 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
         expect(row.locator("td").nth(1)).to_have_text(str(tool["votes"]))
     expect(page.locator("#audit-table tr[data-action='project.created']")).to_have_count(1)
 
+    # v1's stored backtests: the latest in its row, all of them (newest first) in its list
+    latest = page.locator('.backtest[data-version="1"]')
+    expect(latest).to_have_attribute("data-backtest", str(stored[1].id))
+    expect(latest).to_contain_text("45 items · auto 13.3 %")
+    expect(latest).to_contain_text("earlier:op")
+    page.locator('.backtest-history[data-version="1"] summary').click()
+    entries = page.locator('.backtest-history[data-version="1"] .backtest-entry')
+    expect(entries).to_have_count(2)
+    assert [entries.nth(i).get_attribute("data-backtest") for i in range(2)] == [str(b.id) for b in stored[::-1]]
+    expect(entries.nth(1)).to_contain_text("45 items · auto 11.1 %")
+
     # a new version: the active one with a lower target precision
     page.locator("#new-policy summary").click()
     policy = json.loads(page.locator("#policy-text").input_value())
@@ -66,6 +83,12 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
     expect(figures).to_contain_text("v2:", timeout=60_000)
     expect(figures).to_contain_text("active v1:")
     expect(figures).to_contain_text("ground-truth items available")
+    expect(page.locator("#notice")).to_contain_text("done")
+    expect(page.locator("#audit-table tr[data-action='policy.backtested']")).to_have_count(3)
+    backtest_id = figures.get_attribute("data-backtest")
+    page.reload()  # stored, not kept by the tab: the figures come back from the server
+    expect(page.locator('.backtest[data-version="2"]')).to_have_attribute("data-backtest", backtest_id or "?")
+    expect(page.locator('.backtest[data-version="2"]')).to_contain_text("active v1:")
 
     page.locator("#policy-reason").fill("backtest looks fine")
     page.locator('.activate-btn[data-version="2"]').click()
@@ -78,7 +101,10 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
     with live.api(operator) as api:
         assert api.get(f"/projects/{project}").json()["active_version"] == 2
         events = api.get(f"/projects/{project}/audit").json()["events"]
-        assert [e["action"] for e in events] == ["project.created", "policy.created", "policy.activated"]
+        assert [e["action"] for e in events] == ["project.created", "policy.backtested", "policy.backtested",
+                                                 "policy.created", "policy.backtested", "policy.activated"]
+        assert events[4]["detail"]["backtest_id"] == int(backtest_id or 0)
+        assert api.get(f"/projects/{project}/backtests/{backtest_id}").json()["candidate"]["policy_version"] == 2
         assert events[-1]["detail"]["reason"] == "backtest looks fine"
         versions = api.get(f"/projects/{project}/policies").json()
         assert [(v["version"], v["active"], v["policy"]["target_precision"]) for v in versions] == [

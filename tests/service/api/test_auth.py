@@ -15,7 +15,7 @@ from fastapi.testclient import TestClient
 from service.auth_models import ROLES
 from service.deps import Allow
 from service.store import SqlStore
-from tests.factories import make_policy
+from tests.factories import make_policy, make_replay_summary
 from tests.image_files import png
 from tests.service.api.conftest import auth, decide, error_message
 from tools.base import Item
@@ -64,14 +64,17 @@ def world(store: SqlStore, project: str) -> Iterator[dict[str, object]]:
     foreign = {role: store.create_key(name=f"other-{role}", role=role, projects=["other"])[0] for role in ROLES}
     revoked, record = store.create_key(name="gone", role="operator")
     store.revoke_key(record.prefix)
+    stored = store.record_backtest(project, policy_version=1, active_version=1, actor="op", limit=10, batch_size=5,
+                                   seed=0, ground_truth=0, candidate=make_replay_summary(),
+                                   active=make_replay_summary())
     yield {"project": project, "task": task, "item": "pic/1", "scoped": scoped, "foreign": foreign,
-           "revoked": revoked}
+           "revoked": revoked, "backtest": stored.id}
 
 
 def url_of(call: Call, world: dict[str, object]) -> str:
     task = world["task"]
     values = {"project": world["project"], "task": task.task_id, "version": 1,  # type: ignore[attr-defined]
-              "external_id:path": world["item"]}
+              "external_id:path": world["item"], "backtest": world["backtest"]}
     return re.sub(r"\{([^}]+)\}", lambda m: str(values[m.group(1)]), call.template)
 
 
@@ -100,7 +103,8 @@ def snapshot(store: SqlStore) -> tuple[object, ...]:
     out: list[object] = [[p.name for p in store.list_projects()]]
     for name in ("demo", "other"):
         out += [store.count_items(name), store.count_tasks(name), len(store.list_policy_versions(name)),
-                store.get_project(name).active_version, store.count_labels(name)]
+                store.get_project(name).active_version, store.count_labels(name),
+                len(store.list_backtests(name, 1, limit=1000)), len(store.list_audit(name, limit=1000))]
     return tuple(out)
 
 

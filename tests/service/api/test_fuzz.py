@@ -12,6 +12,7 @@ from fastapi.testclient import TestClient
 
 from service.deps import get_tool_factory
 from service.store import SqlStore
+from tests.factories import make_replay_summary
 from tests.service.api.conftest import decide
 from tests.service.api.tools import keyword_tools
 
@@ -19,6 +20,7 @@ JUNK_PATH = {
     "project": ["nope", "UPPER", "a%00b", "x" * 65, "%F0%9F%92%A5"],
     "task": ["0", "-1", "abc", "99999999999999999999", "2147483648", "1.5"],
     "version": ["0", "-3", "abc", "99999999999999999999", "1e3"],
+    "backtest": ["0", "-1", "abc", "99999999999999999999", "2147483648", "1.5", "77"],
     "external_id": ["nope", "a%00b", "x" * 300, "..%2F..%2Fetc"],
 }
 JUNK_BODIES: list[object] = [
@@ -35,7 +37,8 @@ JUNK_BODIES: list[object] = [
     {"limit": 10**40}, {"reason": 5}, {"external_ids": ["a"] * 1001}, {"external_ids": "a"},
 ]
 JUNK_QUERIES = [{"limit": "-1"}, {"limit": "1e9"}, {"offset": "-5"}, {"cursor": "%%%"}, {"format": "xml"},
-                {"after": "99999999999999999999"}, {"status": "lost"}, {"kind": 3}, {"cursor": "bGFiZWxzOi0x"}]
+                {"after": "99999999999999999999"}, {"status": "lost"}, {"kind": 3}, {"cursor": "bGFiZWxzOi0x"},
+                {"before": "0"}, {"before": "99999999999999999999"}]
 RAW_BODIES = [b"{", b'{"items": [', b"\xff\xfe", b'{"reviewer": NaN}', b'{"items": [{"external_id": "a", "data": '
               b'{"metadata": {"x": Infinity}}}]}', b"[" * 5000]
 
@@ -52,7 +55,11 @@ def seeded(app: FastAPI, store: SqlStore, project: str) -> dict[str, str]:
     keys = decide(store, project, ["accept", "escalate", "audit", "escalate"])
     task = store.claim_review(project, reviewer="someone")
     assert task is not None
-    return {"project": project, "task": str(task.task_id), "version": "1", "external_id": keys[0]}
+    backtest = store.record_backtest(project, policy_version=1, active_version=1, actor="op", limit=1, batch_size=1,
+                                     seed=0, ground_truth=0, candidate=make_replay_summary(),
+                                     active=make_replay_summary())
+    return {"project": project, "task": str(task.task_id), "version": "1", "external_id": keys[0],
+            "backtest": str(backtest.id)}
 
 
 def fill(path: str, values: dict[str, str]) -> str:

@@ -18,6 +18,7 @@ EXPECTED = {
     ("POST", "/reviews/{task}/release"),
     ("GET", "/projects/{project}/policies"), ("POST", "/projects/{project}/policies"),
     ("GET", "/projects/{project}/policies/{version}"), ("POST", "/projects/{project}/policies/{version}/backtest"),
+    ("GET", "/projects/{project}/policies/{version}/backtests"), ("GET", "/projects/{project}/backtests/{backtest}"),
     ("POST", "/projects/{project}/policies/{version}/activate"), ("POST", "/projects/{project}/policies/rollback"),
     ("GET", "/projects/{project}/audit"), ("GET", "/projects/{project}/metrics"), ("GET", "/metrics"),
     ("GET", "/projects/{project}/metrics/calibration"), ("GET", "/projects/{project}/metrics/precision"),

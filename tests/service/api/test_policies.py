@@ -1,17 +1,14 @@
-"""Policy versions over HTTP: list, create (validated), activate, roll back, backtest; and the audit log."""
+"""Policy versions over HTTP: list, create (validated), activate, roll back; and the audit log (backtests:
+``test_backtests``)."""
 
 from __future__ import annotations
 
-import pytest
-from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from policies import dumps_policy
-from service.deps import get_tool_factory
 from service.store import SqlStore
-from tests.factories import make_items, make_policy
+from tests.factories import make_policy
 from tests.service.api.conftest import RecordingSink, error_message, policy_json
-from tests.service.api.tools import keyword_tools
 
 
 def new_version(client: TestClient, project: str, activate: bool = False, **overrides) -> dict:  # type: ignore[no-untyped-def]
@@ -91,62 +88,6 @@ def test_every_change_is_in_the_audit_log(client: TestClient, operator_key: str)
     rest = client.get("/projects/audited/audit", params={"after": first["next_after"]}).json()
     assert [e["action"] for e in rest["events"]] == ["policy.rolled_back"]
     assert client.get("/projects/nope/audit").status_code == 404
-
-
-@pytest.fixture
-def with_tools(app: FastAPI) -> FastAPI:
-    app.dependency_overrides[get_tool_factory] = lambda: keyword_tools
-    return app
-
-
-def test_backtest_compares_candidate_and_active(with_tools: FastAPI, client: TestClient, project: str,
-                                                store: SqlStore) -> None:
-    items = make_items(300)
-    truth = ["spam" if "win" in (it.text or "") else "ham" for it in items]
-    store.ingest(project, items, labels=truth)
-    new_version(client, project, target_precision=0.9, min_calibration=10, audit_rate=0.05)
-    before = store.stats(project)
-    response = client.post(f"/projects/{project}/policies/2/backtest", json={"limit": 300, "batch_size": 50})
-    assert response.status_code == 200, response.text
-    body = response.json()
-    assert (body["project"], body["ground_truth"]) == (project, 300)
-    candidate, active = body["candidate"], body["active"]
-    assert (candidate["policy_version"], active["policy_version"]) == (2, 1)
-    for figures in (candidate, active):
-        assert figures["items"] == 300
-        assert figures["auto_labeled"] + figures["human_reviews"] == 300
-        lo, hi = figures["auto_precision_ci"]
-        if figures["auto_labeled"]:
-            assert lo <= figures["auto_precision"] <= hi
-            assert figures["auto_rate"] == round(figures["auto_labeled"] / 300, 4)
-    assert candidate["auto_labeled"] > 0  # its calibration needs far fewer reviews than the active version's
-    assert candidate["auto_precision"] == 1.0  # the keyword voters are right on these items
-    assert store.stats(project) == before  # nothing reached the live tables
-
-
-def test_backtest_bad_input(with_tools: FastAPI, client: TestClient, project: str) -> None:
-    url = f"/projects/{project}/policies"
-    response = client.post(f"{url}/5/backtest")
-    assert (response.status_code, error_message(response)) == (404, "policy version 5 does not exist in this project")
-    response = client.post(f"{url}/1/backtest", json={"limit": 0})
-    assert response.json()["detail"][0]["msg"] == "Input should be greater than or equal to 1"
-    response = client.post(f"{url}/1/backtest", json={"batch_size": 10**9})
-    assert response.json()["detail"][0]["msg"] == "Input should be less than or equal to 1000"
-    body = client.post(f"{url}/1/backtest").json()  # no ground truth yet: nothing to replay
-    assert (body["ground_truth"], body["candidate"]["items"], body["candidate"]["auto_precision"]) == (0, 0, None)
-
-
-def test_backtest_without_tools_is_503(app: FastAPI, client: TestClient, project: str) -> None:
-    def unavailable():  # type: ignore[no-untyped-def]
-        from policies import AgentError
-
-        raise AgentError("tools cannot be built: tools.registry is not available (test)")
-
-    app.dependency_overrides[get_tool_factory] = unavailable
-    response = client.post(f"/projects/{project}/policies/1/backtest")
-    assert response.status_code == 503
-    assert response.json() == {"error": {"type": "agent_unavailable",
-                                         "message": "tools cannot be built: tools.registry is not available (test)"}}
 
 
 def test_changes_wake_the_workers(client: TestClient, sink: RecordingSink) -> None:

@@ -118,3 +118,20 @@ def test_0005_moves_item_images_out_of_the_item_row_and_back(empty_engine: Engin
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT id, image FROM item ORDER BY id")).all() == [(1, b"\x89PNG bytes"), (2, None)]
     assert "item_image" not in inspect(empty_engine).get_table_names()
+
+
+def test_0006_adds_the_backtest_table_and_takes_it_back(empty_engine: Engine) -> None:
+    from alembic import command
+
+    from service.migrate import alembic_config
+
+    assert upgrade(empty_engine, "0005_item_images") == "0005_item_images"
+    assert "backtest" not in inspect(empty_engine).get_table_names()
+    assert upgrade(empty_engine, "0006_backtests") == "0006_backtests"
+    assert "backtest" in inspect(empty_engine).get_table_names()
+    cfg = alembic_config()
+    with empty_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0005_item_images")
+    assert "backtest" not in inspect(empty_engine).get_table_names()
+    assert current_revision(empty_engine) == "0005_item_images"
