@@ -103,6 +103,9 @@ class RedisStreamSource:
         self.claim_every_s = claim_every_s if claim_every_s is not None else max(address.claim_idle_ms / 2000, 0.05)
         self.totals = Handled()
 
+    async def close(self) -> None:
+        await self.redis.aclose()
+
     async def ensure_group(self) -> None:
         try:
             await self.redis.xgroup_create(self.address.stream, self.address.group, id="0", mkstream=True)
