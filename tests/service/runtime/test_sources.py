@@ -22,6 +22,7 @@ def test_the_scheme_picks_the_broker() -> None:
         with pytest.raises(InputError, match=r"redis://.*nats://.*amqp://"):
             broker_of(url)
     check_source("nats://127.0.0.1:4222/items?durable=d")
+    check_source("amqp://guest:guest@127.0.0.1:5672/?queue=items")
     with pytest.raises(InputError, match="unknown option 'colour'"):
         check_source("nats://127.0.0.1:4222/items?colour=red")
 
@@ -30,6 +31,7 @@ def test_the_scheme_picks_the_broker() -> None:
     ("kafka://127.0.0.1:9092/items", "scheme 'kafka' is not supported; use redis:// or rediss://"),
     ("nats://127.0.0.1:4222/", "name the stream"),
     ("redis://127.0.0.1:6379/items?colour=red", "unknown option 'colour'"),
+    ("amqp://guest:guest@127.0.0.1:5672/", "name the queue"),
 ])
 def test_worker_refuses_a_bad_source_with_exit_code_2(tmp_path: Path, url: str, says: str) -> None:
     db = tmp_path / "never.db"
