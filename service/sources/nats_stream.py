@@ -19,7 +19,8 @@ redelivered); it never stops the consumer. On a database error the batch is nega
 delay and comes back later.
 
 When the stream does not exist it is created (file storage) over the subject and the dead-letter subject; when
-it exists and no stream captures the dead-letter subject, a stream ``STREAM_dead`` is created for it.
+it exists and no stream captures the dead-letter subject, a stream ``STREAM_dead`` is created for it. The
+durable consumer is created, or updated to these settings (explicit acks, every message of the subject).
 
 URL options (query string): ``subject`` (the subject consumed; default: the stream's name), ``durable`` (the
 consumer's name, default ``labelagent``), ``dead`` (the dead-letter subject), ``batch`` (messages per fetch,
