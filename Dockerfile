@@ -13,7 +13,7 @@ COPY agent ./agent
 COPY tools ./tools
 COPY policies ./policies
 COPY service ./service
-RUN pip install . && useradd --create-home --uid 10001 labelagent && mkdir /data && chown labelagent /data
+RUN pip install '.[brokers]' && useradd --create-home --uid 10001 labelagent && mkdir /data && chown labelagent /data
 
 USER labelagent
 VOLUME ["/data"]

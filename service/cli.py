@@ -204,8 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
     serve.set_defaults(func=cmd_serve)
 
     worker = sub.add_parser("worker", help="label pending items of every project (workers alone)")
-    worker.add_argument("--source", help="also consume items from a Redis stream: redis://HOST:PORT/STREAM "
-                                         "(see service/sources/redis_stream.py for the message format)")
+    worker.add_argument("--source", help="also consume items from a broker: redis://HOST:PORT/STREAM, "
+                                         "nats://HOST:PORT/STREAM or amqp://USER:PASS@HOST:PORT/VHOST?queue=Q "
+                                         "(message format and options: service/sources/)")
     worker.add_argument("--project", action="append", help="serve only this project (repeatable)")
     worker.add_argument("--name", help="worker name recorded on its leases (default: worker-HOST-PID)")
     worker.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")

@@ -5,8 +5,9 @@ process (its own event loop, so graph runs never stall the HTTP loop's schedulin
 about new answers through the ``FeedbackSink`` protocol. ``--workers N`` adds N-1 ``labelagent worker``
 processes on the same database. On an empty database it creates the demo project ``sms_spam``.
 
-``worker`` runs one runtime (and optionally a Redis stream consumer) until SIGTERM/SIGINT: the first signal lets
-the current batch finish (at most ``stop_grace_seconds``, then it is released), a second one releases it at once.
+``worker`` runs one runtime (and optionally a broker consumer: Redis, NATS JetStream or RabbitMQ, see
+service/sources) until SIGTERM/SIGINT: the first signal lets the current batch finish (at most
+``stop_grace_seconds``, then it is released), a second one releases it at once.
 """
 
 from __future__ import annotations
@@ -67,7 +68,11 @@ def tune_gc() -> None:
 def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, source: str | None = None,
                name: str | None = None, tools_factory: ToolsFactory | None = None,
                batch_size: int | None = None, report: Callable[[RuntimeStats], None] | None = None) -> int:
-    """Run a worker (and a stream consumer when ``source`` is given) until a signal stops it."""
+    """Run a worker (and a broker consumer when ``source`` is given) until a signal stops it."""
+    if source is not None:
+        from service.sources import check_source
+
+        check_source(source)  # a wrong URL fails at once (exit code 2), before waiting for the database
     engine = engine_from_settings(settings)
     try:
         _wait_for_database(engine)
@@ -113,12 +118,12 @@ async def _worker_main(runtime: WorkerRuntime, store: SqlStore, settings: Settin
 
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, on_signal)
-    stream = None
+    stream, consumer = None, None
     if source is not None:
-        from service.sources.redis_stream import RedisStreamSource, StreamAddress
+        from service.sources import broker_of, open_source
 
-        stream = RedisStreamSource(store, StreamAddress.parse(source), sink=runtime)
-    consumer = asyncio.create_task(stream.run(lambda: runtime.stopping), name="redis-stream") if stream else None
+        stream = open_source(source, store, sink=runtime)
+        consumer = asyncio.create_task(stream.run(lambda: runtime.stopping), name=f"{broker_of(source)}-source")
     worker = asyncio.create_task(runtime.run(), name="runtime")
     try:
         await worker
@@ -129,7 +134,7 @@ async def _worker_main(runtime: WorkerRuntime, store: SqlStore, settings: Settin
         runtime.stop()
         if stream is not None and consumer is not None:
             await consumer  # returns within one blocking read once the runtime is stopping
-            await stream.redis.aclose()
+            await stream.close()
 
 
 # --- labelagent serve ----------------------------------------------------------------------------------------

@@ -26,23 +26,22 @@ URL options (query string): ``group`` (default ``labelagent``), ``consumer`` (de
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import os
 import socket
-from collections import defaultdict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import parse_qs, unquote, urlsplit
+from urllib.parse import unquote, urlsplit
 
 import redis.asyncio as aioredis
 from redis.exceptions import ResponseError
 
-from policies import InputError, NotFoundError
-from service.feedback import FeedbackSink, NullSink
+from policies import InputError
+from service.feedback import FeedbackSink
+from service.sources.common import BatchIngestor, Handled, query_options
+from service.sources.common import parse_entry as parse_entry  # re-exported: the entry format is shared
 from service.store import SqlStore
-from tools.base import Item
 
 log = logging.getLogger("labelagent.sources.redis")
 
@@ -74,11 +73,7 @@ class StreamAddress:
         stream = unquote(parts.path.lstrip("/"))
         if not stream:
             raise InputError(f"source {url!r}: name the stream, e.g. redis://127.0.0.1:6379/items")
-        query = {k: v[-1] for k, v in parse_qs(parts.query).items()}
-        known = {"group", "consumer", "db", "dead", "count", "claim_idle_ms"}
-        unknown = sorted(set(query) - known)
-        if unknown:
-            raise InputError(f"source {url!r}: unknown option {unknown[0]!r} (known: {', '.join(sorted(known))})")
+        query = query_options(url, parts.query, {"group", "consumer", "db", "dead", "count", "claim_idle_ms"})
         try:
             extra: dict[str, Any] = {k: v for k, v in (("group", query.get("group")),
                                                        ("consumer", query.get("consumer"))) if v}
@@ -95,45 +90,6 @@ class StreamAddress:
                               password=self.password, ssl=self.ssl, decode_responses=True)
 
 
-def parse_entry(fields: dict[str, str], max_key_length: int) -> tuple[str, Item, str | None]:
-    """(project, item, client label) from one entry's fields; InputError saying what is wrong otherwise."""
-    project = fields.get("project")
-    key = fields.get("external_id")
-    if not project:
-        raise InputError("missing field 'project'")
-    if not key:
-        raise InputError("missing field 'external_id'")
-    if len(key) > max_key_length:
-        raise InputError(f"external_id is longer than {max_key_length} characters")
-    raw = fields.get("data")
-    if raw is None:
-        raise InputError("missing field 'data' (a JSON object with text and/or metadata)")
-    try:
-        data = json.loads(raw)
-    except ValueError as exc:
-        raise InputError(f"field 'data' is not JSON: {exc}") from None
-    if not isinstance(data, dict):
-        raise InputError("field 'data' must be a JSON object")
-    text = data.pop("text", None)
-    if text is not None and not isinstance(text, str):
-        raise InputError("data.text must be a string")
-    metadata = data.pop("metadata", {})
-    if not isinstance(metadata, dict):
-        raise InputError("data.metadata must be an object")
-    if data:
-        raise InputError(f"data has unknown key {sorted(data)[0]!r}; give text and/or metadata")
-    if text is None and not metadata:
-        raise InputError("data has neither text nor metadata")
-    return project, Item(key=key, text=text, metadata=metadata), fields.get("label") or None
-
-
-@dataclass(slots=True)
-class Handled:
-    stored: int = 0
-    duplicates: int = 0
-    dead: int = 0
-
-
 class RedisStreamSource:
     """Consumes one stream into the store. ``run`` until ``stopping()`` is true; ``handle`` is one read's work."""
 
@@ -142,10 +98,13 @@ class RedisStreamSource:
         self.store = store
         self.address = address
         self.redis = client or address.client()
-        self.sink = sink or NullSink()
+        self.ingestor: BatchIngestor[str] = BatchIngestor(store, sink)
         self.block_ms = block_ms
         self.claim_every_s = claim_every_s if claim_every_s is not None else max(address.claim_idle_ms / 2000, 0.05)
         self.totals = Handled()
+
+    async def close(self) -> None:
+        await self.redis.aclose()
 
     async def ensure_group(self) -> None:
         try:
@@ -210,64 +169,11 @@ class RedisStreamSource:
 
     async def handle(self, entries: Sequence[tuple[str, dict[str, str] | None]]) -> Handled:
         """Store the entries' items, dead-letter the bad ones, then acknowledge them all."""
-        out = Handled()
         fields_by_id = {entry_id: dict(fields or {}) for entry_id, fields in entries}
-        by_project: dict[str, list[tuple[str, Item, str | None]]] = defaultdict(list)
-        dead: list[tuple[str, dict[str, str], str]] = []
-        done: list[str] = []
-        limit = self.store.settings.max_external_id_length
-        for entry_id, fields in entries:
-            if not fields:  # deleted from the stream after delivery: nothing to store
-                done.append(entry_id)
-                continue
-            try:
-                project, item, label = parse_entry(dict(fields), limit)
-            except InputError as exc:
-                dead.append((entry_id, fields, str(exc)))
-                continue
-            by_project[project].append((entry_id, item, label))
-        for project, rows in by_project.items():
-            stored, dups, bad = await asyncio.to_thread(self._ingest, project, rows)
-            out.stored += stored
-            out.duplicates += dups
-            dead.extend((entry_id, fields_by_id[entry_id], reason) for entry_id, reason in bad)
-            bad_ids = {entry_id for entry_id, _ in bad}
-            done.extend(entry_id for entry_id, _, _ in rows if entry_id not in bad_ids)
-            if stored:
-                self.sink.notify(project)
-        await self._ack(done, dead)
-        out.dead = len(dead)
-        self.totals.stored += out.stored
-        self.totals.duplicates += out.duplicates
-        self.totals.dead += out.dead
-        return out
-
-    def _ingest(self, project: str, rows: list[tuple[str, Item, str | None]]) -> tuple[int, int, list[tuple[str, str]]]:
-        """(stored, duplicates, [(entry id, reason)] of entries refused). Raises on database errors."""
-        step = self.store.settings.max_batch_items
-        stored = dups = 0
-        bad: list[tuple[str, str]] = []
-        for start in range(0, len(rows), step):
-            part = rows[start:start + step]
-            try:
-                res = self._ingest_part(project, part)
-                stored, dups = stored + res[0], dups + res[1]
-            except NotFoundError as exc:
-                bad.extend((entry_id, str(exc)) for entry_id, _, _ in part)
-            except InputError:  # one bad entry spoils the call: find it by storing them one by one
-                for row in part:
-                    try:
-                        res = self._ingest_part(project, [row])
-                        stored, dups = stored + res[0], dups + res[1]
-                    except (InputError, NotFoundError) as exc:
-                        bad.append((row[0], str(exc)))
-        return stored, dups, bad
-
-    def _ingest_part(self, project: str, rows: Sequence[tuple[str, Item, str | None]]) -> tuple[int, int]:
-        labels = [label for _, _, label in rows]
-        result = self.store.ingest(project, [item for _, item, _ in rows],
-                                   labels=labels if any(lab is not None for lab in labels) else None)
-        return result.inserted, len(result.duplicates)
+        out = await self.ingestor.handle([(entry_id, fields or None) for entry_id, fields in entries])
+        await self._ack(out.done, [(entry_id, fields_by_id[entry_id], reason) for entry_id, reason in out.dead])
+        self.totals.add(out.counts)
+        return out.counts
 
     async def _ack(self, done: list[str], dead: list[tuple[str, dict[str, str], str]]) -> None:
         a = self.address

@@ -1,0 +1,278 @@
+"""NATS JetStream ingestion against the local server: URL parsing, dead letters with their reason, idempotent
+redeliveries, a database error giving the batch back, and a consumer that died before acknowledging whose messages
+``labelagent worker --source nats://...`` gets redelivered (every item stored and labeled once)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import uuid
+from collections.abc import Iterator
+from pathlib import Path
+from typing import Any
+
+import nats
+import nats.errors
+import nats.js.errors
+import pytest
+
+from policies import InputError, RulesSpec, TextClassifierSpec
+from policies.model import Rule
+from service.sources.nats_stream import REASON_HEADER, NatsAddress, NatsStreamSource
+from service.store import SqlStore
+from tests.service.runtime.helpers import (
+    Reviewer,
+    all_labeled,
+    engine_url,
+    labels_per_item,
+    runtime_policy,
+    stream_items,
+    wait_until,
+)
+from tools.base import Item
+
+NATS_URL = os.environ.get("LABELAGENT_TEST_NATS_URL", "nats://127.0.0.1:4222")
+ROOT = Path(__file__).resolve().parents[3]
+
+
+async def _connect() -> Any:
+    return await nats.connect(NATS_URL, connect_timeout=3, allow_reconnect=False, max_reconnect_attempts=0)
+
+
+@pytest.fixture(scope="module")
+def nats_server() -> str:
+    async def probe() -> None:
+        nc = await _connect()
+        await nc.jetstream().account_info()
+        await nc.close()
+
+    try:
+        asyncio.run(probe())
+    except Exception as exc:
+        if os.environ.get("CI"):
+            pytest.fail(f"NATS JetStream at {NATS_URL} is unreachable ({exc!r}) -- CI is set, so the NATS tests "
+                        "must run", pytrace=False)
+        pytest.skip(f"NATS JetStream at {NATS_URL} is unreachable: {exc!r}")
+    return NATS_URL
+
+
+@pytest.fixture
+def stream(nats_server: str) -> Iterator[str]:
+    """A stream name of this test only; the stream (and a separate dead-letter stream) are deleted afterwards."""
+    name = f"labelagent_test_{uuid.uuid4().hex[:12]}"
+    yield name
+
+    async def cleanup() -> None:
+        nc = await _connect()
+        for s in (name, f"{name}_dead"):
+            with contextlib.suppress(nats.js.errors.NotFoundError):
+                await nc.jetstream().delete_stream(s)
+        await nc.close()
+
+    asyncio.run(cleanup())
+
+
+def body(project: str, item: Item, **extra: Any) -> bytes:
+    return json.dumps({"project": project, "external_id": item.key,
+                       "data": {"text": item.text, "metadata": item.metadata}, **extra}).encode()
+
+
+async def publish(subject: str, payloads: list[bytes]) -> None:
+    nc = await _connect()
+    js = nc.jetstream()
+    for p in payloads:
+        await js.publish(subject, p)
+    await nc.close()
+
+
+async def dead_letters(stream: str, subject: str) -> list[tuple[dict[str, Any], dict[str, str]]]:
+    """(body, headers) of every message on the dead-letter subject, read by an ephemeral consumer."""
+    nc = await _connect()
+    sub = await nc.jetstream().pull_subscribe(subject, stream=stream)
+    out: list[tuple[dict[str, Any], dict[str, str]]] = []
+    try:
+        while True:
+            for msg in await sub.fetch(100, timeout=0.5):
+                raw = msg.data.decode(errors="replace")
+                out.append((json.loads(raw) if raw.startswith("{") else {"raw": raw}, dict(msg.headers or {})))
+    except nats.errors.TimeoutError:
+        pass
+    await nc.close()
+    return out
+
+
+async def consumer_state(stream: str, durable: str = "labelagent") -> tuple[int, int, int]:
+    """(messages not yet delivered, delivered but unacknowledged, redelivered) of the durable consumer."""
+    nc = await _connect()
+    info = await nc.jetstream().consumer_info(stream, durable)
+    await nc.close()
+    return info.num_pending, info.num_ack_pending, info.num_redelivered
+
+
+def test_nats_address_parsing() -> None:
+    a = NatsAddress.parse("nats://u:s%40cret@nats.example:4333/items?subject=items.new&durable=d1&ack_wait=5"
+                          "&max_deliver=10&batch=50")
+    assert (a.server, a.stream, a.subject, a.durable, a.user, a.password) == (
+        "nats://nats.example:4333", "items", "items.new", "d1", "u", "s@cret")
+    assert (a.dead_letter, a.ack_wait, a.max_deliver, a.batch) == ("items.dead", 5.0, 10, 50)
+    d = NatsAddress.parse("tls://nats.example/items")
+    assert (d.server, d.subject, d.dead_letter, d.durable, d.max_deliver) == (
+        "tls://nats.example:4222", "items", "items.dead", "labelagent", -1)
+    for bad in ("redis://x/items", "nats://x:4222/", "nats://x/items?colour=red", "nats://x/items?batch=many",
+                "nats://x/it.ems", "nats://x/items?durable=a.b", "nats://x/items?dead=items",
+                "nats://x/items?max_deliver=0", "nats://x/items?ack_wait=-1"):
+        with pytest.raises(InputError):
+            NatsAddress.parse(bad)
+
+
+def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, stream: str) -> None:
+    policy = runtime_policy()
+    store.create_project(policy.project, policy)
+    project = policy.project
+    items = stream_items(20)
+    notified: list[str] = []
+
+    class Sink:
+        def notify(self, p: str) -> None:
+            notified.append(p)
+
+    async def consume() -> None:
+        source = NatsStreamSource(store, NatsAddress.parse(f"{NATS_URL}/{stream}?batch=100"), sink=Sink(),
+                                  fetch_timeout=0.5)
+        await source.setup()  # creates the stream and the durable consumer
+        await publish(stream, [body(project, it) for it in items] + [
+            body(project, items[3]),  # a replayed message
+            json.dumps({"project": project, "external_id": "bad-json", "data": "{oops"}).encode(),
+            b"not json at all \xff",
+            body("no-such-project", Item(key="lost", text="x")),
+            body(project, Item(key="bad-label", text="x"), label="maybe")])
+        n = 0
+        while n < 25:
+            got = await source.read_new()
+            assert got, "every message published is fetched"
+            n += got
+        assert (source.totals.stored, source.totals.duplicates, source.totals.dead) == (20, 1, 4)
+        # the consumer goes on after dead letters
+        await publish(stream, [body(project, Item(key="after", text="see you at lunch"))])
+        assert await source.read_new() == 1
+        assert await source.read_new() == 0
+        assert source.totals.stored == 21
+        await source.close()
+
+    asyncio.run(consume())
+    assert store.count_items(project)["pending"] == 21 and set(notified) == {project}
+    assert asyncio.run(consumer_state(stream))[:2] == (0, 0), "everything acknowledged (or terminated)"
+    dead = asyncio.run(dead_letters(stream, f"{stream}.dead"))
+    assert len(dead) == 4
+    by_key = {b.get("external_id", "raw"): h for b, h in dead}
+    assert set(by_key) == {"bad-json", "raw", "lost", "bad-label"}
+    assert "not JSON" in by_key["bad-json"][REASON_HEADER]
+    assert "not JSON" in by_key["raw"][REASON_HEADER]
+    assert "does not exist" in by_key["lost"][REASON_HEADER] and "maybe" in by_key["bad-label"][REASON_HEADER]
+    assert by_key["lost"]["Labelagent-Source-Subject"] == stream
+
+
+def test_a_database_error_gives_the_batch_back(store: SqlStore, stream: str, tmp_path: Path) -> None:
+    """A store whose database has no schema fails every ingest: the batch is nak'ed, nothing dead-lettered,
+    and a healthy consumer gets the same messages redelivered and stores each once."""
+    from sqlalchemy import create_engine
+
+    policy = runtime_policy()
+    store.create_project(policy.project, policy)
+    project = policy.project
+    items = stream_items(10)
+    broken = SqlStore(create_engine(f"sqlite:///{tmp_path / 'no-schema.db'}"), store.settings)
+    url = f"{NATS_URL}/{stream}"
+
+    async def consume() -> None:
+        failing = NatsStreamSource(broken, NatsAddress.parse(url), fetch_timeout=0.5)
+        await failing.setup()
+        await publish(stream, [body(project, it) for it in items])
+        msgs = await failing.fetch()
+        assert len(msgs) == 10
+        with pytest.raises(Exception, match="no such table"):
+            await failing.handle(msgs, on_error_delay=0.05)
+        assert failing.totals.dead == 0
+        await failing.close()
+        healthy = NatsStreamSource(store, NatsAddress.parse(url), fetch_timeout=2)
+        await healthy.setup()
+        got = 0
+        while got < 10:
+            n = await healthy.read_new()
+            assert n, "the nak'ed messages come back"
+            got += n
+        assert (healthy.totals.stored, healthy.totals.dead) == (10, 0)
+        await healthy.close()
+
+    asyncio.run(consume())
+    assert store.count_items(project)["pending"] == 10
+    assert asyncio.run(consumer_state(stream))[:2] == (0, 0), "everything acknowledged"
+    assert asyncio.run(dead_letters(stream, f"{stream}.dead")) == []
+
+
+@pytest.mark.slow
+def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(store: SqlStore,
+                                                                              stream: str) -> None:
+    n = 2000
+    policy = runtime_policy(tools=[RulesSpec(name="rules", rules=[Rule(label="spam", keywords=["free", "win"])]),
+                                   TextClassifierSpec(name="clf", min_examples=4, n_features=2**12)])
+    store.create_project(policy.project, policy)
+    project = policy.project
+    items = stream_items(n)
+    source = f"{NATS_URL}/{stream}?ack_wait=1&batch=200"
+
+    async def doomed() -> None:
+        """Create the consumer, publish (with replays), fetch 300 messages, store the first 100 of them and die
+        (the connection closes) before acknowledging any."""
+        setup = NatsStreamSource(store, NatsAddress.parse(source))
+        await setup.setup()
+        await setup.close()
+        await publish(stream, [body(project, it) for it in items] + [body(project, it) for it in items[1000:1050]])
+        nc = await _connect()
+        sub = await nc.jetstream().pull_subscribe_bind(durable="labelagent", stream=stream)
+        msgs: list[Any] = []
+        deadline = asyncio.get_running_loop().time() + 30
+        while len(msgs) < 300 and asyncio.get_running_loop().time() < deadline:
+            with contextlib.suppress(nats.errors.TimeoutError):  # a fetch may time out on a busy machine
+                msgs.extend(await sub.fetch(300 - len(msgs), timeout=2))
+        assert len(msgs) == 300
+        first = [json.loads(m.data) for m in msgs[:100]]
+        store.ingest(project, [Item(key=f["external_id"], text=f["data"]["text"]) for f in first])
+        await nc.close()
+
+    asyncio.run(doomed())
+    assert asyncio.run(consumer_state(stream))[1] >= 300, "300 messages delivered and never acknowledged"
+    env = {**os.environ, "LABELAGENT_DATABASE_URL": engine_url(store.engine), "LABELAGENT_WORKER_POLL_SECONDS": "0.1",
+           "LABELAGENT_FEEDBACK_POLL_SECONDS": "0.1", "LABELAGENT_REFRESH_SECONDS": "0.2",
+           "LABELAGENT_FEEDBACK_LAG_SECONDS": "5"}
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--source", source, "--name", "w1",
+                               "--log-level", "WARNING"], env=env, cwd=ROOT)
+    stop = threading.Event()
+    reviewers = [Reviewer(store, project, f"r{i}", stop) for i in range(4)]
+    threads = [r.start() for r in reviewers]
+    try:
+        wait_until(lambda: sum(store.count_items(project).values()) == n, timeout=60, what=f"{n} items stored")
+        wait_until(all_labeled(store, project, n), timeout=60, what=f"{n} items labeled")
+        wait_until(lambda: asyncio.run(consumer_state(stream))[:2] == (0, 0), timeout=30,
+                   what="every message acknowledged")
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+    assert worker.returncode == 0, "SIGTERM stops the worker cleanly"
+    assert not [e for r in reviewers for e in r.errors]
+    per_item = labels_per_item(store, project)
+    assert len(per_item) == n and set(per_item.values()) == {1}, "every item stored once and labeled once"
+    assert asyncio.run(dead_letters(stream, f"{stream}.dead")) == []
