@@ -8,7 +8,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     LABELAGENT_DATABASE_URL=sqlite:////data/labelagent.db
 
 WORKDIR /app
-COPY pyproject.toml README.md alembic.ini ./
+COPY pyproject.toml README.md LICENSE alembic.ini ./
 COPY agent ./agent
 COPY tools ./tools
 COPY policies ./policies
