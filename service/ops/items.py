@@ -16,7 +16,9 @@ from service.schemas.items import (
     IngestRequest,
     IngestResponse,
     ItemIn,
+    ItemPage,
     ItemStatusOut,
+    ItemSummaryOut,
     RequeueResponse,
     VoteOut,
 )
@@ -135,6 +137,25 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
         created_at=item.created_at,
         updated_at=item.updated_at,
     )
+
+
+STORED_STATUSES = {client: tuple(s for s, c in CLIENT_STATUS.items() if c == client)
+                   for client in set(CLIENT_STATUS.values())}  # a client status -> the stored ones it covers
+
+
+def list_items(*, store: SqlStore, project: str, statuses: Sequence[str] | None, after: int,
+               limit: int) -> ItemPage:
+    """A page of the project's items in arrival order, filtered by client status (``pending`` covers the items
+    a worker holds too)."""
+    stored = None if not statuses else sorted({s for c in statuses for s in STORED_STATUSES[c]})
+    rows = store.list_items(project, statuses=stored, after_id=after, limit=limit + 1)
+    more = len(rows) > limit
+    rows = rows[:limit]
+    return ItemPage(items=[ItemSummaryOut(external_id=r.external_id, status=CLIENT_STATUS[r.status],  # type: ignore[arg-type]
+                                          label=r.label, source=r.source, confidence=r.confidence,
+                                          policy_version=r.policy_version, client_label=r.client_label, error=r.error,
+                                          created_at=r.created_at, updated_at=r.updated_at) for r in rows],
+                    next_after=rows[-1].id if more else None)
 
 
 def requeue_items(*, store: SqlStore, feedback: FeedbackSink, project: str, external_ids: Sequence[str] | None,

@@ -1,11 +1,11 @@
-"""``/projects/{project}/items``: ingest batches (JSON, or image files as multipart), read an item's state, evidence and
-thumbnail, re-queue failed items."""
+"""``/projects/{project}/items``: ingest batches (JSON, or image files as multipart), list items by status, read an
+item's state, evidence and thumbnail, re-queue failed items."""
 
 from __future__ import annotations
 
 from typing import Annotated
 
-from fastapi import APIRouter, File, Form, Header, Path, Response, UploadFile
+from fastapi import APIRouter, File, Form, Header, Path, Query, Response, UploadFile
 from pydantic import AfterValidator
 
 from service.deps import INGEST, OPERATOR, REVIEWER, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
@@ -14,7 +14,15 @@ from service.ops import images as image_ops
 from service.ops import items as ops
 from service.ops import uploads
 from service.schemas.common import no_nul
-from service.schemas.items import IngestRequest, IngestResponse, ItemStatusOut, RequeueRequest, RequeueResponse
+from service.schemas.items import (
+    ClientStatus,
+    IngestRequest,
+    IngestResponse,
+    ItemPage,
+    ItemStatusOut,
+    RequeueRequest,
+    RequeueResponse,
+)
 
 router = APIRouter(prefix="/projects/{project}/items", tags=["items"])
 
@@ -37,6 +45,21 @@ def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback:
     if idempotency_key is None:
         return ops.ingest_items(store=store, feedback=feedback, project=project, items=body.items)
     return ops.ingest_once(store=store, feedback=feedback, project=project, body=body, key=idempotency_key)
+
+
+@router.get("", dependencies=allow(*INGEST),
+            response_model=ItemPage, summary="List items by status, in arrival order",
+            responses=error_docs(404))
+def list_items(
+    project: ProjectPath,
+    store: StoreDep,
+    status: Annotated[list[ClientStatus] | None, Query(description="Only items with one of these statuses "
+                                                                   "(repeat the parameter); all when omitted.")] = None,
+    after: Annotated[int, Query(ge=0, le=2**62, description="next_after of the previous page (0: from the first)")] = 0,
+    limit: Annotated[int, Query(ge=1, le=1000)] = 100,
+) -> ItemPage:
+    """E.g. `?status=failed` for the items the agent failed on, with their errors (then `POST .../requeue`)."""
+    return ops.list_items(store=store, project=project, statuses=status, after=after, limit=limit)
 
 
 @router.post("/upload", dependencies=allow(*INGEST),

@@ -68,11 +68,31 @@ class ItemStatusOut(BaseModel):
     evidence: list[VoteOut] = Field(description="Each tool's vote (hidden while an audit of the item is open).")
     client_label: str | None
     error: str | None = Field(default=None, description="Why the agent failed on the item (set when a run with it "
-                              "failed; cleared when it is re-queued).")
+                              "failed, or when its lease expired on every claim; cleared when it is re-queued).")
     thumbnail_url: str | None = Field(default=None, description="Path of the item's image thumbnail (reviewer and "
                                       "operator keys); null when the item has no image.")
     created_at: datetime
     updated_at: datetime
+
+
+class ItemSummaryOut(BaseModel):
+    """One item of a listing: its status and latest label, without the evidence (``GET .../items/{id}`` has it)."""
+
+    external_id: str
+    status: ClientStatus
+    label: str | None = Field(description="The latest label, once labeled.")
+    source: str | None = Field(description="Who gave the label.")
+    confidence: float | None
+    policy_version: int | None = Field(description="Version of the policy the label was given under.")
+    client_label: str | None
+    error: str | None = Field(description="Why the agent failed on the item (failed items).")
+    created_at: datetime
+    updated_at: datetime
+
+
+class ItemPage(BaseModel):
+    items: list[ItemSummaryOut] = Field(description="In arrival order.")
+    next_after: int | None = Field(description="Pass as `after` for the next page; null on the last page.")
 
 
 class RequeueRequest(Request):

@@ -4,7 +4,8 @@ and the replay need. One transaction per call; hot paths write with SQLAlchemy C
 Split by concern: projects and policies (``projects``), ingest and claims (``items``), batch results
 (``batches``), the review queue (``reviews``), learner reads and metrics (``learning``); for the HTTP API: changes
 with their audit log (``audit``), stored backtests (``backtests``), queue administration such as release and skip
-(``queue_admin``), item and label reads (``reads``) and metric counts (``metrics``).
+(``queue_admin``), item and label reads (``reads``), item listings by status (``listing``) and metric counts
+(``metrics``).
 """
 
 from __future__ import annotations
@@ -17,6 +18,7 @@ from service.store.feed import FedAnswer, FeedMixin
 from service.store.items import ItemsMixin
 from service.store.keys import KeysMixin
 from service.store.learning import LearningMixin
+from service.store.listing import ItemRow, ListingMixin
 from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin, TaskRef
@@ -34,7 +36,7 @@ from service.store.types import (
 
 
 class SqlStore(BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin, ReviewsMixin,
-               LearningMixin, FeedMixin, ReadsMixin, MetricsMixin, KeysMixin, StoreBase):
+               LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 
@@ -48,6 +50,7 @@ __all__ = [
     "ClaimedReview",
     "FedAnswer",
     "IngestResult",
+    "ItemRow",
     "ItemView",
     "LabelRow",
     "LeasedStore",

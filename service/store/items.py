@@ -38,6 +38,12 @@ _IDS = bindparam("ids", expanding=True)
 MAX_ERROR_CHARS = 2000
 
 
+def lease_expired_reason(attempts: int) -> str:
+    """The error kept on an item failed because its lease expired on every claim (unless a run's error is there)."""
+    return (f"its lease expired on each of its {attempts} claims (the workers holding it stopped or overran the "
+            "lease); re-queue it to try again")
+
+
 def truncate_error(text: str, limit: int = MAX_ERROR_CHARS) -> str:
     """``text`` cut to ``limit`` characters (marked with an ellipsis when cut)."""
     return text if len(text) <= limit else text[: limit - 1] + "…"
@@ -150,8 +156,10 @@ class ItemsMixin(StoreBase):
             params = {"pid": pid, "now": now, "size": size}
             conn.execute(self._statement("claim_fail", lambda: update(item_t).where(
                 _EXPIRED, item_t.c.attempts >= bindparam("max_attempts")
-            ).values(status="failed", updated_at=bindparam("now"), **_RELEASED)),
-                         {**params, "max_attempts": self.settings.max_attempts})
+            ).values(status="failed", error=func.coalesce(item_t.c.error, bindparam("reason")),
+                     updated_at=bindparam("now"), **_RELEASED)),
+                         {**params, "max_attempts": self.settings.max_attempts,
+                          "reason": lease_expired_reason(self.settings.max_attempts)})
             ids = self._claimable_ids(conn, params)
             if not ids:
                 return token, []

@@ -9,6 +9,7 @@ from fastapi.testclient import TestClient
 from service.models import utcnow
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.items import lease_expired_reason
 from tests.service.api.conftest import decide, error_message
 
 
@@ -135,3 +136,56 @@ def test_requeue_failed_items(client: TestClient, project: str, store: SqlStore)
     assert sorted(response.json()["requeued"]) == ["b", "c"]
     events = client.get(f"/projects/{project}/audit").json()["events"]
     assert [(e["action"], e["detail"]["count"]) for e in events] == [("items.requeued", 1), ("items.requeued", 2)]
+
+
+def test_items_are_listed_by_status_a_page_at_a_time(client: TestClient, project: str, store: SqlStore) -> None:
+    keys = decide(store, project, ["accept", "escalate", "accept"])  # labeled, in review, labeled
+    client.post(f"/projects/{project}/items", json={"items": items("p1", "p2", "p3", label="spam")})
+    store.claim_batch(project, worker="w", size=1)  # p1 leased: still pending for clients
+    url = f"/projects/{project}/items"
+    everything = client.get(url).json()
+    assert [i["external_id"] for i in everything["items"]] == [*keys, "p1", "p2", "p3"]  # arrival order
+    assert everything["next_after"] is None
+    first = everything["items"][0]
+    assert (first["status"], first["label"], first["source"], first["policy_version"]) == ("labeled", "ham", "agent", 1)
+    assert everything["items"][3]["client_label"] == "spam"
+
+    labeled = client.get(url, params={"status": "labeled"}).json()["items"]
+    assert [i["external_id"] for i in labeled] == [keys[0], keys[2]]
+    waiting = client.get(url, params=[("status", "pending"), ("status", "in_review")]).json()["items"]
+    assert [(i["external_id"], i["status"]) for i in waiting] == [
+        (keys[1], "in_review"), ("p1", "pending"), ("p2", "pending"), ("p3", "pending")]
+
+    pages, after = [], 0
+    while True:
+        page = client.get(url, params={"limit": 2, "after": after}).json()
+        pages.append([i["external_id"] for i in page["items"]])
+        if page["next_after"] is None:
+            break
+        after = page["next_after"]
+    assert pages == [[keys[0], keys[1]], [keys[2], "p1"], ["p2", "p3"]]
+
+
+def test_failed_items_are_listed_with_their_errors(client: TestClient, project: str, store: SqlStore) -> None:
+    client.post(f"/projects/{project}/items", json={"items": items("a", "b")})
+    t0 = utcnow()
+    for attempt in range(store.settings.max_attempts + 1):  # every claim's lease expires: the items fail
+        store.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
+    failed = client.get(f"/projects/{project}/items", params={"status": "failed"}).json()["items"]
+    assert [(i["external_id"], i["status"]) for i in failed] == [("a", "failed"), ("b", "failed")]
+    assert {i["error"] for i in failed} == {lease_expired_reason(store.settings.max_attempts)}
+    assert client.get(f"/projects/{project}/items/a").json()["error"] == failed[0]["error"]
+    assert client.get(f"/projects/{project}/items", params={"status": "labeled"}).json() == {
+        "items": [], "next_after": None}
+
+
+def test_item_listing_rejects_bad_parameters(client: TestClient, project: str) -> None:
+    url = f"/projects/{project}/items"
+    for params, field in [({"status": "leased"}, "status"), ({"limit": 0}, "limit"), ({"limit": 1001}, "limit"),
+                          ({"after": -1}, "after")]:
+        response = client.get(url, params=params)
+        assert response.status_code == 422, params
+        assert response.json()["detail"][0]["loc"][-1] in (field, 0), params
+    response = client.get("/projects/nope/items")
+    assert response.status_code == 404
+    assert error_message(response) == "project 'nope' does not exist"

@@ -9,7 +9,8 @@ from service.routes import routers
 
 EXPECTED = {
     ("POST", "/projects"), ("GET", "/projects"), ("GET", "/projects/{project}"),
-    ("POST", "/projects/{project}/items"), ("POST", "/projects/{project}/items/requeue"),
+    ("POST", "/projects/{project}/items"), ("GET", "/projects/{project}/items"),
+    ("POST", "/projects/{project}/items/requeue"),
     ("GET", "/projects/{project}/items/{external_id}"), ("GET", "/projects/{project}/labels"),
     ("POST", "/projects/{project}/items/upload"), ("GET", "/projects/{project}/items/{external_id}/thumbnail"),
     ("GET", "/projects/{project}/events"),
