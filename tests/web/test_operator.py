@@ -1,18 +1,22 @@
 """The operator dashboard in Chromium: metrics, both plots and the tool table from a project with audits and
 ground truth; stored backtests listed per version; a new policy version created, backtested (stored: still there
-after a reload) and activated through the page, then rolled back."""
+after a reload) and activated through the page, then rolled back; failed items listed with their reason and
+re-queued."""
 
 from __future__ import annotations
 
 import json
 import re
+from datetime import timedelta
 from pathlib import Path
 
 from playwright.sync_api import expect
 
+from service.models import utcnow
 from tests.factories import make_replay_summary
 from tests.web.conftest import Live
 from tests.web.seed import answer_all, seed_tasks
+from tools.base import Item
 
 
 def test_an_operator_creates_backtests_and_activates_a_policy_version(
@@ -128,3 +132,27 @@ def test_a_reviewer_key_cannot_use_the_dashboard(live: Live, new_page) -> None: 
     page.get_by_role("button", name="Sign in").click()
     expect(page.locator("#notice")).to_contain_text("a key of role 'reviewer' may not call GET")
     problems.assert_clean(allow=("403",))
+
+
+def test_an_operator_sees_failed_items_and_requeues_them(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    project = live.project("failing")
+    live.store.ingest(project, [Item(key=f"f{i}", text=f"text {i}") for i in range(3)])
+    t0 = utcnow()
+    for attempt in range(live.store.settings.max_attempts + 1):  # every claim's lease expires: the items fail
+        live.store.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
+    assert live.store.count_items(project)["failed"] == 3
+    page, problems = new_page()
+    page.goto(f"{live.url}/ui/operator")
+    page.locator("#api-key").fill(live.key("operator", project))
+    page.get_by_role("button", name="Sign in").click()
+
+    rows = page.locator("#failed-table tbody tr")
+    expect(rows).to_have_count(3)
+    assert [rows.nth(i).get_attribute("data-item") for i in range(3)] == ["f0", "f1", "f2"]
+    expect(rows.nth(0)).to_contain_text("lease expired")
+    page.locator("#requeue-failed").click()
+    expect(page.locator("#notice")).to_contain_text("Re-queued 3 failed items.")
+    expect(page.locator("#no-failed")).to_be_visible()
+    expect(page.locator("#audit-table tr[data-action='items.requeued']")).to_have_count(1)
+    assert live.store.count_items(project)["failed"] == 0
+    problems.assert_clean()

@@ -1,5 +1,6 @@
 // The operator dashboard: per project, the metrics, two plots (realized precision over time; precision versus
-// coverage with the threshold), each tool's value and cost, policy versions, and the audit log.
+// coverage with the threshold), each tool's value and cost, the items the agent failed on (re-queue them), policy
+// versions, and the audit log.
 "use strict";
 
 (() => {
@@ -7,6 +8,7 @@
   const session = new LA.Session("operator");
   const REFRESH_MS = 15000;
   const AUDIT_SHOWN = 50;
+  const FAILED_SHOWN = 50;
   let project = null;
   let timer = null;
 
@@ -40,6 +42,7 @@
         el("section", { class: "card" }, el("h2", {}, "Precision versus coverage (calibration)"),
           el("div", { id: "calibration-plot" }))),
       el("section", { class: "card" }, el("h2", {}, "Tools: value and cost"), el("div", { id: "tools" })),
+      el("section", { class: "card" }, el("h2", {}, "Failed items"), el("div", { id: "failed" })),
       el("section", { class: "card" }, el("h2", {}, "Policy versions"), el("div", { id: "policy-box" })),
       el("section", { class: "card" }, el("h2", {}, "Audit log"), el("div", { id: "audit" })));
     project = picker.value;
@@ -54,8 +57,9 @@
 
   async function refreshMetrics() {
     try {
-      const [m, calibration, precision, tools, audit] = await Promise.all([
-        api("/metrics"), api("/metrics/calibration"), api("/metrics/precision"), api("/metrics/tools"), auditTail()]);
+      const [m, calibration, precision, tools, audit, failed] = await Promise.all([
+        api("/metrics"), api("/metrics/calibration"), api("/metrics/precision"), api("/metrics/tools"), auditTail(),
+        api(`/items?status=failed&limit=${FAILED_SHOWN}`)]);
       tiles(m);
       clear($("#precision-plot"), precisionPlot(precision, calibration.target_precision),
         legend(precisionCaption(precision), ["line", "realized precision"], ["band", `${LA.pct(precision.level, 0)} interval`],
@@ -65,6 +69,7 @@
                  `Red: the current threshold ${LA.num(calibration.threshold, 3)}.`,
                ["line", "precision"], ["low", `lower bound (delta ${+calibration.delta.toFixed(4)})`], ["target", "target"]));
       clear($("#tools"), toolTable(tools));
+      clear($("#failed"), failedTable(failed));
       clear($("#audit"), auditTable(audit));
       $("#updated").textContent = `updated ${new Date().toLocaleTimeString()}`;
     } catch (err) {
@@ -160,6 +165,30 @@
     const node = el("span", { class: "bar", title });
     node.style.width = `${Math.round(120 * share)}px`;
     return node;
+  }
+
+  function failedTable(page) {
+    if (!page.items.length) return el("p", { class: "muted", id: "no-failed" }, "No failed items.");
+    const more = page.next_after === null ? "" : ` (the first ${FAILED_SHOWN} shown)`;
+    const requeue = el("button", { type: "button", id: "requeue-failed", onclick: async () => {
+      requeue.disabled = true;
+      try {
+        const r = await session.call("POST", `/projects/${encodeURIComponent(project)}/items/requeue`, {});
+        say(`Re-queued ${r.requeued.length} failed item${r.requeued.length === 1 ? "" : "s"}.`);
+        await refreshMetrics();
+      } catch (err) {
+        say(err.message, "error");
+        requeue.disabled = false;
+      }
+    } }, "Re-queue all failed items");
+    return el("div", {},
+      el("table", { id: "failed-table", class: "grid" },
+        el("thead", {}, el("tr", {}, ["Item", "Failed", "Why"].map((h) => el("th", {}, h)))),
+        el("tbody", {}, page.items.map((it) => el("tr", { "data-item": it.external_id },
+          el("td", {}, it.external_id), el("td", {}, new Date(it.updated_at).toLocaleString()),
+          el("td", { class: "detail-json" }, it.error || "–"))))),
+      el("div", { class: "toolbar" }, requeue,
+        el("span", { class: "muted" }, `${page.items.length} failed${more}; re-queued items go back to the workers.`)));
   }
 
   async function auditTail() {
