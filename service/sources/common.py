@@ -18,35 +18,43 @@ from __future__ import annotations
 import asyncio
 import json
 from collections import defaultdict
-from collections.abc import Hashable, Mapping, Sequence
+from collections.abc import Callable, Hashable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 from urllib.parse import parse_qs
 
 from policies import InputError, NotFoundError
 from service.feedback import FeedbackSink, NullSink
+from service.schemas.common import json_safe, no_nul
 from service.store import SqlStore
 from tools.base import Item
 
 Ref = TypeVar("Ref", bound=Hashable)  # the broker's handle on one message (an entry id, a message object)
 Body = Mapping[str, Any] | bytes | None  # the fields, a JSON body holding them, or None: nothing to store
 Row = tuple[Any, Item, str | None]  # (ref, item, client label)
+MAX_LABEL_CHARS = 128  # as the HTTP ingest's client label
 
 
-def parse_entry(fields: Mapping[str, Any], max_key_length: int) -> tuple[str, Item, str | None]:
-    """(project, item, client label) from one message's fields; InputError saying what is wrong otherwise."""
+def parse_entry(fields: Mapping[str, Any], max_key_length: int,
+                max_text_chars: int | None = None) -> tuple[str, Item, str | None]:
+    """(project, item, client label) from one message's fields; InputError saying what is wrong otherwise.
+
+    The checks are the HTTP ingest's: what passes here both databases store (no NUL characters, finite numbers,
+    bounded lengths), so a bad message is dead-lettered instead of failing the batch's write on every retry."""
     project = fields.get("project")
     key = fields.get("external_id")
     if not project:
         raise InputError("missing field 'project'")
     if not isinstance(project, str):
         raise InputError("field 'project' must be a string")
+    _check("project", project, no_nul)
     if not key:
         raise InputError("missing field 'external_id'")
     if not isinstance(key, str):
         raise InputError("field 'external_id' must be a string")
     if len(key) > max_key_length:
         raise InputError(f"external_id is longer than {max_key_length} characters")
+    _check("external_id", key, no_nul)
     raw = fields.get("data")
     if raw is None:
         raise InputError("missing field 'data' (a JSON object with text and/or metadata)")
@@ -63,9 +71,14 @@ def parse_entry(fields: Mapping[str, Any], max_key_length: int) -> tuple[str, It
     text = data.pop("text", None)
     if text is not None and not isinstance(text, str):
         raise InputError("data.text must be a string")
+    if text is not None:
+        _check("data.text", text, no_nul)
+        if max_text_chars is not None and len(text) > max_text_chars:
+            raise InputError(f"data.text has {len(text)} characters; at most {max_text_chars} are accepted")
     metadata = data.pop("metadata", {})
     if not isinstance(metadata, dict):
         raise InputError("data.metadata must be an object")
+    _check("data.metadata", metadata, json_safe)
     if data:
         raise InputError(f"data has unknown key {sorted(data)[0]!r}; give text and/or metadata")
     if text is None and not metadata:
@@ -73,7 +86,18 @@ def parse_entry(fields: Mapping[str, Any], max_key_length: int) -> tuple[str, It
     label = fields.get("label")
     if label is not None and not isinstance(label, str):
         raise InputError("field 'label' must be a string")
+    if label:
+        _check("label", label, no_nul)
+        if len(label) > MAX_LABEL_CHARS:
+            raise InputError(f"field 'label' is longer than {MAX_LABEL_CHARS} characters")
     return project, Item(key=key, text=text, metadata=metadata), label or None
+
+
+def _check(name: str, value: Any, check: Callable[[Any], Any]) -> None:
+    try:
+        check(value)
+    except ValueError as exc:
+        raise InputError(f"{name} {exc}") from None
 
 
 def decode_body(body: bytes) -> dict[str, Any]:
@@ -128,14 +152,14 @@ class BatchIngestor(Generic[Ref]):
         database errors (nothing is decided then)."""
         out: Outcome[Ref] = Outcome()
         by_project: dict[str, list[Row]] = defaultdict(list)
-        limit = self.store.settings.max_external_id_length
+        limit, max_text = self.store.settings.max_external_id_length, self.store.settings.max_text_chars
         for ref, body in messages:
             if body is None:  # e.g. deleted from the stream after delivery: nothing to store
                 out.done.append(ref)
                 continue
             try:
                 fields = decode_body(body) if isinstance(body, bytes | bytearray) else body
-                project, item, label = parse_entry(fields, limit)
+                project, item, label = parse_entry(fields, limit, max_text)
             except InputError as exc:
                 out.dead.append((ref, str(exc)))
                 continue
