@@ -56,7 +56,10 @@ class Learner:
     The calibration set is the part of the ground truth that samples the stream uniformly: cold-start
     items (everything is reviewed then) and audits (a uniform random sample of the stream, the
     suggestion hidden from the reviewer). Escalations train the models but are not calibration data:
-    they are selected by confidence.
+    they are selected by confidence. Corrections (an item's label fixed after the fact, ``GroundTruth.correction``)
+    are training data only: they replace the item's training label, or add the item, and never touch the
+    calibration set (which items get corrected is not a uniform sample; a calibration item keeps the truth its
+    review gave) nor the drift check.
 
     Scores are refreshed out of fold: every time the ground truth has grown by ``RESCORE_GROWTH``,
     each learning tool is refitted K times without one fold and scores that fold, so the threshold is
@@ -75,11 +78,13 @@ class Learner:
         self._gt_y: list[int] = []
         self._gt_logp: list[np.ndarray | None] = []  # decision-time votes, where known
         self._gt_voted: list[np.ndarray | None] = []
+        self._gt_row: dict[str, int] = {}  # item key -> its (latest) training row
         self._agg_rows: deque[int] = deque(maxlen=AGGREGATOR_WINDOW)
         # calibration set: ground-truth rows that are i.i.d. samples of the stream, and their scores
         self._iid_rows: list[int] = []
         self._iid_conf: list[float] = []
         self._iid_pred: list[int] = []
+        self._iid_y: list[int] = []  # the truth each calibration item joined with (a correction never changes it)
         self._calibration_since = 0  # first i.i.d. position in use (moves forward on drift)
         self._audits: list[tuple[int, bool]] = []  # (i.i.d. position, correct) of audits of would-be auto labels
         self._seq = 0
@@ -124,11 +129,15 @@ class Learner:
             y = self._label_index.get(answer.label)
             if y is None:
                 continue  # the store validates labels; a label of an older policy is skipped
+            if answer.correction:
+                self._correct(answer, y, pieces)
+                continue
             pending = self._pending.pop(answer.item.key, None)
             self._seq += 1
             row = len(self._gt_y)
             self._gt_y.append(y)
             self._gt_keys.append(answer.item.key)
+            self._gt_row[answer.item.key] = row
             self._since_retrain += 1
             if pending is None:
                 _add_piece(pieces, None, answer.item)
@@ -153,11 +162,38 @@ class Learner:
         self._gt_batches.extend(Batch(part) if source is None else source.subset(part) for source, part in pieces)
         return records
 
-    def _add_calibration(self, row: int, confidence: float, predicted: str | None) -> None:
+    def _correct(self, answer: GroundTruth, y: int, pieces: list[tuple[Batch | None, list]]) -> None:
+        """A corrected label: the item's training label becomes ``y`` (a new training row if it had none). The
+        calibration set and the audits are left as they are."""
+        key = answer.item.key
+        self._since_retrain += 1
+        # Pending only if the correction replaced a review answer before this learner read it: its decision-time
+        # votes still train the pool, but the item does not join the calibration set here.
+        pending = self._pending.pop(key, None)
+        row = self._gt_row.get(key)
+        if row is not None:
+            self._gt_y[row] = y
+            return
+        row = len(self._gt_y)
+        self._gt_y.append(y)
+        self._gt_keys.append(key)
+        self._gt_row[key] = row
+        if pending is None:
+            _add_piece(pieces, None, answer.item)
+            self._gt_logp.append(None)
+            self._gt_voted.append(None)
+            return
+        _add_piece(pieces, pending.source, pending.row)
+        self._gt_logp.append(pending.logp)
+        self._gt_voted.append(pending.voted)
+        self._agg_rows.append(row)
+
+    def _add_calibration(self, row: int, confidence: float, predicted: str | None, truth: int | None = None) -> None:
         pred = self._label_index.get(predicted) if predicted is not None else None
         self._iid_rows.append(row)
         self._iid_conf.append(confidence)
         self._iid_pred.append(-1 if pred is None else pred)
+        self._iid_y.append(self._gt_y[row] if truth is None else truth)
 
     async def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
         """Restore state from storage (ground truth and calibration records), then retrain."""
@@ -170,11 +206,17 @@ class Learner:
             self._gt_batches.append(Batch([gt.item]))
             self._gt_y.append(y)
             self._gt_keys.append(gt.item.key)
+            self._gt_row[gt.item.key] = row
             self._gt_logp.append(None)
             self._gt_voted.append(None)
             rec = kinds.get(gt.item.key)
-            if rec is not None and rec.kind in CALIBRATION_KINDS:
+            if rec is None or rec.kind not in CALIBRATION_KINDS:
+                continue
+            if not gt.correction:
                 self._add_calibration(row, rec.confidence, rec.predicted)
+            elif (truth := self._label_index.get(rec.truth)) is not None:
+                # a corrected calibration item stays in the set with the truth its review gave, as before restarting
+                self._add_calibration(row, rec.confidence, rec.predicted, truth)
         for rec in calibration:
             self._seq = max(self._seq, rec.seq)
         if self._gt_y:
@@ -296,7 +338,7 @@ class Learner:
         if n_window < policy.min_calibration:
             calib = ThresholdResult(None, n_window, 0, 0, 1.0)
         else:
-            y = np.asarray([self._gt_y[r] for r in self._iid_rows[start:]])
+            y = np.asarray(self._iid_y[start:])
             correct = np.asarray(self._iid_pred[start:]) == y
             calib = choose_threshold(self._iid_conf[start:], correct, alpha=policy.alpha, delta=policy.delta)
         audit_rate = 1.0 if calib.threshold is None else self._audit_rate(calib)

@@ -66,11 +66,13 @@ class CalibrationRecord:
 
 @dataclass(slots=True, frozen=True)
 class GroundTruth:
-    """A human answer that settles an item's label."""
+    """A human answer that settles an item's label. ``correction``: the label corrects an earlier one after the fact
+    (training data, never calibration data: corrections are not a uniform sample of the stream)."""
 
     item: Item
     label: str
     reviewer: str = "human"
+    correction: bool = False
 
 
 class AgentStore(Protocol):

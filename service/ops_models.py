@@ -1,5 +1,6 @@
 """Tables the operations API adds (same conventions as ``service.models``): the audit log of every change an
-operator or client makes, reviewers' skips of review tasks, and the stored results of policy backtests.
+operator or client makes, reviewers' skips of review tasks, the stored results of policy backtests, and the history of
+label corrections.
 
 Importing :mod:`service.store` (or :func:`service.db.create_all`) registers these tables on ``SQLModel.metadata``.
 """
@@ -9,7 +10,7 @@ from __future__ import annotations
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import BigInteger, Index, String
+from sqlalchemy import BigInteger, Index, String, Text
 from sqlalchemy import UniqueConstraint as Unique
 from sqlmodel import Field, SQLModel
 
@@ -22,6 +23,7 @@ AUDIT_ACTIONS = (
     "policy.rolled_back",
     "items.requeued",
     "policy.backtested",
+    "label.corrected",
 )
 
 
@@ -93,3 +95,35 @@ class Backtest(BacktestBase, table=True):
 class BacktestPublic(BacktestBase):
     id: int
     created_at: datetime
+
+
+class LabelCorrectionBase(SQLModel):
+    label: str = Field(max_length=128, description="The corrected label.")
+    replaced_label_id: int = Field(description="Id of the label row this correction replaced (deleted then).")
+    replaced_label: str = Field(max_length=128, description="The label it replaced.")
+    replaced_source: str = Field(sa_type=String(8), description="Source of the replaced label: agent or human.")
+    replaced_confidence: float | None = Field(default=None, description="Confidence of the replaced label.")
+    reviewer: str = Field(max_length=128, description="Who corrected it (the request's reviewer).")
+    note: str | None = Field(default=None, sa_type=Text, description="Why, as the reviewer wrote it.")
+    actor: str = Field(max_length=128, description="The API key that sent the correction.")
+
+
+class LabelCorrection(LabelCorrectionBase, table=True):
+    """One correction of an item's label: the new ``human`` label's id and the label it replaced (the history; the
+    label table keeps one row per item and policy version). Written with the new label and a ``label.corrected``
+    audit entry in one transaction; never updated or deleted (a later correction adds a row)."""
+
+    __tablename__ = "label_correction"
+    __table_args__ = (
+        Unique("label_id", name="uq_label_correction_label"),
+        Index("ix_label_correction_item", "item_id", "id"),
+        Index("ix_label_correction_project_source", "project_id", "replaced_source"),
+        _policy_fk("label_correction"),
+    )
+    id: int | None = Field(default=None, primary_key=True)
+    project_id: int  # checked through the (project_id, policy_version) key
+    item_id: int = Field(foreign_key="item.id")
+    policy_version: int
+    label_id: int = Field(description="Id of the label row the correction wrote (no foreign key: a later "
+                                      "correction or a Label Studio annotation may replace that row).")
+    created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)

@@ -1,4 +1,4 @@
-"""Ingest, an item's client-facing state, re-queueing failed items."""
+"""Ingest, an item's client-facing state, correcting its label, re-queueing failed items."""
 
 from __future__ import annotations
 
@@ -13,6 +13,8 @@ from service.feedback import FeedbackSink
 from service.ops import tell
 from service.ops.images import CheckedImage, ImageSource, decode_base64, load_images, thumbnail_url, with_exif
 from service.schemas.items import (
+    CorrectedFrom,
+    CorrectionResponse,
     IngestRequest,
     IngestResponse,
     ItemIn,
@@ -118,7 +120,7 @@ def store_items(*, store: SqlStore, feedback: FeedbackSink, project: str, keys: 
 
 def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatusOut:
     view = store.item_view(project, external_id)
-    item, label = view.item, view.label
+    item, label, fix = view.item, view.label, view.correction
     status = CLIENT_STATUS[item.status]
     hidden = status == "in_review" and view.review_kind == "audit"  # the reviewer must not learn the agent's label
     return ItemStatusOut(
@@ -136,6 +138,10 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
         thumbnail_url=thumbnail_url(project, item.external_id) if view.has_image else None,
         created_at=item.created_at,
         updated_at=item.updated_at,
+        corrected_from=None if fix is None else CorrectedFrom(
+            label_id=fix.replaced_label_id, label=fix.replaced_label,
+            source=fix.replaced_source,  # type: ignore[arg-type]
+            confidence=fix.replaced_confidence, reviewer=fix.reviewer, note=fix.note, corrected_at=fix.created_at),
     )
 
 
@@ -156,6 +162,17 @@ def list_items(*, store: SqlStore, project: str, statuses: Sequence[str] | None,
                                           policy_version=r.policy_version, client_label=r.client_label, error=r.error,
                                           created_at=r.created_at, updated_at=r.updated_at) for r in rows],
                     next_after=rows[-1].id if more else None)
+
+
+def correct_item(*, store: SqlStore, feedback: FeedbackSink, project: str, external_id: str, label: str,
+                 reviewer: str, note: str | None, actor: str) -> CorrectionResponse:
+    """Replace the item's label with ``label`` (a human label, history kept; see ``service.store.corrections``) and
+    tell the feedback sink, so the workers' learners train on it soon. The same label again changes nothing."""
+    outcome = store.correct_label(project, external_id, label, reviewer=reviewer, note=note, actor=actor)
+    if outcome.correction is not None:
+        tell(feedback, project)
+    status = item_status(store=store, project=project, external_id=external_id)
+    return CorrectionResponse(**status.model_dump(), changed=outcome.correction is not None)
 
 
 def requeue_items(*, store: SqlStore, feedback: FeedbackSink, project: str, external_ids: Sequence[str] | None,

@@ -5,6 +5,10 @@ PostgreSQL concurrent transactions may commit label ids out of order: an id belo
 appear for a few moments. The event stream re-reads a trailing window of ids for that (see :class:`LabelFeed`); the
 export does not, so a cursor walk while workers write may miss such a label: export a quiet project for an exact
 copy, or follow the event stream for a live one. On SQLite commits follow id order and both are exact.
+
+A corrected label (``POST .../items/{id}/correction``) is a new label row with a new, larger id that replaces the
+item's old row, so a cursor or a ``Last-Event-ID`` taken before the correction delivers it as a new record, with
+``replaces_label_id`` naming the superseded record; keep the record with the largest ``label_id`` per item.
 """
 
 from __future__ import annotations
@@ -57,7 +61,7 @@ def decode_cursor(cursor: str | None) -> int:
 def record(row: LabelRow) -> LabelRecord:
     return LabelRecord(label_id=row.id, external_id=row.external_id, label=row.label, confidence=row.confidence,
                        source=row.source, policy_version=row.policy_version, threshold=row.threshold,  # type: ignore[arg-type]
-                       created_at=row.created_at)
+                       created_at=row.created_at, replaces_label_id=row.replaces)
 
 
 @dataclass(slots=True, frozen=True)

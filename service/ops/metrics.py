@@ -43,18 +43,22 @@ def project_metrics(*, store: SqlStore, project: str, now: datetime | None = Non
     audits, correct = store.audit_outcomes(project)
     lo, hi = cp_interval(correct, audits, LEVEL)
     agreement = store.reviewer_agreement(project)
-    decided = labels["agent"] + sum(tasks.values())  # every agent decision is an auto label or a review task
+    corrections = store.count_corrections(project)
+    # every agent decision is an auto label or a review task; a corrected auto label's row was replaced
+    auto = labels["agent"] + corrections["agent"]
+    decided = auto + sum(tasks.values())
     return ProjectMetrics(
         project=project,
         active_version=info.active_version,
         items=items,
         labels=labels,
+        corrections=corrections,
         throughput=Throughput(labeled_last_minute=labeled[0], labeled_last_hour=labeled[1],
                               ingested_last_minute=ingested[0], ingested_last_hour=ingested[1]),
         queue=QueueMetrics(depth=tasks["open"] + tasks["claimed"], open=tasks["open"], claimed=tasks["claimed"],
                            done=tasks["done"],
                            oldest_age_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds())),
-        auto_rate=labels["agent"] / decided if decided else None,
+        auto_rate=auto / decided if decided else None,
         precision=PrecisionMetrics(audits=audits, correct=correct, estimate=correct / audits if audits else None,
                                    ci_low=lo, ci_high=hi, level=LEVEL),
         threshold=store.latest_threshold(project),
@@ -109,6 +113,9 @@ def prometheus_text(*, store: SqlStore, now: datetime | None = None, projects: C
             out.add("labelagent_items", "gauge", "Items by status.", n, project=p, status=status)
         for source, n in m.labels.items():
             out.add("labelagent_labels", "gauge", "Labels by source.", n, project=p, source=source)
+        for source, n in m.corrections.items():
+            out.add("labelagent_label_corrections", "gauge", "Label corrections by the replaced label's source.", n,
+                    project=p, source=source)
         for status in ("open", "claimed", "done"):
             out.add("labelagent_review_tasks", "gauge", "Review tasks by status.", getattr(m.queue, status),
                     project=p, status=status)

@@ -1,5 +1,5 @@
 """``/projects/{project}/items``: ingest batches (JSON, or image files as multipart), list items by status, read an
-item's state, evidence and thumbnail, re-queue failed items."""
+item's state, evidence and thumbnail, correct its label, re-queue failed items."""
 
 from __future__ import annotations
 
@@ -16,6 +16,8 @@ from service.ops import uploads
 from service.schemas.common import no_nul
 from service.schemas.items import (
     ClientStatus,
+    CorrectionRequest,
+    CorrectionResponse,
     IngestRequest,
     IngestResponse,
     ItemPage,
@@ -85,6 +87,21 @@ def requeue(project: ProjectPath, body: RequeueRequest, store: StoreDep, feedbac
             ) -> RequeueResponse:
     return ops.requeue_items(store=store, feedback=feedback, project=project, external_ids=body.external_ids,
                              actor=principal.name)
+
+
+@router.post("/{external_id:path}/correction", dependencies=allow(*REVIEWER),
+             response_model=CorrectionResponse, summary="Correct an item's label after the fact",
+             responses=error_docs(404, 409, 422))
+def correct(project: ProjectPath, external_id: ExternalIdPath, body: CorrectionRequest, store: StoreDep,
+            feedback: FeedbackDep, principal: PrincipalDep) -> CorrectionResponse:
+    """The item's label (an auto label or a human one) becomes `label`, a `human` label with a new label id: the
+    export and the event stream deliver it again after any cursor (`replaces_label_id` names the record it
+    supersedes), and the workers' learners train on it (it never joins the calibration set). The replaced label
+    stays readable: `corrected_from` in the answer and the item's status, and a `label.corrected` audit entry.
+    Correcting to the label the item has is a no-op (`changed: false`). 409 while the item has no label yet (answer
+    its review task instead); 422 for a label outside the policy version that labeled it."""
+    return ops.correct_item(store=store, feedback=feedback, project=project, external_id=external_id,
+                            label=body.label, reviewer=body.reviewer, note=body.note, actor=principal.name)
 
 
 @router.get("/{external_id:path}/thumbnail", dependencies=allow(*REVIEWER), response_class=Response,

@@ -7,7 +7,7 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from service.schemas.common import ExternalId, JsonObject, Label, Request, SafeText
+from service.schemas.common import ExternalId, JsonObject, Label, Reason, Request, ReviewerName, SafeText
 
 ClientStatus = Literal["pending", "labeled", "in_review", "failed"]
 
@@ -57,6 +57,19 @@ class VoteOut(BaseModel):
     model_version: str | None
 
 
+class CorrectedFrom(BaseModel):
+    """The label a correction replaced, and who corrected it."""
+
+    label_id: int = Field(description="Id of the replaced label (no longer in the export: the correction's label "
+                                      "record supersedes it).")
+    label: str
+    source: Literal["agent", "human"]
+    confidence: float | None
+    reviewer: str = Field(description="Who corrected it.")
+    note: str | None
+    corrected_at: datetime
+
+
 class ItemStatusOut(BaseModel):
     external_id: str
     status: ClientStatus = Field(description="pending (waiting or being labeled), labeled, in_review or failed.")
@@ -73,6 +86,19 @@ class ItemStatusOut(BaseModel):
                                       "operator keys); null when the item has no image.")
     created_at: datetime
     updated_at: datetime
+    corrected_from: CorrectedFrom | None = Field(default=None, description="Set when the current label was written "
+                                                 "by a correction: the label it replaced (history: the audit log's "
+                                                 "`label.corrected` entries).")
+
+
+class CorrectionRequest(Request):
+    label: Label = Field(description="The right label: one of the labels of the policy version that labeled the item.")
+    reviewer: ReviewerName = Field(description="Who corrects it.")
+    note: Reason | None = Field(default=None, description="Why (optional, kept in the history).")
+
+
+class CorrectionResponse(ItemStatusOut):
+    changed: bool = Field(description="False when the item already had this label: nothing was written.")
 
 
 class ItemSummaryOut(BaseModel):
@@ -116,3 +142,5 @@ class LabelRecord(BaseModel):
     policy_version: int
     threshold: float | None
     created_at: datetime
+    replaces_label_id: int | None = Field(default=None, description="Set on a label written by a correction: the "
+                                          "id of the item's label it supersedes (sent earlier, with a smaller id).")

@@ -50,6 +50,11 @@ class ProjectMetrics(BaseModel):
     active_version: int | None
     items: dict[str, int] = Field(description="Items by status (pending, leased, labeled, in_review, failed).")
     labels: dict[str, int] = Field(description="Labels by source (agent, human).")
+    corrections: dict[str, int] = Field(
+        default_factory=lambda: {"agent": 0, "human": 0},
+        description="Label corrections by the source of the label they replaced: `agent` counts auto labels found "
+                    "wrong after the fact. Not used by the precision estimate or the drift check (audits only: "
+                    "corrections are not a uniform sample).")
     throughput: Throughput
     queue: QueueMetrics
     auto_rate: float | None = Field(description="Agent decisions that were auto labels (not sent to review).")

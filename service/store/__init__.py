@@ -3,9 +3,9 @@ and the replay need. One transaction per call; hot paths write with SQLAlchemy C
 
 Split by concern: projects and policies (``projects``), ingest and claims (``items``), batch results
 (``batches``), the review queue (``reviews``), learner reads and metrics (``learning``); for the HTTP API: changes
-with their audit log (``audit``), stored backtests (``backtests``), queue administration such as release and skip
-(``queue_admin``), item and label reads (``reads``), item listings by status (``listing``) and metric counts
-(``metrics``).
+with their audit log (``audit``), label corrections (``corrections``), stored backtests (``backtests``), queue
+administration such as release and skip (``queue_admin``), item and label reads (``reads``), item listings by
+status (``listing``) and metric counts (``metrics``).
 """
 
 from __future__ import annotations
@@ -14,6 +14,7 @@ from service.store.audit import AuditMixin
 from service.store.backtests import BacktestsMixin
 from service.store.base import StoreBase
 from service.store.batches import BatchesMixin, LeasedStore, parse_policy_key
+from service.store.corrections import Correction, CorrectionOutcome, CorrectionsMixin
 from service.store.feed import FedAnswer, FeedMixin
 from service.store.items import ItemsMixin
 from service.store.keys import KeysMixin
@@ -35,8 +36,8 @@ from service.store.types import (
 )
 
 
-class SqlStore(BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin, ReviewsMixin,
-               LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
+class SqlStore(CorrectionsMixin, BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin,
+               ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 
@@ -48,6 +49,8 @@ class SqlStore(BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMix
 
 __all__ = [
     "ClaimedReview",
+    "Correction",
+    "CorrectionOutcome",
     "FedAnswer",
     "IngestResult",
     "ItemRow",

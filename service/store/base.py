@@ -24,6 +24,7 @@ from service.models import (
     Vote,
     utcnow,
 )
+from service.ops_models import LabelCorrection
 from service.settings import Settings, get_settings
 from tools.base import Item as ToolItem
 
@@ -39,6 +40,7 @@ task_t: Table = ReviewTask.__table__  # type: ignore[attr-defined]
 review_t: Table = Review.__table__  # type: ignore[attr-defined]
 model_t: Table = ModelVersion.__table__  # type: ignore[attr-defined]
 calib_t: Table = CalibrationRecord.__table__  # type: ignore[attr-defined]
+correction_t: Table = LabelCorrection.__table__  # type: ignore[attr-defined]
 
 CHUNK = 500  # rows or ids per statement: well under SQLite's and PostgreSQL's bound-parameter limits
 

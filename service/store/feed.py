@@ -4,7 +4,8 @@ Human labels get ids from one sequence, but on PostgreSQL ids are not committed 
 took its ids first may commit after one that took later ids. A reader that only remembers the largest id it
 saw would skip the late one forever. :class:`service.feedback.AnswerFeed` therefore re-reads a trailing
 window of ids (cheap: ids only, from the ``(project_id, source, id)`` index) and fetches the rows it has not
-seen; the queries it needs are here.
+seen; the queries it needs are here. A label written by a correction (``label_correction``) is delivered like any
+human label, marked ``correction`` so that the learner trains on it without adding it to the calibration set.
 """
 
 from __future__ import annotations
@@ -12,12 +13,23 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
+from typing import Any
 
 from sqlalchemy import func, select
 
 from agent.ports import GroundTruth
 from service.db import read_tx
-from service.store.base import StoreBase, as_utc, chunks, image_t, item_t, label_t, to_item, with_image
+from service.store.base import (
+    StoreBase,
+    as_utc,
+    chunks,
+    correction_t,
+    image_t,
+    item_t,
+    label_t,
+    to_item,
+    with_image,
+)
 
 
 @dataclass(slots=True, frozen=True)
@@ -27,6 +39,21 @@ class FedAnswer:
     id: int
     policy_version: int
     answer: GroundTruth
+
+
+_ANSWER_COLS = (label_t.c.id, label_t.c.policy_version, label_t.c.label, item_t.c.external_id, item_t.c.text,
+                item_t.c.meta, image_t.c.data, correction_t.c.id)
+
+
+def _answers() -> Any:
+    """The answer columns over labels with their items, images and the correction that wrote them (if any)."""
+    return with_image(select(*_ANSWER_COLS).join(item_t, item_t.c.id == label_t.c.item_id)).outerjoin(
+        correction_t, correction_t.c.label_id == label_t.c.id)
+
+
+def _fed(r: Any) -> FedAnswer:
+    item = to_item(r[3], r[4], r[5], r[6])
+    return FedAnswer(r[0], r[1], GroundTruth(item=item, label=r[2], correction=r[7] is not None))
 
 
 class FeedMixin(StoreBase):
@@ -42,15 +69,12 @@ class FeedMixin(StoreBase):
     def load_human_labels(self, project: str, ids: Sequence[int]) -> list[FedAnswer]:
         """The human labels with these ids (with their items), in id order."""
         out: list[FedAnswer] = []
-        cols = (label_t.c.id, label_t.c.policy_version, label_t.c.label, item_t.c.external_id, item_t.c.text,
-                item_t.c.meta, image_t.c.data)
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             for part in chunks(list(ids)):
-                query = (with_image(select(*cols).join(item_t, item_t.c.id == label_t.c.item_id))
+                query = (_answers()
                          .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.id.in_(part)))
-                out.extend(FedAnswer(r[0], r[1], GroundTruth(item=to_item(r[3], r[4], r[5], r[6]), label=r[2]))
-                           for r in conn.execute(query))
+                out.extend(_fed(r) for r in conn.execute(query))
         out.sort(key=lambda a: a.id)
         return out
 
@@ -59,15 +83,13 @@ class FeedMixin(StoreBase):
 
         One statement, so on PostgreSQL it reads one snapshot. Use :class:`service.feedback.AnswerFeed` for a
         cursor that does not skip answers committed out of id order."""
-        cols = (label_t.c.id, label_t.c.policy_version, label_t.c.label, item_t.c.external_id, item_t.c.text,
-                item_t.c.meta, image_t.c.data)
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            query = (with_image(select(*cols).join(item_t, item_t.c.id == label_t.c.item_id))
+            query = (_answers()
                      .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.id > after_id)
                      .order_by(label_t.c.id))
             rows = conn.execute(query).all()
-        answers = [FedAnswer(r[0], r[1], GroundTruth(item=to_item(r[3], r[4], r[5], r[6]), label=r[2])) for r in rows]
+        answers = [_fed(r) for r in rows]
         return answers, (answers[-1].id if answers else after_id)
 
     def human_label_floor(self, project: str, before: datetime) -> int:

@@ -17,6 +17,7 @@ from service.store.base import (
     StoreBase,
     calib_t,
     chunks,
+    correction_t,
     image_t,
     item_t,
     label_t,
@@ -30,11 +31,14 @@ from tools.base import ModelInfo, Vote
 
 class LearningMixin(StoreBase):
     def load_ground_truth(self, project: str, limit: int | None = None) -> list[GroundTruth]:
-        """Human-settled items, oldest first (the most recent ``limit`` when given); one per item (its latest)."""
+        """Human-settled items, oldest first (the most recent ``limit`` when given); one per item (its latest, marked
+        ``correction`` when a correction wrote it)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             query = (with_image(select(label_t.c.label, item_t.c.external_id, item_t.c.text, item_t.c.meta,
-                                       image_t.c.data).join(item_t, item_t.c.id == label_t.c.item_id))
+                                       image_t.c.data, correction_t.c.id)
+                                .join(item_t, item_t.c.id == label_t.c.item_id))
+                     .outerjoin(correction_t, correction_t.c.label_id == label_t.c.id)
                      .where(label_t.c.project_id == pid, label_t.c.source == "human")
                      .order_by(label_t.c.id.desc()))
             if limit is not None:
@@ -42,10 +46,11 @@ class LearningMixin(StoreBase):
             rows = conn.execute(query).all()
         seen: set[str] = set()
         out: list[GroundTruth] = []
-        for label, key, text, meta, image in rows:  # newest first: keep each item's latest answer
+        for label, key, text, meta, image, corrected in rows:  # newest first: keep each item's latest answer
             if key not in seen:
                 seen.add(key)
-                out.append(GroundTruth(item=to_item(key, text, meta, image), label=label))
+                out.append(GroundTruth(item=to_item(key, text, meta, image), label=label,
+                                       correction=corrected is not None))
         out.reverse()
         return out
 

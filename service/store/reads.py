@@ -14,10 +14,28 @@ from policies import NotFoundError
 from service.datasets import LabeledItem
 from service.db import read_tx
 from service.models import ItemPublic, LabelPublic, VotePublic
-from service.store.base import StoreBase, chunks, image_t, item_t, label_t, task_t, to_item, vote_t, with_image
+from service.store.base import (
+    StoreBase,
+    chunks,
+    correction_t,
+    image_t,
+    item_t,
+    label_t,
+    task_t,
+    to_item,
+    vote_t,
+    with_image,
+)
+from service.store.corrections import Correction, correction_from_row
 
 _LABEL_ROW = (label_t.c.id, item_t.c.external_id, label_t.c.label, label_t.c.confidence, label_t.c.source,
-              label_t.c.policy_version, label_t.c.threshold, label_t.c.created_at)
+              label_t.c.policy_version, label_t.c.threshold, label_t.c.created_at, correction_t.c.replaced_label_id)
+
+
+def _label_rows() -> Any:
+    """Labels with their items' external ids and, for a label a correction wrote, the id of the label it replaced."""
+    return (select(*_LABEL_ROW).join(item_t, item_t.c.id == label_t.c.item_id)
+            .outerjoin(correction_t, correction_t.c.label_id == label_t.c.id))
 
 
 @dataclass(slots=True, frozen=True)
@@ -32,6 +50,7 @@ class LabelRow:
     policy_version: int
     threshold: float | None
     created_at: datetime
+    replaces: int | None = None  # a correction's label: the id of the label it replaced
 
 
 @dataclass(slots=True)
@@ -44,6 +63,7 @@ class ItemView:
     policy_version: int | None  # of the label, else of the review task
     review_kind: str | None  # kind of the item's latest review task, if any
     has_image: bool = False
+    correction: Correction | None = None  # the correction that wrote the label, if one did
 
 
 class ReadsMixin(StoreBase):
@@ -67,6 +87,8 @@ class ReadsMixin(StoreBase):
                                                                vote_t.c.policy_version == version)
                                           .order_by(vote_t.c.id)).mappings())
             has_image = conn.execute(select(image_t.c.item_id).where(image_t.c.item_id == item_id)).first() is not None
+            fix = None if label is None else conn.execute(
+                select(correction_t).where(correction_t.c.label_id == label["id"])).mappings().first()
         return ItemView(
             item=ItemPublic.model_validate(dict(row)),
             label=None if label is None else LabelPublic.model_validate(dict(label)),
@@ -74,6 +96,7 @@ class ReadsMixin(StoreBase):
             policy_version=version,
             review_kind=None if task is None else task[0],
             has_image=has_image,
+            correction=None if fix is None else correction_from_row(key, fix),
         )
 
     def label_rows(self, project: str, *, after_id: int = 0, limit: int = 1000) -> list[LabelRow]:
@@ -81,8 +104,8 @@ class ReadsMixin(StoreBase):
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             rows = conn.execute(
-                select(*_LABEL_ROW).join(item_t, item_t.c.id == label_t.c.item_id)
-                .where(label_t.c.project_id == pid, label_t.c.id > after_id).order_by(label_t.c.id).limit(limit)
+                _label_rows().where(label_t.c.project_id == pid, label_t.c.id > after_id)
+                .order_by(label_t.c.id).limit(limit)
             ).all()
         return [LabelRow(*r) for r in rows]
 
@@ -100,8 +123,7 @@ class ReadsMixin(StoreBase):
             pid = self._project_id(conn, project)
             for part in chunks(list(ids)):
                 out.extend(LabelRow(*r) for r in conn.execute(
-                    select(*_LABEL_ROW).join(item_t, item_t.c.id == label_t.c.item_id)
-                    .where(label_t.c.project_id == pid, label_t.c.id.in_(part))))
+                    _label_rows().where(label_t.c.project_id == pid, label_t.c.id.in_(part))))
         out.sort(key=lambda r: r.id)
         return out
 

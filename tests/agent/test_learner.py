@@ -144,3 +144,73 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
     # 8 x 29 = 232 calibration items (the fewest that can certify at alpha 0.1 is 29): the policy's rate again.
     snap = feed(items[200:300], [0.97] * 100, [True] * 100)
     assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
+
+
+def _review(learner: Learner, items, kinds, answers, **observe) -> None:  # type: ignore[no-untyped-def]
+    """Items sent to review (the agent said ham with 0.97, would have accepted), then their answers."""
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    n = len(items)
+    learner.remember(ReviewTrace(Batch(items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
+                                 np.full(n, 0.97), ["ham"] * n, kinds, np.ones(n, bool)))
+    learner.observe([GroundTruth(it, lab) for it, lab in zip(items, answers, strict=True)], **observe)
+
+
+def _calibration_state(learner: Learner) -> tuple:  # type: ignore[type-arg]
+    return (tuple(learner._iid_rows), tuple(learner._iid_conf), tuple(learner._iid_pred), tuple(learner._iid_y),
+            tuple(learner._audits), learner._calibration_since)
+
+
+def test_a_correction_trains_but_leaves_the_calibration_set_unchanged() -> None:
+    from agent.ports import CalibrationRecord
+
+    tool = CountingLearner("clf", {})
+    learner = Learner(policy(min_calibration=60), [tool])
+    items = make_items(300)
+    _review(learner, items[:200], ["cold_start"] * 200, ["ham"] * 200)
+    _review(learner, items[200:250], ["audit"] * 50, ["ham"] * 49 + ["spam"])
+    learner.recalibrate()
+    before, certified = _calibration_state(learner), learner.snapshot.calibration
+    assert certified.threshold is not None and len(before[0]) == 250
+    n = learner.n_ground_truth
+    # items[260] was auto-labeled (never reviewed); items[0] and items[210] are calibration items (cold start and
+    # audit) whose reviewed label is corrected. The stored calibration records a worker would pass are ignored.
+    known = {it.key: CalibrationRecord(it.key, 0.97, "ham", "ham", "cold_start", 1) for it in items}
+    learner.observe([GroundTruth(items[260], "spam", correction=True), GroundTruth(items[0], "spam", correction=True),
+                     GroundTruth(items[210], "spam", correction=True)], known)
+    assert learner.n_ground_truth == n + 1, "the auto-labeled item is new training data; the others are replaced"
+    data = learner.training_set()
+    assert len(data) == n + 1
+    y_of = {it.key: data.labels[int(y)] for it, y in zip(data.batch.items, data.y, strict=True)}
+    assert (y_of[items[260].key], y_of[items[0].key], y_of[items[210].key]) == ("spam", "spam", "spam")
+    assert sum(1 for it in data.batch.items if it.key == items[0].key) == 1
+    assert _calibration_state(learner) == before, "no calibration item, truth or audit outcome changed"
+    learner.recalibrate()
+    assert learner.snapshot.calibration == certified
+    asyncio.run(learner.retrain())
+    assert tool.fits[-1] == n + 1, "the retrained tools see the correction"
+    # the same answer as a review (not a correction) would have entered the calibration set
+    _review(learner, items[270:271], ["audit"], ["spam"])
+    assert len(learner._iid_rows) == len(before[0]) + 1
+
+
+def test_a_restored_learner_keeps_the_reviewed_truth_of_a_corrected_calibration_item() -> None:
+    from agent.ports import CalibrationRecord
+
+    items = make_items(200)
+    table = {it.key: {"ham": 0.95, "spam": 0.05} for it in items}
+    calibration = [CalibrationRecord(it.key, 0.97, "ham", "ham", "cold_start", i + 1) for i, it in enumerate(items)]
+    plain = Learner(policy(min_calibration=60), [CountingLearner("clf", table)])
+    asyncio.run(plain.load([GroundTruth(it, "ham") for it in items], calibration))
+    restored = Learner(policy(min_calibration=60), [CountingLearner("clf", table)])
+    answers = [GroundTruth(it, "ham") for it in items[1:]] + [GroundTruth(items[0], "spam", correction=True)]
+    asyncio.run(restored.load(answers, calibration))
+
+    def truths(learner: Learner) -> dict[str, int]:
+        return {learner._gt_keys[r]: y for r, y in zip(learner._iid_rows, learner._iid_y, strict=True)}
+
+    assert truths(restored) == truths(plain) and len(truths(plain)) == 200
+    assert restored.snapshot.calibration == plain.snapshot.calibration
+    data = restored.training_set()
+    assert data.labels[int(data.y[restored._gt_keys.index(items[0].key)])] == "spam"

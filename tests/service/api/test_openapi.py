@@ -13,6 +13,7 @@ EXPECTED = {
     ("POST", "/projects/{project}/items/requeue"),
     ("GET", "/projects/{project}/items/{external_id}"), ("GET", "/projects/{project}/labels"),
     ("POST", "/projects/{project}/items/upload"), ("GET", "/projects/{project}/items/{external_id}/thumbnail"),
+    ("POST", "/projects/{project}/items/{external_id}/correction"),
     ("GET", "/projects/{project}/events"),
     ("POST", "/projects/{project}/reviews/claim"), ("GET", "/projects/{project}/reviews"),
     ("POST", "/reviews/{task}/heartbeat"), ("POST", "/reviews/{task}/submit"), ("POST", "/reviews/{task}/skip"),

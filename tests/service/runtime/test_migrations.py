@@ -135,3 +135,22 @@ def test_0006_adds_the_backtest_table_and_takes_it_back(empty_engine: Engine) ->
         command.downgrade(cfg, "0005_item_images")
     assert "backtest" not in inspect(empty_engine).get_table_names()
     assert current_revision(empty_engine) == "0005_item_images"
+
+
+def test_0007_adds_the_label_correction_table_and_takes_it_back(empty_engine: Engine) -> None:
+    from alembic import command
+
+    from service.migrate import alembic_config
+
+    assert upgrade(empty_engine, "0006_backtests") == "0006_backtests"
+    assert "label_correction" not in inspect(empty_engine).get_table_names()
+    assert upgrade(empty_engine, "0007_label_corrections") == "0007_label_corrections"
+    insp = inspect(empty_engine)
+    assert "label_correction" in insp.get_table_names()
+    assert [u["name"] for u in insp.get_unique_constraints("label_correction")] == ["uq_label_correction_label"]
+    cfg = alembic_config()
+    with empty_engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, "0006_backtests")
+    assert "label_correction" not in inspect(empty_engine).get_table_names()
+    assert current_revision(empty_engine) == "0006_backtests"
