@@ -7,7 +7,7 @@ from collections.abc import Callable, Iterator, Sequence
 from datetime import UTC, datetime, timedelta
 from typing import Any, TypeVar
 
-from sqlalchemy import Connection, Engine, Table, bindparam, select
+from sqlalchemy import Connection, Engine, Table, bindparam, func, select
 
 from policies import NotFoundError, Policy, loads_policy
 from service.db import is_sqlite
@@ -99,6 +99,18 @@ class StoreBase:
         if stmt is None:
             stmt = self._statements[name] = build()
         return stmt
+
+    def _replacement_label_ids(self, conn: Connection, n: int) -> list[int] | None:
+        """Ids for ``n`` labels that replace deleted ones, taken before the delete; None: let the database pick.
+
+        Export, events and the workers' answer feed walk label ids, so a replacement must get an id above every
+        id handed out. PostgreSQL's sequence never goes back; SQLite gives a new row max(rowid) + 1, which is the
+        deleted row's own id again when it was the newest label. Writers hold SQLite's write lock (BEGIN
+        IMMEDIATE), so the next ids are ours."""
+        if not self.sqlite:
+            return None
+        top = conn.execute(select(func.max(label_t.c.id))).scalar() or 0
+        return list(range(top + 1, top + 1 + n))
 
     # --- caches ----------------------------------------------------------------------------------------
 

@@ -88,11 +88,8 @@ class CorrectionsMixin(AuditMixin):
                                  f"labeled item {key!r}: {list(labels)}")
             if current["label"] == label:
                 return CorrectionOutcome(key, None)
-            explicit: dict[str, Any] = {}
-            if self.sqlite:
-                # SQLite gives a new row max(rowid) + 1: once the old row is deleted that would be its own id again
-                # when it was the newest label. Under BEGIN IMMEDIATE nobody else writes, so take the next id now.
-                explicit["id"] = conn.execute(select(func.max(label_t.c.id))).scalar_one() + 1
+            fresh = self._replacement_label_ids(conn, 1)  # above the replaced one (SQLite would reuse its id)
+            explicit: dict[str, Any] = {} if fresh is None else {"id": fresh[0]}
             conn.execute(delete(label_t).where(label_t.c.id == current["id"]))
             new_id = conn.execute(insert(label_t).values(
                 **explicit, project_id=pid, item_id=item_id, policy_version=version, label=label,

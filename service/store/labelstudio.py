@@ -7,8 +7,11 @@ policy version (confidence 1, reason ``label studio annotation <id>``), the item
 review task of the item closed (a reviewer holding it gets the usual stale-lease 409 on submit). The database keeps
 one label per item and policy version, so the annotation *replaces* the item's label under the active version (the
 agent's votes stay as evidence). The human label gets a new id, so the workers' answer feed picks it up and the
-learner trains on it. Removing an annotation deletes its label; an item left without any label goes back to review
-(its task under the active version is reopened) or, without one, back to the agent (``pending``).
+learner trains on it. An annotation that changes the label is recorded as a correction (``label_correction``, as
+``POST .../items/{id}/correction`` does: the learner replaces the item's training label and leaves the calibration
+set alone); another annotation with the same human label only notes its id on the row (the learner has it).
+Removing an annotation deletes its label; an item left without any label goes back to review (its task under the
+active version is reopened) or, without one, back to the agent (``pending``).
 """
 
 from __future__ import annotations
@@ -18,15 +21,16 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Connection, delete, func, insert, select, update
 
 from policies import InputError, NotFoundError
 from service.db import read_tx, write_tx
-from service.store.base import as_utc, chunks, item_t, label_t, task_t
+from service.store.base import as_utc, chunks, correction_t, item_t, label_t, task_t
 
 if TYPE_CHECKING:
     from service.store import SqlStore
 
+LABEL_STUDIO = "label-studio"  # reviewer and actor of the corrections annotations make
 _RELEASED = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 _TASK_FREE = {"reviewer": None, "lease_token": None, "lease_expires_at": None}
 
@@ -70,6 +74,34 @@ class StoredItem:
         return max(labels, key=lambda lab: lab.id) if labels else None
 
 
+@dataclass(frozen=True, slots=True)
+class _Current:
+    """An item's label under the active version, as an annotation finds it."""
+
+    id: int
+    label: str
+    source: str
+    reason: str | None
+    confidence: float | None
+
+
+def _record_corrections(conn: Connection, pid: int, version: int, changed: dict[int, tuple[_Current, HumanAnswer]],
+                        now: datetime) -> None:
+    """An annotation that changes an item's label is a correction (``label_correction``, as the API's correction
+    route writes): the answer feed marks it, so the learner replaces the item's training label instead of adding a
+    second answer, and leaves the calibration set alone; metrics count it by the replaced label's source."""
+    new_ids: dict[int, int] = {}
+    for part in chunks(list(changed)):
+        new_ids.update((item_id, label_id) for item_id, label_id in conn.execute(select(
+            label_t.c.item_id, label_t.c.id).where(label_t.c.item_id.in_(part), label_t.c.policy_version == version)))
+    conn.execute(insert(correction_t), [
+        {"project_id": pid, "item_id": item_id, "policy_version": version, "label_id": new_ids[item_id],
+         "label": a.label, "replaced_label_id": old.id, "replaced_label": old.label, "replaced_source": old.source,
+         "replaced_confidence": old.confidence, "reviewer": LABEL_STUDIO, "note": a.reason, "actor": LABEL_STUDIO,
+         "created_at": now}
+        for item_id, (old, a) in changed.items()])
+
+
 def put_human_labels(
     store: SqlStore, project: str, answers: Sequence[HumanAnswer], *, now: datetime | None = None
 ) -> tuple[list[str], list[str]]:
@@ -91,22 +123,30 @@ def put_human_labels(
             if a.label not in labels:
                 raise InputError(f"{a.key}: label {a.label!r} is not one of the project's labels {labels}")
         ids = _item_ids(store, conn, pid, [a.key for a in answers])
-        current: dict[int, tuple[int, str, str, str]] = {}
+        current: dict[int, _Current] = {}
         for part in chunks(list(ids.values())):
-            query = select(label_t.c.item_id, label_t.c.id, label_t.c.label, label_t.c.source, label_t.c.reason).where(
-                label_t.c.item_id.in_(part), label_t.c.policy_version == version
-            )
-            current.update((r[0], (r[1], r[2], r[3], r[4])) for r in conn.execute(query))
+            query = select(label_t.c.item_id, label_t.c.id, label_t.c.label, label_t.c.source, label_t.c.reason,
+                           label_t.c.confidence).where(label_t.c.item_id.in_(part), label_t.c.policy_version == version)
+            current.update((r[0], _Current(*r[1:])) for r in conn.execute(query))
         stale: list[int] = []
         rows: list[dict[str, Any]] = []
+        changed: dict[int, tuple[_Current, HumanAnswer]] = {}  # item id -> (the label replaced, the answer)
         for a in answers:
             item_id = ids[a.key]
             old = current.get(item_id)
-            if old is not None and old[1:] == (a.label, "human", a.reason):
+            if old is not None and (old.label, old.source, old.reason) == (a.label, "human", a.reason):
                 unchanged.append(a.key)
                 continue
+            if old is not None and (old.label, old.source) == (a.label, "human"):
+                # another annotation with the same label: the learner has this answer already; keep the row (and
+                # its id, so nobody is sent it again), note the annotation that now holds it
+                conn.execute(update(label_t).where(label_t.c.id == old.id).values(reason=a.reason))
+                written.append(a.key)
+                continue
             if old is not None:
-                stale.append(old[0])
+                stale.append(old.id)
+                if old.label != a.label:
+                    changed[item_id] = (old, a)
             rows.append(
                 {
                     "project_id": pid,
@@ -122,10 +162,16 @@ def put_human_labels(
                 }
             )
             written.append(a.key)
+        fresh = store._replacement_label_ids(conn, len(rows)) if stale else None  # above the replaced ones
+        if fresh is not None:
+            for row, label_id in zip(rows, fresh, strict=True):
+                row["id"] = label_id
         for part in chunks(stale):
             conn.execute(delete(label_t).where(label_t.c.id.in_(part)))
         if rows:
             conn.execute(insert(label_t), rows)
+        if changed:
+            _record_corrections(conn, pid, version, changed, now)
         touched = [ids[k] for k in written]
         for part in chunks(touched):
             conn.execute(

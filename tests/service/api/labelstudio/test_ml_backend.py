@@ -139,10 +139,29 @@ def test_annotation_webhooks_add_update_and_remove_ground_truth(
 
     repeated = client.post(f"{ML}/webhook", json=fixture("annotation_created.json"))
     assert repeated.json()["applied"] is False
+    before = store.label_rows(P)  # a consumer's cursor, taken before the annotation changes
+    assert [r.label for r in before] == ["technology"]
     updated = client.post(f"{ML}/webhook", json=fixture("annotation_updated.json"))
     assert updated.status_code == 201
     assert status(client, "ls-19")["label"] == "politics"
     assert store.count_labels(P)["human"] == 1
+    # the new label has a new, larger id (SQLite reused the replaced row's id): cursors past the old one see it
+    assert [(r.external_id, r.label) for r in store.label_rows(P, after_id=before[-1].id)] == [("ls-19", "politics")]
+    # a changed label is a correction: the learner replaces the item's answer instead of adding a second one
+    fed, cursor = store.load_ground_truth_since(P, after_id=before[-1].id)
+    assert [(a.answer.item.key, a.answer.label, a.answer.correction) for a in fed] == [("ls-19", "politics", True)]
+    (fix,) = store.corrections_of(P, "ls-19")
+    assert (fix.replaced_label, fix.label, fix.replaced_source, fix.reviewer) == (
+        "technology", "politics", "human", "label-studio")
+    assert store.count_corrections(P)["human"] == 1
+    # another annotation with the same label: the row keeps its id (nobody is sent the same answer again)
+    again = fixture("annotation_updated.json")
+    again["annotation"]["id"] += 1
+    assert client.post(f"{ML}/webhook", json=again).status_code == 201
+    assert store.load_ground_truth_since(P, after_id=cursor)[0] == []
+    assert status(client, "ls-19")["label"] == "politics"
+    assert client.post(f"{ML}/webhook", json=fixture("annotation_updated.json")).json()["applied"] is True
+    assert store.load_ground_truth_since(P, after_id=cursor)[0] == []  # the first annotation holds the label again
 
     deleted = client.post(f"{ML}/webhook", json=fixture("annotations_deleted.json"))
     assert deleted.status_code == 201, deleted.text
