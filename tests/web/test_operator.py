@@ -43,6 +43,7 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
     expect(page.locator("#tile-precision")).to_contain_text("23/25 audits")
     expect(page.locator("#tile-queue .value")).to_have_text("0")
     expect(page.locator("#tile-auto .value")).to_have_text(re.compile(r"10\.0 %"))  # 5 auto of 50 decisions
+    expect(page.locator("#tile-corrections .value")).to_have_text("0")
     expect(page.locator("#precision-chart path.line")).to_have_count(1)
     expect(page.locator("#precision-chart path.band")).to_have_count(1)
     expect(page.locator("#calibration-chart path.line")).to_have_count(2)  # precision and its lower bound
@@ -155,4 +156,25 @@ def test_an_operator_sees_failed_items_and_requeues_them(live: Live, new_page) -
     expect(page.locator("#no-failed")).to_be_visible()
     expect(page.locator("#audit-table tr[data-action='items.requeued']")).to_have_count(1)
     assert live.store.count_items(project)["failed"] == 0
+    problems.assert_clean()
+
+
+def test_the_corrections_tile_counts_corrected_auto_labels(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    project = live.project("fixed")
+    seeded = seed_tasks(live.store, project, ["accept", "accept", "accept"])
+    operator = live.key("operator", project)
+    key = seeded.keys[1]
+    current = live.store.item_view(project, key).label
+    assert current is not None and current.source == "agent"
+    other = "ham" if current.label == "spam" else "spam"
+    with live.api(operator) as api:
+        response = api.post(f"/projects/{project}/items/{key}/correction", json={"label": other, "reviewer": "ana"})
+        assert response.status_code == 200, response.text
+    page, problems = new_page()
+    page.goto(f"{live.url}/ui/operator")
+    page.locator("#api-key").fill(operator)
+    page.get_by_role("button", name="Sign in").click()
+    expect(page.locator("#tile-corrections .value")).to_have_text("1")
+    expect(page.locator("#tile-corrections")).to_contain_text("1 of auto labels · 0 of human labels")
+    expect(page.locator("#audit-table tr[data-action='label.corrected']")).to_have_count(1)
     problems.assert_clean()

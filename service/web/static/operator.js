@@ -105,7 +105,9 @@
         `${m.queue.open} open · ${m.queue.claimed} claimed · oldest ${LA.duration(m.queue.oldest_age_seconds)}`),
       tile("tile-auto", "Auto rate", LA.pct(m.auto_rate), `${m.labels.agent} agent · ${m.labels.human} human labels`),
       tile("tile-precision", "Realized precision", LA.pct(p.estimate),
-        `${p.correct}/${p.audits} audits · ${LA.pct(p.level, 0)} CI [${LA.pct(p.ci_low)}, ${LA.pct(p.ci_high)}]`));
+        `${p.correct}/${p.audits} audits · ${LA.pct(p.level, 0)} CI [${LA.pct(p.ci_low)}, ${LA.pct(p.ci_high)}]`),
+      tile("tile-corrections", "Corrections", (m.corrections.agent || 0) + (m.corrections.human || 0),
+        `${m.corrections.agent || 0} of auto labels · ${m.corrections.human || 0} of human labels`));
   }
 
   function precisionPlot(h, target) {
