@@ -52,7 +52,7 @@ class Live:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=30.0)
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
     engine = make_engine(f"sqlite:///{tmp_path_factory.mktemp('web') / 'web.db'}")
     create_all(engine)
@@ -74,7 +74,7 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         engine.dispose()
 
 
-@pytest.fixture(scope="session")
+@pytest.fixture(scope="package")
 def browser() -> Iterator[object]:
     if not Path(CHROMIUM).exists() and not shutil.which("chromium"):
         pytest.skip(f"Chromium is not installed at {CHROMIUM} (make test installs it: apt-get install chromium)")
