@@ -11,6 +11,7 @@ import os
 import uuid
 from collections.abc import Iterator
 from functools import cache
+from typing import NoReturn
 
 import pytest
 from sqlalchemy import Engine, create_engine, text
@@ -43,14 +44,19 @@ def _postgres_problem() -> str | None:
     return None
 
 
+def unreachable(what: str, problem: object, tests: str) -> NoReturn:
+    """A service the tests need does not answer: skip them, or fail them when ``CI`` is set (CI must run them)."""
+    msg = f"{what} is unreachable: {problem}"
+    if os.environ.get("CI"):
+        pytest.fail(f"{msg} -- CI is set, so the {tests} tests must run", pytrace=False)
+    pytest.skip(msg)
+
+
 def require_postgres() -> str:
     problem = _postgres_problem()
     if problem is not None:
         url = make_url(postgres_url()).render_as_string(hide_password=True)
-        msg = f"PostgreSQL at {url} (LABELAGENT_TEST_POSTGRES_URL) is unreachable: {problem}"
-        if os.environ.get("CI"):
-            pytest.fail(msg + " -- CI is set, so the postgres tests must run", pytrace=False)
-        pytest.skip(msg)
+        unreachable(f"PostgreSQL at {url} (LABELAGENT_TEST_POSTGRES_URL)", problem, "postgres")
     return postgres_url()
 
 

@@ -11,17 +11,21 @@ import asyncio
 import multiprocessing as mp
 import os
 import signal
+import subprocess
+import sys
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
 from sqlalchemy import Engine, func, select
 
-from policies import Policy
+from policies import Policy, RulesSpec, TextClassifierSpec
+from policies.model import Rule
 from service.db import read_tx
 from service.settings import Settings
 from service.store import ReviewAnswer, SqlStore
@@ -266,3 +270,47 @@ def stop_processes(procs: list[mp.process.BaseProcess]) -> None:
         if proc.is_alive():
             proc.kill()
             proc.join(5)
+
+
+# --- the broker sources' end-to-end test (Redis, NATS, RabbitMQ) -----------------------------------------------
+
+ROOT = Path(__file__).resolve().parents[3]
+SOURCE_WORKER_ENV = {"LABELAGENT_WORKER_POLL_SECONDS": "0.1", "LABELAGENT_FEEDBACK_POLL_SECONDS": "0.1",
+                     "LABELAGENT_REFRESH_SECONDS": "0.2", "LABELAGENT_FEEDBACK_LAG_SECONDS": "5"}
+
+
+def broker_policy() -> Policy:
+    """Keyword rules and a small learned classifier: a policy that auto-labels a broker's stream soon."""
+    return runtime_policy(tools=[RulesSpec(name="rules", rules=[Rule(label="spam", keywords=["free", "win"])]),
+                                 TextClassifierSpec(name="clf", min_examples=4, n_features=2**12)])
+
+
+def run_source_worker(store: SqlStore, project: str, source: str, n: int, *, drained: Callable[[], bool],
+                      drained_what: str) -> None:
+    """``labelagent worker --source SOURCE`` as a process, with 4 reviewers answering meanwhile, until the ``n``
+    items are stored and labeled and ``drained()`` (the broker holds nothing for the worker); then SIGTERM.
+    Asserts the worker stopped cleanly, the reviewers met no error, and every item is stored and labeled once."""
+    env = {**os.environ, "LABELAGENT_DATABASE_URL": engine_url(store.engine), **SOURCE_WORKER_ENV}
+    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--source", source, "--name", "w1",
+                               "--log-level", "WARNING"], env=env, cwd=ROOT)
+    stop = threading.Event()
+    reviewers = [Reviewer(store, project, f"r{i}", stop) for i in range(4)]
+    threads = [r.start() for r in reviewers]
+    try:
+        wait_until(lambda: sum(store.count_items(project).values()) == n, timeout=60, what=f"{n} items stored")
+        wait_until(all_labeled(store, project, n), timeout=60, what=f"{n} items labeled")
+        wait_until(drained, timeout=30, what=drained_what)
+    finally:
+        stop.set()
+        for t in threads:
+            t.join(10)
+        worker.send_signal(signal.SIGTERM)
+        try:
+            worker.wait(30)
+        except subprocess.TimeoutExpired:
+            worker.kill()
+            worker.wait(5)
+    assert worker.returncode == 0, "SIGTERM stops the worker cleanly"
+    assert not [e for r in reviewers for e in r.errors]
+    per_item = labels_per_item(store, project)
+    assert len(per_item) == n and set(per_item.values()) == {1}, "every item stored once and labeled once"

@@ -7,10 +7,6 @@ from __future__ import annotations
 import asyncio
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -19,23 +15,19 @@ from typing import Any
 import aio_pika
 import pytest
 
-from policies import InputError, RulesSpec, TextClassifierSpec
-from policies.model import Rule
+from policies import InputError
 from service.sources.amqp_queue import REASON_HEADER, AmqpAddress, AmqpQueueSource
 from service.store import SqlStore
+from tests.conftest import unreachable
 from tests.service.runtime.helpers import (
-    Reviewer,
-    all_labeled,
-    engine_url,
-    labels_per_item,
+    broker_policy,
+    run_source_worker,
     runtime_policy,
     stream_items,
-    wait_until,
 )
 from tools.base import Item
 
 AMQP_URL = os.environ.get("LABELAGENT_TEST_AMQP_URL", "amqp://guest:guest@127.0.0.1:5672/")
-ROOT = Path(__file__).resolve().parents[3]
 
 
 @pytest.fixture(scope="module")
@@ -47,10 +39,7 @@ def rabbitmq() -> str:
     try:
         asyncio.run(probe())
     except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"RabbitMQ at {AMQP_URL} is unreachable ({exc!r}) -- CI is set, so the RabbitMQ tests "
-                        "must run", pytrace=False)
-        pytest.skip(f"RabbitMQ at {AMQP_URL} is unreachable: {exc!r}")
+        unreachable(f"RabbitMQ at {AMQP_URL}", repr(exc), "RabbitMQ")
     return AMQP_URL
 
 
@@ -213,8 +202,7 @@ def test_a_database_error_requeues_the_batch(store: SqlStore, queue: str, tmp_pa
 def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(store: SqlStore,
                                                                               queue: str) -> None:
     n = 2000
-    policy = runtime_policy(tools=[RulesSpec(name="rules", rules=[Rule(label="spam", keywords=["free", "win"])]),
-                                   TextClassifierSpec(name="clf", min_examples=4, n_features=2**12)])
+    policy = broker_policy()
     store.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(n)
@@ -238,31 +226,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
 
     asyncio.run(doomed())
     assert asyncio.run(ready_count(queue)) == n + 50, "the unacknowledged messages are back in the queue"
-    env = {**os.environ, "LABELAGENT_DATABASE_URL": engine_url(store.engine), "LABELAGENT_WORKER_POLL_SECONDS": "0.1",
-           "LABELAGENT_FEEDBACK_POLL_SECONDS": "0.1", "LABELAGENT_REFRESH_SECONDS": "0.2",
-           "LABELAGENT_FEEDBACK_LAG_SECONDS": "5"}
-    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--source", source, "--name", "w1",
-                               "--log-level", "WARNING"], env=env, cwd=ROOT)
-    stop = threading.Event()
-    reviewers = [Reviewer(store, project, f"r{i}", stop) for i in range(4)]
-    threads = [r.start() for r in reviewers]
-    try:
-        wait_until(lambda: sum(store.count_items(project).values()) == n, timeout=60, what=f"{n} items stored")
-        wait_until(all_labeled(store, project, n), timeout=60, what=f"{n} items labeled")
-        wait_until(lambda: asyncio.run(ready_count(queue)) == 0, timeout=30, what="every message received")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(5)
-    assert worker.returncode == 0, "SIGTERM stops the worker cleanly"
+    run_source_worker(store, project, source, n, drained=lambda: asyncio.run(ready_count(queue)) == 0,
+                      drained_what="every message received")
     assert asyncio.run(ready_count(queue)) == 0, "every message acknowledged: none came back when the worker left"
-    assert not [e for r in reviewers for e in r.errors]
-    per_item = labels_per_item(store, project)
-    assert len(per_item) == n and set(per_item.values()) == {1}, "every item stored once and labeled once"
     assert asyncio.run(drain(f"{queue}.dead")) == []

@@ -8,10 +8,6 @@ import asyncio
 import contextlib
 import json
 import os
-import signal
-import subprocess
-import sys
-import threading
 import uuid
 from collections.abc import Iterator
 from pathlib import Path
@@ -22,23 +18,19 @@ import nats.errors
 import nats.js.errors
 import pytest
 
-from policies import InputError, RulesSpec, TextClassifierSpec
-from policies.model import Rule
+from policies import InputError
 from service.sources.nats_stream import REASON_HEADER, NatsAddress, NatsStreamSource
 from service.store import SqlStore
+from tests.conftest import unreachable
 from tests.service.runtime.helpers import (
-    Reviewer,
-    all_labeled,
-    engine_url,
-    labels_per_item,
+    broker_policy,
+    run_source_worker,
     runtime_policy,
     stream_items,
-    wait_until,
 )
 from tools.base import Item
 
 NATS_URL = os.environ.get("LABELAGENT_TEST_NATS_URL", "nats://127.0.0.1:4222")
-ROOT = Path(__file__).resolve().parents[3]
 
 
 async def _connect() -> Any:
@@ -55,10 +47,7 @@ def nats_server() -> str:
     try:
         asyncio.run(probe())
     except Exception as exc:
-        if os.environ.get("CI"):
-            pytest.fail(f"NATS JetStream at {NATS_URL} is unreachable ({exc!r}) -- CI is set, so the NATS tests "
-                        "must run", pytrace=False)
-        pytest.skip(f"NATS JetStream at {NATS_URL} is unreachable: {exc!r}")
+        unreachable(f"NATS JetStream at {NATS_URL}", repr(exc), "NATS")
     return NATS_URL
 
 
@@ -220,8 +209,7 @@ def test_a_database_error_gives_the_batch_back(store: SqlStore, stream: str, tmp
 def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(store: SqlStore,
                                                                               stream: str) -> None:
     n = 2000
-    policy = runtime_policy(tools=[RulesSpec(name="rules", rules=[Rule(label="spam", keywords=["free", "win"])]),
-                                   TextClassifierSpec(name="clf", min_examples=4, n_features=2**12)])
+    policy = broker_policy()
     store.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(n)
@@ -248,31 +236,6 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
 
     asyncio.run(doomed())
     assert asyncio.run(consumer_state(stream))[1] >= 300, "300 messages delivered and never acknowledged"
-    env = {**os.environ, "LABELAGENT_DATABASE_URL": engine_url(store.engine), "LABELAGENT_WORKER_POLL_SECONDS": "0.1",
-           "LABELAGENT_FEEDBACK_POLL_SECONDS": "0.1", "LABELAGENT_REFRESH_SECONDS": "0.2",
-           "LABELAGENT_FEEDBACK_LAG_SECONDS": "5"}
-    worker = subprocess.Popen([sys.executable, "-m", "service.cli", "worker", "--source", source, "--name", "w1",
-                               "--log-level", "WARNING"], env=env, cwd=ROOT)
-    stop = threading.Event()
-    reviewers = [Reviewer(store, project, f"r{i}", stop) for i in range(4)]
-    threads = [r.start() for r in reviewers]
-    try:
-        wait_until(lambda: sum(store.count_items(project).values()) == n, timeout=60, what=f"{n} items stored")
-        wait_until(all_labeled(store, project, n), timeout=60, what=f"{n} items labeled")
-        wait_until(lambda: asyncio.run(consumer_state(stream))[:2] == (0, 0), timeout=30,
-                   what="every message acknowledged")
-    finally:
-        stop.set()
-        for t in threads:
-            t.join(10)
-        worker.send_signal(signal.SIGTERM)
-        try:
-            worker.wait(30)
-        except subprocess.TimeoutExpired:
-            worker.kill()
-            worker.wait(5)
-    assert worker.returncode == 0, "SIGTERM stops the worker cleanly"
-    assert not [e for r in reviewers for e in r.errors]
-    per_item = labels_per_item(store, project)
-    assert len(per_item) == n and set(per_item.values()) == {1}, "every item stored once and labeled once"
+    run_source_worker(store, project, source, n, drained=lambda: asyncio.run(consumer_state(stream))[:2] == (0, 0),
+                      drained_what="every message acknowledged")
     assert asyncio.run(dead_letters(stream, f"{stream}.dead")) == []
