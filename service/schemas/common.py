@@ -9,6 +9,7 @@ from typing import Annotated, Any
 from pydantic import AfterValidator, BaseModel, ConfigDict, StringConstraints
 
 MAX_JSON_DEPTH = 32
+MAX_LABEL_CHARS = 128  # a label's longest spelling (the label columns hold 128)
 
 
 def no_nul(value: str) -> str:
@@ -43,7 +44,7 @@ class Request(BaseModel):
 
 SafeText = Annotated[str, AfterValidator(no_nul)]
 JsonObject = Annotated[dict[str, Any], AfterValidator(json_safe)]
-Label = Annotated[str, StringConstraints(min_length=1, max_length=128), AfterValidator(no_nul)]
+Label = Annotated[str, StringConstraints(min_length=1, max_length=MAX_LABEL_CHARS), AfterValidator(no_nul)]
 ExternalId = Annotated[str, StringConstraints(min_length=1, max_length=256), AfterValidator(no_nul)]
 ReviewerName = Annotated[str, StringConstraints(min_length=1, max_length=128, pattern=r"^[^\x00-\x1f\x7f]+$")]
 LeaseToken = Annotated[str, StringConstraints(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_-]+$")]

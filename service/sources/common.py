@@ -25,14 +25,13 @@ from urllib.parse import parse_qs
 
 from policies import InputError, NotFoundError
 from service.feedback import FeedbackSink, NullSink
-from service.schemas.common import json_safe, no_nul
+from service.schemas.common import MAX_LABEL_CHARS, json_safe, no_nul
 from service.store import SqlStore
 from tools.base import Item
 
 Ref = TypeVar("Ref", bound=Hashable)  # the broker's handle on one message (an entry id, a message object)
 Body = Mapping[str, Any] | bytes | None  # the fields, a JSON body holding them, or None: nothing to store
 Row = tuple[Any, Item, str | None]  # (ref, item, client label)
-MAX_LABEL_CHARS = 128  # as the HTTP ingest's client label
 
 
 def parse_entry(fields: Mapping[str, Any], max_key_length: int,
