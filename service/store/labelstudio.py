@@ -86,14 +86,11 @@ class _Current:
 
 
 def _record_corrections(conn: Connection, pid: int, version: int, changed: dict[int, tuple[_Current, HumanAnswer]],
-                        now: datetime) -> None:
+                        new_ids: dict[int, int], now: datetime) -> None:
     """An annotation that changes an item's label is a correction (``label_correction``, as the API's correction
     route writes): the answer feed marks it, so the learner replaces the item's training label instead of adding a
-    second answer, and leaves the calibration set alone; metrics count it by the replaced label's source."""
-    new_ids: dict[int, int] = {}
-    for part in chunks(list(changed)):
-        new_ids.update((item_id, label_id) for item_id, label_id in conn.execute(select(
-            label_t.c.item_id, label_t.c.id).where(label_t.c.item_id.in_(part), label_t.c.policy_version == version)))
+    second answer, and leaves the calibration set alone; metrics count it by the replaced label's source.
+    ``new_ids``: item id -> the id of the label just written."""
     conn.execute(insert(correction_t), [
         {"project_id": pid, "item_id": item_id, "policy_version": version, "label_id": new_ids[item_id],
          "label": a.label, "replaced_label_id": old.id, "replaced_label": old.label, "replaced_source": old.source,
@@ -169,9 +166,10 @@ def put_human_labels(
         for part in chunks(stale):
             conn.execute(delete(label_t).where(label_t.c.id.in_(part)))
         if rows:
-            conn.execute(insert(label_t), rows)
-        if changed:
-            _record_corrections(conn, pid, version, changed, now)
+            written_ids = conn.execute(insert(label_t).returning(label_t.c.item_id, label_t.c.id), rows)
+            new_ids = {item_id: label_id for item_id, label_id in written_ids}
+            if changed:
+                _record_corrections(conn, pid, version, changed, new_ids, now)
         touched = [ids[k] for k in written]
         for part in chunks(touched):
             conn.execute(
