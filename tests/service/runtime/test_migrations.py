@@ -7,6 +7,7 @@ import uuid
 from collections.abc import Iterator
 
 import pytest
+from alembic import command
 from alembic.autogenerate import compare_metadata
 from alembic.runtime.migration import MigrationContext
 from sqlalchemy import Engine, create_engine, inspect, text
@@ -14,7 +15,7 @@ from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
 from service.db import create_all, make_engine
-from service.migrate import current_revision, ensure_schema, head_revision, model_tables, upgrade
+from service.migrate import alembic_config, current_revision, ensure_schema, head_revision, model_tables, upgrade
 from tests.conftest import require_postgres
 
 
@@ -40,6 +41,14 @@ def empty_engine(request: pytest.FixtureRequest, tmp_path) -> Iterator[Engine]: 
         with admin.connect() as conn:
             conn.execute(text(f'DROP SCHEMA "{schema}" CASCADE'))
         admin.dispose()
+
+
+def downgrade(engine: Engine, revision: str) -> None:
+    """``alembic downgrade REVISION`` on ``engine`` (what an operator rolling back a release runs)."""
+    cfg = alembic_config()
+    with engine.begin() as conn:
+        cfg.attributes["connection"] = conn
+        command.downgrade(cfg, revision)
 
 
 def _schema(engine: Engine) -> dict[str, object]:
@@ -94,10 +103,6 @@ def test_ensure_schema_creates_adopts_and_reports_current(empty_engine: Engine, 
 
 
 def test_0005_moves_item_images_out_of_the_item_row_and_back(empty_engine: Engine) -> None:
-    from alembic import command
-
-    from service.migrate import alembic_config
-
     assert upgrade(empty_engine, "0004_item_error") == "0004_item_error"
     with empty_engine.begin() as conn:
         conn.execute(text("INSERT INTO project (id, name, data_kind, item_seq, created_at) "
@@ -111,46 +116,29 @@ def test_0005_moves_item_images_out_of_the_item_row_and_back(empty_engine: Engin
         assert conn.execute(text("SELECT item_id, project_id, data, thumbnail FROM item_image")).all() == [
             (1, 1, b"\x89PNG bytes", None)]
     assert "image" not in {c["name"] for c in inspect(empty_engine).get_columns("item")}
-    cfg = alembic_config()
-    with empty_engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0004_item_error")
+    downgrade(empty_engine, "0004_item_error")
     with empty_engine.connect() as conn:
         assert conn.execute(text("SELECT id, image FROM item ORDER BY id")).all() == [(1, b"\x89PNG bytes"), (2, None)]
     assert "item_image" not in inspect(empty_engine).get_table_names()
 
 
 def test_0006_adds_the_backtest_table_and_takes_it_back(empty_engine: Engine) -> None:
-    from alembic import command
-
-    from service.migrate import alembic_config
-
     assert upgrade(empty_engine, "0005_item_images") == "0005_item_images"
     assert "backtest" not in inspect(empty_engine).get_table_names()
     assert upgrade(empty_engine, "0006_backtests") == "0006_backtests"
     assert "backtest" in inspect(empty_engine).get_table_names()
-    cfg = alembic_config()
-    with empty_engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0005_item_images")
+    downgrade(empty_engine, "0005_item_images")
     assert "backtest" not in inspect(empty_engine).get_table_names()
     assert current_revision(empty_engine) == "0005_item_images"
 
 
 def test_0007_adds_the_label_correction_table_and_takes_it_back(empty_engine: Engine) -> None:
-    from alembic import command
-
-    from service.migrate import alembic_config
-
     assert upgrade(empty_engine, "0006_backtests") == "0006_backtests"
     assert "label_correction" not in inspect(empty_engine).get_table_names()
     assert upgrade(empty_engine, "0007_label_corrections") == "0007_label_corrections"
     insp = inspect(empty_engine)
     assert "label_correction" in insp.get_table_names()
     assert [u["name"] for u in insp.get_unique_constraints("label_correction")] == ["uq_label_correction_label"]
-    cfg = alembic_config()
-    with empty_engine.begin() as conn:
-        cfg.attributes["connection"] = conn
-        command.downgrade(cfg, "0006_backtests")
+    downgrade(empty_engine, "0006_backtests")
     assert "label_correction" not in inspect(empty_engine).get_table_names()
     assert current_revision(empty_engine) == "0006_backtests"
