@@ -19,6 +19,13 @@ from tests.web.seed import answer_all, seed_tasks
 from tools.base import Item
 
 
+def open_dashboard(page, live: Live, key: str) -> None:  # type: ignore[no-untyped-def]
+    """The operator page, signed in with ``key``."""
+    page.goto(f"{live.url}/ui/operator")
+    page.locator("#api-key").fill(key)
+    page.get_by_role("button", name="Sign in").click()
+
+
 def test_an_operator_creates_backtests_and_activates_a_policy_version(
     live: Live,
     new_page,  # type: ignore[no-untyped-def]
@@ -35,9 +42,7 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
               for seed in (0, 1)]
     operator = live.key("operator", project)
     page, problems = new_page()
-    page.goto(f"{live.url}/ui/operator")
-    page.locator("#api-key").fill(operator)
-    page.get_by_role("button", name="Sign in").click()
+    open_dashboard(page, live, operator)
 
     expect(page.locator("#tile-active .value")).to_have_text("v1")
     expect(page.locator("#tile-precision")).to_contain_text("23/25 audits")
@@ -128,9 +133,7 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
 def test_a_reviewer_key_cannot_use_the_dashboard(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
     project = live.project("nosy")
     page, problems = new_page()
-    page.goto(f"{live.url}/ui/operator")
-    page.locator("#api-key").fill(live.key("reviewer", project))
-    page.get_by_role("button", name="Sign in").click()
+    open_dashboard(page, live, live.key("reviewer", project))
     expect(page.locator("#notice")).to_contain_text("a key of role 'reviewer' may not call GET")
     problems.assert_clean(allow=("403",))
 
@@ -143,9 +146,7 @@ def test_an_operator_sees_failed_items_and_requeues_them(live: Live, new_page) -
         live.store.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
     assert live.store.count_items(project)["failed"] == 3
     page, problems = new_page()
-    page.goto(f"{live.url}/ui/operator")
-    page.locator("#api-key").fill(live.key("operator", project))
-    page.get_by_role("button", name="Sign in").click()
+    open_dashboard(page, live, live.key("operator", project))
 
     rows = page.locator("#failed-table tbody tr")
     expect(rows).to_have_count(3)
@@ -171,9 +172,7 @@ def test_the_corrections_tile_counts_corrected_auto_labels(live: Live, new_page)
         response = api.post(f"/projects/{project}/items/{key}/correction", json={"label": other, "reviewer": "ana"})
         assert response.status_code == 200, response.text
     page, problems = new_page()
-    page.goto(f"{live.url}/ui/operator")
-    page.locator("#api-key").fill(operator)
-    page.get_by_role("button", name="Sign in").click()
+    open_dashboard(page, live, operator)
     expect(page.locator("#tile-corrections .value")).to_have_text("1")
     expect(page.locator("#tile-corrections")).to_contain_text("1 of auto labels · 0 of human labels")
     expect(page.locator("#audit-table tr[data-action='label.corrected']")).to_have_count(1)
