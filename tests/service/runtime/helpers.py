@@ -8,6 +8,7 @@ humans' answers per text.
 from __future__ import annotations
 
 import asyncio
+import json
 import multiprocessing as mp
 import os
 import signal
@@ -314,3 +315,20 @@ def run_source_worker(store: SqlStore, project: str, source: str, n: int, *, dra
     assert not [e for r in reviewers for e in r.errors]
     per_item = labels_per_item(store, project)
     assert len(per_item) == n and set(per_item.values()) == {1}, "every item stored once and labeled once"
+
+
+def message_body(project: str, item: Item, **extra: Any) -> bytes:
+    """A broker message's body (NATS, RabbitMQ): the item as one JSON object."""
+    return json.dumps({"project": project, "external_id": item.key,
+                       "data": {"text": item.text, "metadata": item.metadata}, **extra}).encode()
+
+
+def mixed_messages(project: str, items: Sequence[Item]) -> list[bytes]:
+    """``items``, then a replay of ``items[3]`` and four messages to dead-letter, keyed ``bad-json`` (its data is
+    not JSON), ``raw`` (the body is not JSON), ``lost`` (an unknown project) and ``bad-label`` (label ``maybe``)."""
+    return [message_body(project, it) for it in items] + [
+        message_body(project, items[3]),  # a replayed message
+        json.dumps({"project": project, "external_id": "bad-json", "data": "{oops"}).encode(),
+        b"not json at all \xff",
+        message_body("no-such-project", Item(key="lost", text="x")),
+        message_body(project, Item(key="bad-label", text="x"), label="maybe")]

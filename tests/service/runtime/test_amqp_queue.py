@@ -21,6 +21,8 @@ from service.store import SqlStore
 from tests.conftest import unreachable
 from tests.service.runtime.helpers import (
     broker_policy,
+    message_body,
+    mixed_messages,
     run_source_worker,
     runtime_policy,
     stream_items,
@@ -58,10 +60,6 @@ def queue(rabbitmq: str) -> Iterator[str]:
 
     asyncio.run(cleanup())
 
-
-def body(project: str, item: Item, **extra: Any) -> bytes:
-    return json.dumps({"project": project, "external_id": item.key,
-                       "data": {"text": item.text, "metadata": item.metadata}, **extra}).encode()
 
 
 def source_url(queue: str, **options: Any) -> str:
@@ -127,19 +125,14 @@ def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, queue: str
     async def consume() -> None:
         source = AmqpQueueSource(store, AmqpAddress.parse(source_url(queue)), sink=Sink(), wait=2)
         await source.setup()  # declares the queue and the dead-letter queue
-        await publish(queue, [body(project, it) for it in items] + [
-            body(project, items[3]),  # a replayed message
-            json.dumps({"project": project, "external_id": "bad-json", "data": "{oops"}).encode(),
-            b"not json at all \xff",
-            body("no-such-project", Item(key="lost", text="x")),
-            body(project, Item(key="bad-label", text="x"), label="maybe")])
+        await publish(queue, mixed_messages(project, items))
         n = 0
         while n < 25:
             got = await source.read_new()
             assert got, "every message published is received"
             n += got
         assert (source.totals.stored, source.totals.duplicates, source.totals.dead) == (20, 1, 4)
-        await publish(queue, [body(project, Item(key="after", text="see you at lunch"))])
+        await publish(queue, [message_body(project, Item(key="after", text="see you at lunch"))])
         assert await source.read_new() == 1, "the consumer goes on after dead letters"
         source.wait = 0.2
         assert await source.read_new() == 0
@@ -172,7 +165,7 @@ def test_a_database_error_requeues_the_batch(store: SqlStore, queue: str, tmp_pa
     async def consume() -> None:
         failing = AmqpQueueSource(broken, address, wait=2)
         await failing.setup()
-        await publish(queue, [body(project, it) for it in items])
+        await publish(queue, [message_body(project, it) for it in items])
         msgs: list[Any] = []
         while len(msgs) < 10:
             got = await failing.fetch()
@@ -213,7 +206,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
         closes) before acknowledging any."""
         setup = AmqpQueueSource(store, AmqpAddress.parse(source_url(queue, prefetch=300)), wait=5)
         await setup.setup()
-        await publish(queue, [body(project, it) for it in items] + [body(project, it) for it in items[1000:1050]])
+        await publish(queue, [message_body(project, it) for it in [*items, *items[1000:1050]]])
         msgs: list[Any] = []
         while len(msgs) < 300:
             got = await setup.fetch()

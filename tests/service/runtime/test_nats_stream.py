@@ -24,6 +24,8 @@ from service.store import SqlStore
 from tests.conftest import unreachable
 from tests.service.runtime.helpers import (
     broker_policy,
+    message_body,
+    mixed_messages,
     run_source_worker,
     runtime_policy,
     stream_items,
@@ -66,10 +68,6 @@ def stream(nats_server: str) -> Iterator[str]:
 
     asyncio.run(cleanup())
 
-
-def body(project: str, item: Item, **extra: Any) -> bytes:
-    return json.dumps({"project": project, "external_id": item.key,
-                       "data": {"text": item.text, "metadata": item.metadata}, **extra}).encode()
 
 
 async def publish(subject: str, payloads: list[bytes]) -> None:
@@ -135,12 +133,7 @@ def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, stream: st
         source = NatsStreamSource(store, NatsAddress.parse(f"{NATS_URL}/{stream}?batch=100"), sink=Sink(),
                                   fetch_timeout=0.5)
         await source.setup()  # creates the stream and the durable consumer
-        await publish(stream, [body(project, it) for it in items] + [
-            body(project, items[3]),  # a replayed message
-            json.dumps({"project": project, "external_id": "bad-json", "data": "{oops"}).encode(),
-            b"not json at all \xff",
-            body("no-such-project", Item(key="lost", text="x")),
-            body(project, Item(key="bad-label", text="x"), label="maybe")])
+        await publish(stream, mixed_messages(project, items))
         n = 0
         while n < 25:
             got = await source.read_new()
@@ -148,7 +141,7 @@ def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, stream: st
             n += got
         assert (source.totals.stored, source.totals.duplicates, source.totals.dead) == (20, 1, 4)
         # the consumer goes on after dead letters
-        await publish(stream, [body(project, Item(key="after", text="see you at lunch"))])
+        await publish(stream, [message_body(project, Item(key="after", text="see you at lunch"))])
         assert await source.read_new() == 1
         assert await source.read_new() == 0
         assert source.totals.stored == 21
@@ -182,7 +175,7 @@ def test_a_database_error_gives_the_batch_back(store: SqlStore, stream: str, tmp
     async def consume() -> None:
         failing = NatsStreamSource(broken, NatsAddress.parse(url), fetch_timeout=0.5)
         await failing.setup()
-        await publish(stream, [body(project, it) for it in items])
+        await publish(stream, [message_body(project, it) for it in items])
         msgs = await failing.fetch()
         assert len(msgs) == 10
         with pytest.raises(Exception, match="no such table"):
@@ -221,7 +214,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
         setup = NatsStreamSource(store, NatsAddress.parse(source))
         await setup.setup()
         await setup.close()
-        await publish(stream, [body(project, it) for it in items] + [body(project, it) for it in items[1000:1050]])
+        await publish(stream, [message_body(project, it) for it in [*items, *items[1000:1050]]])
         nc = await _connect()
         sub = await nc.jetstream().pull_subscribe_bind(durable="labelagent", stream=stream)
         msgs: list[Any] = []
