@@ -19,7 +19,8 @@ def status(*, store: SqlStore, demo: DemoControl | None, project: str) -> DemoSt
     return DemoStatus(running=True, project=project, dataset=snap.dataset, position=snap.position, total=snap.total,
                       rate_per_second=snap.rate_per_second, reviewer=snap.reviewer,
                       reviewer_paused=snap.reviewer_paused, review_delay_seconds=snap.review_delay_seconds,
-                      simulated_answers=simulated, human_answers=sum(answers.values()) - simulated)
+                      simulated_answers=simulated, human_answers=sum(answers.values()) - simulated,
+                      answers_by_reviewer=answers)
 
 
 def set_reviewer_paused(*, store: SqlStore, demo: DemoControl | None, project: str, paused: bool,

@@ -21,6 +21,8 @@ class DemoStatus(BaseModel):
                                                                   "before answering it from the dataset's label.")
     simulated_answers: int = Field(default=0, description="Answers given by the simulated reviewers (all runs).")
     human_answers: int = Field(default=0, description="Answers given by anyone else: people (all runs).")
+    answers_by_reviewer: dict[str, int] = Field(default_factory=dict, description="Answers per reviewer name in the "
+                                                "project (all runs): who gave the ground truth.")
 
 
 class DemoReviewerRequest(Request):

@@ -158,7 +158,9 @@ const LA = (() => {
                                  "data-paused": String(d.reviewer_paused) },
       el("p", {}, el("strong", {}, "Simulation · labelagent demo. "),
         `${d.position} of ${d.total} messages streamed (${d.rate_per_second}/s) from the ${d.dataset}. ${who} `,
-        `Answers so far: ${d.simulated_answers} simulated, ${d.human_answers} by people.`),
+        `Answers so far: ${d.simulated_answers} simulated, ${d.human_answers} by people`,
+        d.human_answers ? ` (${Object.entries(d.answers_by_reviewer).filter(([name]) => !name.startsWith(d.reviewer))
+          .map(([name, n]) => `${name} ${n}`).join(", ")}).` : "."),
       toggle));
     return d;
   }

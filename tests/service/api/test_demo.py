@@ -45,7 +45,8 @@ def test_the_demo_route_reports_and_pauses_the_simulation(store: SqlStore, proje
         assert status == {"running": True, "project": project, "dataset": status["dataset"], "position": 42,
                           "total": len(rows), "rate_per_second": 7.0, "reviewer": "simulated-reviewer",
                           "reviewer_paused": False, "review_delay_seconds": 0.5, "simulated_answers": 2,
-                          "human_answers": 1}
+                          "human_answers": 1,
+                          "answers_by_reviewer": {"simulated-reviewer-1": 1, "simulated-reviewer-2": 1, "ana": 1}}
         assert "SMS Spam Collection" in status["dataset"] and "CC BY 4.0" in status["dataset"]
         path = f"/projects/{project}/demo/reviewer"
         assert http.post(path, json={"paused": True}, headers=auth(keys["ingest"])).status_code == 403
