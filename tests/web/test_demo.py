@@ -105,6 +105,8 @@ def test_the_demo_certifies_within_two_minutes_and_a_person_takes_over(
     person.locator(f'button.label[data-label="{truth[key]}"]').click()
     person.locator("#submit").click()
     expect(person.locator("#notice")).to_contain_text(f'Saved "{truth[key]}" for {key}')
+    expect(person.locator("#demo-banner")).to_contain_text("1 by people (ana 1)")
+    person.screenshot(path=str(screenshots / "demo-review.png"))
 
     with httpx.Client(base_url=live.url, headers={"X-API-Key": operator}, timeout=30.0) as api:
         item = api.get(f"/projects/{PROJECT}/items/{key}").json()
@@ -116,7 +118,6 @@ def test_the_demo_certifies_within_two_minutes_and_a_person_takes_over(
     assert status["reviewer_paused"] is True and status["human_answers"] == 1 and status["simulated_answers"] > 0
     assert status["answers_by_reviewer"]["ana"] == 1  # the person's answer, under their name
     assert set(status["answers_by_reviewer"]) - {"ana"} <= {f"simulated-reviewer-{i}" for i in range(1, 5)}
-    expect(person.locator("#demo-banner")).to_contain_text("1 by people (ana 1)")
     actions = [(e["action"], e["actor"]) for e in audit]
     assert ("demo.started", "labelagent demo") in actions
     assert any(a == "demo.reviewer_paused" and actor.endswith(":ana") for a, actor in actions), actions
