@@ -160,6 +160,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo_parser(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="serve a demo: the shipped SMS Spam Collection streamed into project "
+                                       "sms_spam, simulated reviewers answering from its labels")
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on")
+    demo.add_argument("--db", help="database URL (default: sqlite:///./labelagent-demo.db; never "
+                                   "LABELAGENT_DATABASE_URL)")
+    demo.add_argument("--reset", action="store_true", help="delete the demo's SQLite database first: start over")
+    demo.add_argument("--project", default="sms_spam", help="the demo project's name")
+    demo.add_argument("--rate", type=float, default=5.0, help="items streamed per second")
+    demo.add_argument("--reviewers", type=int, default=4, help="simulated reviewers working at once")
+    demo.add_argument("--review-delay", type=float, default=1.0,
+                      help="seconds a simulated reviewer holds a task before answering it")
+    demo.add_argument("--log-level", default="WARNING")
+    demo.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -187,20 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not read each item's evidence (no tool_calls; one request per item saved)")
     replay.set_defaults(func=cmd_replay)
 
-    demo = sub.add_parser("demo", help="serve a demo: the shipped SMS Spam Collection streamed into project "
-                                       "sms_spam, simulated reviewers answering from its labels")
-    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
-    demo.add_argument("--port", type=int, default=8000, help="port to listen on")
-    demo.add_argument("--db", help="database URL (default: sqlite:///./labelagent-demo.db; never "
-                                   "LABELAGENT_DATABASE_URL)")
-    demo.add_argument("--reset", action="store_true", help="delete the demo's SQLite database first: start over")
-    demo.add_argument("--project", default="sms_spam", help="the demo project's name")
-    demo.add_argument("--rate", type=float, default=5.0, help="items streamed per second")
-    demo.add_argument("--reviewers", type=int, default=4, help="simulated reviewers working at once")
-    demo.add_argument("--review-delay", type=float, default=1.0,
-                      help="seconds a simulated reviewer holds a task before answering it")
-    demo.add_argument("--log-level", default="WARNING")
-    demo.set_defaults(func=cmd_demo)
+    _add_demo_parser(sub)
 
     serve = sub.add_parser("serve", help="the HTTP API with an in-process worker (default: ./labelagent.db)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")

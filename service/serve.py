@@ -259,6 +259,16 @@ def banner(url: str, database: str, projects: Sequence[str], workers: int) -> st
     ])
 
 
+def _announce(text: str, first_key: str | None, extra: str | None) -> None:
+    """Print the banner, the first operator key (once), and the caller's lines."""
+    print(text, flush=True)
+    if first_key is not None:
+        print(f"\n  Operator API key (shown once, store it now; `labelagent keys create` makes more):\n"
+              f"    export LABELAGENT_KEY={first_key}\n", flush=True)
+    if extra is not None:
+        print(extra, flush=True)
+
+
 def _create_app(settings: Settings, store: SqlStore, feedback: FeedbackSink, demo: DemoControl | None) -> Any:
     from service.app import create_app  # the HTTP layer is imported only by serve
 
@@ -294,12 +304,8 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
             tune_gc()
             if on_started is not None:
                 on_started(url)
-            print(banner(url, database, projects, workers), flush=True)
-            if first_key is not None:
-                print(f"\n  Operator API key (shown once, store it now; `labelagent keys create` makes more):\n"
-                      f"    export LABELAGENT_KEY={first_key}\n", flush=True)
-            if hooks.banner is not None:
-                print(hooks.banner(url), flush=True)
+            _announce(banner(url, database, projects, workers), first_key,
+                      hooks.banner(url) if hooks.banner is not None else None)
 
         server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower()), started,
                          hooks.on_stopping)

@@ -7,9 +7,12 @@ import time
 from pathlib import Path
 
 import httpx
+import pytest
 
+from policies import InputError
 from service.db import make_engine
 from service.demo.dataset import row_key
+from service.demo.run import reset_database
 from service.liveserver import LiveDemo
 from service.migrate import upgrade
 from service.settings import Settings
@@ -65,3 +68,16 @@ def test_a_restarted_demo_continues_the_stream_and_reset_starts_over(tmp_path: P
         pass
     _, events, _ = demo_log(url)
     assert [a for a, _ in events] == ["demo.started", "demo.stopped"] and events[0][1]["position"] == 0
+
+
+def test_reset_deletes_the_sqlite_demo_database_and_refuses_other_databases(tmp_path: Path) -> None:
+    files = [tmp_path / name for name in ("demo.db", "demo.db-wal", "demo.db-shm")]
+    for f in files:
+        f.write_bytes(b"x")
+    keep = tmp_path / "other.db"
+    keep.write_bytes(b"x")
+    reset_database(f"sqlite:///{files[0]}")
+    assert [f.exists() for f in files] == [False] * 3 and keep.exists()
+    reset_database(f"sqlite:///{files[0]}")  # nothing to delete: no error
+    with pytest.raises(InputError, match="--reset deletes a SQLite demo database file"):
+        reset_database("postgresql+psycopg://postgres@127.0.0.1:5432/test")
