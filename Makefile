@@ -5,7 +5,7 @@ BIN     := $(VENV)/bin
 STAMP   := $(VENV)/.installed
 DATA    ?= ../shared/data
 
-.PHONY: install run test lint bench clean
+.PHONY: install run demo serve test lint bench clean
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -15,7 +15,22 @@ $(STAMP): pyproject.toml
 
 install: $(STAMP)
 
-run: $(STAMP)
+# `make run`: the demo (labelagent demo: the shipped SMS stream, simulated reviewers) on its own database,
+# ./labelagent-demo.db; DEMO_ARGS=--reset starts it over. `make run DEMO=0` (or `make serve`): `labelagent serve`,
+# the service without the simulation, on LABELAGENT_DATABASE_URL (default ./labelagent.db).
+DEMO      ?= 1
+DEMO_ARGS ?=
+
+ifeq ($(DEMO),0)
+run: serve
+else
+run: demo
+endif
+
+demo: $(STAMP)
+	$(BIN)/labelagent demo $(DEMO_ARGS)
+
+serve: $(STAMP)
 	$(BIN)/labelagent serve
 
 # The browser tests (tests/web) drive Debian's Chromium: install it when missing.

@@ -16,6 +16,7 @@ from fastapi import FastAPI
 from fastapi.staticfiles import StaticFiles
 
 from service.db import engine_from_settings
+from service.demo.control import DemoControl
 from service.errors import ErrorBody, add_auth_docs, add_schemas, install_error_handlers
 from service.feedback import FeedbackSink, NullSink
 from service.limits import BodyLimitMiddleware
@@ -36,9 +37,9 @@ Errors answer `{"error": {"type": ..., "message": ...}}` (request validation err
 
 
 def create_app(settings: Settings | None = None, *, store: SqlStore | None = None,
-               feedback: FeedbackSink | None = None) -> FastAPI:
+               feedback: FeedbackSink | None = None, demo: DemoControl | None = None) -> FastAPI:
     """The app. ``settings`` default to the store's, else to :func:`get_settings`; ``feedback`` is told about every
-    submitted review (default: nobody)."""
+    submitted review (default: nobody); ``demo``: the simulation of ``labelagent demo`` when it runs beside."""
     settings = settings or (store.settings if store is not None else get_settings())
 
     @asynccontextmanager
@@ -57,6 +58,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
                   docs_url="/docs", openapi_url="/openapi.json")
     app.state.store = store
     app.state.feedback = feedback if feedback is not None else NullSink()
+    app.state.demo = demo
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)
     # on app.state, not in app.dependency_overrides: any override makes FastAPI rebuild every dependency of every
     # request from the signatures (measured: ~25% of a review request's CPU)

@@ -18,8 +18,6 @@ from service.replay import ReplayConfig, run_replay
 from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
 
-DEFAULT_DATA = Path("../shared/data")
-
 
 def _progress(total: int, enabled: bool):  # type: ignore[no-untyped-def]
     if not enabled:
@@ -36,7 +34,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
     policy = load_policy(args.policy) if args.policy else example_policy(Path(args.dataset).stem)
     rows = load_csv(args.dataset, drop_columns=args.drop_columns or ())
     total = min(len(rows), args.limit) if args.limit else len(rows)
-    if getattr(args, "url", None):  # `demo` builds its own namespace, without --url
+    if args.url:
         return _print_summary(_replay_http(args, policy, rows, total), args.json)
     with tempfile.TemporaryDirectory(prefix="labelagent-replay-") as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'replay.db'}"
@@ -79,16 +77,17 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> int:
 
 
 def cmd_demo(args: argparse.Namespace) -> int:
-    data = Path(args.data) / "sms_spam.csv"
-    if not data.exists():
-        print(f"The demo replays the SMS Spam Collection, expected at {data}.\n"
-              "Get sms_spam.csv (columns text,label) and run:\n"
-              "  labelagent replay path/to/sms_spam.csv --policy policies/examples/sms_spam.yaml",
-              file=sys.stderr)
-        return 2
-    ns = argparse.Namespace(dataset=str(data), policy=None, limit=None, seed=0, batch_size=256, json=False,
-                            db=None, drop_columns=None, no_progress=False)
-    return cmd_replay(ns)
+    """``labelagent demo``: serve the demo project with the shipped SMS stream and simulated reviewers."""
+    from service.demo.run import DEMO_DATABASE, run_demo
+    from service.demo.simulation import DemoOptions
+    from service.serve import setup_logging
+
+    setup_logging(args.log_level)
+    options = DemoOptions(project=args.project, rate=args.rate, reviewers=args.reviewers,
+                          review_delay=args.review_delay)
+    settings = get_settings().model_copy(update={"database_url": args.db or DEMO_DATABASE})
+    return run_demo(settings, options=options, host=args.host, port=args.port, reset=args.reset,
+                    log_level=args.log_level)
 
 
 def _settings(args: argparse.Namespace) -> Settings:
@@ -161,6 +160,23 @@ def cmd_keys(args: argparse.Namespace) -> int:
     return 0
 
 
+def _add_demo_parser(sub: Any) -> None:
+    demo = sub.add_parser("demo", help="serve a demo: the shipped SMS Spam Collection streamed into project "
+                                       "sms_spam, simulated reviewers answering from its labels")
+    demo.add_argument("--host", default="127.0.0.1", help="interface to listen on")
+    demo.add_argument("--port", type=int, default=8000, help="port to listen on")
+    demo.add_argument("--db", help="database URL (default: sqlite:///./labelagent-demo.db; never "
+                                   "LABELAGENT_DATABASE_URL)")
+    demo.add_argument("--reset", action="store_true", help="delete the demo's SQLite database first: start over")
+    demo.add_argument("--project", default="sms_spam", help="the demo project's name")
+    demo.add_argument("--rate", type=float, default=5.0, help="items streamed per second")
+    demo.add_argument("--reviewers", type=int, default=4, help="simulated reviewers working at once")
+    demo.add_argument("--review-delay", type=float, default=1.0,
+                      help="seconds a simulated reviewer holds a task before answering it")
+    demo.add_argument("--log-level", default="WARNING")
+    demo.set_defaults(func=cmd_demo)
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -188,9 +204,7 @@ def build_parser() -> argparse.ArgumentParser:
                       help="do not read each item's evidence (no tool_calls; one request per item saved)")
     replay.set_defaults(func=cmd_replay)
 
-    demo = sub.add_parser("demo", help="replay the SMS spam stream (needs ../shared/data)")
-    demo.add_argument("--data", default=str(DEFAULT_DATA), help="folder holding sms_spam.csv")
-    demo.set_defaults(func=cmd_demo)
+    _add_demo_parser(sub)
 
     serve = sub.add_parser("serve", help="the HTTP API with an in-process worker (default: ./labelagent.db)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")

@@ -140,9 +140,7 @@ class LiveService(_Child):
         """Start and wait for ``/health``; a server that exits at start (e.g. its port was taken) is retried."""
         for attempt in range(attempts):
             self.port = free_port(self.host)
-            worker_args = ["--workers", str(self.workers)] if self.workers > 0 else ["--no-worker"]
-            self.args = [sys.executable, "-m", "service.cli", "serve", "--host", self.host, "--port", str(self.port),
-                         "--no-demo", "--log-level", "WARNING", *worker_args]
+            self.args = self.command()
             self._spawn()
             if self._wait_healthy(timeout):
                 return self
@@ -151,6 +149,12 @@ class LiveService(_Child):
         self.stop(10)
         raise RuntimeError(f"labelagent serve did not answer {self.url}/health within {timeout:.0f}s "
                            f"(exit code {self.proc.returncode if self.proc else None}); its log:\n{self.log_tail()}")
+
+    def command(self) -> list[str]:
+        """The command line, for :attr:`port`."""
+        worker_args = ["--workers", str(self.workers)] if self.workers > 0 else ["--no-worker"]
+        return [sys.executable, "-m", "service.cli", "serve", "--host", self.host, "--port", str(self.port),
+                "--no-demo", "--log-level", "WARNING", *worker_args]
 
     def _wait_healthy(self, timeout: float) -> bool:
         deadline = time.monotonic() + timeout
@@ -172,6 +176,19 @@ class LiveService(_Child):
     def __exit__(self, exc_type: type[BaseException] | None, exc: BaseException | None,
                  tb: TracebackType | None) -> None:
         self.stop()
+
+
+class LiveDemo(LiveService):
+    """``labelagent demo`` with ``options`` (``--rate``, ``--review-delay``, ...) on ``database_url``."""
+
+    def __init__(self, database_url: str, *, log: Path, options: Sequence[str] = (),
+                 env: Mapping[str, str] | None = None, host: str = "127.0.0.1") -> None:
+        super().__init__(database_url, log=log, env=env, host=host)
+        self.options = list(options)
+
+    def command(self) -> list[str]:
+        return [sys.executable, "-m", "service.cli", "demo", "--db", self.env["LABELAGENT_DATABASE_URL"],
+                "--host", self.host, "--port", str(self.port), *self.options]
 
 
 class WorkerProcess(_Child):

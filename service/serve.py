@@ -24,6 +24,7 @@ import threading
 import time
 from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass
 from typing import Any
 
 import uvicorn
@@ -31,6 +32,7 @@ from sqlalchemy import Engine
 
 from policies import example_policy
 from service.db import engine_from_settings, is_transient
+from service.demo.control import DemoControl
 from service.feedback import FeedbackSink, NullSink
 from service.migrate import ensure_schema, require_schema
 from service.runtime import RuntimeStats, ToolsFactory, WorkerRuntime
@@ -161,17 +163,36 @@ def _signals_interrupt() -> Iterator[None]:
             signal.signal(sig, handler)
 
 
-class _Server(uvicorn.Server):
-    """uvicorn's server, calling ``on_started`` once it listens (so the URL is printed only when it is true)."""
+@dataclass(frozen=True, slots=True)
+class ServeHooks:
+    """What a caller adds to :func:`serve` (``labelagent demo``): a demo for the app's ``/projects/{p}/demo``,
+    lines printed after the banner (given the URL), and a call made, in a thread, when the server begins to
+    shut down while it still answers (the demo's clients give their tasks back)."""
 
-    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None]) -> None:
+    demo: DemoControl | None = None
+    banner: Callable[[str], str] | None = None
+    on_stopping: Callable[[], None] | None = None
+
+
+class _Server(uvicorn.Server):
+    """uvicorn's server, calling ``on_started`` once it listens (so the URL is printed only when it is true), and
+    ``on_stopping`` before it shuts down."""
+
+    def __init__(self, config: uvicorn.Config, on_started: Callable[[], None],
+                 on_stopping: Callable[[], None] | None = None) -> None:
         super().__init__(config)
         self.on_started = on_started
+        self.on_stopping = on_stopping
 
     async def startup(self, sockets: Any = None) -> None:
         await super().startup(sockets=sockets)
         if self.started:
             self.on_started()
+
+    async def shutdown(self, sockets: Any = None) -> None:
+        if self.on_stopping is not None:
+            await asyncio.to_thread(self.on_stopping)  # the loop keeps serving the requests it makes meanwhile
+        await super().shutdown(sockets=sockets)
 
 
 class WorkerThread:
@@ -238,15 +259,25 @@ def banner(url: str, database: str, projects: Sequence[str], workers: int) -> st
     ])
 
 
-def _create_app(settings: Settings, store: SqlStore, feedback: FeedbackSink) -> Any:
+def _announce(text: str, first_key: str | None, extra: str | None) -> None:
+    """Print the banner, the first operator key (once), and the caller's lines."""
+    print(text, flush=True)
+    if first_key is not None:
+        print(f"\n  Operator API key (shown once, store it now; `labelagent keys create` makes more):\n"
+              f"    export LABELAGENT_KEY={first_key}\n", flush=True)
+    if extra is not None:
+        print(extra, flush=True)
+
+
+def _create_app(settings: Settings, store: SqlStore, feedback: FeedbackSink, demo: DemoControl | None) -> Any:
     from service.app import create_app  # the HTTP layer is imported only by serve
 
-    return create_app(settings, store=store, feedback=feedback)
+    return create_app(settings, store=store, feedback=feedback, demo=demo)
 
 
 def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, workers: int = 1, demo: bool = True,
           tools_factory: ToolsFactory | None = None, on_started: Callable[[str], None] | None = None,
-          log_level: str = "info") -> int:
+          log_level: str = "info", hooks: ServeHooks = ServeHooks()) -> int:
     """Run the API and ``workers`` workers (one in this process, the rest as ``labelagent worker`` processes).
     ``log_level`` is uvicorn's too: below ``info`` there is no access log."""
     engine = engine_from_settings(settings)
@@ -264,7 +295,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         if workers > 0:
             runtime = WorkerRuntime(store, settings, name=default_name("serve"), tools_factory=tools_factory)
             thread = WorkerThread(runtime)
-        app = _create_app(settings, store, runtime if runtime is not None else NullSink())
+        app = _create_app(settings, store, runtime if runtime is not None else NullSink(), hooks.demo)
         url = f"http://{host}:{port}"
         projects = [p.name for p in store.list_projects()]
         database = engine.url.render_as_string(hide_password=True)
@@ -273,12 +304,11 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
             tune_gc()
             if on_started is not None:
                 on_started(url)
-            print(banner(url, database, projects, workers), flush=True)
-            if first_key is not None:
-                print(f"\n  Operator API key (shown once, store it now; `labelagent keys create` makes more):\n"
-                      f"    export LABELAGENT_KEY={first_key}\n", flush=True)
+            _announce(banner(url, database, projects, workers), first_key,
+                      hooks.banner(url) if hooks.banner is not None else None)
 
-        server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower()), started)
+        server = _Server(uvicorn.Config(app, host=host, port=port, log_level=log_level.lower()), started,
+                         hooks.on_stopping)
         if thread is not None:
             thread.start()
         env = {**os.environ, "LABELAGENT_DATABASE_URL": engine.url.render_as_string(hide_password=False)}

@@ -1,5 +1,6 @@
 """The Docker image's build: the files the Dockerfile copies are enough to build the package, and the wheel
-carries what the service needs at run time (migrations, web pages, example policies, the license)."""
+carries what the service needs at run time (migrations, web pages, example policies, the license, the demo's
+dataset with its license)."""
 
 from __future__ import annotations
 
@@ -64,6 +65,7 @@ def test_the_wheel_carries_migrations_pages_policies_and_license(wheel: Path) ->
     for policy in (ROOT / "policies" / "examples").glob("*.yaml"):
         assert f"policies/examples/{policy.name}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
+    assert {"service/demo/data/sms_spam_demo.csv.gz", "service/demo/data/LICENSE-sms_spam.txt"} <= names
     assert not any(n.startswith("tests/") or n.startswith("bench/") for n in names)
 
 
@@ -87,3 +89,18 @@ def test_the_installed_wheel_migrates_a_database(wheel: Path, tmp_path: Path) ->
     assert {"item", "review_task", "backtest", "alembic_version"} <= tables
     latest = max(p.stem for p in (ROOT / "service" / "migrations" / "versions").glob("0*.py"))
     assert head == latest
+
+
+def test_the_installed_wheel_streams_the_demo_dataset_with_its_license(wheel: Path, tmp_path: Path) -> None:
+    """The demo's rows and license come from the installed package alone (no checkout, no ../shared/data)."""
+    target = tmp_path / "site"
+    subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
+                   check=True, capture_output=True, timeout=300)
+    code = ("import collections, service.demo.dataset as d; rows = d.load_rows(); "
+            "print(d.__file__); print(len(rows), len({r.key for r in rows}), "
+            "sorted(collections.Counter(r.label for r in rows))); "
+            "t = d.license_text(); print('Almeida' in t and 'Attribution 4.0 International' in t)")
+    out = subprocess.run([sys.executable, "-c", code], cwd=tmp_path, env={**os.environ, "PYTHONPATH": str(target)},
+                         capture_output=True, text=True, check=True, timeout=60).stdout.splitlines()
+    assert Path(out[0]).is_relative_to(target), f"imported from {out[0]}, not from the wheel"
+    assert out[1:] == ["3000 3000 ['ham', 'spam']", "True"]

@@ -7,6 +7,7 @@ from fastapi import APIRouter
 from service.routes import (
     audit,
     backtests,
+    demo,
     health,
     items,
     labels,
@@ -28,6 +29,7 @@ routers: tuple[APIRouter, ...] = (
     backtests.router,
     audit.router,
     metrics.router,
+    demo.router,
     health.router,
     *labelstudio.routers,
     ui.router,

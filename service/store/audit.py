@@ -119,6 +119,11 @@ class AuditMixin(ProjectsMixin):
                 self._log(conn, pid, "items.requeued", actor, {"count": len(done), "external_ids": done[:100]}, now)
         return done
 
+    def log_event(self, project: str, action: str, *, actor: str, detail: dict[str, Any]) -> None:
+        """An audit entry that goes with no change here (the demo's simulation starting, pausing, stopping)."""
+        with write_tx(self.engine) as conn:
+            self._log(conn, self._project_id(conn, project), action, actor, detail, utcnow())
+
     # --- helpers -----------------------------------------------------------------------------------------
 
     def _log(self, conn: Connection, project_id: int, action: str, actor: str, detail: dict[str, Any],

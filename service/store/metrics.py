@@ -116,3 +116,11 @@ class MetricsMixin(StoreBase):
             pairs += n * (n - 1) // 2
             agreeing += sum(c * (c - 1) // 2 for c in counts.values())
         return Agreement(len(answers), unanimous, pairs, agreeing)
+
+    def answers_by_reviewer(self, project: str) -> dict[str, int]:
+        """How many answers each reviewer name gave in the project."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows = conn.execute(select(review_t.c.reviewer, func.count()).where(review_t.c.project_id == pid)
+                                .group_by(review_t.c.reviewer)).all()
+        return {reviewer: n for reviewer, n in rows}

@@ -123,5 +123,47 @@ const LA = (() => {
     return select;
   }
 
-  return { el, clear, $, pct, num, duration, ApiError, Session, signInForm, projectPicker };
+  // The banner of `labelagent demo` (what is simulated, and a switch for the simulated reviewers) in `container`;
+  // empty outside a demo. Resolves to the demo's status.
+  async function showDemo(container, session, project) {
+    const path = `/projects/${encodeURIComponent(project)}/demo`;
+    let d;
+    try {
+      d = await session.call("GET", path);
+    } catch (err) {
+      clear(container, el("p", { class: "notice error" }, `Demo status: ${err.message}`));
+      return null;
+    }
+    if (!d.running) {
+      clear(container);
+      return d;
+    }
+    const toggle = el("button", { type: "button", id: "demo-reviewer-toggle", class: "primary" },
+      d.reviewer_paused ? "Resume the simulated reviewers" : "Pause the simulated reviewers (take over)");
+    toggle.addEventListener("click", async () => {
+      toggle.disabled = true;
+      try {
+        await session.call("POST", `${path}/reviewer`, { paused: !d.reviewer_paused });
+      } catch (err) {
+        clear(container, el("p", { class: "notice error" }, err.message));
+        return;
+      }
+      await showDemo(container, session, project);
+    });
+    const who = d.reviewer_paused
+      ? "The simulated reviewers are paused: the review queue is yours (answers under your name are human ground truth)."
+      : `Review tasks are answered by simulated reviewers (${d.reviewer}-1, -2, …) from the dataset's labels ` +
+        `${d.review_delay_seconds} s after they claim them.`;
+    clear(container, el("div", { id: "demo-banner", class: "demo-banner", role: "note",
+                                 "data-paused": String(d.reviewer_paused) },
+      el("p", {}, el("strong", {}, "Simulation · labelagent demo. "),
+        `${d.position} of ${d.total} messages streamed (${d.rate_per_second}/s) from the ${d.dataset}. ${who} `,
+        `Answers so far: ${d.simulated_answers} simulated, ${d.human_answers} by people`,
+        d.human_answers ? ` (${Object.entries(d.answers_by_reviewer).filter(([name]) => !name.startsWith(d.reviewer))
+          .map(([name, n]) => `${name} ${n}`).join(", ")}).` : "."),
+      toggle));
+    return d;
+  }
+
+  return { el, clear, $, pct, num, duration, ApiError, Session, signInForm, projectPicker, showDemo };
 })();

@@ -7,10 +7,12 @@
   const { el, clear, $ } = LA;
   const session = new LA.Session("operator");
   const REFRESH_MS = 15000;
+  const DEMO_REFRESH_MS = 3000; // while `labelagent demo` runs: the stream moves every second
   const AUDIT_SHOWN = 50;
   const FAILED_SHOWN = 50;
   let project = null;
   let timer = null;
+  let period = REFRESH_MS;
 
   const api = (path) => session.call("GET", `/projects/${encodeURIComponent(project)}${path}`);
 
@@ -35,6 +37,7 @@
         el("button", { type: "button", id: "refresh", onclick: () => refresh() }, "Refresh"),
         el("span", { id: "updated", class: "muted" }),
         el("button", { type: "button", id: "sign-out", onclick: () => { session.key = null; showSignIn(); } }, "Sign out")),
+      el("div", { id: "demo" }),
       el("div", { id: "notice" }),
       el("div", { id: "tiles", class: "tiles" }),
       el("div", { class: "plots" },
@@ -47,8 +50,13 @@
       el("section", { class: "card" }, el("h2", {}, "Audit log"), el("div", { id: "audit" })));
     project = picker.value;
     refresh();
+    every(REFRESH_MS);
+  }
+
+  function every(ms) {
     clearInterval(timer);
-    timer = setInterval(refreshMetrics, REFRESH_MS);
+    period = ms;
+    timer = setInterval(refreshMetrics, ms);
   }
 
   async function refresh() {
@@ -61,6 +69,9 @@
         api("/metrics"), api("/metrics/calibration"), api("/metrics/precision"), api("/metrics/tools"), auditTail(),
         api(`/items?status=failed&limit=${FAILED_SHOWN}`)]);
       tiles(m);
+      const demo = await LA.showDemo($("#demo"), session, project);
+      const wanted = demo && demo.running ? DEMO_REFRESH_MS : REFRESH_MS;
+      if (wanted !== period) every(wanted);
       clear($("#precision-plot"), precisionPlot(precision, calibration.target_precision),
         legend(precisionCaption(precision), ["line", "realized precision"], ["band", `${LA.pct(precision.level, 0)} interval`],
                ["target", "target"]));

@@ -6,6 +6,8 @@
   const { el, clear, $ } = LA;
   const session = new LA.Session("review");
   const EMPTY_RECHECK_MS = 15000;
+  const DEMO_REFRESH_MS = 5000;
+  let demoTimer = null;
   const state = { project: null, task: null, selected: null, filter: "", busy: false, skew: 0, leaseMs: 0,
                   expiresAt: 0, heartbeatAt: 0, timers: [], thumbUrl: null };
 
@@ -24,6 +26,7 @@
   // --- sign in and the workspace -----------------------------------------------------------------------------
   function showSignIn() {
     stopTimers();
+    clearInterval(demoTimer);
     const name = el("input", { id: "reviewer-name", autocomplete: "off", value: reviewer(), required: true,
                                "aria-label": "Your name" });
     clear(app(), el("h1", {}, "Review"), LA.signInForm(session, {
@@ -44,7 +47,7 @@
     clear(app(),
       el("div", { class: "toolbar" }, el("label", {}, "Project ", picker),
         el("span", { class: "muted" }, `as ${reviewer()}`), el("span", { id: "lease", class: "lease" }), signOut),
-      el("div", { id: "notice" }), el("div", { id: "task" }));
+      el("div", { id: "demo" }), el("div", { id: "notice" }), el("div", { id: "task" }));
     start(picker.value);
   }
 
@@ -52,7 +55,15 @@
     release();
     state.project = project;
     session.set("project", project);
+    showDemo();
     claimNext();
+  }
+
+  // The banner of `labelagent demo`, kept current while it runs.
+  async function showDemo() {
+    clearInterval(demoTimer);
+    const demo = await LA.showDemo($("#demo"), session, state.project);
+    if (demo && demo.running) demoTimer = setInterval(() => LA.showDemo($("#demo"), session, state.project), DEMO_REFRESH_MS);
   }
 
   // --- claiming ----------------------------------------------------------------------------------------------

@@ -25,6 +25,7 @@ EXPECTED = {
     ("GET", "/projects/{project}/audit"), ("GET", "/projects/{project}/metrics"), ("GET", "/metrics"),
     ("GET", "/projects/{project}/metrics/calibration"), ("GET", "/projects/{project}/metrics/precision"),
     ("GET", "/projects/{project}/metrics/tools"),
+    ("GET", "/projects/{project}/demo"), ("POST", "/projects/{project}/demo/reviewer"),
     ("GET", "/health"),
     ("POST", "/projects/{project}/label-studio/import"), ("GET", "/projects/{project}/label-studio/export"),
     ("POST", "/label-studio/{project}/predict"), ("POST", "/label-studio/{project}/setup"),
