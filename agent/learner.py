@@ -15,6 +15,7 @@ import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +24,7 @@ from agent.calibration import ThresholdResult, choose_threshold, detect_drift, m
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
+from tools.base import Batch, Forkable, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
@@ -124,7 +125,7 @@ class Learner:
         itself (another worker did): they join the calibration set with their decision-time scores.
         """
         records: list[CalibrationRecord] = []
-        pieces: list[tuple[Batch | None, list]] = []  # the new training rows in order, by source batch
+        pieces: list[tuple[Batch | None, list[Any]]] = []  # the new training rows in order, by source batch
         for answer in answers:
             y = self._label_index.get(answer.label)
             if y is None:
@@ -162,7 +163,7 @@ class Learner:
         self._gt_batches.extend(Batch(part) if source is None else source.subset(part) for source, part in pieces)
         return records
 
-    def _correct(self, answer: GroundTruth, y: int, pieces: list[tuple[Batch | None, list]]) -> None:
+    def _correct(self, answer: GroundTruth, y: int, pieces: list[tuple[Batch | None, list[Any]]]) -> None:
         """A corrected label: the item's training label becomes ``y`` (a new training row if it had none). The
         calibration set and the audits are left as they are."""
         key = answer.item.key
@@ -279,7 +280,7 @@ class Learner:
         for j, r in enumerate(rows):  # tools that do not learn keep their decision-time votes
             if self._gt_logp[r] is not None:
                 logp[j] = self._gt_logp[r]
-                voted[j] = self._gt_voted[r]  # type: ignore[assignment]
+                voted[j] = self._gt_voted[r]
         # Stable folds (by item key): a fold's model never sees its own calibration items, and its training set
         # only grows, so each fold keeps one model and warm-starts it like the live one.
         all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
@@ -301,7 +302,7 @@ class Learner:
                 if model is None:
                     model = self._fold_tools[(f, t)] = _fork(tool)
                 model.fit(fold_data)
-                votes = await model.predict(held_batch, context)  # type: ignore[attr-defined]
+                votes = await model.predict(held_batch, context)
                 ok = ~votes.abstain
                 voted[sel, t] = ok
                 logp[sel[ok], t] = log_votes(votes.probs[ok])
@@ -364,7 +365,7 @@ class Learner:
         return min(1.0, max(policy.audit_rate, AUDIT_PER_ESCALATION * below))
 
 
-def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, entry: object) -> None:
+def _add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None, entry: object) -> None:
     """Append a training row (a row of ``source``, or an item without cached features) to ``pieces``."""
     if pieces and pieces[-1][0] is source:
         pieces[-1][1].append(entry)
@@ -374,5 +375,4 @@ def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, en
 
 def _fork(tool: Learnable) -> Learnable:
     """An untrained copy of a learning tool with the same settings."""
-    fork = getattr(tool, "fork", None)
-    return fork() if callable(fork) else copy.deepcopy(tool)
+    return tool.fork() if isinstance(tool, Forkable) else copy.deepcopy(tool)
