@@ -10,10 +10,12 @@ snapshot it started with.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
@@ -24,7 +26,7 @@ from agent.calibration import ThresholdResult, choose_threshold, detect_drift, m
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Forkable, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
+from tools.base import Batch, Forkable, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
@@ -196,7 +198,7 @@ class Learner:
         self._iid_pred.append(-1 if pred is None else pred)
         self._iid_y.append(self._gt_y[row] if truth is None else truth)
 
-    async def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
+    def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
         """Restore state from storage (ground truth and calibration records), then retrain."""
         kinds = {rec.key: rec for rec in calibration}
         for gt in ground_truth:
@@ -221,7 +223,7 @@ class Learner:
         for rec in calibration:
             self._seq = max(self._seq, rec.seq)
         if self._gt_y:
-            await self.retrain(force_rescore=True)
+            self.retrain(force_rescore=True)
         else:
             self.recalibrate()
 
@@ -241,7 +243,7 @@ class Learner:
             self._gt_batches = []
         return TrainingSet(self._gt_batch, np.asarray(self._gt_y, dtype=np.int64), self.labels)
 
-    async def retrain(self, force_rescore: bool = False) -> list[ModelInfo]:
+    def retrain(self, force_rescore: bool = False) -> list[ModelInfo]:
         """Retrain learning tools, refit the pool, rescore the calibration set when due, recalibrate.
 
         CPU-bound; the service runs it off the request path (in a worker thread).
@@ -253,7 +255,7 @@ class Learner:
         self.retrains += 1
         aggregator = self._fit_aggregator()
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
-            await self._rescore(data, aggregator)
+            self._rescore(data, aggregator)
         self.recalibrate(aggregator)
         return infos
 
@@ -268,7 +270,7 @@ class Learner:
         y = np.asarray([self._gt_y[r] for r in rows])
         return fit_aggregator(aggregator, logp, voted, y, counts)
 
-    async def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
+    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
         """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
         start = self._window_start()
         rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
@@ -302,7 +304,7 @@ class Learner:
                 if model is None:
                     model = self._fold_tools[(f, t)] = _fork(tool)
                 model.fit(fold_data)
-                votes = await model.predict(held_batch, context)
+                votes = _predict_now(model, held_batch, context)
                 ok = ~votes.abstain
                 voted[sel, t] = ok
                 logp[sel[ok], t] = log_votes(votes.probs[ok])
@@ -371,6 +373,17 @@ def _add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | Non
         pieces[-1][1].append(entry)
     else:
         pieces.append((source, [entry]))
+
+
+def _predict_now(tool: Tool, batch: Batch, context: ToolContext) -> Votes:
+    """A learning tool's votes, from this synchronous code. Its ``predict`` is CPU work, async only for the graph:
+    run it to completion on a private event loop (in a helper thread when this thread already runs a loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(tool.predict(batch, context))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, tool.predict(batch, context)).result()
 
 
 def _fork(tool: Learnable) -> Learnable:

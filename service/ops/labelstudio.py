@@ -215,7 +215,7 @@ class Predictors:
             labeler = BatchLabeler(policy, tool_factory(policy))
             truth = store.load_ground_truth(project)
             calibration = store.load_calibration(project, policy.calibration_window)
-            asyncio.run(labeler.learner.load(truth, calibration))
+            labeler.learner.load(truth, calibration)
             current = Predictor(labeler, policy.version, mark, time.monotonic())
             self._by_project[project] = current
             self.builds += 1
