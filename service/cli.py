@@ -21,7 +21,7 @@ from service.store import SqlStore
 DEFAULT_DATA = Path("../shared/data")
 
 
-def _progress(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress(total: int, enabled: bool):
     if not enabled:
         return None, None
     from tqdm import tqdm

@@ -274,7 +274,8 @@ class ReviewTask(ReviewTaskBase, table=True):
 
 
 # claim order: highest priority first, then oldest
-Index("ix_review_task_claim", ReviewTask.project_id, ReviewTask.status, ReviewTask.priority.desc(), ReviewTask.id)
+Index("ix_review_task_claim", ReviewTask.project_id, ReviewTask.status,  # type: ignore[arg-type]  # SQLModel columns
+      ReviewTask.priority.desc(), ReviewTask.id)  # type: ignore[arg-type, attr-defined]
 
 
 class ReviewTaskPublic(ReviewTaskBase):
