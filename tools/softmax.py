@@ -183,9 +183,8 @@ def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
             axpy(s, q, a=a - r * dot(yv, q))
         slope = -float(dot(g, q))
         if slope >= 0:  # not a descent direction (numerical trouble): restart from the gradient
-            s_hist.clear()
-            y_hist.clear()
-            rho.clear()
+            for history in (s_hist, y_hist, rho):
+                history.clear()
             q = g / np.float32(max(float(np.abs(g).max()), 1e-12))
             slope = -float(dot(g, q))
         step = 1.0
