@@ -23,11 +23,12 @@ LOG_FLOOR = 1e-4
 
 
 def log_votes(probs: np.ndarray) -> np.ndarray:
-    return np.log(np.clip(probs, LOG_FLOOR, 1.0))
+    out: np.ndarray = np.log(np.clip(probs, LOG_FLOOR, 1.0))
+    return out
 
 
 def softmax_rows(logits: np.ndarray) -> np.ndarray:
-    z = logits - logits.max(axis=-1, keepdims=True)
+    z: np.ndarray = logits - logits.max(axis=-1, keepdims=True)
     np.exp(z, out=z)
     z /= z.sum(axis=-1, keepdims=True)
     return z
@@ -125,4 +126,5 @@ def majority_vote(logp: np.ndarray, voted: np.ndarray) -> np.ndarray:
     counts = np.zeros((n, n_labels))
     rows = np.repeat(np.arange(n), tops.shape[1])
     np.add.at(counts, (rows, tops.ravel()), voted.ravel().astype(np.float64))
-    return counts.argmax(axis=1)
+    best: np.ndarray = counts.argmax(axis=1)
+    return best

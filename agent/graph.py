@@ -17,14 +17,16 @@ from typing import Literal
 
 import numpy as np
 from langgraph.graph import END, START, StateGraph
+from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agent.aggregate import log_votes, softmax_rows
+from agent.decisions import Evidence, clears, decide_items
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
-from tools.base import Batch, Vote, Votes
+from tools.base import Batch, Preparing, Vote, Votes, is_enrichment
 
 EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
 
@@ -62,10 +64,9 @@ def warm_features(batch: Batch, ctx: AgentContext) -> None:
     tools are done: features computed before would miss the metadata they add.
     """
     for tool in ctx.tools:
-        prepare = getattr(tool, "prepare", None)
-        if callable(prepare):
+        if isinstance(tool, Preparing):
             with contextlib.suppress(ToolError):
-                prepare(batch)
+                tool.prepare(batch)
 
 
 def cheap_tools(ctx: AgentContext) -> list[int]:
@@ -77,7 +78,7 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     """Rows on which tool ``t`` may be called next."""
     tool = ctx.tools[t]
     snap = ctx.snapshot
-    rows = state["open"] & ~state["called"][:, t] & (state["spent"] + tool.cost <= ctx.policy.budget + 1e-9)
+    rows = _within_budget(state, ctx, t)
     weight = snap.aggregator.weight_of(tool.name)
     if snap.aggregator.is_measured(tool.name) and weight < ctx.policy.planner.min_tool_weight:
         rows &= state["explore"]  # no value shown: keep measuring it on the exploration sample only
@@ -96,7 +97,7 @@ def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float)
     logits = np.log(np.clip(proba, 1e-12, 1.0)) + weight * np.log(other)
     top = proba.argmax(axis=1)
     logits[np.arange(proba.shape[0]), top] += weight * (np.log(vote) - np.log(other))
-    return softmax_rows(logits).max(axis=1) >= threshold
+    return clears(softmax_rows(logits).max(axis=1), threshold)
 
 
 def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
@@ -105,8 +106,14 @@ def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     Enrichment tools write features other tools read (e.g. weather into metadata), so they run first
     and are never skipped for lack of a learned weight (they abstain: their value shows in the others).
     """
-    tool = ctx.tools[t]
-    return state["open"] & ~state["called"][:, t] & (state["spent"] + tool.cost <= ctx.policy.budget + 1e-9)
+    return _within_budget(state, ctx, t)
+
+
+def _within_budget(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
+    """Open rows tool ``t`` has not seen yet and whose spend leaves room for its cost."""
+    cost = ctx.tools[t].cost
+    rows: np.ndarray = state["open"] & ~state["called"][:, t] & (state["spent"] + cost <= ctx.policy.budget + 1e-9)
+    return rows
 
 
 async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["act", "record"]]:
@@ -116,7 +123,7 @@ async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Lit
 
 def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
     for t, tool in enumerate(ctx.tools):
-        if getattr(tool, "enriches", False):
+        if is_enrichment(tool):
             rows = enrichment_rows(state, ctx, t)
             if rows.any():
                 return {"next_tool": t, "next_rows": np.nonzero(rows)[0]}
@@ -124,7 +131,7 @@ def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
     best: tuple[float, int] | None = None
     best_rows = np.zeros(0, dtype=np.int64)
     for t, tool in enumerate(ctx.tools):
-        if getattr(tool, "enriches", False):
+        if is_enrichment(tool):
             continue
         rows = eligible_rows(state, ctx, t)
         if not rows.any():
@@ -153,18 +160,20 @@ async def act(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     except ToolError as exc:
         # A failing tool degrades the items to fewer tools; it never loses them.
         votes = Votes.abstaining(tool.name, len(rows), _n_labels(ctx), f"{tool.name} failed: {exc}")
-    state["called"][rows, t] = True
-    state["spent"][rows] += votes.cost
+    called, spent = state["called"].copy(), state["spent"].copy()
+    voted, logp = state["voted"].copy(), state["logp"].copy()
+    called[rows, t] = True
+    spent[rows] += votes.cost
     ok = ~votes.abstain
-    state["voted"][rows, t] = ok
-    state["logp"][rows[ok], t, :] = log_votes(votes.probs[ok])
-    return {"calls": [ToolCall(t, rows, votes)]}
+    voted[rows, t] = ok
+    logp[rows[ok], t, :] = log_votes(votes.probs[ok])
+    return {"calls": [ToolCall(t, rows, votes)], "called": called, "spent": spent, "voted": voted, "logp": logp}
 
 
 async def aggregate(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     ctx = runtime.context
     rows = state["next_rows"]
-    proba = state["proba"]
+    proba = state["proba"].copy()
     proba[rows] = ctx.snapshot.aggregator.combine(state["logp"][rows], state["voted"][rows])
     return {"proba": proba}
 
@@ -176,15 +185,13 @@ async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> Command[L
     saves the expensive ones.
     """
     ctx = runtime.context
-    threshold = ctx.snapshot.threshold
     is_open = state["open"]
-    if threshold is not None:
-        conf = state["proba"].max(axis=1)
+    if ctx.snapshot.threshold is not None:
         cheap_left = np.zeros_like(is_open)
         for t in cheap_tools(ctx):
             cheap_left |= eligible_rows(state, ctx, t)
-        settled = is_open & ~state["explore"] & ~cheap_left & (conf >= threshold) & state["voted"].any(axis=1)
-        is_open &= ~settled
+        done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
+        is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
     return Command(update={"open": is_open}, goto=route_decide({"open": is_open}))
 
 
@@ -212,77 +219,68 @@ def _item_votes(state: BatchState, ctx: AgentContext) -> list[list[Vote]]:
     return out
 
 
-async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
-    ctx = runtime.context
-    policy, snap = ctx.policy, ctx.snapshot
-    labels = ctx.tool_context.labels
-    batch = state["batch"]
-    n = len(batch)
-    proba = state["proba"]
-    conf = proba.max(axis=1)
-    pred = proba.argmax(axis=1)
-    any_vote = state["voted"].any(axis=1)
-    threshold = snap.threshold
-    always = {labels.index(lab) for lab in policy.always_review}
-    audit_draw = ctx.rng.random(n) < snap.audit_rate
-    votes = _item_votes(state, ctx)
-    flagged: dict[int, str] = {}  # rows a tool marked for review (e.g. suspected prompt injection)
+def _flags(state: BatchState, ctx: AgentContext) -> dict[int, str]:
+    """Rows a tool marked for review (e.g. suspected prompt injection) -> the first such tool's name."""
+    flagged: dict[int, str] = {}
     for call in state["calls"]:
         if call.votes.review is not None:
             for j in np.nonzero(call.votes.review)[0].tolist():
                 flagged.setdefault(int(call.rows[j]), ctx.tools[call.tool_index].name)
-    decisions: list[Decision] = []
-    reviewed: list[int] = []
-    kinds: list[str] = []
-    would_accept: list[bool] = []
-    for i, item in enumerate(batch.items):
-        label = labels[pred[i]] if any_vote[i] else None
-        c = float(conf[i]) if any_vote[i] else 0.0
-        cost = float(state["spent"][i])
-        if i in flagged:
-            d = Decision(item.key, "escalate", label, c, votes[i], f"flagged for review by {flagged[i]}", cost,
-                         "escalation", 1.0)
-        elif threshold is None:
-            d = Decision(item.key, "escalate", label, c, votes[i], "cold start: not enough calibration yet",
-                         cost, "cold_start", 1.5)
-        elif not any_vote[i]:
-            d = Decision(item.key, "escalate", None, 0.0, votes[i], "no tool could vote", cost, "escalation", 1.0)
-        elif int(pred[i]) in always:
-            d = Decision(item.key, "escalate", label, c, votes[i], f"label {label!r} is always reviewed", cost,
-                         "escalation", 1.0 - c / 2)
-        elif audit_draw[i]:
-            # A uniform sample of the whole stream: the i.i.d. calibration data of the guarantee.
-            d = Decision(item.key, "audit", label, c, votes[i], "random audit (label hidden from reviewer)", cost,
-                         "audit", 2.0)
-        elif c >= threshold:
-            d = Decision(item.key, "accept", label, c, votes[i], f"confidence {c:.3f} >= {threshold:.3f}", cost)
-        else:
-            d = Decision(item.key, "escalate", label, c, votes[i], f"confidence {c:.3f} < {threshold:.3f}", cost,
-                         "escalation", 1.0 - c)
-        decisions.append(d)
-        if d.review_kind is not None:
-            reviewed.append(i)
-            kinds.append(d.review_kind)
-            would_accept.append(threshold is not None and any_vote[i] and c >= threshold
-                                and int(pred[i]) not in always)
+    return flagged
+
+
+def _evidence(state: BatchState, ctx: AgentContext) -> list[Evidence]:
+    """What :func:`agent.decisions.verdict` reads about each item of the batch, in order."""
+    labels = ctx.tool_context.labels
+    n = len(state["batch"])
+    proba = state["proba"]
+    conf = proba.max(axis=1).tolist()
+    pred = proba.argmax(axis=1).tolist()
+    any_vote = np.asarray(state["voted"].any(axis=1)).tolist()
+    always = {labels.index(lab) for lab in ctx.policy.always_review}
+    audit_draw = (ctx.rng.random(n) < ctx.snapshot.audit_rate).tolist()
+    flagged = _flags(state, ctx)
+    return [Evidence(label=labels[pred[i]] if any_vote[i] else None, confidence=conf[i] if any_vote[i] else 0.0,
+                     voted=any_vote[i], always_reviewed=pred[i] in always, flagged_by=flagged.get(i),
+                     audit_draw=audit_draw[i])
+            for i in range(n)]
+
+
+def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision],
+           threshold: float | None) -> ReviewTrace:
+    """The decision-time evidence of the items sent to a human, for the learner."""
+    reviewed = [i for i, d in enumerate(decisions) if d.review_kind is not None]
+    rows = np.asarray(reviewed, dtype=np.int64)
+    return ReviewTrace(
+        batch=state["batch"].subset(rows),
+        logp=state["logp"][rows],
+        voted=state["voted"][rows],
+        confidence=np.asarray([evidence[i].confidence for i in reviewed], dtype=np.float64),
+        predicted=[decisions[i].label for i in reviewed],
+        kinds=[kind for i in reviewed if (kind := decisions[i].review_kind) is not None],
+        would_accept=np.asarray([evidence[i].would_accept(threshold) for i in reviewed], dtype=bool),
+    )
+
+
+async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+    ctx = runtime.context
+    snap = ctx.snapshot
+    batch = state["batch"]
+    evidence = _evidence(state, ctx)
+    decisions = decide_items([item.key for item in batch.items], evidence, _item_votes(state, ctx), state["spent"],
+                             snap.threshold)
     calls: dict[str, int] = {tool.name: 0 for tool in ctx.tools}
     for call in state["calls"]:
         calls[ctx.tools[call.tool_index].name] += len(call.rows)
-    rows = np.asarray(reviewed, dtype=np.int64)
-    trace = ReviewTrace(
-        batch=batch.subset(rows),
-        logp=state["logp"][rows],
-        voted=state["voted"][rows],
-        confidence=conf[rows] * any_vote[rows],
-        predicted=[decisions[i].label for i in reviewed],
-        kinds=kinds,
-        would_accept=np.asarray(would_accept, dtype=bool),
-    )
-    result = BatchResult(policy.key, threshold, dict(snap.tool_versions), decisions, calls)
-    return {"result": result, "trace": trace}
+    result = BatchResult(policy_key=ctx.policy.key, threshold=snap.threshold, model_versions=dict(snap.tool_versions),
+                         decisions=decisions, tool_calls=calls)
+    return {"result": result, "trace": _trace(state, evidence, decisions, snap.threshold)}
 
 
-def build_graph():  # -> CompiledStateGraph (its generic type is noisy to spell out)
+LabelingGraph = CompiledStateGraph[BatchState, AgentContext, BatchState, BatchState]
+
+
+def build_graph() -> LabelingGraph:
     """The compiled labeling graph. Build once and reuse: it holds no per-project state.
 
     ``plan`` and ``decide`` route with ``Command(goto=...)`` rather than conditional edges: a conditional edge

@@ -10,11 +10,14 @@ snapshot it started with.
 
 from __future__ import annotations
 
+import asyncio
 import copy
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 
@@ -23,7 +26,7 @@ from agent.calibration import ThresholdResult, choose_threshold, detect_drift, m
 from agent.ports import CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
+from tools.base import Batch, Forkable, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 
 MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
 EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
@@ -124,7 +127,7 @@ class Learner:
         itself (another worker did): they join the calibration set with their decision-time scores.
         """
         records: list[CalibrationRecord] = []
-        pieces: list[tuple[Batch | None, list]] = []  # the new training rows in order, by source batch
+        pieces: list[tuple[Batch | None, list[Any]]] = []  # the new training rows in order, by source batch
         for answer in answers:
             y = self._label_index.get(answer.label)
             if y is None:
@@ -162,7 +165,7 @@ class Learner:
         self._gt_batches.extend(Batch(part) if source is None else source.subset(part) for source, part in pieces)
         return records
 
-    def _correct(self, answer: GroundTruth, y: int, pieces: list[tuple[Batch | None, list]]) -> None:
+    def _correct(self, answer: GroundTruth, y: int, pieces: list[tuple[Batch | None, list[Any]]]) -> None:
         """A corrected label: the item's training label becomes ``y`` (a new training row if it had none). The
         calibration set and the audits are left as they are."""
         key = answer.item.key
@@ -195,7 +198,7 @@ class Learner:
         self._iid_pred.append(-1 if pred is None else pred)
         self._iid_y.append(self._gt_y[row] if truth is None else truth)
 
-    async def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
+    def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
         """Restore state from storage (ground truth and calibration records), then retrain."""
         kinds = {rec.key: rec for rec in calibration}
         for gt in ground_truth:
@@ -220,7 +223,7 @@ class Learner:
         for rec in calibration:
             self._seq = max(self._seq, rec.seq)
         if self._gt_y:
-            await self.retrain(force_rescore=True)
+            self.retrain(force_rescore=True)
         else:
             self.recalibrate()
 
@@ -240,7 +243,7 @@ class Learner:
             self._gt_batches = []
         return TrainingSet(self._gt_batch, np.asarray(self._gt_y, dtype=np.int64), self.labels)
 
-    async def retrain(self, force_rescore: bool = False) -> list[ModelInfo]:
+    def retrain(self, force_rescore: bool = False) -> list[ModelInfo]:
         """Retrain learning tools, refit the pool, rescore the calibration set when due, recalibrate.
 
         CPU-bound; the service runs it off the request path (in a worker thread).
@@ -252,7 +255,7 @@ class Learner:
         self.retrains += 1
         aggregator = self._fit_aggregator()
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
-            await self._rescore(data, aggregator)
+            self._rescore(data, aggregator)
         self.recalibrate(aggregator)
         return infos
 
@@ -267,7 +270,7 @@ class Learner:
         y = np.asarray([self._gt_y[r] for r in rows])
         return fit_aggregator(aggregator, logp, voted, y, counts)
 
-    async def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
+    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
         """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
         start = self._window_start()
         rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
@@ -279,7 +282,7 @@ class Learner:
         for j, r in enumerate(rows):  # tools that do not learn keep their decision-time votes
             if self._gt_logp[r] is not None:
                 logp[j] = self._gt_logp[r]
-                voted[j] = self._gt_voted[r]  # type: ignore[assignment]
+                voted[j] = self._gt_voted[r]
         # Stable folds (by item key): a fold's model never sees its own calibration items, and its training set
         # only grows, so each fold keeps one model and warm-starts it like the live one.
         all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
@@ -301,7 +304,7 @@ class Learner:
                 if model is None:
                     model = self._fold_tools[(f, t)] = _fork(tool)
                 model.fit(fold_data)
-                votes = await model.predict(held_batch, context)  # type: ignore[attr-defined]
+                votes = _predict_now(model, held_batch, context)
                 ok = ~votes.abstain
                 voted[sel, t] = ok
                 logp[sel[ok], t] = log_votes(votes.probs[ok])
@@ -364,7 +367,7 @@ class Learner:
         return min(1.0, max(policy.audit_rate, AUDIT_PER_ESCALATION * below))
 
 
-def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, entry: object) -> None:
+def _add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None, entry: object) -> None:
     """Append a training row (a row of ``source``, or an item without cached features) to ``pieces``."""
     if pieces and pieces[-1][0] is source:
         pieces[-1][1].append(entry)
@@ -372,7 +375,17 @@ def _add_piece(pieces: list[tuple[Batch | None, list]], source: Batch | None, en
         pieces.append((source, [entry]))
 
 
+def _predict_now(tool: Tool, batch: Batch, context: ToolContext) -> Votes:
+    """A learning tool's votes, from this synchronous code. Its ``predict`` is CPU work, async only for the graph:
+    run it to completion on a private event loop (in a helper thread when this thread already runs a loop)."""
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.run(tool.predict(batch, context))
+    with ThreadPoolExecutor(1) as pool:
+        return pool.submit(asyncio.run, tool.predict(batch, context)).result()
+
+
 def _fork(tool: Learnable) -> Learnable:
     """An untrained copy of a learning tool with the same settings."""
-    fork = getattr(tool, "fork", None)
-    return fork() if callable(fork) else copy.deepcopy(tool)
+    return tool.fork() if isinstance(tool, Forkable) else copy.deepcopy(tool)

@@ -6,7 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.graph import build_graph
+from agent.graph import LabelingGraph, build_graph
 from agent.learner import Learner
 from agent.ports import BatchResult
 from agent.state import AgentContext
@@ -21,7 +21,8 @@ class BatchLabeler:
     finishing meanwhile only affects the next batch.
     """
 
-    def __init__(self, policy: Policy, tools: Sequence[Tool], *, seed: int = 0, graph=None) -> None:
+    def __init__(self, policy: Policy, tools: Sequence[Tool], *, seed: int = 0,
+                 graph: LabelingGraph | None = None) -> None:
         self.policy = policy
         self.tools = tuple(tools)
         self.learner = Learner(policy, self.tools)

@@ -66,7 +66,8 @@ def load_policy(path: str | Path) -> Policy:
 
 def dumps_policy(policy: Policy) -> str:
     data = policy.model_dump(mode="json", exclude_defaults=False)
-    return yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    text: str = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
+    return text
 
 
 def save_policy(policy: Policy, path: str | Path) -> Path:

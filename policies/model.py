@@ -8,7 +8,7 @@ for explaining old labels.
 from __future__ import annotations
 
 import re
-from typing import Annotated, Any, Literal
+from typing import Annotated, Any, Literal, get_args
 
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
@@ -222,13 +222,18 @@ class RemoteModelSpec(ToolSpecBase):
     breaker_reset_seconds: float = Field(default=30.0, ge=0.0)
 
 
-ToolSpec = Annotated[
-    TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec | LLMSpec
-    | RemoteModelSpec,
-    Field(discriminator="kind"),
-]
-TOOL_KINDS: tuple[str, ...] = ("text_classifier", "image_classifier", "retrieval", "rules", "random", "weather",
-                               "llm", "remote_model")
+_ToolSpecs = (TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec
+              | LLMSpec | RemoteModelSpec)
+ToolSpec = Annotated[_ToolSpecs, Field(discriminator="kind")]
+
+
+def _kind_of(spec: type[ToolSpecBase]) -> str:
+    (kind,) = get_args(spec.model_fields["kind"].annotation)
+    return str(kind)
+
+
+# Every tool kind, in the union's order: read from the specs' ``kind`` literals, so a new spec adds its kind here.
+TOOL_KINDS: tuple[str, ...] = tuple(_kind_of(spec) for spec in get_args(_ToolSpecs))
 
 
 class PlannerSpec(_Strict):

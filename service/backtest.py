@@ -10,7 +10,6 @@ from __future__ import annotations
 
 import asyncio
 import time
-from collections import Counter
 from collections.abc import Callable, Sequence
 from typing import Any
 
@@ -18,7 +17,7 @@ from agent.runner import BatchLabeler
 from policies import Policy
 from service.datasets import LabeledItem
 from service.db import create_all, make_engine
-from service.replay import answer_queue, summarize
+from service.replay import stream_through, summarize
 from service.settings import Settings
 from service.store import SqlStore
 from service.worker import ProjectWorker
@@ -44,21 +43,10 @@ async def replay_truth(policy: Policy, truth: Sequence[LabeledItem], tools: Sequ
         labeler = BatchLabeler(policy, tools, seed=seed)
         worker = ProjectWorker(store, policy.project, labeler, name="backtest", batch_size=batch_size)
         answers = {row.item.key: row.label for row in truth}
-        decisions: dict[str, tuple[str, str | None]] = {}
-        human: dict[str, str] = {}
-        tool_calls: Counter[str] = Counter()
         started = time.perf_counter()
-        for start in range(0, len(truth), batch_size):
-            store.ingest(policy.project, [row.item for row in truth[start:start + batch_size]])
-            while (outcome := await worker.process_batch()).items:
-                assert outcome.result is not None
-                tool_calls.update(outcome.result.tool_calls)
-                decisions.update((d.key, (d.action, d.label)) for d in outcome.result.decisions)
-            settled = answer_queue(store, policy.project, answers)
-            human.update((gt.item.key, gt.label) for gt in settled)
-            await worker.learn(settled)
+        tally = await stream_through(worker, truth, answers, batch_size)
         elapsed = time.perf_counter() - started
-        return summarize(policy, answers, decisions, human, tool_calls, labeler, elapsed)
+        return summarize(policy, answers, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed)
     finally:
         engine.dispose()
 

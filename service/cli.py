@@ -19,7 +19,7 @@ from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
 
 
-def _progress(total: int, enabled: bool):  # type: ignore[no-untyped-def]
+def _progress(total: int, enabled: bool):
     if not enabled:
         return None, None
     from tqdm import tqdm

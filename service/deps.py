@@ -120,7 +120,7 @@ class Allow:
         task = request.path_params.get("task")
         if isinstance(task, str) and task.isascii() and task.isdigit() and 1 <= int(task) <= MAX_TASK_ID:
             ref = store.known_task_key(int(task)) or await run_in_threadpool(store.task_key, int(task))
-            if not principal.can_see(ref.project):
+            if ref is None or not principal.can_see(ref.project):
                 raise NotFoundError(f"review task {int(task)} does not exist")
         return principal
 

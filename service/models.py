@@ -1,5 +1,6 @@
-"""Tables (SQLModel) and their API shapes: ``XBase`` (shared fields), ``X`` (the table), ``XCreate``
-(what a client may send; unknown fields are rejected) and ``XPublic`` (what the API returns).
+"""Tables (SQLModel) and their API shapes: ``XBase`` (shared fields), ``X`` (the table) and ``XPublic`` (what the
+API returns). The tables whose names the agent's domain types take (``Item``, ``Vote``, ``Label``,
+``CalibrationRecord``) are ``ItemTable``, ``VoteTable``, ``LabelTable`` and ``CalibrationTable``.
 
 Conventions: times are aware UTC datetimes (see :class:`UTCDateTime`); every row carries ``project_id`` so projects
 stay isolated and every hot query filters on it first; ``policy_version`` is the version number
@@ -11,9 +12,8 @@ here define the schema and serve the API.
 from __future__ import annotations
 
 from datetime import UTC, datetime
-from typing import Any, Literal
+from typing import Any, Literal, get_args
 
-from pydantic import ConfigDict
 from sqlalchemy import (
     JSON,
     BigInteger,
@@ -31,16 +31,18 @@ from sqlalchemy import UniqueConstraint as Unique
 from sqlalchemy.dialects.postgresql import JSONB
 from sqlmodel import Field, SQLModel
 
+from agent.ports import ReviewKind
+
 JSONType = JSON(none_as_null=True).with_variant(JSONB(none_as_null=True), "postgresql")  # None -> SQL NULL
 
-ITEM_STATUSES = ("pending", "leased", "labeled", "in_review", "failed")
-TASK_STATUSES = ("open", "claimed", "done")
-REVIEW_KINDS = ("cold_start", "escalation", "audit")
-LABEL_SOURCES = ("agent", "human")
 ItemStatus = Literal["pending", "leased", "labeled", "in_review", "failed"]
 TaskStatus = Literal["open", "claimed", "done"]
-ReviewKind = Literal["cold_start", "escalation", "audit"]
 LabelSource = Literal["agent", "human"]
+# The CHECK constraints' values, read from the types (ReviewKind is the agent's).
+ITEM_STATUSES: tuple[str, ...] = get_args(ItemStatus)
+TASK_STATUSES: tuple[str, ...] = get_args(TaskStatus)
+REVIEW_KINDS: tuple[str, ...] = get_args(ReviewKind)
+LABEL_SOURCES: tuple[str, ...] = get_args(LabelSource)
 
 
 def utcnow() -> datetime:
@@ -77,10 +79,6 @@ def _policy_fk(table: str) -> ForeignKeyConstraint:
     )
 
 
-class _Create(SQLModel):
-    model_config = ConfigDict(extra="forbid")
-
-
 # --- projects and policies -------------------------------------------------------------------------
 
 
@@ -95,10 +93,6 @@ class Project(ProjectBase, table=True):
     active_version: int | None = None
     item_seq: int = Field(default=0, sa_type=BigInteger, description="Last seq handed to an item.")
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class ProjectCreate(ProjectBase, _Create):
-    pass
 
 
 class ProjectPublic(ProjectBase):
@@ -122,10 +116,6 @@ class PolicyVersion(PolicyVersionBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class PolicyVersionCreate(_Create):
-    yaml: str
-
-
 class PolicyVersionPublic(PolicyVersionBase):
     project_id: int
     created_at: datetime
@@ -141,7 +131,7 @@ class ItemBase(SQLModel):
     client_label: str | None = Field(default=None, max_length=128)
 
 
-class Item(ItemBase, table=True):
+class ItemTable(ItemBase, table=True):
     __tablename__ = "item"
     __table_args__ = (
         Unique("project_id", "external_id", name="uq_item_external_id"),
@@ -173,10 +163,6 @@ class ItemImage(SQLModel, table=True):
     thumbnail: bytes | None = Field(default=None, sa_type=LargeBinary)
 
 
-class ItemCreate(ItemBase, _Create):
-    pass
-
-
 class ItemPublic(ItemBase):
     id: int
     project_id: int
@@ -201,17 +187,13 @@ class VoteBase(SQLModel):
     model_version: str | None = Field(default=None, max_length=128)
 
 
-class Vote(VoteBase, table=True):
+class VoteTable(VoteBase, table=True):
     __tablename__ = "vote"
     __table_args__ = (Index("ix_vote_item", "item_id"),)
     id: int | None = Field(default=None, primary_key=True)
     project_id: int  # no foreign keys but item's: PostgreSQL checks each one per row (measured ~5 us/row/key)
     item_id: int = Field(foreign_key="item.id")
     policy_version: int
-
-
-class VoteCreate(VoteBase, _Create):
-    pass
 
 
 class VotePublic(VoteBase):
@@ -225,7 +207,7 @@ class LabelBase(SQLModel):
     confidence: float | None = None
 
 
-class Label(LabelBase, table=True):
+class LabelTable(LabelBase, table=True):
     """An item's label under one policy version; the DB refuses a second one (uq_label_item_version)."""
 
     __tablename__ = "label"
@@ -244,10 +226,6 @@ class Label(LabelBase, table=True):
     cost: float = 0.0
     reason: str = Field(default="", sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class LabelCreate(LabelBase, _Create):
-    pass
 
 
 class LabelPublic(LabelBase):
@@ -296,11 +274,8 @@ class ReviewTask(ReviewTaskBase, table=True):
 
 
 # claim order: highest priority first, then oldest
-Index("ix_review_task_claim", ReviewTask.project_id, ReviewTask.status, ReviewTask.priority.desc(), ReviewTask.id)
-
-
-class ReviewTaskCreate(ReviewTaskBase, _Create):
-    pass
+Index("ix_review_task_claim", ReviewTask.project_id, ReviewTask.status,  # type: ignore[arg-type]  # SQLModel columns
+      ReviewTask.priority.desc(), ReviewTask.id)  # type: ignore[arg-type, attr-defined]
 
 
 class ReviewTaskPublic(ReviewTaskBase):
@@ -332,18 +307,6 @@ class Review(ReviewBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class ReviewCreate(ReviewBase, _Create):
-    lease_token: str
-
-
-class ReviewPublic(ReviewBase):
-    id: int
-    task_id: int
-    item_id: int
-    reviewer: str
-    created_at: datetime
-
-
 # --- learning ----------------------------------------------------------------------------------------
 
 
@@ -363,10 +326,6 @@ class ModelVersion(ModelVersionBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class ModelVersionCreate(ModelVersionBase, _Create):
-    policy_key: str
-
-
 class ModelVersionPublic(ModelVersionBase):
     id: int
     policy_key: str
@@ -382,7 +341,7 @@ class CalibrationRecordBase(SQLModel):
     seq: int = Field(default=0, sa_type=BigInteger)
 
 
-class CalibrationRecord(CalibrationRecordBase, table=True):
+class CalibrationTable(CalibrationRecordBase, table=True):
     """(decision-time confidence, suggestion, human truth) for one settled review task."""
 
     __tablename__ = "calibration_record"
@@ -396,13 +355,3 @@ class CalibrationRecord(CalibrationRecordBase, table=True):
     item_id: int = Field(foreign_key="item.id")
     policy_version: int
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
-
-
-class CalibrationRecordCreate(CalibrationRecordBase, _Create):
-    pass
-
-
-class CalibrationRecordPublic(CalibrationRecordBase):
-    id: int
-    policy_version: int
-    created_at: datetime

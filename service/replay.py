@@ -15,13 +15,14 @@ import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
 from threadpoolctl import threadpool_limits
 
 from agent.calibration import cp_interval
+from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
 from policies import Policy
 from service.datasets import LabeledItem
@@ -76,18 +77,34 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     store.create_project(policy.project, policy)
     labeler = BatchLabeler(policy, tools, seed=config.seed)
     worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
-    decisions: dict[str, tuple[str, str | None]] = {}  # key -> (action, agent label)
-    human: dict[str, str] = {}
-    tool_calls: Counter[str] = Counter()
-    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
     started = time.perf_counter()
-    for start in range(0, len(stream), config.batch_size):
-        chunk = stream[start:start + config.batch_size]
-        store.ingest(policy.project, [r.item for r in chunk])
+    tally = await stream_through(worker, stream, truth, config.batch_size, on_batch)
+    elapsed = time.perf_counter() - started
+    return summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed)
+
+
+@dataclass(slots=True)
+class Tally:
+    decisions: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # key -> (action, agent label)
+    human: dict[str, str] = field(default_factory=dict)  # key -> the oracle's answer
+    tool_calls: Counter[str] = field(default_factory=Counter)
+
+
+async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], truth: dict[str, str],
+                         batch_size: int, on_batch: Callable[[int], None] | None = None) -> Tally:
+    """Ingest ``stream`` batch by batch and run the worker cycle on it with an oracle reviewer (the replay's and
+    the backtest's loop): claim, graph run, record, the oracle answers what the run escalated, the learner learns.
+    A due retrain runs in a thread overlapping the next ingest; the next claim waits for it."""
+    tally = Tally()
+    project = worker.project
+    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
+    for start in range(0, len(stream), batch_size):
+        chunk = stream[start:start + batch_size]
+        worker.store.ingest(project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
             if training is not None:  # the claim's size and the run must see the retrained snapshot
-                worker.save_versions(await training)
+                await worker.save_versions(await training)
                 training = None
             token, items = worker.claim()
             if not items:
@@ -95,25 +112,22 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
             outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
-            tool_calls.update(outcome.result.tool_calls)
-            for d in outcome.result.decisions:
-                decisions[d.key] = (d.action, d.label)
+            tally.tool_calls.update(outcome.result.tool_calls)
+            tally.decisions.update((d.key, (d.action, d.label)) for d in outcome.result.decisions)
             # The oracle answers what this run escalated before the next run starts.
-            settled = answer_queue(store, policy.project, truth)
-            for gt in settled:
-                human[gt.item.key] = gt.label
+            settled = answer_queue(worker.store, project, truth)
+            tally.human.update((gt.item.key, gt.label) for gt in settled)
             training = worker.start_learning(settled)
         if on_batch is not None:
             on_batch(len(chunk))
     if training is not None:
-        worker.save_versions(await training)
-    elapsed = time.perf_counter() - started
-    return summarize(policy, truth, decisions, human, tool_calls, labeler, elapsed)
+        await worker.save_versions(await training)
+    return tally
 
 
-def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[Any]:
+def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[GroundTruth]:
     """The oracle reviewer: claim everything open and answer it from the dataset, in one transaction."""
-    settled = []
+    settled: list[GroundTruth] = []
     while True:
         tasks = store.claim_reviews(project, reviewer=ORACLE, limit=limit)
         if not tasks:

@@ -1,22 +1,34 @@
-"""The worker loop's unit of work: claim a batch under a lease, run the agent once, record the result.
+"""The worker cycle: claim a batch under a lease, run the agent once, record the result (retried while the
+database is away), feed human answers to the learner, retrain in a thread, save the new model versions.
 
-The in-process replay and ``labelagent worker`` share this code, so the replay measures the path
-the service takes.
+:class:`ProjectWorker` is the one implementation of these steps: the service's runtime
+(:mod:`service.runtime`), ``labelagent replay`` and backtests (:func:`service.replay.stream_through`) call
+it, so the replay measures the path the service takes.
 """
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Sequence
+import logging
+import time
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
+from functools import partial
+from typing import TypeVar
 
-from agent.ports import BatchResult, GroundTruth
+from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.runner import BatchLabeler
 from policies import InputError
+from service.db import backoff_delay, is_transient
 from service.settings import image_limits
 from service.store import RecordResult, SqlStore
 from tools.base import Item, ModelInfo
 from tools.images import open_image
+
+T = TypeVar("T")
+log = logging.getLogger("labelagent.runtime")
+DB_BACKOFF = 2.0  # longest wait between tries while the database is unreachable (it comes back within seconds)
+WRITE_RETRY_SECONDS = 60.0  # a batch's write is retried this long; past its lease it is fenced anyway
 
 
 @dataclass(slots=True)
@@ -89,37 +101,69 @@ class ProjectWorker:
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
         """The graph run and the write for a claimed batch (the runtime heartbeats the lease meanwhile)."""
         result = await self.labeler.run_batch(items)
-        record = self.store.record_batch(self.project, result, token)
-        return BatchOutcome(len(items), result, record)
+        return BatchOutcome(len(items), result, await self.record(result, token))
+
+    async def record(self, result: BatchResult, token: str) -> RecordResult:
+        """Write a batch's result, retried with backoff while the database is unreachable (the graph run is not
+        repeated). Repeating the write is safe: a failed transaction wrote nothing, and if one committed but its
+        connection dropped before the answer, the retry finds the items no longer leased under ``token`` and
+        fences them (the lease check and the writes share one transaction, under row locks); the unique label
+        constraint refuses a second label anyway. Items whose lease expired meanwhile are fenced, and come back
+        to whoever claims them next."""
+        return await self._retrying(lambda: self.store.record_batch(self.project, result, token),
+                                    f"writing a batch of {self.project}")
+
+    async def _retrying(self, write: Callable[[], T], what: str) -> T:
+        deadline = time.monotonic() + WRITE_RETRY_SECONDS
+        attempt = 0
+        while True:
+            try:
+                return write()
+            except Exception as exc:
+                attempt += 1
+                delay = backoff_delay(attempt, cap=DB_BACKOFF)
+                if not is_transient(exc) or time.monotonic() + delay > deadline:
+                    raise
+                log.warning("worker %s: %s failed, database unavailable (%s); retry %d in %.2fs",
+                            self.name, what, exc, attempt, delay)
+                await asyncio.sleep(delay)
+
+    # --- learning ------------------------------------------------------------------------------------------
+
+    def observe(self, answers: Sequence[GroundTruth], known: Mapping[str, CalibrationRecord] | None = None) -> bool:
+        """Feed settled human answers to the learner. True when a retrain is due (start it with ``retrain``);
+        otherwise the learner has recalibrated on them already."""
+        learner = self.labeler.learner
+        learner.observe(answers, known)
+        if learner.retrain_due():
+            return True
+        learner.recalibrate()
+        return False
+
+    def retrain(self) -> asyncio.Task[list[ModelInfo]]:
+        """The retraining, in a thread: returns its task. Meanwhile this thread may claim and ingest (store work
+        the retraining does not read); the learner must not be used until the task is done. Pass its result to
+        ``save_versions``: the next graph run then reads the retrained snapshot."""
+        return asyncio.create_task(asyncio.to_thread(self.labeler.learner.retrain), name=f"retrain-{self.project}")
+
+    def start_learning(self, answers: Sequence[GroundTruth]) -> asyncio.Task[list[ModelInfo]] | None:
+        """``observe``, then ``retrain`` when due (None when not due)."""
+        return self.retrain() if self.observe(answers) else None
 
     async def learn(self, answers: Sequence[GroundTruth]) -> list[ModelInfo]:
-        """Feed settled human answers to the learner; retrain when due and remember new versions."""
+        """``start_learning``, waiting for the retrain and saving the new model versions."""
         training = self.start_learning(answers)
         if training is None:
             return []
         infos = await training
-        self.save_versions(infos)
+        await self.save_versions(infos)
         return infos
 
-    def start_learning(self, answers: Sequence[GroundTruth]) -> asyncio.Task[list[ModelInfo]] | None:
-        """``learn`` with the retraining, when due, in a thread: returns its task (None when not due).
-
-        Await the task before the next graph run and pass its result to ``save_versions``: the graph then
-        reads the retrained snapshot exactly as after ``learn``, and meanwhile this thread may claim and
-        ingest (store work the retraining does not read). The learner must not be used until it finishes.
-        """
-        learner = self.labeler.learner
-        learner.observe(answers)
-        if not learner.retrain_due():
-            learner.recalibrate()
-            return None
-        return asyncio.create_task(asyncio.to_thread(lambda: asyncio.run(learner.retrain())),
-                                   name=f"retrain-{self.project}")
-
-    def save_versions(self, infos: Sequence[ModelInfo]) -> None:
-        """Record model versions not saved yet (in the caller's thread: the store is not shared)."""
+    async def save_versions(self, infos: Sequence[ModelInfo]) -> None:
+        """Record model versions not saved yet (in the caller's thread: the store is not shared), retried while the
+        database is unreachable."""
         for info in infos:
             if info.version not in self.saved_versions:
-                self.store.save_model_version(self.project, self.labeler.policy.key, info)
+                await self._retrying(partial(self.store.save_model_version, self.project, self.labeler.policy.key,
+                                             info), f"saving model version {info.version} of {self.project}")
                 self.saved_versions.add(info.version)
-        return infos

@@ -11,7 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
-from typing import Any, Protocol, runtime_checkable
+from typing import Any, Literal, Protocol, runtime_checkable
 
 import numpy as np
 import scipy.sparse as sp
@@ -171,7 +171,7 @@ class Votes:
             raise ValueError(f"votes of {self.tool}: review flags are not aligned with {n} items")
 
     def __len__(self) -> int:
-        return self.probs.shape[0]
+        return int(self.probs.shape[0])
 
     @classmethod
     def abstaining(cls, tool: str, n: int, n_labels: int, reason: str, cost: float = 0.0,
@@ -223,6 +223,11 @@ class TrainingSet:
         return len(self.batch)
 
 
+# --- the contract ---------------------------------------------------------------------------------------
+# ``Tool`` is what every tool implements. The optional capabilities below are the only other hooks the agent and
+# the registry use; each is a runtime-checkable protocol, tested with ``isinstance`` (never probed by name).
+
+
 @runtime_checkable
 class Tool(Protocol):
     """A voter. ``predict`` is vectorised over the batch and must not block the event loop long."""
@@ -235,12 +240,57 @@ class Tool(Protocol):
 
 
 @runtime_checkable
-class Learnable(Protocol):
+class Learnable(Tool, Protocol):
     """A tool that learns from ground truth. ``fit`` may run in a worker thread."""
-
-    name: str
 
     @property
     def version(self) -> str: ...
 
     def fit(self, data: TrainingSet) -> ModelInfo: ...
+
+
+@runtime_checkable
+class Forkable(Learnable, Protocol):
+    """A learning tool that makes an untrained copy of itself with the same settings (cross-fitting folds).
+    A learning tool without ``fork`` is copied with ``copy.deepcopy``."""
+
+    def fork(self) -> Learnable: ...
+
+
+@runtime_checkable
+class Preparing(Tool, Protocol):
+    """A tool that computes and caches its features for a whole batch at once (``agent.graph`` calls ``prepare``
+    once per batch, after enrichment, so every subset, review trace and training set reuses them)."""
+
+    def prepare(self, batch: Batch) -> None: ...
+
+
+@runtime_checkable
+class Enriching(Tool, Protocol):
+    """A tool that writes features other tools read (e.g. weather into metadata): the planner calls it first, on
+    every open item, and never skips it for lack of a learned weight. ``enriches`` is True."""
+
+    enriches: Literal[True]
+
+
+def is_enrichment(tool: Tool) -> bool:
+    return isinstance(tool, Enriching) and tool.enriches
+
+
+@runtime_checkable
+class ExampleSource(Protocol):
+    """What a retrieval tool offers an example reader: its labeled examples and the nearest ones to a batch."""
+
+    labels: tuple[str, ...]
+
+    @property
+    def index(self) -> Any: ...
+
+    def neighbours(self, batch: Batch, index: Any) -> tuple[np.ndarray, np.ndarray, np.ndarray]: ...
+
+
+@runtime_checkable
+class ReadsExamples(Tool, Protocol):
+    """A tool that reads few-shot examples from another tool (an llm's ``examples_from``); the registry wires it."""
+
+    retrieval: ExampleSource | None

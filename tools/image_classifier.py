@@ -56,7 +56,8 @@ def _hog(grey: np.ndarray, cells: int, orientations: int) -> np.ndarray:
     size = grey.shape[0]
     cell = np.minimum(np.arange(size) * cells // size, cells - 1)
     index = (cell[:, None] * cells + cell[None, :]) * orientations + bins
-    hist = np.bincount(index.ravel(), weights=magnitude.ravel(), minlength=cells * cells * orientations)
+    hist = np.bincount(index.ravel(), weights=magnitude.ravel(), minlength=cells * cells * orientations).astype(
+        np.float64, copy=False)
     hist = hist.reshape(cells * cells, orientations)
     hist /= np.linalg.norm(hist, axis=1, keepdims=True) + 1e-6
     return hist.ravel()

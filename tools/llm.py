@@ -20,15 +20,15 @@ from __future__ import annotations
 import asyncio
 import json
 import re
-from typing import Any
 
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
+from pydantic import SecretStr
 
 from policies.exceptions import ToolError
 from policies.model import LLMSpec
-from tools.base import Batch, ToolContext, Votes
+from tools.base import Batch, ExampleSource, ToolContext, Votes
 from tools.environment import ToolEnvironment
 
 INJECTION_PATTERNS = [
@@ -114,7 +114,7 @@ def make_chat_model(spec: LLMSpec, env: ToolEnvironment | None = None) -> BaseCh
         raise ToolError(f"tool {spec.name!r}: no model or endpoint; set model/base_url in the spec or "
                         "LABELAGENT_LLM_MODEL / LABELAGENT_LLM_BASE_URL")
     key = env.llm_api_key or "not-needed"
-    return ChatOpenAI(model=model, base_url=base_url, api_key=key, temperature=spec.temperature,
+    return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(key), temperature=spec.temperature,
                       timeout=spec.timeout_seconds, max_retries=spec.max_retries)
 
 
@@ -124,24 +124,25 @@ class LLMTool:
     kind = "llm"
 
     def __init__(self, spec: LLMSpec, labels: tuple[str, ...] | list[str], *, model: BaseChatModel | None = None,
-                 env: ToolEnvironment | None = None, retrieval: Any = None) -> None:
+                 env: ToolEnvironment | None = None, retrieval: ExampleSource | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
         self.model = model if model is not None else make_chat_model(spec, env)
-        self.retrieval = retrieval  # a tools.retrieval.Retrieval, wired by the registry from ``examples_from``
+        self.retrieval: ExampleSource | None = retrieval  # wired by the registry from ``examples_from``
         self.usage = {"input_tokens": 0, "output_tokens": 0, "price": 0.0, "calls": 0}
 
     def examples(self, batch: Batch) -> list[list[tuple[str, str]]]:
         out: list[list[tuple[str, str]]] = [[] for _ in range(len(batch))]
-        index = getattr(self.retrieval, "_index", None)
-        if self.spec.examples <= 0 or index is None or len(index) == 0:
+        source = self.retrieval
+        index = source.index if source is not None else None
+        if self.spec.examples <= 0 or source is None or index is None or len(index) == 0:
             return out
-        rows, cols, _ = self.retrieval.neighbours(batch, index)
+        rows, cols, _ = source.neighbours(batch, index)
         for r, c in zip(rows.tolist(), cols.tolist(), strict=True):
             if len(out[r]) < self.spec.examples and injection_suspected(index.snippets[c]) is None:
-                out[r].append((index.snippets[c], self.retrieval.labels[int(index.labels[c])]))
+                out[r].append((index.snippets[c], source.labels[int(index.labels[c])]))
         return out
 
     async def _ask(self, messages: list[BaseMessage], semaphore: asyncio.Semaphore) -> BaseMessage | ToolError:

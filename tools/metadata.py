@@ -39,7 +39,8 @@ def metadata_values(batch: Batch, keys: tuple[str, ...]) -> np.ndarray:
                 out[i, j] = as_number(meta.get(key)) if get is None else get(meta)
         return out
 
-    return batch.cached(f"metadata_numeric:{'|'.join(keys)}", build)
+    cached: np.ndarray = batch.cached(f"metadata_numeric:{'|'.join(keys)}", build)
+    return cached
 
 
 def _time_part(key: str) -> Callable[[dict[str, Any]], float] | None:
@@ -134,4 +135,5 @@ def step_edges(values: np.ndarray, bins: int) -> np.ndarray:
         return np.zeros(0)
     levels = np.arange(1, bins) / bins
     edges = np.unique(np.quantile(values, levels, method="higher"))
-    return edges[edges > values.min()]
+    above: np.ndarray = edges[edges > values.min()]
+    return above

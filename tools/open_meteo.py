@@ -142,7 +142,7 @@ class OpenMeteoClient:
 
     async def _fetch_day(self, client: httpx.AsyncClient, lat: float, lon: float,
                          day: str) -> dict[str, dict[str, float | None]]:
-        params = {"latitude": lat, "longitude": lon, "start_date": day, "end_date": day,
+        params: dict[str, str | float] = {"latitude": lat, "longitude": lon, "start_date": day, "end_date": day,
                   "hourly": ",".join(self.config.hourly), "wind_speed_unit": self.config.wind_speed_unit,
                   "timezone": "GMT"}
         url = self.endpoint(day)

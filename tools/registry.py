@@ -8,8 +8,8 @@ from types import MappingProxyType
 from typing import Any
 
 from policies.exceptions import ToolError
-from policies.model import Policy
-from tools.base import Tool
+from policies.model import LLMSpec, Policy
+from tools.base import ExampleSource, ReadsExamples, Tool
 from tools.environment import ToolEnvironment
 from tools.image_classifier import ImageClassifier
 from tools.llm import LLMTool
@@ -68,7 +68,7 @@ def build_tools(policy: Policy, factories: Mapping[str, Factory] | None = None, 
     tools = [build_tool(spec, labels, factories) for spec in specs]
     by_name = {tool.name: tool for tool in tools}
     for spec, tool in zip(specs, tools, strict=True):  # an llm tool's few-shot examples come from a retrieval tool
-        source = getattr(spec, "examples_from", None)
-        if source is not None and hasattr(tool, "retrieval"):
-            tool.retrieval = by_name.get(source)
+        if isinstance(spec, LLMSpec) and spec.examples_from is not None and isinstance(tool, ReadsExamples):
+            source = by_name.get(spec.examples_from)
+            tool.retrieval = source if isinstance(source, ExampleSource) else None
     return tools

@@ -17,7 +17,7 @@ raises :class:`ToolError` and the agent goes on with the other tools.
 from __future__ import annotations
 
 import asyncio
-from typing import Any
+from typing import Any, TypeGuard
 
 import httpx
 import numpy as np
@@ -152,7 +152,7 @@ class RemoteModelTool:
         return votes
 
 
-def _is_number(value: Any) -> bool:
+def _is_number(value: Any) -> TypeGuard[float]:
     return isinstance(value, int | float) and not isinstance(value, bool) and bool(np.isfinite(value))
 
 

@@ -91,6 +91,11 @@ class Retrieval:
         """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it)."""
         return type(self)(self.spec, self.labels)
 
+    @property
+    def index(self) -> _Index | None:
+        """The current examples (one read: a concurrent ``fit`` swaps the whole index at once)."""
+        return self._index
+
     def prepare(self, batch: Batch) -> None:
         """Compute and cache the features for the whole batch at once (see ``TextClassifier.prepare``)."""
         self._features(batch)

@@ -113,7 +113,7 @@ class Rules:
         logits -= logits.max(axis=1, keepdims=True)
         probs = np.exp(logits)
         probs /= probs.sum(axis=1, keepdims=True)
-        abstain = ~fired.any(axis=1)
+        abstain = np.asarray(~fired.any(axis=1))
         probs[abstain] = 1.0 / n_labels
         evidence = []
         for i in range(n):

@@ -183,7 +183,8 @@ def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
             axpy(s, q, a=a - r * dot(yv, q))
         slope = -float(dot(g, q))
         if slope >= 0:  # not a descent direction (numerical trouble): restart from the gradient
-            s_hist.clear(), y_hist.clear(), rho.clear()
+            for history in (s_hist, y_hist, rho):
+                history.clear()
             q = g / np.float32(max(float(np.abs(g).max()), 1e-12))
             slope = -float(dot(g, q))
         step = 1.0
@@ -202,9 +203,11 @@ def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
         yv = g_new - g
         sy = float(dot(s, yv))
         if sy > 1e-10:
-            s_hist.append(s), y_hist.append(yv), rho.append(1.0 / sy)
+            s_hist.append(s)
+            y_hist.append(yv)
+            rho.append(1.0 / sy)
             if len(s_hist) > memory:
-                s_hist.pop(0), y_hist.pop(0), rho.pop(0)
+                del s_hist[0], y_hist[0], rho[0]
         improvement = f - f_new
         w, f, g = w_new, f_new, g_new
         if improvement <= tol * max(abs(f), 1e-3):

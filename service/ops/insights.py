@@ -44,7 +44,7 @@ def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_PO
     conf, correct = conf[order], correct[order]
     right = np.cumsum(correct)
     n = len(records)
-    points = []
+    points: list[CalibrationPoint] = []
     for k in _cuts(n, max_points):
         while k < n and conf[k] == conf[k - 1]:  # a threshold takes every record of equal confidence
             k += 1

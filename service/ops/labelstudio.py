@@ -215,7 +215,7 @@ class Predictors:
             labeler = BatchLabeler(policy, tool_factory(policy))
             truth = store.load_ground_truth(project)
             calibration = store.load_calibration(project, policy.calibration_window)
-            asyncio.run(labeler.learner.load(truth, calibration))
+            labeler.learner.load(truth, calibration)
             current = Predictor(labeler, policy.version, mark, time.monotonic())
             self._by_project[project] = current
             self.builds += 1
@@ -307,7 +307,7 @@ def webhook(
         ids += [x for x in ((body.annotation.id if body.annotation else None), body.id) if x is not None]
         if not ids or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
             raise InputError(f"{action} needs the deleted annotations' ids: 'annotations': [{{'id': <int>}}]")
-        touched = remove_human_labels(store, project, [annotation_reason(int(x), None) for x in ids])
+        touched = remove_human_labels(store, project, [annotation_reason(int(x or 0), None) for x in ids])
         if touched:
             tell(feedback, project)
         message = (

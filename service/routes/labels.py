@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterable
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
@@ -15,7 +15,7 @@ from service.schemas.items import LabelRecord
 
 router = APIRouter(prefix="/projects/{project}", tags=["labels"])
 
-_EXPORT_DOC = {
+_EXPORT_DOC: dict[int | str, dict[str, Any]] = {
     200: {
         "description": "One label per line (JSONL), or a CSV with a header row, in label id order. The header "
                        "`X-Next-Cursor` continues after this page; `Link: <...>; rel=\"next\"` is set while more "

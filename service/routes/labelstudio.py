@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import base64
 import binascii
-from typing import Annotated
+from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
@@ -97,7 +97,7 @@ class AllowLabelStudio(Allow):
         return await super().__call__(request, principal, store)
 
 
-def allow_ls(*roles: str) -> list[object]:
+def allow_ls(*roles: str) -> list[Any]:
     return [Depends(AllowLabelStudio(*roles))]
 
 

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from typing import Any
+
 from fastapi import APIRouter, Response
 
 from service.deps import OPERATOR, PrincipalDep, ProjectPath, StoreDep, allow
@@ -12,8 +14,9 @@ from service.schemas.metrics import CalibrationCurve, PrecisionHistory, ProjectM
 
 router = APIRouter(tags=["metrics"])
 
-_PROMETHEUS_DOC = {200: {"description": "Prometheus text exposition format 0.0.4 (gauges `labelagent_*`).",
-                         "content": {"text/plain": {"schema": {"type": "string"}}}}}
+_PROMETHEUS_DOC: dict[int | str, dict[str, Any]] = {
+    200: {"description": "Prometheus text exposition format 0.0.4 (gauges `labelagent_*`).",
+          "content": {"text/plain": {"schema": {"type": "string"}}}}}
 
 
 @router.get("/projects/{project}/metrics", dependencies=allow(*OPERATOR),

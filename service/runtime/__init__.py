@@ -39,7 +39,6 @@ from service.runtime.base import (
     ISOLATION_RUNS,
     MAX_ERROR_BACKOFF,
     MIN_IDLE_SECONDS,
-    WRITE_RETRY_SECONDS,
     ProjectLoop,
     RuntimeBase,
     RuntimeStats,
@@ -51,6 +50,7 @@ from service.runtime.base import (
 from service.runtime.batches import BatchesMixin
 from service.runtime.learning import LearningMixin
 from service.runtime.projects import ProjectsMixin
+from service.worker import WRITE_RETRY_SECONDS
 
 
 class WorkerRuntime(BatchesMixin, LearningMixin, ProjectsMixin, RuntimeBase):

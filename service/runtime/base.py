@@ -18,8 +18,8 @@ from service.feedback import AnswerFeed
 from service.heartbeat import LeaseHeartbeat
 from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
-from service.worker import ProjectWorker
-from tools.base import ModelInfo, Tool
+from service.worker import DB_BACKOFF, ProjectWorker
+from tools.base import Tool
 from tools.environment import ToolEnvironment
 
 log = logging.getLogger("labelagent.runtime")
@@ -27,8 +27,6 @@ log = logging.getLogger("labelagent.runtime")
 ToolsFactory = Callable[[Policy], Sequence[Tool]]
 MIN_IDLE_SECONDS = 0.02
 MAX_ERROR_BACKOFF = 30.0
-DB_BACKOFF = 2.0  # longest wait between tries while the database is unreachable (it comes back within seconds)
-WRITE_RETRY_SECONDS = 60.0  # a batch's write is retried this long; past its lease it is fenced anyway
 ISOLATION_RUNS = 24  # runs spent after a failed batch to single out the items that fail (2·log2(batch) per item)
 
 
@@ -127,10 +125,3 @@ class RuntimeBase:
             log.warning("worker %s: %s, database unavailable (%s)", self.name, what, describe_error(exc))
         else:
             log.error("worker %s: %s", self.name, what, exc_info=exc)
-
-    @staticmethod
-    def _save_versions(worker: ProjectWorker, infos: Iterable[ModelInfo]) -> None:
-        for info in infos:
-            if info.version not in worker.saved_versions:
-                worker.store.save_model_version(worker.project, worker.labeler.policy.key, info)
-                worker.saved_versions.add(info.version)

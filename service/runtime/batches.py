@@ -4,21 +4,16 @@ single out the items that fail (bisection) so one poison item does not fail its 
 from __future__ import annotations
 
 import asyncio
-import time
 from collections.abc import Sequence
 
-from agent.ports import BatchResult
-from service.db import backoff_delay, is_transient
+from service.db import is_transient
 from service.runtime.base import (
-    DB_BACKOFF,
     ISOLATION_RUNS,
-    WRITE_RETRY_SECONDS,
     ProjectLoop,
     RuntimeBase,
     describe_error,
     log,
 )
-from service.store import RecordResult
 from service.worker import BatchOutcome
 from tools.base import Item
 
@@ -124,30 +119,8 @@ class BatchesMixin(RuntimeBase):
         return outcomes
 
     async def _run_claimed(self, loop: ProjectLoop, token: str, items: Sequence[Item]) -> BatchOutcome:
-        """One graph run over claimed items, then its write (:meth:`_record`)."""
-        result = await loop.labeler.run_batch(items)
-        return BatchOutcome(len(items), result, await self._record(loop, result, token))
-
-    async def _record(self, loop: ProjectLoop, result: BatchResult, token: str) -> RecordResult:
-        """Write a batch's result, retried with backoff while the database is unreachable (the graph run is not
-        repeated). Repeating the write is safe: a failed transaction wrote nothing, and if one committed but its
-        connection dropped before the answer, the retry finds the items no longer leased under ``token`` and
-        fences them (the lease check and the writes share one transaction, under row locks); the unique label
-        constraint refuses a second label anyway. Items whose lease expired meanwhile are fenced, and come back
-        to whoever claims them next."""
-        deadline = time.monotonic() + WRITE_RETRY_SECONDS
-        attempt = 0
-        while True:
-            try:
-                return self.store.record_batch(loop.project, result, token)
-            except Exception as exc:
-                attempt += 1
-                delay = backoff_delay(attempt, cap=DB_BACKOFF)
-                if not is_transient(exc) or time.monotonic() + delay > deadline:
-                    raise
-                log.warning("worker %s: writing a batch of %s failed, database unavailable (%s); retry %d in %.2fs",
-                            self.name, loop.project, describe_error(exc), attempt, delay)
-                await asyncio.sleep(delay)
+        """One graph run over claimed items, then its write (retried while the database is away)."""
+        return await loop.worker.run_claimed(token, items)
 
     def _release(self, project: str, token: str) -> None:
         try:

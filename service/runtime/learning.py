@@ -5,8 +5,7 @@ from __future__ import annotations
 import asyncio
 import time
 
-from service.db import retry_transient
-from service.runtime.base import DB_BACKOFF, WRITE_RETRY_SECONDS, ProjectLoop, RuntimeBase, log
+from service.runtime.base import ProjectLoop, RuntimeBase, log
 
 
 class LearningMixin(RuntimeBase):
@@ -33,30 +32,22 @@ class LearningMixin(RuntimeBase):
             self._log_error(f"reading calibration records of {loop.project} failed", exc)
             loop.backlog = answers  # observed at the next poll
             return
-        learner.observe(answers, known)
+        due = loop.worker.observe(answers, known)
         self.stats.answers += len(answers)
-        if learner.retrain_due():
+        if due:
             loop.training = asyncio.create_task(self._retrain(loop), name=f"retrain-{loop.project}")
             loop.training.add_done_callback(self._set_wake)
-        else:
-            learner.recalibrate()
 
     async def _retrain(self, loop: ProjectLoop) -> None:
-        learner, worker = loop.labeler.learner, loop.worker
-
-        def train() -> None:
-            infos = asyncio.run(learner.retrain())
-            retry_transient(lambda: self._save_versions(worker, infos), what=f"saving model versions of {loop.project}",
-                            timeout=WRITE_RETRY_SECONDS, cap=DB_BACKOFF)
-
+        """The worker's retrain (in a thread: claiming goes on meanwhile), then its model versions saved."""
         try:
-            await asyncio.to_thread(train)
+            await loop.worker.save_versions(await loop.worker.retrain())
             self.stats.retrains += 1
         except Exception:
             log.exception("worker %s: retraining %s failed", self.name, loop.project)
             self.stats.errors += 1
 
     async def _finish_training(self) -> None:
-        tasks = [loop.training for loop in self._loops.values() if loop.training_now]
+        tasks = [loop.training for loop in self._loops.values() if loop.training is not None and loop.training_now]
         if tasks:
             await asyncio.gather(*tasks, return_exceptions=True)  # threads cannot be cancelled; they are short

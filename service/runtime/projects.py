@@ -51,10 +51,10 @@ class ProjectsMixin(RuntimeBase):
         def load() -> None:
             answers = feed.start()
             calibration = self.store.load_calibration(project, policy.calibration_window)
-            asyncio.run(labeler.learner.load(answers, calibration))
-            self._save_versions(worker, labeler.learner.model_infos)
+            labeler.learner.load(answers, calibration)
 
         await asyncio.to_thread(load)
+        await worker.save_versions(labeler.learner.model_infos)
         return ProjectLoop(project, policy, worker, feed)
 
     def _adopt_built(self) -> None:

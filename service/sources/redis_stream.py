@@ -182,8 +182,9 @@ class RedisStreamSource:
         async with self.redis.pipeline(transaction=True) as pipe:
             for entry_id, fields, reason in dead:
                 log.warning("stream %s: entry %s dead-lettered: %s", a.stream, entry_id, reason)
-                pipe.xadd(a.dead_letter, {**fields, "reason": reason, "source_id": entry_id,
-                                          "source_stream": a.stream, "consumer": a.consumer})
+                entry: dict[Any, Any] = {**fields, "reason": reason, "source_id": entry_id,
+                                         "source_stream": a.stream, "consumer": a.consumer}
+                pipe.xadd(a.dead_letter, entry)
             ids = done + [entry_id for entry_id, _, _ in dead]
             pipe.xack(a.stream, a.group, *ids)
             await pipe.execute()

@@ -12,16 +12,16 @@ from sqlalchemy import Connection, Engine, Table, bindparam, func, select
 from policies import NotFoundError, Policy, loads_policy
 from service.db import is_sqlite
 from service.models import (
-    CalibrationRecord,
-    Item,
+    CalibrationTable,
     ItemImage,
-    Label,
+    ItemTable,
+    LabelTable,
     ModelVersion,
     PolicyVersion,
     Project,
     Review,
     ReviewTask,
-    Vote,
+    VoteTable,
     utcnow,
 )
 from service.ops_models import LabelCorrection
@@ -32,14 +32,14 @@ T = TypeVar("T")
 
 project_t: Table = Project.__table__  # type: ignore[attr-defined]
 policy_t: Table = PolicyVersion.__table__  # type: ignore[attr-defined]
-item_t: Table = Item.__table__  # type: ignore[attr-defined]
+item_t: Table = ItemTable.__table__  # type: ignore[attr-defined]
 image_t: Table = ItemImage.__table__  # type: ignore[attr-defined]
-vote_t: Table = Vote.__table__  # type: ignore[attr-defined]
-label_t: Table = Label.__table__  # type: ignore[attr-defined]
+vote_t: Table = VoteTable.__table__  # type: ignore[attr-defined]
+label_t: Table = LabelTable.__table__  # type: ignore[attr-defined]
 task_t: Table = ReviewTask.__table__  # type: ignore[attr-defined]
 review_t: Table = Review.__table__  # type: ignore[attr-defined]
 model_t: Table = ModelVersion.__table__  # type: ignore[attr-defined]
-calib_t: Table = CalibrationRecord.__table__  # type: ignore[attr-defined]
+calib_t: Table = CalibrationTable.__table__  # type: ignore[attr-defined]
 correction_t: Table = LabelCorrection.__table__  # type: ignore[attr-defined]
 
 CHUNK = 500  # rows or ids per statement: well under SQLite's and PostgreSQL's bound-parameter limits

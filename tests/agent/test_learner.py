@@ -28,7 +28,7 @@ def test_retrain_schedule_is_dense_early_and_capped_later() -> None:
     for i, item in enumerate(items):
         learner.observe([GroundTruth(item, "ham" if i % 2 else "spam")])
         if learner.retrain_due():
-            asyncio.run(learner.retrain())
+            learner.retrain()
             steps.append(learner.n_ground_truth)
     gaps = np.diff(steps)
     assert steps[0] == 5  # the first answers matter most
@@ -46,7 +46,7 @@ def _run_stream(lab: BatchLabeler, items, truth) -> list:  # type: ignore[no-unt
                    if d.action != "accept"]
         lab.learner.observe(answers)
         if lab.learner.retrain_due():
-            asyncio.run(lab.learner.retrain())
+            lab.learner.retrain()
         else:
             lab.learner.recalibrate()
     return decisions
@@ -188,7 +188,7 @@ def test_a_correction_trains_but_leaves_the_calibration_set_unchanged() -> None:
     assert _calibration_state(learner) == before, "no calibration item, truth or audit outcome changed"
     learner.recalibrate()
     assert learner.snapshot.calibration == certified
-    asyncio.run(learner.retrain())
+    learner.retrain()
     assert tool.fits[-1] == n + 1, "the retrained tools see the correction"
     # the same answer as a review (not a correction) would have entered the calibration set
     _review(learner, items[270:271], ["audit"], ["spam"])
@@ -202,10 +202,10 @@ def test_a_restored_learner_keeps_the_reviewed_truth_of_a_corrected_calibration_
     table = {it.key: {"ham": 0.95, "spam": 0.05} for it in items}
     calibration = [CalibrationRecord(it.key, 0.97, "ham", "ham", "cold_start", i + 1) for i, it in enumerate(items)]
     plain = Learner(policy(min_calibration=60), [CountingLearner("clf", table)])
-    asyncio.run(plain.load([GroundTruth(it, "ham") for it in items], calibration))
+    plain.load([GroundTruth(it, "ham") for it in items], calibration)
     restored = Learner(policy(min_calibration=60), [CountingLearner("clf", table)])
     answers = [GroundTruth(it, "ham") for it in items[1:]] + [GroundTruth(items[0], "spam", correction=True)]
-    asyncio.run(restored.load(answers, calibration))
+    restored.load(answers, calibration)
 
     def truths(learner: Learner) -> dict[str, int]:
         return {learner._gt_keys[r]: y for r, y in zip(learner._iid_rows, learner._iid_y, strict=True)}

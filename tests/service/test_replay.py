@@ -95,12 +95,11 @@ def test_retraining_in_a_thread_decides_as_retraining_in_line(tmp_path: Path, mo
     again = replay(tmp_path / "b", "sms_spam.csv", "sms_spam", limit=1200)
 
     def in_line(self: ProjectWorker, answers):  # type: ignore[no-untyped-def]
-        learner = self.labeler.learner
-        learner.observe(answers)
-        if not learner.retrain_due():
-            learner.recalibrate()
+        if not self.observe(answers):
             return None
-        return asyncio.ensure_future(learner.retrain())  # runs on this thread when the replay awaits it
+        done = asyncio.get_running_loop().create_future()
+        done.set_result(self.labeler.learner.retrain())  # on this thread, before the replay goes on
+        return done
 
     monkeypatch.setattr(ProjectWorker, "start_learning", in_line)
     inline = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200)

@@ -1,5 +1,5 @@
 """The reason an item failed (``item.error``: the exception text of the last failed run, truncated; cleared
-on re-queue). Equivalent to ``service.models.Item.error``.
+on re-queue). Equivalent to ``service.models.ItemTable.error``.
 
 Revision ID: 0004_item_error
 Revises: 0003_keys_and_idempotency
