@@ -275,3 +275,18 @@ def webhook(
     ANNOTATION(S)_DELETED: that ground truth is removed (the item goes back to review or to the agent);
     TASK(S)_CREATED: tasks imported; START_TRAINING: workers woken, /predict reloads; others acknowledged."""
     return ops.webhook(store=store, feedback=feedback, predictors=predictors, project=project, body=body)
+
+
+@ml_router.post(
+    "/train",
+    dependencies=allow_ls(*REVIEWER),
+    response_model=WebhookResponse,
+    status_code=201,
+    summary="Label Studio's Start Training without its webhook flag: the same as the START_TRAINING webhook",
+    responses=error_docs(404),
+)
+def train(project: ProjectPath, store: StoreDep, feedback: FeedbackDep, predictors: PredictorsDep) -> WebhookResponse:
+    """Label Studio 1.23 posts its annotated tasks here (unless its START_TRAINING webhook flag is on); labelagent
+    has them already from the annotation webhooks, so the body is not read."""
+    return ops.webhook(store=store, feedback=feedback, predictors=predictors, project=project,
+                       body=WebhookRequest(action="START_TRAINING"))
