@@ -10,7 +10,7 @@ check the migrations.
 Label Studio side settings the bridge needs (README, "Label Studio"): ``ML_BLOCK_LOCAL_IP=false`` and
 ``SSRF_PROTECTION_ENABLED=false`` (labelagent listens on a loopback or private address), ``WEBHOOK_TIMEOUT``
 above Label Studio's 1 s default (a webhook is answered after its database write). The rest turns off what would
-reach the network (the PyPI version check, analytics).
+reach the network (the PyPI version check, analytics, Sentry).
 """
 
 from __future__ import annotations
@@ -87,6 +87,8 @@ def environment(data: Path) -> dict[str, str]:
         "WEBHOOK_TIMEOUT": "60",
         "LATEST_VERSION_CHECK": "false",
         "COLLECT_ANALYTICS": "false",
+        "SENTRY_DSN": "",
+        "FRONTEND_SENTRY_DSN": "",
         "LABEL_STUDIO_BASE_DATA_DIR": str(data),
         "LOG_LEVEL": "WARNING",
     })

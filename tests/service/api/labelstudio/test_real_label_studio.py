@@ -152,8 +152,9 @@ def test_label_studio_drives_labelagent_end_to_end(
     # both export routes (and JSON-MIN) import into labelagent
     la = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {operator}"}, timeout=300)
     exports = {
-        "json": ls.call("GET", f"/api/projects/{project}/export", params={"exportType": "JSON"}),
-        "min": ls.call("GET", f"/api/projects/{project}/export", params={"exportType": "JSON_MIN"}),
+        name: ls.call("GET", f"/api/projects/{project}/export",
+                      params={"exportType": kind, "download_all_tasks": "true"})
+        for name, kind in (("json", "JSON"), ("min", "JSON_MIN"))
     }
     snapshot = ls.call("POST", f"/api/projects/{project}/exports/", json={})
     exports["snapshot"] = ls.call("GET", f"/api/projects/{project}/exports/{snapshot['id']}/download",
@@ -171,7 +172,7 @@ def test_label_studio_drives_labelagent_end_to_end(
     assert len(mine) == N_TASKS and all(t["meta"]["batch"] == "b7" for t in mine)
     copy = ls.call("POST", "/api/projects", json={"title": "labelagent round trip", "label_config": CONFIG})["id"]
     ls.call("POST", f"/api/projects/{copy}/import", json=mine)
-    back = ls.call("GET", f"/api/projects/{copy}/export", params={"exportType": "JSON"})
+    back = ls.call("GET", f"/api/projects/{copy}/export", params={"exportType": "JSON", "download_all_tasks": "true"})
     original = exports["json"]
 
     def annotations(tasks: list[dict[str, Any]]) -> Counter[tuple[str, bool, str | None, float | None]]:
