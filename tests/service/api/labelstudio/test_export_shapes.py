@@ -118,3 +118,15 @@ def test_only_what_is_really_invalid_is_refused(
     assert response.status_code == 422, response.text
     if message is not None:
         assert error_message(response).startswith(message)
+
+
+def test_the_round_trip_keeps_the_meta_and_every_annotation(client: TestClient, store: SqlStore, topics: str) -> None:
+    """Problem 4 alone (no prediction ids): a skipped annotation, two annotators, their times and the meta."""
+    task = exported_task() | {"predictions": []}
+    assert client.post(f"{LS}/import", params={"from_name": "topic"}, json=[task]).status_code == 200
+    (out,) = client.get(f"{LS}/export").json()
+    assert out["meta"]["batch"] == "b7"
+    assert [(a["id"], a["was_cancelled"], a["completed_by"], a["lead_time"], a["created_at"][:16]) for a in
+            out["annotations"]] == [(11, False, 1, 13.5, "2026-12-01T10:01"), (12, False, 2, 14.5, "2026-12-01T10:02"),
+                                    (13, True, 1, 15.5, "2026-12-01T10:03")]
+    assert store.count_labels(P)["human"] == 1

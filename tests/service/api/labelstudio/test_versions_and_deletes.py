@@ -114,3 +114,15 @@ def test_a_refused_key_is_logged(app, topics: str, caplog: pytest.LogCaptureFixt
         assert anonymous.get(f"{ML}/health").status_code == 401
     (record,) = [r for r in caplog.records if r.name == "labelagent.labelstudio"]
     assert f"GET {ML}/health refused (401)" in record.getMessage()
+
+
+def test_readme_gives_the_steps_the_contract_test_runs() -> None:
+    """Problem 5: the Label Studio side settings and the one PATCH that gives the backend's webhook its key (the
+    contract test, test_real_label_studio.py, runs the same PATCH against a real Label Studio)."""
+    from pathlib import Path
+
+    readme = (Path(__file__).parents[4] / "README.md").read_text()
+    section = readme[readme.index("## Label Studio"):readme.index("## Results")]
+    for needed in ("ML_BLOCK_LOCAL_IP=false", "SSRF_PROTECTION_ENABLED=false", "/api/webhooks/$WEBHOOK_ID/",
+                   '{"headers": {"Authorization": "Bearer <labelagent key>"}}', "GET /api/webhooks/?project="):
+        assert needed in section, needed
