@@ -14,7 +14,6 @@ import threading
 import time
 from collections import Counter
 from collections.abc import Iterator
-from pathlib import Path
 from typing import Any
 
 import httpx
@@ -94,42 +93,26 @@ def retrieve_predictions(ls: real.LabelStudio, project: int) -> None:
             json={"selectedItems": {"all": True, "excluded": []}})
 
 
-def test_label_studio_drives_labelagent_end_to_end(
-    label_studio: real.LabelStudio, labelagent: tuple[str, SqlStore, str, str], capsys: pytest.CaptureFixture[str],
-    tmp_path: Path,
-) -> None:
-    started = time.monotonic()
-    ls = label_studio
-    url, store, operator, reviewer = labelagent
-    with capsys.disabled():
-        print(f"\n[contract] driving Label Studio {ls.version} at {ls.url} (labelagent at {url})")
-    assert ls.version == real.VERSION
-
-    # a project with 120 tasks, and labelagent connected as its ML backend with Basic authentication
+def connect(ls: real.LabelStudio, url: str, key: str, truth: dict[str, str]) -> tuple[int, list[dict[str, Any]], int]:
+    """A project with the tasks, labelagent connected as its ML backend with Basic authentication, and the
+    README's PATCH that gives the backend's webhook the key. Returns (project, tasks, backend)."""
     project = ls.call("POST", "/api/projects", json={"title": "labelagent contract", "label_config": CONFIG})["id"]
-    truth = dict(text_of(i)[::-1] for i in range(N_TASKS))  # text -> label
     ls.call("POST", f"/api/projects/{project}/import",
             json=[{"data": {"text": text}, "meta": {"batch": "b7"}} for text in truth])
     tasks = ls.call("GET", "/api/tasks", params={"project": project, "page_size": 1000})["tasks"]
     assert len(tasks) == N_TASKS
     backend = ls.call("POST", "/api/ml", json={
         "url": f"{url}/label-studio/{P}", "project": project, "title": "labelagent", "auth_method": "BASIC_AUTH",
-        "basic_auth_user": "label-studio", "basic_auth_pass": reviewer, "is_interactive": False})
-    # README: the webhook Label Studio made for the backend carries no key; one PATCH gives it one
+        "basic_auth_user": "label-studio", "basic_auth_pass": key, "is_interactive": False})
     (hook,) = [h for h in ls.call("GET", "/api/webhooks/", params={"project": project})
                if h["url"] == f"{url}/label-studio/{P}/webhook"]
-    ls.call("PATCH", f"/api/webhooks/{hook['id']}/", json={"headers": {"Authorization": f"Bearer {reviewer}"}})
+    ls.call("PATCH", f"/api/webhooks/{hook['id']}/", json={"headers": {"Authorization": f"Bearer {key}"}})
+    return project, tasks, backend["id"]
 
-    # cold start: every task gets a prediction of the current model version
-    retrieve_predictions(ls, project)
-    first = predictions(ls, project)
-    assert len(first) == N_TASKS
-    (cold_version,) = {p["model_version"] for p in first}
-    assert cold_version.startswith(f"{P}/1@")
 
-    # 100 annotations (and one skipped task) arrive as ground truth through the webhook
-    annotated = tasks[:N_ANNOTATED]
-    for task in annotated:
+def annotate(ls: real.LabelStudio, store: SqlStore, tasks: list[dict[str, Any]], truth: dict[str, str]) -> None:
+    """100 annotations (and one skipped task) arrive as ground truth through the webhook."""
+    for task in tasks[:N_ANNOTATED]:
         ls.call("POST", f"/api/tasks/{task['id']}/annotations/",
                 json={"result": choices(truth[task["data"]["text"]]), "lead_time": 2.5})
     skipped = tasks[N_ANNOTATED]
@@ -137,20 +120,23 @@ def test_label_studio_drives_labelagent_end_to_end(
     ground = real.eventually(lambda: g if len(g := store.load_ground_truth(P)) == N_ANNOTATED else None,
                              what="100 annotations as ground truth")
     assert {gt.item.key: gt.label for gt in ground} == {
-        f"ls-{t['id']}": truth[t["data"]["text"]] for t in annotated}
+        f"ls-{t['id']}": truth[t["data"]["text"]] for t in tasks[:N_ANNOTATED]}
 
-    # Start Training, then Retrieve Predictions again: a new model version, so Label Studio predicts every task
-    ls.call("POST", f"/api/ml/{backend['id']}/train", json={})
+
+def refreshed(ls: real.LabelStudio, project: int, backend: int, cold: str) -> dict[int, dict[str, Any]]:
+    """Start Training, then Retrieve Predictions: a new model version, so Label Studio predicts every task again.
+    Returns the new predictions by task id."""
+    ls.call("POST", f"/api/ml/{backend}/train", json={})
     retrieve_predictions(ls, project)
-    fresh = [p for p in predictions(ls, project) if p["model_version"] != cold_version]
+    fresh = [p for p in predictions(ls, project) if p["model_version"] != cold]
     assert len(fresh) == N_TASKS, Counter(p["model_version"] for p in predictions(ls, project))
-    by_task = {p["task"]: p for p in fresh}
-    for task in annotated:  # the annotated tasks are predicted with their ground truth
-        assert by_task[task["id"]]["result"][0]["value"]["choices"] == [truth[task["data"]["text"]]]
-        assert by_task[task["id"]]["score"] == 1.0
+    return {p["task"]: p for p in fresh}
 
-    # both export routes (and JSON-MIN) import into labelagent
-    la = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {operator}"}, timeout=300)
+
+def exports_into_labelagent(
+    ls: real.LabelStudio, la: httpx.Client, store: SqlStore, project: int, expected: dict[str, str]
+) -> dict[str, Any]:
+    """Both export routes (the JSON export, a snapshot) and JSON-MIN import into labelagent: the same ground truth."""
     exports = {
         name: ls.call("GET", f"/api/projects/{project}/export",
                       params={"exportType": kind, "download_all_tasks": "true"})
@@ -164,8 +150,44 @@ def test_label_studio_drives_labelagent_end_to_end(
         response = la.post(f"/projects/{P}-{name}/label-studio/import", json=body)
         assert response.status_code == 200, (name, response.text)
         assert len(response.json()["ground_truth"]) == N_ANNOTATED, name
-        labels = {gt.item.key: gt.label for gt in store.load_ground_truth(f"{P}-{name}")}
-        assert labels == {f"ls-{t['id']}": truth[t["data"]["text"]] for t in annotated}, name
+        assert {gt.item.key: gt.label for gt in store.load_ground_truth(f"{P}-{name}")} == expected, name
+    return exports
+
+
+def annotations(tasks: list[dict[str, Any]]) -> Counter[tuple[str, bool, str | None, float | None]]:
+    return Counter(
+        (t["data"]["text"], a["was_cancelled"], a["result"][0]["value"]["choices"][0] if a["result"] else None,
+         a["lead_time"])
+        for t in tasks for a in t["annotations"])
+
+
+def test_label_studio_drives_labelagent_end_to_end(
+    label_studio: real.LabelStudio, labelagent: tuple[str, SqlStore, str, str], capsys: pytest.CaptureFixture[str]
+) -> None:
+    started = time.monotonic()
+    ls = label_studio
+    url, store, operator, reviewer = labelagent
+    with capsys.disabled():
+        print(f"\n[contract] driving Label Studio {ls.version} at {ls.url} (labelagent at {url})")
+    assert ls.version == real.VERSION
+    truth = dict(text_of(i)[::-1] for i in range(N_TASKS))  # text -> label
+    project, tasks, backend = connect(ls, url, reviewer, truth)
+
+    retrieve_predictions(ls, project)  # cold start: every task gets a prediction of the current version
+    first = predictions(ls, project)
+    assert len(first) == N_TASKS
+    (cold,) = {p["model_version"] for p in first}
+    assert cold.startswith(f"{P}/1@")
+
+    annotate(ls, store, tasks, truth)
+    by_task = refreshed(ls, project, backend, cold)
+    for task in tasks[:N_ANNOTATED]:  # the annotated tasks are predicted with their ground truth
+        assert by_task[task["id"]]["result"][0]["value"]["choices"] == [truth[task["data"]["text"]]]
+        assert by_task[task["id"]]["score"] == 1.0
+
+    la = httpx.Client(base_url=url, headers={"Authorization": f"Bearer {operator}"}, timeout=300)
+    expected = {f"ls-{t['id']}": truth[t["data"]["text"]] for t in tasks[:N_ANNOTATED]}
+    original = exports_into_labelagent(ls, la, store, project, expected)["json"]
 
     # labelagent's export (every annotation, the skipped one too, and the meta) imports into Label Studio
     mine = la.get(f"/projects/{P}-json/label-studio/export", params={"limit": 1000}).json()
@@ -173,15 +195,7 @@ def test_label_studio_drives_labelagent_end_to_end(
     copy = ls.call("POST", "/api/projects", json={"title": "labelagent round trip", "label_config": CONFIG})["id"]
     ls.call("POST", f"/api/projects/{copy}/import", json=mine)
     back = ls.call("GET", f"/api/projects/{copy}/export", params={"exportType": "JSON", "download_all_tasks": "true"})
-    original = exports["json"]
-
-    def annotations(tasks: list[dict[str, Any]]) -> Counter[tuple[str, bool, str | None, float | None]]:
-        return Counter(
-            (t["data"]["text"], a["was_cancelled"],
-             a["result"][0]["value"]["choices"][0] if a["result"] else None, a["lead_time"])
-            for t in tasks for a in t["annotations"])
-
-    assert annotations(back) == annotations(original)
+    assert len(back) == N_TASKS and annotations(back) == annotations(original)
     assert sum(a["was_cancelled"] for t in back for a in t["annotations"]) == 1
     assert all(t["meta"]["batch"] == "b7" for t in back)
     with capsys.disabled():
