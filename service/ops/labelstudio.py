@@ -238,14 +238,15 @@ def webhook(
 def _annotations_deleted(
     store: SqlStore, feedback: FeedbackSink, project: str, body: WebhookRequest, action: str
 ) -> WebhookResponse:
-    ids = [a.get("id") for a in body.annotations or []]
-    ids += [x for x in ((body.annotation.id if body.annotation else None), body.id) if x is not None]
-    if not ids or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
+    raw = [a.get("id") for a in body.annotations or []]
+    raw += [x for x in ((body.annotation.id if body.annotation else None), body.id) if x is not None]
+    if not raw or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
         raise InputError(f"{action} needs the deleted annotations' ids: 'annotations': [{{'id': <int>}}]")
-    keys = delete_annotations(store, project, [int(x) for x in ids])
+    ids = [x for x in raw if isinstance(x, int)]
+    keys = delete_annotations(store, project, ids)
     written, _, removed = sync_ground_truth(store, project, keys)
     # annotations labelagent never kept (sent before it kept them): remove the ground truth they set
-    removed += remove_human_labels(store, project, [annotation_reason(int(x), None) for x in ids])
+    removed += remove_human_labels(store, project, [annotation_reason(x, None) for x in ids])
     touched = list(dict.fromkeys(written + removed))
     if touched:
         tell(feedback, project)

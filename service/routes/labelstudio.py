@@ -129,7 +129,7 @@ class AllowLabelStudio(Allow):
         return await super().__call__(request, principal, store)
 
 
-def allow_ls(*roles: str) -> list[object]:
+def allow_ls(*roles: str) -> list[Any]:
     return [Depends(AllowLabelStudio(*roles))]
 
 

@@ -132,10 +132,10 @@ def sync_ground_truth(
     answers: list[HumanAnswer] = []
     bare: list[str] = []
     for key in dict.fromkeys(keys):
-        labeled = [a for a in kept.get(key, []) if a.label is not None and not a.was_cancelled]
+        labeled = [(a.label, a) for a in kept.get(key, []) if a.label is not None and not a.was_cancelled]
         if labeled:
-            last = labeled[-1]
-            answers.append(HumanAnswer(key, last.label, annotation_reason(last.annotation_id, task_id_of(key))))
+            label, last = labeled[-1]
+            answers.append(HumanAnswer(key, label, annotation_reason(last.annotation_id, task_id_of(key))))
         else:
             bare.append(key)
     written, unchanged = put_human_labels(store, project, answers, now=now)

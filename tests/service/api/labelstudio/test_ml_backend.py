@@ -326,7 +326,7 @@ def test_labelagents_own_label_studio_client_reads_the_backend_over_http(
     votes = asyncio.run(tool.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
     assert not votes.abstain.any()
     assert [LABELS[int(j)] for j in votes.probs.argmax(axis=1)] == ["sports", "technology"] * 3
-    assert votes.model_version.startswith(f"{P}/1@") and tool.requests == 1
+    assert (votes.model_version or "").startswith(f"{P}/1@") and tool.requests == 1
     denied = RemoteModelTool(spec.model_copy(update={"url": f"http://label-studio:wrong@{live}{ML}/predict"}), LABELS)
     with pytest.raises(ToolError, match="HTTP 401"):
         asyncio.run(denied.predict(Batch(items), ToolContext(labels=tuple(LABELS))))

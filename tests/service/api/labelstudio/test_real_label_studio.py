@@ -154,7 +154,7 @@ def exports_into_labelagent(
     return exports
 
 
-def annotations(tasks: list[dict[str, Any]]) -> Counter[tuple[str, bool, str | None, float | None]]:
+def annotation_counts(tasks: list[dict[str, Any]]) -> Counter[tuple[str, bool, str | None, float | None]]:
     return Counter(
         (t["data"]["text"], a["was_cancelled"], a["result"][0]["value"]["choices"][0] if a["result"] else None,
          a["lead_time"])
@@ -195,7 +195,7 @@ def test_label_studio_drives_labelagent_end_to_end(
     copy = ls.call("POST", "/api/projects", json={"title": "labelagent round trip", "label_config": CONFIG})["id"]
     ls.call("POST", f"/api/projects/{copy}/import", json=mine)
     back = ls.call("GET", f"/api/projects/{copy}/export", params={"exportType": "JSON", "download_all_tasks": "true"})
-    assert len(back) == N_TASKS and annotations(back) == annotations(original)
+    assert len(back) == N_TASKS and annotation_counts(back) == annotation_counts(original)
     assert sum(a["was_cancelled"] for t in back for a in t["annotations"]) == 1
     assert all(t["meta"]["batch"] == "b7" for t in back)
     with capsys.disabled():
