@@ -10,6 +10,7 @@ fails when ``CI`` is set.
 
 from __future__ import annotations
 
+import subprocess
 import threading
 import time
 from collections import Counter
@@ -43,7 +44,7 @@ def label_studio(tmp_path_factory: pytest.TempPathFactory) -> Iterator[real.Labe
     try:
         python = real.ensure_virtualenv()
         ls = real.start(python, tmp_path_factory.mktemp("label-studio"))
-    except (OSError, RuntimeError, TimeoutError) as exc:  # no PyPI, or Label Studio does not start here
+    except (OSError, RuntimeError, subprocess.SubprocessError) as exc:  # no PyPI, or Label Studio does not start
         unreachable(f"Label Studio {real.VERSION}", exc, "Label Studio contract")
     try:
         yield ls
