@@ -197,6 +197,14 @@ class WebhookRequest(Foreign):
     project: dict[str, Any] | str | int | None = None
 
 
+class TrainRequest(Foreign):
+    """Label Studio's ``/train`` call (its Start Training without the START_TRAINING webhook flag): the annotated
+    tasks, which labelagent has from the annotation webhooks already (not read)."""
+
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    project: str | int | None = None
+
+
 class WebhookResponse(BaseModel):
     action: str
     applied: bool = Field(description="Whether labelagent changed anything.")

@@ -204,6 +204,7 @@ def webhook(
     deleted: forgotten, and the ground truth follows the rule again (the previous annotation's label, or none:
     the item goes back to review or to the agent). Tasks created: imported. ``START_TRAINING``: the workers are
     woken to learn from new ground truth and ``/predict``'s labeler is rebuilt. Other actions are acknowledged."""
+    store.active_policy(project)  # an unknown project is a 404 for every action
     action = body.action.upper()
     label_config = body.project.get("label_config") if isinstance(body.project, dict) else None
     config = parse_label_config(label_config if isinstance(label_config, str) else None)

@@ -45,6 +45,7 @@ from service.labelstudio import (
     PredictResponse,
     SetupRequest,
     SetupResponse,
+    TrainRequest,
     VersionsResponse,
     WebhookRequest,
     WebhookResponse,
@@ -285,7 +286,9 @@ def webhook(
     summary="Label Studio's Start Training without its webhook flag: the same as the START_TRAINING webhook",
     responses=error_docs(404),
 )
-def train(project: ProjectPath, store: StoreDep, feedback: FeedbackDep, predictors: PredictorsDep) -> WebhookResponse:
+def train(
+    project: ProjectPath, body: TrainRequest, store: StoreDep, feedback: FeedbackDep, predictors: PredictorsDep
+) -> WebhookResponse:
     """Label Studio 1.23 posts its annotated tasks here (unless its START_TRAINING webhook flag is on); labelagent
     has them already from the annotation webhooks, so the body is not read."""
     return ops.webhook(store=store, feedback=feedback, predictors=predictors, project=project,
