@@ -112,6 +112,7 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> Engine:
 def create_all(engine: Engine) -> None:
     """Create every table (idempotent). Alembic migrations take over once the schema is released."""
     import service.auth_models  # API keys, idempotency records
+    import service.labelstudio_models  # Label Studio annotations
     import service.models  # registers the tables on SQLModel.metadata
     import service.ops_models  # noqa: F401  (and the audit log, review skips and backtests)
 

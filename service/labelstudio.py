@@ -23,7 +23,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field, RootModel
+from pydantic import AfterValidator, BaseModel, ConfigDict, Discriminator, Field, RootModel, Tag
 
 from policies import InputError
 from service.schemas.common import JsonObject, json_safe
@@ -31,6 +31,7 @@ from tools.base import Item
 
 KEY_PREFIX = "ls-"
 PREDICTIONS_KEY = "label_studio_predictions"
+META_KEY = "label_studio_meta"  # the task's meta, kept in the item's metadata
 ANNOTATION_REASON = "label studio annotation "  # + the annotation id: how a human label remembers its annotation
 MAX_LABEL_CONFIG_CHARS = 200_000
 TaskId = Annotated[int, Field(ge=0, le=2**63 - 1)]
@@ -44,27 +45,65 @@ class Foreign(BaseModel):
 
 
 class LSAnnotation(Foreign):
-    """An annotation (a human's answer) as in a task export or a webhook."""
+    """An annotation (a human's answer) as in a task export or a webhook. ``completed_by`` is a user id, or a user
+    object in some exports; both are kept as sent."""
 
     id: TaskId | None = Field(default=None, description="The annotation's id in Label Studio.")
     result: list[JsonObject] = Field(
         default_factory=list, description="Regions and choices; labelagent reads the `choices` result."
     )
-    was_cancelled: bool = Field(default=False, description="A skipped task: no label.")
+    was_cancelled: bool | None = Field(default=False, description="A skipped task: no label.")
+    ground_truth: bool | None = Field(default=False, description="Label Studio's ground-truth star (kept).")
+    created_at: datetime | None = Field(default=None, description="When it was made (kept; the latest one counts).")
+    updated_at: datetime | None = None
+    completed_by: TaskId | JsonObject | Annotated[str, Field(max_length=256)] | None = None
+    lead_time: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
     task: TaskId | dict[str, Any] | None = Field(default=None, description="The task's id (webhooks).")
 
 
 class LSTask(Foreign):
-    """A task: Label Studio's import and export format."""
+    """A task: Label Studio's import and export format (``drafts`` and the other fields Label Studio adds are
+    ignored)."""
 
     id: TaskId | None = Field(default=None, description="The task's id; the item is `ls-<id>`.")
     data: DataObject = Field(description="The task's data: the text under the text key, anything else is kept.")
     annotations: list[LSAnnotation] = Field(default_factory=list)
-    predictions: list[JsonObject] = Field(default_factory=list, description="Kept verbatim in the item's metadata.")
+    predictions: list[JsonObject | TaskId] = Field(
+        default_factory=list,
+        description="Kept verbatim in the item's metadata; prediction ids (Label Studio's JSON export writes them "
+        "instead of the predictions) refer to Label Studio's own rows and are not kept.",
+    )
+    meta: JsonObject | None = Field(default=None, description="The task's meta: kept and exported again.")
 
 
-class LSTasks(RootModel[Annotated[list[LSTask], Field(min_length=1)]]):
-    """A Label Studio JSON export: a list of tasks (at least one)."""
+class LSMinRecord(Foreign):
+    """One record of Label Studio's JSON-MIN export: the task's data keys at the top level, the control's answer
+    under its name (``"label": "spam"``), and the annotation's id, annotator and times (one record per annotation
+    that is not skipped)."""
+
+    model_config = ConfigDict(extra="allow")
+    id: TaskId | None = None
+    annotation_id: TaskId | None = None
+    annotator: TaskId | Annotated[str, Field(max_length=256)] | None = None
+    created_at: datetime | None = None
+    updated_at: datetime | None = None
+    lead_time: Annotated[float, Field(ge=0, allow_inf_nan=False)] | None = None
+
+
+MIN_FIELDS = frozenset({"id", "annotation_id", "annotator", "created_at", "updated_at", "lead_time", "agreement"})
+
+
+def _shape(value: Any) -> str:
+    return "task" if isinstance(value, dict) and "data" in value else "min"
+
+
+ImportRecord = Annotated[
+    Annotated[LSTask, Tag("task")] | Annotated[LSMinRecord, Tag("min")], Discriminator(_shape)
+]
+
+
+class LSTasks(RootModel[Annotated[list[ImportRecord], Field(min_length=1)]]):
+    """A Label Studio export: a list of tasks (JSON export, snapshot export) or of JSON-MIN records (at least one)."""
 
 
 class ChoicesValue(BaseModel):
@@ -90,10 +129,13 @@ class LSPrediction(BaseModel):
 
 class LSAnnotationOut(BaseModel):
     id: int | None = Field(description="The Label Studio annotation id when the label came from Label Studio.")
-    result: list[ChoicesResult]
+    result: list[dict[str, Any]] = Field(description="As Label Studio sent it; a `choices` result for labelagent's.")
     was_cancelled: bool = False
     ground_truth: bool = False
     created_at: datetime
+    updated_at: datetime | None = None
+    completed_by: Any = Field(default=None, description="As Label Studio sent it (a user id or object).")
+    lead_time: float | None = None
 
 
 class LSTaskOut(BaseModel):
@@ -103,7 +145,7 @@ class LSTaskOut(BaseModel):
     data: dict[str, Any]
     annotations: list[LSAnnotationOut]
     predictions: list[dict[str, Any]] = Field(description="Imported predictions, then the agent's label.")
-    meta: dict[str, Any] = Field(description="`external_id`: the labelagent item.")
+    meta: dict[str, Any] = Field(description="The imported task's meta, and `external_id`: the labelagent item.")
 
 
 class PredictRequest(Foreign):
@@ -133,6 +175,10 @@ class SetupResponse(BaseModel):
     model_version: str
 
 
+class VersionsResponse(BaseModel):
+    versions: list[str] = Field(description="The model versions /predict can answer with: the current one.")
+
+
 class HealthResponse(BaseModel):
     status: Literal["UP"] = "UP"
     model_class: str
@@ -149,6 +195,14 @@ class WebhookRequest(Foreign):
     task: LSTask | None = None
     tasks: list[LSTask] | None = None
     project: dict[str, Any] | str | int | None = None
+
+
+class TrainRequest(Foreign):
+    """Label Studio's ``/train`` call (its Start Training without the START_TRAINING webhook flag): the annotated
+    tasks, which labelagent has from the annotation webhooks already (not read)."""
+
+    annotations: list[dict[str, Any]] = Field(default_factory=list)
+    project: str | int | None = None
 
 
 class WebhookResponse(BaseModel):
@@ -228,14 +282,17 @@ def task_item(task: LSTask, *, text_key: str, key: str, max_text_chars: int) -> 
         raise InputError(f"{key}: data.{text_key} has {len(text)} characters; at most {max_text_chars} are accepted")
     if text is None and not data:
         raise InputError(f"{key}: data has no {text_key!r} and nothing else; send the task's data")
-    if task.predictions:
-        data[PREDICTIONS_KEY] = list(task.predictions)
+    predictions = [p for p in task.predictions if isinstance(p, dict)]  # ids refer to Label Studio's own rows
+    if predictions:
+        data[PREDICTIONS_KEY] = predictions
+    if task.meta:
+        data[META_KEY] = dict(task.meta)
     return Item(key=key, text=text, metadata=data)
 
 
 def item_data(item_text: str | None, meta: dict[str, Any], *, text_key: str) -> dict[str, Any]:
     """The task data of an item (the inverse of :func:`task_item`)."""
-    data = {k: v for k, v in meta.items() if k != PREDICTIONS_KEY}
+    data = {k: v for k, v in meta.items() if k not in (PREDICTIONS_KEY, META_KEY)}
     if item_text is not None:
         data[text_key] = item_text
     return data
@@ -283,24 +340,14 @@ def annotation_label(
 def check_predictions(task: LSTask, *, from_name: str | None, labels: Sequence[str], place: str) -> None:
     """Predictions are kept as they are, but a choice outside the label set is refused like an annotation's."""
     for n, prediction in enumerate(task.predictions):
+        if not isinstance(prediction, dict):
+            continue  # a prediction id (Label Studio's JSON export): nothing to check
         results = prediction.get("result")
         if not isinstance(results, list) or not all(isinstance(r, dict) for r in results):
             raise InputError(f"{place}: predictions[{n}].result must be a list of results")
         label = choice_of(results, from_name=from_name, place=f"{place} predictions[{n}]")
         if label is not None:
             check_label(label, labels, f"{place} predictions[{n}]")
-
-
-def latest_label(
-    task: LSTask, *, from_name: str | None, labels: Sequence[str], place: str
-) -> tuple[str, int | None] | None:
-    """(label, annotation id) of the task's last annotation that is not skipped, or None when it has none."""
-    found: tuple[str, int | None] | None = None
-    for n, annotation in enumerate(task.annotations):
-        label = annotation_label(annotation, from_name=from_name, labels=labels, place=f"{place} annotations[{n}]")
-        if label is not None:
-            found = (label, annotation.id)
-    return found
 
 
 def choices_result(label: str, *, from_name: str, to_name: str) -> ChoicesResult:

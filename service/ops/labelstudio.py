@@ -1,46 +1,34 @@
-"""The Label Studio bridge: import a Label Studio export, export labels as Label Studio tasks, and act as a Label
-Studio ML backend (``/predict``, ``/setup``, ``/health``, ``/webhook``) for one project.
+"""The Label Studio bridge: import a Label Studio export (JSON, snapshot or JSON-MIN), export labels as Label
+Studio tasks, and Label Studio's webhooks. The ML backend routes are :mod:`service.ops.labelstudio_backend`.
 
-``/predict`` answers with what labelagent knows now: the item's stored label (human or agent) when the task was
-imported before, else the agent's decision on the task's data, computed by a private
-:class:`~agent.runner.BatchLabeler` of the active policy version (the worker runtime's code path, with its learner
-restored from the store's ground truth and calibration records) and never stored. One graph run labels the whole
-batch. The labeler is cached per project and rebuilt when the policy version changes, or when ground truth changed
-and it is older than :data:`REFRESH_SECONDS` (or ``START_TRAINING`` drops it).
+Every annotation is kept as it came (``ls_annotation``: skipped ones, several per task, who and when) and exported
+again; labelagent's ground truth stays one ``human`` label per item: the label of the item's latest annotation that
+is not skipped, the same rule for import, create, update and delete (:mod:`service.store.ls_annotations`).
 """
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from typing import Any
 
-from agent.runner import BatchLabeler
-from policies import InputError, Policy
-from service.deps import ToolFactory
+from policies import InputError, NotFoundError
 from service.feedback import FeedbackSink
 from service.labelstudio import (
+    META_KEY,
     PREDICTIONS_KEY,
     Config,
     ImportResponse,
     LSAnnotationOut,
+    LSMinRecord,
     LSTask,
     LSTaskOut,
-    PredictRequest,
-    PredictResponse,
-    SetupResponse,
     WebhookRequest,
     WebhookResponse,
     annotation_id_of,
-    annotation_label,
     annotation_reason,
     check_predictions,
     choices_result,
     item_data,
-    latest_label,
     parse_label_config,
     prediction,
     task_id_of,
@@ -48,26 +36,40 @@ from service.labelstudio import (
     task_key,
     where,
 )
+from service.labelstudio_records import AnnotationRecord, annotation_record, min_tasks
 from service.ops import tell
+from service.ops.labelstudio_backend import DEFAULT_TEXT_KEY, Predictors
 from service.store import SqlStore
-from service.store.labelstudio import (
-    HumanAnswer,
-    human_label_mark,
-    items_page,
-    put_human_labels,
-    remove_human_labels,
-    stored_items,
+from service.store.labelstudio import StoredItem, items_page, remove_human_labels, stored_items
+from service.store.ls_annotations import (
+    StoredAnnotation,
+    annotations_of,
+    delete_annotations,
+    record_annotations,
+    sync_ground_truth,
 )
 from tools.base import Item
 
-REFRESH_SECONDS = 300.0  # a rebuild retrains the learner on all ground truth: not on every new answer
-DEFAULT_FROM_NAME = "label"
-DEFAULT_TO_NAME = "text"
-DEFAULT_TEXT_KEY = "text"
-MODEL_CLASS = "labelagent"
-
-
 # --- import and export ----------------------------------------------------------------------------------
+
+
+def as_tasks(
+    records: Sequence[LSTask | LSMinRecord], *, store: SqlStore, project: str, text_key: str, from_name: str | None
+) -> list[LSTask]:
+    """An export's records as tasks: tasks as they are, runs of JSON-MIN records joined per task id."""
+    labels = store.active_policy(project).labels
+    tasks: list[LSTask] = []
+    run: list[LSMinRecord] = []
+    for n, record in enumerate([*records, None]):
+        if isinstance(record, LSMinRecord):
+            run.append(record)
+            continue
+        if run:
+            tasks.extend(min_tasks(run, text_key=text_key, from_name=from_name, labels=labels, first=n - len(run)))
+            run = []
+        if record is not None:
+            tasks.append(record)
+    return tasks
 
 
 def import_tasks(
@@ -79,13 +81,13 @@ def import_tasks(
     text_key: str,
     from_name: str | None,
 ) -> ImportResponse:
-    """Store each task as item ``ls-<id>`` (idempotent) and its last annotation that is not skipped as ground
-    truth. Everything is checked before anything is stored: a label outside the project's labels is an InputError
-    naming the task and the label."""
+    """Store each task as item ``ls-<id>`` (idempotent), keep its annotations, and make the label of its latest
+    annotation that is not skipped its ground truth. Everything is checked before anything is stored: a label
+    outside the project's labels is an InputError naming the task and the label."""
     policy = store.active_policy(project)
     seen: set[int] = set()
     items: list[Item] = []
-    answers: list[HumanAnswer] = []
+    kept: dict[str, list[AnnotationRecord]] = {}
     client: list[str | None] = []
     for i, task in enumerate(tasks):
         place = where(task, i)
@@ -99,13 +101,18 @@ def import_tasks(
         seen.add(task.id)
         key = task_key(task.id)
         check_predictions(task, from_name=from_name, labels=policy.labels, place=place)
-        found = latest_label(task, from_name=from_name, labels=policy.labels, place=place)
+        records = [
+            annotation_record(a, from_name=from_name, labels=policy.labels, place=f"{place} annotations[{n}]")
+            for n, a in enumerate(task.annotations)
+        ]
         items.append(task_item(task, text_key=text_key, key=key, max_text_chars=store.settings.max_text_chars))
-        client.append(found[0] if found else None)
-        if found is not None:
-            answers.append(HumanAnswer(key, found[0], annotation_reason(found[1], task.id)))
+        labeled = [r for r in records if r.label is not None]
+        client.append(labeled[-1].label if labeled else None)
+        if records:
+            kept[key] = records
     inserted, duplicates = _ingest(store, project, items, client)
-    written, unchanged = put_human_labels(store, project, answers)
+    record_annotations(store, project, kept)
+    written, unchanged, _ = sync_ground_truth(store, project, list(kept))
     if inserted or written:
         tell(feedback, project)
     return ImportResponse(inserted=inserted, duplicates=duplicates, ground_truth=written, unchanged=unchanged)
@@ -124,26 +131,37 @@ def _ingest(store: SqlStore, project: str, items: list[Item], client: list[str |
     return inserted, duplicates
 
 
+def _annotation_out(a: StoredAnnotation) -> LSAnnotationOut:
+    return LSAnnotationOut(id=a.annotation_id, result=a.result, was_cancelled=a.was_cancelled,
+                           ground_truth=a.ground_truth, created_at=a.created_at, updated_at=a.updated_at,
+                           completed_by=a.completed_by, lead_time=a.lead_time)
+
+
+def _annotations(it: StoredItem, kept: list[StoredAnnotation], from_name: str, to_name: str) -> list[LSAnnotationOut]:
+    """Every kept annotation, and the item's human label when no kept annotation gave it (a labelagent review)."""
+    out = [_annotation_out(a) for a in kept]
+    human = it.human
+    if human is not None and not any(annotation_reason(a.annotation_id, task_id_of(it.key)) == human.reason
+                                     for a in kept):
+        out.append(LSAnnotationOut(
+            id=annotation_id_of(human.reason), created_at=human.created_at,
+            result=[choices_result(human.label, from_name=from_name, to_name=to_name).model_dump()]))
+    return out
+
+
 def export_tasks(
     *, store: SqlStore, project: str, text_key: str, from_name: str, to_name: str, after: int, limit: int
 ) -> tuple[list[LSTaskOut], int, bool]:
-    """One page of items (arrival order after ``after``) as Label Studio tasks: the latest human label as an
-    annotation, the imported predictions and then the agent's latest label as predictions (``score`` = confidence,
-    ``model_version`` = the policy key that labeled). Returns (tasks, cursor of the next page, more to come)."""
+    """One page of items (arrival order after ``after``) as Label Studio tasks: every kept annotation (and a human
+    label given in labelagent), the imported predictions and then the agent's latest label as a prediction
+    (``score`` = confidence, ``model_version`` = the policy key that labeled), the task's meta. Returns (tasks,
+    cursor of the next page, more to come)."""
     page = items_page(store, project, after_seq=after, limit=limit + 1)
     more = len(page) > limit
     page = page[:limit]
+    kept = annotations_of(store, project, [it.key for it in page])
     out: list[LSTaskOut] = []
     for it in page:
-        annotations: list[LSAnnotationOut] = []
-        if it.human is not None:
-            annotations.append(
-                LSAnnotationOut(
-                    id=annotation_id_of(it.human.reason),
-                    created_at=it.human.created_at,
-                    result=[choices_result(it.human.label, from_name=from_name, to_name=to_name)],
-                )
-            )
         stored = it.meta.get(PREDICTIONS_KEY)
         predictions: list[dict[str, Any]] = (
             [p for p in stored if isinstance(p, dict)] if isinstance(stored, list) else []
@@ -159,128 +177,17 @@ def export_tasks(
                     to_name=to_name,
                 ).model_dump(mode="json")
             )
+        meta = it.meta.get(META_KEY)
         out.append(
             LSTaskOut(
                 id=task_id_of(it.key),
                 data=item_data(it.text, it.meta, text_key=text_key),
-                annotations=annotations,
+                annotations=_annotations(it, kept.get(it.key, []), from_name, to_name),
                 predictions=predictions,
-                meta={"external_id": it.key},
+                meta={**(meta if isinstance(meta, dict) else {}), "external_id": it.key},
             )
         )
     return out, (page[-1].seq if page else after), more
-
-
-# --- the ML backend -------------------------------------------------------------------------------------
-
-
-@dataclass(slots=True)
-class Predictor:
-    labeler: BatchLabeler
-    version: int
-    mark: tuple[int, int]
-    built: float
-    lock: threading.Lock = field(default_factory=threading.Lock)
-
-    def run(self, items: list[Item]) -> dict[str, tuple[str | None, float]]:
-        """key -> (label, confidence) of the agent's decisions on ``items`` (one graph run; nothing stored)."""
-        with self.lock:  # the labeler's random state and learner are not thread-safe
-            result = asyncio.run(self.labeler.run_batch(items))
-        return {d.key: (d.label, float(d.confidence)) for d in result.decisions}
-
-
-class Predictors:
-    """The cached labelers of ``/predict``, one per project (kept on ``app.state``)."""
-
-    def __init__(self, refresh_seconds: float = REFRESH_SECONDS) -> None:
-        self.refresh = refresh_seconds
-        self._lock = threading.Lock()
-        self._by_project: dict[str, Predictor] = {}
-        self.builds = 0
-
-    def drop(self, project: str) -> None:
-        with self._lock:
-            self._by_project.pop(project, None)
-
-    def get(self, store: SqlStore, project: str, policy: Policy, tool_factory: ToolFactory) -> Predictor:
-        mark = human_label_mark(store, project)
-        with self._lock:  # builds are rare; one at a time keeps two requests from training twice
-            current = self._by_project.get(project)
-            if (
-                current is not None
-                and current.version == policy.version
-                and (current.mark == mark or time.monotonic() - current.built < self.refresh)
-            ):
-                return current
-            labeler = BatchLabeler(policy, tool_factory(policy))
-            truth = store.load_ground_truth(project)
-            calibration = store.load_calibration(project, policy.calibration_window)
-            labeler.learner.load(truth, calibration)
-            current = Predictor(labeler, policy.version, mark, time.monotonic())
-            self._by_project[project] = current
-            self.builds += 1
-            return current
-
-
-def _names(config: Config) -> tuple[str, str, str]:
-    return (
-        config.from_name or DEFAULT_FROM_NAME,
-        config.to_name or DEFAULT_TO_NAME,
-        config.text_key or DEFAULT_TEXT_KEY,
-    )
-
-
-def predict(
-    *, store: SqlStore, predictors: Predictors, tool_factory: ToolFactory, project: str, body: PredictRequest
-) -> PredictResponse:
-    """One prediction per task, in order, in the labeling config's ``Choices`` control; ``model_version`` is the
-    active policy key. A task whose item exists with the same data and has a label gets that label (human labels
-    score 1); the rest go through the agent."""
-    policy = store.active_policy(project)
-    from_name, to_name, text_key = _names(parse_label_config(body.label_config))
-    version = policy.key
-    keys = [task_key(t.id) if t.id is not None else None for t in body.tasks]
-    known = stored_items(store, project, [k for k in keys if k is not None])
-    answers: dict[int, tuple[str | None, float]] = {}
-    todo: dict[str, tuple[int, Item]] = {}
-    for i, (task, key) in enumerate(zip(body.tasks, keys, strict=True)):
-        stored = known.get(key) if key is not None else None
-        # the stored label only for the same task: a client other than Label Studio may number its tasks 0, 1, ...
-        same = stored is not None and item_data(stored.text, stored.meta, text_key=text_key) == task.data
-        label = stored.latest if stored is not None and same else None
-        if label is not None:
-            answers[i] = (label.label, label.confidence if label.confidence is not None else 1.0)
-            continue
-        name = key if key is not None and key not in todo else f"predict-{i}"
-        todo[name] = (i, task_item(task, text_key=text_key, key=name, max_text_chars=store.settings.max_text_chars))
-    if todo:
-        decided = predictors.get(store, project, policy, tool_factory).run([it for _, it in todo.values()])
-        for name, (i, _) in todo.items():
-            answers[i] = decided.get(name, (None, 0.0))
-    results = [
-        prediction(answers[i][0], answers[i][1], model_version=version, from_name=from_name, to_name=to_name)
-        for i in range(len(body.tasks))
-    ]
-    return PredictResponse(results=results, model_version=version)
-
-
-def setup(*, store: SqlStore, project: str, label_config: str | None) -> SetupResponse:
-    """The model version (the active policy key), after checking that the labeling config's ``Choices`` offer every
-    label of the project (else Label Studio could not show the agent's labels)."""
-    policy = store.active_policy(project)
-    config = parse_label_config(label_config)
-    if label_config and label_config.strip() and config.from_name is None:
-        raise InputError(
-            "the labeling config has no <Choices> control; labelagent labels with one Choices control "
-            f"offering the project's labels {policy.labels}"
-        )
-    missing = [lab for lab in policy.labels if config.choices and lab not in config.choices]
-    if missing:
-        raise InputError(
-            f"the labeling config's <Choices name={config.from_name!r}> lacks the project's labels "
-            f"{missing}; add a <Choice value=...> for each of {policy.labels}"
-        )
-    return SetupResponse(model_version=policy.key)
 
 
 # --- webhooks -------------------------------------------------------------------------------------------
@@ -293,44 +200,24 @@ TASK_CREATES = ("TASK_CREATED", "TASKS_CREATED")
 def webhook(
     *, store: SqlStore, feedback: FeedbackSink, predictors: Predictors, project: str, body: WebhookRequest
 ) -> WebhookResponse:
-    """Annotation created or updated: its label becomes the item's ground truth (a skipped annotation removes what
-    it had set). Annotation deleted: its ground truth is removed. Tasks created: imported. ``START_TRAINING``: the
-    workers are woken to learn from new ground truth and ``/predict``'s labeler is rebuilt. Other actions are
-    acknowledged and ignored."""
+    """Annotation created or updated: kept, and the item's ground truth follows the rule (module doc). Annotation
+    deleted: forgotten, and the ground truth follows the rule again (the previous annotation's label, or none:
+    the item goes back to review or to the agent). Tasks created: imported. ``START_TRAINING``: the workers are
+    woken to learn from new ground truth and ``/predict``'s labeler is rebuilt. Other actions are acknowledged."""
+    store.active_policy(project)  # an unknown project is a 404 for every action
     action = body.action.upper()
     label_config = body.project.get("label_config") if isinstance(body.project, dict) else None
     config = parse_label_config(label_config if isinstance(label_config, str) else None)
     if action in ANNOTATION_WRITES:
         return _annotation_written(store, feedback, project, body, action, config)
     if action in ANNOTATION_DELETES:
-        ids = [a.get("id") for a in body.annotations or []]
-        ids += [x for x in ((body.annotation.id if body.annotation else None), body.id) if x is not None]
-        if not ids or not all(isinstance(x, int) and not isinstance(x, bool) for x in ids):
-            raise InputError(f"{action} needs the deleted annotations' ids: 'annotations': [{{'id': <int>}}]")
-        touched = remove_human_labels(store, project, [annotation_reason(int(x or 0), None) for x in ids])
-        if touched:
-            tell(feedback, project)
-        message = (
-            (
-                f"ground truth of {len(touched)} item(s) removed; items left without a label go back to review "
-                "or to the agent"
-            )
-            if touched
-            else "no ground truth came from these annotations"
-        )
-        return WebhookResponse(action=action, applied=bool(touched), message=message, external_ids=touched)
+        return _annotations_deleted(store, feedback, project, body, action)
     if action in TASK_CREATES:
         tasks = list(body.tasks or ([body.task] if body.task is not None else []))
         if not tasks:
             raise InputError(f"{action} needs 'tasks': a list of tasks with id and data")
-        done = import_tasks(
-            store=store,
-            feedback=feedback,
-            project=project,
-            tasks=tasks,
-            text_key=config.text_key or DEFAULT_TEXT_KEY,
-            from_name=config.from_name,
-        )
+        done = import_tasks(store=store, feedback=feedback, project=project, tasks=tasks,
+                            text_key=config.text_key or DEFAULT_TEXT_KEY, from_name=config.from_name)
         return WebhookResponse(
             action=action,
             applied=bool(done.inserted or done.ground_truth),
@@ -349,6 +236,29 @@ def webhook(
     return WebhookResponse(action=action, applied=False, message=f"{action} is not used by labelagent; acknowledged")
 
 
+def _annotations_deleted(
+    store: SqlStore, feedback: FeedbackSink, project: str, body: WebhookRequest, action: str
+) -> WebhookResponse:
+    raw = [a.get("id") for a in body.annotations or []]
+    raw += [x for x in ((body.annotation.id if body.annotation else None), body.id) if x is not None]
+    if not raw or not all(isinstance(x, int) and not isinstance(x, bool) for x in raw):
+        raise InputError(f"{action} needs the deleted annotations' ids: 'annotations': [{{'id': <int>}}]")
+    ids = [x for x in raw if isinstance(x, int)]
+    keys = delete_annotations(store, project, ids)
+    written, _, removed = sync_ground_truth(store, project, keys)
+    # annotations labelagent never kept (sent before it kept them): remove the ground truth they set
+    removed += remove_human_labels(store, project, [annotation_reason(x, None) for x in ids])
+    touched = list(dict.fromkeys(written + removed))
+    if touched:
+        tell(feedback, project)
+    message = (
+        f"ground truth of {len(touched)} item(s) changed: {len(written)} take an earlier annotation's label, "
+        f"{len(removed)} have none left and go back to review or to the agent"
+        if touched else "no ground truth came from these annotations"
+    )
+    return WebhookResponse(action=action, applied=bool(touched), message=message, external_ids=touched)
+
+
 def _annotation_written(
     store: SqlStore, feedback: FeedbackSink, project: str, body: WebhookRequest, action: str, config: Config
 ) -> WebhookResponse:
@@ -365,35 +275,20 @@ def _annotation_written(
         raise InputError(f"{action} needs annotation.id and annotation.task (the task id)")
     place = f"task {task_id} annotation {annotation.id}"
     policy = store.active_policy(project)
-    label = annotation_label(annotation, from_name=config.from_name, labels=policy.labels, place=place)
+    record = annotation_record(annotation, from_name=config.from_name, labels=policy.labels, place=place)
     key = task_key(task_id)
-    reason = annotation_reason(annotation.id, task_id)
-    if label is None:  # skipped: no ground truth, and none left from an earlier version of this annotation
-        touched = remove_human_labels(store, project, [reason])
-        if touched:
-            tell(feedback, project)
-        return WebhookResponse(
-            action=action,
-            applied=bool(touched),
-            external_ids=touched,
-            message=f"{place} was skipped (was_cancelled): no ground truth",
-        )
     if task is not None and task.id == task_id and not stored_items(store, project, [key]):
-        import_tasks(
-            store=store,
-            feedback=feedback,
-            project=project,
-            tasks=[task.model_copy(update={"annotations": [], "predictions": []})],
-            text_key=config.text_key or DEFAULT_TEXT_KEY,
-            from_name=config.from_name,
-        )
-    written, _ = put_human_labels(store, project, [HumanAnswer(key, label, reason)])
-    if written:
+        import_tasks(store=store, feedback=feedback, project=project,
+                     tasks=[task.model_copy(update={"annotations": [], "predictions": []})],
+                     text_key=config.text_key or DEFAULT_TEXT_KEY, from_name=config.from_name)
+    if not stored_items(store, project, [key]):
+        raise NotFoundError(f"item {key!r} does not exist in this project; import its task first")
+    record_annotations(store, project, {key: [record]})
+    written, _, removed = sync_ground_truth(store, project, [key])
+    if written or removed:
         tell(feedback, project)
-    verb = "is now" if written else "already was"
-    return WebhookResponse(
-        action=action,
-        applied=bool(written),
-        external_ids=[key],
-        message=f"{key} {verb} labeled {label!r} by a human ({place})",
-    )
+    item = stored_items(store, project, [key])[key].human
+    now = f"labeled {item.label!r} by a human" if item is not None else "without a human label"
+    what = "was skipped (was_cancelled)" if record.label is None else f"chose {record.label!r}"
+    return WebhookResponse(action=action, applied=bool(written or removed), external_ids=[key],
+                           message=f"{place} {what}: {key} is {now} (its latest annotation that is not skipped)")

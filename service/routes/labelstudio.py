@@ -11,12 +11,16 @@ from __future__ import annotations
 
 import base64
 import binascii
+import logging
+from collections.abc import Callable, Coroutine
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
+from fastapi.exceptions import RequestValidationError
+from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
 
-from policies import AuthenticationError
+from policies import AuthenticationError, LabelAgentError
 from service.deps import (
     ANY_ROLE,
     OPERATOR,
@@ -31,7 +35,7 @@ from service.deps import (
     _bearer,
     get_principal,
 )
-from service.errors import error_docs
+from service.errors import error_docs, status_of
 from service.labelstudio import (
     HealthResponse,
     ImportResponse,
@@ -41,14 +45,43 @@ from service.labelstudio import (
     PredictResponse,
     SetupRequest,
     SetupResponse,
+    TrainRequest,
+    VersionsResponse,
     WebhookRequest,
     WebhookResponse,
 )
 from service.ops import labelstudio as ops
+from service.ops import labelstudio_backend as backend
 
-router = APIRouter(prefix="/projects/{project}/label-studio", tags=["label-studio"])
-ml_router = APIRouter(prefix="/label-studio/{project}", tags=["label-studio"])
+
+class LoggedRoute(APIRoute):
+    """A route whose refusals are logged with their reason (``labelagent.labelstudio``, WARNING): Label Studio
+    shows only the status line ("422 Client Error: Unprocessable Entity for url: .../setup") and sends its user to
+    the ML backend's console log for the reason."""
+
+    def get_route_handler(self) -> Callable[[Request], Coroutine[Any, Any, Response]]:
+        handler = super().get_route_handler()
+
+        async def logged(request: Request) -> Response:
+            try:
+                return await handler(request)
+            except LabelAgentError as exc:
+                status, _ = status_of(exc)
+                if status < 500:  # the error handler logs the rest
+                    log.warning("%s %s refused (%d): %s", request.method, request.url.path, status, exc)
+                raise
+            except RequestValidationError as exc:
+                reasons = "; ".join(f"{'.'.join(map(str, e['loc']))}: {e['msg']}" for e in exc.errors()[:5])
+                log.warning("%s %s refused (422): %s", request.method, request.url.path, reasons)
+                raise
+
+        return logged
+
+
+router = APIRouter(prefix="/projects/{project}/label-studio", tags=["label-studio"], route_class=LoggedRoute)
+ml_router = APIRouter(prefix="/label-studio/{project}", tags=["label-studio"], route_class=LoggedRoute)
 routers = (router, ml_router)
+log = logging.getLogger("labelagent.labelstudio")
 
 
 class _Basic(HTTPBasic):
@@ -101,14 +134,14 @@ def allow_ls(*roles: str) -> list[Any]:
     return [Depends(AllowLabelStudio(*roles))]
 
 
-def get_predictors(request: Request) -> ops.Predictors:
+def get_predictors(request: Request) -> backend.Predictors:
     predictors = getattr(request.app.state, "label_studio_predictors", None)
     if predictors is None:
-        predictors = request.app.state.label_studio_predictors = ops.Predictors()
+        predictors = request.app.state.label_studio_predictors = backend.Predictors()
     return predictors
 
 
-PredictorsDep = Annotated[ops.Predictors, Depends(get_predictors)]
+PredictorsDep = Annotated[backend.Predictors, Depends(get_predictors)]
 TextKey = Annotated[
     str,
     Query(
@@ -134,15 +167,17 @@ def import_tasks(
     body: LSTasks,
     store: StoreDep,
     feedback: FeedbackDep,
-    text_key: TextKey = ops.DEFAULT_TEXT_KEY,
+    text_key: TextKey = backend.DEFAULT_TEXT_KEY,
     from_name: Annotated[
         str | None,
         Query(**CONTROL_NAME, description="Read only this Choices control's results (default: any choices result)."),
     ] = None,
 ) -> ImportResponse:
-    """Idempotent by task id (item `ls-<id>`); an annotation replaces the item's label as a human label."""
+    """Idempotent by task id (item `ls-<id>`); every annotation is kept, the latest one that is not skipped is the
+    item's human label. JSON, snapshot and JSON-MIN exports are read."""
+    tasks = ops.as_tasks(body.root, store=store, project=project, text_key=text_key, from_name=from_name)
     return ops.import_tasks(
-        store=store, feedback=feedback, project=project, tasks=body.root, text_key=text_key, from_name=from_name
+        store=store, feedback=feedback, project=project, tasks=tasks, text_key=text_key, from_name=from_name
     )
 
 
@@ -157,9 +192,9 @@ def export_tasks(
     project: ProjectPath,
     store: StoreDep,
     response: Response,
-    text_key: TextKey = ops.DEFAULT_TEXT_KEY,
-    from_name: ControlName = ops.DEFAULT_FROM_NAME,
-    to_name: ControlName = ops.DEFAULT_TO_NAME,
+    text_key: TextKey = backend.DEFAULT_TEXT_KEY,
+    from_name: ControlName = backend.DEFAULT_FROM_NAME,
+    to_name: ControlName = backend.DEFAULT_TO_NAME,
     after: Annotated[int, Query(ge=0, le=2**62, description="X-Next-Cursor of the previous page")] = 0,
     limit: Annotated[int, Query(ge=1, le=10_000)] = 1000,
 ) -> list[LSTaskOut]:
@@ -184,7 +219,7 @@ def predict(
     project: ProjectPath, body: PredictRequest, store: StoreDep, predictors: PredictorsDep, tool_factory: ToolFactoryDep
 ) -> PredictResponse:
     """Stored labels for tasks imported before, the agent's current decision for the others (not stored)."""
-    return ops.predict(store=store, predictors=predictors, tool_factory=tool_factory, project=project, body=body)
+    return backend.predict(store=store, predictors=predictors, tool_factory=tool_factory, project=project, body=body)
 
 
 @ml_router.post(
@@ -194,8 +229,10 @@ def predict(
     summary="Label Studio ML backend: check the labeling config, return the model version",
     responses=error_docs(404, 422),
 )
-def setup(project: ProjectPath, body: SetupRequest, store: StoreDep) -> SetupResponse:
-    return ops.setup(store=store, project=project, label_config=body.label_config)
+def setup(project: ProjectPath, body: SetupRequest, store: StoreDep, predictors: PredictorsDep) -> SetupResponse:
+    """Label Studio calls it before every prediction run: `model_version` changes whenever what /predict would
+    answer changes, so Label Studio refreshes its predictions."""
+    return backend.setup(store=store, predictors=predictors, project=project, label_config=body.label_config)
 
 
 @ml_router.get(
@@ -205,8 +242,23 @@ def setup(project: ProjectPath, body: SetupRequest, store: StoreDep) -> SetupRes
     summary="Label Studio ML backend: health",
     responses=error_docs(404),
 )
-def health(project: ProjectPath, store: StoreDep) -> HealthResponse:
-    return HealthResponse(model_class=ops.MODEL_CLASS, model_version=store.active_policy(project).key)
+def health(project: ProjectPath, store: StoreDep, predictors: PredictorsDep) -> HealthResponse:
+    version = backend.model_version(store=store, predictors=predictors, project=project,
+                                    policy=store.active_policy(project))
+    return HealthResponse(model_class=backend.MODEL_CLASS, model_version=version)
+
+
+@ml_router.get(
+    "/versions",
+    dependencies=allow_ls(*ANY_ROLE),
+    response_model=VersionsResponse,
+    summary="Label Studio ML backend: the model versions (the current one)",
+    responses=error_docs(404),
+)
+def versions(project: ProjectPath, store: StoreDep, predictors: PredictorsDep) -> VersionsResponse:
+    version = backend.model_version(store=store, predictors=predictors, project=project,
+                                    policy=store.active_policy(project))
+    return VersionsResponse(versions=[version])
 
 
 @ml_router.post(
@@ -224,3 +276,20 @@ def webhook(
     ANNOTATION(S)_DELETED: that ground truth is removed (the item goes back to review or to the agent);
     TASK(S)_CREATED: tasks imported; START_TRAINING: workers woken, /predict reloads; others acknowledged."""
     return ops.webhook(store=store, feedback=feedback, predictors=predictors, project=project, body=body)
+
+
+@ml_router.post(
+    "/train",
+    dependencies=allow_ls(*REVIEWER),
+    response_model=WebhookResponse,
+    status_code=201,
+    summary="Label Studio's Start Training without its webhook flag: the same as the START_TRAINING webhook",
+    responses=error_docs(404),
+)
+def train(
+    project: ProjectPath, body: TrainRequest, store: StoreDep, feedback: FeedbackDep, predictors: PredictorsDep
+) -> WebhookResponse:
+    """Label Studio 1.23 posts its annotated tasks here (unless its START_TRAINING webhook flag is on); labelagent
+    has them already from the annotation webhooks, so the body is not read."""
+    return ops.webhook(store=store, feedback=feedback, predictors=predictors, project=project,
+                       body=WebhookRequest(action="START_TRAINING"))

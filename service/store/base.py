@@ -11,6 +11,7 @@ from sqlalchemy import Connection, Engine, Table, bindparam, func, select
 
 from policies import NotFoundError, Policy, loads_policy
 from service.db import is_sqlite
+from service.labelstudio_models import LabelStudioAnnotation
 from service.models import (
     CalibrationTable,
     ItemImage,
@@ -41,6 +42,7 @@ review_t: Table = Review.__table__  # type: ignore[attr-defined]
 model_t: Table = ModelVersion.__table__  # type: ignore[attr-defined]
 calib_t: Table = CalibrationTable.__table__  # type: ignore[attr-defined]
 correction_t: Table = LabelCorrection.__table__  # type: ignore[attr-defined]
+ls_annotation_t: Table = LabelStudioAnnotation.__table__  # type: ignore[attr-defined]
 
 CHUNK = 500  # rows or ids per statement: well under SQLite's and PostgreSQL's bound-parameter limits
 

@@ -272,14 +272,24 @@ def items_page(store: SqlStore, project: str, *, after_seq: int, limit: int) -> 
     return sorted(items.values(), key=lambda it: it.seq)
 
 
-def human_label_mark(store: SqlStore, project: str) -> tuple[int, int]:
-    """(largest id, count) of the project's human labels: changes whenever ground truth is added or removed."""
+def label_marks(store: SqlStore, project: str) -> tuple[tuple[int, int], tuple[int, int]]:
+    """(largest id, count) of the project's human labels, and of all its labels: each changes whenever such labels
+    are added, replaced or removed (new labels get new, larger ids)."""
     with read_tx(store.engine) as conn:
         pid = store._project_id(conn, project)
-        top, count = conn.execute(
-            select(func.max(label_t.c.id), func.count()).where(label_t.c.project_id == pid, label_t.c.source == "human")
-        ).one()
-    return int(top or 0), int(count)
+        marks = []
+        for human in (True, False):
+            query = select(func.max(label_t.c.id), func.count()).where(label_t.c.project_id == pid)
+            if human:
+                query = query.where(label_t.c.source == "human")
+            top, count = conn.execute(query).one()
+            marks.append((int(top or 0), int(count)))
+    return marks[0], marks[1]
+
+
+def human_label_mark(store: SqlStore, project: str) -> tuple[int, int]:
+    """(largest id, count) of the project's human labels: changes whenever ground truth is added or removed."""
+    return label_marks(store, project)[0]
 
 
 def _item_ids(store: SqlStore, conn: Any, pid: int, keys: list[str]) -> dict[str, int]:

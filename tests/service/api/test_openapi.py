@@ -30,6 +30,7 @@ EXPECTED = {
     ("POST", "/projects/{project}/label-studio/import"), ("GET", "/projects/{project}/label-studio/export"),
     ("POST", "/label-studio/{project}/predict"), ("POST", "/label-studio/{project}/setup"),
     ("GET", "/label-studio/{project}/health"), ("POST", "/label-studio/{project}/webhook"),
+    ("GET", "/label-studio/{project}/versions"), ("POST", "/label-studio/{project}/train"),
 }
 WEB_PAGES = {("GET", "/ui"), ("GET", "/ui/review"), ("GET", "/ui/operator")}  # HTML, left out of the schema
 NO_BODY = {"GET"}

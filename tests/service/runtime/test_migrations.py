@@ -142,3 +142,15 @@ def test_0007_adds_the_label_correction_table_and_takes_it_back(empty_engine: En
     downgrade(empty_engine, "0006_backtests")
     assert "label_correction" not in inspect(empty_engine).get_table_names()
     assert current_revision(empty_engine) == "0006_backtests"
+
+
+def test_0008_adds_the_label_studio_annotation_table_and_takes_it_back(empty_engine: Engine) -> None:
+    assert upgrade(empty_engine, "0007_label_corrections") == "0007_label_corrections"
+    assert "ls_annotation" not in inspect(empty_engine).get_table_names()
+    assert upgrade(empty_engine, "0008_label_studio_annotations") == "0008_label_studio_annotations"
+    insp = inspect(empty_engine)
+    assert "ls_annotation" in insp.get_table_names()
+    assert [u["name"] for u in insp.get_unique_constraints("ls_annotation")] == ["uq_ls_annotation_item_annotation"]
+    downgrade(empty_engine, "0007_label_corrections")
+    assert "ls_annotation" not in inspect(empty_engine).get_table_names()
+    assert current_revision(empty_engine) == "0007_label_corrections"

@@ -20,7 +20,7 @@ from fastapi.testclient import TestClient
 from policies import ToolError
 from policies.model import RemoteModelSpec
 from service.deps import get_tool_factory
-from service.ops.labelstudio import Predictors
+from service.ops.labelstudio_backend import Predictors
 from service.store import SqlStore
 from tests.factories import make_batch_result
 from tests.service.api.conftest import RecordingSink, auth, error_message
@@ -47,8 +47,8 @@ def test_documented_predict_request_gets_the_documented_shape(client: TestClient
             {k: r[k] for k in ("from_name", "to_name", "type")} for r in want["result"]
         ]
         assert choice(got["result"]) in LABELS
-        assert 0.0 <= got["score"] <= 1.0 and got["model_version"] == f"{P}/1"
-    assert body["model_version"] == f"{P}/1"
+        assert 0.0 <= got["score"] <= 1.0 and got["model_version"] == body["model_version"]
+    assert body["model_version"].startswith(f"{P}/1@")
     assert store.count_items(P) == before  # predictions are not stored
 
 
@@ -102,14 +102,15 @@ def test_predict_returns_stored_labels_and_labels_a_batch_in_one_run(client: Tes
 def test_setup_and_health(client: TestClient, topics: str) -> None:
     response = client.post(f"{ML}/setup", json=fixture("setup_request.json"))
     assert response.status_code == 200, response.text
-    assert response.json() == {"model_version": f"{P}/1"}
+    version = response.json()["model_version"]
+    assert version.startswith(f"{P}/1@")
     narrow = fixture("setup_request.json")
     narrow["schema"] = narrow["schema"].replace('<Choice value="technology" />', "")
     response = client.post(f"{ML}/setup", json=narrow)
     assert response.status_code == 422
     assert "lacks the project's labels ['technology']" in error_message(response)
     health = client.get(f"{ML}/health")
-    assert health.json() == {"status": "UP", "model_class": "labelagent", "model_version": f"{P}/1"}
+    assert health.json() == {"status": "UP", "model_class": "labelagent", "model_version": version}
 
 
 def test_annotation_webhooks_add_update_and_remove_ground_truth(
@@ -160,11 +161,14 @@ def test_annotation_webhooks_add_update_and_remove_ground_truth(
     assert client.post(f"{ML}/webhook", json=again).status_code == 201
     assert store.load_ground_truth_since(P, after_id=cursor)[0] == []
     assert status(client, "ls-19")["label"] == "politics"
-    assert client.post(f"{ML}/webhook", json=fixture("annotation_updated.json")).json()["applied"] is True
-    assert store.load_ground_truth_since(P, after_id=cursor)[0] == []  # the first annotation holds the label again
+    # the older annotation sent again: annotation 18 is still the latest, nothing changes
+    assert client.post(f"{ML}/webhook", json=fixture("annotation_updated.json")).json()["applied"] is False
+    assert store.load_ground_truth_since(P, after_id=cursor)[0] == []
 
-    deleted = client.post(f"{ML}/webhook", json=fixture("annotations_deleted.json"))
+    deleted = client.post(f"{ML}/webhook", json=fixture("annotations_deleted.json"))  # annotation 17
     assert deleted.status_code == 201, deleted.text
+    assert deleted.json()["applied"] is False and status(client, "ls-19")["label"] == "politics"  # 18's label
+    deleted = client.post(f"{ML}/webhook", json={"action": "ANNOTATIONS_DELETED", "annotations": [{"id": 18}]})
     assert deleted.json()["external_ids"] == ["ls-19"]
     item = status(client, "ls-19")
     assert (item["status"], item["label"], item["source"]) == ("in_review", None, None)
@@ -322,7 +326,7 @@ def test_labelagents_own_label_studio_client_reads_the_backend_over_http(
     votes = asyncio.run(tool.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
     assert not votes.abstain.any()
     assert [LABELS[int(j)] for j in votes.probs.argmax(axis=1)] == ["sports", "technology"] * 3
-    assert votes.model_version == f"{P}/1" and tool.requests == 1
+    assert (votes.model_version or "").startswith(f"{P}/1@") and tool.requests == 1
     denied = RemoteModelTool(spec.model_copy(update={"url": f"http://label-studio:wrong@{live}{ML}/predict"}), LABELS)
     with pytest.raises(ToolError, match="HTTP 401"):
         asyncio.run(denied.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
