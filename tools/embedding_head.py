@@ -11,10 +11,12 @@
 from __future__ import annotations
 
 import hashlib
+import sqlite3
 import threading
 from collections import OrderedDict
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import scipy.sparse as sp
@@ -30,15 +32,46 @@ def input_hash(data: bytes) -> bytes:
     return hashlib.blake2b(data, digest_size=16).digest()
 
 
-class EmbeddingCache:
-    """Input hash -> embedding row (float32, L2-normalised), least recently used dropped past ``max_items``."""
+class EmbeddingStore:
+    """Embeddings on disk (one SQLite file per model and settings), so a restarted worker, which retrains on all
+    its ground truth, or another replay of the same texts does not encode them again."""
 
-    def __init__(self, max_items: int) -> None:
+    def __init__(self, folder: str, namespace: str) -> None:
+        Path(folder).mkdir(parents=True, exist_ok=True)
+        name = hashlib.blake2b(namespace.encode("utf-8"), digest_size=8).hexdigest()
+        self._db = sqlite3.connect(str(Path(folder) / f"embeddings-{name}.sqlite"), check_same_thread=False)
+        self._db.execute("CREATE TABLE IF NOT EXISTS embedding (hash BLOB PRIMARY KEY, vector BLOB NOT NULL)")
+        self._lock = threading.Lock()
+
+    def get(self, hashes: Sequence[bytes]) -> dict[bytes, np.ndarray]:
+        out: dict[bytes, np.ndarray] = {}
+        with self._lock:
+            for start in range(0, len(hashes), 500):
+                chunk = list(hashes[start:start + 500])
+                marks = ",".join("?" * len(chunk))
+                for h, blob in self._db.execute(f"SELECT hash, vector FROM embedding WHERE hash IN ({marks})", chunk):
+                    out[bytes(h)] = np.frombuffer(blob, dtype=np.float32)
+        return out
+
+    def put(self, rows: dict[bytes, np.ndarray]) -> None:
+        with self._lock:
+            self._db.executemany("INSERT OR IGNORE INTO embedding VALUES (?, ?)",
+                                 [(h, np.asarray(v, np.float32).tobytes()) for h, v in rows.items()])
+            self._db.commit()
+
+
+class EmbeddingCache:
+    """Input hash -> embedding row (float32, L2-normalised), least recently used dropped past ``max_items``;
+    backed by an :class:`EmbeddingStore` when the deployment names a folder."""
+
+    def __init__(self, max_items: int, store: EmbeddingStore | None = None) -> None:
         self.max_items = max_items
+        self.store = store
         self._rows: OrderedDict[bytes, np.ndarray] = OrderedDict()
         self._lock = threading.Lock()
         self._encode_lock = threading.Lock()
         self.encoded = 0  # inputs sent to the encoder
+        self.loaded = 0  # inputs read from the store
         self.hits = 0
 
     def embed(self, hashes: Sequence[bytes], encode: Encode) -> np.ndarray:
@@ -53,11 +86,17 @@ class EmbeddingCache:
             if row is None and h not in first:
                 first[h] = i
         if first:
-            with self._encode_lock:  # one encoder call at a time (it uses every core already)
-                fresh = np.asarray(encode(list(first.values())), dtype=np.float32)
-            new = dict(zip(first, fresh, strict=True))
+            new = self.store.get(list(first)) if self.store is not None else {}
+            todo = {h: i for h, i in first.items() if h not in new}
+            if todo:
+                with self._encode_lock:  # one encoder call at a time (it uses every core already)
+                    fresh = dict(zip(todo, np.asarray(encode(list(todo.values())), dtype=np.float32), strict=True))
+                if self.store is not None:
+                    self.store.put(fresh)
+                new.update(fresh)
             with self._lock:
-                self.encoded += len(first)
+                self.encoded += len(todo)
+                self.loaded += len(first) - len(todo)
                 for h, row in new.items():
                     self._rows[h] = row
                 while len(self._rows) > self.max_items:

@@ -25,7 +25,7 @@ from PIL import Image
 from policies.exceptions import InputError, ToolError
 from policies.model import ImageEmbeddingSpec
 from tools.base import Batch, Item, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.embedding_head import EmbeddingCache, HeadModel, evidence, fit_head, head_probs, input_hash
+from tools.embedding_head import EmbeddingCache, EmbeddingStore, HeadModel, evidence, fit_head, head_probs, input_hash
 from tools.environment import ToolEnvironment
 from tools.images import decode_image
 from tools.labels import training_labels
@@ -96,7 +96,11 @@ class ImageEmbedding:
         self.labels = tuple(labels)
         self.env = env or ToolEnvironment()
         self.backbone = backbone if backbone is not None else load_backbone(spec)
-        self.cache = cache if cache is not None else EmbeddingCache(spec.cache_size)
+        if cache is None:
+            folder = self.env.embedding_cache_dir
+            namespace = f"image:{Path(spec.model).expanduser().resolve()}:{spec.size}:{spec.mean}:{spec.std}"
+            cache = EmbeddingCache(spec.cache_size, EmbeddingStore(folder, namespace) if folder else None)
+        self.cache = cache
         self._state = _State(None, f"{self.name}: not trained yet (needs {spec.min_examples} ground-truth items)")
         self._fit_lock = threading.Lock()
         self._fits = 0

@@ -38,7 +38,7 @@ KINDS: Mapping[str, type] = MappingProxyType({  # tool kind -> its class
     "image_embedding": ImageEmbedding,
 })
 # kinds that take the deployment's ``env``
-DEPLOYED_KINDS = frozenset({"image_classifier", "image_embedding", "weather", "llm"})
+DEPLOYED_KINDS = frozenset({"image_classifier", "image_embedding", "text_embedding", "weather", "llm"})
 
 
 def factories_for(env: ToolEnvironment) -> Mapping[str, Factory]:

@@ -31,7 +31,17 @@ from policies.exceptions import ToolError
 from policies.installed import ModelNotInstalledError, resolve_model
 from policies.model import TextEmbeddingSpec
 from tools.base import Batch, ModelInfo, ToolContext, TrainingSet, Votes
-from tools.embedding_head import EmbeddingCache, HeadModel, evidence, fit_head, head_probs, input_hash, snippet
+from tools.embedding_head import (
+    EmbeddingCache,
+    EmbeddingStore,
+    HeadModel,
+    evidence,
+    fit_head,
+    head_probs,
+    input_hash,
+    snippet,
+)
+from tools.environment import ToolEnvironment
 from tools.labels import training_labels
 from tools.softmax import softmax_rows
 
@@ -81,13 +91,18 @@ class TextEmbedding:
     kind = "text_embedding"
 
     def __init__(self, spec: TextEmbeddingSpec, labels: tuple[str, ...] | list[str], *,
-                 encoder: TextEncoder | None = None, cache: EmbeddingCache | None = None) -> None:
+                 env: ToolEnvironment | None = None, encoder: TextEncoder | None = None,
+                 cache: EmbeddingCache | None = None) -> None:
         self.spec = spec
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
         self.encoder: TextEncoder = encoder if encoder is not None else SentenceTransformerEncoder(spec)
-        self.cache = cache if cache is not None else EmbeddingCache(spec.cache_size)
+        if cache is None:
+            folder = (env or ToolEnvironment()).embedding_cache_dir
+            namespace = f"text:{resolve_model(spec.model).resolve()}:{spec.max_seq_length}"
+            cache = EmbeddingCache(spec.cache_size, EmbeddingStore(folder, namespace) if folder else None)
+        self.cache = cache
         self._state = _State(None, f"{self.name}: not trained yet (needs {spec.min_examples} ground-truth items)")
         self._prototypes: np.ndarray | None = None
         self._fit_lock = threading.Lock()

@@ -172,3 +172,16 @@ def test_the_registry_builds_it_from_a_policy() -> None:
                     tools=[TextEmbeddingSpec(name="enc", model=MODEL)])
     (tool,) = build_tools(policy)
     assert isinstance(tool, TextEmbedding) and tool.labels == LABELS
+
+
+def test_embeddings_kept_on_disk_are_not_encoded_again_after_a_restart(encoder: Counting, tmp_path: object) -> None:
+    from tools.environment import ToolEnvironment
+
+    env = ToolEnvironment(embedding_cache_dir=str(tmp_path))
+    spec = TextEmbeddingSpec(name="enc", model=MODEL)
+    first = TextEmbedding(spec, LABELS, env=env, encoder=encoder)
+    first.fit(train_set())
+    restarted = TextEmbedding(spec, LABELS, env=env, encoder=encoder)  # a new process: empty memory cache
+    restarted.fit(train_set())
+    assert len(encoder.texts) == 18 and restarted.cache.encoded == 0 and restarted.cache.loaded == 18
+    np.testing.assert_allclose(restarted.embed([TRAIN["sports"][0]]), first.embed([TRAIN["sports"][0]]))
