@@ -128,6 +128,16 @@ def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: in
             return settled  # the queue is empty (overlap > 1 may reopen tasks: then look again)
 
 
+def auto_errors_by_truth(auto: Sequence[tuple[str, str | None]], truth: dict[str, str],
+                         top: int = 5) -> dict[str, dict[str, Any]]:
+    """The true labels whose items were most often auto-labeled wrongly: per label, its auto labels, the wrong
+    ones and that share (e.g. an out-of-scope class auto-labeled as an in-scope intent)."""
+    counts: Counter[str] = Counter(truth[k] for k, _ in auto)
+    wrong: Counter[str] = Counter(truth[k] for k, lab in auto if lab != truth[k])
+    return {lab: {"auto": counts[lab], "wrong": n, "wrong_share": round(n / counts[lab], 4)}
+            for lab, n in wrong.most_common(top)}
+
+
 def tool_usage(tools: Sequence[Tool], n: int) -> dict[str, Any]:
     """What the expensive tools spent: texts/images each encoder encoded (decision time, training and rescoring
     together, each distinct input once) and its encoding seconds; each LLM tool's calls, tokens and price."""
@@ -177,6 +187,7 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
         "unlabeled": n - len(auto) - len(human),
         "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
         "seconds": round(elapsed, 3),
+        "auto_errors_by_truth": auto_errors_by_truth(auto, truth),
         "tool_calls": dict(tool_calls),
         # Share of the items each tool was called on at decision time (the cascade's reach).
         "tool_reach": {t: round(c / n, 4) for t, c in tool_calls.items()} if n else {},

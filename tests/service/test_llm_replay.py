@@ -83,8 +83,8 @@ def test_the_llm_is_asked_last_on_open_items_and_its_tokens_are_reported(tmp_pat
         out = replay(tmp_path, server, budget=1.0)
         requests = list(server.requests)
     calls = out["tool_calls"]
-    assert calls["classifier"] == calls["retrieval"] == out["items"]  # the cheap tools vote on everything
-    assert 0 < calls["llm"] < 0.6 * out["items"]  # the LLM only where the others left the item open
+    assert calls["classifier"] == out["items"], out  # the cheap classifier votes on everything
+    assert 0 < calls["llm"] < 0.6 * out["items"], out  # the LLM only where the others left the item open
     assert len(requests) == calls["llm"]  # one chat completion per item asked
     path, body = requests[-1]
     assert path == "/v1/chat/completions" and body["response_format"] == {"type": "json_object"}
