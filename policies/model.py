@@ -12,8 +12,10 @@ from typing import Annotated, Any, Literal
 
 from pydantic import Field, field_validator, model_validator
 
-from policies.embedding_specs import ImageEmbeddingSpec, TextEmbeddingSpec
-from policies.spec_base import ToolSpecBase, _Strict
+from policies.embedding_specs import ImageEmbeddingSpec as ImageEmbeddingSpec
+from policies.embedding_specs import TextEmbeddingSpec as TextEmbeddingSpec
+from policies.spec_base import ToolSpecBase as ToolSpecBase
+from policies.spec_base import _Strict
 
 LABEL_PATTERN = re.compile(r"^[^\s].{0,127}$")
 

@@ -85,6 +85,7 @@ class EmbeddingCache:
         for i, (h, row) in enumerate(zip(hashes, found, strict=True)):
             if row is None and h not in first:
                 first[h] = i
+        new: dict[bytes, np.ndarray] = {}
         if first:
             new = self.store.get(list(first)) if self.store is not None else {}
             todo = {h: i for h, i in first.items() if h not in new}
@@ -101,12 +102,12 @@ class EmbeddingCache:
                     self._rows[h] = row
                 while len(self._rows) > self.max_items:
                     self._rows.popitem(last=False)
-            found = [row if row is not None else new[h] for h, row in zip(hashes, found, strict=True)]
+        rows = [row if row is not None else new[h] for h, row in zip(hashes, found, strict=True)]
         with self._lock:
             self.hits += len(hashes) - len(first)
-        if not found:
+        if not rows:
             return np.zeros((0, 0), dtype=np.float32)
-        return np.stack(found)
+        return np.stack(rows)
 
 
 @dataclass(slots=True, frozen=True)

@@ -145,8 +145,9 @@ class ImageEmbedding:
     def _pixels(self, image: Image.Image) -> np.ndarray:
         size = self.spec.size
         rgb = np.asarray(image.convert("RGB").resize((size, size), Image.Resampling.BILINEAR), dtype=np.float32)
-        rgb = (rgb / 255.0 - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std, np.float32)
-        return np.ascontiguousarray(rgb.transpose(2, 0, 1))
+        scaled = (rgb / np.float32(255.0) - np.asarray(self.spec.mean, np.float32)) / np.asarray(self.spec.std,
+                                                                                               np.float32)
+        return np.ascontiguousarray(scaled.transpose(2, 0, 1), dtype=np.float32)
 
     @staticmethod
     def _pooled(out: np.ndarray) -> np.ndarray:
