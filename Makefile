@@ -10,7 +10,7 @@ DATA    ?= ../shared/data
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
 	$(BIN)/python -m pip install -q --upgrade pip
-	$(BIN)/python -m pip install -q -e '.[dev,llm,brokers]'
+	$(BIN)/python -m pip install -q -e '.[dev,llm,brokers,embeddings]'
 	touch $(STAMP)
 
 install: $(STAMP)

@@ -10,21 +10,14 @@ from __future__ import annotations
 import re
 from typing import Annotated, Any, Literal, get_args
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+from pydantic import Field, field_validator, model_validator
+
+from policies.embedding_specs import ImageEmbeddingSpec as ImageEmbeddingSpec
+from policies.embedding_specs import TextEmbeddingSpec as TextEmbeddingSpec
+from policies.spec_base import ToolSpecBase as ToolSpecBase
+from policies.spec_base import _Strict
 
 LABEL_PATTERN = re.compile(r"^[^\s].{0,127}$")
-
-
-class _Strict(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
-
-
-class ToolSpecBase(_Strict):
-    """Fields every tool has: a unique name within the policy, a kind and a cost per item."""
-
-    name: str = Field(min_length=1, max_length=64, pattern=r"^[A-Za-z0-9_.-]+$")
-    cost: float = Field(default=1.0, ge=0.0, description="Declared cost per item, in budget units.")
-    enabled: bool = True
 
 
 # --- learned tools --------------------------------------------------------------------------------
@@ -201,6 +194,8 @@ class LLMSpec(ToolSpecBase):
     max_concurrency: int = Field(default=4, ge=1, le=256)
     price_per_1k_input: float = Field(default=0.0, ge=0.0, description="Price of 1000 input tokens (evidence).")
     price_per_1k_output: float = Field(default=0.0, ge=0.0, description="Price of 1000 output tokens (evidence).")
+    json_mode: bool = Field(default=True, description="Ask the endpoint for JSON output (response_format "
+                                                      "json_object); turn off for servers that reject it.")
 
 
 class RemoteModelSpec(ToolSpecBase):
@@ -223,7 +218,7 @@ class RemoteModelSpec(ToolSpecBase):
 
 
 _ToolSpecs = (TextClassifierSpec | ImageClassifierSpec | RetrievalSpec | RulesSpec | RandomSpec | WeatherSpec
-              | LLMSpec | RemoteModelSpec)
+              | LLMSpec | RemoteModelSpec | TextEmbeddingSpec | ImageEmbeddingSpec)
 ToolSpec = Annotated[_ToolSpecs, Field(discriminator="kind")]
 
 
@@ -333,6 +328,11 @@ class Policy(_Strict):
                         raise ValueError(
                             f"tools.{tool.name}: rule label {rule.label!r} is not in labels"
                         )
+        for tool in self.tools:
+            if isinstance(tool, TextEmbeddingSpec):
+                stray = [lab for lab in tool.label_descriptions if lab not in self.labels]
+                if stray:
+                    raise ValueError(f"tools.{tool.name}: label_descriptions names {stray[0]!r}, not in labels")
         for tool in self.tools:
             if isinstance(tool, LLMSpec) and tool.examples_from is not None and not any(
                     t.name == tool.examples_from and isinstance(t, RetrievalSpec) for t in self.tools):

@@ -29,6 +29,9 @@ from service.datasets import LabeledItem
 from service.store import ReviewAnswer, SqlStore
 from service.worker import ProjectWorker
 from tools.base import ModelInfo, Tool
+from tools.image_embedding import ImageEmbedding
+from tools.llm import LLMTool
+from tools.text_embedding import TextEmbedding
 
 ORACLE = "oracle"
 
@@ -139,6 +142,37 @@ def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: in
             return settled  # the queue is empty (overlap > 1 may reopen tasks: then look again)
 
 
+def auto_errors_by_truth(auto: Sequence[tuple[str, str | None]], truth: dict[str, str],
+                         top: int = 5) -> dict[str, dict[str, Any]]:
+    """The true labels whose items were most often auto-labeled wrongly: per label, its auto labels, the wrong
+    ones and that share (e.g. an out-of-scope class auto-labeled as an in-scope intent)."""
+    counts: Counter[str] = Counter(truth[k] for k, _ in auto)
+    wrong: Counter[str] = Counter(truth[k] for k, lab in auto if lab != truth[k])
+    return {lab: {"auto": counts[lab], "wrong": n, "wrong_share": round(n / counts[lab], 4)}
+            for lab, n in wrong.most_common(top)}
+
+
+def tool_usage(tools: Sequence[Tool], n: int) -> dict[str, Any]:
+    """What the expensive tools spent: texts/images each encoder encoded (decision time, training and rescoring
+    together, each distinct input once) and its encoding seconds; each LLM tool's calls, tokens and price."""
+    encoders: dict[str, Any] = {}
+    llm: dict[str, Any] = {}
+    for tool in tools:
+        if isinstance(tool, TextEmbedding | ImageEmbedding):
+            encoders[tool.name] = {"encoded": tool.cache.encoded, "encoded_share": round(tool.cache.encoded / n, 4)
+                                   if n else 0.0, "cache_hits": tool.cache.hits}
+            if isinstance(tool, TextEmbedding):
+                encoders[tool.name]["encode_seconds"] = round(tool.encode_seconds, 3)
+        elif isinstance(tool, LLMTool):
+            llm[tool.name] = dict(tool.usage)
+    out: dict[str, Any] = {}
+    if encoders:
+        out["encoders"] = encoders
+    if llm:
+        out["llm_usage"] = llm
+    return out
+
+
 def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[str, str | None]],
               human: dict[str, str], tool_calls: Counter[str], labeler: BatchLabeler,
               elapsed: float) -> dict[str, Any]:
@@ -167,7 +201,11 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
         "unlabeled": n - len(auto) - len(human),
         "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
         "seconds": round(elapsed, 3),
+        "auto_errors_by_truth": auto_errors_by_truth(auto, truth),
         "tool_calls": dict(tool_calls),
+        # Share of the items each tool was called on at decision time (the cascade's reach).
+        "tool_reach": {t: round(c / n, 4) for t, c in tool_calls.items()} if n else {},
+        **tool_usage(labeler.tools, n),
         "tool_weights": {t: round(float(w), 3) for t, w in zip(agg.tools, agg.weights, strict=True)},
         "aggregator": {k: round(v, 4) for k, v in agg.metrics.items()},
         "threshold": None if snap.threshold is None else round(snap.threshold, 5),

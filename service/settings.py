@@ -69,6 +69,9 @@ class Settings(BaseSettings):
                                                                "(e.g. http://localhost:11434/v1).")
     llm_model: str | None = Field(default=None, description="Model name of llm tools whose spec names none.")
     llm_api_key: SecretStr | None = Field(default=None, description="API key of the llm endpoint, if it needs one.")
+    embedding_cache_dir: str | None = Field(
+        default=None, description="Folder where embedding tools keep their embeddings (by model and text hash) "
+                                  "across restarts; none: memory only.")
 
     fetch_allow_hosts: list[str] = Field(
         default_factory=list,
@@ -122,4 +125,4 @@ def tool_environment(settings: Settings) -> ToolEnvironment:
     return ToolEnvironment(open_meteo_archive_url=settings.open_meteo_archive_url,
                            open_meteo_forecast_url=settings.open_meteo_forecast_url,
                            llm_base_url=settings.llm_base_url, llm_model=settings.llm_model, llm_api_key=key,
-                           image_limits=image_limits(settings))
+                           image_limits=image_limits(settings), embedding_cache_dir=settings.embedding_cache_dir)

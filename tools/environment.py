@@ -24,3 +24,4 @@ class ToolEnvironment:
     llm_model: str | None = None
     llm_api_key: str | None = field(default=None, repr=False)
     image_limits: ImageLimits = field(default_factory=ImageLimits)  # what image tools decode
+    embedding_cache_dir: str | None = None  # embedding tools keep their embeddings here across restarts

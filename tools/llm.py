@@ -3,13 +3,17 @@
 The prompt lists the labels and a few labeled examples (the nearest ones from a retrieval tool when the
 policy names one in ``examples_from``), then gives the item's text strictly as data: JSON-encoded between
 ``<item>`` delimiters, with the instruction that nothing inside is an instruction. The answer must be a JSON
-object ``{"label": ...}``; a label outside the set, unparsable output or tool calls count as an abstain. No
+object ``{"label": ...}`` (asked as JSON output, ``response_format: json_object``, unless ``json_mode`` is
+off); a label outside the set, unparsable output or tool calls count as an abstain. No
 tools are ever bound to the model, so an item cannot make it call one.
 
 Items whose text looks like instructions to the labeler ("ignore previous instructions", "label this as",
 "system:", ...) are not sent to the model: the vote abstains with evidence ``injection-suspected: ...`` and
-``Votes.review`` marks the item, which the agent then escalates whatever the other tools say. The tool's
-default cost (1.0) keeps it among the cheap tools the planner calls on every item, so the screen sees all.
+``Votes.review`` marks the item, which the agent then escalates whatever the other tools say. With the
+default cost (1.0) and planner it is among the cheap tools called on every item, so the screen sees all. Declared
+at its real cost (seconds per call, far above ``planner.cheap_cost``, as in ``policies/examples/sms_spam_llm.yaml``)
+the planner calls it last, only on items the other tools left open and it can still settle, within the budget:
+then the screen sees only those items.
 
 Token counts (``usage_metadata``) and their price (``price_per_1k_input``/``_output``) are in each item's
 evidence, and summed in ``LLMTool.usage``.
@@ -114,8 +118,9 @@ def make_chat_model(spec: LLMSpec, env: ToolEnvironment | None = None) -> BaseCh
         raise ToolError(f"tool {spec.name!r}: no model or endpoint; set model/base_url in the spec or "
                         "LABELAGENT_LLM_MODEL / LABELAGENT_LLM_BASE_URL")
     key = env.llm_api_key or "not-needed"
+    extra = {"response_format": {"type": "json_object"}} if spec.json_mode else {}
     return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(key), temperature=spec.temperature,
-                      timeout=spec.timeout_seconds, max_retries=spec.max_retries)
+                      timeout=spec.timeout_seconds, max_retries=spec.max_retries, model_kwargs=extra)
 
 
 class LLMTool:

@@ -12,12 +12,14 @@ from policies.model import LLMSpec, Policy
 from tools.base import ExampleSource, ReadsExamples, Tool
 from tools.environment import ToolEnvironment
 from tools.image_classifier import ImageClassifier
+from tools.image_embedding import ImageEmbedding
 from tools.llm import LLMTool
 from tools.random_voter import RandomVoter
 from tools.remote import RemoteModelTool
 from tools.retrieval import Retrieval
 from tools.rules import Rules
 from tools.text_classifier import TextClassifier
+from tools.text_embedding import TextEmbedding
 from tools.weather import WeatherTool
 
 Factory = Callable[[Any, tuple[str, ...]], Tool]
@@ -32,8 +34,11 @@ KINDS: Mapping[str, type] = MappingProxyType({  # tool kind -> its class
     "weather": WeatherTool,
     "llm": LLMTool,
     "remote_model": RemoteModelTool,
+    "text_embedding": TextEmbedding,
+    "image_embedding": ImageEmbedding,
 })
-DEPLOYED_KINDS = frozenset({"image_classifier", "weather", "llm"})  # kinds that take the deployment's ``env``
+# kinds that take the deployment's ``env``
+DEPLOYED_KINDS = frozenset({"image_classifier", "image_embedding", "text_embedding", "weather", "llm"})
 
 
 def factories_for(env: ToolEnvironment) -> Mapping[str, Factory]:
