@@ -137,12 +137,17 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
                                                                                      strict=True)])
         return learner.recalibrate()
 
-    # 150 confident and right, 50 unsure and half wrong: the certificate covers the 150 (alpha 0.1).
-    snap = feed(items[:200], [0.97] * 150 + [0.6] * 50, [True] * 150 + [i % 2 == 0 for i in range(50)])
-    assert snap.calibration.n_above == 150
-    assert snap.audit_rate == 0.5 * 50 / 200  # AUDIT_PER_ESCALATION times the share left to humans
-    # 8 x 29 = 232 calibration items (the fewest that can certify at alpha 0.1 is 29): the policy's rate again.
-    snap = feed(items[200:300], [0.97] * 100, [True] * 100)
+    # Three confident and right, then one unsure (half of those wrong), repeated. The first checkpoint reached
+    # with 200 calibration items is 135 (60, 90, 135; agent/certificate.py): 102 confident, 33 unsure.
+    conf = [0.97, 0.97, 0.97, 0.6] * 50
+    correct = [c > 0.9 or i % 8 == 3 for i, c in enumerate(conf)]
+    snap = feed(items[:200], conf, correct)
+    assert snap.calibration.n_calibration == 135 and snap.calibration.n_above == 102
+    assert snap.audit_rate == pytest.approx(0.5 * 33 / 135)  # AUDIT_PER_ESCALATION times the share left to humans
+    # 400 items: the checkpoint at 305 (203, 305), over 8 x 29 = 232 (the fewest that can certify at alpha 0.1
+    # is 29): the policy's rate again.
+    snap = feed(items[200:400], [0.97] * 200, [True] * 200)
+    assert snap.calibration.n_calibration == 305
     assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
 
 
