@@ -32,6 +32,7 @@ import numpy as np
 
 from agent.calibration import ThresholdResult, choose_threshold, min_sample_size
 
+BLIND_KINDS = frozenset(("cold_start", "audit"))  # reviews whose answers calibrate: the reviewer sees no agent view
 GROWTH = 1.5  # the next checkpoint comes when the calibration segment is this many times larger
 
 

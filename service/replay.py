@@ -15,7 +15,7 @@ import gc
 import time
 from collections import Counter
 from collections.abc import Callable, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -23,7 +23,7 @@ from threadpoolctl import threadpool_limits
 
 from agent.calibration import cp_interval
 from agent.runner import BatchLabeler
-from policies import Policy
+from policies import InputError, Policy
 from service.datasets import LabeledItem
 from service.store import ReviewAnswer, SqlStore
 from service.worker import ProjectWorker
@@ -37,11 +37,16 @@ class ReplayConfig:
     batch_size: int = 256
     seed: int = 0
     limit: int | None = None
+    order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
 
 
-def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None) -> list[LabeledItem]:
-    order = np.random.default_rng(seed).permutation(len(rows))
-    picked = [rows[i] for i in order]
+def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
+    if order == "file":
+        return list(rows[:limit] if limit else rows)
+    if order != "shuffle":
+        raise InputError(f"replay order {order!r} is unknown; use 'shuffle' or 'file'")
+    permutation = np.random.default_rng(seed).permutation(len(rows))
+    picked = [rows[i] for i in permutation]
     return picked[:limit] if limit else picked
 
 
@@ -53,6 +58,7 @@ async def run_replay(
     config: ReplayConfig,
     *,
     on_batch: Callable[[int], None] | None = None,
+    decisions_out: dict[str, tuple[str, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``).
 
@@ -64,21 +70,26 @@ async def run_replay(
     gc.freeze()
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            return await _replay(rows, policy, tools, store, config, on_batch)
+            return await _replay(rows, policy, tools, store, config, on_batch,
+                                 {} if decisions_out is None else decisions_out)
     finally:
         gc.unfreeze()
 
 
 async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[Tool], store: SqlStore,
-                  config: ReplayConfig, on_batch: Callable[[int], None] | None) -> dict[str, Any]:
-    stream = shuffled(rows, config.seed, config.limit)
+                  config: ReplayConfig, on_batch: Callable[[int], None] | None,
+                  decisions: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    if policy.overlap > 1:  # the oracle is one reviewer: an overlap it cannot meet would leave every task open
+        raise InputError(f"the replay's oracle is a single reviewer, so policy overlap {policy.overlap} cannot be "
+                         "met; replay with overlap: 1 (the replay does not simulate disagreeing reviewers)")
+    stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
     store.create_project(policy.project, policy)
     labeler = BatchLabeler(policy, tools, seed=config.seed)
     worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
-    decisions: dict[str, tuple[str, str | None]] = {}  # key -> (action, agent label)
     human: dict[str, str] = {}
     tool_calls: Counter[str] = Counter()
+    track = CertificateTrack()
     training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
     started = time.perf_counter()
     for start in range(0, len(stream), config.batch_size):
@@ -95,6 +106,7 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
             outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
+            track.batch(outcome.result, labeler.learner)  # i14: certificate history for the summary
             tool_calls.update(outcome.result.tool_calls)
             for d in outcome.result.decisions:
                 decisions[d.key] = (d.action, d.label)
@@ -108,7 +120,40 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     if training is not None:
         worker.save_versions(await training)
     elapsed = time.perf_counter() - started
-    return summarize(policy, truth, decisions, human, tool_calls, labeler, elapsed)
+    return {**summarize(policy, truth, decisions, human, tool_calls, labeler, elapsed), **track.summary(labeler)}
+
+
+@dataclass(slots=True)
+class CertificateTrack:
+    """i14: what the replay saw of the certificate, batch by batch (the summary's honesty fields)."""
+
+    certified_once: bool = False
+    without_after_first: int = 0
+    items: int = 0
+    detections: list[int] = field(default_factory=list)  # stream position (items decided) when drift was detected
+
+    def batch(self, result: Any, learner: Any) -> None:
+        decided = len(result.decisions)
+        while len(self.detections) < learner.drift_detections:
+            self.detections.append(self.items)
+        if result.threshold is not None:
+            self.certified_once = True
+        elif self.certified_once:
+            self.without_after_first += decided
+        self.items += decided
+
+    def summary(self, labeler: BatchLabeler) -> dict[str, Any]:
+        learner = labeler.learner
+        monitor = learner.monitor.state()
+        return {
+            "certificate_losses": learner.certifier.losses,
+            "items_without_certificate_after_first": self.without_after_first,
+            "snapshot_count": learner.snapshot.version,
+            "certificate_tests": learner.certifier.tests,
+            "drift_detections": learner.drift_detections,
+            "drift_detected_at": self.detections,
+            "monitor_alarms": monitor.alarms,
+        }
 
 
 def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[Any]:

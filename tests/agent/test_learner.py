@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from agent.learner import Learner
 from agent.ports import GroundTruth
