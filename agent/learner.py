@@ -339,8 +339,7 @@ class Learner:
         if drifted:  # recent data takes over: the calibration set restarts with the audits that showed the drift
             self._restart_calibration(recent[0][0])
         start = self._calibration_since
-        y = np.asarray(self._iid_y[start:], dtype=np.int64)
-        correct = np.asarray(self._iid_pred[start:], dtype=np.int64) == y
+        correct = np.asarray(self._iid_pred[start:], dtype=np.int64) == np.asarray(self._iid_y[start:], dtype=np.int64)
         previous = self.certifier.certificate
         calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64), correct)
         if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share

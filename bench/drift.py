@@ -47,7 +47,7 @@ def run_seed(data: Path, seed: int) -> dict:
     return {"seed": seed, "auto_in_window": len(auto),
             "precision_in_window": round(right / len(auto), 4) if auto else None,
             "detected_after_shift": (after[0] - SHIFT) if after else None,
-            **{k: summary[k] for k in ("human_review_rate", "auto_precision", "certificate_losses",
+            **{k: summary[k] for k in ("human_review_rate", "auto_precision", "certificate_losses", "monitor_alarms",
                                        "drift_detected_at", "items_without_certificate_after_first")}}
 
 
