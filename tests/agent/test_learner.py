@@ -220,3 +220,21 @@ def test_a_restored_learner_keeps_the_reviewed_truth_of_a_corrected_calibration_
     assert restored.snapshot.calibration == plain.snapshot.calibration
     data = restored.training_set()
     assert data.labels[int(data.y[restored._gt_keys.index(items[0].key)])] == "spam"
+
+
+def test_items_that_can_never_be_auto_labeled_stay_out_of_the_calibration_set() -> None:
+    # Cold-start answers for items the agent labeled "spam" (always reviewed) or could not vote on never join the
+    # calibration set: no threshold ever applies to them, so their errors must not move the certificate.
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    learner = Learner(policy(always_review=["spam"]), [CountingLearner("clf", {})])
+    items = make_items(30)
+    predicted = ["ham"] * 10 + ["spam"] * 10 + [None] * 10
+    trace = ReviewTrace(Batch(items), np.log(np.full((30, 1, 2), 0.5)), np.ones((30, 1), bool),
+                        np.full(30, 0.9), predicted, ["cold_start"] * 30, np.zeros(30, bool))
+    learner.remember(trace)
+    records = learner.observe([GroundTruth(it, "spam") for it in items])
+    assert len(records) == 30  # every answer is still recorded and trains the models ...
+    assert learner.n_ground_truth == 30
+    assert len(learner._iid_rows) == 10  # ... but only the ten "ham" predictions calibrate
