@@ -18,6 +18,7 @@ from dataclasses import dataclass
 from functools import lru_cache
 
 import numpy as np
+from scipy.special import betaincinv
 from scipy.stats import beta as beta_dist
 
 
@@ -27,7 +28,9 @@ def cp_upper(errors: np.ndarray | int, n: np.ndarray | int, delta: float) -> np.
     m = np.asarray(n, dtype=np.float64)
     out = np.ones(np.broadcast(k, m).shape, dtype=np.float64)
     ok = (k < m) & (m > 0)
-    out[ok] = beta_dist.ppf(1.0 - delta, (k + 1.0)[ok] if k.shape else k + 1.0, (m - k)[ok] if m.shape else m - k)
+    a = np.broadcast_to(k + 1.0, out.shape)[ok]
+    b = np.broadcast_to(m - k, out.shape)[ok]
+    out[ok] = betaincinv(a, b, 1.0 - delta)  # the Beta(a, b) quantile, without scipy.stats' per-call overhead
     return out
 
 
@@ -95,12 +98,13 @@ def choose_threshold(
         return ThresholdResult(None, n_total, 0, 0, 1.0)
     order = np.argsort(-conf, kind="stable")
     conf_sorted = conf[order]
-    counts = [n for n in allowance_counts(alpha, delta, n_total) if n <= n_total]
+    allowance = allowance_counts(alpha, delta, n_total)
+    counts = [n for n in allowance if n <= n_total]
     stated = np.cumsum(1.0 - conf_sorted) / np.arange(1, n_total + 1)  # non-decreasing: confidences fall
     claimed = int(np.searchsorted(stated, alpha, side="right"))
     skip = sum(1 for n in counts if n <= start_share * claimed)
     counts = counts[max(skip - 1, 0):]
-    return _scan(conf_sorted, np.cumsum(~ok[order]), counts, alpha, delta)
+    return _scan(conf_sorted, np.cumsum(~ok[order]), counts, allowance, delta)
 
 
 @lru_cache(maxsize=256)
@@ -127,21 +131,27 @@ def allowance_counts(alpha: float, delta: float, n_max: int) -> list[int]:
     return out
 
 
-def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], alpha: float,
+def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], allowance: list[int],
           delta: float) -> ThresholdResult:
-    """The fixed sequence over ``counts``, then every count up to ``n``, stopping at the first failed test."""
+    """The fixed sequence over ``counts``, then every count up to ``n``, stopping at the first failed test.
+
+    A test passes iff ``cp_upper(errors, n) <= alpha``, i.e. iff ``n >= n_errors`` (the bound falls with ``n``
+    and rises with ``errors``; ``allowance`` lists ``n_0, n_1, ...`` past the largest ``n``): integer
+    comparisons, one Clopper-Pearson bound for the result.
+    """
     n_total = conf_sorted.shape[0]
     counts = [*counts, *range(counts[-1] + 1, n_total + 1)]
     cand = conf_sorted[np.asarray(counts) - 1]
     # With ties, "confidence >= t" can include more items than the nominal count.
     n_at = np.searchsorted(-conf_sorted, -cand, side="right")
     err_at = errors_cum[n_at - 1]
-    bounds = cp_upper(err_at, n_at, delta)
-    failed = np.nonzero(bounds > alpha)[0]
+    allowed = np.searchsorted(np.asarray(allowance), n_at, side="right") - 1  # errors that pass at n_at
+    failed = np.nonzero(err_at > allowed)[0]
     last = (failed[0] - 1) if failed.size else len(cand) - 1
     if last < 0:
-        return ThresholdResult(None, n_total, 0, 0, float(bounds[0]))
-    return ThresholdResult(float(cand[last]), n_total, int(n_at[last]), int(err_at[last]), float(bounds[last]))
+        return ThresholdResult(None, n_total, 0, 0, float(cp_upper(err_at[0], n_at[0], delta)))
+    return ThresholdResult(float(cand[last]), n_total, int(n_at[last]), int(err_at[last]),
+                           float(cp_upper(err_at[last], n_at[last], delta)))
 
 
 @dataclass(frozen=True, slots=True)

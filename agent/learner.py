@@ -22,8 +22,10 @@ from typing import Any
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
-from agent.calibration import ThresholdResult, choose_threshold, detect_drift, min_sample_size
-from agent.ports import CalibrationRecord, GroundTruth
+from agent.calibration import ThresholdResult, detect_drift, min_sample_size
+from agent.certificate import Certifier
+from agent.drift import EscalationMonitor, eligible_below
+from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
 from tools.base import Batch, Forkable, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
@@ -35,7 +37,7 @@ MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked afte
 CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
 RESCORE_FOLDS = 4
 RESCORE_GROWTH = 1.1  # rescore the calibration set when the ground truth grew by this factor
-RESCORE_MIN = 40
+RESCORE_MIN = 40  # ... counted from this many
 AUDIT_PER_ESCALATION = 0.5  # while the calibration set is small: audits per item left to humans
 FINE_CALIBRATION = 8  # ... i.e. under this many times the fewest items that can certify (alpha 0.02: 1,192)
 AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
@@ -64,10 +66,9 @@ class Learner:
     calibration set (which items get corrected is not a uniform sample; a calibration item keeps the truth its
     review gave) nor the drift check.
 
-    Scores are refreshed out of fold: every time the ground truth has grown by ``RESCORE_GROWTH``,
-    each learning tool is refitted K times without one fold and scores that fold, so the threshold is
-    chosen for the models in use now, not the weaker ones in use when those items arrived. Audits of
-    would-be auto labels are also kept apart for the drift check and the realized-precision metric.
+    Scores are refreshed out of fold every time the ground truth has grown by ``RESCORE_GROWTH`` (K fold models
+    per learning tool), so the threshold is chosen for the models in use now. The certificate is kept by a
+    :class:`Certifier` (valid over the whole run); an :class:`EscalationMonitor` watches for drift without labels.
     """
 
     def __init__(self, policy: Policy, tools: Sequence[Tool]) -> None:
@@ -98,6 +99,11 @@ class Learner:
         self.retrains = 0
         self.rescores = 0
         self.model_infos: list[ModelInfo] = []
+        # i14: the certificate valid for the whole run (agent/certificate.py) and the label-free drift monitor
+        self.certifier = Certifier(policy.alpha, policy.delta, min_size=policy.min_calibration)
+        self.monitor = EscalationMonitor()
+        self.drift_detections = 0
+        self._always = frozenset(policy.always_review)
         names = tuple(t.name for t in self.tools)
         self.snapshot = AgentSnapshot(
             aggregator=AggregatorModel.default(names, len(self.labels)),
@@ -193,6 +199,8 @@ class Learner:
 
     def _add_calibration(self, row: int, confidence: float, predicted: str | None, truth: int | None = None) -> None:
         pred = self._label_index.get(predicted) if predicted is not None else None
+        if pred is None or predicted in self._always:
+            return  # never auto-labeled (no vote, or a label always reviewed): not part of what is certified
         self._iid_rows.append(row)
         self._iid_conf.append(confidence)
         self._iid_pred.append(-1 if pred is None else pred)
@@ -322,35 +330,48 @@ class Learner:
         return zlib.crc32(self._gt_keys[row].encode("utf-8")) % RESCORE_FOLDS
 
     def _window_start(self) -> int:
-        n = len(self._iid_rows)
-        start = max(0, n - self.policy.calibration_window)
-        return max(start, self._calibration_since)
+        return max(len(self._iid_rows) - self.policy.calibration_window, self._calibration_since, 0)
 
     def recalibrate(self, aggregator: AggregatorModel | None = None) -> AgentSnapshot:
-        """Check drift, choose the threshold from the calibration set, publish a new snapshot."""
+        """Check drift, update the certificate from the calibration segment, publish a new snapshot."""
         policy = self.policy
         aggregator = aggregator or self.snapshot.aggregator
         recent = [(pos, ok) for pos, ok in self._audits[-DRIFT_AUDITS:] if pos >= self._calibration_since]
         drift = detect_drift([ok for _, ok in recent], alpha=policy.alpha, delta=policy.delta)
-        if drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS:
-            # Recent data takes over: the calibration set restarts with the audits that showed the drift.
-            self._calibration_since = recent[0][0]
-            self._audits = []
-        start = self._window_start()
-        n_window = len(self._iid_rows) - start
-        if n_window < policy.min_calibration:
-            calib = ThresholdResult(None, n_window, 0, 0, 1.0)
-        else:
-            y = np.asarray(self._iid_y[start:])
-            correct = np.asarray(self._iid_pred[start:]) == y
-            calib = choose_threshold(self._iid_conf[start:], correct, alpha=policy.alpha, delta=policy.delta)
+        drifted = drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS
+        if drifted:  # recent data takes over: the calibration set restarts with the audits that showed the drift
+            self._restart_calibration(recent[0][0])
+        start = self._calibration_since
+        correct = np.asarray(self._iid_pred[start:], dtype=np.int64) == np.asarray(self._iid_y[start:], dtype=np.int64)
+        previous = self.certifier.certificate
+        calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64), correct)
+        if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share
+            self.monitor.set_reference(1.0 - calib.n_above / max(calib.n_calibration, 1))
+        return self._publish(aggregator, calib, drifted)
+
+    def _publish(self, aggregator: AggregatorModel, calib: ThresholdResult, drifted: bool) -> AgentSnapshot:
         audit_rate = 1.0 if calib.threshold is None else self._audit_rate(calib)
         versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
-        self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1,
-                                      drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS)
+        self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted)
         return self.snapshot
+
+    def _restart_calibration(self, since: int) -> None:
+        """Drift: the certificate is withdrawn and calibration restarts from ``since`` (recent data only)."""
+        self._calibration_since = since
+        self._audits = []
+        self.certifier.reset()
+        self.monitor.set_reference(None)
+        self.drift_detections += 1
+
+    def watch(self, result: BatchResult) -> None:
+        """i14 hook, called after every graph run: feed the label-free monitor; on an alarm auto-labeling pauses
+        (a snapshot without a threshold) and calibration restarts from the items that arrive from now on."""
+        if result.threshold is not None and self.monitor.watch(
+                eligible_below(result.decisions, result.threshold, self._always)):
+            self._restart_calibration(len(self._iid_rows))
+            self._publish(self.snapshot.aggregator, ThresholdResult(None, 0, 0, 0, 1.0), True)
 
     def _audit_rate(self, calib: ThresholdResult) -> float:
         """``policy.audit_rate``, raised to ``AUDIT_PER_ESCALATION`` times the share escalated while the

@@ -37,4 +37,5 @@ class BatchLabeler:
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])
+        self.learner.watch(result)  # i14: the label-free drift monitor sees every decision
         return result

@@ -42,7 +42,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         create_all(engine)
         store = SqlStore(engine)
         bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
-        config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit)
+        config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit,
+                              order=getattr(args, "order", "shuffle"))
         tools = build_tools(policy, env=tool_environment(get_settings()))  # endpoints from LABELAGENT_* settings
         try:
             summary = asyncio.run(run_replay(rows, policy, tools, store, config, on_batch=update))
@@ -186,6 +187,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--policy", help="policy YAML (default: the example named after the dataset)")
     replay.add_argument("--limit", type=int, help="replay only the first N items of the shuffled stream")
     replay.add_argument("--seed", type=int, default=0, help="shuffle and agent seed")
+    replay.add_argument("--order", choices=("shuffle", "file"), default="shuffle",
+                        help="stream order: seeded shuffle (default) or the file's order (time series)")
     replay.add_argument("--batch-size", type=int, default=256,
                         help="most items per graph run (fewer while the agent has little ground truth)")
     replay.add_argument("--json", action="store_true", help="print one JSON summary as the last line")

@@ -24,7 +24,7 @@ from threadpoolctl import threadpool_limits
 from agent.calibration import cp_interval
 from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
-from policies import Policy
+from policies import InputError, Policy
 from service.datasets import LabeledItem
 from service.store import ReviewAnswer, SqlStore
 from service.worker import ProjectWorker
@@ -41,11 +41,16 @@ class ReplayConfig:
     batch_size: int = 256
     seed: int = 0
     limit: int | None = None
+    order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
 
 
-def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None) -> list[LabeledItem]:
-    order = np.random.default_rng(seed).permutation(len(rows))
-    picked = [rows[i] for i in order]
+def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
+    if order == "file":
+        return list(rows[:limit] if limit else rows)
+    if order != "shuffle":
+        raise InputError(f"replay order {order!r} is unknown; use 'shuffle' or 'file'")
+    permutation = np.random.default_rng(seed).permutation(len(rows))
+    picked = [rows[i] for i in permutation]
     return picked[:limit] if limit else picked
 
 
@@ -57,6 +62,7 @@ async def run_replay(
     config: ReplayConfig,
     *,
     on_batch: Callable[[int], None] | None = None,
+    decisions_out: dict[str, tuple[str, str | None]] | None = None,
 ) -> dict[str, Any]:
     """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``).
 
@@ -68,14 +74,19 @@ async def run_replay(
     gc.freeze()
     try:
         with threadpool_limits(limits=1, user_api="blas"):
-            return await _replay(rows, policy, tools, store, config, on_batch)
+            return await _replay(rows, policy, tools, store, config, on_batch,
+                                 {} if decisions_out is None else decisions_out)
     finally:
         gc.unfreeze()
 
 
 async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[Tool], store: SqlStore,
-                  config: ReplayConfig, on_batch: Callable[[int], None] | None) -> dict[str, Any]:
-    stream = shuffled(rows, config.seed, config.limit)
+                  config: ReplayConfig, on_batch: Callable[[int], None] | None,
+                  decisions: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    if policy.overlap > 1:  # the oracle is one reviewer: an overlap it cannot meet would leave every task open
+        raise InputError(f"the replay's oracle is a single reviewer, so policy overlap {policy.overlap} cannot be "
+                         "met; replay with overlap: 1 (the replay does not simulate disagreeing reviewers)")
+    stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
     store.create_project(policy.project, policy)
     labeler = BatchLabeler(policy, tools, seed=config.seed)
@@ -83,7 +94,9 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     started = time.perf_counter()
     tally = await stream_through(worker, stream, truth, config.batch_size, on_batch)
     elapsed = time.perf_counter() - started
-    return summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed)
+    decisions.update(tally.decisions)
+    return {**summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed),
+            **tally.track.summary(labeler)}
 
 
 @dataclass(slots=True)
@@ -91,6 +104,7 @@ class Tally:
     decisions: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # key -> (action, agent label)
     human: dict[str, str] = field(default_factory=dict)  # key -> the oracle's answer
     tool_calls: Counter[str] = field(default_factory=Counter)
+    track: CertificateTrack = field(default_factory=lambda: CertificateTrack())  # i14: the certificate's history
 
 
 async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], truth: dict[str, str],
@@ -115,6 +129,7 @@ async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], t
             outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
+            tally.track.batch(outcome.result, worker.labeler.learner)
             tally.tool_calls.update(outcome.result.tool_calls)
             tally.decisions.update((d.key, (d.action, d.label)) for d in outcome.result.decisions)
             # The oracle answers what this run escalated before the next run starts.
@@ -126,6 +141,39 @@ async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], t
     if training is not None:
         await worker.save_versions(await training)
     return tally
+
+
+@dataclass(slots=True)
+class CertificateTrack:
+    """i14: what the replay saw of the certificate, batch by batch (the summary's honesty fields)."""
+
+    certified_once: bool = False
+    without_after_first: int = 0
+    items: int = 0
+    detections: list[int] = field(default_factory=list)  # stream position (items decided) when drift was detected
+
+    def batch(self, result: Any, learner: Any) -> None:
+        decided = len(result.decisions)
+        while len(self.detections) < learner.drift_detections:
+            self.detections.append(self.items)
+        if result.threshold is not None:
+            self.certified_once = True
+        elif self.certified_once:
+            self.without_after_first += decided
+        self.items += decided
+
+    def summary(self, labeler: BatchLabeler) -> dict[str, Any]:
+        learner = labeler.learner
+        monitor = learner.monitor.state()
+        return {
+            "certificate_losses": learner.certifier.losses,
+            "items_without_certificate_after_first": self.without_after_first,
+            "snapshot_count": learner.snapshot.version,
+            "certificate_tests": learner.certifier.tests,
+            "drift_detections": learner.drift_detections,
+            "drift_detected_at": self.detections,
+            "monitor_alarms": monitor.alarms,
+        }
 
 
 def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[GroundTruth]:

@@ -8,6 +8,7 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from agent.certificate import BLIND_KINDS
 from policies import ConflictError, InputError
 from service.feedback import FeedbackSink
 from service.ops import tell
@@ -122,7 +123,7 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
     view = store.item_view(project, external_id)
     item, label, fix = view.item, view.label, view.correction
     status = CLIENT_STATUS[item.status]
-    hidden = status == "in_review" and view.review_kind == "audit"  # the reviewer must not learn the agent's label
+    hidden = status == "in_review" and view.review_kind in BLIND_KINDS  # the reviewer must not learn the agent's label
     return ItemStatusOut(
         external_id=item.external_id,
         status=status,  # type: ignore[arg-type]

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from agent.certificate import BLIND_KINDS
 from policies import Policy
 from service.feedback import FeedbackSink
 from service.ops import tell
@@ -27,7 +28,7 @@ def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask |
     if view is None:
         return None
     task = view.task
-    audit = task.kind == "audit"
+    audit = task.kind in BLIND_KINDS  # i14: the calibration set's answers are given blind
     evidence = None if audit or view.votes is None else [
         VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence, model_version=None)
         for v in view.votes]

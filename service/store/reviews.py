@@ -11,6 +11,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Select, Table, bindparam, exists, func, select, union_all, update
 
+from agent.certificate import BLIND_KINDS
 from agent.ports import GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
 from service.db import read_tx, write_tx
@@ -79,7 +80,7 @@ class ReviewsMixin(StoreBase):
             policy = active if task.policy_version == active.version else self._policy(conn, pid,
                                                                                         task.policy_version)
             votes = None
-            if task.kind != "audit":
+            if task.kind not in BLIND_KINDS:
                 rows = conn.execute(_VOTES, {"v_item": task.item_id, "v_version": task.policy_version})
                 votes = [Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence)
                          for tool, dist, cost, evidence in rows]

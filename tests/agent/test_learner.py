@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
 from agent.learner import Learner
 from agent.ports import GroundTruth
@@ -137,12 +138,17 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
                                                                                      strict=True)])
         return learner.recalibrate()
 
-    # 150 confident and right, 50 unsure and half wrong: the certificate covers the 150 (alpha 0.1).
-    snap = feed(items[:200], [0.97] * 150 + [0.6] * 50, [True] * 150 + [i % 2 == 0 for i in range(50)])
-    assert snap.calibration.n_above == 150
-    assert snap.audit_rate == 0.5 * 50 / 200  # AUDIT_PER_ESCALATION times the share left to humans
-    # 8 x 29 = 232 calibration items (the fewest that can certify at alpha 0.1 is 29): the policy's rate again.
-    snap = feed(items[200:300], [0.97] * 100, [True] * 100)
+    # Three confident and right, then one unsure (half of those wrong), repeated. The first checkpoint reached
+    # with 200 calibration items is 135 (60, 90, 135; agent/certificate.py): 102 confident, 33 unsure.
+    conf = [0.97, 0.97, 0.97, 0.6] * 50
+    correct = [c > 0.9 or i % 8 == 3 for i, c in enumerate(conf)]
+    snap = feed(items[:200], conf, correct)
+    assert snap.calibration.n_calibration == 135 and snap.calibration.n_above == 102
+    assert snap.audit_rate == pytest.approx(0.5 * 33 / 135)  # AUDIT_PER_ESCALATION times the share left to humans
+    # 400 items: the checkpoint at 305 (203, 305), over 8 x 29 = 232 (the fewest that can certify at alpha 0.1
+    # is 29): the policy's rate again.
+    snap = feed(items[200:400], [0.97] * 200, [True] * 200)
+    assert snap.calibration.n_calibration == 305
     assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
 
 
@@ -214,3 +220,21 @@ def test_a_restored_learner_keeps_the_reviewed_truth_of_a_corrected_calibration_
     assert restored.snapshot.calibration == plain.snapshot.calibration
     data = restored.training_set()
     assert data.labels[int(data.y[restored._gt_keys.index(items[0].key)])] == "spam"
+
+
+def test_items_that_can_never_be_auto_labeled_stay_out_of_the_calibration_set() -> None:
+    # Cold-start answers for items the agent labeled "spam" (always reviewed) or could not vote on never join the
+    # calibration set: no threshold ever applies to them, so their errors must not move the certificate.
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    learner = Learner(policy(always_review=["spam"]), [CountingLearner("clf", {})])
+    items = make_items(30)
+    predicted = ["ham"] * 10 + ["spam"] * 10 + [None] * 10
+    trace = ReviewTrace(Batch(items), np.log(np.full((30, 1, 2), 0.5)), np.ones((30, 1), bool),
+                        np.full(30, 0.9), predicted, ["cold_start"] * 30, np.zeros(30, bool))
+    learner.remember(trace)
+    records = learner.observe([GroundTruth(it, "spam") for it in items])
+    assert len(records) == 30  # every answer is still recorded and trains the models ...
+    assert learner.n_ground_truth == 30
+    assert len(learner._iid_rows) == 10  # ... but only the ten "ham" predictions calibrate

@@ -105,3 +105,24 @@ def test_retraining_in_a_thread_decides_as_retraining_in_line(tmp_path: Path, mo
     inline = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200)
     assert threaded["retrains"] > 3
     assert _decisions(threaded) == _decisions(again) == _decisions(inline)
+
+
+def test_replay_file_order_keeps_the_rows_and_overlap_is_refused(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    from service.replay import shuffled
+
+    rows = load_csv(dataset_path("sms_spam.csv"))
+    assert [r.item.key for r in shuffled(rows, 3, 50, "file")] == [r.item.key for r in rows[:50]]
+    assert [r.item.key for r in shuffled(rows, 3, 50)] != [r.item.key for r in rows[:50]]
+    policy = tmp_path / "overlap.yaml"
+    policy.write_text((EXAMPLES_DIR / "sms_spam.yaml").read_text().replace("overlap: 1", "overlap: 2"))
+    assert main(["replay", str(dataset_path("sms_spam.csv")), "--policy", str(policy), "--limit", "50"]) == 2
+    assert "overlap 2 cannot be met" in capsys.readouterr().err
+
+
+def test_replay_summary_reports_the_certificate_history(tmp_path: Path) -> None:
+    out = replay(tmp_path, "sms_spam.csv", "sms_spam", limit=1500)
+    assert out["certificate_tests"] >= 1 and out["snapshot_count"] > out["certificate_tests"]
+    # a stationary stream: no drift detected, so no certificate was lost and none went missing once won
+    assert out["drift_detections"] == 0 and out["drift_detected_at"] == []
+    assert out["certificate_losses"] == 0 and out["items_without_certificate_after_first"] == 0

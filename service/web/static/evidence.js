@@ -70,8 +70,12 @@ const Evidence = (() => {
         el("q", {}, n.snippet), el("span", { class: "muted" }, ` ${n.key} (${n.tool})`)))));
   }
 
-  // The agent's view, or why it is hidden (audits).
+  // The agent's view, or why it is hidden (audits and cold start: those answers calibrate the agent).
   function agent(task) {
+    if (task.kind === "cold_start") {
+      return el("section", { id: "agent", class: "audit-note" }, el("h3", {}, "Calibration"),
+        el("p", {}, "The agent's answer is hidden while it calibrates, so that yours measures it independently."));
+    }
     if (task.kind === "audit" || task.suggestion === null) {
       return el("section", { id: "agent", class: "audit-note" }, el("h3", {}, "Audit"),
         el("p", {}, "The agent's answer is hidden on audits, so that yours measures it independently."));

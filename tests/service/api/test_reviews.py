@@ -176,3 +176,20 @@ def test_a_failing_feedback_sink_does_not_fail_the_answer(store: SqlStore, proje
     assert response.status_code == 200
     assert store.count_tasks(project)["done"] == 1
 
+
+
+def test_cold_start_reviews_are_blind_like_audits(client: TestClient, project: str, store: SqlStore) -> None:
+    # Cold-start answers enter the calibration set: the reviewer must not see the agent's label, confidence or votes.
+    from tests.factories import make_batch_result, make_items
+
+    items = make_items(1, prefix="cold")
+    store.ingest(project, items)
+    token, claimed = store.claim_batch(project, worker="test", size=1)
+    result = make_batch_result(store.active_policy(project), claimed, ["escalate"], threshold=None)
+    result.decisions[0].review_kind = "cold_start"
+    store.record_batch(project, result, token)
+    task = claim(client, project, "alice")
+    assert task["kind"] == "cold_start"
+    assert (task["suggestion"], task["confidence"], task["evidence"]) == (None, None, None)
+    status = client.get(f"/projects/{project}/items/{items[0].key}").json()
+    assert (status["status"], status["evidence"]) == ("in_review", [])

@@ -1,0 +1,61 @@
+"""The label-free drift monitor: quiet on a stationary share, fast on a jump; the learner pauses on an alarm."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.calibration import ThresholdResult
+from agent.drift import EscalationMonitor, eligible_below
+from agent.learner import Learner
+from agent.ports import BatchResult
+from tests.agent.fixtures import CountingLearner
+from tests.factories import make_decision, make_policy
+
+
+def _first_alarm(monitor: EscalationMonitor, below: np.ndarray, batch: int = 64) -> int | None:
+    for start in range(0, below.size, batch):
+        if monitor.watch(below[start:start + batch].tolist()):
+            return start
+    return None
+
+
+def test_quiet_on_a_stationary_share_and_fast_on_a_jump() -> None:
+    rng = np.random.default_rng(3)
+    runs, false_alarms, delays = 200, 0, []
+    for _ in range(runs):
+        monitor = EscalationMonitor()
+        monitor.set_reference(0.2)
+        # 5,120 items at the certificate's own share, then the share jumps to 0.7 (new classes arrive)
+        stream = np.r_[rng.uniform(size=5120) < 0.2, rng.uniform(size=1024) < 0.7]
+        at = _first_alarm(monitor, stream)
+        if at is not None and at < 5120:
+            false_alarms += 1
+        elif at is not None:
+            delays.append(at - 5120)
+    # Average run length >= 10,000 items under H0 (share <= 0.3): 5,120 items at 0.2 rarely alarm.
+    assert false_alarms <= 0.05 * runs
+    assert len(delays) == runs - false_alarms and max(delays) <= 128  # within two batches of 64
+
+
+def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling() -> None:
+    policy = make_policy()
+    learner = Learner(policy, [CountingLearner("clf", {})])
+    cert = ThresholdResult(0.9, 200, 160, 0, 0.01)
+    learner.certifier.certificate = cert  # a certificate in force, 20% of the stream below it
+    learner.monitor.set_reference(0.2)
+    label = policy.labels[0]
+
+    def batch(below: int, n: int = 64) -> BatchResult:
+        ds = [make_decision(f"k{i}", "escalate" if i < below else "accept", label=label,
+                            confidence=0.5 if i < below else 0.95, labels=policy.labels) for i in range(n)]
+        return BatchResult(policy.key, 0.9, {}, ds)
+
+    for _ in range(20):
+        learner.watch(batch(12))  # 19%: nothing happens
+    assert learner.drift_detections == 0 and learner.certifier.losses == 0
+    for _ in range(3):
+        learner.watch(batch(50))  # 78% below: an alarm
+    assert learner.drift_detections == 1 and learner.certifier.losses == 1
+    assert learner.snapshot.threshold is None and learner.snapshot.drift and learner.snapshot.audit_rate == 1.0
+    assert eligible_below(batch(3, 4).decisions, 0.9, set()) == [True, True, True, False]
+    assert eligible_below(batch(3, 4).decisions, 0.9, {label}) == []
