@@ -21,12 +21,11 @@ import numpy as np
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
 from agent.calibration import ThresholdResult, choose_threshold, detect_drift, min_sample_size
 from agent.ports import CalibrationRecord, GroundTruth
+from agent.schedule import TrainingWindow, retrain_step
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
 from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
 
-MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
-EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
 CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
@@ -67,8 +66,9 @@ class Learner:
     would-be auto labels are also kept apart for the drift check and the realized-precision metric.
     """
 
-    def __init__(self, policy: Policy, tools: Sequence[Tool]) -> None:
+    def __init__(self, policy: Policy, tools: Sequence[Tool], window: TrainingWindow | None = None) -> None:
         self.policy = policy
+        self.window = window or TrainingWindow()  # i18: bounded training set (agent/schedule.py)
         self.tools = tuple(tools)
         self.labels = tuple(policy.labels)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
@@ -231,8 +231,7 @@ class Learner:
         return len(self._gt_y)
 
     def retrain_due(self) -> bool:
-        step = min(self.policy.retrain_every, max(MIN_RETRAIN_STEP, int(EARLY_FRACTION * self.n_ground_truth)))
-        return self._since_retrain >= step
+        return self._since_retrain >= retrain_step(self.n_ground_truth, self.policy.retrain_every)
 
     def training_set(self) -> TrainingSet:
         if self._gt_batches:
@@ -246,13 +245,15 @@ class Learner:
         CPU-bound; the service runs it off the request path (in a worker thread).
         """
         data = self.training_set()
-        infos = [tool.fit(data) for tool in self.tools if isinstance(tool, Learnable)]
+        window = self._window_rows()  # i18: past the window's cap, a bounded subset trains (agent/schedule.py)
+        fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
+        infos = [tool.fit(fit_data) for tool in self.tools if isinstance(tool, Learnable)]
         self.model_infos.extend(infos)
         self._since_retrain = 0
         self.retrains += 1
         aggregator = self._fit_aggregator()
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
-            await self._rescore(data, aggregator)
+            await self._rescore(data, aggregator, window)
         self.recalibrate(aggregator)
         return infos
 
@@ -267,7 +268,13 @@ class Learner:
         y = np.asarray([self._gt_y[r] for r in rows])
         return fit_aggregator(aggregator, logp, voted, y, counts)
 
-    async def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
+    def _window_rows(self) -> np.ndarray | None:
+        """The training window's rows (``None``: all), after registering the rows added since the last call."""
+        while self.window.n < len(self._gt_y):
+            self.window.add(self._gt_y[self.window.n])
+        return self.window.rows()
+
+    async def _rescore(self, data: TrainingSet, aggregator: AggregatorModel, window: np.ndarray | None = None) -> None:
         """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
         start = self._window_start()
         rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
@@ -285,7 +292,7 @@ class Learner:
         all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
         folds = all_folds[start:]
         all_iid = np.asarray(self._iid_rows, dtype=np.int64)
-        everything = np.arange(len(data))
+        everything = np.arange(len(data)) if window is None else window
         context = ToolContext(self.labels)
         for f in range(RESCORE_FOLDS):
             sel = np.nonzero(folds == f)[0]
@@ -327,7 +334,8 @@ class Learner:
         """Check drift, choose the threshold from the calibration set, publish a new snapshot."""
         policy = self.policy
         aggregator = aggregator or self.snapshot.aggregator
-        recent = [(pos, ok) for pos, ok in self._audits[-DRIFT_AUDITS:] if pos >= self._calibration_since]
+        del self._audits[:-DRIFT_AUDITS]  # i18: only the latest audits are ever read; the list stays bounded
+        recent = [(pos, ok) for pos, ok in self._audits if pos >= self._calibration_since]
         drift = detect_drift([ok for _, ok in recent], alpha=policy.alpha, delta=policy.delta)
         if drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS:
             # Recent data takes over: the calibration set restarts with the audits that showed the drift.

@@ -214,3 +214,21 @@ def test_a_restored_learner_keeps_the_reviewed_truth_of_a_corrected_calibration_
     assert restored.snapshot.calibration == plain.snapshot.calibration
     data = restored.training_set()
     assert data.labels[int(data.y[restored._gt_keys.index(items[0].key)])] == "spam"
+
+
+def test_past_the_window_cap_every_retrain_and_rescore_trains_on_a_bounded_set() -> None:
+    from agent.schedule import TrainingWindow
+
+    tool = CountingLearner("clf", {})
+    window = TrainingWindow(cap=200, class_floor=10, seed=0)
+    learner = Learner(policy(min_calibration=60), [tool], window=window)
+    items = make_items(2_000)
+    for start in range(0, 2_000, 100):
+        _review(learner, items[start:start + 100], ["audit"] * 100, ["ham" if i % 3 else "spam" for i in range(100)])
+        asyncio.run(learner.retrain(force_rescore=True))
+    assert learner.n_ground_truth == 2_000 and learner.rescores > 0
+    assert tool.fits[0] == 100 and tool.fits[1] == 200  # every label trains up to the cap
+    bound = window.bound(2)
+    assert max(tool.fits) <= bound and tool.fits[-1] >= 200
+    forks = [m for m in learner._fold_tools.values() if isinstance(m, CountingLearner)]
+    assert forks and max(f for m in forks for f in m.fits) <= bound  # the fold models too
