@@ -72,16 +72,18 @@ def stream(spec: StreamSpec, chunk: int = 10_000) -> Iterator[list[LabeledItem]]
         lengths = np.maximum(3, rng.poisson(spec.words, size=n))
         noisy = rng.random(n) < spec.noise
         shown = np.where(noisy, rng.integers(0, spec.classes, size=n), cls)
-        out: list[LabeledItem] = []
-        for j in range(n):
-            pos = start + j
-            table = drifted if drift_item is not None and pos >= drift_item else topics
-            k = int(lengths[j])
-            from_topic = rng.random(k) < spec.topic_share
-            ids = np.where(from_topic, table[cls[j]][rng.choice(spec.topic_words, size=k, p=p_topic)],
-                           rng.choice(spec.vocab, size=k, p=p_bg))
-            text = " ".join(vocab[ids])
-            out.append(LabeledItem(Item(key=f"s{spec.seed}-{pos}", text=text), labels[int(shown[j])]))
+        total = int(lengths.sum())
+        owner = np.repeat(np.arange(n), lengths)  # the item each word belongs to
+        col = rng.choice(spec.topic_words, size=total, p=p_topic)
+        topic_ids = topics[cls[owner], col]
+        if drift_item is not None:
+            topic_ids = np.where(start + owner >= drift_item, drifted[cls[owner], col], topic_ids)
+        ids = np.where(rng.random(total) < spec.topic_share, topic_ids, rng.choice(spec.vocab, size=total, p=p_bg))
+        words = vocab[ids]
+        ends = np.cumsum(lengths)
+        spans = enumerate(zip(ends.tolist(), lengths.tolist(), strict=True))
+        out = [LabeledItem(Item(key=f"s{spec.seed}-{start + j}", text=" ".join(words[e - k:e])),
+                           labels[int(shown[j])]) for j, (e, k) in spans]
         yield out
 
 
