@@ -7,8 +7,8 @@ Every window of 50,000 items (N/20 for N under 1,000,000) reports items/s, CPU s
 RSS, database size, the review queue's depth and the statements/rows the store sent per item. The stages:
 tools (predict), training (the learner's retrain minus its calibration: fits and out-of-fold rescoring),
 calibration (``Learner.recalibrate``), storage (every store call's thread CPU) and graph (the rest of the
-process's CPU: LangGraph, the runner, the replay loop). Writes the ``scale`` section of docs/BENCHMARKS.md
-and docs/bench-scale.png (items/s and RSS against stream position).
+process's CPU: LangGraph, the runner, the replay loop). Writes the ``scale-DB`` section of docs/BENCHMARKS.md
+and docs/bench-scale-DB.png (items/s and RSS against stream position).
 
 Time limit: 1,000,000 items on SQLite are designed to finish within ``TIME_LIMIT_S`` (60 min on 2 cores); the
 run stops with exit code 1 when a window ends past the limit's share of the stream.
@@ -39,7 +39,6 @@ from service.datasets import LabeledItem
 
 TIME_LIMIT_S = 3600.0  # 1,000,000 items on 2 cores
 WINDOW = 50_000
-PNG = ROOT / "docs" / "bench-scale.png"
 PG_URL = os.environ.get("LABELAGENT_BENCH_PG_URL", "postgresql+psycopg://postgres@127.0.0.1:5432/test")
 STAGES = ("tools", "training", "calibration", "storage", "graph")
 
@@ -296,9 +295,9 @@ def main(argv: list[str]) -> int:
         f"(limit {limit:,.0f} s: {TIME_LIMIT_S / 60:.0f} min per million items); human reviews "
         f"{summary.get('human_reviews', 'n/a')}, auto precision {summary.get('auto_precision', 'n/a')}. "
         f"Last window / window at {ref.end:,} items: {windows[-1].items_s / ref.items_s:.2f} (goal >= 0.8).", "",
-        HEADER, *(_row(x) for x in windows), "", "![items/s and RSS](bench-scale.png)"])
+        HEADER, *(_row(x) for x in windows), "", f"![items/s and RSS](bench-scale-{args.db}.png)"])
     print(body)
     if not args.no_write:
-        plot(PNG, windows, f"bench scale: {args.items:,} items on {args.db}")
-        write_section("scale", body)
+        plot(ROOT / "docs" / f"bench-scale-{args.db}.png", windows, f"bench scale: {args.items:,} items on {args.db}")
+        write_section(f"scale-{args.db}", body)
     return 0 if elapsed <= limit else 1
