@@ -10,28 +10,27 @@ snapshot it started with.
 
 from __future__ import annotations
 
-import asyncio
-import copy
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
-from agent.calibration import ThresholdResult, detect_drift, min_sample_size
-from agent.certificate import Certifier
+from agent.calibration import ThresholdResult, detect_drift
+from agent.certificate import Certifier, make_certifier, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
+from agent.folds import add_piece as _add_piece
+from agent.folds import fork as _fork
+from agent.folds import predict_now as _predict_now
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
+from agent.schedule import TrainingWindow, retrain_step
 from agent.state import AgentSnapshot, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Forkable, Learnable, ModelInfo, Tool, ToolContext, TrainingSet, Votes
+from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
 
-MIN_RETRAIN_STEP = 5  # answers between the earliest retrains
-EARLY_FRACTION = 0.10  # before ``retrain_every``, retrain after this share of new ground truth
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
 CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
@@ -71,8 +70,9 @@ class Learner:
     :class:`Certifier` (valid over the whole run); an :class:`EscalationMonitor` watches for drift without labels.
     """
 
-    def __init__(self, policy: Policy, tools: Sequence[Tool]) -> None:
+    def __init__(self, policy: Policy, tools: Sequence[Tool], window: TrainingWindow | None = None) -> None:
         self.policy = policy
+        self.window = window or TrainingWindow()  # i18: bounded training set (agent/schedule.py)
         self.tools = tuple(tools)
         self.labels = tuple(policy.labels)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
@@ -100,7 +100,7 @@ class Learner:
         self.rescores = 0
         self.model_infos: list[ModelInfo] = []
         # i14: the certificate valid for the whole run (agent/certificate.py) and the label-free drift monitor
-        self.certifier = Certifier(policy.alpha, policy.delta, min_size=policy.min_calibration)
+        self.certifier = make_certifier(policy)  # policy.certification: per_batch (default) or anytime
         self.monitor = EscalationMonitor()
         self.drift_detections = 0
         self._always = frozenset(policy.always_review)
@@ -242,8 +242,7 @@ class Learner:
         return len(self._gt_y)
 
     def retrain_due(self) -> bool:
-        step = min(self.policy.retrain_every, max(MIN_RETRAIN_STEP, int(EARLY_FRACTION * self.n_ground_truth)))
-        return self._since_retrain >= step
+        return self._since_retrain >= retrain_step(self.n_ground_truth, self.policy.retrain_every)
 
     def training_set(self) -> TrainingSet:
         if self._gt_batches:
@@ -257,13 +256,15 @@ class Learner:
         CPU-bound; the service runs it off the request path (in a worker thread).
         """
         data = self.training_set()
-        infos = [tool.fit(data) for tool in self.tools if isinstance(tool, Learnable)]
+        window = self._window_rows()  # i18: past the window's cap, a bounded subset trains (agent/schedule.py)
+        fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
+        infos = [tool.fit(fit_data) for tool in self.tools if isinstance(tool, Learnable)]
         self.model_infos.extend(infos)
         self._since_retrain = 0
         self.retrains += 1
         aggregator = self._fit_aggregator()
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
-            self._rescore(data, aggregator)
+            self._rescore(data, aggregator, window)
         self.recalibrate(aggregator)
         return infos
 
@@ -278,7 +279,13 @@ class Learner:
         y = np.asarray([self._gt_y[r] for r in rows])
         return fit_aggregator(aggregator, logp, voted, y, counts)
 
-    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel) -> None:
+    def _window_rows(self) -> np.ndarray | None:
+        """The training window's rows (``None``: all), after registering the rows added since the last call."""
+        while self.window.n < len(self._gt_y):
+            self.window.add(self._gt_y[self.window.n])
+        return self.window.rows()
+
+    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel, window: np.ndarray | None = None) -> None:
         """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
         start = self._window_start()
         rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
@@ -296,7 +303,7 @@ class Learner:
         all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
         folds = all_folds[start:]
         all_iid = np.asarray(self._iid_rows, dtype=np.int64)
-        everything = np.arange(len(data))
+        everything = np.arange(len(data)) if window is None else window
         context = ToolContext(self.labels)
         for f in range(RESCORE_FOLDS):
             sel = np.nonzero(folds == f)[0]
@@ -336,7 +343,8 @@ class Learner:
         """Check drift, update the certificate from the calibration segment, publish a new snapshot."""
         policy = self.policy
         aggregator = aggregator or self.snapshot.aggregator
-        recent = [(pos, ok) for pos, ok in self._audits[-DRIFT_AUDITS:] if pos >= self._calibration_since]
+        del self._audits[:-DRIFT_AUDITS]  # i18: only the latest audits are ever read; the list stays bounded
+        recent = [(pos, ok) for pos, ok in self._audits if pos >= self._calibration_since]
         drift = detect_drift([ok for _, ok in recent], alpha=policy.alpha, delta=policy.delta)
         drifted = drift.drifted and drift.n_audits >= MIN_DRIFT_AUDITS
         if drifted:  # recent data takes over: the calibration set restarts with the audits that showed the drift
@@ -368,45 +376,14 @@ class Learner:
     def watch(self, result: BatchResult) -> None:
         """i14 hook, called after every graph run: feed the label-free monitor; on an alarm auto-labeling pauses
         (a snapshot without a threshold) and calibration restarts from the items that arrive from now on."""
+        if not isinstance(self.certifier, Certifier):  # the monitor belongs to the anytime certificate
+            return
         if result.threshold is not None and self.monitor.watch(
                 eligible_below(result.decisions, result.threshold, self._always)):
             self._restart_calibration(len(self._iid_rows))
             self._publish(self.snapshot.aggregator, ThresholdResult(None, 0, 0, 0, 1.0), True)
 
     def _audit_rate(self, calib: ThresholdResult) -> float:
-        """``policy.audit_rate``, raised to ``AUDIT_PER_ESCALATION`` times the share escalated while the
-        calibration set is small (under ``FINE_CALIBRATION`` times the fewest items that can certify).
+        """See :func:`agent.certificate.raised_audit_rate`."""
+        return raised_audit_rate(self.policy, calib, fine=FINE_CALIBRATION, per_escalation=AUDIT_PER_ESCALATION)
 
-        With a small calibration set the certificate is coarse (``k`` errors allowed from ``n_k`` on), and the
-        share it leaves to humans is paid on every item; audits grow the set to the next ``n_k`` sooner. The
-        audit draw never looks at the item, so cold start plus audits stay a uniform sample of the stream.
-        """
-        policy = self.policy
-        if calib.n_calibration >= FINE_CALIBRATION * min_sample_size(policy.alpha, policy.delta):
-            return policy.audit_rate
-        below = 1.0 - calib.n_above / max(calib.n_calibration, 1)  # the calibration set samples the stream
-        return min(1.0, max(policy.audit_rate, AUDIT_PER_ESCALATION * below))
-
-
-def _add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None, entry: object) -> None:
-    """Append a training row (a row of ``source``, or an item without cached features) to ``pieces``."""
-    if pieces and pieces[-1][0] is source:
-        pieces[-1][1].append(entry)
-    else:
-        pieces.append((source, [entry]))
-
-
-def _predict_now(tool: Tool, batch: Batch, context: ToolContext) -> Votes:
-    """A learning tool's votes, from this synchronous code. Its ``predict`` is CPU work, async only for the graph:
-    run it to completion on a private event loop (in a helper thread when this thread already runs a loop)."""
-    try:
-        asyncio.get_running_loop()
-    except RuntimeError:
-        return asyncio.run(tool.predict(batch, context))
-    with ThreadPoolExecutor(1) as pool:
-        return pool.submit(asyncio.run, tool.predict(batch, context)).result()
-
-
-def _fork(tool: Learnable) -> Learnable:
-    """An untrained copy of a learning tool with the same settings."""
-    return tool.fork() if isinstance(tool, Forkable) else copy.deepcopy(tool)

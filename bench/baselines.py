@@ -15,7 +15,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from agent.calibration import choose_threshold, cp_interval
-from agent.learner import EARLY_FRACTION, MIN_RETRAIN_STEP
+from agent.schedule import retrain_step
 from policies import Policy
 from policies.exceptions import ToolError
 from service.datasets import LabeledItem
@@ -97,7 +97,7 @@ def manual(stream: Sequence[LabeledItem], policy: Policy) -> dict[str, object]:
 
 
 def retrain_due(since: int, n_truth: int, retrain_every: int) -> bool:
-    return since >= min(retrain_every, max(MIN_RETRAIN_STEP, int(EARLY_FRACTION * n_truth)))
+    return since >= retrain_step(n_truth, retrain_every)
 
 
 async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: str, *, strategy: str,

@@ -38,7 +38,7 @@ def test_quiet_on_a_stationary_share_and_fast_on_a_jump() -> None:
 
 
 def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling() -> None:
-    policy = make_policy()
+    policy = make_policy(certification="anytime")
     learner = Learner(policy, [CountingLearner("clf", {})])
     cert = ThresholdResult(0.9, 200, 160, 0, 0.01)
     learner.certifier.certificate = cert  # a certificate in force, 20% of the stream below it
@@ -59,3 +59,14 @@ def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling() -> None:
     assert learner.snapshot.threshold is None and learner.snapshot.drift and learner.snapshot.audit_rate == 1.0
     assert eligible_below(batch(3, 4).decisions, 0.9, set()) == [True, True, True, False]
     assert eligible_below(batch(3, 4).decisions, 0.9, {label}) == []
+
+
+def test_the_default_per_batch_certificate_has_no_monitor_that_pauses() -> None:
+    # certification: per_batch (the default) keeps today's rule: the label-free monitor never withdraws its threshold
+    policy = make_policy()
+    learner = Learner(policy, [CountingLearner("clf", {})])
+    label = policy.labels[0]
+    decisions = [make_decision(f"k{i}", label, confidence=0.5, labels=policy.labels) for i in range(50)]
+    for _ in range(10):
+        learner.watch(BatchResult(policy.key, 0.9, {}, decisions))
+    assert learner.drift_detections == 0 and learner.monitor.state().alarms == 0

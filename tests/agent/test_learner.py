@@ -138,6 +138,31 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
                                                                                      strict=True)])
         return learner.recalibrate()
 
+    # 150 confident and right, 50 unsure and half wrong: the certificate covers the 150 (alpha 0.1).
+    snap = feed(items[:200], [0.97] * 150 + [0.6] * 50, [True] * 150 + [i % 2 == 0 for i in range(50)])
+    assert snap.calibration.n_above == 150
+    assert snap.audit_rate == 0.5 * 50 / 200  # AUDIT_PER_ESCALATION times the share left to humans
+    # 8 x 29 = 232 calibration items (the fewest that can certify at alpha 0.1 is 29): the policy's rate again.
+    snap = feed(items[200:300], [0.97] * 100, [True] * 100)
+    assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
+
+
+def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small_anytime() -> None:
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="anytime"), [CountingLearner("clf", {})])
+    items = make_items(400)
+
+    def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
+        n = len(batch_items)
+        trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
+                            np.asarray(conf), ["ham"] * n, ["cold_start"] * n, np.zeros(n, bool))
+        learner.remember(trace)
+        learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct,
+                                                                                     strict=True)])
+        return learner.recalibrate()
+
     # Three confident and right, then one unsure (half of those wrong), repeated. The first checkpoint reached
     # with 200 calibration items is 135 (60, 90, 135; agent/certificate.py): 102 confident, 33 unsure.
     conf = [0.97, 0.97, 0.97, 0.6] * 50
@@ -238,3 +263,21 @@ def test_items_that_can_never_be_auto_labeled_stay_out_of_the_calibration_set() 
     assert len(records) == 30  # every answer is still recorded and trains the models ...
     assert learner.n_ground_truth == 30
     assert len(learner._iid_rows) == 10  # ... but only the ten "ham" predictions calibrate
+
+
+def test_past_the_window_cap_every_retrain_and_rescore_trains_on_a_bounded_set() -> None:
+    from agent.schedule import TrainingWindow
+
+    tool = CountingLearner("clf", {})
+    window = TrainingWindow(cap=200, class_floor=10, seed=0)
+    learner = Learner(policy(min_calibration=60), [tool], window=window)
+    items = make_items(2_000)
+    for start in range(0, 2_000, 100):
+        _review(learner, items[start:start + 100], ["audit"] * 100, ["ham" if i % 3 else "spam" for i in range(100)])
+        learner.retrain(force_rescore=True)
+    assert learner.n_ground_truth == 2_000 and learner.rescores > 0
+    assert tool.fits[0] == 100 and tool.fits[1] == 200  # every label trains up to the cap
+    bound = window.bound(2)
+    assert max(tool.fits) <= bound and tool.fits[-1] >= 200
+    forks = [m for m in learner._fold_tools.values() if isinstance(m, CountingLearner)]
+    assert forks and max(f for m in forks for f in m.fits) <= bound  # the fold models too
