@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tools.environment import ToolEnvironment
+from tools.fetch import FetchLimits
 from tools.images import ImageLimits
 
 
@@ -70,6 +71,13 @@ class Settings(BaseSettings):
     llm_model: str | None = Field(default=None, description="Model name of llm tools whose spec names none.")
     llm_api_key: SecretStr | None = Field(default=None, description="API key of the llm endpoint, if it needs one.")
 
+    tool_endpoints: list[str] = Field(
+        default_factory=list,
+        description="URLs (or URL prefixes) a policy may name as a tool endpoint (llm base_url, remote_model url, "
+                    "weather archive_url/forecast_url) besides the deployment's own llm_base_url and open_meteo_* "
+                    "endpoints; anything else is refused when the policy is created (JSON list in the environment). "
+                    "Their hosts may be private addresses.",
+    )
     fetch_allow_hosts: list[str] = Field(
         default_factory=list,
         description="host or host:port entries exempt from the private-address check of URL fetching (tests only; "
@@ -116,10 +124,19 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def fetch_limits(settings: Settings) -> FetchLimits:
+    """The URL fetch limits of ``settings`` (``fetch_*``)."""
+    return FetchLimits(max_bytes=settings.fetch_max_bytes, timeout_seconds=settings.fetch_timeout_seconds,
+                       max_redirects=settings.fetch_max_redirects)
+
+
 def tool_environment(settings: Settings) -> ToolEnvironment:
-    """What the tools take from this deployment (``open_meteo_*``, ``llm_*``, the image limits)."""
+    """What the tools take from this deployment (``open_meteo_*``, ``llm_*``, ``tool_endpoints``, ``fetch_*``,
+    the image limits): the only way tools see the deployment."""
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     return ToolEnvironment(open_meteo_archive_url=settings.open_meteo_archive_url,
                            open_meteo_forecast_url=settings.open_meteo_forecast_url,
                            llm_base_url=settings.llm_base_url, llm_model=settings.llm_model, llm_api_key=key,
-                           image_limits=image_limits(settings))
+                           image_limits=image_limits(settings), tool_endpoints=tuple(settings.tool_endpoints),
+                           fetch_limits=fetch_limits(settings),
+                           fetch_allow_hosts=frozenset(h.lower() for h in settings.fetch_allow_hosts))

@@ -33,7 +33,8 @@ KINDS: Mapping[str, type] = MappingProxyType({  # tool kind -> its class
     "llm": LLMTool,
     "remote_model": RemoteModelTool,
 })
-DEPLOYED_KINDS = frozenset({"image_classifier", "weather", "llm"})  # kinds that take the deployment's ``env``
+# kinds that take the deployment's ``env``
+DEPLOYED_KINDS = frozenset({"image_classifier", "weather", "llm", "remote_model"})
 
 
 def factories_for(env: ToolEnvironment) -> Mapping[str, Factory]:
