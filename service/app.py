@@ -18,6 +18,7 @@ from fastapi.staticfiles import StaticFiles
 from service.db import engine_from_settings
 from service.errors import ErrorBody, add_auth_docs, add_schemas, install_error_handlers
 from service.feedback import FeedbackSink, NullSink
+from service.gate import AuthFirstMiddleware
 from service.limits import BodyLimitMiddleware
 from service.ratelimit import RateLimiter
 from service.routes import routers
@@ -62,6 +63,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
     # request from the signatures (measured: ~25% of a review request's CPU)
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthFirstMiddleware)  # outermost: authenticates before any byte of the body is read
     app.add_middleware(UISecurityHeaders)
     install_error_handlers(app)
     for router in routers:

@@ -72,7 +72,7 @@ def error_response(status: int, kind: str, message: str, headers: dict[str, str]
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}}, headers=headers)
 
 
-def _headers(exc: LabelAgentError) -> dict[str, str] | None:
+def headers_of(exc: LabelAgentError) -> dict[str, str] | None:
     if isinstance(exc, AuthenticationError):
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimitedError):
@@ -85,7 +85,7 @@ async def labelagent_error_handler(request: Request, exc: Exception) -> JSONResp
     status, kind = status_of(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-    return error_response(status, kind, str(exc), _headers(exc))
+    return error_response(status, kind, str(exc), headers_of(exc))
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:

@@ -6,10 +6,11 @@ from fastapi import APIRouter
 from fastapi.responses import JSONResponse
 
 from service.deps import StoreDep
+from service.gate import OffLoopRoute
 from service.ops import metrics as ops
 from service.schemas.metrics import Health
 
-router = APIRouter(prefix="/health", tags=["health"])
+router = APIRouter(prefix="/health", tags=["health"], route_class=OffLoopRoute)
 
 
 @router.get("", response_model=Health, summary="Health check (with a database round trip)",

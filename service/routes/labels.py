@@ -10,10 +10,11 @@ from fastapi.sse import EventSourceResponse, ServerSentEvent
 
 from service.deps import INGEST, ExistingProjectDep, ProjectPath, StoreDep, allow
 from service.errors import REF, error_docs
+from service.gate import OffLoopRoute
 from service.ops import labels as ops
 from service.schemas.items import LabelRecord
 
-router = APIRouter(prefix="/projects/{project}", tags=["labels"])
+router = APIRouter(prefix="/projects/{project}", tags=["labels"], route_class=OffLoopRoute)
 
 _EXPORT_DOC = {
     200: {

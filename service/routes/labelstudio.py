@@ -32,6 +32,7 @@ from service.deps import (
     get_principal,
 )
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.labelstudio import (
     HealthResponse,
     ImportResponse,
@@ -46,8 +47,8 @@ from service.labelstudio import (
 )
 from service.ops import labelstudio as ops
 
-router = APIRouter(prefix="/projects/{project}/label-studio", tags=["label-studio"])
-ml_router = APIRouter(prefix="/label-studio/{project}", tags=["label-studio"])
+router = APIRouter(prefix="/projects/{project}/label-studio", tags=["label-studio"], route_class=OffLoopRoute)
+ml_router = APIRouter(prefix="/label-studio/{project}", tags=["label-studio"], route_class=OffLoopRoute)
 routers = (router, ml_router)
 
 
@@ -90,6 +91,8 @@ def label_studio_principal(
 
 class AllowLabelStudio(Allow):
     """:class:`~service.deps.Allow` over :func:`label_studio_principal` (Basic and Token schemes too)."""
+
+    schemes = frozenset({"bearer", "basic", "token"})
 
     async def __call__(
         self, request: Request, principal: Annotated[Principal, Depends(label_studio_principal)], store: StoreDep
