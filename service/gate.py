@@ -26,6 +26,7 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from policies import LabelAgentError
 from service.deps import Allow, authenticate_headers, check_role
 from service.errors import error_response, headers_of, status_of, unexpected_error_handler
+from service.schemas.common import MAX_JSON_DEPTH
 
 OFF_LOOP_BYTES = 256 * 1024
 BODY_METHODS = frozenset({"POST", "PUT", "PATCH", "DELETE"})
@@ -90,8 +91,36 @@ class OffLoopRequest(Request):
     async def json(self) -> Any:
         if not hasattr(self, "_json"):
             body = await self.body()
-            self._json = await run_in_threadpool(json.loads, body) if len(body) > OFF_LOOP_BYTES else json.loads(body)
+            self._json = await run_in_threadpool(parse_json, body) if len(body) > OFF_LOOP_BYTES else parse_json(body)
         return self._json
+
+
+def parse_json(body: bytes) -> Any:
+    """A JSON body, or ``json.JSONDecodeError`` (FastAPI's documented 422 ``json_invalid``, ``ctx.error`` saying why)
+    when it is not JSON, not UTF-8, nests deeper than Python can parse or holds a lone UTF-16 surrogate anywhere."""
+    try:
+        text = body.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        raise json.JSONDecodeError("the body is not valid UTF-8; send UTF-8 JSON", "", exc.start) from None
+    try:
+        value = json.loads(text)
+    except RecursionError:
+        raise json.JSONDecodeError(f"nested too deeply (JSON values may nest at most {MAX_JSON_DEPTH} levels)",
+                                   "", 0) from None
+    if "\\u" in text and _has_lone_surrogate(value):
+        raise json.JSONDecodeError("a string or key holds a lone UTF-16 surrogate (\\ud800-\\udfff); send valid "
+                                   "Unicode", "", 0)
+    return value
+
+
+def _has_lone_surrogate(value: Any) -> bool:
+    try:
+        json.dumps(value, ensure_ascii=False).encode("utf-8")
+    except UnicodeEncodeError:
+        return True
+    except (RecursionError, ValueError):
+        return False  # too deep or NaN: the schemas say so
+    return False
 
 
 class OffLoopRoute(APIRoute):

@@ -52,7 +52,7 @@ def decode_cursor(cursor: str | None) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     number = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not number.isdigit() or len(number) > 18:
+    if not text.startswith(_CURSOR_PREFIX) or not (number.isascii() and number.isdigit()) or len(number) > 18:
         raise InputError("cursor is not valid; pass the X-Next-Cursor value of the previous page, or omit it to "
                          "start from the first label")
     return int(number)

@@ -69,7 +69,8 @@ class KeysMixin(StoreBase):
 
     def revoke_key(self, prefix: str, *, now: datetime | None = None) -> ApiKeyPublic:
         """Revoke the key with this prefix (or id); revoking twice keeps the first time."""
-        cond = key_t.c.id == int(prefix) if prefix.isdigit() and len(prefix) != 12 else key_t.c.prefix == prefix
+        numeric = prefix.isascii() and prefix.isdigit() and len(prefix) != 12
+        cond = key_t.c.id == int(prefix) if numeric else key_t.c.prefix == prefix
         with write_tx(self.engine) as conn:
             conn.execute(update(key_t).where(cond, key_t.c.revoked_at.is_(None)).values(revoked_at=as_utc(now)))
             row = conn.execute(select(key_t).where(cond)).mappings().first()
