@@ -55,7 +55,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             engine.dispose()
 
     app = FastAPI(title="labelagent", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url="/docs" if settings.docs_enabled else None,
+                  redoc_url="/redoc" if settings.docs_enabled else None, openapi_url="/openapi.json")
     app.state.store = store
     app.state.feedback = feedback if feedback is not None else NullSink()
     app.state.rate_limiter = RateLimiter(settings.rate_limit_per_second, settings.rate_limit_burst)

@@ -60,11 +60,32 @@ class AuthFirstMiddleware:
                 return (allow, route.path) if allow is not None else None
         return None
 
+    def _methods_of(self, app: FastAPI, scope: Scope) -> tuple[bool, set[str]]:
+        """(a route takes this method on this path, every method the routes of this path take)."""
+        if self._routes is None:
+            self._routes = [(route, _guard(route)) for route in api_routes(app)]
+        methods: set[str] = set()
+        full = False
+        for route, _ in self._routes:
+            match, _child = route.matches(scope)
+            if match == Match.FULL:
+                full = True
+            if match in (Match.FULL, Match.PARTIAL):
+                methods |= route.methods or set()
+        return full, methods
+
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
-        if scope["type"] != "http" or scope["method"] not in BODY_METHODS:
+        if scope["type"] != "http":
             await self.app(scope, receive, send)
             return
         fastapi_app: FastAPI = scope["app"]
+        full, methods = self._methods_of(fastapi_app, scope)
+        if methods and not full:  # the path exists, the method does not: 204 to OPTIONS, else 405, with Allow
+            await _method_answer(scope["method"], methods)(scope, receive, send)
+            return
+        if scope["method"] not in BODY_METHODS:
+            await self.app(scope, receive, send)
+            return
         guard = self._guard_of(fastapi_app, scope)
         if guard is None:
             await self.app(scope, receive, send)
@@ -83,6 +104,14 @@ class AuthFirstMiddleware:
             return
         scope.setdefault("state", {})["principal"] = principal
         await self.app(scope, receive, send)
+
+
+def _method_answer(method: str, methods: set[str]) -> Response:
+    allow = ", ".join(sorted(methods | {"OPTIONS"}))
+    if method == "OPTIONS":
+        return Response(status_code=204, headers={"Allow": allow})
+    return error_response(405, "method_not_allowed", f"{method} is not allowed here; allowed: {allow}",
+                          {"Allow": allow})
 
 
 class OffLoopRequest(Request):

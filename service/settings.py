@@ -41,6 +41,18 @@ class Settings(BaseSettings):
         default=50.0, ge=0,
         description="Requests per second per API key on average (0: no limit). Counted per API process.",
     )
+    idempotency_timeout_seconds: float = Field(
+        default=900.0, gt=0,
+        description="How long an Idempotency-Key reserved by a request that has not answered (its process died) "
+                    "blocks retries (409); after it the next retry runs the request again.",
+    )
+    docs_enabled: bool = Field(
+        default=False,
+        description="Serve /docs and /redoc (their pages load scripts from a CDN); /openapi.json is always served.",
+    )
+    events_recheck_seconds: float = Field(
+        default=5.0, gt=0, description="How often an open /events stream re-checks its API key (it ends if revoked).",
+    )
     rate_limit_burst: int = Field(default=200, ge=1, description="Requests an idle API key may send at once.")
 
     worker_poll_seconds: float = Field(default=1.0, gt=0, description="Longest idle wait of a worker between polls.")
