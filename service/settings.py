@@ -106,6 +106,15 @@ class Settings(BaseSettings):
     )
     max_image_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest image file accepted (uploaded, "
                                                                         "base64 or fetched from image_url).")
+    max_call_pixels: int = Field(
+        default=100_000_000, ge=1,
+        description="Most pixels all the images of one ingest call may have together (read from the headers before "
+                    "any is decoded); more is a 422.",
+    )
+    max_image_urls: int = Field(default=64, ge=0, description="Most image_url items in one ingest call.")
+    fetch_call_seconds: float = Field(
+        default=30.0, gt=0, description="Longest time all the image_url fetches of one ingest call may take together.",
+    )
     image_formats: list[str] = Field(
         default_factory=lambda: ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"],
         description="Image formats accepted (Pillow names; JSON list in the environment).",
