@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any
 
 import httpx
+import yaml
 from PIL import Image
 from sqlalchemy import func, select
 
@@ -37,9 +38,7 @@ REVIEWERS = 20
 ITEMS = 600
 RSS_LIMIT = 1.5 * 2**30
 HEALTH_P99_LIMIT = 0.100
-POLICY = {"project": "hostile", "version": 1, "labels": ["ham", "spam"],
-          "tools": [{"name": "rules", "kind": "rules", "rules": [{"label": "spam", "keywords": ["zzzz"]}]}],
-          "cold_start": 1000}
+POLICY_FILE = Path(__file__).resolve().parent.parent / "policies" / "examples" / "sms_spam.yaml"
 
 
 def bomb_png() -> bytes:
@@ -133,13 +132,20 @@ async def reviewer(n: int, url: str, key: str, until: float, answered: list[int]
 
 
 async def probe(url: str, until: float, times: list[float], rss: list[int], pid: int) -> None:
+    def sample() -> None:  # RSS in a thread of its own: reading /proc must not delay the /health probes
+        while time.monotonic() < until:
+            rss.append(rss_of_tree(pid))
+            time.sleep(0.2)
+
+    sampler = threading.Thread(target=sample, daemon=True)
+    sampler.start()
     async with httpx.AsyncClient(base_url=url, timeout=30) as http:
         while time.monotonic() < until:
             started = time.perf_counter()
             await http.get("/health")
             times.append(time.perf_counter() - started)
-            rss.append(rss_of_tree(pid))
             await asyncio.sleep(0.05)
+    sampler.join(10)
 
 
 async def attack(service: LiveService, keys: dict[str, str], seconds: float, slow: str) -> dict[str, Any]:
@@ -186,7 +192,9 @@ def main(argv: list[str]) -> int:
     try:
         with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {keys['operator']}"},
                           timeout=60) as http:
-            assert http.post("/projects", json={"name": "hostile", "policy": POLICY}).status_code == 201
+            policy = {**yaml.safe_load(POLICY_FILE.read_text()), "project": "hostile"}
+            created = http.post("/projects", json={"name": "hostile", "policy": policy})
+            assert created.status_code == 201, created.text
             for start in range(0, ITEMS, 200):
                 items = [{"external_id": f"t{i}", "data": {"text": f"message number {i}"}}
                          for i in range(start, start + 200)]
