@@ -137,15 +137,19 @@ async def probe(url: str, until: float, times: list[float], rss: list[int], pid:
             rss.append(rss_of_tree(pid))
             time.sleep(0.2)
 
-    sampler = threading.Thread(target=sample, daemon=True)
-    sampler.start()
-    async with httpx.AsyncClient(base_url=url, timeout=30) as http:
-        while time.monotonic() < until:
-            started = time.perf_counter()
-            await http.get("/health")
-            times.append(time.perf_counter() - started)
-            await asyncio.sleep(0.05)
-    sampler.join(10)
+    def health() -> None:  # a thread and a client of its own, away from the attackers' event loop
+        with httpx.Client(base_url=url, timeout=30) as http:
+            while time.monotonic() < until:
+                started = time.perf_counter()
+                http.get("/health")
+                times.append(time.perf_counter() - started)
+                time.sleep(0.05)
+
+    threads = [threading.Thread(target=sample, daemon=True), threading.Thread(target=health, daemon=True)]
+    for t in threads:
+        t.start()
+    while any(t.is_alive() for t in threads):
+        await asyncio.sleep(0.2)
 
 
 async def attack(service: LiveService, keys: dict[str, str], seconds: float, slow: str) -> dict[str, Any]:
