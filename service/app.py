@@ -19,6 +19,7 @@ from service.db import engine_from_settings
 from service.demo.control import DemoControl
 from service.errors import ErrorBody, add_auth_docs, add_schemas, install_error_handlers
 from service.feedback import FeedbackSink, NullSink
+from service.gate import AuthFirstMiddleware
 from service.limits import BodyLimitMiddleware
 from service.ratelimit import RateLimiter
 from service.routes import routers
@@ -55,7 +56,8 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
             engine.dispose()
 
     app = FastAPI(title="labelagent", version="0.1.0", description=DESCRIPTION, lifespan=lifespan,
-                  docs_url="/docs", openapi_url="/openapi.json")
+                  docs_url="/docs" if settings.docs_enabled else None,
+                  redoc_url="/redoc" if settings.docs_enabled else None, openapi_url="/openapi.json")
     app.state.store = store
     app.state.feedback = feedback if feedback is not None else NullSink()
     app.state.demo = demo
@@ -64,6 +66,7 @@ def create_app(settings: Settings | None = None, *, store: SqlStore | None = Non
     # request from the signatures (measured: ~25% of a review request's CPU)
     app.state.settings = settings
     app.add_middleware(BodyLimitMiddleware, max_bytes=settings.max_body_bytes)
+    app.add_middleware(AuthFirstMiddleware)  # outermost: authenticates before any byte of the body is read
     app.add_middleware(UISecurityHeaders)
     install_error_handlers(app)
     for router in routers:

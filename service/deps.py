@@ -7,6 +7,9 @@ The app factory puts the store and the feedback sink on ``app.state``; tests rep
 
 from __future__ import annotations
 
+import base64
+import binascii
+import re
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from functools import partial
@@ -75,19 +78,22 @@ _bearer = HTTPBearer(auto_error=False, description="`Authorization: Bearer <key>
 _api_key = APIKeyHeader(name="X-API-Key", auto_error=False, description="`X-API-Key: <key>` (either header works)")
 
 
-def get_principal(request: Request, store: StoreDep,
-                  bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
-                  header: Annotated[str | None, Security(_api_key)] = None) -> Principal:
-    """The caller's API key (401 without a live one), charged one request of its rate limit (429 past it)."""
-    key = header or (bearer.credentials if bearer is not None else None)
+def principal_from_key(request: Request, key: str | None, bearer_key: str | None, header: str | None) -> Principal:
+    """The principal of ``key`` (401 without a live one), charged one request of its rate limit (429 past it).
+    Unknown keys are rate limited too (by the client's address), so guessing keys costs the guesser."""
     if not key:
         raise AuthenticationError("an API key is required: send 'Authorization: Bearer <key>' or 'X-API-Key: <key>'")
-    if header and bearer is not None and bearer.credentials != header:
+    if header and bearer_key is not None and bearer_key != header:
         raise AuthenticationError("'Authorization' and 'X-API-Key' carry different keys; send one key")
+    store: SqlStore = request.app.state.store
+    limiter = getattr(request.app.state, "rate_limiter", None)
     record = store.authenticate(key)
     if record is None:
+        client = request.client.host if request.client else "unknown"
+        wait = limiter.acquire(("unknown-key", client)) if limiter is not None else 0
+        if wait:
+            raise RateLimitedError(f"too many requests with unknown keys; retry after {wait} s", retry_after=wait)
         raise AuthenticationError("the API key is unknown or revoked")
-    limiter = getattr(request.app.state, "rate_limiter", None)
     wait = limiter.acquire(record.id) if limiter is not None else 0
     if wait:
         raise RateLimitedError(f"rate limit of this API key exceeded; retry after {wait} s", retry_after=wait)
@@ -96,13 +102,69 @@ def get_principal(request: Request, store: StoreDep,
                      key_id=record.id)
 
 
+def _keys_of(request: Request, schemes: frozenset[str]) -> tuple[str | None, str | None, str | None]:
+    """(the key, the ``Authorization`` credential, the X-API-Key header) of a request's headers; ``schemes``: the
+    ``Authorization`` schemes the route accepts (``bearer``; Label Studio's routes also ``basic`` and ``token``)."""
+    header = request.headers.get("x-api-key") or None
+    scheme, _, credentials = request.headers.get("authorization", "").partition(" ")
+    scheme, credentials = scheme.lower(), credentials.strip()
+    key: str | None = None
+    if scheme in schemes and scheme == "basic":
+        try:
+            user, sep, password = base64.b64decode(credentials, validate=True).decode().partition(":")
+        except (ValueError, UnicodeDecodeError, binascii.Error):
+            raise AuthenticationError("the Basic credentials are not base64 of 'user:password'") from None
+        if not sep:
+            raise AuthenticationError("the Basic credentials are not base64 of 'user:password'")
+        key = password or user
+    elif scheme in schemes and credentials:
+        key = credentials
+    return header or key, key, header
+
+
+async def authenticate_headers(request: Request, schemes: frozenset[str]) -> Principal:
+    """:func:`principal_from_key` for the request's headers, the database read in a worker thread."""
+    key, credential, header = _keys_of(request, schemes)
+    return await run_in_threadpool(principal_from_key, request, key, credential, header)
+
+
+def get_principal(request: Request, store: StoreDep,
+                  bearer: Annotated[HTTPAuthorizationCredentials | None, Security(_bearer)] = None,
+                  header: Annotated[str | None, Security(_api_key)] = None) -> Principal:
+    """The caller's API key: the one :class:`service.gate.AuthFirstMiddleware` authenticated before the body was
+    read, else authenticated now (401 without a live one; 429 past its rate limit)."""
+    found = getattr(request.state, "principal", None)
+    if isinstance(found, Principal):
+        return found
+    bearer_key = bearer.credentials if bearer is not None else None
+    return principal_from_key(request, header or bearer_key, bearer_key, header)
+
+
+def check_role(principal: Principal, roles: frozenset[str], what: str) -> None:
+    """PermissionDeniedError (403) when the principal's role is not one of ``roles``."""
+    if principal.role not in roles:
+        raise PermissionDeniedError(f"a key of role {principal.role!r} may not call {what}; "
+                                    f"it needs role {' or '.join(repr(r) for r in sorted(roles))}")
+
+
 PrincipalDep = Annotated[Principal, Depends(get_principal)]
 MAX_TASK_ID = 2**31 - 1
+TASK_PATTERN = r"^[1-9][0-9]{0,9}$"  # the one spelling of a task id: no sign, zeros, '_', spaces, '.0' or non-ASCII
+
+
+def parse_task_id(raw: object) -> int | None:
+    """The task id a path segment spells canonically (``TASK_PATTERN``, 1..2**31-1), else None."""
+    if not isinstance(raw, str) or not raw.isascii() or not re.fullmatch(TASK_PATTERN, raw):
+        return None
+    value = int(raw)
+    return value if value <= MAX_TASK_ID else None
 
 
 class Allow:
     """Route dependency: the caller's role must be one of ``roles``; a ``{project}`` (or a ``{task}``'s project)
     the key may not see answers 404, exactly like one that does not exist, before anything is read or written."""
+
+    schemes = frozenset({"bearer"})  # the Authorization schemes that carry a key (besides X-API-Key)
 
     def __init__(self, *roles: str) -> None:
         self.roles = frozenset(roles)
@@ -110,18 +172,16 @@ class Allow:
     async def __call__(self, request: Request, principal: PrincipalDep, store: StoreDep) -> Principal:
         # async, so that it runs on the event loop: the task's project is remembered from its claim (the thread
         # pool is used only to look up a task this process never saw), one thread hop fewer per review request
-        if principal.role not in self.roles:
-            route = getattr(request.scope.get("route"), "path", request.url.path)
-            raise PermissionDeniedError(f"a key of role {principal.role!r} may not call {request.method} {route}; "
-                                        f"it needs role {' or '.join(repr(r) for r in sorted(self.roles))}")
+        route = getattr(request.scope.get("route"), "path", request.url.path)
+        check_role(principal, self.roles, f"{request.method} {route}")
         project = request.path_params.get("project")
         if isinstance(project, str) and not principal.can_see(project):
             raise NotFoundError(f"project {project!r} does not exist")
-        task = request.path_params.get("task")
-        if isinstance(task, str) and task.isascii() and task.isdigit() and 1 <= int(task) <= MAX_TASK_ID:
-            ref = store.known_task_key(int(task)) or await run_in_threadpool(store.task_key, int(task))
+        task = parse_task_id(request.path_params.get("task"))
+        if task is not None:  # a non-canonical id is refused (422) by the route's own TaskPath, never looked up
+            ref = store.known_task_key(task) or await run_in_threadpool(store.task_key, task)
             if ref is None or not principal.can_see(ref.project):
-                raise NotFoundError(f"review task {int(task)} does not exist")
+                raise NotFoundError(f"review task {task} does not exist")
         return principal
 
 
@@ -154,7 +214,18 @@ ToolFactoryDep = Annotated[ToolFactory, Depends(get_tool_factory)]
 
 ProjectPath = Annotated[str, Path(min_length=1, max_length=64, pattern=PROJECT_PATTERN,
                                   description="Project name (lowercase letters, digits, '_' and '-').")]
-TaskPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Review task id, from a claim.")]
+
+
+def task_path(task: Annotated[str, Path(pattern=TASK_PATTERN, max_length=10,
+                                        description="Review task id, from a claim (digits only).")]) -> int:
+    """The task id of the path, parsed once by :func:`parse_task_id` (the spelling :class:`Allow` checked)."""
+    value = parse_task_id(task)
+    if value is None:
+        raise NotFoundError(f"review task {task} does not exist")
+    return value
+
+
+TaskPath = Annotated[int, Depends(task_path)]
 
 
 def check_project(project: ProjectPath, store: StoreDep) -> str:

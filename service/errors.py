@@ -12,7 +12,6 @@ import math
 from typing import Any
 
 from fastapi import FastAPI, Request
-from fastapi.encoders import jsonable_encoder
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse
 from pydantic import BaseModel
@@ -72,7 +71,7 @@ def error_response(status: int, kind: str, message: str, headers: dict[str, str]
     return JSONResponse(status_code=status, content={"error": {"type": kind, "message": message}}, headers=headers)
 
 
-def _headers(exc: LabelAgentError) -> dict[str, str] | None:
+def headers_of(exc: LabelAgentError) -> dict[str, str] | None:
     if isinstance(exc, AuthenticationError):
         return {"WWW-Authenticate": "Bearer"}
     if isinstance(exc, RateLimitedError):
@@ -85,7 +84,7 @@ async def labelagent_error_handler(request: Request, exc: Exception) -> JSONResp
     status, kind = status_of(exc)
     if status >= 500:
         log.error("%s %s failed: %s: %s", request.method, request.url.path, type(exc).__name__, exc)
-    return error_response(status, kind, str(exc), _headers(exc))
+    return error_response(status, kind, str(exc), headers_of(exc))
 
 
 async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResponse:
@@ -97,22 +96,41 @@ async def unexpected_error_handler(request: Request, exc: Exception) -> JSONResp
     return error_response(500, "internal", "internal error; the server log has the details")
 
 
-def _finite(value: Any) -> Any:
-    """``value`` with NaN and infinities replaced by their names (JSON has no such numbers)."""
+MAX_DETAIL_ERRORS = 20  # errors listed in one 422
+MAX_INPUT_CHARS = 200  # of a rejected scalar input echoed back
+
+
+def _scalar(value: Any) -> Any:
+    """A rejected input as the 422 may echo it: scalars (NaN and infinities by name, long strings cut), never a
+    container (walking a deeply nested one is how a 422 became a 500)."""
     if isinstance(value, float) and not math.isfinite(value):
         return str(value)
-    if isinstance(value, dict):
-        return {k: _finite(v) for k, v in value.items()}
-    if isinstance(value, list | tuple):
-        return [_finite(v) for v in value]
-    return value
+    if isinstance(value, bool | int | float) or value is None:
+        return value
+    if isinstance(value, str):
+        text = value[:MAX_INPUT_CHARS]
+        return text.encode("utf-8", "replace").decode("utf-8") if not text.isascii() else text
+    return f"<{type(value).__name__}>"
+
+
+def _error(error: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {"type": str(error.get("type", "")), "loc": [_scalar(p) for p in error.get("loc", ())][:64],
+                           "msg": _scalar(str(error.get("msg", "")))}
+    if "input" in error:
+        out["input"] = _scalar(error["input"])
+    ctx = error.get("ctx")
+    if isinstance(ctx, dict):
+        out["ctx"] = {str(k): _scalar(v if isinstance(v, bool | int | float | str) or v is None else str(v))
+                      for k, v in ctx.items()}
+    return out
 
 
 async def validation_error_handler(request: Request, exc: Exception) -> JSONResponse:
-    """FastAPI's 422 with pydantic's ``detail``, also when the rejected input holds NaN (FastAPI's own handler
-    would fail to render it and answer 500)."""
+    """FastAPI's 422 with pydantic's ``detail``: at most ``MAX_DETAIL_ERRORS`` errors, each rejected input echoed
+    only when it is a scalar (cut to ``MAX_INPUT_CHARS``; NaN by name), so rendering never recurses over the input."""
     assert isinstance(exc, RequestValidationError)
-    return JSONResponse(status_code=422, content={"detail": _finite(jsonable_encoder(exc.errors()))})
+    errors = exc.errors()
+    return JSONResponse(status_code=422, content={"detail": [_error(dict(e)) for e in errors[:MAX_DETAIL_ERRORS]]})
 
 
 _HTTP_KINDS = {401: "unauthorized", 403: "forbidden", 404: "not_found", 405: "method_not_allowed", 409: "conflict",

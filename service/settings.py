@@ -12,6 +12,7 @@ from pydantic import Field, SecretStr, field_validator
 from pydantic_settings import BaseSettings, SettingsConfigDict
 
 from tools.environment import ToolEnvironment
+from tools.fetch import FetchLimits
 from tools.images import ImageLimits
 
 
@@ -39,6 +40,18 @@ class Settings(BaseSettings):
     rate_limit_per_second: float = Field(
         default=50.0, ge=0,
         description="Requests per second per API key on average (0: no limit). Counted per API process.",
+    )
+    idempotency_timeout_seconds: float = Field(
+        default=900.0, gt=0,
+        description="How long an Idempotency-Key reserved by a request that has not answered (its process died) "
+                    "blocks retries (409); after it the next retry runs the request again.",
+    )
+    docs_enabled: bool = Field(
+        default=False,
+        description="Serve /docs and /redoc (their pages load scripts from a CDN); /openapi.json is always served.",
+    )
+    events_recheck_seconds: float = Field(
+        default=5.0, gt=0, description="How often an open /events stream re-checks its API key (it ends if revoked).",
     )
     rate_limit_burst: int = Field(default=200, ge=1, description="Requests an idle API key may send at once.")
 
@@ -73,6 +86,13 @@ class Settings(BaseSettings):
         default=None, description="Folder where embedding tools keep their embeddings (by model and text hash) "
                                   "across restarts; none: memory only.")
 
+    tool_endpoints: list[str] = Field(
+        default_factory=list,
+        description="URLs (or URL prefixes) a policy may name as a tool endpoint (llm base_url, remote_model url, "
+                    "weather archive_url/forecast_url) besides the deployment's own llm_base_url and open_meteo_* "
+                    "endpoints; anything else is refused when the policy is created (JSON list in the environment). "
+                    "Their hosts may be private addresses.",
+    )
     fetch_allow_hosts: list[str] = Field(
         default_factory=list,
         description="host or host:port entries exempt from the private-address check of URL fetching (tests only; "
@@ -89,6 +109,15 @@ class Settings(BaseSettings):
     )
     max_image_bytes: int = Field(default=10 * 2**20, ge=1, description="Largest image file accepted (uploaded, "
                                                                         "base64 or fetched from image_url).")
+    max_call_pixels: int = Field(
+        default=100_000_000, ge=1,
+        description="Most pixels all the images of one ingest call may have together (read from the headers before "
+                    "any is decoded); more is a 422.",
+    )
+    max_image_urls: int = Field(default=64, ge=0, description="Most image_url items in one ingest call.")
+    fetch_call_seconds: float = Field(
+        default=30.0, gt=0, description="Longest time all the image_url fetches of one ingest call may take together.",
+    )
     image_formats: list[str] = Field(
         default_factory=lambda: ["PNG", "JPEG", "GIF", "WEBP", "BMP", "TIFF"],
         description="Image formats accepted (Pillow names; JSON list in the environment).",
@@ -119,10 +148,20 @@ def get_settings() -> Settings:
     return Settings()
 
 
+def fetch_limits(settings: Settings) -> FetchLimits:
+    """The URL fetch limits of ``settings`` (``fetch_*``)."""
+    return FetchLimits(max_bytes=settings.fetch_max_bytes, timeout_seconds=settings.fetch_timeout_seconds,
+                       max_redirects=settings.fetch_max_redirects)
+
+
 def tool_environment(settings: Settings) -> ToolEnvironment:
-    """What the tools take from this deployment (``open_meteo_*``, ``llm_*``, the image limits)."""
+    """What the tools take from this deployment (``open_meteo_*``, ``llm_*``, ``tool_endpoints``, ``fetch_*``,
+    the image limits): the only way tools see the deployment."""
     key = settings.llm_api_key.get_secret_value() if settings.llm_api_key else None
     return ToolEnvironment(open_meteo_archive_url=settings.open_meteo_archive_url,
                            open_meteo_forecast_url=settings.open_meteo_forecast_url,
                            llm_base_url=settings.llm_base_url, llm_model=settings.llm_model, llm_api_key=key,
-                           image_limits=image_limits(settings), embedding_cache_dir=settings.embedding_cache_dir)
+                           image_limits=image_limits(settings), tool_endpoints=tuple(settings.tool_endpoints),
+                           embedding_cache_dir=settings.embedding_cache_dir,
+                           fetch_limits=fetch_limits(settings),
+                           fetch_allow_hosts=frozenset(h.lower() for h in settings.fetch_allow_hosts))

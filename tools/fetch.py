@@ -48,14 +48,6 @@ class FetchResult:
     redirects: list[str] = field(default_factory=list)
 
 
-def limits_from_settings(settings: object) -> tuple[FetchLimits, set[str]]:
-    """The limits and allowlist of ``service.settings.Settings`` (``fetch_*`` fields)."""
-    limits = FetchLimits(max_bytes=settings.fetch_max_bytes,  # type: ignore[attr-defined]
-                         timeout_seconds=settings.fetch_timeout_seconds,  # type: ignore[attr-defined]
-                         max_redirects=settings.fetch_max_redirects)  # type: ignore[attr-defined]
-    return limits, set(settings.fetch_allow_hosts)  # type: ignore[attr-defined]
-
-
 def forbidden_reason(ip: IPAddress) -> str | None:
     """Why an address may not be fetched from, or None when it is a public (global) address."""
     if isinstance(ip, ipaddress.IPv6Address):

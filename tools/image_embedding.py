@@ -48,7 +48,7 @@ def load_backbone(spec: ImageEmbeddingSpec) -> Backbone:
     if spec.device == "cuda" and not torch.cuda.is_available():
         raise ToolError(f"tool {spec.name!r}: device 'cuda' asked but no CUDA device is available; use device: cpu")
     try:
-        module = torch.export.load(str(path)).module() if path.suffix == ".pt2" else torch.jit.load(str(path))
+        module = torch.export.load(str(path)).module() if path.suffix == ".pt2" else torch.jit.load(str(path))  # type: ignore[no-untyped-call,unused-ignore]
     except Exception as exc:  # a corrupt or foreign file: the policy's tool cannot be built
         raise ToolError(f"tool {spec.name!r}: cannot load backbone {path.name}: {type(exc).__name__}") from None
     module = module.to(spec.device)
@@ -63,7 +63,7 @@ def load_backbone(spec: ImageEmbeddingSpec) -> Backbone:
 
 def _onnx(spec: ImageEmbeddingSpec, path: Path) -> Backbone:
     try:
-        import onnxruntime
+        import onnxruntime  # type: ignore[import-not-found,unused-ignore]
     except ImportError:
         raise ToolError(f"tool {spec.name!r}: an .onnx backbone needs onnxruntime (pip install onnxruntime)") from None
     providers = ["CUDAExecutionProvider"] if spec.device == "cuda" else ["CPUExecutionProvider"]

@@ -25,6 +25,7 @@ import asyncio
 import json
 import re
 
+import httpx
 import numpy as np
 from langchain_core.language_models import BaseChatModel
 from langchain_core.messages import AIMessage, BaseMessage, HumanMessage, SystemMessage
@@ -34,6 +35,7 @@ from policies.exceptions import ToolError
 from policies.model import LLMSpec
 from tools.base import Batch, ExampleSource, ToolContext, Votes
 from tools.environment import ToolEnvironment
+from tools.outbound import GuardedTransport, require_allowed, same_endpoint
 
 INJECTION_PATTERNS = [
     r"\bignore\b.{0,40}\b(previous|prior|above|earlier|all)\b.{0,20}\b(instruction|prompt|rule|direction)s?",
@@ -105,7 +107,10 @@ def parse_label(message: BaseMessage, labels: tuple[str, ...]) -> tuple[str | No
 
 
 def make_chat_model(spec: LLMSpec, env: ToolEnvironment | None = None) -> BaseChatModel:
-    """An OpenAI-compatible chat model (vLLM, Ollama, hosted APIs) from the spec and the deployment's endpoint."""
+    """An OpenAI-compatible chat model (vLLM, Ollama, hosted APIs) from the spec and the deployment's endpoint.
+
+    The endpoint must be one the deployment allows; the deployment's API key is sent only to its own LLM endpoint;
+    requests go through the SSRF guard (``GuardedTransport``)."""
     env = env or ToolEnvironment()
     try:
         from langchain_openai import ChatOpenAI
@@ -117,10 +122,15 @@ def make_chat_model(spec: LLMSpec, env: ToolEnvironment | None = None) -> BaseCh
     if not model or not base_url:
         raise ToolError(f"tool {spec.name!r}: no model or endpoint; set model/base_url in the spec or "
                         "LABELAGENT_LLM_MODEL / LABELAGENT_LLM_BASE_URL")
-    key = env.llm_api_key or "not-needed"
+    require_allowed(spec.name, base_url, env.endpoints())
+    # the deployment's key goes to the deployment's endpoint only, never to one a policy names
+    key = env.llm_api_key if env.llm_api_key and same_endpoint(base_url, env.llm_base_url) else "not-needed"
+    client = httpx.AsyncClient(transport=GuardedTransport(env.guard_allow()), trust_env=False,
+                               timeout=spec.timeout_seconds)
     extra = {"response_format": {"type": "json_object"}} if spec.json_mode else {}
     return ChatOpenAI(model=model, base_url=base_url, api_key=SecretStr(key), temperature=spec.temperature,
-                      timeout=spec.timeout_seconds, max_retries=spec.max_retries, model_kwargs=extra)
+                      timeout=spec.timeout_seconds, max_retries=spec.max_retries, http_async_client=client,
+                      model_kwargs=extra)
 
 
 class LLMTool:

@@ -70,7 +70,8 @@ def hour_of(moment: datetime) -> datetime:
 class OpenMeteoClient:
     """Per-tool client state (cache and breaker); an ``httpx.AsyncClient`` is opened per ``fetch`` call.
 
-    ``transport`` lets tests substitute an ``httpx`` transport; ``clock`` drives the breaker.
+    ``transport``: the ``httpx`` transport (the tool passes ``tools.outbound.GuardedTransport``, the SSRF guard);
+    ``clock`` drives the breaker. Nothing of a refused response's body goes into an error (only its status).
     """
 
     def __init__(self, config: ClientConfig, *, transport: httpx.AsyncBaseTransport | None = None,
@@ -83,7 +84,7 @@ class OpenMeteoClient:
         self.requests = 0  # HTTP requests sent (attempts), for tests and metrics
         self._caller = Caller(
             self.breaker, RetryPolicy(config.max_retries, config.backoff_seconds, config.timeout_seconds),
-            unavailable="Open-Meteo unavailable", describe=lambda r: f"HTTP {r.status_code}{_reason(r)}",
+            unavailable="Open-Meteo unavailable", describe=lambda r: f"HTTP {r.status_code}",
             refuse=lambda _r, reason: ToolError(f"Open-Meteo {reason}"))
 
     def place(self, lat: float, lon: float) -> Place:
@@ -110,7 +111,7 @@ class OpenMeteoClient:
             return out
         semaphore = asyncio.Semaphore(self.config.max_concurrency)
         timeout = httpx.Timeout(self.config.timeout_seconds)
-        async with httpx.AsyncClient(timeout=timeout, transport=self.transport) as client:
+        async with httpx.AsyncClient(timeout=timeout, transport=self.transport, trust_env=False) as client:
 
             async def one(day: tuple[float, float, str]) -> None:
                 async with semaphore:
@@ -171,12 +172,3 @@ def _number(value: Any) -> float | None:
     if isinstance(value, bool) or not isinstance(value, int | float):
         return None
     return float(value) if math.isfinite(value) else None
-
-
-def _reason(response: httpx.Response) -> str:
-    try:
-        reason = response.json().get("reason")
-    except (ValueError, AttributeError):
-        return ""
-    return f" ({str(reason)[:200]})" if reason else ""
-

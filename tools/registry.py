@@ -38,7 +38,8 @@ KINDS: Mapping[str, type] = MappingProxyType({  # tool kind -> its class
     "image_embedding": ImageEmbedding,
 })
 # kinds that take the deployment's ``env``
-DEPLOYED_KINDS = frozenset({"image_classifier", "image_embedding", "text_embedding", "weather", "llm"})
+DEPLOYED_KINDS = frozenset({"image_classifier", "image_embedding", "text_embedding", "weather", "llm",
+                            "remote_model"})
 
 
 def factories_for(env: ToolEnvironment) -> Mapping[str, Factory]:

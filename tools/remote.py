@@ -25,28 +25,32 @@ import numpy as np
 from policies.exceptions import ToolError
 from policies.model import RemoteModelSpec
 from tools.base import Batch, Item, ToolContext, Votes
-from tools.outbound import Caller, CircuitBreaker, RetryPolicy, request_with_retries
+from tools.environment import ToolEnvironment
+from tools.outbound import Caller, CircuitBreaker, GuardedTransport, RetryPolicy, request_with_retries, require_allowed
 
 Prediction = tuple[dict[str, float] | None, str]  # (label -> probability or None = abstain, why)
 
 
 class RemoteModelTool:
-    """Tool (not learnable). ``transport`` lets tests substitute an httpx transport."""
+    """Tool (not learnable). ``env``: the deployment's allowed endpoints (the spec's ``url`` must be one); every
+    request goes through the SSRF guard. ``transport`` lets tests substitute the httpx transport under the guard."""
 
     kind = "remote_model"
 
     def __init__(self, spec: RemoteModelSpec, labels: tuple[str, ...] | list[str], *,
-                 transport: httpx.AsyncBaseTransport | None = None) -> None:
+                 transport: httpx.AsyncBaseTransport | None = None, env: ToolEnvironment | None = None) -> None:
+        env = env or ToolEnvironment()
+        require_allowed(spec.name, spec.url, env.endpoints())
         self.spec = spec
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
-        self.transport = transport
+        self.transport = GuardedTransport(env.guard_allow(), transport)
         self.breaker = CircuitBreaker(spec.breaker_failures, spec.breaker_reset_seconds)
         self._caller = Caller(
             self.breaker, RetryPolicy(spec.max_retries, spec.backoff_seconds, spec.timeout_seconds),
             unavailable=f"{self.name} unavailable", describe=lambda r: f"HTTP {r.status_code}",
-            refuse=lambda r, reason: ToolError(f"{self.name}: {reason}: {r.text[:200]}"))
+            refuse=lambda _r, reason: ToolError(f"{self.name}: refused: {reason}"))  # never the body
         self.requests = 0
         self.model_version: str | None = None
 

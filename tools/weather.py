@@ -19,6 +19,7 @@ from policies.model import WeatherSpec
 from tools.base import Batch, Item, ToolContext, Votes
 from tools.environment import ToolEnvironment
 from tools.open_meteo import ClientConfig, HourKey, OpenMeteoClient, hour_of, parse_time
+from tools.outbound import GuardedTransport, require_allowed
 
 UNITS = {"kmh": "km/h", "ms": "m/s", "mph": "mph", "kn": "kn"}
 
@@ -38,6 +39,8 @@ class WeatherTool:
         env = env or ToolEnvironment()
         archive = spec.archive_url or env.open_meteo_archive_url
         forecast = spec.forecast_url or env.open_meteo_forecast_url
+        for url in (archive, forecast):
+            require_allowed(spec.name, url, env.endpoints())
         self.client = OpenMeteoClient(ClientConfig(
             archive_url=archive, forecast_url=forecast, hourly=tuple(spec.hourly),
             wind_speed_unit=spec.wind_speed_unit, place_decimals=spec.place_decimals,
@@ -45,7 +48,7 @@ class WeatherTool:
             max_retries=spec.max_retries, backoff_seconds=spec.backoff_seconds,
             max_concurrency=spec.max_concurrency, breaker_failures=spec.breaker_failures,
             breaker_reset_seconds=spec.breaker_reset_seconds, cache_size=spec.cache_size,
-        ), transport=transport)
+        ), transport=GuardedTransport(env.guard_allow(), transport))
 
     def feature_keys(self) -> list[str]:
         """The metadata keys this tool writes (for a classifier's ``metadata_features``)."""

@@ -14,20 +14,23 @@ from __future__ import annotations
 import asyncio
 import base64
 import binascii
+import threading
 from collections.abc import Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
 
 import httpx
 
 from policies import InputError, NotFoundError, ToolError
-from service.settings import Settings, image_limits
+from service.settings import Settings, image_limits, tool_environment
 from service.store import SqlStore
-from tools.fetch import FetchLimits, fetch_url
-from tools.images import ImageLimits, decode_image, exif_metadata, thumbnail, thumbnail_media_type
+from tools.fetch import fetch_url
+from tools.images import ImageLimits, decode_image, exif_metadata, open_image, thumbnail, thumbnail_media_type
 
 FETCH_CONCURRENCY = 8
+DECODE_CONCURRENCY = 2  # images decoded at once in this process, whatever the number of request threads
+_decoding = threading.BoundedSemaphore(DECODE_CONCURRENCY)  # a bound on memory, not a registry: holds no state
 
 
 @dataclass(slots=True)
@@ -57,12 +60,31 @@ def decode_base64(text: str, where: str) -> bytes:
 
 
 def check_image(data: bytes, limits: ImageLimits, where: str) -> CheckedImage:
-    """Validate one image (see the module doc) and make its thumbnail; InputError naming ``where`` and why."""
-    try:
-        image = decode_image(data, limits, draft=(256, 256))  # JPEG: every byte decoded, at a fraction of the memory
-    except InputError as exc:
-        raise InputError(f"{where}: {exc}") from None
-    return CheckedImage(data=data, thumbnail=thumbnail(image), metadata=exif_metadata(image))
+    """Validate one image (see the module doc) and make its thumbnail; InputError naming ``where`` and why. At most
+    ``DECODE_CONCURRENCY`` images are decoded at once in the process (the rest wait), so memory stays bounded."""
+    with _decoding:
+        try:
+            image = decode_image(data, limits, draft=(256, 256))  # JPEG: every byte decoded, a fraction of the memory
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        metadata = exif_metadata(image)
+        small = thumbnail(image)
+        image.close()
+    return CheckedImage(data=data, thumbnail=small, metadata=metadata)
+
+
+def check_call_pixels(images: Sequence[tuple[str, bytes]], limits: ImageLimits, budget: int) -> None:
+    """InputError when the images of one call claim more than ``budget`` pixels together (headers only)."""
+    total = 0
+    for where, data in images:
+        try:
+            width, height = open_image(data, limits).size
+        except InputError as exc:
+            raise InputError(f"{where}: {exc}") from None
+        total += width * height
+        if total > budget:
+            raise InputError(f"{where}: the images of this call have more than {budget} pixels together "
+                             "(max_call_pixels); send fewer or smaller images per call")
 
 
 def with_exif(metadata: dict[str, Any], exif: dict[str, Any]) -> dict[str, Any]:
@@ -76,19 +98,17 @@ def with_exif(metadata: dict[str, Any], exif: dict[str, Any]) -> dict[str, Any]:
 
 
 async def _fetch_all(urls: Sequence[tuple[int, str]], settings: Settings) -> dict[int, bytes | str]:
-    """Each URL's body, or why it could not be used (by position)."""
-    limits = FetchLimits(
-        max_bytes=min(settings.fetch_max_bytes, settings.max_image_bytes),
-        timeout_seconds=settings.fetch_timeout_seconds,
-        max_redirects=settings.fetch_max_redirects,
-    )
+    """Each URL's body, or why it could not be used (by position); every fetch of the call within
+    ``fetch_call_seconds`` together."""
+    env = tool_environment(settings)
+    limits = replace(env.fetch_limits, max_bytes=min(env.fetch_limits.max_bytes, settings.max_image_bytes))
     gate = asyncio.Semaphore(FETCH_CONCURRENCY)
     out: dict[int, bytes | str] = {}
 
     async def one(client: httpx.AsyncClient, index: int, url: str) -> None:
         async with gate:
             try:
-                result = await fetch_url(url, client=client, limits=limits, allow=settings.fetch_allow_hosts)
+                result = await fetch_url(url, client=client, limits=limits, allow=env.fetch_allow_hosts)
             except ToolError as exc:
                 out[index] = str(exc)
                 return
@@ -99,7 +119,13 @@ async def _fetch_all(urls: Sequence[tuple[int, str]], settings: Settings) -> dic
         )
 
     async with httpx.AsyncClient(trust_env=False) as client:
-        await asyncio.gather(*(one(client, i, url) for i, url in urls))
+        try:
+            async with asyncio.timeout(settings.fetch_call_seconds):
+                await asyncio.gather(*(one(client, i, url) for i, url in urls))
+        except TimeoutError:
+            late = f"fetch: the call's image URLs took longer than {settings.fetch_call_seconds:g}s together"
+            for i, _ in urls:
+                out.setdefault(i, late)
     return out
 
 
@@ -107,21 +133,21 @@ def load_images(sources: Sequence[ImageSource | None], settings: Settings) -> li
     """Fetch the URLs, then validate every image, aligned with ``sources``; the first problem (in input order) is
     an InputError naming its item. Runs in a worker thread (the routes are synchronous)."""
     urls = [(i, s.url) for i, s in enumerate(sources) if s is not None and s.url is not None]
+    if len(urls) > settings.max_image_urls:
+        raise InputError(f"{len(urls)} items with image_url in one call; at most {settings.max_image_urls} are "
+                         "fetched per call (max_image_urls): send the rest in further calls")
     fetched = asyncio.run(_fetch_all(urls, settings)) if urls else {}
     limits = image_limits(settings)
-    out: list[CheckedImage | None] = []
+    datas: list[tuple[str, bytes]] = []
     for i, source in enumerate(sources):
-        if source is None:
-            out.append(None)
-            continue
-        data = source.data
-        if source.url is not None:
-            got = fetched[i]
+        if source is not None:
+            got = fetched.get(i) if source.url is not None else source.data
             if isinstance(got, str):
                 raise InputError(f"{source.where}: image_url cannot be used: {got}")
-            data = got
-        out.append(check_image(data or b"", limits, source.where))
-    return out
+            datas.append((source.where, got or b""))
+    check_call_pixels(datas, limits, settings.max_call_pixels)  # before any pixel is decoded
+    checked = iter([check_image(data, limits, where) for where, data in datas])
+    return [None if source is None else next(checked) for source in sources]
 
 
 def thumbnail_url(project: str, external_id: str) -> str:

@@ -17,6 +17,7 @@ import base64
 import binascii
 import csv
 import io
+import math
 import time
 from collections import deque
 from collections.abc import AsyncIterator, Callable
@@ -39,6 +40,19 @@ POLL_SECONDS = 0.5  # idle wait between polls of the event stream
 EVENT_LAG_SECONDS = 5.0  # PostgreSQL: ids re-read for this long (label transactions are far shorter)
 
 
+FORMULA_STARTS = ("=", "+", "-", "@", "\t", "\r", "\n", "|")
+
+
+def csv_cell(value: object) -> object:
+    """A CSV cell that no spreadsheet runs as a formula: text starting with ``= + - @ | TAB CR LF`` gets a leading
+    ``'`` (OWASP's advice); numbers stay numbers."""
+    if value is None:
+        return ""
+    if isinstance(value, str) and value.startswith(FORMULA_STARTS):
+        return "'" + value
+    return value
+
+
 def encode_cursor(after_id: int) -> str:
     return base64.urlsafe_b64encode(f"{_CURSOR_PREFIX}{after_id}".encode()).decode().rstrip("=")
 
@@ -52,7 +66,7 @@ def decode_cursor(cursor: str | None) -> int:
     except (binascii.Error, UnicodeDecodeError, ValueError):
         text = ""
     number = text.removeprefix(_CURSOR_PREFIX)
-    if not text.startswith(_CURSOR_PREFIX) or not number.isdigit() or len(number) > 18:
+    if not text.startswith(_CURSOR_PREFIX) or not (number.isascii() and number.isdigit()) or len(number) > 18:
         raise InputError("cursor is not valid; pass the X-Next-Cursor value of the previous page, or omit it to "
                          "start from the first label")
     return int(number)
@@ -84,7 +98,7 @@ def export_labels(*, store: SqlStore, project: str, fmt: ExportFormat, cursor: s
         writer.writerow(CSV_COLUMNS)
         for rec in records:
             data = rec.model_dump(mode="json")
-            writer.writerow(["" if data[c] is None else data[c] for c in CSV_COLUMNS])
+            writer.writerow([csv_cell(data[c]) for c in CSV_COLUMNS])
         body = buf.getvalue()
     else:
         body = "".join(rec.model_dump_json() + "\n" for rec in records)
@@ -130,12 +144,18 @@ class LabelFeed:
         return rows
 
 
-async def label_events(*, store: SqlStore, project: str, after_id: int, poll_seconds: float = POLL_SECONDS
-                       ) -> AsyncIterator[ServerSentEvent]:
-    """Server-sent events of the project's labels after ``after_id``, forever (until the client goes away: the
-    server cancels the stream then). Event id = label id, so ``Last-Event-ID`` resumes after it."""
+async def label_events(*, store: SqlStore, project: str, after_id: int, poll_seconds: float = POLL_SECONDS,
+                       key_id: int | None = None, recheck_seconds: float = 5.0) -> AsyncIterator[ServerSentEvent]:
+    """Server-sent events of the project's labels after ``after_id``, until the client goes away (the server
+    cancels the stream then) or the API key ``key_id`` is revoked (checked every ``recheck_seconds``, and before
+    the first event). Event id = label id, so ``Last-Event-ID`` resumes after it."""
     feed = LabelFeed(store, project, after_id=after_id, lag_seconds=0.0 if store.sqlite else EVENT_LAG_SECONDS)
+    checked = -math.inf
     while True:
+        if key_id is not None and time.monotonic() - checked >= recheck_seconds:
+            if not await anyio.to_thread.run_sync(store.key_is_live, key_id):
+                return  # the key was revoked: the stream ends
+            checked = time.monotonic()
         rows = await anyio.to_thread.run_sync(feed.poll)
         for row in rows:
             yield ServerSentEvent(data=record(row), id=str(row.id), event="label")

@@ -37,7 +37,7 @@ def get_policy(*, store: SqlStore, project: str, version: int) -> PolicyVersionI
 def create_policy(*, store: SqlStore, feedback: FeedbackSink, project: str, policy: dict[str, Any] | str,
                   activate: bool, reason: str, actor: str) -> PolicyVersionInfo:
     store.get_project(project)  # 404 before 422: an unknown project is the first thing to fix
-    candidate, requested = policy_from_input(policy, project=project)
+    candidate, requested = policy_from_input(policy, project=project, settings=store.settings)
     stored = store.create_policy_version(project, candidate, actor=actor, requested=requested, activate=activate,
                                          reason=reason)
     if activate:

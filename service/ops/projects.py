@@ -11,7 +11,9 @@ from service.feedback import FeedbackSink
 from service.models import ProjectPublic
 from service.ops import tell
 from service.schemas.projects import ProjectDetail
+from service.settings import Settings, tool_environment
 from service.store import SqlStore
+from tools.outbound import check_policy_endpoints
 
 
 class _NoAliasLoader(yaml.SafeLoader):
@@ -25,8 +27,9 @@ class _NoAliasLoader(yaml.SafeLoader):
         return super().compose_node(parent, index)
 
 
-def policy_from_input(raw: dict[str, Any] | str, *, project: str) -> tuple[Policy, int | None]:
+def policy_from_input(raw: dict[str, Any] | str, *, project: str, settings: Settings) -> tuple[Policy, int | None]:
     """Validate a client's policy (mapping or YAML text) for ``project``; returns it and the version it asked for.
+    A tool endpoint the deployment (``settings``) does not allow is a PolicyError (422).
     ``project`` defaults to the project's name and ``version`` to 1 (callers assign the real one)."""
     if isinstance(raw, str):
         try:
@@ -39,12 +42,13 @@ def policy_from_input(raw: dict[str, Any] | str, *, project: str) -> tuple[Polic
     data.setdefault("project", project)
     requested = data.get("version")
     policy = parse_policy({**data, "version": 1 if requested is None else requested})
+    check_policy_endpoints(policy, tool_environment(settings).endpoints())  # 422 before any tool is built
     return policy, requested
 
 
 def create_project(*, store: SqlStore, feedback: FeedbackSink, name: str, policy: dict[str, Any] | str, actor: str
                    ) -> ProjectPublic:
-    first, requested = policy_from_input(policy, project=name)
+    first, requested = policy_from_input(policy, project=name, settings=store.settings)
     if requested is not None and requested != 1:
         raise InputError(f"policy.version: the first version of a project is 1; omit version or send 1 "
                          f"(got {requested})")

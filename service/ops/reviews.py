@@ -50,29 +50,33 @@ def _task_policy(store: SqlStore, task_id: int) -> tuple[str, Policy]:
     return ref.project, store.get_policy(ref.project, ref.policy_version)
 
 
-def heartbeat(*, store: SqlStore, task_id: int, token: str) -> HeartbeatResponse:
+Scope = frozenset[str] | None  # the projects the caller's key may see (None: every project)
+
+
+def heartbeat(*, store: SqlStore, task_id: int, token: str, scope: Scope = None) -> HeartbeatResponse:
     _, policy = _task_policy(store, task_id)
-    expires = store.extend_review_lease(task_id, token, lease_seconds=policy.lease_seconds)
+    expires = store.extend_review_lease(task_id, token, lease_seconds=policy.lease_seconds, projects=scope)
     return HeartbeatResponse(task_id=task_id, lease_expires_at=expires)
 
 
-def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str, label: str) -> SubmitResponse:
+def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str, label: str, scope: Scope = None
+           ) -> SubmitResponse:
     """Store the answer (ground truth), then tell the feedback sink; learning happens elsewhere, never here."""
     ref = store.task_key(task_id)  # remembered from the claim: no query
-    result = store.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project)
+    result = store.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project, projects=scope)
     tell(feedback, ref.project)
     final = result.settled[0].label if result.settled else None
     return SubmitResponse(task_id=task_id, external_id=ref.external_id, label=label, settled=bool(result.settled),
                           final_label=final)
 
 
-def skip(*, store: SqlStore, task_id: int, token: str, seconds: int) -> SkipResponse:
-    _, until = store.skip_review(task_id, token, seconds=seconds)
+def skip(*, store: SqlStore, task_id: int, token: str, seconds: int, scope: Scope = None) -> SkipResponse:
+    _, until = store.skip_review(task_id, token, seconds=seconds, projects=scope)
     return SkipResponse(task_id=task_id, skipped_until=until)
 
 
-def release(*, store: SqlStore, task_id: int, token: str) -> ReleaseResponse:
-    store.release_review(task_id, token)
+def release(*, store: SqlStore, task_id: int, token: str, scope: Scope = None) -> ReleaseResponse:
+    store.release_review(task_id, token, projects=scope)
     return ReleaseResponse(task_id=task_id)
 
 

@@ -8,10 +8,11 @@ from fastapi import APIRouter, Query
 
 from service.deps import OPERATOR, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.ops import policies as ops
 from service.schemas.policies import AuditPage
 
-router = APIRouter(prefix="/projects/{project}/audit", tags=["audit"])
+router = APIRouter(prefix="/projects/{project}/audit", tags=["audit"], route_class=OffLoopRoute)
 
 
 @router.get("", dependencies=allow(*OPERATOR),

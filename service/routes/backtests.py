@@ -10,11 +10,12 @@ from fastapi import APIRouter, Body, Path, Query
 
 from service.deps import OPERATOR, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.ops import backtests as ops
 from service.routes.policies import VersionPath
 from service.schemas.policies import BacktestPage, BacktestRequest, BacktestResponse
 
-router = APIRouter(prefix="/projects/{project}", tags=["policies"])
+router = APIRouter(prefix="/projects/{project}", tags=["policies"], route_class=OffLoopRoute)
 
 BacktestPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Backtest id (`id` of a backtest).")]
 

@@ -10,6 +10,7 @@ from pydantic import AfterValidator
 
 from service.deps import INGEST, OPERATOR, REVIEWER, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.ops import images as image_ops
 from service.ops import items as ops
 from service.ops import uploads
@@ -26,7 +27,7 @@ from service.schemas.items import (
     RequeueResponse,
 )
 
-router = APIRouter(prefix="/projects/{project}/items", tags=["items"])
+router = APIRouter(prefix="/projects/{project}/items", tags=["items"], route_class=OffLoopRoute)
 
 IdempotencyKeyHeader = Annotated[str | None, Header(alias="Idempotency-Key", min_length=1, max_length=128,
                                                     pattern=r"^[\x21-\x7e]+$",

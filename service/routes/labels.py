@@ -8,12 +8,13 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Header, Query, Request, Response
 from fastapi.sse import EventSourceResponse, ServerSentEvent
 
-from service.deps import INGEST, ExistingProjectDep, ProjectPath, StoreDep, allow
+from service.deps import INGEST, ExistingProjectDep, PrincipalDep, ProjectPath, SettingsDep, StoreDep, allow
 from service.errors import REF, error_docs
+from service.gate import OffLoopRoute
 from service.ops import labels as ops
 from service.schemas.items import LabelRecord
 
-router = APIRouter(prefix="/projects/{project}", tags=["labels"])
+router = APIRouter(prefix="/projects/{project}", tags=["labels"], route_class=OffLoopRoute)
 
 _EXPORT_DOC: dict[int | str, dict[str, Any]] = {
     200: {
@@ -57,14 +58,17 @@ async def events(
     project: ExistingProjectDep,
     store: StoreDep,
     request: Request,
+    principal: PrincipalDep,
+    settings: SettingsDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="Start after this label id (0: from the first)")] = 0,
     last_event_id: Annotated[int | None, Header(alias="Last-Event-ID", ge=0, le=2**62,
                                                 description="Resume after this event id (wins over `after`)")] = None,
 ) -> AsyncIterable[LabelRecord]:
     """Every label written in the project, as `event: label` with the label id as event id, then new ones as they
-    are written. The stream stays open until the client disconnects."""
+    are written. The stream stays open until the client disconnects or its API key is revoked."""
     start = after if last_event_id is None else last_event_id
     poll = getattr(request.app.state, "events_poll_seconds", ops.POLL_SECONDS)
     event: ServerSentEvent
-    async for event in ops.label_events(store=store, project=project, after_id=start, poll_seconds=poll):
+    async for event in ops.label_events(store=store, project=project, after_id=start, poll_seconds=poll,
+                                        key_id=principal.key_id, recheck_seconds=settings.events_recheck_seconds):
         yield event  # type: ignore[misc]

@@ -17,7 +17,6 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, Query, Request, Response, Security
 from fastapi.exceptions import RequestValidationError
-from fastapi.routing import APIRoute
 from fastapi.security import HTTPAuthorizationCredentials, HTTPBasic, HTTPBasicCredentials
 
 from policies import AuthenticationError, LabelAgentError
@@ -36,6 +35,7 @@ from service.deps import (
     get_principal,
 )
 from service.errors import error_docs, status_of
+from service.gate import OffLoopRoute
 from service.labelstudio import (
     HealthResponse,
     ImportResponse,
@@ -54,7 +54,7 @@ from service.ops import labelstudio as ops
 from service.ops import labelstudio_backend as backend
 
 
-class LoggedRoute(APIRoute):
+class LoggedRoute(OffLoopRoute):
     """A route whose refusals are logged with their reason (``labelagent.labelstudio``, WARNING): Label Studio
     shows only the status line ("422 Client Error: Unprocessable Entity for url: .../setup") and sends its user to
     the ML backend's console log for the reason."""
@@ -123,6 +123,8 @@ def label_studio_principal(
 
 class AllowLabelStudio(Allow):
     """:class:`~service.deps.Allow` over :func:`label_studio_principal` (Basic and Token schemes too)."""
+
+    schemes = frozenset({"bearer", "basic", "token"})
 
     async def __call__(
         self, request: Request, principal: Annotated[Principal, Depends(label_studio_principal)], store: StoreDep

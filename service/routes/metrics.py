@@ -8,11 +8,12 @@ from fastapi import APIRouter, Response
 
 from service.deps import OPERATOR, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.ops import insights
 from service.ops import metrics as ops
 from service.schemas.metrics import CalibrationCurve, PrecisionHistory, ProjectMetrics, ToolReport
 
-router = APIRouter(tags=["metrics"])
+router = APIRouter(tags=["metrics"], route_class=OffLoopRoute)
 
 _PROMETHEUS_DOC: dict[int | str, dict[str, Any]] = {
     200: {"description": "Prometheus text exposition format 0.0.4 (gauges `labelagent_*`).",

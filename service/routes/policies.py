@@ -8,6 +8,7 @@ from fastapi import APIRouter, Body, Path
 
 from service.deps import OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.ops import policies as ops
 from service.schemas.policies import (
     ActivationResponse,
@@ -16,7 +17,7 @@ from service.schemas.policies import (
     PolicyVersionInfo,
 )
 
-router = APIRouter(prefix="/projects/{project}/policies", tags=["policies"])
+router = APIRouter(prefix="/projects/{project}/policies", tags=["policies"], route_class=OffLoopRoute)
 
 VersionPath = Annotated[int, Path(ge=1, le=2**31 - 1, description="Policy version number.")]
 OptionalChange = Annotated[PolicyChangeRequest | None, Body()]

@@ -7,11 +7,12 @@ from fastapi import APIRouter
 from policies import PermissionDeniedError
 from service.deps import ANY_ROLE, OPERATOR, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.models import ProjectPublic
 from service.ops import projects as ops
 from service.schemas.projects import ProjectCreateRequest, ProjectDetail
 
-router = APIRouter(prefix="/projects", tags=["projects"])
+router = APIRouter(prefix="/projects", tags=["projects"], route_class=OffLoopRoute)
 
 
 @router.post("", dependencies=allow(*OPERATOR),

@@ -7,8 +7,9 @@ from typing import Annotated, Literal
 
 from fastapi import APIRouter, Query, Response
 
-from service.deps import OPERATOR, REVIEWER, FeedbackDep, ProjectPath, StoreDep, TaskPath, allow
+from service.deps import OPERATOR, REVIEWER, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, TaskPath, allow
 from service.errors import error_docs
+from service.gate import OffLoopRoute
 from service.ops import reviews as ops
 from service.schemas.reviews import (
     ClaimedTask,
@@ -23,8 +24,8 @@ from service.schemas.reviews import (
     SubmitResponse,
 )
 
-project_router = APIRouter(prefix="/projects/{project}/reviews", tags=["reviews"])
-router = APIRouter(prefix="/reviews", tags=["reviews"])
+project_router = APIRouter(prefix="/projects/{project}/reviews", tags=["reviews"], route_class=OffLoopRoute)
+router = APIRouter(prefix="/reviews", tags=["reviews"], route_class=OffLoopRoute)
 
 
 @project_router.post("/claim", dependencies=allow(*REVIEWER),
@@ -53,26 +54,28 @@ def list_queue(
 @router.post("/{task}/heartbeat", dependencies=allow(*REVIEWER),
              response_model=HeartbeatResponse, summary="Extend the lease on a claimed task",
              responses=error_docs(404, 409))
-def heartbeat(task: TaskPath, body: LeaseRequest, store: StoreDep) -> HeartbeatResponse:
-    return ops.heartbeat(store=store, task_id=task, token=body.lease_token)
+def heartbeat(task: TaskPath, body: LeaseRequest, store: StoreDep, principal: PrincipalDep) -> HeartbeatResponse:
+    return ops.heartbeat(store=store, task_id=task, token=body.lease_token, scope=principal.projects)
 
 
 @router.post("/{task}/submit", dependencies=allow(*REVIEWER),
              response_model=SubmitResponse, summary="Answer a claimed task",
              responses=error_docs(404, 409, 422))
-def submit(task: TaskPath, body: SubmitRequest, store: StoreDep, feedback: FeedbackDep) -> SubmitResponse:
-    return ops.submit(store=store, feedback=feedback, task_id=task, token=body.lease_token, label=body.label)
+def submit(task: TaskPath, body: SubmitRequest, store: StoreDep, feedback: FeedbackDep,
+           principal: PrincipalDep) -> SubmitResponse:
+    return ops.submit(store=store, feedback=feedback, task_id=task, token=body.lease_token, label=body.label,
+                      scope=principal.projects)
 
 
 @router.post("/{task}/skip", dependencies=allow(*REVIEWER),
              response_model=SkipResponse, summary="Pass on a task (not offered to you again soon)",
              responses=error_docs(404, 409))
-def skip(task: TaskPath, body: SkipRequest, store: StoreDep) -> SkipResponse:
-    return ops.skip(store=store, task_id=task, token=body.lease_token, seconds=body.seconds)
+def skip(task: TaskPath, body: SkipRequest, store: StoreDep, principal: PrincipalDep) -> SkipResponse:
+    return ops.skip(store=store, task_id=task, token=body.lease_token, seconds=body.seconds, scope=principal.projects)
 
 
 @router.post("/{task}/release", dependencies=allow(*REVIEWER),
              response_model=ReleaseResponse, summary="Give a claimed task back to the queue",
              responses=error_docs(404, 409))
-def release(task: TaskPath, body: LeaseRequest, store: StoreDep) -> ReleaseResponse:
-    return ops.release(store=store, task_id=task, token=body.lease_token)
+def release(task: TaskPath, body: LeaseRequest, store: StoreDep, principal: PrincipalDep) -> ReleaseResponse:
+    return ops.release(store=store, task_id=task, token=body.lease_token, scope=principal.projects)

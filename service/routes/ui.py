@@ -6,9 +6,10 @@ from __future__ import annotations
 from fastapi import APIRouter
 from fastapi.responses import FileResponse, RedirectResponse
 
+from service.gate import OffLoopRoute
 from service.web import STATIC_DIR
 
-router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False)
+router = APIRouter(prefix="/ui", tags=["ui"], include_in_schema=False, route_class=OffLoopRoute)
 
 PAGES = ("/ui/review", "/ui/operator")
 

@@ -7,14 +7,14 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
-from service.schemas.common import ExternalId, JsonObject, Label, Reason, Request, ReviewerName, SafeText
+from service.schemas.common import ExternalId, Label, Metadata, Reason, Request, ReviewerName, SafeText
 
 ClientStatus = Literal["pending", "labeled", "in_review", "failed"]
 
 
 class ItemData(Request):
     text: SafeText | None = Field(default=None, description="The item's text.")
-    metadata: JsonObject = Field(default_factory=dict, description="Any JSON object (numbers, time, place, ...). "
+    metadata: Metadata = Field(default_factory=dict, description="Any JSON object (numbers, time, place, ...). "
                                  "EXIF time and GPS of an image fill `time`, `lat` and `lon` when not given here.")
     image_base64: str | None = Field(default=None, min_length=1, description=(
         "The item's image file (PNG, JPEG, GIF, WEBP, BMP or TIFF by default), base64-encoded (standard alphabet; "

@@ -25,7 +25,7 @@ from urllib.parse import parse_qs
 
 from policies import InputError, NotFoundError
 from service.feedback import FeedbackSink, NullSink
-from service.schemas.common import MAX_LABEL_CHARS, json_safe, no_nul
+from service.schemas.common import MAX_LABEL_CHARS, metadata_safe, no_nul
 from service.store import SqlStore
 from tools.base import Item
 
@@ -77,7 +77,7 @@ def parse_entry(fields: Mapping[str, Any], max_key_length: int,
     metadata = data.pop("metadata", {})
     if not isinstance(metadata, dict):
         raise InputError("data.metadata must be an object")
-    _check("data.metadata", metadata, json_safe)
+    _check("data.metadata", metadata, metadata_safe)
     if data:
         raise InputError(f"data has unknown key {sorted(data)[0]!r}; give text and/or metadata")
     if text is None and not metadata:

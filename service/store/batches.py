@@ -30,7 +30,7 @@ TASK_COLS = ("project_id", "item_id", "policy_version", "kind", "priority", "sug
 def parse_policy_key(project: str, policy_key: str) -> int:
     """``"project/3"`` -> 3, checking the project part."""
     name, _, version = policy_key.rpartition("/")
-    if name != project or not version.isdigit():
+    if name != project or not (version.isascii() and version.isdigit()):
         raise InputError(f"policy_key {policy_key!r} does not name a version of project {project!r} "
                          f"(expected '{project}/<version>')")
     return int(version)

@@ -10,7 +10,7 @@ import hashlib
 import hmac
 import secrets
 from collections.abc import Sequence
-from datetime import datetime
+from datetime import datetime, timedelta
 from typing import Any
 
 from sqlalchemy import Table, bindparam, delete, func, insert, select, update
@@ -69,13 +69,20 @@ class KeysMixin(StoreBase):
 
     def revoke_key(self, prefix: str, *, now: datetime | None = None) -> ApiKeyPublic:
         """Revoke the key with this prefix (or id); revoking twice keeps the first time."""
-        cond = key_t.c.id == int(prefix) if prefix.isdigit() and len(prefix) != 12 else key_t.c.prefix == prefix
+        numeric = prefix.isascii() and prefix.isdigit() and len(prefix) != 12
+        cond = key_t.c.id == int(prefix) if numeric else key_t.c.prefix == prefix
         with write_tx(self.engine) as conn:
             conn.execute(update(key_t).where(cond, key_t.c.revoked_at.is_(None)).values(revoked_at=as_utc(now)))
             row = conn.execute(select(key_t).where(cond)).mappings().first()
         if row is None:
             raise NotFoundError(f"API key {prefix!r} does not exist")
         return ApiKeyPublic.model_validate(dict(row))
+
+    def key_is_live(self, key_id: int) -> bool:
+        """Whether the key with this id exists and is not revoked (long streams re-check their key with it)."""
+        with read_tx(self.engine) as conn:
+            revoked = conn.execute(select(key_t.c.revoked_at).where(key_t.c.id == key_id)).first()
+        return revoked is not None and revoked[0] is None
 
     def authenticate(self, key: str) -> ApiKeyPublic | None:
         """The key's record if ``key`` is a live (not revoked) key, else None."""
@@ -101,12 +108,19 @@ class KeysMixin(StoreBase):
     def reserve_idempotent(self, project: str, key: str, request_hash: str, *,
                            now: datetime | None = None) -> tuple[str, int, dict[str, Any]] | None:
         """Claim ``key`` for a request (status 0 until :meth:`finish_idempotent`): None when this caller got it,
-        else what is stored (status 0: another request with the key is still running)."""
+        else what is stored (status 0: another request with the key is still running). A reservation older than
+        ``idempotency_timeout_seconds`` without an answer (its process died) is taken over by this caller."""
+        now = as_utc(now)
+        stale = now - timedelta(seconds=self.settings.idempotency_timeout_seconds)
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            conn.execute(delete(idem_t).where(idem_t.c.project_id == pid, idem_t.c.key == key,
+                                              idem_t.c.status_code == 0, idem_t.c.created_at < stale))
         try:
             with write_tx(self.engine) as conn:
                 pid = self._project_id(conn, project)
                 conn.execute(insert(idem_t).values(project_id=pid, key=key, request_hash=request_hash, status_code=0,
-                                                   response={}, created_at=as_utc(now)))
+                                                   response={}, created_at=now))
         except IntegrityError:
             stored = self.get_idempotent(project, key)
             if stored is None:  # the holder gave the key up meanwhile: try once more

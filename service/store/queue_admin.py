@@ -51,21 +51,24 @@ class QueueAdminMixin(ReviewsMixin):
         with read_tx(self.engine) as conn:
             return self._task_ref(conn, task_id)
 
-    def release_review(self, task_id: int, token: str, *, now: datetime | None = None) -> TaskRef:
-        """Give a claimed task back to the queue (the reviewer keeps no claim). ConflictError on a stale token."""
+    def release_review(self, task_id: int, token: str, *, projects: frozenset[str] | None = None,
+                       now: datetime | None = None) -> TaskRef:
+        """Give a claimed task back to the queue (the reviewer keeps no claim). ConflictError on a stale token;
+        NotFoundError when the task is not in ``projects`` (the caller's scope; None: any)."""
         now = as_utc(now)
         with write_tx(self.engine) as conn:
-            ref = self._task_ref(conn, task_id)
+            ref = in_scope(self._task_ref(conn, task_id), projects)
             self._unclaim(conn, task_id, token, now)
         return ref
 
-    def skip_review(self, task_id: int, token: str, *, seconds: float, now: datetime | None = None
-                    ) -> tuple[TaskRef, datetime]:
-        """Release the task and keep it from its reviewer for ``seconds``. Returns the task and that time."""
+    def skip_review(self, task_id: int, token: str, *, seconds: float, projects: frozenset[str] | None = None,
+                    now: datetime | None = None) -> tuple[TaskRef, datetime]:
+        """Release the task and keep it from its reviewer for ``seconds``. Returns the task and that time.
+        NotFoundError when the task is not in ``projects`` (the caller's scope; None: any)."""
         now = as_utc(now)
         until = lease_until(now, seconds)
         with write_tx(self.engine) as conn:
-            ref = self._task_ref(conn, task_id)
+            ref = in_scope(self._task_ref(conn, task_id), projects)
             project_id, reviewer = self._unclaim(conn, task_id, token, now)
             insert_ = (sqlite_insert if self.sqlite else pg_insert)(skip_t)
             conn.execute(insert_.values(project_id=project_id, task_id=task_id, reviewer=reviewer, until=until,
@@ -115,3 +118,10 @@ class QueueAdminMixin(ReviewsMixin):
             raise stale(task_id)
         conn.execute(update(task_t).where(task_t.c.id == task_id).values(updated_at=now, **_OPEN))
         return int(row[0]), str(row[1])
+
+
+def in_scope(ref: TaskRef, projects: frozenset[str] | None) -> TaskRef:
+    """``ref`` when its project is in ``projects`` (None: every project), else NotFoundError (like a missing task)."""
+    if projects is not None and ref.project not in projects:
+        raise NotFoundError(f"review task {ref.task_id} does not exist")
+    return ref

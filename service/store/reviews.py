@@ -26,6 +26,7 @@ from service.store.base import (
     label_t,
     lease_until,
     new_token,
+    project_t,
     review_t,
     task_t,
     to_item,
@@ -167,11 +168,17 @@ class ReviewsMixin(StoreBase):
         return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
 
     def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
-                            now: datetime | None = None) -> datetime:
-        """Heartbeat for a claimed task; ConflictError when the token no longer holds it."""
+                            projects: frozenset[str] | None = None, now: datetime | None = None) -> datetime:
+        """Heartbeat for a claimed task; ConflictError when the token no longer holds it, NotFoundError when the
+        task is not in ``projects`` (the caller's scope; None: any)."""
         now = as_utc(now)
         expires = lease_until(now, lease_seconds if lease_seconds is not None else self.settings.review_lease_seconds)
         with write_tx(self.engine) as conn:
+            if projects is not None:
+                name = conn.execute(select(project_t.c.name).join(task_t, task_t.c.project_id == project_t.c.id)
+                                    .where(task_t.c.id == task_id)).scalar()
+                if name not in projects:
+                    raise NotFoundError(f"review task {task_id} does not exist")
             n = conn.execute(update(task_t).where(task_t.c.id == task_id, task_t.c.status == "claimed",
                                                   task_t.c.lease_token == token)
                              .values(lease_expires_at=expires, updated_at=now)).rowcount
@@ -180,13 +187,15 @@ class ReviewsMixin(StoreBase):
         return expires
 
     def submit_review(self, task_id: int, token: str, label: str, *, project: str | None = None,
-                      now: datetime | None = None) -> GroundTruth:
+                      projects: frozenset[str] | None = None, now: datetime | None = None) -> GroundTruth:
         """One reviewer's answer (see :meth:`submit_reviews`); returns it as ground truth."""
-        return self.submit_reviews([ReviewAnswer(task_id, token, label)], project=project, now=now).answers[0]
+        return self.submit_reviews([ReviewAnswer(task_id, token, label)], project=project, projects=projects,
+                                   now=now).answers[0]
 
     def submit_reviews(self, answers: Sequence[ReviewAnswer], *, project: str | None = None,
-                       now: datetime | None = None) -> SubmitResult:
-        """Store many answers in one transaction, all or nothing.
+                       projects: frozenset[str] | None = None, now: datetime | None = None) -> SubmitResult:
+        """Store many answers in one transaction, all or nothing. Only tasks of ``project`` (when given) and of
+        ``projects`` (the caller's scope; None: any) are found; any other is a NotFoundError.
 
         Each answer needs the token of a current claim on its task (ConflictError otherwise: stale, foreign or
         already answered; a claim whose lease expired still counts until someone else claims the task) and a
@@ -203,6 +212,9 @@ class ReviewsMixin(StoreBase):
             return out
         with write_tx(self.engine) as conn:
             tasks = self._locked_tasks(conn, ids, project)
+            if projects is not None:
+                names = self._project_names(conn, {t["project_id"] for t in tasks.values()})
+                tasks = {i: t for i, t in tasks.items() if names.get(t["project_id"]) in projects}
             ts = db_value(conn, review_t.c.created_at, now)
             reviews: list[tuple[Any, ...]] = []
             policies: dict[tuple[int, int], Policy] = {}
@@ -252,6 +264,12 @@ class ReviewsMixin(StoreBase):
             for part in chunks(item_ids):
                 conn.execute(_ITEMS_LABELED, {"l_ids": part, "l_now": now})
         return out
+
+    def _project_names(self, conn: Connection, ids: set[int]) -> dict[int, str]:
+        if not ids:
+            return {}
+        rows = conn.execute(select(project_t.c.id, project_t.c.name).where(project_t.c.id.in_(sorted(ids))))
+        return {pid: name for pid, name in rows}
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None

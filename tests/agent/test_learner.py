@@ -151,7 +151,8 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
     from agent.state import ReviewTrace
     from tools.base import Batch
 
-    learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="anytime"), [CountingLearner("clf", {})])
+    learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="anytime"),
+                      [CountingLearner("clf", {})])
     items = make_items(400)
 
     def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]

@@ -19,6 +19,7 @@ Answer = Callable[[str, dict[str, Any]], tuple[int, Any]]
 class JsonServer:
     def __init__(self, answer: Answer) -> None:
         self.requests: list[tuple[str, dict[str, Any]]] = []
+        self.headers: list[dict[str, str]] = []  # each request's headers, in order
         self.answer = answer
         outer = self
 
@@ -26,6 +27,7 @@ class JsonServer:
             def do_POST(self) -> None:
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
                 outer.requests.append((self.path, body))
+                outer.headers.append({k.lower(): v for k, v in self.headers.items()})
                 status, answer = outer.answer(self.path, body)
                 data = json.dumps(answer).encode()
                 self.send_response(status)

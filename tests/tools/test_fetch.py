@@ -172,9 +172,8 @@ def test_forbidden_reason_unwraps_ipv6_forms() -> None:
     assert forbidden_reason(ip_address("2606:4700::1111")) is None
 
 
-def test_limits_from_settings() -> None:
-    from service.settings import Settings
-    from tools.fetch import limits_from_settings
+def test_tools_get_the_fetch_settings_through_the_tool_environment() -> None:
+    from service.settings import Settings, tool_environment
 
-    limits, allow = limits_from_settings(Settings(fetch_allow_hosts=["127.0.0.1:8000"], fetch_max_redirects=2))
-    assert limits.max_redirects == 2 and allow == {"127.0.0.1:8000"}
+    env = tool_environment(Settings(fetch_allow_hosts=["127.0.0.1:8000"], fetch_max_redirects=2))
+    assert env.fetch_limits.max_redirects == 2 and env.fetch_allow_hosts == {"127.0.0.1:8000"}

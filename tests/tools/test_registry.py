@@ -77,13 +77,13 @@ def test_unusable_settings_fail_when_building() -> None:
 def test_the_deployments_environment_reaches_the_tools_that_need_it() -> None:
     env = ToolEnvironment(open_meteo_archive_url="http://127.0.0.1:9/archive",
                           open_meteo_forecast_url="http://127.0.0.1:9/forecast",
-                          image_limits=ImageLimits(max_pixels=100))
+                          image_limits=ImageLimits(max_pixels=100), tool_endpoints=("http://127.0.0.1:8/own",))
     tools = [WeatherSpec(name="wx"), WeatherSpec(name="wx2", archive_url="http://127.0.0.1:8/own"),
              ImageClassifierSpec(name="img")]
     wx, wx2, img = build_tools(policy(tools=tools), env=env)
     assert (wx.client.config.archive_url, wx.client.config.forecast_url) == (env.open_meteo_archive_url,
                                                                             env.open_meteo_forecast_url)
-    assert wx2.client.config.archive_url == "http://127.0.0.1:8/own"  # the spec's own endpoint wins
+    assert wx2.client.config.archive_url == "http://127.0.0.1:8/own"  # the spec's own (allowed) endpoint wins
     assert img.limits.max_pixels == 100
     default_wx, default_img = build_tools(policy(tools=[WeatherSpec(name="wx"), ImageClassifierSpec(name="img")]))
     assert default_wx.client.config.archive_url == ToolEnvironment().open_meteo_archive_url

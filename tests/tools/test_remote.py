@@ -11,11 +11,17 @@ import pytest
 from policies import ToolError
 from policies.model import RemoteModelSpec
 from tools.base import Batch, Item, ToolContext, Votes
+from tools.environment import ToolEnvironment
 from tools.remote import RemoteModelTool
 
 from .loopback import JsonServer
 
 LABELS = ("ham", "spam")
+
+
+def allowing(spec: RemoteModelSpec) -> ToolEnvironment:
+    """A deployment whose operator allows the spec's (loopback) endpoint."""
+    return ToolEnvironment(tool_endpoints=(spec.url,))
 Answer = Callable[[dict[str, Any]], tuple[int, dict[str, Any]]]
 
 
@@ -59,7 +65,7 @@ ITEMS = [Item("a", "free cash", {"lat": 1.5}), Item("b", "lunch?"), Item("c", "g
 
 def test_label_studio_backend_votes(serve: Callable[[Answer], Backend]) -> None:
     backend = serve(label_studio)
-    tool = RemoteModelTool(RemoteModelSpec(name="ls", url=backend.url, max_batch=2), LABELS)
+    tool = RemoteModelTool(spec := RemoteModelSpec(name="ls", url=backend.url, max_batch=2), LABELS, env=allowing(spec))
     votes = predict(tool, ITEMS)
     assert votes.abstain.tolist() == [False, False, True]
     assert votes.probs[0].tolist() == pytest.approx([0.1, 0.9]) and votes.probs[1].tolist() == pytest.approx([0.9, 0.1])
@@ -77,7 +83,8 @@ def test_generic_json_endpoint(serve: Callable[[Answer], Backend]) -> None:
         return 200, {"predictions": preds[:len(body["items"])], "model_version": "g1"}
 
     backend = serve(answer)
-    tool = RemoteModelTool(RemoteModelSpec(name="g", url=backend.url, protocol="json", strength=0.7), LABELS)
+    tool = RemoteModelTool(spec := RemoteModelSpec(name="g", url=backend.url, protocol="json", strength=0.7), LABELS,
+                           env=allowing(spec))
     votes = predict(tool, ITEMS)
     assert votes.probs[0].tolist() == pytest.approx([0.25, 0.75])
     assert votes.probs[1].tolist() == pytest.approx([0.7, 0.3])
@@ -92,7 +99,8 @@ def test_retries_5xx_then_succeeds(serve: Callable[[Answer], Backend]) -> None:
         return next(calls) or label_studio(body)
 
     backend = serve(answer)
-    tool = RemoteModelTool(RemoteModelSpec(name="ls", url=backend.url, backoff_seconds=0.0), LABELS)
+    tool = RemoteModelTool(spec := RemoteModelSpec(name="ls", url=backend.url, backoff_seconds=0.0), LABELS,
+                           env=allowing(spec))
     votes = predict(tool, ITEMS[:1])
     assert votes.abstain.tolist() == [False] and tool.requests == 3
 
@@ -101,7 +109,7 @@ def test_down_backend_raises_and_breaker_opens(serve: Callable[[Answer], Backend
     backend = serve(lambda body: (500, {"error": "boom"}))
     spec = RemoteModelSpec(name="ls", url=backend.url, backoff_seconds=0.0, max_retries=1, breaker_failures=2,
                            breaker_reset_seconds=600)
-    tool = RemoteModelTool(spec, LABELS)
+    tool = RemoteModelTool(spec, LABELS, env=allowing(spec))
     with pytest.raises(ToolError, match="unavailable: HTTP 500"):
         predict(tool, ITEMS)
     with pytest.raises(ToolError, match="circuit open"):
@@ -112,12 +120,13 @@ def test_down_backend_raises_and_breaker_opens(serve: Callable[[Answer], Backend
 def test_refused_connection_and_4xx() -> None:
     spec = RemoteModelSpec(name="ls", url="http://127.0.0.1:9/predict", backoff_seconds=0.0, max_retries=0)
     with pytest.raises(ToolError, match="unavailable"):
-        predict(RemoteModelTool(spec, LABELS), ITEMS)
+        predict(RemoteModelTool(spec, LABELS, env=allowing(spec)), ITEMS)
 
 
 def test_bad_request_is_not_retried(serve: Callable[[Answer], Backend]) -> None:
     backend = serve(lambda body: (400, {"error": "bad"}))
-    tool = RemoteModelTool(RemoteModelSpec(name="ls", url=backend.url, backoff_seconds=0.0), LABELS)
+    tool = RemoteModelTool(spec := RemoteModelSpec(name="ls", url=backend.url, backoff_seconds=0.0), LABELS,
+                           env=allowing(spec))
     with pytest.raises(ToolError, match="HTTP 400"):
         predict(tool, ITEMS)
     assert tool.requests == 1

@@ -12,6 +12,7 @@ from policies import ToolError
 from policies.model import WeatherSpec
 from service.testing.open_meteo import RunningServer, serving
 from tools.base import Batch, Item, ToolContext
+from tools.environment import ToolEnvironment
 from tools.open_meteo import parse_time
 from tools.outbound import CircuitBreaker
 from tools.weather import WeatherTool
@@ -30,7 +31,13 @@ def server() -> Iterator[RunningServer]:
 def tool(server: RunningServer, **over: object) -> WeatherTool:
     fields: dict[str, object] = {"name": "wx", "archive_url": server.archive_url, "forecast_url": server.forecast_url,
                                  "backoff_seconds": 0.0, **over}
-    return WeatherTool(WeatherSpec(**fields), LABELS)  # type: ignore[arg-type]
+    spec = WeatherSpec(**fields)  # type: ignore[arg-type]
+    return WeatherTool(spec, LABELS, env=allowing(spec))
+
+
+def allowing(spec: WeatherSpec) -> ToolEnvironment:
+    """A deployment whose operator allows the spec's (loopback) endpoints."""
+    return ToolEnvironment(tool_endpoints=tuple(u for u in (spec.archive_url, spec.forecast_url) if u))
 
 
 def storm_items() -> list[Item]:
@@ -91,8 +98,9 @@ def test_retries_5xx_and_429_then_succeeds(server: RunningServer) -> None:
 def test_client_errors_are_not_retried_and_say_why(server: RunningServer) -> None:
     server.state.fail_status = 400
     t = tool(server, max_retries=3)
-    with pytest.raises(ToolError, match=r"HTTP 400 \(injected failure 400\)"):
+    with pytest.raises(ToolError, match=r"HTTP 400$") as raised:
         predict(t, storm_items()[:1])
+    assert "injected failure" not in str(raised.value)  # the status, never the body (it would reach the evidence)
     assert server.state.requests == 1
 
 
@@ -124,13 +132,14 @@ def test_timeout_is_a_tool_error() -> None:
 
     spec = WeatherSpec(name="wx", archive_url="http://127.0.0.1:9/a", forecast_url="http://127.0.0.1:9/f",
                        max_retries=0, timeout_seconds=0.5)
-    t = WeatherTool(spec, LABELS, transport=httpx.MockTransport(slow))
+    t = WeatherTool(spec, LABELS, transport=httpx.MockTransport(slow), env=allowing(spec))
     with pytest.raises(ToolError, match=r"timeout after 0.5s"):
         predict(t, storm_items()[:1])
 
 
 def test_bad_payload_is_a_tool_error() -> None:
-    t = WeatherTool(WeatherSpec(name="wx", archive_url="http://x/a", forecast_url="http://x/f"), LABELS,
+    spec = WeatherSpec(name="wx", archive_url="http://127.0.0.1:9/a", forecast_url="http://127.0.0.1:9/f")
+    t = WeatherTool(spec, LABELS, env=allowing(spec),
                     transport=httpx.MockTransport(lambda r: httpx.Response(200, json={"hourly": {}})))
     with pytest.raises(ToolError, match="not in the expected format"):
         predict(t, storm_items()[:1])

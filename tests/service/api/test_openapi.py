@@ -82,7 +82,13 @@ def test_schema_lists_every_route_with_models(client: TestClient) -> None:
     assert events["itemSchema"]["properties"]["data"]["contentSchema"] == {"$ref": "#/components/schemas/LabelRecord"}
 
 
-def test_docs_page(client: TestClient) -> None:
-    response = client.get("/docs")
-    assert response.status_code == 200
-    assert "swagger-ui" in response.text.lower()
+def test_docs_page(store) -> None:  # type: ignore[no-untyped-def]
+    from service.app import create_app
+
+    with TestClient(create_app(store.settings.model_copy(update={"docs_enabled": True}), store=store)) as on:
+        response = on.get("/docs")
+        assert response.status_code == 200
+        assert "swagger-ui" in response.text.lower()
+    with TestClient(create_app(store.settings, store=store)) as off:  # the default: no page loading a CDN's scripts
+        assert off.get("/docs").status_code == 404 and off.get("/redoc").status_code == 404
+        assert off.get("/openapi.json").status_code == 200

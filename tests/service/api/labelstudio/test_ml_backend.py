@@ -26,6 +26,7 @@ from tests.factories import make_batch_result
 from tests.service.api.conftest import RecordingSink, auth, error_message
 from tests.service.api.labelstudio.helpers import LABELS, LS, ML, P, choice, fixture, status
 from tools.base import Batch, Item, ToolContext, Votes
+from tools.environment import ToolEnvironment
 from tools.remote import RemoteModelTool
 
 BOMB = (
@@ -321,13 +322,15 @@ def test_labelagents_own_label_studio_client_reads_the_backend_over_http(
     key = store.create_key(name="ls", role="reviewer", projects=[P])[0]
     config = fixture("predict_request.json")["label_config"]
     spec = RemoteModelSpec(name="peer", url=f"http://label-studio:{key}@{live}{ML}/predict", label_config=config)
-    tool = RemoteModelTool(spec, LABELS)
+    env = ToolEnvironment(tool_endpoints=(f"http://{live}{ML}/predict",))  # the operator allows the loopback backend
+    tool = RemoteModelTool(spec, LABELS, env=env)
     items = [Item(key=f"x{i}", text="win a match" if i % 2 else "a quiet day") for i in range(6)]
     votes = asyncio.run(tool.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
     assert not votes.abstain.any()
     assert [LABELS[int(j)] for j in votes.probs.argmax(axis=1)] == ["sports", "technology"] * 3
     assert (votes.model_version or "").startswith(f"{P}/1@") and tool.requests == 1
-    denied = RemoteModelTool(spec.model_copy(update={"url": f"http://label-studio:wrong@{live}{ML}/predict"}), LABELS)
+    denied = RemoteModelTool(spec.model_copy(update={"url": f"http://label-studio:wrong@{live}{ML}/predict"}), LABELS,
+                             env=env)
     with pytest.raises(ToolError, match="HTTP 401"):
         asyncio.run(denied.predict(Batch(items), ToolContext(labels=tuple(LABELS))))
 
