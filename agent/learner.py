@@ -199,8 +199,6 @@ class Learner:
 
     def _add_calibration(self, row: int, confidence: float, predicted: str | None, truth: int | None = None) -> None:
         pred = self._label_index.get(predicted) if predicted is not None else None
-        if pred is None or predicted in self._always:
-            return  # never auto-labeled (no vote, or a label always reviewed): not part of what is certified
         self._iid_rows.append(row)
         self._iid_conf.append(confidence)
         self._iid_pred.append(-1 if pred is None else pred)
@@ -350,9 +348,13 @@ class Learner:
         if drifted:  # recent data takes over: the calibration set restarts with the audits that showed the drift
             self._restart_calibration(recent[0][0])
         start = self._calibration_since
-        correct = np.asarray(self._iid_pred[start:], dtype=np.int64) == np.asarray(self._iid_y[start:], dtype=np.int64)
+        pred = np.asarray(self._iid_pred[start:], dtype=np.int64)
+        # Items whose current prediction is a label always reviewed are never auto-labeled: not what is certified.
+        # (Eligibility depends on the scorer alone; items without a vote stay in: rescoring may give them one.)
+        eligible = ~np.isin(pred, [self._label_index[lab] for lab in self._always])
+        correct = (pred == np.asarray(self._iid_y[start:], dtype=np.int64))[eligible]
         previous = self.certifier.certificate
-        calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64), correct)
+        calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct)
         if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share
             self.monitor.set_reference(1.0 - calib.n_above / max(calib.n_calibration, 1))
         return self._publish(aggregator, calib, drifted)

@@ -249,8 +249,9 @@ def test_a_restored_learner_keeps_the_reviewed_truth_of_a_corrected_calibration_
 
 
 def test_items_that_can_never_be_auto_labeled_stay_out_of_the_calibration_set() -> None:
-    # Cold-start answers for items the agent labeled "spam" (always reviewed) or could not vote on never join the
-    # calibration set: no threshold ever applies to them, so their errors must not move the certificate.
+    # Cold-start answers for items the agent labels "spam" (always reviewed) are not certified: no threshold ever
+    # applies to them, so their errors must not move the certificate. Items without a vote stay (rescoring by the
+    # fold models may give them one; until then they count as errors).
     from agent.state import ReviewTrace
     from tools.base import Batch
 
@@ -263,7 +264,7 @@ def test_items_that_can_never_be_auto_labeled_stay_out_of_the_calibration_set() 
     records = learner.observe([GroundTruth(it, "spam") for it in items])
     assert len(records) == 30  # every answer is still recorded and trains the models ...
     assert learner.n_ground_truth == 30
-    assert len(learner._iid_rows) == 10  # ... but only the ten "ham" predictions calibrate
+    assert learner.recalibrate().calibration.n_calibration == 20  # ... but the ten "spam" predictions do not calibrate
 
 
 def test_past_the_window_cap_every_retrain_and_rescore_trains_on_a_bounded_set() -> None:
