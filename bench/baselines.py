@@ -19,6 +19,7 @@ from agent.schedule import retrain_step
 from policies import Policy
 from policies.exceptions import ToolError
 from service.datasets import LabeledItem
+from service.testing.open_meteo import allowing
 from tools.base import Batch, Item, Tool, ToolContext, TrainingSet
 from tools.registry import KINDS, build_tools
 
@@ -107,9 +108,9 @@ async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: s
 
     ``enrichers`` default to fresh instances of the policy's enrichment tools.
     """
-    (tool,) = build_tools(single_tool_policy(policy, kind))
+    (tool,) = build_tools(single_tool_policy(policy, kind), env=allowing(policy))
     if enrichers is None:
-        enrichers = build_tools(enrichment_policy(policy))
+        enrichers = build_tools(enrichment_policy(policy), env=allowing(policy))
     labels = tuple(policy.labels)
     index = {lab: i for i, lab in enumerate(labels)}
     context = ToolContext(labels, np.random.default_rng(seed))

@@ -33,7 +33,7 @@ from service.datasets import LabeledItem, load_csv
 from service.db import create_all, make_engine
 from service.replay import ReplayConfig, run_replay, shuffled
 from service.store import SqlStore
-from service.testing.open_meteo import RunningServer, load_storm_table, serving
+from service.testing.open_meteo import RunningServer, allowing, load_storm_table, serving
 from tools.base import Batch, Tool, ToolContext
 from tools.registry import build_tools
 
@@ -102,7 +102,7 @@ async def warm_enrichers(policy: Policy, rows: Sequence[LabeledItem], batch_size
     hours = 24 * len(rows)  # a weather request caches the 24 hours of its place and day
     specs = [t.model_copy(update={"cache_size": max(t.cache_size, hours)}) if t.kind == "weather" else t
              for t in specs]
-    tools = build_tools(policy.model_copy(update={"tools": specs}))
+    tools = build_tools(policy.model_copy(update={"tools": specs}), env=allowing(policy))
     context = ToolContext(tuple(policy.labels), np.random.default_rng(0))
     for start in range(0, len(rows), batch_size):
         await enrich(tools, Batch([copy_item(r.item) for r in rows[start:start + batch_size]]), context)
@@ -115,7 +115,7 @@ async def labelagent(stream_rows: Sequence[LabeledItem], policy: Policy | Path, 
     if isinstance(policy, Path):
         policy = load_policy(policy)
     by_name = {t.name: t for t in shared}
-    tools = [by_name.get(t.name, t) for t in build_tools(policy)]
+    tools = [by_name.get(t.name, t) for t in build_tools(policy, env=allowing(policy))]
     with tempfile.TemporaryDirectory(prefix="labelagent-bench-") as tmp:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'bench.db'}")
         try:

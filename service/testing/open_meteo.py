@@ -31,6 +31,10 @@ from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
+from policies import Policy
+from policies.model import WeatherSpec
+from tools.environment import ToolEnvironment
+
 KNOT = {"kn": 1.0, "kmh": 1.852, "ms": 0.514444, "mph": 1.150779}
 UNIT_NAMES = {"kn": "kn", "kmh": "km/h", "ms": "m/s", "mph": "mp/h"}
 UNITS = {"temperature_2m": "°C", "precipitation": "mm", "weather_code": "wmo code", "pressure_msl": "hPa",
@@ -217,3 +221,12 @@ def main(argv: list[str] | None = None) -> int:
 
 if __name__ == "__main__":
     raise SystemExit(main())
+
+
+def allowing(policy: Policy) -> ToolEnvironment:
+    """The deployment an operator configures for ``policy`` pointed at a loopback Open-Meteo: every endpoint its
+    weather tools name is listed in the allowlist (``LABELAGENT_TOOL_ENDPOINTS``), so the SSRF guard lets them
+    through. For replays and benchmarks against :func:`serving`; a served deployment reads its own settings."""
+    urls = [url for spec in policy.tools if isinstance(spec, WeatherSpec)
+            for url in (spec.archive_url, spec.forecast_url) if url]
+    return ToolEnvironment(tool_endpoints=tuple(urls))

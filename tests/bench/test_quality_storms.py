@@ -14,7 +14,7 @@ from policies import Policy, load_policy
 from policies.io import EXAMPLES_DIR
 from service.datasets import load_csv
 from service.replay import shuffled
-from service.testing.open_meteo import load_storm_table, serving
+from service.testing.open_meteo import allowing, load_storm_table, serving
 from tests.factories import dataset_path
 from tools.base import Batch, ToolContext
 from tools.registry import build_tools
@@ -44,7 +44,7 @@ def test_baselines_see_the_served_weather_and_leave_the_dataset_untouched() -> N
         policy = with_endpoints(load_policy(EXAMPLES_DIR / "storms_weather.yaml"), server)
         policy = weather_update(policy, backoff_seconds=0.0)
         batch = Batch([r.item for r in stream[:50]])
-        (weather,) = build_tools(enrichment_policy(policy))
+        (weather,) = build_tools(enrichment_policy(policy), env=allowing(policy))
         failed = asyncio.run(enrich([weather], batch, ToolContext(tuple(policy.labels), np.random.default_rng(0))))
         assert failed == 0
         # The classifier's wx_ feature is the storm's own wind at its track point (knots, as the policy asks).

@@ -17,6 +17,7 @@ from service.replay import ReplayConfig, run_replay
 from service.store import SqlStore
 from service.worker import ProjectWorker
 from tests.factories import dataset_path
+from tools.environment import ToolEnvironment
 from tools.registry import build_tools
 
 
@@ -78,9 +79,11 @@ def test_cli_replay_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
 
 
 def test_example_policies_build_their_tools() -> None:
+    # a deployment that names an LLM endpoint (the llm example takes it from LABELAGENT_LLM_BASE_URL / _MODEL)
+    env = ToolEnvironment(llm_base_url="http://127.0.0.1:8000/v1", llm_model="qwen2.5-7b-instruct")
     for path in sorted(EXAMPLES_DIR.glob("*.yaml")):
         policy = load_policy(path)
-        tools = build_tools(policy)
+        tools = build_tools(policy, env=env)
         assert [t.name for t in tools] == [t.name for t in policy.tools if t.enabled]
 
 

@@ -14,7 +14,7 @@ from service.datasets import load_csv
 from service.db import create_all, make_engine
 from service.replay import ReplayConfig, run_replay
 from service.store import SqlStore
-from service.testing.open_meteo import RunningServer, load_storm_table, serving
+from service.testing.open_meteo import RunningServer, allowing, load_storm_table, serving
 from tests.factories import dataset_path
 from tools.registry import build_tools
 
@@ -36,7 +36,7 @@ def replay(tmp_path: Path, policy, on_batch=None) -> tuple[dict, SqlStore, Any]:
     engine = make_engine(f"sqlite:///{tmp_path / 'replay.db'}")
     create_all(engine)
     store = SqlStore(engine)
-    tools = build_tools(policy)
+    tools = build_tools(policy, env=allowing(policy))
     summary = asyncio.run(run_replay(rows, policy, tools, store, ReplayConfig(batch_size=128, limit=LIMIT),
                                      on_batch=on_batch))
     return summary, store, tools
