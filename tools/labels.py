@@ -32,3 +32,15 @@ def training_labels(data: TrainingSet, labels: Sequence[str]) -> tuple[np.ndarra
     mapped = mapping[y] if len(y) else y
     rows = np.flatnonzero(mapped >= 0)
     return rows, mapped[rows]
+
+
+def not_trainable(name: str, y: np.ndarray, labels: Sequence[str], min_examples: int, *,
+                  votes: str = "it votes") -> str | None:
+    """Why a learning tool cannot fit on the training labels ``y`` yet (None: it can): too few examples, or a
+    single class. ``votes`` names what waits for them in the message ("it votes", "the head votes")."""
+    if len(y) < min_examples:
+        return f"{name}: {len(y)} of {min_examples} ground-truth items needed before {votes}"
+    classes = np.unique(y)
+    if len(classes) < 2:
+        return f"{name}: only one class seen so far ({labels[classes[0]]!r}); needs two"
+    return None

@@ -22,7 +22,7 @@ from sklearn.feature_extraction import FeatureHasher
 from policies.model import TextClassifierSpec
 from tools.base import Batch, ModelInfo, ToolContext, TrainingSet, Votes
 from tools.features import WORD_TOKEN_PATTERN, column_map, idf_weights, reweight, text_features
-from tools.labels import label_positions, training_labels
+from tools.labels import label_positions, not_trainable, training_labels
 from tools.metadata import MetadataEncoding, metadata_values
 from tools.softmax import fit_softmax, softmax_rows
 
@@ -157,16 +157,12 @@ class TextClassifier:
         start = time.perf_counter()
         rows, y = training_labels(data, self.labels)
         n = len(rows)
-        classes = np.unique(y)
-        reason = None
-        if n < self.spec.min_examples:
-            reason = f"{self.name}: {n} of {self.spec.min_examples} ground-truth items needed before it votes"
-        elif len(classes) < 2:
-            reason = f"{self.name}: only one class seen so far ({self.labels[classes[0]]!r}); needs two"
+        reason = not_trainable(self.name, y, self.labels, self.spec.min_examples, votes="it votes")
         if reason is not None:
             if self._state.model is None:
                 self._state = _State(None, reason)
             return ModelInfo(self.name, self.version, n, {"skipped": 1.0})
+        classes = np.unique(y)
 
         batch = data.batch if n == len(data.batch) else data.batch.subset(rows)
         x_all = text_features(batch, self.spec.n_features, self.spec.char_ngrams)

@@ -42,7 +42,7 @@ from tools.embedding_head import (
     snippet,
 )
 from tools.environment import ToolEnvironment
-from tools.labels import training_labels
+from tools.labels import not_trainable, training_labels
 from tools.softmax import softmax_rows
 
 
@@ -179,12 +179,7 @@ class TextEmbedding:
         start = time.perf_counter()
         rows, y = training_labels(data, self.labels)
         n = len(rows)
-        classes = np.unique(y)
-        reason = None
-        if n < self.spec.min_examples:
-            reason = f"{self.name}: {n} of {self.spec.min_examples} ground-truth items needed before the head votes"
-        elif len(classes) < 2:
-            reason = f"{self.name}: only one class seen so far ({self.labels[classes[0]]!r}); needs two"
+        reason = not_trainable(self.name, y, self.labels, self.spec.min_examples, votes="the head votes")
         if reason is not None:
             if self._state.head is None:
                 self._state = _State(None, reason)
