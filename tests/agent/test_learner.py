@@ -122,21 +122,25 @@ def test_drift_restarts_calibration() -> None:
     assert learner.snapshot.audit_rate == 1.0
 
 
-def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small() -> None:
+def _cold_start(learner, batch_items, conf, correct):  # type: ignore[no-untyped-def]
+    """Cold-start reviews of ``batch_items`` (suggested "ham" at ``conf``, right where ``correct``); recalibrate."""
     from agent.state import ReviewTrace
     from tools.base import Batch
 
+    n = len(batch_items)
+    trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
+                        np.asarray(conf), ["ham"] * n, ["cold_start"] * n, np.zeros(n, bool))
+    learner.remember(trace)
+    learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct, strict=True)])
+    return learner.recalibrate()
+
+
+def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small() -> None:
     learner = Learner(policy(min_calibration=60, audit_rate=0.01), [CountingLearner("clf", {})])
     items = make_items(400)
 
     def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
-        n = len(batch_items)
-        trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
-                            np.asarray(conf), ["ham"] * n, ["cold_start"] * n, np.zeros(n, bool))
-        learner.remember(trace)
-        learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct,
-                                                                                     strict=True)])
-        return learner.recalibrate()
+        return _cold_start(learner, batch_items, conf, correct)
 
     # 150 confident and right, 50 unsure and half wrong: the certificate covers the 150 (alpha 0.1).
     snap = feed(items[:200], [0.97] * 150 + [0.6] * 50, [True] * 150 + [i % 2 == 0 for i in range(50)])
@@ -148,21 +152,12 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
 
 
 def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small_anytime() -> None:
-    from agent.state import ReviewTrace
-    from tools.base import Batch
-
     learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="anytime"),
                       [CountingLearner("clf", {})])
     items = make_items(400)
 
     def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
-        n = len(batch_items)
-        trace = ReviewTrace(Batch(batch_items), np.log(np.full((n, 1, 2), 0.5)), np.ones((n, 1), bool),
-                            np.asarray(conf), ["ham"] * n, ["cold_start"] * n, np.zeros(n, bool))
-        learner.remember(trace)
-        learner.observe([GroundTruth(it, "ham" if ok else "spam") for it, ok in zip(batch_items, correct,
-                                                                                     strict=True)])
-        return learner.recalibrate()
+        return _cold_start(learner, batch_items, conf, correct)
 
     # Three confident and right, then one unsure (half of those wrong), repeated. The first checkpoint reached
     # with 200 calibration items is 135 (60, 90, 135; agent/certificate.py): 102 confident, 33 unsure.
