@@ -18,8 +18,8 @@ from agent.calibration import choose_threshold, cp_interval
 from agent.schedule import retrain_step
 from policies import Policy
 from policies.exceptions import ToolError
-from service.datasets import LabeledItem
-from service.testing.open_meteo import allowing
+from service.offline.datasets import LabeledItem
+from service.offline.testing.open_meteo import allowing
 from tools.base import Batch, Item, Tool, ToolContext, TrainingSet
 from tools.registry import KINDS, build_tools
 

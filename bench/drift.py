@@ -15,11 +15,11 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from policies import load_policy
-from service.datasets import load_csv
-from service.db import create_all, make_engine
-from service.replay import ReplayConfig, run_replay
-from service.scenarios import withheld_then_appearing
+from service.offline.datasets import load_csv
+from service.offline.replay import ReplayConfig, run_replay
+from service.offline.scenarios import withheld_then_appearing
 from service.store import SqlStore
+from service.store.db import create_all, make_engine
 from tools.registry import build_tools
 
 ROOT = Path(__file__).resolve().parent.parent

@@ -27,11 +27,11 @@ import yaml
 from PIL import Image
 from sqlalchemy import func, select
 
-from service.db import make_engine
-from service.liveserver import LiveService
-from service.migrate import upgrade
+from service.offline.liveserver import LiveService
 from service.store import SqlStore
 from service.store.base import review_t
+from service.store.db import make_engine
+from service.store.migrate import upgrade
 
 ATTACKERS = 50
 REVIEWERS = 20

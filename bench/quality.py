@@ -1,9 +1,9 @@
 """Quality per human review: labelagent against manual labeling, pre-annotation and audit-calibrated thresholds.
 
-Every strategy sees the same stream (``service.replay.shuffled`` with the seed) and the same oracle.
+Every strategy sees the same stream (``service.offline.replay.shuffled`` with the seed) and the same oracle.
 Writes the ``quality`` section of ``docs/BENCHMARKS.md`` and one PNG per dataset in ``docs/``.
 ``python -m bench.quality [--seeds 3] [--data ../shared/data] [--limit N] [--datasets NAME...]``.
-Storms' weather tool talks to the loopback Open-Meteo server (``service.testing.open_meteo``) that the
+Storms' weather tool talks to the loopback Open-Meteo server (``service.offline.testing.open_meteo``) that the
 benchmark starts on its own ``storms.csv`` and stops when done.
 """
 
@@ -29,11 +29,11 @@ from bench import machine_info as run_info
 from bench.baselines import classifier_loop, copy_item, enrich, enrichment_policy, manual, single_tool_policy
 from bench.plot import precision_plot
 from policies import Policy, load_policy
-from service.datasets import LabeledItem, load_csv
-from service.db import create_all, make_engine
-from service.replay import ReplayConfig, run_replay, shuffled
+from service.offline.datasets import LabeledItem, load_csv
+from service.offline.replay import ReplayConfig, run_replay, shuffled
+from service.offline.testing.open_meteo import RunningServer, allowing, load_storm_table, serving
 from service.store import SqlStore
-from service.testing.open_meteo import RunningServer, allowing, load_storm_table, serving
+from service.store.db import create_all, make_engine
 from tools.base import Batch, Tool, ToolContext
 from tools.registry import build_tools
 
@@ -215,7 +215,7 @@ def render(done: dict[str, Done], missing: list[str], seeds: Sequence[int], limi
            "it certifies a threshold every item is reviewed. *labelagent*: `run_replay` with the example policy "
            "(SQLite store); *labelagent (file)*: the same with another policy (storms: `storms.yaml`, time and "
            "place only, no weather: what weather adds). Storms' weather comes from the loopback Open-Meteo "
-           "test server (`service.testing.open_meteo`) serving `storms.csv`'s wind and pressure at each track "
+           "test server (`service.offline.testing.open_meteo`) serving `storms.csv`'s wind and pressure at each track "
            "point (calm elsewhere); its items carry lat, lon and datetime only. Human reviews are a share of the "
            "stream; auto precision is over auto-labeled items "
            "(mean ± sd over seeds, and the Clopper-Pearson 95% interval of all seeds pooled); overall accuracy "

@@ -1,7 +1,7 @@
 """Long-stream benchmark: ``python -m bench scale [--items N] [--db sqlite|postgres] [--seed S] [--no-write]``.
 
 A synthetic labeled stream (:mod:`bench.synthetic`: vocabulary, Zipf classes, label noise, a drift point at 60%)
-goes through the real worker cycle (:func:`service.replay.run_replay`: ingest, claim, one graph run per claim,
+goes through the real worker cycle (:func:`service.offline.replay.run_replay`: ingest, claim, one graph run per claim,
 record; a simulated reviewer answers what is escalated with the stream's labels; the learner retrains when due).
 Every window of 50,000 items (N/20 for N under 1,000,000) reports items/s, CPU seconds per item by stage,
 RSS, database size, the review queue's depth and the statements/rows the store sent per item. The stages:
@@ -35,7 +35,7 @@ from sqlalchemy.engine import Engine, make_url
 from bench import ROOT, machine_info, write_section
 from bench.synthetic import StreamSpec, labels, stream
 from policies import Policy, parse_policy
-from service.datasets import LabeledItem
+from service.offline.datasets import LabeledItem
 
 TIME_LIMIT_S = 3600.0  # 1,000,000 items on 2 cores
 WINDOW = 50_000
@@ -126,7 +126,7 @@ def _instrument_learner(counters: Counters) -> None:
 
 
 def _engine(db: str, tmp: Path) -> tuple[Engine, Callable[[], int], Callable[[], None]]:
-    from service.db import create_all, make_engine
+    from service.store.db import create_all, make_engine
 
     if db == "sqlite":
         path = tmp / "scale.db"
@@ -193,7 +193,7 @@ class Window:
 
 
 async def run(spec: StreamSpec, db: str, window: int) -> tuple[list[Window], dict[str, Any]]:
-    from service.replay import ReplayConfig, run_replay
+    from service.offline.replay import ReplayConfig, run_replay
     from service.store import SqlStore
     from tools.registry import build_tools
 

@@ -4,7 +4,7 @@
 ``docs/BENCHMARKS.md``. Everything runs on 127.0.0.1: for each database (a fresh SQLite file; a fresh schema in
 the PostgreSQL at ``LABELAGENT_TEST_POSTGRES_URL``), migrated with Alembic (what ``labelagent db upgrade`` does),
 it starts ``labelagent serve --no-worker`` (the API alone) and ``labelagent worker`` processes
-(:mod:`service.liveserver`), and drives them over HTTP with httpx from this process, as clients would.
+(:mod:`service.offline.liveserver`), and drives them over HTTP with httpx from this process, as clients would.
 
 1. **Warm-up** (not timed): the first ``WARM_ITEMS`` items of the shuffled sms_spam stream, ingested a window at a
    time while an oracle (``ORACLE_REVIEWERS`` reviewer clients answering from the dataset through the review
@@ -57,9 +57,9 @@ from bench.service_driver import (
 )
 from bench.service_report import Setup, render
 from policies import example_policy
-from service.datasets import LabeledItem, load_csv
-from service.liveserver import WorkerProcess
-from service.replay import shuffled
+from service.offline.datasets import LabeledItem, load_csv
+from service.offline.liveserver import WorkerProcess
+from service.offline.replay import shuffled
 from service.serve import tune_gc
 
 DEFAULT_DATA = Path(os.environ.get("LABELAGENT_DATA", ROOT.parent / "shared" / "data"))

@@ -18,12 +18,12 @@ from sqlalchemy import func, select
 
 from bench.service_report import ReviewStats, latency_figures
 from policies import Policy
-from service.datasets import LabeledItem
-from service.db import make_engine
-from service.liveserver import LiveService, WorkerProcess
-from service.migrate import upgrade
+from service.offline.datasets import LabeledItem
+from service.offline.liveserver import LiveService, WorkerProcess
 from service.store import SqlStore
 from service.store.base import item_t, label_t
+from service.store.db import make_engine
+from service.store.migrate import upgrade
 
 WARM_ITEMS = 1000
 WARM_WINDOW = 100

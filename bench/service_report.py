@@ -75,7 +75,8 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
            "(httpx, in the benchmark's process, its startup heap frozen out of the garbage collector as the API's "
            "is). Data: the SMS Spam "
            "Collection in a seeded shuffle, the `sms_spam` example policy. Per-key rate limits off and workers "
-           "polling every 0.1 s (`service.liveserver.FAST_ENV`); everything else at its defaults (claims of up to "
+           "polling every 0.1 s (`service.offline.liveserver.FAST_ENV`); everything else at its defaults "
+           "(claims of up to "
            "256 items, database pools of 5 + 10).", ""]
     out += ["### Ingest to labeled (HTTP)", "",
             f"A warm project: the first {s.warm_items} items go through the cold start untimed ({s.warm_window} at a "

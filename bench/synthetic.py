@@ -19,7 +19,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from service.datasets import LabeledItem
+from service.offline.datasets import LabeledItem
 from tools.base import Item
 
 SYLLABLES = tuple(c + v for c in "bdfgklmnprstvz" for v in "aeiou")

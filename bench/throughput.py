@@ -27,8 +27,8 @@ from bench import machine_info as run_info
 from bench.baselines import single_tool_policy
 from bench.quality import DEFAULT_DATA, labelagent
 from policies import load_policy
-from service.datasets import LabeledItem, load_csv
-from service.replay import shuffled
+from service.offline.datasets import LabeledItem, load_csv
+from service.offline.replay import shuffled
 from tools.base import Batch, ToolContext, TrainingSet
 from tools.registry import build_tools
 

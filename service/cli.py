@@ -12,11 +12,11 @@ from pathlib import Path
 from typing import Any
 
 from policies import InputError, LabelAgentError, Policy, example_policy, load_policy
-from service.datasets import LabeledItem, load_csv
-from service.db import create_all, make_engine
-from service.replay import ReplayConfig, run_replay
+from service.offline.datasets import LabeledItem, load_csv
+from service.offline.replay import ReplayConfig, run_replay
 from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
+from service.store.db import create_all, make_engine
 
 
 def _progress(total: int, enabled: bool):
@@ -55,8 +55,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
 
 
 def _replay_http(args: argparse.Namespace, policy: Policy, rows: list[LabeledItem], total: int) -> dict[str, Any]:
-    """``replay --url``: the same stream through a running service's HTTP API (see service/http_replay.py)."""
-    from service.http_replay import replay_over_http
+    """``replay --url``: the same stream through a running service's HTTP API (see service/offline/http_replay.py)."""
+    from service.offline.http_replay import replay_over_http
 
     if args.db:
         raise InputError("--db and --url exclude each other: with --url the service's database is used")
@@ -79,8 +79,8 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> int:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     """``labelagent demo``: serve the demo project with the shipped SMS stream and simulated reviewers."""
-    from service.demo.run import DEMO_DATABASE, run_demo
-    from service.demo.simulation import DemoOptions
+    from service.offline.demo.run import DEMO_DATABASE, run_demo
+    from service.offline.demo.simulation import DemoOptions
     from service.serve import setup_logging
 
     setup_logging(args.log_level)
@@ -114,8 +114,8 @@ def cmd_worker(args: argparse.Namespace) -> int:
 
 
 def cmd_db(args: argparse.Namespace) -> int:
-    from service.db import engine_from_settings
-    from service.migrate import current_revision, head_revision, upgrade
+    from service.store.db import engine_from_settings
+    from service.store.migrate import current_revision, head_revision, upgrade
 
     settings = _settings(args)
     engine = engine_from_settings(settings)
@@ -136,8 +136,8 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``labelagent keys create|list|revoke``: API keys (a new key is printed once; only its hash is stored)."""
-    from service.db import engine_from_settings
-    from service.migrate import ensure_schema
+    from service.store.db import engine_from_settings
+    from service.store.migrate import ensure_schema
 
     engine = engine_from_settings(_settings(args))
     try:
@@ -223,7 +223,7 @@ def build_parser() -> argparse.ArgumentParser:
     worker = sub.add_parser("worker", help="label pending items of every project (workers alone)")
     worker.add_argument("--source", help="also consume items from a broker: redis://HOST:PORT/STREAM, "
                                          "nats://HOST:PORT/STREAM or amqp://USER:PASS@HOST:PORT/VHOST?queue=Q "
-                                         "(message format and options: service/sources/)")
+                                         "(message format and options: service/runtime/sources/)")
     worker.add_argument("--project", action="append", help="serve only this project (repeatable)")
     worker.add_argument("--name", help="worker name recorded on its leases (default: worker-HOST-PID)")
     worker.add_argument("--db", help="database URL (default: LABELAGENT_DATABASE_URL)")

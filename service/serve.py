@@ -6,7 +6,7 @@ about new answers through the ``FeedbackSink`` protocol. ``--workers N`` adds N-
 processes on the same database. On an empty database it creates the demo project ``sms_spam``.
 
 ``worker`` runs one runtime (and optionally a broker consumer: Redis, NATS JetStream or RabbitMQ, see
-service/sources) until SIGTERM/SIGINT: the first signal lets the current batch finish (at most
+service/runtime/sources) until SIGTERM/SIGINT: the first signal lets the current batch finish (at most
 ``stop_grace_seconds``, then it is released), a second one releases it at once.
 """
 
@@ -31,13 +31,13 @@ import uvicorn
 from sqlalchemy import Engine
 
 from policies import example_policy
-from service.db import engine_from_settings, is_transient
-from service.demo.control import DemoControl
-from service.feedback import FeedbackSink, NullSink
-from service.migrate import ensure_schema, require_schema
+from service.offline.demo.control import DemoControl
 from service.runtime import RuntimeStats, ToolsFactory, WorkerRuntime
+from service.runtime.feedback import FeedbackSink, NullSink
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import engine_from_settings, is_transient
+from service.store.migrate import ensure_schema, require_schema
 
 log = logging.getLogger("labelagent.serve")
 
@@ -72,7 +72,7 @@ def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, sou
                batch_size: int | None = None, report: Callable[[RuntimeStats], None] | None = None) -> int:
     """Run a worker (and a broker consumer when ``source`` is given) until a signal stops it."""
     if source is not None:
-        from service.sources import check_source
+        from service.runtime.sources import check_source
 
         check_source(source)  # a wrong URL fails at once (exit code 2), before waiting for the database
     engine = engine_from_settings(settings)
@@ -122,7 +122,7 @@ async def _worker_main(runtime: WorkerRuntime, store: SqlStore, settings: Settin
         loop.add_signal_handler(sig, on_signal)
     stream, consumer = None, None
     if source is not None:
-        from service.sources import broker_of, open_source
+        from service.runtime.sources import broker_of, open_source
 
         stream = open_source(source, store, sink=runtime)
         consumer = asyncio.create_task(stream.run(lambda: runtime.stopping), name=f"{broker_of(source)}-source")
@@ -270,7 +270,7 @@ def _announce(text: str, first_key: str | None, extra: str | None) -> None:
 
 
 def _create_app(settings: Settings, store: SqlStore, feedback: FeedbackSink, demo: DemoControl | None) -> Any:
-    from service.app import create_app  # the HTTP layer is imported only by serve
+    from service.api.app import create_app  # the HTTP layer is imported only by serve
 
     return create_app(settings, store=store, feedback=feedback, demo=demo)
 

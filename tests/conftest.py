@@ -18,9 +18,9 @@ from sqlalchemy import Engine, create_engine, text
 from sqlalchemy.engine import make_url
 
 from policies import Policy
-from service.db import create_all, make_engine
 from service.settings import Settings, get_settings
 from service.store import SqlStore
+from service.store.db import create_all, make_engine
 from tests.factories import make_policy
 
 DEFAULT_PG_URL = "postgresql+psycopg://postgres@127.0.0.1:5432/test"

@@ -82,7 +82,7 @@ def make_batch_result(policy: Policy, items: Sequence[Item], actions: Sequence[s
 
 def make_replay_summary(items: int = 100, auto_labeled: int = 60, *, auto_precision: float | None = 0.98,
                         **overrides: Any) -> dict[str, Any]:
-    """A replay summary shaped like ``service.replay.summarize``'s (what a backtest stores per version)."""
+    """A replay summary shaped like ``service.offline.replay.summarize``'s (what a backtest stores per version)."""
     summary: dict[str, Any] = {
         "items": items, "auto_labeled": auto_labeled, "human_reviews": items - auto_labeled,
         "human_review_rate": round((items - auto_labeled) / items, 4) if items else 0.0, "audits": 2,

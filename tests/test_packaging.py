@@ -55,17 +55,17 @@ def test_the_dockerfile_copies_every_package_and_file_the_build_names() -> None:
 
 def test_the_wheel_carries_migrations_pages_policies_and_license(wheel: Path) -> None:
     names = set(zipfile.ZipFile(wheel).namelist())
-    versions = {p.name for p in (ROOT / "service" / "migrations" / "versions").glob("0*.py")}
+    versions = {p.name for p in (ROOT / "service" / "store" / "migrations" / "versions").glob("0*.py")}
     assert versions, "no migration scripts in the repository"
     for name in versions:
-        assert f"service/migrations/versions/{name}" in names
-    assert "service/migrations/script.py.mako" in names
-    for page in (ROOT / "service" / "web" / "static").iterdir():
-        assert f"service/web/static/{page.name}" in names
+        assert f"service/store/migrations/versions/{name}" in names
+    assert "service/store/migrations/script.py.mako" in names
+    for page in (ROOT / "service" / "api" / "web" / "static").iterdir():
+        assert f"service/api/web/static/{page.name}" in names
     for policy in (ROOT / "policies" / "examples").glob("*.yaml"):
         assert f"policies/examples/{policy.name}" in names
     assert any(n.endswith(".dist-info/licenses/LICENSE") for n in names)
-    assert {"service/demo/data/sms_spam_demo.csv.gz", "service/demo/data/LICENSE-sms_spam.txt"} <= names
+    assert {"service/offline/demo/data/sms_spam_demo.csv.gz", "service/offline/demo/data/LICENSE-sms_spam.txt"} <= names
     assert not any(n.startswith("tests/") or n.startswith("bench/") for n in names)
 
 
@@ -87,7 +87,7 @@ def test_the_installed_wheel_migrates_a_database(wheel: Path, tmp_path: Path) ->
         tables = {row[0] for row in conn.execute("select name from sqlite_master where type = 'table'")}
         head = conn.execute("select version_num from alembic_version").fetchone()[0]
     assert {"item", "review_task", "backtest", "alembic_version"} <= tables
-    latest = max(p.stem for p in (ROOT / "service" / "migrations" / "versions").glob("0*.py"))
+    latest = max(p.stem for p in (ROOT / "service" / "store" / "migrations" / "versions").glob("0*.py"))
     assert head == latest
 
 
@@ -96,7 +96,7 @@ def test_the_installed_wheel_streams_the_demo_dataset_with_its_license(wheel: Pa
     target = tmp_path / "site"
     subprocess.run([sys.executable, "-m", "pip", "install", "--no-deps", "-q", "--target", str(target), str(wheel)],
                    check=True, capture_output=True, timeout=300)
-    code = ("import collections, service.demo.dataset as d; rows = d.load_rows(); "
+    code = ("import collections, service.offline.demo.dataset as d; rows = d.load_rows(); "
             "print(d.__file__); print(len(rows), len({r.key for r in rows}), "
             "sorted(collections.Counter(r.label for r in rows))); "
             "t = d.license_text(); print('Almeida' in t and 'Attribution 4.0 International' in t)")

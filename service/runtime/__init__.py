@@ -5,9 +5,9 @@ keeps one :class:`~agent.runner.BatchLabeler` for the project's active policy ve
 store at start (ground truth and calibration records), and loops:
 
 * claim a batch under a lease, run the graph once, record the result in one transaction
-  (:class:`~service.worker.ProjectWorker`, the code path the replay measures); a heartbeat thread extends
+  (:class:`~service.runtime.cycle.ProjectWorker`, the code path the replay measures); a heartbeat thread extends
   the lease while the batch runs, and a batch that fails or is cancelled gives its lease back;
-* read new human answers from the store (:class:`~service.feedback.AnswerFeed`: the API that took them may
+* read new human answers from the store (:class:`~service.runtime.feedback.AnswerFeed`: the API that took them may
   be another process) and feed them to the learner; retraining runs in a worker thread, so claiming never
   waits for training, and answers that arrive meanwhile wait for the next round;
 * notice a newly activated policy version and switch labelers between batches (the project pauses while
@@ -32,8 +32,6 @@ import time
 from collections.abc import Callable
 
 from agent.runner import BatchLabeler
-from service.db import is_transient
-from service.heartbeat import LeaseHeartbeat
 from service.runtime.base import (
     DB_BACKOFF,
     ISOLATION_RUNS,
@@ -48,9 +46,11 @@ from service.runtime.base import (
     registry_tools,
 )
 from service.runtime.batches import BatchesMixin
+from service.runtime.cycle import WRITE_RETRY_SECONDS
+from service.runtime.heartbeat import LeaseHeartbeat
 from service.runtime.learning import LearningMixin
 from service.runtime.projects import ProjectsMixin
-from service.worker import WRITE_RETRY_SECONDS
+from service.store.db import is_transient
 
 
 class WorkerRuntime(BatchesMixin, LearningMixin, ProjectsMixin, RuntimeBase):

@@ -13,12 +13,12 @@ from functools import partial
 from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
 from policies import Policy
-from service.db import is_transient
-from service.feedback import AnswerFeed
-from service.heartbeat import LeaseHeartbeat
+from service.runtime.cycle import DB_BACKOFF, ProjectWorker
+from service.runtime.feedback import AnswerFeed
+from service.runtime.heartbeat import LeaseHeartbeat
 from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
-from service.worker import DB_BACKOFF, ProjectWorker
+from service.store.db import is_transient
 from tools.base import Tool
 from tools.environment import ToolEnvironment
 

@@ -6,7 +6,6 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Sequence
 
-from service.db import is_transient
 from service.runtime.base import (
     ISOLATION_RUNS,
     ProjectLoop,
@@ -14,7 +13,8 @@ from service.runtime.base import (
     describe_error,
     log,
 )
-from service.worker import BatchOutcome
+from service.runtime.cycle import BatchOutcome
+from service.store.db import is_transient
 from tools.base import Item
 
 

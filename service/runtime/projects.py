@@ -7,10 +7,10 @@ import asyncio
 import time
 
 from agent.runner import BatchLabeler
-from service.db import is_transient
-from service.feedback import AnswerFeed
 from service.runtime.base import DB_BACKOFF, MAX_ERROR_BACKOFF, ProjectLoop, RuntimeBase, log
-from service.worker import ProjectWorker
+from service.runtime.cycle import ProjectWorker
+from service.runtime.feedback import AnswerFeed
+from service.store.db import is_transient
 
 
 class ProjectsMixin(RuntimeBase):

@@ -15,11 +15,11 @@ from sqlalchemy import Connection, Table, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import ConflictError, InputError, Policy
-from service.db import read_tx, write_tx
-from service.models import ProjectPublic, utcnow
-from service.ops_models import AuditEvent, AuditEventPublic
 from service.store.base import as_utc, chunks, item_t, project_t
+from service.store.db import read_tx, write_tx
+from service.store.ops_models import AuditEvent, AuditEventPublic
 from service.store.projects import ProjectsMixin
+from service.store.tables import ProjectPublic, utcnow
 
 audit_t: Table = AuditEvent.__table__  # type: ignore[attr-defined]
 

@@ -10,10 +10,10 @@ from typing import Any
 from sqlalchemy import Table, func, insert, select
 
 from policies import NotFoundError
-from service.db import read_tx, write_tx
-from service.models import utcnow
-from service.ops_models import Backtest, BacktestPublic
 from service.store.audit import AuditMixin
+from service.store.db import read_tx, write_tx
+from service.store.ops_models import Backtest, BacktestPublic
+from service.store.tables import utcnow
 
 backtest_t: Table = Backtest.__table__  # type: ignore[attr-defined]
 

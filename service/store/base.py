@@ -10,9 +10,11 @@ from typing import Any, TypeVar
 from sqlalchemy import Connection, Engine, Table, bindparam, func, select
 
 from policies import NotFoundError, Policy, loads_policy
-from service.db import is_sqlite
-from service.labelstudio_models import LabelStudioAnnotation
-from service.models import (
+from service.settings import Settings, get_settings
+from service.store.db import is_sqlite
+from service.store.labelstudio_models import LabelStudioAnnotation
+from service.store.ops_models import LabelCorrection
+from service.store.tables import (
     CalibrationTable,
     ItemImage,
     ItemTable,
@@ -25,8 +27,6 @@ from service.models import (
     VoteTable,
     utcnow,
 )
-from service.ops_models import LabelCorrection
-from service.settings import Settings, get_settings
 from tools.base import Item as ToolItem
 
 T = TypeVar("T")

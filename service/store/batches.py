@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from policies import ConflictError, InputError, Policy
-from service.db import write_tx
 from service.store.base import StoreBase, as_utc, chunks, item_t, label_t, task_t, vote_t
 from service.store.bulk import bulk_insert, db_value, json_text
+from service.store.db import write_tx
 from service.store.types import RecordResult
 from tools.base import ModelInfo
 

@@ -18,9 +18,9 @@ from typing import Any
 from sqlalchemy import delete, func, insert, select, update
 
 from policies import ConflictError, InputError, NotFoundError
-from service.db import read_tx, write_tx
 from service.store.audit import AuditMixin
 from service.store.base import as_utc, correction_t, item_t, label_t
+from service.store.db import read_tx, write_tx
 
 CORRECTION_CONFIDENCE = 1.0  # a human's label, like a settled review's unanimous answer
 _WAITING = {

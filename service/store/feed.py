@@ -2,7 +2,7 @@
 
 Human labels get ids from one sequence, but on PostgreSQL ids are not committed in id order: a submit that
 took its ids first may commit after one that took later ids. A reader that only remembers the largest id it
-saw would skip the late one forever. :class:`service.feedback.AnswerFeed` therefore re-reads a trailing
+saw would skip the late one forever. :class:`service.runtime.feedback.AnswerFeed` therefore re-reads a trailing
 window of ids (cheap: ids only, from the ``(project_id, source, id)`` index) and fetches the rows it has not
 seen; the queries it needs are here. A label written by a correction (``label_correction``) is delivered like any
 human label, marked ``correction`` so that the learner trains on it without adding it to the calibration set.
@@ -18,7 +18,6 @@ from typing import Any
 from sqlalchemy import func, select
 
 from agent.ports import GroundTruth
-from service.db import read_tx
 from service.store.base import (
     StoreBase,
     as_utc,
@@ -30,6 +29,7 @@ from service.store.base import (
     to_item,
     with_image,
 )
+from service.store.db import read_tx
 
 
 @dataclass(slots=True, frozen=True)
@@ -81,7 +81,7 @@ class FeedMixin(StoreBase):
     def load_ground_truth_since(self, project: str, after_id: int = 0) -> tuple[list[FedAnswer], int]:
         """Human labels with ``id > after_id`` in id order, and the new cursor (the largest id, else ``after_id``).
 
-        One statement, so on PostgreSQL it reads one snapshot. Use :class:`service.feedback.AnswerFeed` for a
+        One statement, so on PostgreSQL it reads one snapshot. Use :class:`service.runtime.feedback.AnswerFeed` for a
         cursor that does not skip answers committed out of id order."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)

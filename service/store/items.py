@@ -11,8 +11,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from policies import InputError, NotFoundError
-from service.db import read_tx, write_tx
-from service.models import ITEM_STATUSES, ItemPublic
 from service.store.base import (
     StoreBase,
     as_utc,
@@ -26,6 +24,8 @@ from service.store.base import (
     with_image,
 )
 from service.store.bulk import db_value
+from service.store.db import read_tx, write_tx
+from service.store.tables import ITEM_STATUSES, ItemPublic
 from service.store.types import IngestResult
 from tools.base import Item as ToolItem
 

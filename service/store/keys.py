@@ -17,9 +17,9 @@ from sqlalchemy import Table, bindparam, delete, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import InputError, NotFoundError
-from service.auth_models import ROLES, ApiKey, ApiKeyPublic, IdempotencyRecord
-from service.db import read_tx, write_tx
+from service.store.auth_models import ROLES, ApiKey, ApiKeyPublic, IdempotencyRecord
 from service.store.base import StoreBase, as_utc
+from service.store.db import read_tx, write_tx
 
 key_t: Table = ApiKey.__table__  # type: ignore[attr-defined]
 idem_t: Table = IdempotencyRecord.__table__  # type: ignore[attr-defined]

@@ -24,8 +24,8 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, delete, func, insert, select, update
 
 from policies import InputError, NotFoundError
-from service.db import read_tx, write_tx
 from service.store.base import as_utc, chunks, correction_t, item_t, label_t, task_t
+from service.store.db import read_tx, write_tx
 
 if TYPE_CHECKING:
     from service.store import SqlStore

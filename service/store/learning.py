@@ -11,8 +11,6 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from agent.ports import CalibrationRecord, GroundTruth
-from service.db import read_tx, write_tx
-from service.models import LABEL_SOURCES, LabelPublic, ModelVersionPublic, utcnow
 from service.store.base import (
     StoreBase,
     calib_t,
@@ -26,6 +24,8 @@ from service.store.base import (
     vote_t,
     with_image,
 )
+from service.store.db import read_tx, write_tx
+from service.store.tables import LABEL_SOURCES, LabelPublic, ModelVersionPublic, utcnow
 from tools.base import ModelInfo, Vote
 
 

@@ -8,8 +8,8 @@ from datetime import datetime
 
 from sqlalchemy import select
 
-from service.db import read_tx
 from service.store.base import StoreBase, item_t, label_t
+from service.store.db import read_tx
 
 
 @dataclass(slots=True, frozen=True)

@@ -3,7 +3,7 @@ the item's ground truth derived from them. Functions over a :class:`~service.sto
 call, the project id first in every query).
 
 The rule, the same for import, create, update and delete: an item's ground truth is the label of its latest
-annotation that is not skipped (:func:`service.labelstudio_records.latest_order`), written by
+annotation that is not skipped (:func:`service.api.labelstudio_records.latest_order`), written by
 :func:`~service.store.labelstudio.put_human_labels` (a changed label is a correction); an item left with no such
 annotation loses the human label Label Studio gave it (:func:`~service.store.labelstudio.remove_human_labels`).
 """
@@ -17,10 +17,10 @@ from typing import TYPE_CHECKING, Any
 
 from sqlalchemy import delete, insert, select, update
 
-from service.db import read_tx, write_tx
-from service.labelstudio import ANNOTATION_REASON, annotation_reason, task_id_of
-from service.labelstudio_records import AnnotationRecord, latest_order
+from service.api.labelstudio import ANNOTATION_REASON, annotation_reason, task_id_of
+from service.api.labelstudio_records import AnnotationRecord, latest_order
 from service.store.base import as_utc, chunks, item_t, label_t, ls_annotation_t
+from service.store.db import read_tx, write_tx
 from service.store.labelstudio import HumanAnswer, put_human_labels, remove_human_labels
 
 if TYPE_CHECKING:

@@ -9,8 +9,8 @@ from datetime import datetime
 
 from sqlalchemy import func, select
 
-from service.db import read_tx
 from service.store.base import StoreBase, calib_t, item_t, label_t, review_t, task_t, vote_t
+from service.store.db import read_tx
 
 AGREEMENT_WINDOW = 5000  # most recent multi-reviewer tasks examined for agreement
 

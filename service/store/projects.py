@@ -6,9 +6,9 @@ from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import ConflictError, InputError, NotFoundError, Policy, dumps_policy
-from service.db import read_tx, write_tx
-from service.models import PolicyVersionPublic, ProjectPublic, utcnow
 from service.store.base import StoreBase, policy_t, project_t
+from service.store.db import read_tx, write_tx
+from service.store.tables import PolicyVersionPublic, ProjectPublic, utcnow
 
 
 class ProjectsMixin(StoreBase):

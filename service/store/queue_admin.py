@@ -15,9 +15,9 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from policies import ConflictError, NotFoundError
-from service.db import read_tx, write_tx
-from service.ops_models import ReviewSkip
 from service.store.base import as_utc, item_t, lease_until, project_t, task_t
+from service.store.db import read_tx, write_tx
+from service.store.ops_models import ReviewSkip
 from service.store.reviews import ReviewsMixin
 
 skip_t: Table = ReviewSkip.__table__  # type: ignore[attr-defined]

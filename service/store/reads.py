@@ -11,9 +11,7 @@ from typing import Any
 from sqlalchemy import func, select
 
 from policies import NotFoundError
-from service.datasets import LabeledItem
-from service.db import read_tx
-from service.models import ItemPublic, LabelPublic, VotePublic
+from service.offline.datasets import LabeledItem
 from service.store.base import (
     StoreBase,
     chunks,
@@ -27,6 +25,8 @@ from service.store.base import (
     with_image,
 )
 from service.store.corrections import Correction, correction_from_row
+from service.store.db import read_tx
+from service.store.tables import ItemPublic, LabelPublic, VotePublic
 
 _LABEL_ROW = (label_t.c.id, item_t.c.external_id, label_t.c.label, label_t.c.confidence, label_t.c.source,
               label_t.c.policy_version, label_t.c.threshold, label_t.c.created_at, correction_t.c.replaced_label_id)

@@ -14,8 +14,6 @@ from sqlalchemy import Connection, Select, Table, bindparam, exists, func, selec
 from agent.certificate import BLIND_KINDS
 from agent.ports import GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
-from service.db import read_tx, write_tx
-from service.models import TASK_STATUSES
 from service.store.base import (
     StoreBase,
     as_utc,
@@ -35,6 +33,8 @@ from service.store.base import (
 )
 from service.store.batches import LABEL_COLS
 from service.store.bulk import bulk_insert, db_value
+from service.store.db import read_tx, write_tx
+from service.store.tables import TASK_STATUSES
 from service.store.types import ClaimedReview, ReviewAnswer, ReviewView, SubmitResult, TaskKey
 from tools.base import Vote
 

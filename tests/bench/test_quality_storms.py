@@ -12,9 +12,9 @@ from bench.baselines import classifier_loop, enrich, enrichment_policy
 from bench.quality import DATASETS, Dataset, with_endpoints
 from policies import Policy, load_policy
 from policies.io import EXAMPLES_DIR
-from service.datasets import load_csv
-from service.replay import shuffled
-from service.testing.open_meteo import allowing, load_storm_table, serving
+from service.offline.datasets import load_csv
+from service.offline.replay import shuffled
+from service.offline.testing.open_meteo import allowing, load_storm_table, serving
 from tests.factories import dataset_path
 from tools.base import Batch, ToolContext
 from tools.registry import build_tools

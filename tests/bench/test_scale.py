@@ -6,7 +6,7 @@ from collections import Counter
 
 from bench.scale import build_stream
 from bench.synthetic import StreamSpec, stream
-from service.replay import shuffled
+from service.offline.replay import shuffled
 
 
 def _rows(spec: StreamSpec) -> list[tuple[str, str, str]]:

@@ -9,8 +9,8 @@ import numpy as np
 import pytest
 
 from policies import NotFoundError
-from service.ops_models import BacktestPublic
 from service.store import SqlStore
+from service.store.ops_models import BacktestPublic
 from tests.factories import make_policy, make_replay_summary
 
 

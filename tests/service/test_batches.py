@@ -10,9 +10,9 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.ports import AgentStore, BatchResult
 from policies import ConflictError, InputError, Policy
-from service.db import read_tx, write_tx
 from service.store import SqlStore
 from service.store.base import item_t, label_t, task_t, vote_t
+from service.store.db import read_tx, write_tx
 from tests.factories import make_batch_result, make_decision, make_items, make_votes
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

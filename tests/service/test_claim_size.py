@@ -7,7 +7,7 @@ import dataclasses
 from agent.calibration import ThresholdResult
 from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
-from service.worker import ProjectWorker
+from service.runtime.cycle import ProjectWorker
 from tests.agent.fixtures import CountingLearner
 from tests.factories import make_items, make_policy
 

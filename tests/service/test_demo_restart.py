@@ -10,13 +10,13 @@ import httpx
 import pytest
 
 from policies import InputError
-from service.db import make_engine
-from service.demo.dataset import row_key
-from service.demo.run import reset_database
-from service.liveserver import LiveDemo
-from service.migrate import upgrade
+from service.offline.demo.dataset import row_key
+from service.offline.demo.run import reset_database
+from service.offline.liveserver import LiveDemo
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import make_engine
+from service.store.migrate import upgrade
 
 PROJECT = "sms_spam"
 OPTIONS = ["--rate", "20", "--review-delay", "0.2", "--log-level", "WARNING"]

@@ -18,13 +18,13 @@ from sqlalchemy import func, select
 
 from policies import example_policy
 from policies.io import EXAMPLES_DIR
-from service.datasets import load_csv
-from service.db import make_engine, read_tx
-from service.liveserver import LiveService
-from service.migrate import upgrade
-from service.replay import shuffled
+from service.offline.datasets import load_csv
+from service.offline.liveserver import LiveService
+from service.offline.replay import shuffled
 from service.store import SqlStore
 from service.store.base import item_t, label_t, project_t, review_t, task_t
+from service.store.db import make_engine, read_tx
+from service.store.migrate import upgrade
 from tests.factories import dataset_path
 from tests.service.runtime.helpers import labels_per_item, labels_per_item_version, wait_until
 
@@ -229,7 +229,7 @@ def test_cli_replay_through_the_url_prints_the_summary(server: Server, capsys: p
 
 def test_cli_replay_without_a_service_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     from service.cli import main
-    from service.liveserver import free_port
+    from service.offline.liveserver import free_port
 
     data = tmp_path / "tiny.csv"
     data.write_text("text,label\nhello,ham\nwin a prize,spam\n")

@@ -29,9 +29,9 @@ from sqlalchemy import Engine, event, func, select, text
 
 from agent.ports import BatchResult
 from policies import ConflictError, Policy
-from service.db import make_engine, read_tx
 from service.store import RecordResult, ReviewAnswer, SqlStore
 from service.store.base import label_t, review_t
+from service.store.db import make_engine, read_tx
 from tests.factories import make_decision, make_items, make_policy
 from tests.service.runtime.helpers import engine_url, labels_per_item, wait_until
 

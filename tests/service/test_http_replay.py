@@ -8,9 +8,9 @@ import httpx
 import pytest
 
 from policies import example_policy
-from service.app import create_app
-from service.datasets import LabeledItem
-from service.http_replay import HttpReplayConfig, ReplayError, run_http_replay
+from service.api.app import create_app
+from service.offline.datasets import LabeledItem
+from service.offline.http_replay import HttpReplayConfig, ReplayError, run_http_replay
 from service.store import SqlStore
 from tools.base import Item
 

@@ -8,7 +8,7 @@ import pytest
 
 from policies.io import EXAMPLES_DIR
 from service.cli import main
-from service.datasets import load_csv
+from service.offline.datasets import load_csv
 from tests.factories import dataset_path
 
 

@@ -15,8 +15,8 @@ from PIL import Image
 from agent.runner import BatchLabeler
 from policies import loads_policy
 from policies.io import EXAMPLES_DIR
+from service.runtime.cycle import ProjectWorker
 from service.store import SqlStore
-from service.worker import ProjectWorker
 from tests.image_files import encode, noisy_jpeg
 from tools.base import Batch, Item, TrainingSet
 from tools.registry import build_tools

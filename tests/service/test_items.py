@@ -9,10 +9,10 @@ import pytest
 from sqlalchemy import func, select
 
 from policies import InputError, NotFoundError
-from service.db import read_tx
 from service.settings import Settings
 from service.store import SqlStore
 from service.store.base import item_t
+from service.store.db import read_tx
 from tests.factories import make_items
 from tools.base import Item
 
@@ -173,7 +173,7 @@ def test_projects_are_isolated(store: SqlStore, project: str) -> None:
 
 def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -> None:  # type: ignore[no-untyped-def]
     """The fast SQLite insert of ``ingest`` reports only the rows it inserted (ON CONFLICT DO NOTHING)."""
-    from service.db import write_tx
+    from service.store.db import write_tx
     from service.store.items import _insert_sqlite
 
     store = SqlStore(sqlite_engine)

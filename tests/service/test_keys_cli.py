@@ -5,9 +5,9 @@ from __future__ import annotations
 import pytest
 
 from service.cli import main
-from service.db import make_engine
 from service.serve import bootstrap_key
 from service.store import SqlStore
+from service.store.db import make_engine
 
 
 def test_keys_create_list_revoke(tmp_path, capsys: pytest.CaptureFixture[str]) -> None:  # type: ignore[no-untyped-def]

@@ -17,11 +17,11 @@ import numpy as np
 import pytest
 
 from policies.model import LLMSpec, PlannerSpec, Policy, RetrievalSpec, TextClassifierSpec
-from service.datasets import LabeledItem
-from service.db import create_all, make_engine
-from service.replay import ReplayConfig, run_replay
+from service.offline.datasets import LabeledItem
+from service.offline.replay import ReplayConfig, run_replay
 from service.settings import Settings, tool_environment
 from service.store import SqlStore
+from service.store.db import create_all, make_engine
 from tests.tools.loopback import JsonServer, json_server
 from tools.base import Item
 from tools.registry import build_tools

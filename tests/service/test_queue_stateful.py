@@ -22,10 +22,10 @@ from hypothesis.stateful import RuleBasedStateMachine, initialize, invariant, pr
 from sqlalchemy import func, select
 
 from policies import ConflictError
-from service.db import create_all, make_engine, read_tx
 from service.settings import Settings
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import item_t, label_t, review_t, task_t
+from service.store.db import create_all, make_engine, read_tx
 from tests.factories import make_batch_result, make_policy
 from tools.base import Item
 

@@ -11,11 +11,11 @@ import pytest
 from policies import example_policy, load_policy
 from policies.io import EXAMPLES_DIR
 from service.cli import main
-from service.datasets import load_csv
-from service.db import create_all, make_engine
-from service.replay import ReplayConfig, run_replay
+from service.offline.datasets import load_csv
+from service.offline.replay import ReplayConfig, run_replay
+from service.runtime.cycle import ProjectWorker
 from service.store import SqlStore
-from service.worker import ProjectWorker
+from service.store.db import create_all, make_engine
 from tests.factories import dataset_path
 from tools.environment import ToolEnvironment
 from tools.registry import build_tools
@@ -113,7 +113,7 @@ def test_retraining_in_a_thread_decides_as_retraining_in_line(tmp_path: Path, mo
 
 def test_replay_file_order_keeps_the_rows_and_overlap_is_refused(tmp_path: Path,
                                                                  capsys: pytest.CaptureFixture[str]) -> None:
-    from service.replay import shuffled
+    from service.offline.replay import shuffled
 
     rows = load_csv(dataset_path("sms_spam.csv"))
     assert [r.item.key for r in shuffled(rows, 3, 50, "file")] == [r.item.key for r in rows[:50]]

@@ -10,9 +10,9 @@ from sqlalchemy import func, select
 
 from agent.ports import BatchResult
 from policies import ConflictError, InputError, NotFoundError, Policy
-from service.db import read_tx
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import calib_t, label_t, review_t
+from service.store.db import read_tx
 from tests.factories import make_decision, make_items, make_policy
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)

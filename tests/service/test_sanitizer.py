@@ -1,4 +1,4 @@
-"""The input sanitizer (service.schemas.common) on its own: lone surrogates, NUL, depth without recursion."""
+"""The input sanitizer (service.api.schemas.common) on its own: lone surrogates, NUL, depth without recursion."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from service.schemas.common import MAX_METADATA_BYTES, clean_text, json_safe, metadata_safe
+from service.api.schemas.common import MAX_METADATA_BYTES, clean_text, json_safe, metadata_safe
 
 
 def test_the_sanitizer_itself() -> None:

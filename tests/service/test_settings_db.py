@@ -9,9 +9,17 @@ import pytest
 from sqlalchemy import inspect, text
 from sqlmodel import select
 
-from service.db import _WRITE_LOCKS, create_all, engine_from_settings, make_engine, read_tx, session_scope, write_tx
-from service.models import Project
 from service.settings import Settings, get_settings
+from service.store.db import (
+    _WRITE_LOCKS,
+    create_all,
+    engine_from_settings,
+    make_engine,
+    read_tx,
+    session_scope,
+    write_tx,
+)
+from service.store.tables import Project
 
 
 def test_settings_defaults_and_env_override(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -10,11 +10,11 @@ import pytest
 
 from policies import load_policy
 from policies.io import EXAMPLES_DIR
-from service.datasets import load_csv
-from service.db import create_all, make_engine
-from service.replay import ReplayConfig, run_replay
+from service.offline.datasets import load_csv
+from service.offline.replay import ReplayConfig, run_replay
+from service.offline.testing.open_meteo import RunningServer, allowing, load_storm_table, serving
 from service.store import SqlStore
-from service.testing.open_meteo import RunningServer, allowing, load_storm_table, serving
+from service.store.db import create_all, make_engine
 from tests.factories import dataset_path
 from tools.registry import build_tools
 

@@ -10,7 +10,7 @@ import pytest
 
 from policies import ToolError
 from policies.model import WeatherSpec
-from service.testing.open_meteo import RunningServer, serving
+from service.offline.testing.open_meteo import RunningServer, serving
 from tools.base import Batch, Item, ToolContext
 from tools.environment import ToolEnvironment
 from tools.open_meteo import parse_time

@@ -16,11 +16,11 @@ import httpx
 import pytest
 import uvicorn
 
-from service.app import create_app
-from service.db import create_all, make_engine
-from service.liveserver import free_port
+from service.api.app import create_app
+from service.offline.liveserver import free_port
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import create_all, make_engine
 from tests.factories import make_policy
 
 CHROMIUM = "/usr/bin/chromium"

@@ -14,12 +14,12 @@ import httpx
 import pytest
 from playwright.sync_api import expect
 
-from service.db import make_engine
-from service.demo.dataset import load_rows
-from service.liveserver import LiveDemo
-from service.migrate import upgrade
+from service.offline.demo.dataset import load_rows
+from service.offline.liveserver import LiveDemo
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import make_engine
+from service.store.migrate import upgrade
 from tests.web.conftest import PageProblems
 
 PROJECT = "sms_spam"

@@ -10,7 +10,7 @@ import zlib
 import pytest
 from playwright.sync_api import expect
 
-from service.schemas.items import ItemData
+from service.api.schemas.items import ItemData
 from tests.web.conftest import Live
 from tests.web.seed import decide_pending
 from tests.web.test_reviewer import current_task, sign_in_with_keyboard

@@ -12,7 +12,7 @@ from pathlib import Path
 
 from playwright.sync_api import expect
 
-from service.models import utcnow
+from service.store.tables import utcnow
 from tests.factories import make_replay_summary
 from tests.web.conftest import Live
 from tests.web.seed import answer_all, seed_tasks

@@ -11,9 +11,9 @@ from pathlib import Path
 from playwright.sync_api import Page, expect
 from sqlalchemy import select
 
-from service.db import read_tx
-from service.models import utcnow
 from service.store.base import review_t
+from service.store.db import read_tx
+from service.store.tables import utcnow
 from tests.web.conftest import Live
 from tests.web.seed import seed_tasks
 

@@ -11,7 +11,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
 from policies import Policy
-from service.app import create_app
+from service.api.app import create_app
 from service.store import SqlStore
 from tests.factories import make_batch_result, make_items
 

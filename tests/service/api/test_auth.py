@@ -12,9 +12,9 @@ from fastapi import FastAPI
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from service.auth_models import ROLES
-from service.deps import Allow
+from service.api.deps import Allow
 from service.store import SqlStore
+from service.store.auth_models import ROLES
 from tests.factories import make_policy, make_replay_summary
 from tests.image_files import png
 from tests.service.api.conftest import auth, decide, error_message

@@ -9,7 +9,7 @@ import pytest
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.deps import get_tool_factory
+from service.api.deps import get_tool_factory
 from service.store import SqlStore
 from tests.factories import make_items, make_policy, make_replay_summary
 from tests.service.api.conftest import auth, error_message

@@ -10,11 +10,11 @@ import json
 from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
-from service.db import read_tx
-from service.feedback import AnswerFeed
-from service.ops.labels import decode_cursor
+from service.api.ops.labels import decode_cursor
+from service.runtime.feedback import AnswerFeed
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import correction_t, item_t, label_t
+from service.store.db import read_tx
 from tests.service.api.conftest import RecordingSink, auth, decide, error_message
 from tests.service.api.test_labels import read_events
 

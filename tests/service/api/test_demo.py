@@ -8,9 +8,9 @@ import pytest
 from fastapi.testclient import TestClient
 
 from policies import InputError
-from service.app import create_app
-from service.demo.dataset import load_rows
-from service.demo.simulation import DemoOptions, Simulation
+from service.api.app import create_app
+from service.offline.demo.dataset import load_rows
+from service.offline.demo.simulation import DemoOptions, Simulation
 from service.store import ReviewAnswer, SqlStore
 from tests.service.api.conftest import RecordingSink, auth, decide
 

@@ -9,7 +9,7 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from sqlalchemy import exc as sa_exc
 
-from service.errors import DB_RETRY_AFTER_SECONDS, install_error_handlers
+from service.api.errors import DB_RETRY_AFTER_SECONDS, install_error_handlers
 
 
 def _app(error: Exception) -> FastAPI:

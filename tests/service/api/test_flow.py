@@ -8,11 +8,11 @@ import asyncio
 from fastapi.testclient import TestClient
 
 from agent.runner import BatchLabeler
-from service.app import create_app
-from service.db import create_all, make_engine
+from service.api.app import create_app
+from service.runtime.cycle import ProjectWorker
 from service.settings import Settings
 from service.store import SqlStore
-from service.worker import ProjectWorker
+from service.store.db import create_all, make_engine
 from tests.factories import make_items
 from tests.service.api.conftest import RecordingSink
 from tests.service.api.tools import keyword_tools

@@ -11,9 +11,9 @@ from datetime import timedelta
 from fastapi import FastAPI
 from fastapi.testclient import TestClient
 
-from service.app import create_app
-from service.models import utcnow
+from service.api.app import create_app
 from service.store import SqlStore
+from service.store.tables import utcnow
 from tests.service.api.conftest import auth, decide
 
 

@@ -6,10 +6,10 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from service.models import utcnow
 from service.settings import Settings
 from service.store import SqlStore
 from service.store.items import lease_expired_reason
+from service.store.tables import utcnow
 from tests.service.api.conftest import decide, error_message
 
 
@@ -46,7 +46,7 @@ def test_client_labels_are_kept_and_checked(client: TestClient, project: str, st
 def test_batch_limit(store: SqlStore, project: str, operator_key: str) -> None:
     from fastapi.testclient import TestClient as Client
 
-    from service.app import create_app
+    from service.api.app import create_app
 
     small = SqlStore(store.engine, Settings(max_batch_items=2))
     with Client(create_app(store=small), headers={"X-API-Key": operator_key}) as client:

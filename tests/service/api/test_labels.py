@@ -12,10 +12,10 @@ import pytest
 from fastapi.testclient import TestClient
 from sqlalchemy import select
 
-from service.db import read_tx
-from service.ops.labels import LabelFeed, encode_cursor
+from service.api.ops.labels import LabelFeed, encode_cursor
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import label_t
+from service.store.db import read_tx
 from tests.service.api.conftest import decide, error_message
 
 

@@ -13,13 +13,13 @@ from fastapi import FastAPI
 from fastapi.testclient import TestClient
 from pydantic import BaseModel
 
-import service.schemas.common as common
-import service.schemas.items
-import service.schemas.policies
-import service.schemas.projects
-import service.schemas.reviews
-from service.app import create_app
-from service.ratelimit import RateLimiter
+import service.api.schemas.common as common
+import service.api.schemas.items
+import service.api.schemas.policies
+import service.api.schemas.projects
+import service.api.schemas.reviews
+from service.api.app import create_app
+from service.api.ratelimit import RateLimiter
 from service.store import SqlStore
 from tests.service.api.conftest import auth, error_message
 
@@ -30,7 +30,8 @@ def items(*keys: str, text: str = "hello") -> list[dict[str, object]]:
 
 def request_models() -> list[type[BaseModel]]:
     found = []
-    for module in (service.schemas.items, service.schemas.policies, service.schemas.projects, service.schemas.reviews):
+    for module in (service.api.schemas.items, service.api.schemas.policies, service.api.schemas.projects,
+                   service.api.schemas.reviews):
         for _, obj in inspect.getmembers(module, inspect.isclass):
             if issubclass(obj, BaseModel) and obj.__name__.endswith(("Request", "In", "Data")):
                 found.append(obj)
@@ -89,7 +90,7 @@ def test_chunked_body_is_refused_once_past_the_limit() -> None:
     the app never runs)."""
     import asyncio
 
-    from service.limits import BodyLimitMiddleware
+    from service.api.limits import BodyLimitMiddleware
 
     read: list[int] = []
     sent: list[dict[str, object]] = []

@@ -9,10 +9,10 @@ from fastapi.testclient import TestClient
 from sqlalchemy import func, select
 
 from agent.calibration import cp_interval
-from service.app import create_app
-from service.db import make_engine, read_tx
+from service.api.app import create_app
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import calib_t, item_t, label_t, project_t, task_t
+from service.store.db import make_engine, read_tx
 from tests.factories import make_policy
 from tests.service.api.conftest import decide, error_message
 from tools.base import ModelInfo

@@ -5,7 +5,7 @@ from __future__ import annotations
 from fastapi.routing import APIRoute
 from fastapi.testclient import TestClient
 
-from service.routes import routers
+from service.api.routes import routers
 
 EXPECTED = {
     ("POST", "/projects"), ("GET", "/projects"), ("GET", "/projects/{project}"),
@@ -83,7 +83,7 @@ def test_schema_lists_every_route_with_models(client: TestClient) -> None:
 
 
 def test_docs_page(store) -> None:  # type: ignore[no-untyped-def]
-    from service.app import create_app
+    from service.api.app import create_app
 
     with TestClient(create_app(store.settings.model_copy(update={"docs_enabled": True}), store=store)) as on:
         response = on.get("/docs")

@@ -6,8 +6,8 @@ from datetime import timedelta
 
 from fastapi.testclient import TestClient
 
-from service.models import utcnow
 from service.store import SqlStore
+from service.store.tables import utcnow
 from tests.factories import make_policy
 from tests.service.api.conftest import RecordingSink, auth, decide, error_message
 
@@ -166,7 +166,7 @@ class BrokenSink:
 
 
 def test_a_failing_feedback_sink_does_not_fail_the_answer(store: SqlStore, project: str, operator_key: str) -> None:
-    from service.app import create_app
+    from service.api.app import create_app
 
     decide(store, project, ["escalate"])
     with TestClient(create_app(store=store, feedback=BrokenSink()), headers=auth(operator_key)) as client:

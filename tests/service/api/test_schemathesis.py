@@ -18,11 +18,11 @@ from schemathesis.specs.openapi.checks import (
     status_code_conformance,
 )
 
-from service.app import create_app
-from service.db import create_all, make_engine
-from service.deps import get_tool_factory
+from service.api.app import create_app
+from service.api.deps import get_tool_factory
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import create_all, make_engine
 from tests.factories import make_policy
 from tests.service.api.conftest import decide
 from tests.service.api.tools import keyword_tools

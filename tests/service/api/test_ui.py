@@ -8,7 +8,7 @@ import re
 import pytest
 from fastapi.testclient import TestClient
 
-from service.web import CONTENT_SECURITY_POLICY, STATIC_DIR
+from service.api.web import CONTENT_SECURITY_POLICY, STATIC_DIR
 
 ASSET = re.compile(r'(?:src|href)="([^"]+)"')
 

@@ -27,10 +27,10 @@ from sqlalchemy import Engine, func, select
 
 from policies import Policy, RulesSpec, TextClassifierSpec
 from policies.model import Rule
-from service.db import read_tx
 from service.settings import Settings
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import item_t, label_t, review_t
+from service.store.db import read_tx
 from tests.factories import make_policy
 from tools.base import Batch, Item, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 

@@ -16,7 +16,7 @@ import aio_pika
 import pytest
 
 from policies import InputError
-from service.sources.amqp_queue import REASON_HEADER, AmqpAddress, AmqpQueueSource
+from service.runtime.sources.amqp_queue import REASON_HEADER, AmqpAddress, AmqpQueueSource
 from service.store import SqlStore
 from tests.conftest import unreachable
 from tests.service.runtime.helpers import (

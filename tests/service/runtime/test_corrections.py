@@ -8,10 +8,10 @@ import threading
 
 from sqlalchemy import select
 
-from service.db import read_tx
 from service.runtime import WorkerRuntime
 from service.store import SqlStore
 from service.store.base import item_t, label_t
+from service.store.db import read_tx
 from tests.service.runtime.helpers import (
     MemoryVoter,
     Reviewer,

@@ -16,10 +16,10 @@ import pytest
 from sqlalchemy.exc import DBAPIError, OperationalError
 
 from policies import Policy
-from service.db import is_transient, retry_transient
 from service.runtime import WorkerRuntime
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import is_transient, retry_transient
 from tests.service.runtime.helpers import (
     KeywordVoter,
     MemoryVoter,

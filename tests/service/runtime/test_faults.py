@@ -21,9 +21,9 @@ import pytest
 from sqlalchemy import Engine
 
 from policies import ConflictError
-from service.db import is_transient
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.db import is_transient
 from tests.service.runtime.helpers import (
     FAST,
     SPAWN,

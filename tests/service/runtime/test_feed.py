@@ -4,11 +4,11 @@ from __future__ import annotations
 
 from sqlalchemy import insert, select
 
-from service.db import read_tx, write_tx
-from service.feedback import AnswerFeed, FeedbackSink, NullSink
-from service.models import utcnow
+from service.runtime.feedback import AnswerFeed, FeedbackSink, NullSink
 from service.store import ReviewAnswer, SqlStore
 from service.store.base import item_t, label_t
+from service.store.db import read_tx, write_tx
+from service.store.tables import utcnow
 from tests.factories import make_items, make_policy
 
 

@@ -14,8 +14,8 @@ from sqlalchemy import Engine, create_engine, inspect, text
 from sqlalchemy.engine import make_url
 from sqlmodel import SQLModel
 
-from service.db import create_all, make_engine
-from service.migrate import alembic_config, current_revision, ensure_schema, head_revision, model_tables, upgrade
+from service.store.db import create_all, make_engine
+from service.store.migrate import alembic_config, current_revision, ensure_schema, head_revision, model_tables, upgrade
 from tests.conftest import require_postgres
 
 

@@ -19,7 +19,7 @@ import nats.js.errors
 import pytest
 
 from policies import InputError
-from service.sources.nats_stream import REASON_HEADER, NatsAddress, NatsStreamSource
+from service.runtime.sources.nats_stream import REASON_HEADER, NatsAddress, NatsStreamSource
 from service.store import SqlStore
 from tests.conftest import unreachable
 from tests.service.runtime.helpers import (

@@ -8,7 +8,7 @@ import asyncio
 from collections.abc import Sequence
 
 from policies import Policy
-from service.ops.items import item_status
+from service.api.ops.items import item_status
 from service.runtime import WorkerRuntime
 from service.settings import Settings
 from service.store import SqlStore

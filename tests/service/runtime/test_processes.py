@@ -13,11 +13,11 @@ from datetime import datetime
 import pytest
 from sqlalchemy import Engine, select
 
-from service.db import read_tx
 from service.runtime import WorkerRuntime
 from service.settings import Settings
 from service.store import SqlStore
 from service.store.base import item_t, label_t
+from service.store.db import read_tx
 from tests.service.runtime.helpers import (
     FAST,
     SPAWN,

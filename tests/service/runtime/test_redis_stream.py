@@ -14,8 +14,8 @@ import pytest
 import redis
 
 from policies import InputError
+from service.runtime.sources.redis_stream import RedisStreamSource, StreamAddress, parse_entry
 from service.settings import Settings
-from service.sources.redis_stream import RedisStreamSource, StreamAddress, parse_entry
 from service.store import SqlStore
 from tests.conftest import unreachable
 from tests.service.runtime.helpers import (

@@ -1,5 +1,5 @@
-"""What every broker source does with one message (``service.sources.common``): the HTTP ingest's checks, so that
-a message the databases cannot store is dead-lettered with its reason instead of failing its batch's write on
+"""What every broker source does with one message (``service.runtime.sources.common``): the HTTP ingest's checks, so
+that a message the databases cannot store is dead-lettered with its reason instead of failing its batch's write on
 every redelivery (a poison message would block the stream)."""
 
 from __future__ import annotations
@@ -10,7 +10,7 @@ import json
 import pytest
 
 from policies import InputError
-from service.sources.common import BatchIngestor, parse_entry
+from service.runtime.sources.common import BatchIngestor, parse_entry
 from service.store import SqlStore
 from tests.service.runtime.helpers import runtime_policy
 

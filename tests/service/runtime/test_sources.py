@@ -10,7 +10,7 @@ from pathlib import Path
 import pytest
 
 from policies import InputError
-from service.sources import broker_of, check_source
+from service.runtime.sources import broker_of, check_source
 
 ROOT = Path(__file__).resolve().parents[3]
 

@@ -19,8 +19,8 @@ from fastapi.testclient import TestClient
 
 from policies import ToolError
 from policies.model import RemoteModelSpec
-from service.deps import get_tool_factory
-from service.ops.labelstudio_backend import Predictors
+from service.api.deps import get_tool_factory
+from service.api.ops.labelstudio_backend import Predictors
 from service.store import SqlStore
 from tests.factories import make_batch_result
 from tests.service.api.conftest import RecordingSink, auth, error_message

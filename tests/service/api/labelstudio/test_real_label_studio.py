@@ -22,7 +22,7 @@ import pytest
 import uvicorn
 from sqlalchemy import Engine
 
-from service.app import create_app
+from service.api.app import create_app
 from service.settings import Settings
 from service.store import SqlStore
 from tests.conftest import unreachable

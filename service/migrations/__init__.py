@@ -1,1 +1,0 @@
-"""Alembic migrations of the labelagent schema (``labelagent db upgrade``); see ``service.migrate``."""

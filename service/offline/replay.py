@@ -1,0 +1,263 @@
+"""``labelagent replay``: stream a labeled dataset through the service's code path and measure it.
+
+Items arrive in a seeded random order, batch by batch. Each batch is ingested into the store,
+claimed by the worker, labeled by one graph run and recorded. An oracle reviewer then answers the
+review queue from the dataset's labels (cold start, escalations, audits): the agent never sees a
+label it did not ask a human for. Answers reach the learner, which retrains when due: in a thread, as the
+service does, overlapping the next ingest; the next graph run waits for it, so every run sees the
+same snapshot as with an in-line retrain (the replay stays deterministic per seed).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import gc
+import time
+from collections import Counter
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+from threadpoolctl import threadpool_limits
+
+from agent.calibration import cp_interval
+from agent.ports import GroundTruth
+from agent.runner import BatchLabeler
+from policies import InputError, Policy
+from service.offline.datasets import LabeledItem
+from service.runtime.cycle import ProjectWorker
+from service.store import ReviewAnswer, SqlStore
+from tools.base import ModelInfo, Tool
+from tools.image_embedding import ImageEmbedding
+from tools.llm import LLMTool
+from tools.text_embedding import TextEmbedding
+
+ORACLE = "oracle"
+
+
+@dataclass(slots=True)
+class ReplayConfig:
+    batch_size: int = 256
+    seed: int = 0
+    limit: int | None = None
+    order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
+
+
+def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
+    if order == "file":
+        return list(rows[:limit] if limit else rows)
+    if order != "shuffle":
+        raise InputError(f"replay order {order!r} is unknown; use 'shuffle' or 'file'")
+    permutation = np.random.default_rng(seed).permutation(len(rows))
+    picked = [rows[i] for i in permutation]
+    return picked[:limit] if limit else picked
+
+
+async def run_replay(
+    rows: Sequence[LabeledItem],
+    policy: Policy,
+    tools: Sequence[Tool],
+    store: SqlStore,
+    config: ReplayConfig,
+    *,
+    on_batch: Callable[[int], None] | None = None,
+    decisions_out: dict[str, tuple[str, str | None]] | None = None,
+) -> dict[str, Any]:
+    """Replay ``rows`` through a fresh project in ``store``; returns the summary (see ``summarize``).
+
+    BLAS runs on one thread meanwhile (as ``labelagent`` does for the whole process, see
+    ``service.cli.limit_blas_threads``), so in-process callers such as the benchmarks measure the same thing.
+    The objects that exist before the run (modules, the dataset) are frozen out of the garbage collector's
+    full collections meanwhile: they are long-lived (a full collection scanning them cost ~0.2 s of a 5 s run).
+    """
+    gc.freeze()
+    try:
+        with threadpool_limits(limits=1, user_api="blas"):
+            return await _replay(rows, policy, tools, store, config, on_batch,
+                                 {} if decisions_out is None else decisions_out)
+    finally:
+        gc.unfreeze()
+
+
+async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[Tool], store: SqlStore,
+                  config: ReplayConfig, on_batch: Callable[[int], None] | None,
+                  decisions: dict[str, tuple[str, str | None]]) -> dict[str, Any]:
+    if policy.overlap > 1:  # the oracle is one reviewer: an overlap it cannot meet would leave every task open
+        raise InputError(f"the replay's oracle is a single reviewer, so policy overlap {policy.overlap} cannot be "
+                         "met; replay with overlap: 1 (the replay does not simulate disagreeing reviewers)")
+    stream = shuffled(rows, config.seed, config.limit, config.order)
+    truth = {r.item.key: r.label for r in stream}
+    store.create_project(policy.project, policy)
+    labeler = BatchLabeler(policy, tools, seed=config.seed)
+    worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
+    started = time.perf_counter()
+    tally = await stream_through(worker, stream, truth, config.batch_size, on_batch)
+    elapsed = time.perf_counter() - started
+    decisions.update(tally.decisions)
+    return {**summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed),
+            **tally.track.summary(labeler)}
+
+
+@dataclass(slots=True)
+class Tally:
+    decisions: dict[str, tuple[str, str | None]] = field(default_factory=dict)  # key -> (action, agent label)
+    human: dict[str, str] = field(default_factory=dict)  # key -> the oracle's answer
+    tool_calls: Counter[str] = field(default_factory=Counter)
+    track: CertificateTrack = field(default_factory=lambda: CertificateTrack())  # i14: the certificate's history
+
+
+async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], truth: dict[str, str],
+                         batch_size: int, on_batch: Callable[[int], None] | None = None) -> Tally:
+    """Ingest ``stream`` batch by batch and run the worker cycle on it with an oracle reviewer (the replay's and
+    the backtest's loop): claim, graph run, record, the oracle answers what the run escalated, the learner learns.
+    A due retrain runs in a thread overlapping the next ingest; the next claim waits for it."""
+    tally = Tally()
+    project = worker.project
+    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
+    for start in range(0, len(stream), batch_size):
+        chunk = stream[start:start + batch_size]
+        worker.store.ingest(project, [r.item for r in chunk])
+        handled = 0
+        while handled < len(chunk):
+            if training is not None:  # the claim's size and the run must see the retrained snapshot
+                await worker.save_versions(await training)
+                training = None
+            token, items = worker.claim()
+            if not items:
+                break
+            outcome = await worker.run_claimed(token, items)
+            assert outcome.result is not None
+            handled += outcome.items
+            tally.track.batch(outcome.result, worker.labeler.learner)
+            tally.tool_calls.update(outcome.result.tool_calls)
+            tally.decisions.update((d.key, (d.action, d.label)) for d in outcome.result.decisions)
+            # The oracle answers what this run escalated before the next run starts.
+            settled = answer_queue(worker.store, project, truth)
+            tally.human.update((gt.item.key, gt.label) for gt in settled)
+            training = worker.start_learning(settled)
+        if on_batch is not None:
+            on_batch(len(chunk))
+    if training is not None:
+        await worker.save_versions(await training)
+    return tally
+
+
+@dataclass(slots=True)
+class CertificateTrack:
+    """i14: what the replay saw of the certificate, batch by batch (the summary's honesty fields)."""
+
+    certified_once: bool = False
+    without_after_first: int = 0
+    items: int = 0
+    detections: list[int] = field(default_factory=list)  # stream position (items decided) when drift was detected
+
+    def batch(self, result: Any, learner: Any) -> None:
+        decided = len(result.decisions)
+        while len(self.detections) < learner.drift_detections:
+            self.detections.append(self.items)
+        if result.threshold is not None:
+            self.certified_once = True
+        elif self.certified_once:
+            self.without_after_first += decided
+        self.items += decided
+
+    def summary(self, labeler: BatchLabeler) -> dict[str, Any]:
+        learner = labeler.learner
+        monitor = learner.monitor.state()
+        return {
+            "certificate_losses": learner.certifier.losses,
+            "items_without_certificate_after_first": self.without_after_first,
+            "snapshot_count": learner.snapshot.version,
+            "certificate_tests": learner.certifier.tests,
+            "drift_detections": learner.drift_detections,
+            "drift_detected_at": self.detections,
+            "monitor_alarms": monitor.alarms,
+        }
+
+
+def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[GroundTruth]:
+    """The oracle reviewer: claim everything open and answer it from the dataset, in one transaction."""
+    settled: list[GroundTruth] = []
+    while True:
+        tasks = store.claim_reviews(project, reviewer=ORACLE, limit=limit)
+        if not tasks:
+            return settled
+        result = store.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
+                                      project=project)
+        settled.extend(result.settled)
+        if len(tasks) < limit and not any(t.answers_needed > t.answers + 1 for t in tasks):
+            return settled  # the queue is empty (overlap > 1 may reopen tasks: then look again)
+
+
+def auto_errors_by_truth(auto: Sequence[tuple[str, str | None]], truth: dict[str, str],
+                         top: int = 5) -> dict[str, dict[str, Any]]:
+    """The true labels whose items were most often auto-labeled wrongly: per label, its auto labels, the wrong
+    ones and that share (e.g. an out-of-scope class auto-labeled as an in-scope intent)."""
+    counts: Counter[str] = Counter(truth[k] for k, _ in auto)
+    wrong: Counter[str] = Counter(truth[k] for k, lab in auto if lab != truth[k])
+    return {lab: {"auto": counts[lab], "wrong": n, "wrong_share": round(n / counts[lab], 4)}
+            for lab, n in wrong.most_common(top)}
+
+
+def tool_usage(tools: Sequence[Tool], n: int) -> dict[str, Any]:
+    """What the expensive tools spent: texts/images each encoder encoded (decision time, training and rescoring
+    together, each distinct input once) and its encoding seconds; each LLM tool's calls, tokens and price."""
+    encoders: dict[str, Any] = {}
+    llm: dict[str, Any] = {}
+    for tool in tools:
+        if isinstance(tool, TextEmbedding | ImageEmbedding):
+            encoders[tool.name] = {"encoded": tool.cache.encoded, "encoded_share": round(tool.cache.encoded / n, 4)
+                                   if n else 0.0, "cache_hits": tool.cache.hits}
+            if isinstance(tool, TextEmbedding):
+                encoders[tool.name]["encode_seconds"] = round(tool.encode_seconds, 3)
+        elif isinstance(tool, LLMTool):
+            llm[tool.name] = dict(tool.usage)
+    out: dict[str, Any] = {}
+    if encoders:
+        out["encoders"] = encoders
+    if llm:
+        out["llm_usage"] = llm
+    return out
+
+
+def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[str, str | None]],
+              human: dict[str, str], tool_calls: Counter[str], labeler: BatchLabeler,
+              elapsed: float) -> dict[str, Any]:
+    auto = [(k, lab) for k, (action, lab) in decisions.items() if action == "accept"]
+    auto_ok = sum(1 for k, lab in auto if lab == truth[k])
+    final_ok = auto_ok + sum(1 for k, lab in human.items() if lab == truth[k])
+    agent_ok = sum(1 for k, (_, lab) in decisions.items() if lab == truth[k])
+    lo, hi = cp_interval(auto_ok, len(auto))
+    audits = sum(1 for action, _ in decisions.values() if action == "audit")
+    n = len(truth)
+    snap = labeler.learner.snapshot
+    agg = snap.aggregator
+    return {
+        "items": n,
+        "auto_labeled": len(auto),
+        "human_reviews": len(human),
+        "human_review_rate": round(len(human) / n, 4) if n else 0.0,
+        "audits": audits,
+        "auto_precision": round(auto_ok / len(auto), 4) if auto else None,
+        "auto_precision_ci": [round(lo, 4), round(hi, 4)],
+        "overall_accuracy": round(final_ok / n, 4) if n else None,
+        # The agent's own label on every item (its suggestion where a human decided): how good the agent
+        # is, independent of how much it delegated.
+        "agent_accuracy": round(agent_ok / n, 4) if n else None,
+        "target_precision": policy.target_precision,
+        "unlabeled": n - len(auto) - len(human),
+        "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
+        "seconds": round(elapsed, 3),
+        "auto_errors_by_truth": auto_errors_by_truth(auto, truth),
+        "tool_calls": dict(tool_calls),
+        # Share of the items each tool was called on at decision time (the cascade's reach).
+        "tool_reach": {t: round(c / n, 4) for t, c in tool_calls.items()} if n else {},
+        **tool_usage(labeler.tools, n),
+        "tool_weights": {t: round(float(w), 3) for t, w in zip(agg.tools, agg.weights, strict=True)},
+        "aggregator": {k: round(v, 4) for k, v in agg.metrics.items()},
+        "threshold": None if snap.threshold is None else round(snap.threshold, 5),
+        "retrains": labeler.learner.retrains,
+        "model_versions": dict(snap.tool_versions),
+        "policy": policy.key,
+    }

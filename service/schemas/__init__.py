@@ -1,2 +1,0 @@
-"""Request and response models of the HTTP API, one module per resource (tables' own ``XPublic`` shapes live in
-``service.models`` and ``service.ops_models``). Request models forbid unknown fields."""

@@ -1,1 +1,0 @@
-"""Test doubles of external services, runnable by hand (``python -m service.testing.<name>``)."""
