@@ -10,6 +10,9 @@ status (``listing``) and metric counts (``metrics``).
 
 from __future__ import annotations
 
+from sqlalchemy import Engine
+
+from service.settings import Settings
 from service.store.audit import AuditMixin
 from service.store.backtests import BacktestsMixin
 from service.store.base import StoreBase
@@ -24,6 +27,13 @@ from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin, TaskRef
 from service.store.reads import ItemView, LabelRow, ReadsMixin
+from service.store.repositories import (
+    AuditRepository,
+    ItemsRepository,
+    LearningRepository,
+    ProjectsRepository,
+    ReviewsRepository,
+)
 from service.store.reviews import ReviewsMixin
 from service.store.types import (
     ClaimedReview,
@@ -39,7 +49,19 @@ from service.store.types import (
 class SqlStore(CorrectionsMixin, BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin,
                ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
-    on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
+    on the instance, only caches of immutable rows (project ids, parsed policy versions).
+
+    The repositories (``items``, ``reviews``, ``learning``, ``projects``, ``audit``) share this store's engine
+    and caches. Transitional: the store still answers every repository method itself, for callers not yet
+    switched to the repositories."""
+
+    def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
+        super().__init__(engine, settings)
+        self.items = ItemsRepository.sharing(self)
+        self.reviews = ReviewsRepository.sharing(self)
+        self.learning = LearningRepository.sharing(self)
+        self.projects = ProjectsRepository.sharing(self)
+        self.audit = AuditRepository.sharing(self)
 
     def stats(self, project: str) -> dict[str, dict[str, int]]:
         """Counts for metrics: items by status, review tasks by status, labels by source."""

@@ -30,6 +30,7 @@ from service.store.tables import (
 from tools.base import Item as ToolItem
 
 T = TypeVar("T")
+S = TypeVar("S", bound="StoreBase")
 
 project_t: Table = Project.__table__  # type: ignore[attr-defined]
 policy_t: Table = PolicyVersion.__table__  # type: ignore[attr-defined]
@@ -90,6 +91,15 @@ class StoreBase:
         self._project_ids: dict[str, int] = {}
         self._policies: dict[tuple[int, int], Policy] = {}
         self._statements: dict[str, Any] = {}
+
+    @classmethod
+    def sharing(cls: type[S], core: StoreBase) -> S:
+        """A ``cls`` over ``core``'s engine and settings that shares its caches (every repository of one
+        :class:`~service.store.SqlStore` reads one project-id, policy and statement cache)."""
+        repo = cls.__new__(cls)
+        repo.engine, repo.settings, repo.sqlite = core.engine, core.settings, core.sqlite
+        repo._project_ids, repo._policies, repo._statements = core._project_ids, core._policies, core._statements
+        return repo
 
     def _statement(self, name: str, build: Callable[[], T]) -> T:
         """The statement ``build()`` makes, built once per store: what varies between calls is a bind parameter.
