@@ -1,14 +1,11 @@
-"""What the agent hands to storage and reads back: plain data types and one small protocol.
-
-``service/`` implements :class:`AgentStore`; the agent never imports ``service``.
-"""
+"""What the agent hands to storage and reads back: plain data types (the agent never imports ``service``)."""
 
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Literal, Protocol
+from typing import Literal
 
-from tools.base import Item, ModelInfo, Vote
+from tools.base import Item, Vote
 
 Action = Literal["accept", "escalate", "audit"]
 ReviewKind = Literal["cold_start", "escalation", "audit"]
@@ -73,23 +70,3 @@ class GroundTruth:
     label: str
     reviewer: str = "human"
     correction: bool = False
-
-
-class AgentStore(Protocol):
-    """The storage the agent needs. Implementations write in bulk, one transaction per call."""
-
-    def record_batch(self, project: str, result: BatchResult) -> None:
-        """Store labels, votes, review tasks and item states for a batch, atomically."""
-        ...
-
-    def load_ground_truth(self, project: str, limit: int | None = None) -> list[GroundTruth]:
-        """Human-settled items, oldest first (the most recent ``limit`` when given)."""
-        ...
-
-    def load_calibration(self, project: str, limit: int) -> list[CalibrationRecord]:
-        """The most recent calibration records, oldest first."""
-        ...
-
-    def save_model_version(self, project: str, policy_key: str, info: ModelInfo) -> None:
-        """Remember a trained model (or calibration) version."""
-        ...

@@ -189,7 +189,7 @@ def main(argv: list[str]) -> int:
     engine = make_engine(url)
     upgrade(engine)
     store = SqlStore(engine)
-    keys = {role: store.create_key(name=role, role=role)[0] for role in ("operator", "ingest", "reviewer")}
+    keys = {role: store.projects.create_key(name=role, role=role)[0] for role in ("operator", "ingest", "reviewer")}
     slow = NeverAnswers()
     env = {"LABELAGENT_FETCH_ALLOW_HOSTS": f'["{slow.netloc}"]', "LABELAGENT_RATE_LIMIT_PER_SECOND": "0"}
     service = LiveService(url, log=work / "serve.log", workers=1, env=env).start()

@@ -59,8 +59,8 @@ class Bench:
         self.engine = make_engine(db.url)
         upgrade(self.engine)  # `labelagent db upgrade`
         self.store = SqlStore(self.engine)
-        self.operator, _ = self.store.create_key(name="bench operator", role="operator")
-        self.reviewer_keys = [self.store.create_key(name=f"bench reviewer {i}", role="reviewer")[0]
+        self.operator, _ = self.store.projects.create_key(name="bench operator", role="operator")
+        self.reviewer_keys = [self.store.projects.create_key(name=f"bench reviewer {i}", role="reviewer")[0]
                               for i in range(max(reviewers, ORACLE_REVIEWERS))]
         self.api = LiveService(db.url, log=logs / "api.log", workers=0)
         self.workers: list[WorkerProcess] = []
@@ -174,7 +174,7 @@ class Bench:
     # --- phases -------------------------------------------------------------------------------------------------
 
     def counts(self, project: str) -> dict[str, int]:
-        return self.store.count_items(project)
+        return self.store.items.count_items(project)
 
     async def warm_up(self, project: str, rows: Sequence[LabeledItem]) -> None:
         async def body() -> None:
@@ -188,7 +188,7 @@ class Bench:
         await self.with_oracle(project, body)
 
     async def timed(self, project: str, rows: Sequence[LabeledItem], workers: int) -> dict[str, Any]:
-        before = self.store.count_labels(project)
+        before = self.store.learning.count_labels(project)
         total = sum(self.counts(project).values()) + len(rows)
 
         async def body() -> dict[str, float]:
@@ -206,7 +206,7 @@ class Bench:
             return {"ingest": t_ingest - t0, "decided": t_decided - t0, "labeled": t_labeled - t0}
 
         times, _ = await self.with_oracle(project, body)
-        after = self.store.count_labels(project)
+        after = self.store.learning.count_labels(project)
         auto = after["agent"] - before["agent"]
         n = len(rows)
         return {"database": self.db.name, "workers": workers, "items": n, **times,
@@ -240,7 +240,7 @@ class Bench:
 
     def labeled_once(self, project: str) -> bool:
         """Every item of the project has exactly one label (one policy version here)."""
-        pid = self.store.get_project(project).id
+        pid = self.store.projects.get_project(project).id
         with self.engine.connect() as conn:
             per_item = (select(item_t.c.id, func.count(label_t.c.id).label("n"))
                         .select_from(item_t.outerjoin(label_t, label_t.c.item_id == item_t.c.id))

@@ -144,17 +144,17 @@ def cmd_keys(args: argparse.Namespace) -> int:
         ensure_schema(engine)
         store = SqlStore(engine, _settings(args))
         if args.keys_command == "create":
-            key, record = store.create_key(name=args.name, role=args.role, projects=args.project)
+            key, record = store.projects.create_key(name=args.name, role=args.role, projects=args.project)
             scope = ", ".join(record.projects) if record.projects is not None else "every project"
             print(f"created {record.role} key {record.prefix} ({record.name}) for {scope}; it is shown only now:")
             print(key)
         elif args.keys_command == "list":
-            for r in store.list_keys():
+            for r in store.projects.list_keys():
                 state = f"revoked {r.revoked_at:%Y-%m-%d %H:%M}" if r.revoked_at else "active"
                 scope = ",".join(r.projects) if r.projects is not None else "*"
                 print(f"{r.prefix}  {r.role:<8}  {state:<24}  projects={scope}  {r.name}")
         else:
-            record = store.revoke_key(args.prefix)
+            record = store.projects.revoke_key(args.prefix)
             print(f"revoked key {record.prefix} ({record.name})")
     finally:
         engine.dispose()

@@ -223,17 +223,17 @@ class WorkerThread:
 
 def bootstrap_demo(store: SqlStore) -> bool:
     """Create the demo project on an empty database; True when it did."""
-    if store.list_projects():
+    if store.projects.list_projects():
         return False
-    store.create_project(DEMO_PROJECT, example_policy(DEMO_PROJECT))
+    store.projects.create_project(DEMO_PROJECT, example_policy(DEMO_PROJECT))
     return True
 
 
 def bootstrap_key(store: SqlStore) -> str | None:
     """On a database without API keys, create an operator key for every project and return it (printed once)."""
-    if store.count_keys():
+    if store.projects.count_keys():
         return None
-    key, _ = store.create_key(name="first operator (labelagent serve)", role="operator")
+    key, _ = store.projects.create_key(name="first operator (labelagent serve)", role="operator")
     return key
 
 
@@ -297,7 +297,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
             thread = WorkerThread(runtime)
         app = _create_app(settings, store, runtime if runtime is not None else NullSink(), hooks.demo)
         url = f"http://{host}:{port}"
-        projects = [p.name for p in store.list_projects()]
+        projects = [p.name for p in store.projects.list_projects()]
         database = engine.url.render_as_string(hide_password=True)
 
         def started() -> None:

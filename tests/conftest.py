@@ -114,6 +114,6 @@ def policy() -> Policy:
 @pytest.fixture
 def project(store: SqlStore, policy: Policy) -> str:
     """A project named after the policy, with the policy active."""
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     return policy.project
 

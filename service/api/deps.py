@@ -87,7 +87,7 @@ def principal_from_key(request: Request, key: str | None, bearer_key: str | None
         raise AuthenticationError("'Authorization' and 'X-API-Key' carry different keys; send one key")
     store: SqlStore = request.app.state.store
     limiter = getattr(request.app.state, "rate_limiter", None)
-    record = store.authenticate(key)
+    record = store.projects.authenticate(key)
     if record is None:
         client = request.client.host if request.client else "unknown"
         wait = limiter.acquire(("unknown-key", client)) if limiter is not None else 0
@@ -179,7 +179,7 @@ class Allow:
             raise NotFoundError(f"project {project!r} does not exist")
         task = parse_task_id(request.path_params.get("task"))
         if task is not None:  # a non-canonical id is refused (422) by the route's own TaskPath, never looked up
-            ref = store.known_task_key(task) or await run_in_threadpool(store.task_key, task)
+            ref = store.reviews.known_task_key(task) or await run_in_threadpool(store.reviews.task_key, task)
             if ref is None or not principal.can_see(ref.project):
                 raise NotFoundError(f"review task {task} does not exist")
         return principal
@@ -230,7 +230,7 @@ TaskPath = Annotated[int, Depends(task_path)]
 
 def check_project(project: ProjectPath, store: StoreDep) -> str:
     """The project from the path, after checking it exists (for routes that stream and cannot fail later)."""
-    store.get_project(project)
+    store.projects.get_project(project)
     return project
 
 

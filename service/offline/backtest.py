@@ -40,7 +40,7 @@ async def replay_truth(policy: Policy, truth: Sequence[LabeledItem], tools: Sequ
     try:
         create_all(engine)
         store = SqlStore(engine, Settings(database_url="sqlite://", max_batch_items=max(batch_size, 1)))
-        store.create_project(policy.project, policy)
+        store.projects.create_project(policy.project, policy)
         labeler = BatchLabeler(policy, tools, seed=seed)
         worker = ProjectWorker(store, policy.project, labeler, name="backtest", batch_size=batch_size)
         answers = {row.item.key: row.label for row in truth}

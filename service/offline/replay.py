@@ -88,7 +88,7 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
                          "met; replay with overlap: 1 (the replay does not simulate disagreeing reviewers)")
     stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     labeler = BatchLabeler(policy, tools, seed=config.seed)
     worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
     started = time.perf_counter()
@@ -117,7 +117,7 @@ async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], t
     training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
     for start in range(0, len(stream), batch_size):
         chunk = stream[start:start + batch_size]
-        worker.store.ingest(project, [r.item for r in chunk])
+        worker.store.items.ingest(project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
             if training is not None:  # the claim's size and the run must see the retrained snapshot
@@ -180,10 +180,10 @@ def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: in
     """The oracle reviewer: claim everything open and answer it from the dataset, in one transaction."""
     settled: list[GroundTruth] = []
     while True:
-        tasks = store.claim_reviews(project, reviewer=ORACLE, limit=limit)
+        tasks = store.reviews.claim_reviews(project, reviewer=ORACLE, limit=limit)
         if not tasks:
             return settled
-        result = store.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
+        result = store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
                                       project=project)
         settled.extend(result.settled)
         if len(tasks) < limit and not any(t.answers_needed > t.answers + 1 for t in tasks):

@@ -75,7 +75,7 @@ class ProjectWorker:
         image the limits refuse (read from the header: a decompression bomb is never decoded) are marked failed
         with the reason at once, and the batch goes on without them."""
         while True:
-            token, items = self.store.claim_batch(self.project, worker=self.name, size=self.claim_size(),
+            token, items = self.store.items.claim_batch(self.project, worker=self.name, size=self.claim_size(),
                                                   lease_seconds=self.lease_seconds)
             usable = self.screen_images(token, items)
             if usable or not items:  # a batch of refused images only: claim the next one
@@ -95,7 +95,7 @@ class ProjectWorker:
                 except InputError as exc:
                     refused[it.key] = f"image refused: {exc}"
         if refused:
-            self.store.fail_items(self.project, token, refused)
+            self.store.items.fail_items(self.project, token, refused)
         return [it for it in items if it.key not in refused]
 
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
@@ -110,7 +110,7 @@ class ProjectWorker:
         fences them (the lease check and the writes share one transaction, under row locks); the unique label
         constraint refuses a second label anyway. Items whose lease expired meanwhile are fenced, and come back
         to whoever claims them next."""
-        return await self._retrying(lambda: self.store.record_batch(self.project, result, token),
+        return await self._retrying(lambda: self.store.items.record_batch(self.project, result, token),
                                     f"writing a batch of {self.project}")
 
     async def _retrying(self, write: Callable[[], T], what: str) -> T:
@@ -164,6 +164,7 @@ class ProjectWorker:
         database is unreachable."""
         for info in infos:
             if info.version not in self.saved_versions:
-                await self._retrying(partial(self.store.save_model_version, self.project, self.labeler.policy.key,
+                await self._retrying(partial(self.store.learning.save_model_version, self.project,
+                                             self.labeler.policy.key,
                                              info), f"saving model version {info.version} of {self.project}")
                 self.saved_versions.add(info.version)

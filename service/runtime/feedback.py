@@ -59,8 +59,8 @@ class AnswerFeed:
         """Every answer so far (the latest per item, oldest first), for ``Learner.load``; sets the cursor."""
         # Answers created before now - 2 * lag were committed by now - lag: their ids are below any answer
         # still in flight, so the largest of them is a safe floor.
-        floor = self.store.human_label_floor(self.project, utcnow() - timedelta(seconds=2 * self.lag))
-        answers, top = self.store.load_ground_truth_since(self.project, 0)
+        floor = self.store.learning.human_label_floor(self.project, utcnow() - timedelta(seconds=2 * self.lag))
+        answers, top = self.store.learning.load_ground_truth_since(self.project, 0)
         self.floor, self._top = floor, top
         self._seen = {a.id for a in answers if a.id > floor}
         self._marks.clear()
@@ -75,9 +75,9 @@ class AnswerFeed:
     def poll(self) -> list[GroundTruth]:
         """Answers not delivered yet, in id order."""
         now = self.clock()
-        ids = self.store.human_label_ids_since(self.project, self.floor)
+        ids = self.store.learning.human_label_ids_since(self.project, self.floor)
         fresh = [i for i in ids if i not in self._seen]
-        answers = self.store.load_human_labels(self.project, fresh) if fresh else []
+        answers = self.store.learning.load_human_labels(self.project, fresh) if fresh else []
         self._seen.update(a.id for a in answers)
         if ids:
             self._top = max(self._top, ids[-1])

@@ -76,7 +76,7 @@ class LeaseHeartbeat:
                     self._held[token].due = now + self.interval
             for token, project in due:
                 try:
-                    n = self.store.extend_lease(project, token, lease_seconds=self.lease_seconds)
+                    n = self.store.items.extend_lease(project, token, lease_seconds=self.lease_seconds)
                 except Exception as exc:  # retried soon (the database restarting) or at the next beat
                     if not is_transient(exc):
                         log.exception("heartbeat: extending lease of %s failed", project)

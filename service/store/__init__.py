@@ -1,32 +1,25 @@
-"""The SQL store: ``SqlStore(engine)`` implements ``agent.ports.AgentStore`` and what workers, reviewers
-and the replay need. One transaction per call; hot paths write with SQLAlchemy Core in bulk.
-
-Split by concern: projects and policies (``projects``), ingest and claims (``items``), batch results
-(``batches``), the review queue (``reviews``), learner reads and metrics (``learning``); for the HTTP API: changes
-with their audit log (``audit``), label corrections (``corrections``), stored backtests (``backtests``), queue
-administration such as release and skip (``queue_admin``), item and label reads (``reads``), item listings by
-status (``listing``) and metric counts (``metrics``).
+"""The SQL store: ``SqlStore(engine)`` holds five repositories by aggregate (``items``, ``reviews``,
+``learning``, ``projects``, ``audit``; see :mod:`service.store.repositories`) over one engine. One transaction per
+call; hot paths write with SQLAlchemy Core in bulk. Tables: ``tables``, ``ops_models``, ``auth_models``,
+``labelstudio_models``; engines and transactions: ``db``; schema migrations: ``migrate`` and ``migrations/``.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 from sqlalchemy import Engine
 
+from agent.ports import CalibrationRecord
+from policies import Policy
 from service.settings import Settings
-from service.store.audit import AuditMixin
-from service.store.backtests import BacktestsMixin
 from service.store.base import StoreBase
-from service.store.batches import BatchesMixin, LeasedStore, parse_policy_key
-from service.store.corrections import Correction, CorrectionOutcome, CorrectionsMixin
-from service.store.feed import FedAnswer, FeedMixin
-from service.store.items import ItemsMixin
-from service.store.keys import KeysMixin
-from service.store.learning import LearningMixin
-from service.store.listing import ItemRow, ListingMixin
-from service.store.metrics import MetricsMixin
-from service.store.projects import ProjectsMixin
-from service.store.queue_admin import QueueAdminMixin, TaskRef
-from service.store.reads import ItemView, LabelRow, ReadsMixin
+from service.store.batches import parse_policy_key
+from service.store.corrections import Correction, CorrectionOutcome
+from service.store.feed import FedAnswer
+from service.store.listing import ItemRow
+from service.store.queue_admin import TaskRef
+from service.store.reads import ItemView, LabelRow
 from service.store.repositories import (
     AuditRepository,
     ItemsRepository,
@@ -34,7 +27,7 @@ from service.store.repositories import (
     ProjectsRepository,
     ReviewsRepository,
 )
-from service.store.reviews import ReviewsMixin
+from service.store.tables import ProjectPublic
 from service.store.types import (
     ClaimedReview,
     IngestResult,
@@ -46,14 +39,11 @@ from service.store.types import (
 )
 
 
-class SqlStore(CorrectionsMixin, BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin,
-               ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
-    """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
-    on the instance, only caches of immutable rows (project ids, parsed policy versions).
-
-    The repositories (``items``, ``reviews``, ``learning``, ``projects``, ``audit``) share this store's engine
-    and caches. Transitional: the store still answers every repository method itself, for callers not yet
-    switched to the repositories."""
+class SqlStore(StoreBase):
+    """Storage over one SQLAlchemy engine (SQLite or PostgreSQL): five repositories by aggregate sharing the
+    engine and the caches of immutable rows (project ids, parsed policy versions, built statements) held here
+    (:class:`StoreBase`: the plumbing the Label Studio functions of ``labelstudio`` and ``ls_annotations`` use
+    too). Thread-safe: no per-call state is kept."""
 
     def __init__(self, engine: Engine, settings: Settings | None = None) -> None:
         super().__init__(engine, settings)
@@ -65,8 +55,29 @@ class SqlStore(CorrectionsMixin, BacktestsMixin, AuditMixin, ProjectsMixin, Item
 
     def stats(self, project: str) -> dict[str, dict[str, int]]:
         """Counts for metrics: items by status, review tasks by status, labels by source."""
-        return {"items": self.count_items(project), "tasks": self.count_tasks(project),
-                "labels": self.count_labels(project)}
+        return {"items": self.items.count_items(project), "tasks": self.reviews.count_tasks(project),
+                "labels": self.learning.count_labels(project)}
+
+    # Transitional, for the runtime's loop modules (service/runtime/base.py, batches.py, learning.py, projects.py),
+    # which another branch is rewriting: they switch to the repositories when it lands, and these go.
+    def list_projects(self) -> list[ProjectPublic]:
+        return self.projects.list_projects()
+
+    def get_project(self, name: str) -> ProjectPublic:
+        return self.projects.get_project(name)
+
+    def active_policy(self, project: str) -> Policy:
+        return self.projects.active_policy(project)
+
+    def load_calibration(self, project: str, limit: int) -> list[CalibrationRecord]:
+        return self.learning.load_calibration(project, limit)
+
+    def load_calibration_for(self, project: str, keys: Sequence[str]) -> dict[str, CalibrationRecord]:
+        return self.learning.load_calibration_for(project, keys)
+
+    def release_lease(self, project: str, token: str, *, keys: Sequence[str] | None = None,
+                      error: str | None = None) -> int:
+        return self.items.release_lease(project, token, keys=keys, error=error)
 
 
 __all__ = [
@@ -78,7 +89,6 @@ __all__ = [
     "ItemRow",
     "ItemView",
     "LabelRow",
-    "LeasedStore",
     "RecordResult",
     "ReviewAnswer",
     "ReviewView",

@@ -11,17 +11,15 @@ from collections.abc import Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, insert, select, update
+from sqlalchemy import Connection, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import ConflictError, InputError, Policy
-from service.store.base import as_utc, chunks, item_t, project_t
+from service.store.base import as_utc, audit_t, chunks, item_t, project_t
 from service.store.db import read_tx, write_tx
-from service.store.ops_models import AuditEvent, AuditEventPublic
+from service.store.ops_models import AuditEventPublic
 from service.store.projects import ProjectsMixin
-from service.store.tables import ProjectPublic, utcnow
-
-audit_t: Table = AuditEvent.__table__  # type: ignore[attr-defined]
+from service.store.tables import utcnow
 
 
 class AuditMixin(ProjectsMixin):
@@ -32,26 +30,6 @@ class AuditMixin(ProjectsMixin):
             rows = conn.execute(select(audit_t).where(audit_t.c.project_id == pid, audit_t.c.id > after_id)
                                 .order_by(audit_t.c.id).limit(limit)).mappings().all()
         return [AuditEventPublic.model_validate(dict(r)) for r in rows]
-
-    def create_project_logged(self, name: str, policy: Policy, *, actor: str) -> ProjectPublic:
-        """:meth:`create_project` with a ``project.created`` entry. ConflictError if the project exists."""
-        if policy.project != name:
-            raise InputError(f"policy.project is {policy.project!r} but the project is {name!r}; make them equal")
-        now = utcnow()
-        try:
-            with write_tx(self.engine) as conn:
-                pid = conn.execute(
-                    insert(project_t).values(name=name, data_kind=policy.data_kind, active_version=None, item_seq=0,
-                                             created_at=now).returning(project_t.c.id)
-                ).scalar_one()
-                self._insert_policy(conn, pid, policy)
-                conn.execute(update(project_t).where(project_t.c.id == pid).values(active_version=policy.version))
-                self._log(conn, pid, "project.created", actor, {"policy_version": policy.version}, now)
-        except IntegrityError:
-            raise ConflictError(f"project {name!r} already exists") from None
-        self._project_ids[name] = pid
-        self._policies[(pid, policy.version)] = policy
-        return self.get_project(name)
 
     def create_policy_version(self, project: str, policy: Policy, *, actor: str, requested: int | None = None,
                               activate: bool = False, reason: str = "") -> Policy:
@@ -125,11 +103,6 @@ class AuditMixin(ProjectsMixin):
             self._log(conn, self._project_id(conn, project), action, actor, detail, utcnow())
 
     # --- helpers -----------------------------------------------------------------------------------------
-
-    def _log(self, conn: Connection, project_id: int, action: str, actor: str, detail: dict[str, Any],
-             now: datetime) -> None:
-        conn.execute(insert(audit_t).values(project_id=project_id, action=action, actor=actor, detail=detail,
-                                            created_at=now))
 
     def _locked_project(self, conn: Connection, project: str) -> int:
         """The project's id, with its row locked on PostgreSQL (policy changes of a project take turns)."""

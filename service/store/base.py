@@ -13,7 +13,7 @@ from policies import NotFoundError, Policy, loads_policy
 from service.settings import Settings, get_settings
 from service.store.db import is_sqlite
 from service.store.labelstudio_models import LabelStudioAnnotation
-from service.store.ops_models import LabelCorrection
+from service.store.ops_models import AuditEvent, LabelCorrection
 from service.store.tables import (
     CalibrationTable,
     ItemImage,
@@ -44,6 +44,7 @@ model_t: Table = ModelVersion.__table__  # type: ignore[attr-defined]
 calib_t: Table = CalibrationTable.__table__  # type: ignore[attr-defined]
 correction_t: Table = LabelCorrection.__table__  # type: ignore[attr-defined]
 ls_annotation_t: Table = LabelStudioAnnotation.__table__  # type: ignore[attr-defined]
+audit_t: Table = AuditEvent.__table__  # type: ignore[attr-defined]
 
 CHUNK = 500  # rows or ids per statement: well under SQLite's and PostgreSQL's bound-parameter limits
 

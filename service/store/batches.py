@@ -8,16 +8,15 @@ from typing import TYPE_CHECKING, Any
 from sqlalchemy import Connection, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
-from agent.ports import BatchResult, CalibrationRecord, GroundTruth
+from agent.ports import BatchResult
 from policies import ConflictError, InputError, Policy
 from service.store.base import StoreBase, as_utc, chunks, item_t, label_t, task_t, vote_t
 from service.store.bulk import bulk_insert, db_value, json_text
 from service.store.db import write_tx
 from service.store.types import RecordResult
-from tools.base import ModelInfo
 
 if TYPE_CHECKING:
-    from service.store import SqlStore
+    pass
 
 _DEFAULT_KIND = {"escalate": "escalation", "audit": "audit"}
 VOTE_COLS = ("project_id", "item_id", "policy_version", "tool", "distribution", "cost", "evidence", "model_version")
@@ -117,10 +116,6 @@ class BatchesMixin(StoreBase):
                     out[key] = item_id
         return out
 
-    def leased(self, lease_token: str) -> LeasedStore:
-        """An ``AgentStore`` whose ``record_batch`` writes under ``lease_token`` (hand it to the agent)."""
-        return LeasedStore(self, lease_token)  # type: ignore[arg-type]
-
 
 def _check_decisions(result: BatchResult, policy: Policy) -> None:
     labels = set(policy.labels)
@@ -133,24 +128,3 @@ def _check_decisions(result: BatchResult, policy: Policy) -> None:
                 raise InputError(f"decision for {d.key!r}: suggestion {d.label!r} is not in {policy.key}'s labels")
         else:
             raise InputError(f"decision for {d.key!r}: unknown action {d.action!r}")
-
-
-class LeasedStore:
-    """``AgentStore`` view of a :class:`SqlStore` bound to one lease token (for one graph run)."""
-
-    def __init__(self, store: SqlStore, lease_token: str) -> None:
-        self.store = store
-        self.lease_token = lease_token
-        self.last_result: RecordResult | None = None
-
-    def record_batch(self, project: str, result: BatchResult) -> None:
-        self.last_result = self.store.record_batch(project, result, self.lease_token)
-
-    def load_ground_truth(self, project: str, limit: int | None = None) -> list[GroundTruth]:
-        return self.store.load_ground_truth(project, limit)
-
-    def load_calibration(self, project: str, limit: int) -> list[CalibrationRecord]:
-        return self.store.load_calibration(project, limit)
-
-    def save_model_version(self, project: str, policy_key: str, info: ModelInfo) -> None:
-        self.store.save_model_version(project, policy_key, info)

@@ -57,7 +57,7 @@ def bulk_insert(conn: Connection, table: Table, cols: Sequence[str], rows: Seque
         return
     sql = _statement(conn.dialect, table, tuple(cols))
     if conn.dialect.name != "postgresql":
-        conn.exec_driver_sql(sql, list(rows))  # type: ignore[arg-type]
+        conn.exec_driver_sql(sql, list(rows))
         return
     driver = conn.connection.driver_connection
     try:

@@ -25,7 +25,7 @@ from service.store.base import (
 )
 from service.store.bulk import db_value
 from service.store.db import read_tx, write_tx
-from service.store.tables import ITEM_STATUSES, ItemPublic
+from service.store.tables import ITEM_STATUSES
 from service.store.types import IngestResult
 from tools.base import Item as ToolItem
 
@@ -263,16 +263,6 @@ class ItemsMixin(StoreBase):
             pid = self._project_id(conn, project)
             conn.execute(update(image_t).where(image_t.c.item_id == item_id, image_t.c.project_id == pid)
                          .values(thumbnail=thumbnail))
-
-    def get_item(self, project: str, key: str) -> ItemPublic:
-        with read_tx(self.engine) as conn:
-            pid = self._project_id(conn, project)
-            row = conn.execute(
-                select(item_t).where(item_t.c.project_id == pid, item_t.c.external_id == key)
-            ).mappings().first()
-        if row is None:
-            raise NotFoundError(f"item {key!r} does not exist in project {project!r}")
-        return ItemPublic.model_validate(dict(row))
 
     def count_items(self, project: str) -> dict[str, int]:
         """Items per status (every status present, zero when none)."""

@@ -2,18 +2,22 @@
 
 from __future__ import annotations
 
+from datetime import datetime
+from typing import Any
+
 from sqlalchemy import Connection, func, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import ConflictError, InputError, NotFoundError, Policy, dumps_policy
-from service.store.base import StoreBase, policy_t, project_t
+from service.store.base import StoreBase, audit_t, policy_t, project_t
 from service.store.db import read_tx, write_tx
 from service.store.tables import PolicyVersionPublic, ProjectPublic, utcnow
 
 
 class ProjectsMixin(StoreBase):
-    def create_project(self, name: str, policy: Policy) -> ProjectPublic:
-        """Create ``name`` with ``policy`` as its first, active version. ConflictError if it exists."""
+    def create_project(self, name: str, policy: Policy, *, actor: str | None = None) -> ProjectPublic:
+        """Create ``name`` with ``policy`` as its first, active version. ConflictError if it exists. With an
+        ``actor``, a ``project.created`` entry goes to the audit log in the same transaction."""
         if policy.project != name:
             raise InputError(f"policy.project is {policy.project!r} but the project is {name!r}; make them equal")
         now = utcnow()
@@ -25,6 +29,8 @@ class ProjectsMixin(StoreBase):
                 ).scalar_one()
                 self._insert_policy(conn, pid, policy)
                 conn.execute(update(project_t).where(project_t.c.id == pid).values(active_version=policy.version))
+                if actor is not None:
+                    self._log(conn, pid, "project.created", actor, {"policy_version": policy.version}, now)
         except IntegrityError:
             raise ConflictError(f"project {name!r} already exists") from None
         self._project_ids[name] = pid
@@ -104,3 +110,8 @@ class ProjectsMixin(StoreBase):
     def _next_version(conn: Connection, project_id: int) -> int:
         top = conn.execute(select(func.max(policy_t.c.version)).where(policy_t.c.project_id == project_id)).scalar()
         return int(top or 0) + 1
+
+    def _log(self, conn: Connection, project_id: int, action: str, actor: str, detail: dict[str, Any],
+             now: datetime) -> None:
+        conn.execute(insert(audit_t).values(project_id=project_id, action=action, actor=actor, detail=detail,
+                                            created_at=now))

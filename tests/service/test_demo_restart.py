@@ -37,9 +37,10 @@ def demo_log(url: str) -> tuple[list[str], list[tuple[str, dict[str, object]]], 
     engine = make_engine(url)
     try:
         store = SqlStore(engine, Settings(database_url=url))
-        keys = [it.external_id for it in store.list_items(PROJECT, limit=10_000)]
-        events = [(e.action, e.detail) for e in store.list_audit(PROJECT, limit=1000) if e.action.startswith("demo.")]
-        return keys, events, store.create_key(name="test", role="operator")[0]
+        keys = [it.external_id for it in store.items.list_items(PROJECT, limit=10_000)]
+        events = [(e.action, e.detail) for e in store.audit.list_audit(PROJECT,
+                                                                       limit=1000) if e.action.startswith("demo.")]
+        return keys, events, store.projects.create_key(name="test", role="operator")[0]
     finally:
         engine.dispose()
 

@@ -49,8 +49,8 @@ def server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Server]:
     engine = make_engine(url)
     upgrade(engine)  # what `labelagent db upgrade` does
     store = SqlStore(engine)
-    operator, _ = store.create_key(name="e2e operator", role="operator")
-    reviewer, _ = store.create_key(name="e2e reviewer", role="reviewer")
+    operator, _ = store.projects.create_key(name="e2e operator", role="operator")
+    reviewer, _ = store.projects.create_key(name="e2e reviewer", role="reviewer")
     live = LiveService(url, log=tmp / "serve.log", workers=1)
     try:
         live.start()
@@ -141,9 +141,9 @@ def test_a_thousand_items_over_http_each_labeled_once_and_metrics_agree(server: 
             assert r.status_code == 200, r.text
             assert len(r.json()["inserted"]) == len(chunk) and r.json()["duplicates"] == []
             if start + INGEST_BATCH == COLD_START:  # the first items teach the agent (humans answer them all)
-                wait_until(lambda: server.store.count_items(project)["labeled"] == COLD_START or bool(reviewer.errors),
-                           timeout=30, what=f"the first {COLD_START} items labeled")
-        wait_until(lambda: server.store.count_items(project)["labeled"] == N_ITEMS or bool(reviewer.errors),
+                wait_until(lambda: server.store.items.count_items(project)["labeled"] == COLD_START
+                           or bool(reviewer.errors), timeout=30, what=f"the first {COLD_START} items labeled")
+        wait_until(lambda: server.store.items.count_items(project)["labeled"] == N_ITEMS or bool(reviewer.errors),
                    timeout=50, what=f"all {N_ITEMS} items labeled (workers and the scripted reviewer)")
     finally:
         reviewer.stop.set()
@@ -222,7 +222,7 @@ def test_cli_replay_through_the_url_prints_the_summary(server: Server, capsys: p
     assert summary["tool_calls"]["rules"] == limit  # cheap tools vote on every item
     project = summary["project"]
     assert summary["policy"] == f"{project}/1" and project.startswith("sms_spam-replay-")
-    assert server.store.count_labels(project) == {"agent": summary["auto_labeled"],
+    assert server.store.learning.count_labels(project) == {"agent": summary["auto_labeled"],
                                                   "human": summary["human_reviews"]}
     assert summary["review_submits"] == summary["human_reviews"]
 

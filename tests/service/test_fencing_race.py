@@ -101,22 +101,22 @@ def test_a_worker_whose_lease_was_reclaimed_cannot_write_while_the_reclaim_is_in
 ) -> None:
     a, b, b_engine = two_sessions
     policy = make_policy()
-    a.create_project(policy.project, policy)
-    a.ingest(policy.project, make_items(10))
-    token_a, items = a.claim_batch(policy.project, worker="a", size=10, lease_seconds=1, now=at(0))
+    a.projects.create_project(policy.project, policy)
+    a.items.ingest(policy.project, make_items(10))
+    token_a, items = a.items.claim_batch(policy.project, worker="a", size=10, lease_seconds=1, now=at(0))
     keys = [it.key for it in items]
     assert len(keys) == 10
     gate = Gate(b_engine, is_claim_update("item"))
     with ThreadPoolExecutor(2) as pool:
         # B re-claims the expired batch; its UPDATE ran (the rows are B's and locked) but has not committed
         claim_b: Future[tuple[str, list[Any]]] = pool.submit(
-            b.claim_batch, policy.project, worker="b", size=10, lease_seconds=60, now=at(2)
+            b.items.claim_batch, policy.project, worker="b", size=10, lease_seconds=60, now=at(2)
         )
         assert gate.reached.wait(30)
         assert gate.pid is not None
         # A writes with its old token, at a time its own clock still calls the lease live: the token decides
         write_a: Future[RecordResult] = pool.submit(
-            a.record_batch, policy.project, accept_all(policy, keys), token_a, now=at(0.5)
+            a.items.record_batch, policy.project, accept_all(policy, keys), token_a, now=at(0.5)
         )
         wait_until(blocked_by(a.engine, gate.pid), timeout=30, what="A's write waiting for B's row locks")
         assert not write_a.done()
@@ -126,7 +126,7 @@ def test_a_worker_whose_lease_was_reclaimed_cannot_write_while_the_reclaim_is_in
     assert sorted(it.key for it in items_b) == keys, "B re-claimed the whole expired batch"
     assert refused.labeled == 0 and sorted(refused.fenced) == keys, "A's write was refused, item by item"
     assert labels_per_item(a, policy.project) == dict.fromkeys(keys, 0), "A wrote nothing"
-    accepted = b.record_batch(policy.project, accept_all(policy, keys), token_b, now=at(3))
+    accepted = b.items.record_batch(policy.project, accept_all(policy, keys), token_b, now=at(3))
     assert accepted.labeled == 10 and not accepted.fenced
     assert labels_per_item(a, policy.project) == dict.fromkeys(keys, 1)
 
@@ -134,22 +134,23 @@ def test_a_worker_whose_lease_was_reclaimed_cannot_write_while_the_reclaim_is_in
 def test_a_reclaim_skips_a_batch_whose_write_is_in_flight(two_sessions: tuple[SqlStore, SqlStore, Engine]) -> None:
     a, b, _ = two_sessions
     policy = make_policy()
-    a.create_project(policy.project, policy)
-    a.ingest(policy.project, make_items(10))
-    token_a, items = a.claim_batch(policy.project, worker="a", size=10, lease_seconds=1, now=at(0))
+    a.projects.create_project(policy.project, policy)
+    a.items.ingest(policy.project, make_items(10))
+    token_a, items = a.items.claim_batch(policy.project, worker="a", size=10, lease_seconds=1, now=at(0))
     keys = [it.key for it in items]
     # A's write has locked its rows and checked its token (lease live at 0.5 s) but not committed yet
     gate = Gate(a.engine, lambda sql: sql.lstrip().startswith("SELECT item.id") and "FOR UPDATE" in sql)
     with ThreadPoolExecutor(1) as pool:
-        write_a = pool.submit(a.record_batch, policy.project, accept_all(policy, keys), token_a, now=at(0.5))
+        write_a = pool.submit(a.items.record_batch, policy.project, accept_all(policy, keys), token_a, now=at(0.5))
         assert gate.reached.wait(30)
         # meanwhile B, at 2 s, finds the lease expired, but the rows are being written: skipped, not waited for
-        _, stolen = b.claim_batch(policy.project, worker="b", size=10, lease_seconds=60, now=at(2))
+        _, stolen = b.items.claim_batch(policy.project, worker="b", size=10, lease_seconds=60, now=at(2))
         gate.open()
         written = write_a.result(30)
     assert stolen == []
     assert written.labeled == 10 and not written.fenced
-    assert b.claim_batch(policy.project, worker="b", size=10, now=at(3))[1] == [], "labeled items are not claimable"
+    assert b.items.claim_batch(policy.project, worker="b", size=10,
+                               now=at(3))[1] == [], "labeled items are not claimable"
     assert labels_per_item(a, policy.project) == dict.fromkeys(keys, 1)
 
 
@@ -159,19 +160,19 @@ def test_a_reviewer_whose_claim_was_reclaimed_cannot_answer_while_the_reclaim_is
     a, b, b_engine = two_sessions
     policy = make_policy()
     project = policy.project
-    a.create_project(project, policy)
-    a.ingest(project, make_items(1))
-    token, items = a.claim_batch(project, worker="agent", size=1)
-    a.record_batch(project, BatchResult(policy.key, 0.9, {}, [make_decision(items[0].key, "escalate")]), token)
-    alice = a.claim_review(project, reviewer="alice", lease_seconds=1, now=at(0))
+    a.projects.create_project(project, policy)
+    a.items.ingest(project, make_items(1))
+    token, items = a.items.claim_batch(project, worker="agent", size=1)
+    a.items.record_batch(project, BatchResult(policy.key, 0.9, {}, [make_decision(items[0].key, "escalate")]), token)
+    alice = a.reviews.claim_review(project, reviewer="alice", lease_seconds=1, now=at(0))
     assert alice is not None
     gate = Gate(b_engine, is_claim_update("review_task"))
     with ThreadPoolExecutor(2) as pool:
-        claim_bob = pool.submit(b.claim_review, project, reviewer="bob", lease_seconds=60, now=at(2))
+        claim_bob = pool.submit(b.reviews.claim_review, project, reviewer="bob", lease_seconds=60, now=at(2))
         assert gate.reached.wait(30)
         assert gate.pid is not None
         answer_alice = pool.submit(
-            a.submit_reviews, [ReviewAnswer(alice.task_id, alice.token, "spam")], project=project, now=at(0.5)
+            a.reviews.submit_reviews, [ReviewAnswer(alice.task_id, alice.token, "spam")], project=project, now=at(0.5)
         )
         wait_until(blocked_by(a.engine, gate.pid), timeout=30, what="alice's answer waiting for bob's claim")
         assert not answer_alice.done()
@@ -182,7 +183,7 @@ def test_a_reviewer_whose_claim_was_reclaimed_cannot_answer_while_the_reclaim_is
     assert bob is not None and bob.task_id == alice.task_id
     with read_tx(a.engine) as conn:
         assert conn.execute(select(func.count()).select_from(review_t)).scalar_one() == 0, "alice wrote nothing"
-    b.submit_reviews([ReviewAnswer(bob.task_id, bob.token, "ham")], project=project, now=at(3))
+    b.reviews.submit_reviews([ReviewAnswer(bob.task_id, bob.token, "ham")], project=project, now=at(3))
     with read_tx(a.engine) as conn:
         assert conn.execute(select(review_t.c.reviewer)).scalars().all() == ["bob"]
         assert conn.execute(select(label_t.c.label).where(label_t.c.source == "human")).scalars().all() == ["ham"]

@@ -46,13 +46,13 @@ def digit(n: int) -> bytes:
 
 def test_a_stored_bomb_is_failed_from_its_header_and_the_batch_goes_on(store: SqlStore) -> None:
     policy = loads_policy((EXAMPLES_DIR / "mnist.yaml").read_text())
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     bomb = real_bomb(8000, 8000)  # 64 megapixels: under Pillow's own limit, over ours (40); 256 MB decoded
     assert len(bomb) < 300_000
     items = [Item(key=f"d{i}", image=digit(i)) for i in range(3)]
     items.insert(1, Item(key="bomb", image=bomb))
     items.append(Item(key="cut", image=noisy_jpeg()[:3000]))  # passes the header check: the tools decide about it
-    store.ingest(policy.project, items)  # through the store: nothing validated it
+    store.items.ingest(policy.project, items)  # through the store: nothing validated it
     tools = build_tools(policy)
     train = [Item(f"t{i}", image=digit(i % 2 * 8)) for i in range(40)]  # a trained model decodes every image
     tools[0].fit(TrainingSet(Batch(train), np.array([i % 2 for i in range(40)]), tuple(policy.labels)))
@@ -69,14 +69,14 @@ def test_a_stored_bomb_is_failed_from_its_header_and_the_batch_goes_on(store: Sq
 
     assert outcome.items == 4 and outcome.record is not None  # the bomb never reached the agent
     assert outcome.record.labeled + outcome.record.queued == 4
-    failed = store.get_item(policy.project, "bomb")
+    failed = store.items.item_view(policy.project, "bomb").item
     assert failed.status == "failed"
     assert failed.error == (
         "image refused: image claims 8000 x 8000 pixels; the limit is 40000000 pixels (possible decompression bomb)"
     )
     for key in ("d0", "d1", "d2", "cut"):
-        assert store.get_item(policy.project, key).status in ("labeled", "in_review"), key
-    votes = {key: store.item_view(policy.project, key).votes[0].evidence for key in ("d0", "cut")}
+        assert store.items.item_view(policy.project, key).item.status in ("labeled", "in_review"), key
+    votes = {key: store.items.item_view(policy.project, key).votes[0].evidence for key in ("d0", "cut")}
     assert votes["d0"].startswith("image_classifier-v1: ")  # decoded and scored
     assert votes["cut"].startswith("image_classifier: image data is truncated or corrupt")  # abstained, saying why
     # decoding the bomb would take 256 MB of pixels; the whole batch stays far below that

@@ -25,9 +25,9 @@ def stored_count(store: SqlStore) -> int:
 
 
 def test_ingest_is_idempotent_by_external_id(store: SqlStore, project: str) -> None:
-    first = store.ingest(project, make_items(5))
+    first = store.items.ingest(project, make_items(5))
     assert (first.inserted, first.duplicates, first.first_seq) == (5, [], 1)
-    again = store.ingest(project, make_items(7))  # 5 known + 2 new
+    again = store.items.ingest(project, make_items(7))  # 5 known + 2 new
     assert again.inserted == 2
     assert again.duplicates == [f"item-{i:06d}" for i in range(5)]
     assert again.first_seq == 6  # seqs stay dense: duplicates take none
@@ -36,7 +36,7 @@ def test_ingest_is_idempotent_by_external_id(store: SqlStore, project: str) -> N
 
 def test_ingest_reports_repeats_within_one_call(store: SqlStore, project: str) -> None:
     items = [*make_items(3), make_items(1)[0]]
-    result = store.ingest(project, items)
+    result = store.items.ingest(project, items)
     assert result.inserted == 3
     assert result.duplicates == ["item-000000"]
     assert stored_count(store) == 3
@@ -44,47 +44,47 @@ def test_ingest_reports_repeats_within_one_call(store: SqlStore, project: str) -
 
 def test_ingest_keeps_content_and_client_labels(store: SqlStore, project: str) -> None:
     item = Item(key="a", text="héllo", metadata={"lat": 1.5, "tags": ["x"]}, image=b"\x89PNG")
-    store.ingest(project, [item, Item(key="b", text=None)], labels=["spam", None])
-    stored = store.get_item(project, "a")
+    store.items.ingest(project, [item, Item(key="b", text=None)], labels=["spam", None])
+    stored = store.items.item_view(project, "a").item
     assert (stored.text, stored.meta, stored.client_label, stored.status) == ("héllo", item.metadata, "spam", "pending")
-    assert store.get_item(project, "b").client_label is None
-    _, claimed = store.claim_batch(project, worker="w", size=10)
+    assert store.items.item_view(project, "b").item.client_label is None
+    _, claimed = store.items.claim_batch(project, worker="w", size=10)
     assert claimed[0] == item  # round-trips exactly, bytes included
 
 
 def test_ingest_validates_input(store: SqlStore, project: str) -> None:
     with pytest.raises(InputError, match="not in the project's labels"):
-        store.ingest(project, make_items(2), labels=["ham", "eggs"])
+        store.items.ingest(project, make_items(2), labels=["ham", "eggs"])
     with pytest.raises(InputError, match="key must be"):
-        store.ingest(project, [Item(key="")])
+        store.items.ingest(project, [Item(key="")])
     with pytest.raises(InputError, match="align"):
-        store.ingest(project, make_items(2), labels=["ham"])
+        store.items.ingest(project, make_items(2), labels=["ham"])
     small = SqlStore(store.engine, Settings(max_batch_items=3))
     with pytest.raises(InputError, match="at most 3"):
-        small.ingest(project, make_items(4))
+        small.items.ingest(project, make_items(4))
     with pytest.raises(NotFoundError):
-        store.ingest("missing", make_items(1))
+        store.items.ingest("missing", make_items(1))
     assert stored_count(store) == 0  # nothing of the failed calls was stored
 
 
 def test_claims_hand_out_oldest_first_and_never_twice(store: SqlStore, project: str) -> None:
-    store.ingest(project, make_items(10))
-    token_a, batch_a = store.claim_batch(project, worker="a", size=4)
-    token_b, batch_b = store.claim_batch(project, worker="b", size=4)
-    token_c, batch_c = store.claim_batch(project, worker="c", size=4)
+    store.items.ingest(project, make_items(10))
+    token_a, batch_a = store.items.claim_batch(project, worker="a", size=4)
+    token_b, batch_b = store.items.claim_batch(project, worker="b", size=4)
+    token_c, batch_c = store.items.claim_batch(project, worker="c", size=4)
     assert [it.key for it in batch_a] == [f"item-{i:06d}" for i in range(4)]
     assert [it.key for it in batch_b] == [f"item-{i:06d}" for i in range(4, 8)]
     assert [it.key for it in batch_c] == ["item-000008", "item-000009"]
     assert len({token_a, token_b, token_c}) == 3
-    assert store.claim_batch(project, worker="d", size=4)[1] == []
-    leased = store.get_item(project, "item-000005")
+    assert store.items.claim_batch(project, worker="d", size=4)[1] == []
+    leased = store.items.item_view(project, "item-000005").item
     assert (leased.status, leased.lease_owner, leased.attempts) == ("leased", "b", 1)
 
 
 def test_concurrent_claims_from_threads_never_share_an_item(store: SqlStore, project: str) -> None:
     n_items, n_workers = 600, 6
     for start in range(0, n_items, 200):
-        store.ingest(project, make_items(200, start=start))
+        store.items.ingest(project, make_items(200, start=start))
     claimed: dict[str, list[str]] = {}
     errors: list[BaseException] = []
     barrier = threading.Barrier(n_workers)
@@ -94,7 +94,7 @@ def test_concurrent_claims_from_threads_never_share_an_item(store: SqlStore, pro
             barrier.wait()
             mine: list[str] = []
             while True:
-                _, batch = store.claim_batch(project, worker=name, size=25)
+                _, batch = store.items.claim_batch(project, worker=name, size=25)
                 if not batch:
                     break
                 mine.extend(it.key for it in batch)
@@ -114,60 +114,61 @@ def test_concurrent_claims_from_threads_never_share_an_item(store: SqlStore, pro
 
 
 def test_expired_leases_come_back(store: SqlStore, project: str) -> None:
-    store.ingest(project, make_items(3))
-    old_token, first = store.claim_batch(project, worker="slow", size=2, lease_seconds=30, now=T0)
-    assert store.claim_batch(project, worker="fast", size=5, now=T0 + timedelta(seconds=29))[1][0].key == "item-000002"
-    token, again = store.claim_batch(project, worker="fast", size=5, now=T0 + timedelta(seconds=30))
+    store.items.ingest(project, make_items(3))
+    old_token, first = store.items.claim_batch(project, worker="slow", size=2, lease_seconds=30, now=T0)
+    assert store.items.claim_batch(project, worker="fast", size=5,
+                                   now=T0 + timedelta(seconds=29))[1][0].key == "item-000002"
+    token, again = store.items.claim_batch(project, worker="fast", size=5, now=T0 + timedelta(seconds=30))
     assert [it.key for it in again] == [it.key for it in first]
     assert token != old_token
-    item = store.get_item(project, "item-000000")
+    item = store.items.item_view(project, "item-000000").item
     assert (item.lease_owner, item.attempts) == ("fast", 2)
 
 
 def test_items_failing_too_often_are_marked_failed(store: SqlStore, project: str) -> None:
     limited = SqlStore(store.engine, Settings(max_attempts=2))
-    limited.ingest(project, make_items(1))
+    limited.items.ingest(project, make_items(1))
     now = T0
     for _ in range(2):
-        assert len(limited.claim_batch(project, worker="w", lease_seconds=10, now=now)[1]) == 1
+        assert len(limited.items.claim_batch(project, worker="w", lease_seconds=10, now=now)[1]) == 1
         now += timedelta(seconds=11)
-    assert limited.claim_batch(project, worker="w", now=now)[1] == []
-    assert limited.get_item(project, "item-000000").status == "failed"
-    assert limited.count_items(project)["failed"] == 1
+    assert limited.items.claim_batch(project, worker="w", now=now)[1] == []
+    assert limited.items.item_view(project, "item-000000").item.status == "failed"
+    assert limited.items.count_items(project)["failed"] == 1
 
 
 def test_released_items_fail_after_too_many_attempts(store: SqlStore, project: str) -> None:
     limited = SqlStore(store.engine, Settings(max_attempts=2))
-    limited.ingest(project, make_items(1))
-    token, _ = limited.claim_batch(project, worker="w")
-    assert limited.release_lease(project, token) == 1
-    assert limited.get_item(project, "item-000000").status == "pending"
-    token, _ = limited.claim_batch(project, worker="w")
-    limited.release_lease(project, token)
-    assert limited.get_item(project, "item-000000").status == "failed"
-    assert limited.claim_batch(project, worker="w")[1] == []
+    limited.items.ingest(project, make_items(1))
+    token, _ = limited.items.claim_batch(project, worker="w")
+    assert limited.items.release_lease(project, token) == 1
+    assert limited.items.item_view(project, "item-000000").item.status == "pending"
+    token, _ = limited.items.claim_batch(project, worker="w")
+    limited.items.release_lease(project, token)
+    assert limited.items.item_view(project, "item-000000").item.status == "failed"
+    assert limited.items.claim_batch(project, worker="w")[1] == []
 
 
 def test_extend_and_release_leases(store: SqlStore, project: str) -> None:
-    store.ingest(project, make_items(4))
-    token, _ = store.claim_batch(project, worker="w", size=4, lease_seconds=10, now=T0)
-    assert store.extend_lease(project, token, lease_seconds=60, now=T0 + timedelta(seconds=5)) == 4
-    assert store.claim_batch(project, worker="x", now=T0 + timedelta(seconds=30))[1] == []  # still held
-    assert store.extend_lease(project, "not-a-token", now=T0) == 0
-    assert store.release_lease(project, token) == 4
-    assert store.count_items(project)["pending"] == 4
-    assert len(store.claim_batch(project, worker="x", size=10)[1]) == 4
+    store.items.ingest(project, make_items(4))
+    token, _ = store.items.claim_batch(project, worker="w", size=4, lease_seconds=10, now=T0)
+    assert store.items.extend_lease(project, token, lease_seconds=60, now=T0 + timedelta(seconds=5)) == 4
+    assert store.items.claim_batch(project, worker="x", now=T0 + timedelta(seconds=30))[1] == []  # still held
+    assert store.items.extend_lease(project, "not-a-token", now=T0) == 0
+    assert store.items.release_lease(project, token) == 4
+    assert store.items.count_items(project)["pending"] == 4
+    assert len(store.items.claim_batch(project, worker="x", size=10)[1]) == 4
 
 
 def test_projects_are_isolated(store: SqlStore, project: str) -> None:
     from tests.factories import make_policy
 
-    store.create_project("other", make_policy("other"))
-    store.ingest(project, make_items(3))
-    result = store.ingest("other", make_items(3))  # same keys, another project: not duplicates
+    store.projects.create_project("other", make_policy("other"))
+    store.items.ingest(project, make_items(3))
+    result = store.items.ingest("other", make_items(3))  # same keys, another project: not duplicates
     assert result.inserted == 3
-    assert len(store.claim_batch("other", worker="w", size=10)[1]) == 3
-    assert store.count_items(project)["pending"] == 3
+    assert len(store.items.claim_batch("other", worker="w", size=10)[1]) == 3
+    assert store.items.count_items(project)["pending"] == 3
 
 
 
@@ -177,11 +178,11 @@ def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -
     from service.store.items import _insert_sqlite
 
     store = SqlStore(sqlite_engine)
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     now = datetime.now(UTC)
     with write_tx(store.engine) as conn:
         pid = conn.execute(select(item_t.c.project_id)).scalar()
-        pid = pid if pid is not None else store._project_id(conn, policy.project)
+        pid = pid if pid is not None else store.projects._project_id(conn, policy.project)
         assert _insert_sqlite(conn, pid, [(Item("b", "first"), None)], 100, now) == {"b"}
         inserted = _insert_sqlite(conn, pid, [(Item("a", "x", {"k": 1.5}), "ham"), (Item("b", "again"), None),
                                               (Item("c", "z"), None)], 1, now)

@@ -35,6 +35,6 @@ def test_keys_create_list_revoke(tmp_path, capsys: pytest.CaptureFixture[str]) -
 def test_first_serve_creates_one_operator_key(store: SqlStore) -> None:
     key = bootstrap_key(store)
     assert key is not None
-    record = store.authenticate(key)
+    record = store.projects.authenticate(key)
     assert record is not None and (record.role, record.projects) == ("operator", None)
     assert bootstrap_key(store) is None  # never again: the key was shown once

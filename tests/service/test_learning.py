@@ -13,66 +13,66 @@ def review_all(store: SqlStore, project: str, policy: Policy, n: int, *, kinds: 
                start: int = 0) -> list[str]:
     """n items, escalated/audited with the given kinds, all answered with ``truth`` in arrival order."""
     items = make_items(n, start=start)
-    store.ingest(project, items)
-    token, claimed = store.claim_batch(project, worker="agent", size=n)
+    store.items.ingest(project, items)
+    token, claimed = store.items.claim_batch(project, worker="agent", size=n)
     decisions = [make_decision(it.key, "audit" if kind == "audit" else "escalate", label="spam" if i % 2 else "ham",
                                confidence=0.5 + i / 100, review_kind=kind)
                  for i, (it, kind) in enumerate(zip(claimed, kinds, strict=True))]
-    store.record_batch(project, BatchResult(policy.key, None, {}, decisions), token)
-    tasks = sorted(store.claim_reviews(project, reviewer="oracle", limit=n), key=lambda t: t.item.key)
-    store.submit_reviews([ReviewAnswer(t.task_id, t.token, truth) for t in tasks])
+    store.items.record_batch(project, BatchResult(policy.key, None, {}, decisions), token)
+    tasks = sorted(store.reviews.claim_reviews(project, reviewer="oracle", limit=n), key=lambda t: t.item.key)
+    store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, truth) for t in tasks])
     return [it.key for it in items]
 
 
 def test_ground_truth_round_trip(store: SqlStore, project: str, policy: Policy) -> None:
     keys = review_all(store, project, policy, 4, kinds=["escalation"] * 4)
-    truth = store.load_ground_truth(project)
+    truth = store.learning.load_ground_truth(project)
     assert [g.item.key for g in truth] == keys  # oldest first
     assert {g.label for g in truth} == {"ham"}
     assert truth[0].item.metadata == {"i": 0, "source": "test"}
-    assert [g.item.key for g in store.load_ground_truth(project, limit=2)] == keys[2:]  # the most recent two
+    assert [g.item.key for g in store.learning.load_ground_truth(project, limit=2)] == keys[2:]  # the most recent two
 
 
 def test_agent_labels_are_not_ground_truth(store: SqlStore, project: str, policy: Policy) -> None:
-    store.ingest(project, make_items(2))
-    token, items = store.claim_batch(project, worker="w", size=2)
-    store.record_batch(project, BatchResult(policy.key, 0.9, {}, [make_decision(i.key) for i in items]), token)
-    assert store.load_ground_truth(project) == []
+    store.items.ingest(project, make_items(2))
+    token, items = store.items.claim_batch(project, worker="w", size=2)
+    store.items.record_batch(project, BatchResult(policy.key, 0.9, {}, [make_decision(i.key) for i in items]), token)
+    assert store.learning.load_ground_truth(project) == []
 
 
 def test_calibration_window_and_kinds(store: SqlStore, project: str, policy: Policy) -> None:
     kinds = ["cold_start", "escalation", "audit", "audit", "escalation", "cold_start"]
     keys = review_all(store, project, policy, 6, kinds=kinds)
-    records = store.load_calibration(project, 100)
+    records = store.learning.load_calibration(project, 100)
     assert [r.key for r in records] == keys
     assert [r.seq for r in records] == sorted(r.seq for r in records)
     assert [r.kind for r in records] == kinds
     assert [r.correct for r in records] == [True, False] * 3  # suggestions alternate ham/spam; truth is ham
-    recent = store.load_calibration(project, 3)
+    recent = store.learning.load_calibration(project, 3)
     assert [r.key for r in recent] == keys[3:]
-    out_of_sample = store.load_calibration(project, 10, kinds=("cold_start", "audit"))
+    out_of_sample = store.learning.load_calibration(project, 10, kinds=("cold_start", "audit"))
     assert [r.key for r in out_of_sample] == [keys[0], keys[2], keys[3], keys[5]]
 
 
 def test_model_versions_are_saved_once(store: SqlStore, project: str, policy: Policy) -> None:
     info = ModelInfo(tool="clf", version="clf-3", trained_on=120, metrics={"accuracy": 0.91})
-    store.save_model_version(project, policy.key, info)
-    store.save_model_version(project, policy.key, info)  # idempotent
-    store.save_model_version(project, policy.key, ModelInfo(tool="knn", version="knn-1", trained_on=120))
-    saved = store.list_model_versions(project)
+    store.learning.save_model_version(project, policy.key, info)
+    store.learning.save_model_version(project, policy.key, info)  # idempotent
+    store.learning.save_model_version(project, policy.key, ModelInfo(tool="knn", version="knn-1", trained_on=120))
+    saved = store.learning.list_model_versions(project)
     assert [(m.tool, m.version, m.trained_on) for m in saved] == [("clf", "clf-3", 120), ("knn", "knn-1", 120)]
     assert saved[0].metrics == {"accuracy": 0.91}
     assert saved[0].policy_key == "demo/1"
-    assert [m.version for m in store.list_model_versions(project, tool="knn")] == ["knn-1"]
+    assert [m.version for m in store.learning.list_model_versions(project, tool="knn")] == ["knn-1"]
 
 
 def test_stats_count_everything_per_project(store: SqlStore, project: str, policy: Policy) -> None:
     review_all(store, project, policy, 2, kinds=["escalation", "audit"])
-    store.ingest(project, make_items(3, start=10))
-    token, items = store.claim_batch(project, worker="w", size=1)
-    store.record_batch(project, BatchResult(policy.key, 0.9, {}, [make_decision(items[0].key)]), token)
-    store.claim_batch(project, worker="w", size=1)
-    store.create_project("quiet", make_policy("quiet"))
+    store.items.ingest(project, make_items(3, start=10))
+    token, items = store.items.claim_batch(project, worker="w", size=1)
+    store.items.record_batch(project, BatchResult(policy.key, 0.9, {}, [make_decision(items[0].key)]), token)
+    store.items.claim_batch(project, worker="w", size=1)
+    store.projects.create_project("quiet", make_policy("quiet"))
     assert store.stats(project) == {
         "items": {"pending": 1, "leased": 1, "labeled": 3, "in_review": 0, "failed": 0},
         "tasks": {"open": 0, "claimed": 0, "done": 2},

@@ -81,7 +81,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @initialize()
     def create(self) -> None:
-        self.store.create_project(PROJECT, self.policy)
+        self.store.projects.create_project(PROJECT, self.policy)
 
     # --- the worker side ---------------------------------------------------------------------------------
 
@@ -89,7 +89,7 @@ class QueueMachine(RuleBasedStateMachine):
     def ingest(self, n: int) -> None:
         start = len(self.items)
         keys = [f"it-{i:04d}" for i in range(start, start + n)]
-        result = self.store.ingest(PROJECT, [Item(key=k, text=f"text {k}") for k in keys], now=self.now)
+        result = self.store.items.ingest(PROJECT, [Item(key=k, text=f"text {k}") for k in keys], now=self.now)
         assert result.inserted == n
         for k in keys:
             self.items[k] = ModelItem(seq=len(self.items) + 1)
@@ -104,7 +104,8 @@ class QueueMachine(RuleBasedStateMachine):
                 m.status, m.token, m.expires = "failed", None, None
         claimable = sorted((m.seq, k) for k, m in self.items.items() if m.status == "pending" or self._expired(m))
         expected = [k for _, k in claimable[:size]]
-        token, items = self.store.claim_batch(PROJECT, worker=worker, size=size, lease_seconds=LEASE, now=self.now)
+        token, items = self.store.items.claim_batch(PROJECT, worker=worker, size=size, lease_seconds=LEASE,
+                                                    now=self.now)
         assert [it.key for it in items] == expected
         for k in expected:
             m = self.items[k]
@@ -119,7 +120,7 @@ class QueueMachine(RuleBasedStateMachine):
         token = data.draw(st.sampled_from(list(self.leases)))
         live = [m for m in self.items.values() if m.token == token and m.status == "leased" and m.expires
                 and m.expires > self.now]
-        assert self.store.extend_lease(PROJECT, token, lease_seconds=LEASE, now=self.now) == len(live)
+        assert self.store.items.extend_lease(PROJECT, token, lease_seconds=LEASE, now=self.now) == len(live)
         for m in live:
             m.expires = self.now + timedelta(seconds=LEASE)
 
@@ -130,11 +131,11 @@ class QueueMachine(RuleBasedStateMachine):
         keys = self.leases.pop(token)
         actions = data.draw(st.lists(st.sampled_from(["accept", "escalate", "audit"]), min_size=len(keys),
                                      max_size=len(keys)))
-        policy = self.store.active_policy(PROJECT)
+        policy = self.store.projects.active_policy(PROJECT)
         result = make_batch_result(policy, [Item(key=k, text=f"text {k}") for k in keys], actions, n_tools=2)
         writable = {k for k in keys if self.items[k].token == token and self.items[k].status == "leased"
                     and self.items[k].expires is not None and self.items[k].expires > self.now}
-        rec = self.store.record_batch(PROJECT, result, token, now=self.now)
+        rec = self.store.items.record_batch(PROJECT, result, token, now=self.now)
         assert set(rec.fenced) == set(keys) - writable
         for k, action in zip(keys, actions, strict=True):
             if k not in writable:
@@ -159,10 +160,10 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(overlap=st.integers(1, 3))
     def policy_change(self, overlap: int) -> None:
-        self.version = self.store.next_policy_version(PROJECT)
+        self.version = self.store.projects.next_policy_version(PROJECT)
         policy = make_policy(PROJECT, version=self.version, overlap=overlap, max_overlap=3)
-        self.store.add_policy_version(PROJECT, policy, activate=True)
-        assert self.store.active_policy(PROJECT).version == self.version
+        self.store.projects.add_policy_version(PROJECT, policy, activate=True)
+        assert self.store.projects.active_policy(PROJECT).version == self.version
 
     # --- the reviewer side -------------------------------------------------------------------------------
 
@@ -172,7 +173,7 @@ class QueueMachine(RuleBasedStateMachine):
 
     @rule(reviewer=st.sampled_from(REVIEWERS))
     def review_claim(self, reviewer: str) -> None:
-        claimed = self.store.claim_review(PROJECT, reviewer=reviewer, lease_seconds=REVIEW_LEASE, now=self.now)
+        claimed = self.store.reviews.claim_review(PROJECT, reviewer=reviewer, lease_seconds=REVIEW_LEASE, now=self.now)
         candidates = {k for k, t in self.tasks.items() if self._claimable(t, reviewer)}
         if claimed is None:
             assert not candidates, f"{reviewer} got nothing but could claim {sorted(candidates)}"
@@ -195,9 +196,9 @@ class QueueMachine(RuleBasedStateMachine):
         t = self.tasks[key]
         if t.token != token:  # superseded by another reviewer's claim
             with pytest.raises(ConflictError):
-                self.store.submit_reviews([ReviewAnswer(task_id, token, label)], project=PROJECT, now=self.now)
+                self.store.reviews.submit_reviews([ReviewAnswer(task_id, token, label)], project=PROJECT, now=self.now)
             return
-        self.store.submit_reviews([ReviewAnswer(task_id, token, label)], project=PROJECT, now=self.now)
+        self.store.reviews.submit_reviews([ReviewAnswer(task_id, token, label)], project=PROJECT, now=self.now)
         self.stale.append((task_id, token))
         t.answers.append((reviewer, label))
         t.token, t.reviewer, t.expires = None, None, None
@@ -216,7 +217,7 @@ class QueueMachine(RuleBasedStateMachine):
         if self.tasks[self.task_ids[task_id]].token == token:
             return  # still current (cannot happen: tokens are fresh per claim), nothing to check
         with pytest.raises(ConflictError):
-            self.store.submit_reviews([ReviewAnswer(task_id, token, "ham")], project=PROJECT, now=self.now)
+            self.store.reviews.submit_reviews([ReviewAnswer(task_id, token, "ham")], project=PROJECT, now=self.now)
 
     # --- invariants -------------------------------------------------------------------------------------
 
@@ -228,7 +229,7 @@ class QueueMachine(RuleBasedStateMachine):
         actual = {k: (s, a) for k, s, a in rows}
         expected = {k: (m.status, m.attempts) for k, m in self.items.items()}
         assert actual == expected
-        counts = self.store.count_items(PROJECT)
+        counts = self.store.items.count_items(PROJECT)
         assert sum(counts.values()) == len(self.items), "every item in exactly one state"
 
     @invariant()

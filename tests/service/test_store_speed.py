@@ -25,18 +25,18 @@ MAX_MS_PER_ITEM = {"sqlite": 0.5, "postgresql": 2.0}
 @pytest.mark.slow
 def test_storage_cost_per_item(store: SqlStore, project: str, policy: Policy) -> None:
     for start in range(0, BATCH * BATCHES, 1000):
-        store.ingest(project, make_items(min(1000, BATCH * BATCHES - start), start=start))
+        store.items.ingest(project, make_items(min(1000, BATCH * BATCHES - start), start=start))
     claim_s, record_s, review_s = [], [], []
     for _ in range(BATCHES):
         t0 = time.perf_counter()
-        token, items = store.claim_batch(project, worker="bench", size=BATCH)
+        token, items = store.items.claim_batch(project, worker="bench", size=BATCH)
         t1 = time.perf_counter()
         result = make_batch_result(policy, items, [ACTIONS[i % len(ACTIONS)] for i in range(len(items))], n_tools=4)
         t2 = time.perf_counter()
-        written = store.record_batch(project, result, token)
+        written = store.items.record_batch(project, result, token)
         t3 = time.perf_counter()
-        tasks = store.claim_reviews(project, reviewer="oracle", limit=BATCH)
-        store.submit_reviews([ReviewAnswer(t.task_id, t.token, "ham") for t in tasks])
+        tasks = store.reviews.claim_reviews(project, reviewer="oracle", limit=BATCH)
+        store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, "ham") for t in tasks])
         t4 = time.perf_counter()
         assert written.labeled + written.queued == BATCH and written.votes == 4 * BATCH
         claim_s.append(t1 - t0)
@@ -47,5 +47,5 @@ def test_storage_cost_per_item(store: SqlStore, project: str, policy: Policy) ->
     print(f"\n{backend}: per {BATCH}-item batch (best of {BATCHES}): claim {min(claim_s) * 1000:.1f} ms, "
           f"record {min(record_s) * 1000:.1f} ms ({4 * BATCH} votes), reviews {min(review_s) * 1000:.1f} ms; "
           f"storage {best:.3f} ms/item")
-    assert store.count_items(project)["labeled"] == BATCH * BATCHES
+    assert store.items.count_items(project)["labeled"] == BATCH * BATCHES
     assert best < MAX_MS_PER_ITEM[backend]

@@ -73,7 +73,7 @@ def test_server_stopped_mid_run_loses_nothing(tmp_path: Path) -> None:
     assert summary["auto_labeled"] + summary["human_reviews"] == LIMIT
     assert tools[0].client.breaker.state == "open"
     keys = [f"row-{i:06d}" for i in range(1, 19538)]
-    votes = store.load_votes(policy.project, keys)
+    votes = store.learning.load_votes(policy.project, keys)
     evidence = [v.evidence for vs in votes.values() for v in vs if v.tool == "weather"]
     assert any("wind_speed_10m" in e for e in evidence)  # before the stop
     assert any("weather failed: weather unavailable" in e and ("circuit open" in e or "ConnectError" in e)

@@ -46,7 +46,7 @@ class Live:
         return name
 
     def key(self, role: str, project: str) -> str:
-        return self.store.create_key(name=f"{role}-{project}", role=role, projects=[project])[0]
+        return self.store.projects.create_key(name=f"{role}-{project}", role=role, projects=[project])[0]
 
     def api(self, key: str) -> httpx.Client:
         return httpx.Client(base_url=self.url, headers={"X-API-Key": key}, timeout=30.0)
@@ -67,7 +67,8 @@ def live(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Live]:
         assert thread.is_alive() and time.monotonic() < deadline, "uvicorn did not start"
         time.sleep(0.02)
     try:
-        yield Live(f"http://127.0.0.1:{server.config.port}", store, store.create_key(name="admin", role="operator")[0])
+        yield Live(f"http://127.0.0.1:{server.config.port}", store, store.projects.create_key(name="admin",
+                                                                                              role="operator")[0])
     finally:
         server.should_exit = True
         thread.join(10)

@@ -85,7 +85,7 @@ def seed_tasks(
         key = f"{prefix}-{n:04d}"
         items.append(Item(key=key, text=(texts or {}).get(i, text), metadata=meta))
         truth[key] = label
-    store.ingest(project, items)
+    store.items.ingest(project, items)
     decide_pending(store, project, actions, truth, start=start, wrong=wrong, threshold=threshold)
     kinds = {
         k: {"escalate": "escalation", "audit": "audit"}[a] for k, a in zip(truth, actions, strict=True) if a != "accept"
@@ -104,8 +104,8 @@ def decide_pending(
     threshold: float | None = 0.9,
 ) -> None:
     """Record the agent's decisions on the pending items (``truth``'s keys, in that order), as a worker would."""
-    token, claimed = store.claim_batch(project, worker="seed", size=len(truth))
-    policy = store.active_policy(project)
+    token, claimed = store.items.claim_batch(project, worker="seed", size=len(truth))
+    policy = store.projects.active_policy(project)
     by_key = dict(zip(truth, actions, strict=True))
     decisions = []
     for i, it in enumerate(claimed):
@@ -126,13 +126,13 @@ def decide_pending(
             )
         )
     result = BatchResult(policy.key, threshold, {"clf": "clf-v2", "retrieval": "knn-v2"}, decisions)
-    store.record_batch(project, result, token)
+    store.items.record_batch(project, result, token)
 
 
 def answer_all(store: SqlStore, project: str, truth: dict[str, str], reviewer: str = "seed-reviewer") -> int:
     """Answer every open task from ``truth`` (one claim at a time); how many were answered."""
     n = 0
-    while (task := store.claim_review(project, reviewer=reviewer)) is not None:
-        store.submit_reviews([ReviewAnswer(task.task_id, task.token, truth[task.item.key])], project=project)
+    while (task := store.reviews.claim_review(project, reviewer=reviewer)) is not None:
+        store.reviews.submit_reviews([ReviewAnswer(task.task_id, task.token, truth[task.item.key])], project=project)
         n += 1
     return n

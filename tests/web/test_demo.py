@@ -35,8 +35,8 @@ def demo(tmp_path: Path) -> Iterator[tuple[LiveDemo, str, str]]:
     engine = make_engine(url)
     upgrade(engine)
     store = SqlStore(engine, Settings(database_url=url))
-    operator = store.create_key(name="test operator", role="operator")[0]
-    reviewer = store.create_key(name="ana", role="reviewer")[0]
+    operator = store.projects.create_key(name="test operator", role="operator")[0]
+    reviewer = store.projects.create_key(name="ana", role="reviewer")[0]
     engine.dispose()
     with LiveDemo(url, log=tmp_path / "demo.log", options=OPTIONS) as live:
         yield live, operator, reviewer

@@ -36,7 +36,8 @@ def test_an_operator_creates_backtests_and_activates_a_policy_version(
     actions = ["escalate"] * 20 + ["audit"] * 25 + ["accept"] * 5
     seeded = seed_tasks(live.store, project, actions, wrong=(3, 30, 41))
     assert answer_all(live.store, project, seeded.truth) == 45
-    stored = [live.store.record_backtest(project, policy_version=1, active_version=1, actor="earlier:op", limit=100,
+    stored = [live.store.audit.record_backtest(project, policy_version=1, active_version=1, actor="earlier:op",
+                                               limit=100,
                                          batch_size=10, seed=seed, ground_truth=45,
                                          candidate=make_replay_summary(45, 5 + seed), active=make_replay_summary(45, 5))
               for seed in (0, 1)]
@@ -140,11 +141,11 @@ def test_a_reviewer_key_cannot_use_the_dashboard(live: Live, new_page) -> None: 
 
 def test_an_operator_sees_failed_items_and_requeues_them(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
     project = live.project("failing")
-    live.store.ingest(project, [Item(key=f"f{i}", text=f"text {i}") for i in range(3)])
+    live.store.items.ingest(project, [Item(key=f"f{i}", text=f"text {i}") for i in range(3)])
     t0 = utcnow()
     for attempt in range(live.store.settings.max_attempts + 1):  # every claim's lease expires: the items fail
-        live.store.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
-    assert live.store.count_items(project)["failed"] == 3
+        live.store.items.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
+    assert live.store.items.count_items(project)["failed"] == 3
     page, problems = new_page()
     open_dashboard(page, live, live.key("operator", project))
 
@@ -156,7 +157,7 @@ def test_an_operator_sees_failed_items_and_requeues_them(live: Live, new_page) -
     expect(page.locator("#notice")).to_contain_text("Re-queued 3 failed items.")
     expect(page.locator("#no-failed")).to_be_visible()
     expect(page.locator("#audit-table tr[data-action='items.requeued']")).to_have_count(1)
-    assert live.store.count_items(project)["failed"] == 0
+    assert live.store.items.count_items(project)["failed"] == 0
     problems.assert_clean()
 
 
@@ -165,7 +166,7 @@ def test_the_corrections_tile_counts_corrected_auto_labels(live: Live, new_page)
     seeded = seed_tasks(live.store, project, ["accept", "accept", "accept"])
     operator = live.key("operator", project)
     key = seeded.keys[1]
-    current = live.store.item_view(project, key).label
+    current = live.store.items.item_view(project, key).label
     assert current is not None and current.source == "agent"
     other = "ham" if current.label == "spam" else "spam"
     with live.api(operator) as api:

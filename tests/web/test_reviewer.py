@@ -173,7 +173,7 @@ def test_a_lost_lease_says_so_and_moves_on(live: Live, new_page) -> None:  # typ
     first = current_task(page)
     assert first is not None
     # an hour later the page's lease has expired and another reviewer claims the task
-    thief = live.store.claim_review(project, reviewer="thief", now=utcnow() + timedelta(hours=1))
+    thief = live.store.reviews.claim_review(project, reviewer="thief", now=utcnow() + timedelta(hours=1))
     assert thief is not None and thief.task_id == first
     page.keyboard.press("1")
     page.keyboard.press("Enter")

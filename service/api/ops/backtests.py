@@ -38,31 +38,32 @@ def run_backtest(*, store: SqlStore, project: str, version: int, tool_factory: T
                  batch_size: int, seed: int, actor: str) -> BacktestResponse:
     """Replay the project's ground truth through the candidate and the active version (blocking: CPU-bound), then
     store the figures with a ``policy.backtested`` audit entry."""
-    candidate = store.get_policy(project, version)
-    active_version = store.get_project(project).active_version
-    active = store.get_policy(project, active_version) if active_version is not None else candidate
-    truth = store.ground_truth_in_order(project, limit=limit)
+    candidate = store.projects.get_policy(project, version)
+    active_version = store.projects.get_project(project).active_version
+    active = store.projects.get_policy(project, active_version) if active_version is not None else candidate
+    truth = store.items.ground_truth_in_order(project, limit=limit)
     summaries: dict[int, dict[str, Any]] = {}
     for policy in (candidate, active):
         if policy.version not in summaries:
             summaries[policy.version] = backtest(policy, truth, tool_factory, batch_size=batch_size, seed=seed)
-    row = store.record_backtest(project, policy_version=candidate.version, active_version=active.version, actor=actor,
+    row = store.audit.record_backtest(project, policy_version=candidate.version, active_version=active.version,
+                                      actor=actor,
                                 limit=limit, batch_size=batch_size, seed=seed, ground_truth=len(truth),
                                 candidate=summaries[candidate.version], active=summaries[active.version])
     return response(project, row)
 
 
 def list_backtests(*, store: SqlStore, project: str, version: int, before: int | None, limit: int) -> BacktestPage:
-    rows = store.list_backtests(project, version, before_id=before, limit=limit + 1)
+    rows = store.audit.list_backtests(project, version, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return BacktestPage(backtests=[response(project, r) for r in rows], next_before=rows[-1].id if more else None)
 
 
 def get_backtest(*, store: SqlStore, project: str, backtest_id: int) -> BacktestResponse:
-    return response(project, store.get_backtest(project, backtest_id))
+    return response(project, store.audit.get_backtest(project, backtest_id))
 
 
 def latest_backtests(*, store: SqlStore, project: str) -> dict[int, BacktestResponse]:
     """Each policy version's newest backtest, by version (versions never backtested are missing)."""
-    return {version: response(project, row) for version, row in store.latest_backtests(project).items()}
+    return {version: response(project, row) for version, row in store.audit.latest_backtests(project).items()}

@@ -157,11 +157,11 @@ def thumbnail_url(project: str, external_id: str) -> str:
 def item_thumbnail(*, store: SqlStore, project: str, external_id: str) -> tuple[bytes, str]:
     """(thumbnail bytes, media type) of an item's image, made and kept on first request when ingest made none;
     NotFoundError when the item does not exist or has no image, InputError when its stored bytes are refused."""
-    found = store.item_image(project, external_id)
+    found = store.items.item_image(project, external_id)
     if found is None:
         raise NotFoundError(f"item {external_id!r} has no image")
     item_id, data, thumb = found
     if thumb is None:
         thumb = check_image(data, image_limits(store.settings), f"item {external_id!r}").thumbnail
-        store.save_thumbnail(project, item_id, thumb)
+        store.items.save_thumbnail(project, item_id, thumb)
     return thumb, thumbnail_media_type(thumb)

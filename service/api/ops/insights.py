@@ -36,8 +36,8 @@ def _cuts(n: int, max_points: int) -> list[int]:
 
 def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_POINTS) -> CalibrationCurve:
     """Sort the calibration records by confidence, highest first; each point auto-labels a prefix of them."""
-    policy = store.active_policy(project)
-    records = store.load_calibration(project, policy.calibration_window, kinds=("cold_start", "audit"))
+    policy = store.projects.active_policy(project)
+    records = store.learning.load_calibration(project, policy.calibration_window, kinds=("cold_start", "audit"))
     conf = np.asarray([r.confidence for r in records], dtype=np.float64)
     correct = np.asarray([r.predicted == r.truth for r in records], dtype=bool)
     order = np.argsort(-conf, kind="stable")
@@ -65,14 +65,14 @@ def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_PO
         records=n,
         target_precision=policy.target_precision,
         delta=policy.delta,
-        threshold=store.latest_threshold(project),
+        threshold=store.learning.latest_threshold(project),
         points=points,
     )
 
 
 def precision_history(*, store: SqlStore, project: str, max_points: int = MAX_POINTS) -> PrecisionHistory:
     """Cumulative audits at up to ``max_points`` moments (evenly spaced in audit count), with their interval."""
-    history = store.audit_history(project)
+    history = store.learning.audit_history(project)
     points = []
     right = np.cumsum([ok for _, ok in history]) if history else np.zeros(0)
     for k in _cuts(len(history), max_points):
@@ -92,10 +92,10 @@ CACHED_REPORTS = 64  # per store
 def tool_report(*, store: SqlStore, project: str) -> ToolReport:
     """:func:`compute_tool_report`, computed again only when the project's decisions or labels changed (it refits
     the pool: about a second on 1,000 ground-truth items of a busy 2-core machine; the dashboard polls it)."""
-    tasks, labels = store.count_tasks(project), store.count_labels(project)
+    tasks, labels = store.reviews.count_tasks(project), store.learning.count_labels(project)
     key = (
         project,
-        store.get_project(project).active_version,
+        store.projects.get_project(project).active_version,
         tuple(sorted(tasks.items())),
         tuple(sorted(labels.items())),
     )
@@ -114,15 +114,15 @@ def tool_report(*, store: SqlStore, project: str) -> ToolReport:
 
 def compute_tool_report(*, store: SqlStore, project: str) -> ToolReport:
     """Calls and cost from every recorded vote; accuracy and pooled weight from the votes on recent ground truth."""
-    usage = store.tool_usage(project)
-    labels = list(store.active_policy(project).labels)
+    usage = store.learning.tool_usage(project)
+    labels = list(store.projects.active_policy(project).labels)
     position = {label: i for i, label in enumerate(labels)}
     truth = [
         (g.item.key, position[g.label])
-        for g in store.load_ground_truth(project, TOOL_GROUND_TRUTH)
+        for g in store.learning.load_ground_truth(project, TOOL_GROUND_TRUTH)
         if g.label in position
     ]
-    votes = store.load_votes(project, [key for key, _ in truth])
+    votes = store.learning.load_votes(project, [key for key, _ in truth])
     tools = [u.tool for u in usage]
     column = {tool: t for t, tool in enumerate(tools)}
     rows = [(key, y) for key, y in truth if votes.get(key)]

@@ -45,14 +45,14 @@ def ingest_once(*, store: SqlStore, feedback: FeedbackSink, project: str, body: 
     returned to every retry with the same body; the same key with another body, or while the first request still
     runs, is a ConflictError that says which."""
     digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
-    stored = store.reserve_idempotent(project, key, digest)
+    stored = store.projects.reserve_idempotent(project, key, digest)
     if stored is None:  # ours: run it and keep the answer
         try:
             answer = ingest_items(store=store, feedback=feedback, project=project, items=body.items)
         except BaseException:
-            store.drop_idempotent(project, key)
+            store.projects.drop_idempotent(project, key)
             raise
-        store.finish_idempotent(project, key, 200, answer.model_dump(mode="json"))
+        store.projects.finish_idempotent(project, key, 200, answer.model_dump(mode="json"))
         return answer
     if stored[0] != digest:
         raise ConflictError(f"Idempotency-Key {key!r} was already used with a different request body; "
@@ -66,7 +66,7 @@ def check_batch(*, store: SqlStore, project: str, n: int) -> None:
     """The call's size and its project, checked before costly image work (the store checks them again)."""
     if n > store.settings.max_batch_items:
         raise InputError(f"{n} items in one call; send at most {store.settings.max_batch_items} per call")
-    store.get_project(project)
+    store.projects.get_project(project)
 
 
 def _source(i: int, it: ItemIn) -> ImageSource | None:
@@ -100,7 +100,7 @@ def store_items(*, store: SqlStore, feedback: FeedbackSink, project: str, keys: 
                   image=None if image is None else image.data)
              for key, text, meta, image in zip(keys, texts, metadata, images, strict=True)]
     thumbnails = {key: image.thumbnail for key, image in zip(keys, images, strict=True) if image is not None}
-    result = store.ingest(project, batch, labels=labels if any(lab is not None for lab in labels) else None,
+    result = store.items.ingest(project, batch, labels=labels if any(lab is not None for lab in labels) else None,
                           thumbnails=thumbnails)
     occurrences = Counter(keys)
     duplicate_count = Counter(result.duplicates)
@@ -120,7 +120,7 @@ def store_items(*, store: SqlStore, feedback: FeedbackSink, project: str, keys: 
 
 
 def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatusOut:
-    view = store.item_view(project, external_id)
+    view = store.items.item_view(project, external_id)
     item, label, fix = view.item, view.label, view.correction
     status = CLIENT_STATUS[item.status]
     hidden = status == "in_review" and view.review_kind in BLIND_KINDS  # the reviewer must not learn the agent's label
@@ -155,7 +155,7 @@ def list_items(*, store: SqlStore, project: str, statuses: Sequence[str] | None,
     """A page of the project's items in arrival order, filtered by client status (``pending`` covers the items
     a worker holds too)."""
     stored = None if not statuses else sorted({s for c in statuses for s in STORED_STATUSES[c]})
-    rows = store.list_items(project, statuses=stored, after_id=after, limit=limit + 1)
+    rows = store.items.list_items(project, statuses=stored, after_id=after, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return ItemPage(items=[ItemSummaryOut(external_id=r.external_id, status=CLIENT_STATUS[r.status],  # type: ignore[arg-type]
@@ -169,7 +169,7 @@ def correct_item(*, store: SqlStore, feedback: FeedbackSink, project: str, exter
                  reviewer: str, note: str | None, actor: str) -> CorrectionResponse:
     """Replace the item's label with ``label`` (a human label, history kept; see ``service.store.corrections``) and
     tell the feedback sink, so the workers' learners train on it soon. The same label again changes nothing."""
-    outcome = store.correct_label(project, external_id, label, reviewer=reviewer, note=note, actor=actor)
+    outcome = store.audit.correct_label(project, external_id, label, reviewer=reviewer, note=note, actor=actor)
     if outcome.correction is not None:
         tell(feedback, project)
     status = item_status(store=store, project=project, external_id=external_id)
@@ -178,7 +178,7 @@ def correct_item(*, store: SqlStore, feedback: FeedbackSink, project: str, exter
 
 def requeue_items(*, store: SqlStore, feedback: FeedbackSink, project: str, external_ids: Sequence[str] | None,
                   actor: str) -> RequeueResponse:
-    done = store.requeue_failed(project, keys=external_ids, actor=actor)
+    done = store.audit.requeue_failed(project, keys=external_ids, actor=actor)
     if done:
         tell(feedback, project)
     moved = set(done)

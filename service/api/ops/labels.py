@@ -88,7 +88,7 @@ class ExportPage:
 
 def export_labels(*, store: SqlStore, project: str, fmt: ExportFormat, cursor: str | None, limit: int) -> ExportPage:
     after = decode_cursor(cursor)
-    rows = store.label_rows(project, after_id=after, limit=limit + 1)
+    rows = store.items.label_rows(project, after_id=after, limit=limit + 1)
     has_more = len(rows) > limit
     rows = rows[:limit]
     records = [record(r) for r in rows]
@@ -129,9 +129,9 @@ class LabelFeed:
 
     def poll(self) -> list[LabelRow]:
         now = self.clock()
-        ids = self.store.label_ids_since(self.project, after_id=self.floor, limit=len(self._seen) + self.page)
+        ids = self.store.items.label_ids_since(self.project, after_id=self.floor, limit=len(self._seen) + self.page)
         fresh = [i for i in ids if i not in self._seen][:self.page]
-        rows = self.store.label_rows_by_id(self.project, fresh) if fresh else []
+        rows = self.store.items.label_rows_by_id(self.project, fresh) if fresh else []
         if rows:
             self._seen.update(r.id for r in rows)
             self.top = max(self.top, rows[-1].id)
@@ -153,7 +153,7 @@ async def label_events(*, store: SqlStore, project: str, after_id: int, poll_sec
     checked = -math.inf
     while True:
         if key_id is not None and time.monotonic() - checked >= recheck_seconds:
-            if not await anyio.to_thread.run_sync(store.key_is_live, key_id):
+            if not await anyio.to_thread.run_sync(store.projects.key_is_live, key_id):
                 return  # the key was revoked: the stream ends
             checked = time.monotonic()
         rows = await anyio.to_thread.run_sync(feed.poll)

@@ -57,7 +57,7 @@ def as_tasks(
     records: Sequence[LSTask | LSMinRecord], *, store: SqlStore, project: str, text_key: str, from_name: str | None
 ) -> list[LSTask]:
     """An export's records as tasks: tasks as they are, runs of JSON-MIN records joined per task id."""
-    labels = store.active_policy(project).labels
+    labels = store.projects.active_policy(project).labels
     tasks: list[LSTask] = []
     run: list[LSMinRecord] = []
     for n, record in enumerate([*records, None]):
@@ -84,7 +84,7 @@ def import_tasks(
     """Store each task as item ``ls-<id>`` (idempotent), keep its annotations, and make the label of its latest
     annotation that is not skipped its ground truth. Everything is checked before anything is stored: a label
     outside the project's labels is an InputError naming the task and the label."""
-    policy = store.active_policy(project)
+    policy = store.projects.active_policy(project)
     seen: set[int] = set()
     items: list[Item] = []
     kept: dict[str, list[AnnotationRecord]] = {}
@@ -124,7 +124,7 @@ def _ingest(store: SqlStore, project: str, items: list[Item], client: list[str |
     size = store.settings.max_batch_items
     for start in range(0, len(items), size):
         part, labels = items[start : start + size], client[start : start + size]
-        result = store.ingest(project, part, labels=labels if any(lab is not None for lab in labels) else None)
+        result = store.items.ingest(project, part, labels=labels if any(lab is not None for lab in labels) else None)
         dup = set(result.duplicates)
         duplicates.extend(it.key for it in part if it.key in dup)
         inserted.extend(it.key for it in part if it.key not in dup)
@@ -204,7 +204,7 @@ def webhook(
     deleted: forgotten, and the ground truth follows the rule again (the previous annotation's label, or none:
     the item goes back to review or to the agent). Tasks created: imported. ``START_TRAINING``: the workers are
     woken to learn from new ground truth and ``/predict``'s labeler is rebuilt. Other actions are acknowledged."""
-    store.active_policy(project)  # an unknown project is a 404 for every action
+    store.projects.active_policy(project)  # an unknown project is a 404 for every action
     action = body.action.upper()
     label_config = body.project.get("label_config") if isinstance(body.project, dict) else None
     config = parse_label_config(label_config if isinstance(label_config, str) else None)
@@ -274,7 +274,7 @@ def _annotation_written(
     if task_id is None or annotation.id is None:
         raise InputError(f"{action} needs annotation.id and annotation.task (the task id)")
     place = f"task {task_id} annotation {annotation.id}"
-    policy = store.active_policy(project)
+    policy = store.projects.active_policy(project)
     record = annotation_record(annotation, from_name=config.from_name, labels=policy.labels, place=place)
     key = task_key(task_id)
     if task is not None and task.id == task_id and not stored_items(store, project, [key]):

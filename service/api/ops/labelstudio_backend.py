@@ -97,8 +97,8 @@ class Predictors:
             if current is not None:
                 return current
             labeler = BatchLabeler(policy, tool_factory(policy))
-            truth = store.load_ground_truth(project)
-            calibration = store.load_calibration(project, policy.calibration_window)
+            truth = store.learning.load_ground_truth(project)
+            calibration = store.learning.load_calibration(project, policy.calibration_window)
             labeler.learner.load(truth, calibration)
             current = Predictor(labeler, policy.version, mark, time.monotonic())
             self._by_project[project] = current
@@ -127,7 +127,7 @@ def predict(
 ) -> PredictResponse:
     """One prediction per task, in order, in the labeling config's ``Choices`` control. A task whose item exists
     with the same data and has a label gets that label (human labels score 1); the rest go through the agent."""
-    policy = store.active_policy(project)
+    policy = store.projects.active_policy(project)
     from_name, to_name, text_key = names(parse_label_config(body.label_config))
     keys = [task_key(t.id) if t.id is not None else None for t in body.tasks]
     known = stored_items(store, project, [k for k in keys if k is not None])
@@ -158,7 +158,7 @@ def predict(
 def setup(*, store: SqlStore, predictors: Predictors, project: str, label_config: str | None) -> SetupResponse:
     """The model version (module doc), after checking that the labeling config's ``Choices`` offer every label of
     the project (else Label Studio could not show the agent's labels)."""
-    policy = store.active_policy(project)
+    policy = store.projects.active_policy(project)
     config = parse_label_config(label_config)
     if label_config and label_config.strip() and config.from_name is None:
         raise InputError(

@@ -32,18 +32,18 @@ def _latest_per_tool(versions: list[ModelVersionPublic]) -> list[ModelVersionPub
 
 def project_metrics(*, store: SqlStore, project: str, now: datetime | None = None) -> ProjectMetrics:
     now = now or utcnow()
-    info = store.get_project(project)
-    items = store.count_items(project)
-    tasks = store.count_tasks(project)
-    labels = store.count_labels(project)
+    info = store.projects.get_project(project)
+    items = store.items.count_items(project)
+    tasks = store.reviews.count_tasks(project)
+    labels = store.learning.count_labels(project)
     since = [now - timedelta(minutes=1), now - timedelta(hours=1)]
-    labeled = store.labeled_since(project, since)
-    ingested = store.ingested_since(project, since)
-    oldest = store.oldest_open_task(project)
-    audits, correct = store.audit_outcomes(project)
+    labeled = store.learning.labeled_since(project, since)
+    ingested = store.learning.ingested_since(project, since)
+    oldest = store.learning.oldest_open_task(project)
+    audits, correct = store.learning.audit_outcomes(project)
     lo, hi = cp_interval(correct, audits, LEVEL)
-    agreement = store.reviewer_agreement(project)
-    corrections = store.count_corrections(project)
+    agreement = store.learning.reviewer_agreement(project)
+    corrections = store.audit.count_corrections(project)
     # every agent decision is an auto label or a review task; a corrected auto label's row was replaced
     auto = labels["agent"] + corrections["agent"]
     decided = auto + sum(tasks.values())
@@ -61,12 +61,12 @@ def project_metrics(*, store: SqlStore, project: str, now: datetime | None = Non
         auto_rate=auto / decided if decided else None,
         precision=PrecisionMetrics(audits=audits, correct=correct, estimate=correct / audits if audits else None,
                                    ci_low=lo, ci_high=hi, level=LEVEL),
-        threshold=store.latest_threshold(project),
+        threshold=store.learning.latest_threshold(project),
         agreement=AgreementMetrics(
             tasks=agreement.tasks, unanimous=agreement.unanimous,
             unanimous_rate=agreement.unanimous / agreement.tasks if agreement.tasks else None,
             pairwise=agreement.agreeing_pairs / agreement.pairs if agreement.pairs else None),
-        model_versions=_latest_per_tool(store.list_model_versions(project)),
+        model_versions=_latest_per_tool(store.learning.list_model_versions(project)),
     )
 
 
@@ -104,7 +104,7 @@ class _Exposition:
 def prometheus_text(*, store: SqlStore, now: datetime | None = None, projects: Collection[str] | None = None) -> str:
     """Every project's metrics (or only ``projects``'s) as Prometheus gauges (``labelagent_*``, label ``project``)."""
     out = _Exposition()
-    shown = [p for p in store.list_projects() if projects is None or p.name in projects]
+    shown = [p for p in store.projects.list_projects() if projects is None or p.name in projects]
     out.add("labelagent_projects", "gauge", "Projects.", len(shown))
     for project in shown:
         m = project_metrics(store=store, project=project.name, now=now)

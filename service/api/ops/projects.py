@@ -52,17 +52,17 @@ def create_project(*, store: SqlStore, feedback: FeedbackSink, name: str, policy
     if requested is not None and requested != 1:
         raise InputError(f"policy.version: the first version of a project is 1; omit version or send 1 "
                          f"(got {requested})")
-    created = store.create_project_logged(name, first, actor=actor)
+    created = store.projects.create_project(name, first, actor=actor)
     tell(feedback, name)
     return created
 
 
 def list_projects(*, store: SqlStore) -> list[ProjectPublic]:
-    return store.list_projects()
+    return store.projects.list_projects()
 
 
 def get_project(*, store: SqlStore, project: str) -> ProjectDetail:
-    info = store.get_project(project)
-    labels = store.active_policy(project).labels if info.active_version is not None else []
-    versions = len(store.list_policy_versions(project))
+    info = store.projects.get_project(project)
+    labels = store.projects.active_policy(project).labels if info.active_version is not None else []
+    versions = len(store.projects.list_policy_versions(project))
     return ProjectDetail(**info.model_dump(), labels=list(labels), policy_versions=versions)

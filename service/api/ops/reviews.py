@@ -24,7 +24,7 @@ from service.store import ReviewAnswer, SqlStore
 def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask | None:
     """The next task by priority, leased to ``reviewer`` for the active policy's ``lease_seconds``; None when the
     queue holds nothing this reviewer may take. One transaction (the claim, its item, its votes)."""
-    view = store.claim_review_view(project, reviewer=reviewer)
+    view = store.reviews.claim_review_view(project, reviewer=reviewer)
     if view is None:
         return None
     task = view.task
@@ -46,8 +46,8 @@ def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask |
 
 
 def _task_policy(store: SqlStore, task_id: int) -> tuple[str, Policy]:
-    ref = store.task_ref(task_id)  # NotFoundError for an unknown task
-    return ref.project, store.get_policy(ref.project, ref.policy_version)
+    ref = store.reviews.task_ref(task_id)  # NotFoundError for an unknown task
+    return ref.project, store.projects.get_policy(ref.project, ref.policy_version)
 
 
 Scope = frozenset[str] | None  # the projects the caller's key may see (None: every project)
@@ -55,15 +55,15 @@ Scope = frozenset[str] | None  # the projects the caller's key may see (None: ev
 
 def heartbeat(*, store: SqlStore, task_id: int, token: str, scope: Scope = None) -> HeartbeatResponse:
     _, policy = _task_policy(store, task_id)
-    expires = store.extend_review_lease(task_id, token, lease_seconds=policy.lease_seconds, projects=scope)
+    expires = store.reviews.extend_review_lease(task_id, token, lease_seconds=policy.lease_seconds, projects=scope)
     return HeartbeatResponse(task_id=task_id, lease_expires_at=expires)
 
 
 def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str, label: str, scope: Scope = None
            ) -> SubmitResponse:
     """Store the answer (ground truth), then tell the feedback sink; learning happens elsewhere, never here."""
-    ref = store.task_key(task_id)  # remembered from the claim: no query
-    result = store.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project, projects=scope)
+    ref = store.reviews.task_key(task_id)  # remembered from the claim: no query
+    result = store.reviews.submit_reviews([ReviewAnswer(task_id, token, label)], project=ref.project, projects=scope)
     tell(feedback, ref.project)
     final = result.settled[0].label if result.settled else None
     return SubmitResponse(task_id=task_id, external_id=ref.external_id, label=label, settled=bool(result.settled),
@@ -71,16 +71,16 @@ def submit(*, store: SqlStore, feedback: FeedbackSink, task_id: int, token: str,
 
 
 def skip(*, store: SqlStore, task_id: int, token: str, seconds: int, scope: Scope = None) -> SkipResponse:
-    _, until = store.skip_review(task_id, token, seconds=seconds, projects=scope)
+    _, until = store.reviews.skip_review(task_id, token, seconds=seconds, projects=scope)
     return SkipResponse(task_id=task_id, skipped_until=until)
 
 
 def release(*, store: SqlStore, task_id: int, token: str, scope: Scope = None) -> ReleaseResponse:
-    store.release_review(task_id, token, projects=scope)
+    store.reviews.release_review(task_id, token, projects=scope)
     return ReleaseResponse(task_id=task_id)
 
 
 def list_queue(*, store: SqlStore, project: str, status: str | None, kind: str | None, offset: int, limit: int
                ) -> QueuePage:
-    rows, total = store.list_reviews(project, status=status, kind=kind, offset=offset, limit=limit)
+    rows, total = store.reviews.list_reviews(project, status=status, kind=kind, offset=offset, limit=limit)
     return QueuePage(tasks=[QueueEntry.model_validate(r) for r in rows], total=total, offset=offset, limit=limit)

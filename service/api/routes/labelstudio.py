@@ -246,7 +246,7 @@ def setup(project: ProjectPath, body: SetupRequest, store: StoreDep, predictors:
 )
 def health(project: ProjectPath, store: StoreDep, predictors: PredictorsDep) -> HealthResponse:
     version = backend.model_version(store=store, predictors=predictors, project=project,
-                                    policy=store.active_policy(project))
+                                    policy=store.projects.active_policy(project))
     return HealthResponse(model_class=backend.MODEL_CLASS, model_version=version)
 
 
@@ -259,7 +259,7 @@ def health(project: ProjectPath, store: StoreDep, predictors: PredictorsDep) -> 
 )
 def versions(project: ProjectPath, store: StoreDep, predictors: PredictorsDep) -> VersionsResponse:
     version = backend.model_version(store=store, predictors=predictors, project=project,
-                                    policy=store.active_policy(project))
+                                    policy=store.projects.active_policy(project))
     return VersionsResponse(versions=[version])
 
 

@@ -60,15 +60,15 @@ def run_demo(settings: Settings, *, options: DemoOptions, host: str = "127.0.0.1
     try:
         ensure_schema(engine)
         store = SqlStore(engine, settings)
-        if options.project not in {p.name for p in store.list_projects()}:
-            store.create_project_logged(options.project, example_policy("sms_spam").model_copy(
+        if options.project not in {p.name for p in store.projects.list_projects()}:
+            store.projects.create_project(options.project, example_policy("sms_spam").model_copy(
                 update={"project": options.project}), actor=ACTOR)
-        position = sum(store.count_items(options.project).values())
-        keys = {role: store.create_key(name=f"demo: {name}", role=role, projects=[options.project])
+        position = sum(store.items.count_items(options.project).values())
+        keys = {role: store.projects.create_key(name=f"demo: {name}", role=role, projects=[options.project])
                 for role, name in (("operator", "operator"), ("ingest", "stream"), ("reviewer", SIMULATED_REVIEWER))}
         sim = Simulation(rows, options, ingest_key=keys["ingest"][0], reviewer_key=keys["reviewer"][0],
                          position=position)
-        store.log_event(options.project, "demo.started", actor=ACTOR, detail={
+        store.audit.log_event(options.project, "demo.started", actor=ACTOR, detail={
             "dataset": ATTRIBUTION, "position": sim.snapshot().position, "total": len(rows), "rate": options.rate,
             "simulated_reviewers": [f"{SIMULATED_REVIEWER}-{i + 1}" for i in range(options.reviewers)],
             "answers_from": "the dataset's labels", "review_delay_seconds": options.review_delay})
@@ -79,9 +79,9 @@ def run_demo(settings: Settings, *, options: DemoOptions, host: str = "127.0.0.1
                          on_started=sim.start, hooks=hooks)
         finally:
             sim.stop()
-            store.log_event(options.project, "demo.stopped", actor=ACTOR, detail={
+            store.audit.log_event(options.project, "demo.stopped", actor=ACTOR, detail={
                 "position": sim.snapshot().position, "simulated_answers_this_run": sim.answered})
             for _, record in keys.values():
-                store.revoke_key(record.prefix)
+                store.projects.revoke_key(record.prefix)
     finally:
         engine.dispose()

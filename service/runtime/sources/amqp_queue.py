@@ -7,7 +7,7 @@ Message format: one message is one item; its body is a JSON object with the fiel
 
 Delivery is at least once and storage is idempotent, so every item is stored exactly once: the queue is declared
 durable (an existing queue is used as it is), messages are consumed with manual acknowledgement (at most
-``prefetch`` unacknowledged at a time), stored in batches with ``store.ingest`` (a redelivered message is
+``prefetch`` unacknowledged at a time), stored in batches with ``store.items.ingest`` (a redelivered message is
 reported as a duplicate) and acknowledged only after the items are committed. A consumer that dies before
 acknowledging leaves its messages unacknowledged: RabbitMQ requeues them when its connection closes. A malformed
 message (or one naming an unknown project or label) is published, persistent, to the dead-letter queue

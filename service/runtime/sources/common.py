@@ -1,5 +1,5 @@
 """What every broker source shares: one message's fields -> (project, item, client label), a batch of messages
-stored with ``store.ingest`` grouped by project, the dead-letter reasons, and the runtime's notification.
+stored with ``store.items.ingest`` grouped by project, the dead-letter reasons, and the runtime's notification.
 
 A message is one item with the fields ``project`` (the project's name; it must exist), ``external_id`` (the
 client's id of the item: ingest is idempotent by it), ``data`` (a JSON object, or a string holding one, with
@@ -198,7 +198,7 @@ class BatchIngestor(Generic[Ref]):
 
     def _ingest_part(self, project: str, rows: Sequence[Row]) -> tuple[int, int]:
         labels = [label for _, _, label in rows]
-        result = self.store.ingest(project, [item for _, item, _ in rows],
+        result = self.store.items.ingest(project, [item for _, item, _ in rows],
                                    labels=labels if any(lab is not None for lab in labels) else None)
         return result.inserted, len(result.duplicates)
 

@@ -10,7 +10,7 @@ Message format: one message is one item; its body is a JSON object with the fiel
 
 Delivery is at least once and storage is idempotent, so every item is stored exactly once: messages are fetched
 in batches by the durable consumer ``durable`` (shared by every worker: each message goes to one of them), stored
-with ``store.ingest`` (a redelivered message is reported as a duplicate) and acknowledged only after the items are
+with ``store.items.ingest`` (a redelivered message is reported as a duplicate) and acknowledged only after the items are
 committed. A consumer that dies before acknowledging leaves its messages unacknowledged: JetStream redelivers
 them after ``ack_wait`` seconds. A malformed message (or one naming an unknown project or label) is published to
 the dead-letter subject (``STREAM.dead`` by default) with its body unchanged and the headers

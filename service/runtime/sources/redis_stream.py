@@ -11,7 +11,7 @@ Message format: one stream entry is one item, with the fields
 Example: ``XADD items * project sms_spam external_id msg-1 data '{"text": "WIN a prize!"}'``.
 
 Delivery is at least once and storage is idempotent, so every item is stored exactly once: entries are read with
-``XREADGROUP``, stored with ``store.ingest`` (a replayed entry is reported as a duplicate), and acknowledged
+``XREADGROUP``, stored with ``store.items.ingest`` (a replayed entry is reported as a duplicate), and acknowledged
 (``XACK``) only after the items are committed. A consumer that dies before acknowledging leaves its entries
 pending; any live consumer takes them over with ``XAUTOCLAIM`` once they have been idle ``claim_idle_ms``, and a
 consumer restarted under the same name first re-reads its own pending entries. A malformed entry (or one naming

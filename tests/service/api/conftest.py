@@ -41,7 +41,7 @@ def app(store: SqlStore, sink: RecordingSink) -> FastAPI:
 @pytest.fixture
 def operator_key(store: SqlStore) -> str:
     """An operator key for every project."""
-    return store.create_key(name="tests", role="operator")[0]
+    return store.projects.create_key(name="tests", role="operator")[0]
 
 
 def auth(key: str) -> dict[str, str]:
@@ -65,12 +65,12 @@ def decide(store: SqlStore, project: str, actions: Sequence[str], *, start: int 
            threshold: float | None = 0.9) -> list[str]:
     """Ingest one item per action and record the agent's decisions (labels alternate ham/spam). Returns the keys."""
     items = make_items(len(actions), start=start, prefix=prefix)
-    store.ingest(project, items)
-    token, claimed = store.claim_batch(project, worker="test", size=len(items))
+    store.items.ingest(project, items)
+    token, claimed = store.items.claim_batch(project, worker="test", size=len(items))
     by_key = dict(zip([it.key for it in items], actions, strict=True))
-    policy = store.active_policy(project)
+    policy = store.projects.active_policy(project)
     result = make_batch_result(policy, claimed, [by_key[it.key] for it in claimed], threshold=threshold)
-    store.record_batch(project, result, token)
+    store.items.record_batch(project, result, token)
     return [it.key for it in items]
 
 

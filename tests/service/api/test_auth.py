@@ -55,16 +55,18 @@ def declared_calls(app: FastAPI) -> list[Call]:
 @pytest.fixture
 def world(store: SqlStore, project: str) -> Iterator[dict[str, object]]:
     """Project ``demo`` with a review task and an item with an image, project ``other``, and keys of every kind."""
-    store.create_project("other", make_policy("other"))
+    store.projects.create_project("other", make_policy("other"))
     decide(store, project, ["escalate", "accept"])
-    store.ingest(project, [Item(key="pic/1", image=png())])  # routes of an item (status, thumbnail) answer 200
-    task = store.claim_review(project, reviewer="someone")
+    store.items.ingest(project, [Item(key="pic/1", image=png())])  # routes of an item (status, thumbnail) answer 200
+    task = store.reviews.claim_review(project, reviewer="someone")
     assert task is not None
-    scoped = {role: store.create_key(name=f"demo-{role}", role=role, projects=[project])[0] for role in ROLES}
-    foreign = {role: store.create_key(name=f"other-{role}", role=role, projects=["other"])[0] for role in ROLES}
-    revoked, record = store.create_key(name="gone", role="operator")
-    store.revoke_key(record.prefix)
-    stored = store.record_backtest(project, policy_version=1, active_version=1, actor="op", limit=10, batch_size=5,
+    scoped = {role: store.projects.create_key(name=f"demo-{role}", role=role, projects=[project])[0] for role in ROLES}
+    foreign = {role: store.projects.create_key(name=f"other-{role}", role=role,
+                                               projects=["other"])[0] for role in ROLES}
+    revoked, record = store.projects.create_key(name="gone", role="operator")
+    store.projects.revoke_key(record.prefix)
+    stored = store.audit.record_backtest(project, policy_version=1, active_version=1, actor="op", limit=10,
+                                         batch_size=5,
                                    seed=0, ground_truth=0, candidate=make_replay_summary(),
                                    active=make_replay_summary())
     yield {"project": project, "task": task, "item": "pic/1", "scoped": scoped, "foreign": foreign,
@@ -100,11 +102,12 @@ def body_of(call: Call, world: dict[str, object]) -> dict[str, object] | None:
 
 
 def snapshot(store: SqlStore) -> tuple[object, ...]:
-    out: list[object] = [[p.name for p in store.list_projects()]]
+    out: list[object] = [[p.name for p in store.projects.list_projects()]]
     for name in ("demo", "other"):
-        out += [store.count_items(name), store.count_tasks(name), len(store.list_policy_versions(name)),
-                store.get_project(name).active_version, store.count_labels(name),
-                len(store.list_backtests(name, 1, limit=1000)), len(store.list_audit(name, limit=1000))]
+        out += [store.items.count_items(name), store.reviews.count_tasks(name),
+                len(store.projects.list_policy_versions(name)),
+                store.projects.get_project(name).active_version, store.learning.count_labels(name),
+                len(store.audit.list_backtests(name, 1, limit=1000)), len(store.audit.list_audit(name, limit=1000))]
     return tuple(out)
 
 
@@ -157,11 +160,11 @@ def test_role_by_route_matrix(app: FastAPI, store: SqlStore, world: dict[str, ob
 
 
 def test_keys_scoped_to_a_project_see_only_it(client: TestClient, store: SqlStore, project: str) -> None:
-    store.create_project("other", make_policy("other"))
-    reviewer = store.create_key(name="r", role="reviewer", projects=["other"])[0]
+    store.projects.create_project("other", make_policy("other"))
+    reviewer = store.projects.create_key(name="r", role="reviewer", projects=["other"])[0]
     names = [p["name"] for p in client.get("/projects", headers=auth(reviewer)).json()]
     assert names == ["other"]
-    operator = store.create_key(name="o", role="operator", projects=["other"])[0]
+    operator = store.projects.create_key(name="o", role="operator", projects=["other"])[0]
     response = client.post("/projects", headers=auth(operator),
                            json={"name": "third", "policy": make_policy("third").model_dump(mode="json")})
     assert (response.status_code, error_message(response)) == (
@@ -171,7 +174,7 @@ def test_keys_scoped_to_a_project_see_only_it(client: TestClient, store: SqlStor
 
 
 def test_both_headers_must_agree(client: TestClient, store: SqlStore, operator_key: str) -> None:
-    other = store.create_key(name="x", role="operator")[0]
+    other = store.projects.create_key(name="x", role="operator")[0]
     response = client.get("/projects", headers={"Authorization": f"Bearer {other}", "X-API-Key": operator_key})
     assert (response.status_code, error_message(response)) == (
         401, "'Authorization' and 'X-API-Key' carry different keys; send one key")
@@ -179,11 +182,11 @@ def test_both_headers_must_agree(client: TestClient, store: SqlStore, operator_k
 
 
 def test_keys_are_stored_hashed_and_revocation_is_immediate(client: TestClient, store: SqlStore) -> None:
-    key, record = store.create_key(name="ci", role="ingest")
+    key, record = store.projects.create_key(name="ci", role="ingest")
     assert key.startswith(f"la_{record.prefix}_")
-    assert all(key not in str(r.model_dump()) for r in store.list_keys())
+    assert all(key not in str(r.model_dump()) for r in store.projects.list_keys())
     assert client.get("/projects", headers=auth(key)).status_code == 200
-    store.revoke_key(record.prefix)
+    store.projects.revoke_key(record.prefix)
     response = client.get("/projects", headers=auth(key))
     assert (response.status_code, error_message(response)) == (401, "the API key is unknown or revoked")
 

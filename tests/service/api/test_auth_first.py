@@ -23,7 +23,7 @@ def test_an_unauthenticated_malformed_body_is_401(anonymous: TestClient, project
 
 
 def test_a_forbidden_roles_bad_body_is_403(app: FastAPI, store: SqlStore, project: str) -> None:
-    key = store.create_key(name="r", role="reviewer")[0]
+    key = store.projects.create_key(name="r", role="reviewer")[0]
     with TestClient(app, raise_server_exceptions=False, headers=auth(key)) as reviewer:
         response = reviewer.post("/projects", content=b"\xff{", headers={"Content-Type": "application/json"})
         assert response.status_code == 403, response.text
@@ -58,5 +58,5 @@ def test_the_body_is_not_received_before_authentication(app: FastAPI, store: Sql
     with TestClient(app):  # runs the lifespan
         assert _call(app, f"/projects/{project}/items", []) == (401, 0)
         assert _call(app, f"/projects/{project}/items", [(b"authorization", b"Bearer wrong")]) == (401, 0)
-        reviewer = store.create_key(name="r", role="reviewer")[0]
+        reviewer = store.projects.create_key(name="r", role="reviewer")[0]
         assert _call(app, f"/projects/{project}/items", [(b"authorization", f"Bearer {reviewer}".encode())]) == (403, 0)

@@ -27,7 +27,7 @@ def test_backtest_compares_candidate_and_active_and_is_stored(with_tools: FastAP
                                                               store: SqlStore, operator_key: str) -> None:
     items = make_items(300)
     truth = ["spam" if "win" in (it.text or "") else "ham" for it in items]
-    store.ingest(project, items, labels=truth)
+    store.items.ingest(project, items, labels=truth)
     new_version(client, project, target_precision=0.9, min_calibration=10, audit_rate=0.05)
     before = store.stats(project)
     response = client.post(f"/projects/{project}/policies/2/backtest", json={"limit": 300, "batch_size": 50})
@@ -95,7 +95,7 @@ def test_backtest_without_tools_is_503(app: FastAPI, client: TestClient, project
 
 
 def record(store: SqlStore, project: str, version: int = 1, **summary: object) -> int:
-    return store.record_backtest(project, policy_version=version, active_version=1, actor="key:op", limit=100,
+    return store.audit.record_backtest(project, policy_version=version, active_version=1, actor="key:op", limit=100,
                                  batch_size=10, seed=3, ground_truth=80, candidate=make_replay_summary(**summary),
                                  active=make_replay_summary()).id
 
@@ -126,7 +126,7 @@ def test_list_pages_newest_first(client: TestClient, project: str, store: SqlSto
 
 
 def test_unknown_versions_and_ids_are_404(client: TestClient, project: str, store: SqlStore) -> None:
-    store.create_project("other", make_policy("other"))
+    store.projects.create_project("other", make_policy("other"))
     theirs = record(store, "other")
     response = client.get(f"/projects/{project}/policies/4/backtests")
     assert (response.status_code, error_message(response)) == (404, "policy version 4 does not exist in this project")
@@ -142,9 +142,9 @@ def test_unknown_versions_and_ids_are_404(client: TestClient, project: str, stor
 
 def test_only_operators_of_the_project_read_backtests(client: TestClient, project: str, store: SqlStore) -> None:
     backtest = record(store, project)
-    store.create_project("other", make_policy("other"))
-    reviewer = store.create_key(name="r", role="reviewer", projects=[project])[0]
-    stranger = store.create_key(name="o", role="operator", projects=["other"])[0]
+    store.projects.create_project("other", make_policy("other"))
+    reviewer = store.projects.create_key(name="r", role="reviewer", projects=[project])[0]
+    stranger = store.projects.create_key(name="o", role="operator", projects=["other"])[0]
     for url in (f"/projects/{project}/backtests/{backtest}", f"/projects/{project}/policies/1/backtests"):
         response = client.get(url, headers=auth(reviewer))
         assert response.status_code == 403

@@ -24,7 +24,7 @@ def url(project: str, key: str) -> str:
 
 
 def current_label(store: SqlStore, project: str, key: str) -> tuple[int, str, str]:
-    view = store.item_view(project, key)
+    view = store.items.item_view(project, key)
     assert view.label is not None
     return view.label.id, view.label.label, view.label.source
 
@@ -38,8 +38,8 @@ def labels_of(store: SqlStore, key: str) -> int:
 def human_labeled(store: SqlStore, project: str) -> str:
     """An item escalated by the agent and settled by a reviewer as ham (a human label); open tasks are settled too."""
     key = decide(store, project, ["escalate"], start=500)[0]
-    tasks = store.claim_reviews(project, reviewer="ana", limit=100)
-    store.submit_reviews([ReviewAnswer(t.task_id, t.token, "ham") for t in tasks], project=project)
+    tasks = store.reviews.claim_reviews(project, reviewer="ana", limit=100)
+    store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, "ham") for t in tasks], project=project)
     return key
 
 
@@ -65,7 +65,7 @@ def test_correct_an_auto_label(client: TestClient, store: SqlStore, project: str
     status = client.get(f"/projects/{project}/items/{key}").json()
     assert status["label"] == "spam" and status["corrected_from"]["label"] == "ham"
     assert sink.projects == [project], "the workers are woken to learn from it"
-    history = store.corrections_of(project, key)
+    history = store.audit.corrections_of(project, key)
     assert [(c.replaced_label_id, c.replaced_label, c.replaced_source, c.label_id, c.label) for c in history] == [
         (old_id, "ham", "agent", new_id, "spam")]
 
@@ -81,7 +81,7 @@ def test_correct_a_human_label_and_correct_again(client: TestClient, store: SqlS
     body = client.post(url(project, key), json={"label": "ham", "reviewer": "dan"}).json()
     assert (body["label"], body["corrected_from"]["label"], body["corrected_from"]["label_id"]) == (
         "ham", "spam", second_id)
-    history = store.corrections_of(project, key)
+    history = store.audit.corrections_of(project, key)
     assert [(c.replaced_label_id, c.label) for c in history] == [(first_id, "spam"), (second_id, "ham")]
     assert client.get(f"/projects/{project}/metrics").json()["corrections"] == {"agent": 0, "human": 2}
 
@@ -98,7 +98,7 @@ def test_correcting_to_the_same_label_twice_writes_once(client: TestClient, stor
     assert {k: v for k, v in again.json().items() if k != "changed"} == {
         k: v for k, v in first.json().items() if k != "changed"}
     assert current_label(store, project, key)[0] == label_id, "no new label record"
-    assert len(store.corrections_of(project, key)) == 1
+    assert len(store.audit.corrections_of(project, key)) == 1
     assert [e["action"] for e in client.get(f"/projects/{project}/audit").json()["events"]].count(
         "label.corrected") == 1
     assert sink.projects == []
@@ -147,20 +147,20 @@ def test_unknown_unlabeled_and_bad_requests(client: TestClient, store: SqlStore,
         response = client.post(url(project, key), json=body)
         assert response.status_code == 422, body
     assert current_label(store, project, key)[1:] == ("ham", "agent"), "nothing was changed by the refusals"
-    assert store.corrections_of(project, key) == []
+    assert store.audit.corrections_of(project, key) == []
 
 
 def test_ingest_keys_may_not_correct(client: TestClient, store: SqlStore, project: str) -> None:
     key = decide(store, project, ["accept"])[0]
-    ingest = store.create_key(name="feeder", role="ingest", projects=[project])[0]
-    reviewer = store.create_key(name="rev", role="reviewer", projects=[project])[0]
+    ingest = store.projects.create_key(name="feeder", role="ingest", projects=[project])[0]
+    reviewer = store.projects.create_key(name="rev", role="reviewer", projects=[project])[0]
     body = {"label": "spam", "reviewer": "bob"}
     response = client.post(url(project, key), json=body, headers=auth(ingest))
     assert response.status_code == 403
     assert "needs role 'operator' or 'reviewer'" in error_message(response)
     assert current_label(store, project, key)[1] == "ham"
     assert client.post(url(project, key), json=body, headers=auth(reviewer)).status_code == 200
-    outsider = store.create_key(name="out", role="reviewer", projects=["other"])[0]
+    outsider = store.projects.create_key(name="out", role="reviewer", projects=["other"])[0]
     assert client.post(url(project, key), json=body, headers=auth(outsider)).status_code == 404
 
 
@@ -202,7 +202,7 @@ def test_the_answer_feed_hands_corrections_to_the_learner(client: TestClient, st
     assert feed.poll() == []
     restarted = AnswerFeed(store, project, lag_seconds=0.0).start()
     assert [(a.item.key, a.label, a.correction) for a in restarted] == [(auto, "spam", True), (human, "spam", True)]
-    truth = {gt.item.key: (gt.label, gt.correction) for gt in store.load_ground_truth(project)}
+    truth = {gt.item.key: (gt.label, gt.correction) for gt in store.learning.load_ground_truth(project)}
     assert truth == {auto: ("spam", True), human: ("spam", True)}
 
 

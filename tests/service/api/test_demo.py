@@ -24,9 +24,9 @@ def test_a_server_without_the_demo_says_it_is_not_running(client: TestClient, pr
 
 
 def answer(store: SqlStore, project: str, reviewer: str) -> None:
-    task = store.claim_review(project, reviewer=reviewer)
+    task = store.reviews.claim_review(project, reviewer=reviewer)
     assert task is not None
-    store.submit_reviews([ReviewAnswer(task.task_id, task.token, "spam")], project=project)
+    store.reviews.submit_reviews([ReviewAnswer(task.task_id, task.token, "spam")], project=project)
 
 
 def test_the_demo_route_reports_and_pauses_the_simulation(store: SqlStore, project: str, sink: RecordingSink) -> None:
@@ -38,7 +38,7 @@ def test_the_demo_route_reports_and_pauses_the_simulation(store: SqlStore, proje
     decide(store, project, ["escalate"] * 3)
     for reviewer in ("simulated-reviewer-1", "simulated-reviewer-2", "ana"):
         answer(store, project, reviewer)
-    keys = {role: store.create_key(name=role, role=role, projects=[project])[0]
+    keys = {role: store.projects.create_key(name=role, role=role, projects=[project])[0]
             for role in ("ingest", "reviewer", "operator")}
     with TestClient(app, raise_server_exceptions=False) as http:
         status = http.get(f"/projects/{project}/demo", headers=auth(keys["ingest"])).json()
@@ -63,7 +63,7 @@ def test_the_demo_route_reports_and_pauses_the_simulation(store: SqlStore, proje
 def test_another_project_than_the_demos_is_not_the_demo(store: SqlStore, project: str, sink: RecordingSink) -> None:
     sim = Simulation(load_rows(), DemoOptions(project="sms_spam"), ingest_key="k", reviewer_key="k", position=0)
     app = create_app(store.settings, store=store, feedback=sink, demo=sim)
-    key = store.create_key(name="op", role="operator")[0]
+    key = store.projects.create_key(name="op", role="operator")[0]
     with TestClient(app, raise_server_exceptions=False, headers=auth(key)) as http:
         assert http.get(f"/projects/{project}/demo").json()["running"] is False
         assert http.post(f"/projects/{project}/demo/reviewer", json={"paused": True}).status_code == 409

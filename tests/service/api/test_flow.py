@@ -26,7 +26,7 @@ def test_ingest_label_review_until_every_item_is_labeled(client: TestClient, pro
         body = {"items": [{"external_id": it.key, "data": {"text": it.text, "metadata": it.metadata}}
                           for it in items[start:start + 50]]}
         assert client.post(f"/projects/{project}/items", json=body).status_code == 200
-    policy = store.active_policy(project)
+    policy = store.projects.active_policy(project)
     worker = ProjectWorker(store, project, BatchLabeler(policy, keyword_tools(policy)), batch_size=32)
 
     async def drain() -> None:
@@ -64,7 +64,7 @@ def test_app_opens_its_own_engine_from_the_settings(tmp_path) -> None:  # type: 
     with TestClient(app) as client:
         assert client.get("/health").json() == {"status": "ok", "database": "ok"}
         store = app.state.store
-        key, _ = store.create_key(name="t", role="reviewer")
+        key, _ = store.projects.create_key(name="t", role="reviewer")
         assert client.get("/projects", headers={"X-API-Key": key}).json() == []
         assert isinstance(store, SqlStore) and store.settings.max_batch_items == 7
     assert app.state.settings is settings and not app.dependency_overrides

@@ -53,9 +53,10 @@ def routes(client: TestClient) -> list[tuple[str, str]]:
 def seeded(app: FastAPI, store: SqlStore, project: str) -> dict[str, str]:
     app.dependency_overrides[get_tool_factory] = lambda: keyword_tools
     keys = decide(store, project, ["accept", "escalate", "audit", "escalate"])
-    task = store.claim_review(project, reviewer="someone")
+    task = store.reviews.claim_review(project, reviewer="someone")
     assert task is not None
-    backtest = store.record_backtest(project, policy_version=1, active_version=1, actor="op", limit=1, batch_size=1,
+    backtest = store.audit.record_backtest(project, policy_version=1, active_version=1, actor="op", limit=1,
+                                           batch_size=1,
                                      seed=0, ground_truth=0, candidate=make_replay_summary(),
                                      active=make_replay_summary())
     return {"project": project, "task": str(task.task_id), "version": "1", "external_id": keys[0],

@@ -20,11 +20,11 @@ from tests.service.api.conftest import auth, decide
 def test_an_idempotency_key_left_running_by_a_dead_process_becomes_retryable(client: TestClient, project: str,
                                                                               store: SqlStore) -> None:
     body = {"items": [{"external_id": "i1", "data": {"text": "hello"}}]}
-    store.reserve_idempotent(project, "k-dead", "whatever", now=utcnow() - timedelta(hours=2))  # then it died
+    store.projects.reserve_idempotent(project, "k-dead", "whatever", now=utcnow() - timedelta(hours=2))  # then it died
     response = client.post(f"/projects/{project}/items", json=body, headers={"Idempotency-Key": "k-dead"})
     assert response.status_code == 200, response.text
     assert response.json()["inserted"] == ["i1"]
-    store.reserve_idempotent(project, "k-live", "whatever")  # one still running now: a retry must wait
+    store.projects.reserve_idempotent(project, "k-live", "whatever")  # one still running now: a retry must wait
     response = client.post(f"/projects/{project}/items", json=body, headers={"Idempotency-Key": "k-live"})
     assert response.status_code == 409
 
@@ -32,7 +32,7 @@ def test_an_idempotency_key_left_running_by_a_dead_process_becomes_retryable(cli
 def test_an_event_stream_ends_when_its_key_is_revoked(app: FastAPI, store: SqlStore, project: str) -> None:
     decide(store, project, ["accept"])
     app.state.settings = app.state.settings.model_copy(update={"events_recheck_seconds": 0.05})
-    key, record = store.create_key(name="feed", role="ingest")
+    key, record = store.projects.create_key(name="feed", role="ingest")
     lines: list[str] = []
 
     def follow() -> None:
@@ -40,7 +40,7 @@ def test_an_event_stream_ends_when_its_key_is_revoked(app: FastAPI, store: SqlSt
             for line in r.iter_lines():
                 lines.append(line)
                 if line.startswith("data:"):
-                    store.revoke_key(record.prefix)
+                    store.projects.revoke_key(record.prefix)
 
     reader = threading.Thread(target=follow, daemon=True)
     reader.start()

@@ -38,7 +38,7 @@ def test_a_lone_surrogate_anywhere_in_an_ingest_is_422(client: TestClient, proje
     body = ('{"items": [{"external_id": ' + item["external_id"] + ', "label": ' + item["label"] + ', "data": '
             '{"text": ' + item["data"]["text"] + ', "metadata": ' + item["data"]["metadata"] + "}}]}")
     assert post_raw(client, f"/projects/{project}/items", body) == 422
-    assert store.count_items(project)["pending"] == 0
+    assert store.items.count_items(project)["pending"] == 0
 
 
 def test_surrogates_in_reviewer_and_policy_reason_are_422(client: TestClient, project: str, store: SqlStore) -> None:

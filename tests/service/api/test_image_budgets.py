@@ -28,7 +28,7 @@ def test_a_calls_images_share_a_pixel_budget(client: TestClient, store: SqlStore
     response = client.post(f"/projects/{project}/items", json={"items": items})
     assert response.status_code == 422
     assert "items[3] (external_id 'p3')" in error_message(response) and "max_call_pixels" in error_message(response)
-    assert sum(store.count_items(project).values()) == 0
+    assert sum(store.items.count_items(project).values()) == 0
     assert client.post(f"/projects/{project}/items", json={"items": items[:3]}).status_code == 200
 
 

@@ -27,7 +27,7 @@ def b64(data: bytes) -> str:
 
 
 def stored(store: SqlStore, project: str) -> int:
-    return sum(store.count_items(project).values())
+    return sum(store.items.count_items(project).values())
 
 
 def test_base64_image_is_stored_apart_with_exif_metadata_and_a_thumbnail(
@@ -51,16 +51,16 @@ def test_base64_image_is_stored_apart_with_exif_metadata_and_a_thumbnail(
     assert response.status_code == 200, response.text
     assert response.json() == {"inserted": ["photo", "mine", "text"], "duplicates": []}
     # EXIF DateTimeOriginal and GPS become time, lat, lon (decimal degrees; W is negative) ...
-    assert store.get_item(project, "photo").meta == {
+    assert store.items.item_view(project, "photo").item.meta == {
         "camera": "phone",
         "time": "2021-08-29T16:55:00",
         "lat": pytest.approx(29.95),
         "lon": pytest.approx(-90.075),
     }
     # ... unless the client sent them (lat and lon go together)
-    assert store.get_item(project, "mine").meta == {"time": "2020-01-01T00:00:00", "lat": 1.5}
+    assert store.items.item_view(project, "mine").item.meta == {"time": "2020-01-01T00:00:00", "lat": 1.5}
     # the worker's claim carries the bytes as sent
-    _, items = store.claim_batch(project, worker="w", size=10)
+    _, items = store.items.claim_batch(project, worker="w", size=10)
     assert {it.key: it.image for it in items} == {"photo": photo, "mine": photo, "text": None}
 
     status = client.get(f"/projects/{project}/items/photo").json()
@@ -85,8 +85,8 @@ def test_multipart_upload_is_idempotent_by_external_id(client: TestClient, store
     response = client.post(url, files=files, data=form)
     assert response.status_code == 200, response.text
     assert response.json() == {"inserted": ["a", "b"], "duplicates": []}
-    assert store.get_item(project, "a").meta == {"site": 1}
-    assert store.get_item(project, "b").meta["time"] == "2021-08-29T16:55:00"
+    assert store.items.item_view(project, "a").item.meta == {"site": 1}
+    assert store.items.item_view(project, "b").item.meta["time"] == "2021-08-29T16:55:00"
     again = client.post(url, files=files[:1], data={"external_id": "a"})
     assert again.json() == {"inserted": [], "duplicates": ["a"]}
     assert stored(store, project) == 2
@@ -255,7 +255,7 @@ def test_image_url_is_fetched_safely_and_validated(
     store.settings = store.settings.model_copy(update={"fetch_allow_hosts": [image_server.netloc]})
     fetched = one("u", "/moved")
     assert fetched.json() == {"inserted": ["u"], "duplicates": []}
-    assert store.get_item(project, "u").meta["lat"] == pytest.approx(29.95)
+    assert store.items.item_view(project, "u").item.meta["lat"] == pytest.approx(29.95)
     assert client.get(f"/projects/{project}/items/u/thumbnail").status_code == 200
     for path, why in (
         ("/gone.png", f"fetch: {base}/gone.png answered HTTP 404, not 200"),
@@ -272,9 +272,11 @@ def test_image_url_is_fetched_safely_and_validated(
 def test_review_claims_link_the_thumbnail(client: TestClient, store: SqlStore, project: str) -> None:
     from tools.base import Item
 
-    store.ingest(project, [Item(key="pic/1", image=png(600, 300)), Item(key="plain", text="hi")])  # no thumbnail yet
-    token, claimed = store.claim_batch(project, worker="t", size=2)
-    store.record_batch(project, make_batch_result(store.active_policy(project), claimed, "escalate"), token)
+    store.items.ingest(project, [Item(key="pic/1", image=png(600, 300)), Item(key="plain",
+                                                                              text="hi")])  # no thumbnail yet
+    token, claimed = store.items.claim_batch(project, worker="t", size=2)
+    store.items.record_batch(project, make_batch_result(store.projects.active_policy(project), claimed, "escalate"),
+                             token)
     seen = {}
     for _ in range(2):
         task = client.post(f"/projects/{project}/reviews/claim", json={"reviewer": "ann"}).json()
@@ -282,7 +284,7 @@ def test_review_claims_link_the_thumbnail(client: TestClient, store: SqlStore, p
     assert seen == {"pic/1": f"/projects/{project}/items/pic%2F1/thumbnail", "plain": None}
     thumb = client.get(seen["pic/1"])  # made on first request, then kept
     assert thumb.status_code == 200 and Image.open(io.BytesIO(thumb.content)).size == (256, 128)
-    found = store.item_image(project, "pic/1")
+    found = store.items.item_image(project, "pic/1")
     assert found is not None and found[2] == thumb.content
 
 

@@ -14,8 +14,8 @@ from tests.service.api.conftest import decide, error_message
 
 def answer(store: SqlStore, project: str, truth: dict[str, str]) -> None:
     """Claim every open task one at a time, answering from ``truth`` (by item key)."""
-    while (task := store.claim_review(project, reviewer="alice")) is not None:
-        store.submit_reviews([ReviewAnswer(task.task_id, task.token, truth[task.item.key])], project=project)
+    while (task := store.reviews.claim_review(project, reviewer="alice")) is not None:
+        store.reviews.submit_reviews([ReviewAnswer(task.task_id, task.token, truth[task.item.key])], project=project)
 
 
 def test_calibration_curve_and_precision_history_from_four_audits(

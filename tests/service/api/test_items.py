@@ -29,15 +29,15 @@ def test_ingest_is_idempotent(client: TestClient, project: str, store: SqlStore)
     assert response.json() == {"inserted": ["a", "b"], "duplicates": ["a"]}
     response = client.post(f"/projects/{project}/items", json={"items": items("b", "c")})
     assert response.json() == {"inserted": ["c"], "duplicates": ["b"]}
-    assert store.count_items(project)["pending"] == 3
-    stored = store.get_item(project, "a")
+    assert store.items.count_items(project)["pending"] == 3
+    stored = store.items.item_view(project, "a").item
     assert (stored.text, stored.meta) == ("text of a", {"n": 1})
 
 
 def test_client_labels_are_kept_and_checked(client: TestClient, project: str, store: SqlStore) -> None:
     response = client.post(f"/projects/{project}/items", json={"items": items("a", label="spam")})
     assert response.status_code == 200
-    assert store.get_item(project, "a").client_label == "spam"
+    assert store.items.item_view(project, "a").item.client_label == "spam"
     response = client.post(f"/projects/{project}/items", json={"items": items("b", label="eggs")})
     assert response.status_code == 422
     assert error_message(response) == "client label 'eggs' is not in the project's labels ['ham', 'spam']"
@@ -108,8 +108,8 @@ def test_item_status_and_evidence(client: TestClient, project: str, store: SqlSt
 
 def test_leased_items_are_pending_for_clients(client: TestClient, project: str, store: SqlStore) -> None:
     client.post(f"/projects/{project}/items", json={"items": items("a")})
-    store.claim_batch(project, worker="w")
-    assert store.get_item(project, "a").status == "leased"
+    store.items.claim_batch(project, worker="w")
+    assert store.items.item_view(project, "a").item.status == "leased"
     assert client.get(f"/projects/{project}/items/a").json()["status"] == "pending"
 
 
@@ -126,12 +126,12 @@ def test_requeue_failed_items(client: TestClient, project: str, store: SqlStore)
     client.post(f"/projects/{project}/items", json={"items": items("a", "b", "c")})
     t0 = utcnow()
     for attempt in range(store.settings.max_attempts + 1):  # every claim's lease expires: the items fail
-        store.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
-    assert store.count_items(project)["failed"] == 3
+        store.items.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
+    assert store.items.count_items(project)["failed"] == 3
     response = client.post(f"/projects/{project}/items/requeue", json={"external_ids": ["a", "zzz"]})
     assert response.json() == {"requeued": ["a"], "unchanged": ["zzz"]}
     assert client.get(f"/projects/{project}/items/a").json()["status"] == "pending"
-    assert store.get_item(project, "a").attempts == 0
+    assert store.items.item_view(project, "a").item.attempts == 0
     response = client.post(f"/projects/{project}/items/requeue", json={})
     assert sorted(response.json()["requeued"]) == ["b", "c"]
     events = client.get(f"/projects/{project}/audit").json()["events"]
@@ -141,7 +141,7 @@ def test_requeue_failed_items(client: TestClient, project: str, store: SqlStore)
 def test_items_are_listed_by_status_a_page_at_a_time(client: TestClient, project: str, store: SqlStore) -> None:
     keys = decide(store, project, ["accept", "escalate", "accept"])  # labeled, in review, labeled
     client.post(f"/projects/{project}/items", json={"items": items("p1", "p2", "p3", label="spam")})
-    store.claim_batch(project, worker="w", size=1)  # p1 leased: still pending for clients
+    store.items.claim_batch(project, worker="w", size=1)  # p1 leased: still pending for clients
     url = f"/projects/{project}/items"
     everything = client.get(url).json()
     assert [i["external_id"] for i in everything["items"]] == [*keys, "p1", "p2", "p3"]  # arrival order
@@ -170,7 +170,7 @@ def test_failed_items_are_listed_with_their_errors(client: TestClient, project: 
     client.post(f"/projects/{project}/items", json={"items": items("a", "b")})
     t0 = utcnow()
     for attempt in range(store.settings.max_attempts + 1):  # every claim's lease expires: the items fail
-        store.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
+        store.items.claim_batch(project, worker="w", lease_seconds=1, now=t0 + timedelta(seconds=10 * attempt))
     failed = client.get(f"/projects/{project}/items", params={"status": "failed"}).json()["items"]
     assert [(i["external_id"], i["status"]) for i in failed] == [("a", "failed"), ("b", "failed")]
     assert {i["error"] for i in failed} == {lease_expired_reason(store.settings.max_attempts)}

@@ -25,8 +25,8 @@ def label_ids(store: SqlStore) -> list[int]:
 
 
 def settle_all(store: SqlStore, project: str) -> None:
-    tasks = store.claim_reviews(project, reviewer="oracle", limit=1000)
-    store.submit_reviews([ReviewAnswer(t.task_id, t.token, "ham") for t in tasks], project=project)
+    tasks = store.reviews.claim_reviews(project, reviewer="oracle", limit=1000)
+    store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, "ham") for t in tasks], project=project)
 
 
 @pytest.fixture

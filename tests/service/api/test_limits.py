@@ -60,7 +60,7 @@ def test_text_length_limit(client: TestClient, store: SqlStore, project: str) ->
     response = client.post(f"/projects/{project}/items", json={"items": items("a", "b", text="x" * (limit + 1))})
     assert (response.status_code, error_message(response)) == (
         422, f"items[0].data.text has {limit + 1} characters; at most {limit} are accepted")
-    assert store.count_items(project)["pending"] == 0
+    assert store.items.count_items(project)["pending"] == 0
 
 
 def test_batch_size_limit_message(client: TestClient, store: SqlStore, project: str) -> None:
@@ -118,7 +118,7 @@ def test_rate_limit_answers_429_with_retry_after(store: SqlStore, operator_key: 
     with TestClient(app, headers=auth(operator_key)) as client:
         codes = [client.get("/projects").status_code for _ in range(3)]
         response = client.get("/projects")
-        other = store.create_key(name="other", role="reviewer")[0]
+        other = store.projects.create_key(name="other", role="reviewer")[0]
         assert client.get("/projects", headers=auth(other)).status_code == 200  # buckets are per key
         assert client.get("/health").status_code == 200  # no key, no limit
     assert codes == [200, 200, 200]
@@ -149,7 +149,7 @@ def test_idempotency_key_replays_the_first_answer(client: TestClient, store: Sql
     assert (other.status_code, error_message(other)) == (
         409, "Idempotency-Key 'batch-1' was already used with a different request body; send a new key for a new "
              "request")
-    assert store.count_items(project)["pending"] == 2  # 'c' was not stored
+    assert store.items.count_items(project)["pending"] == 2  # 'c' was not stored
 
 
 def test_a_failed_request_gives_its_idempotency_key_back(client: TestClient, store: SqlStore, project: str) -> None:
@@ -162,7 +162,7 @@ def test_a_failed_request_gives_its_idempotency_key_back(client: TestClient, sto
 def test_idempotency_keys_are_per_project(client: TestClient, store: SqlStore, project: str) -> None:
     from tests.factories import make_policy
 
-    store.create_project("other", make_policy("other"))
+    store.projects.create_project("other", make_policy("other"))
     for name in (project, "other"):
         response = client.post(f"/projects/{name}/items", json={"items": items("a")}, headers={"Idempotency-Key": "x"})
         assert response.json()["inserted"] == ["a"]
@@ -198,4 +198,4 @@ def test_concurrent_ingest_of_one_external_id_stores_one_item(app: FastAPI, stor
         assert all(b == {"inserted": ["same"], "duplicates": []} for b in ok)
     else:
         assert sum(b["inserted"] == ["same"] for b in ok) == 1  # type: ignore[index]
-    assert store.count_items(project)["pending"] == 1
+    assert store.items.count_items(project)["pending"] == 1

@@ -27,8 +27,8 @@ def db_counts(store: SqlStore, table, column, project: str) -> dict[str, int]:  
 
 def answer(store: SqlStore, project: str, reviewer: str, labels: dict[str, str]) -> None:
     """``reviewer`` claims every task they may take and answers from ``labels`` (by item key)."""
-    tasks = store.claim_reviews(project, reviewer=reviewer, limit=100)
-    store.submit_reviews([ReviewAnswer(t.task_id, t.token, labels[t.item.key]) for t in tasks], project=project)
+    tasks = store.reviews.claim_reviews(project, reviewer=reviewer, limit=100)
+    store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, labels[t.item.key]) for t in tasks], project=project)
 
 
 @pytest.fixture
@@ -41,14 +41,14 @@ def busy(store: SqlStore, project: str) -> dict[str, str]:
     truth = {keys[1]: "ham", keys[2]: "ham", keys[4]: "ham", keys[5]: "spam", keys[6]: "spam", keys[7]: "spam"}
     answer(store, project, "alice", truth)
     decide(store, project, ["escalate", "escalate", "accept"], start=20, threshold=0.85)
-    store.claim_review(project, reviewer="bob")
-    store.create_project("pair", make_policy("pair", overlap=2, max_overlap=2))
+    store.reviews.claim_review(project, reviewer="bob")
+    store.projects.create_project("pair", make_policy("pair", overlap=2, max_overlap=2))
     pair = decide(store, "pair", ["escalate", "escalate"])
     answer(store, "pair", "ann", {pair[0]: "ham", pair[1]: "ham"})
     answer(store, "pair", "ben", {pair[0]: "ham", pair[1]: "spam"})
     for version in ("clf-1", "clf-2"):
-        store.save_model_version(project, f"{project}/1", ModelInfo("clf", version, 10))
-    store.save_model_version(project, f"{project}/1", ModelInfo("knn", "knn-1", 10))
+        store.learning.save_model_version(project, f"{project}/1", ModelInfo("clf", version, 10))
+    store.learning.save_model_version(project, f"{project}/1", ModelInfo("knn", "knn-1", 10))
     return truth
 
 

@@ -23,14 +23,14 @@ def test_list_and_create_versions(client: TestClient, project: str, store: SqlSt
     assert (created["version"], created["active"]) == (2, False)
     assert created["policy"]["target_precision"] == 0.9
     assert created["policy"]["version"] == 2
-    assert store.get_policy(project, 2).target_precision == 0.9
+    assert store.projects.get_policy(project, 2).target_precision == 0.9
     listed = client.get(f"/projects/{project}/policies").json()
     assert [(p["version"], p["active"]) for p in listed] == [(1, True), (2, False)]
     yaml_text = dumps_policy(make_policy(project, version=3, audit_rate=0.1))
     response = client.post(f"/projects/{project}/policies", json={"policy": yaml_text, "activate": True})
     assert (response.status_code, response.json()["version"], response.json()["active"]) == (201, 3, True)
     assert client.get(f"/projects/{project}/policies/3").json()["policy"]["audit_rate"] == 0.1
-    assert store.active_policy(project).version == 3
+    assert store.projects.active_policy(project).version == 3
 
 
 def test_invalid_versions_name_the_field(client: TestClient, project: str) -> None:
@@ -64,7 +64,7 @@ def test_activate_and_roll_back(client: TestClient, project: str, store: SqlStor
     assert client.post(f"{url}/3/activate").json() == {"project": project, "active_version": 3, "previous_version": 2}
     assert client.post(f"{url}/rollback").json() == {"project": project, "active_version": 2, "previous_version": 3}
     assert client.post(f"{url}/rollback").json() == {"project": project, "active_version": 1, "previous_version": 2}
-    assert store.active_policy(project).version == 1
+    assert store.projects.active_policy(project).version == 1
     assert client.post(f"{url}/rollback").status_code == 409
     response = client.post(f"{url}/8/activate")
     assert (response.status_code, error_message(response)) == (404, "policy version 8 does not exist in this project")

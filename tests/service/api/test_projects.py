@@ -27,7 +27,7 @@ def test_policy_project_defaults_to_the_name(client: TestClient, store: SqlStore
     data = policy_json(make_policy("x"))
     del data["project"], data["version"]
     assert client.post("/projects", json={"name": "named", "policy": data}).status_code == 201
-    assert store.active_policy("named").key == "named/1"
+    assert store.projects.active_policy("named").key == "named/1"
 
 
 def test_existing_project_is_a_conflict(client: TestClient) -> None:

@@ -57,7 +57,7 @@ def test_submit_settles_the_item_and_notifies(client: TestClient, project: str, 
 
 
 def test_overlap_waits_for_a_second_reviewer(client: TestClient, store: SqlStore) -> None:
-    store.create_project("dup", make_policy("dup", overlap=2, max_overlap=2))
+    store.projects.create_project("dup", make_policy("dup", overlap=2, max_overlap=2))
     decide(store, "dup", ["escalate"])
     first = claim(client, "dup", "alice")
     body = client.post(f"/reviews/{first['task_id']}/submit", json={"lease_token": first["lease_token"],
@@ -78,12 +78,12 @@ def test_stale_and_foreign_tokens_are_conflicts(client: TestClient, project: str
     response = client.post(f"{url}/submit", json={"lease_token": "someone-elses", "label": "ham"})
     assert (response.status_code, error_message(response)) == (409, stale)
     # alice's lease runs out and bob takes the task: her token is stale for every call
-    bob = store.claim_review(project, reviewer="bob", now=utcnow() + timedelta(days=1))
+    bob = store.reviews.claim_review(project, reviewer="bob", now=utcnow() + timedelta(days=1))
     assert bob is not None and bob.task_id == task["task_id"]
     for action, extra in (("submit", {"label": "ham"}), ("heartbeat", {}), ("skip", {}), ("release", {})):
         response = client.post(f"{url}/{action}", json={"lease_token": task["lease_token"], **extra})
         assert (response.status_code, error_message(response)) == (409, stale), action
-    assert store.count_tasks(project) == {"open": 0, "claimed": 1, "done": 0}
+    assert store.reviews.count_tasks(project) == {"open": 0, "claimed": 1, "done": 0}
 
 
 def test_bad_label_unknown_task_and_bad_bodies(client: TestClient, project: str, store: SqlStore) -> None:
@@ -128,7 +128,7 @@ def test_skip_passes_the_task_to_someone_else(client: TestClient, project: str, 
     again = claim(client, project, "alice")
     assert again["item"]["external_id"] == keys[0]  # not the skipped one
     assert claim(client, project, "bob")["item"]["external_id"] == keys[1]
-    later = store.claim_review(project, reviewer="alice", now=utcnow() + timedelta(hours=2))
+    later = store.reviews.claim_review(project, reviewer="alice", now=utcnow() + timedelta(hours=2))
     assert later is not None and later.item.key == keys[1]  # the skip wore off (bob's lease expired meanwhile)
 
 
@@ -137,7 +137,7 @@ def test_release_returns_the_task(client: TestClient, project: str, store: SqlSt
     task = claim(client, project, "alice")
     response = client.post(f"/reviews/{task['task_id']}/release", json={"lease_token": task["lease_token"]})
     assert response.json() == {"task_id": task["task_id"], "status": "open"}
-    assert store.count_tasks(project)["open"] == 1
+    assert store.reviews.count_tasks(project)["open"] == 1
     assert claim(client, project, "alice")["task_id"] == task["task_id"]  # released, not skipped: offered again
 
 
@@ -174,7 +174,7 @@ def test_a_failing_feedback_sink_does_not_fail_the_answer(store: SqlStore, proje
         response = client.post(f"/reviews/{task['task_id']}/submit", json={"lease_token": task["lease_token"],
                                                                             "label": "spam"})
     assert response.status_code == 200
-    assert store.count_tasks(project)["done"] == 1
+    assert store.reviews.count_tasks(project)["done"] == 1
 
 
 
@@ -183,11 +183,11 @@ def test_cold_start_reviews_are_blind_like_audits(client: TestClient, project: s
     from tests.factories import make_batch_result, make_items
 
     items = make_items(1, prefix="cold")
-    store.ingest(project, items)
-    token, claimed = store.claim_batch(project, worker="test", size=1)
-    result = make_batch_result(store.active_policy(project), claimed, ["escalate"], threshold=None)
+    store.items.ingest(project, items)
+    token, claimed = store.items.claim_batch(project, worker="test", size=1)
+    result = make_batch_result(store.projects.active_policy(project), claimed, ["escalate"], threshold=None)
     result.decisions[0].review_kind = "cold_start"
-    store.record_batch(project, result, token)
+    store.items.record_batch(project, result, token)
     task = claim(client, project, "alice")
     assert task["kind"] == "cold_start"
     assert (task["suggestion"], task["confidence"], task["evidence"]) == (None, None, None)

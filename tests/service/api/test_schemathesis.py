@@ -34,9 +34,9 @@ def _build() -> tuple[FastAPI, dict[str, str]]:
     engine = make_engine(f"sqlite:///{Path(tempfile.mkdtemp(prefix='labelagent-st-')) / 'st.db'}")
     create_all(engine)
     store = SqlStore(engine, Settings(max_batch_items=50))
-    store.create_project("demo", make_policy("demo"))
+    store.projects.create_project("demo", make_policy("demo"))
     decide(store, "demo", ["escalate", "accept", "audit"])
-    keys = {role: store.create_key(name=f"schemathesis-{role}", role=role)[0]
+    keys = {role: store.projects.create_key(name=f"schemathesis-{role}", role=role)[0]
             for role in ("operator", "ingest", "reviewer")}
     app = create_app(store.settings.model_copy(update={"rate_limit_per_second": 0}), store=store)
     app.dependency_overrides[get_tool_factory] = lambda: keyword_tools

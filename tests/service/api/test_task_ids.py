@@ -18,7 +18,7 @@ SPELLINGS = ["+{}", "{}.0", "0{}", "{}%20", "%20{}", " {}", "{}_", "+0{}", "{}e0
 @pytest.fixture
 def foreign_task(store: SqlStore, client: TestClient) -> dict:
     """A task of project 'theirs', claimed by an operator: its id and lease token."""
-    store.create_project("theirs", make_policy("theirs"))
+    store.projects.create_project("theirs", make_policy("theirs"))
     decide(store, "theirs", ["escalate"])
     response = client.post("/projects/theirs/reviews/claim", json={"reviewer": "op"})
     assert response.status_code == 200
@@ -27,8 +27,8 @@ def foreign_task(store: SqlStore, client: TestClient) -> dict:
 
 def test_non_canonical_task_ids_never_reach_another_projects_task(app: FastAPI, store: SqlStore,
                                                                   foreign_task: dict) -> None:
-    store.create_project("mine", make_policy("mine"))
-    key = store.create_key(name="r", role="reviewer", projects=["mine"])[0]
+    store.projects.create_project("mine", make_policy("mine"))
+    key = store.projects.create_key(name="r", role="reviewer", projects=["mine"])[0]
     task, token = foreign_task["task_id"], foreign_task["lease_token"]
     with TestClient(app, raise_server_exceptions=False, headers=auth(key)) as reviewer:
         for spelling in [s.format(task) for s in SPELLINGS] + [str(task)]:
@@ -37,7 +37,7 @@ def test_non_canonical_task_ids_never_reach_another_projects_task(app: FastAPI, 
                                  ("release", {"lease_token": token})):
                 response = reviewer.post(f"/reviews/{spelling}/{action}", json=body)
                 assert response.status_code in (404, 422), (spelling, action, response.status_code, response.text)
-    assert store.count_tasks("theirs")["claimed"] == 1  # nothing was submitted, skipped or released
+    assert store.reviews.count_tasks("theirs")["claimed"] == 1  # nothing was submitted, skipped or released
 
 
 def test_canonical_ids_still_work(client: TestClient, store: SqlStore, foreign_task: dict) -> None:
@@ -51,11 +51,11 @@ def test_the_store_checks_the_scope_again(store: SqlStore, foreign_task: dict) -
     task, token = foreign_task["task_id"], foreign_task["lease_token"]
     scope = frozenset({"mine"})
     with pytest.raises(NotFoundError):
-        store.extend_review_lease(task, token, projects=scope)
+        store.reviews.extend_review_lease(task, token, projects=scope)
     with pytest.raises(NotFoundError):
-        store.skip_review(task, token, seconds=60, projects=scope)
+        store.reviews.skip_review(task, token, seconds=60, projects=scope)
     with pytest.raises(NotFoundError):
-        store.release_review(task, token, projects=scope)
+        store.reviews.release_review(task, token, projects=scope)
     with pytest.raises(NotFoundError):
-        store.submit_review(task, token, "ham", project="theirs", projects=scope)
-    assert store.count_tasks("theirs")["claimed"] == 1
+        store.reviews.submit_review(task, token, "ham", project="theirs", projects=scope)
+    assert store.reviews.count_tasks("theirs")["claimed"] == 1

@@ -160,7 +160,7 @@ async def await_until(predicate: Callable[[], bool], *, timeout: float, what: st
 
 def labels_per_item(store: SqlStore, project: str) -> dict[str, int]:
     """external id -> number of label rows, for every item of the project (0 when unlabeled)."""
-    pid = store.get_project(project).id
+    pid = store.projects.get_project(project).id
     with read_tx(store.engine) as conn:
         query = (select(item_t.c.external_id, func.count(label_t.c.id))
                  .select_from(item_t.outerjoin(label_t, label_t.c.item_id == item_t.c.id))
@@ -169,20 +169,20 @@ def labels_per_item(store: SqlStore, project: str) -> dict[str, int]:
 
 
 def labels_per_item_version(store: SqlStore, project: str) -> Counter[tuple[int, int]]:
-    pid = store.get_project(project).id
+    pid = store.projects.get_project(project).id
     with read_tx(store.engine) as conn:
         rows = conn.execute(select(label_t.c.item_id, label_t.c.policy_version).where(label_t.c.project_id == pid))
         return Counter((r[0], r[1]) for r in rows)
 
 
 def reviews_per_task(store: SqlStore, project: str) -> Counter[int]:
-    pid = store.get_project(project).id
+    pid = store.projects.get_project(project).id
     with read_tx(store.engine) as conn:
         return Counter(conn.execute(select(review_t.c.task_id).where(review_t.c.project_id == pid)).scalars())
 
 
 def all_labeled(store: SqlStore, project: str, n: int) -> Callable[[], bool]:
-    return lambda: store.count_items(project)["labeled"] >= n
+    return lambda: store.items.count_items(project)["labeled"] >= n
 
 
 # --- a scripted reviewer ---------------------------------------------------------------------------------------
@@ -212,7 +212,7 @@ class Reviewer:
         idle = 0.01
         try:
             while not self.stop.is_set():
-                task = self.store.claim_review(self.project, reviewer=self.name)
+                task = self.store.reviews.claim_review(self.project, reviewer=self.name)
                 if task is None:  # an empty queue: back off, as a person would
                     self.stop.wait(idle)
                     idle = min(idle * 2, 0.25)
@@ -220,7 +220,7 @@ class Reviewer:
                 idle = 0.01
                 claim = Claim(task.task_id, self.name, time.monotonic())
                 self.claims.append(claim)
-                self.store.submit_reviews([ReviewAnswer(task.task_id, task.token, self.truth(task.item))],
+                self.store.reviews.submit_reviews([ReviewAnswer(task.task_id, task.token, self.truth(task.item))],
                                           project=self.project)
                 claim.submitted = time.monotonic()
         except BaseException as exc:  # reported by the test
@@ -298,7 +298,7 @@ def run_source_worker(store: SqlStore, project: str, source: str, n: int, *, dra
     reviewers = [Reviewer(store, project, f"r{i}", stop) for i in range(4)]
     threads = [r.start() for r in reviewers]
     try:
-        wait_until(lambda: sum(store.count_items(project).values()) == n, timeout=60, what=f"{n} items stored")
+        wait_until(lambda: sum(store.items.count_items(project).values()) == n, timeout=60, what=f"{n} items stored")
         wait_until(all_labeled(store, project, n), timeout=60, what=f"{n} items labeled")
         wait_until(drained, timeout=30, what=drained_what)
     finally:

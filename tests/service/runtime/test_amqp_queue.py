@@ -113,7 +113,7 @@ def test_amqp_address_parsing() -> None:
 
 def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, queue: str) -> None:
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(20)
     notified: list[str] = []
@@ -140,7 +140,7 @@ def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, queue: str
         await source.close()
 
     asyncio.run(consume())
-    assert store.count_items(project)["pending"] == 21 and set(notified) == {project}
+    assert store.items.count_items(project)["pending"] == 21 and set(notified) == {project}
     assert asyncio.run(ready_count(queue)) == 0, "everything acknowledged: nothing came back on close"
     dead = asyncio.run(drain(f"{queue}.dead"))
     by_key = {(json.loads(b)["external_id"] if b.startswith(b"{") else "raw"): h for b, h in dead}
@@ -156,7 +156,7 @@ def test_a_database_error_requeues_the_batch(store: SqlStore, queue: str, tmp_pa
     from sqlalchemy import create_engine
 
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(10)
     broken = SqlStore(create_engine(f"sqlite:///{tmp_path / 'no-schema.db'}"), store.settings)
@@ -186,7 +186,7 @@ def test_a_database_error_requeues_the_batch(store: SqlStore, queue: str, tmp_pa
         await healthy.close()
 
     asyncio.run(consume())
-    assert store.count_items(project)["pending"] == 10
+    assert store.items.count_items(project)["pending"] == 10
     assert asyncio.run(ready_count(queue)) == 0
     assert asyncio.run(drain(f"{queue}.dead")) == []
 
@@ -196,7 +196,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
                                                                               queue: str) -> None:
     n = 2000
     policy = broker_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(n)
     source = source_url(queue, prefetch=200)
@@ -214,7 +214,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
             msgs.extend(got)
         assert len(msgs) == 300, "prefetch bounds what one consumer holds unacknowledged"
         first = [json.loads(m.body) for m in msgs[:100]]
-        store.ingest(project, [Item(key=f["external_id"], text=f["data"]["text"]) for f in first])
+        store.items.ingest(project, [Item(key=f["external_id"], text=f["data"]["text"]) for f in first])
         await setup.close()
 
     asyncio.run(doomed())

@@ -38,7 +38,7 @@ def flip(label: str) -> str:
 
 def test_a_correction_trains_the_workers_learner_and_not_its_calibration(store: SqlStore) -> None:
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     stop = threading.Event()
     reviewer = Reviewer(store, project, "alice", stop)
@@ -49,16 +49,17 @@ def test_a_correction_trains_the_workers_learner_and_not_its_calibration(store: 
         task = asyncio.create_task(runtime.run())
         thread = reviewer.start()
         try:
-            store.ingest(project, stream_items(300))
+            store.items.ingest(project, stream_items(300))
             runtime.notify(project)
             await await_until(all_labeled(store, project, 300), timeout=30, what="300 items labeled")
-            store.ingest(project, stream_items(300, start=300))  # after learning from the first wave: auto labels
+            store.items.ingest(project, stream_items(300, start=300))  # after learning from the first wave: auto labels
             runtime.notify(project)
             await await_until(all_labeled(store, project, 600), timeout=30, what="600 items labeled")
             labeler = runtime.labeler(project)
             assert labeler is not None
             learner = labeler.learner
-            await await_until(lambda: runtime.stats.answers == store.count_labels(project)["human"], timeout=10,
+            await await_until(lambda: runtime.stats.answers == store.learning.count_labels(project)["human"],
+                              timeout=10,
                               what="every answer fed to the learner")
             calibration = (tuple(learner._iid_rows), tuple(learner._iid_y), tuple(learner._audits))
             n = learner.n_ground_truth
@@ -66,7 +67,8 @@ def test_a_correction_trains_the_workers_learner_and_not_its_calibration(store: 
             for source in ("agent", "human"):  # an auto label, and the first (cold-start) review's label
                 key, label = first_label_of(store, source)
                 corrected[key] = flip(label)
-                outcome = store.correct_label(project, key, corrected[key], reviewer="ops", note=None, actor="test")
+                outcome = store.audit.correct_label(project, key, corrected[key], reviewer="ops", note=None,
+                                                    actor="test")
                 assert outcome.correction is not None
             runtime.notify(project)
             await await_until(lambda: runtime.stats.answers == answers + 2, timeout=10,

@@ -121,7 +121,7 @@ class CountingVoter(KeywordVoter):
 
 def test_runtime_rides_out_dropped_connections(store: SqlStore) -> None:
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     flaky = FlakyStore(store)
     stop = threading.Event()
@@ -136,10 +136,10 @@ def test_runtime_rides_out_dropped_connections(store: SqlStore) -> None:
         # decide (it reads their calibration records), and the next items, while its connections drop
         b = WorkerRuntime(store, Settings(**FAST), name="b", tools_factory=fast_tools, batch_size=50)
         task_b = asyncio.create_task(b.run())
-        store.ingest(project, stream_items(150))
+        store.items.ingest(project, stream_items(150))
         try:
             await await_until(
-                lambda: store.count_items(project)["in_review"] == 150, timeout=30, what="b's 150 items in review"
+                lambda: store.items.count_items(project)["in_review"] == 150, timeout=30, what="b's 150 items in review"
             )
         finally:
             b.stop()
@@ -166,10 +166,10 @@ def test_runtime_rides_out_dropped_connections(store: SqlStore) -> None:
                 flaky.fail[method] = n
             flaky.commit_then_fail["record_batch"] = 1  # committed, but the worker never heard back
             thread = reviewer.start()
-            store.ingest(project, stream_items(300, start=150))
+            store.items.ingest(project, stream_items(300, start=150))
             await await_until(all_labeled(store, project, 450), timeout=60, what="all 450 items labeled")
             await await_until(
-                lambda: a.stats.answers == store.count_labels(project)["human"],
+                lambda: a.stats.answers == store.learning.count_labels(project)["human"],
                 timeout=30,
                 what="every answer fed to a's learner",
             )
@@ -189,7 +189,7 @@ def test_runtime_rides_out_dropped_connections(store: SqlStore) -> None:
     assert flaky.failed["load_calibration_for"] == 1
     per_item = labels_per_item(store, project)
     assert len(per_item) == 450 and set(per_item.values()) == {1}, "every item labeled exactly once"
-    assert store.count_items(project)["failed"] == 0, "a dropped connection is not a poison item"
+    assert store.items.count_items(project)["failed"] == 0, "a dropped connection is not a poison item"
     # the write is retried, the graph run is not (no bisection as if the items were poison): one run per item
     assert len(runs) == 300 and set(runs.values()) == {1}, "no batch of worker a ran twice"
     assert a.stats.items == 300 and b.stats.items == 150

@@ -95,7 +95,7 @@ class ResilientReviewer(Reviewer):
 
 def _labeled(store: SqlStore, project: str) -> int | None:
     try:
-        return store.count_items(project)["labeled"]
+        return store.items.count_items(project)["labeled"]
     except Exception as exc:
         if is_transient(exc):
             return None  # PostgreSQL is restarting
@@ -110,7 +110,7 @@ def test_workers_survive_sigkills_and_a_postgres_restart(postgres_engine: Engine
     store = SqlStore(postgres_engine, Settings(review_lease_seconds=3))  # a claim lost in the restart returns
     policy = runtime_policy()
     project = policy.project
-    store.create_project(project, policy)
+    store.projects.create_project(project, policy)
     url = engine_url(postgres_engine)
     counter = iter(range(10_000))
     names: dict[int, str] = {}
@@ -146,7 +146,7 @@ def test_workers_survive_sigkills_and_a_postgres_restart(postgres_engine: Engine
     timeline: list[tuple[float, int | None]] = []
     start = time.monotonic()
     try:
-        store.ingest(project, stream_items(n))
+        store.items.ingest(project, stream_items(n))
         deadline = start + 120
         next_kill, next_kill_items = start + KILL_EVERY, KILL_EVERY_ITEMS
         while True:
@@ -195,7 +195,7 @@ def test_workers_survive_sigkills_and_a_postgres_restart(postgres_engine: Engine
     assert len(per_item) == n and set(per_item.values()) == {1}, "every item labeled exactly once, none lost"
     assert set(labels_per_item_version(store, project).values()) == {1}
     assert set(reviews_per_task(store, project).values()) == {1}, "one answer per task (overlap 1), none twice"
-    assert store.count_items(project)["labeled"] == n
+    assert store.items.count_items(project)["labeled"] == n
     print(
         f"\nfault test: {n} items in {elapsed:.1f}s, {len(killed)} workers killed, PostgreSQL restart took "
         f"{outage[0]:.1f}s"

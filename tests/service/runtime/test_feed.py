@@ -22,7 +22,7 @@ class Clock:
 
 def _human_label(store: SqlStore, project: str, key: str, label: str, label_id: int) -> None:
     """Insert a human label with a chosen id (as a transaction that took its id earlier would commit it)."""
-    pid = store.get_project(project).id
+    pid = store.projects.get_project(project).id
     with write_tx(store.engine) as conn:
         item_id = conn.execute(select(item_t.c.id).where(item_t.c.external_id == key)).scalar_one()
         conn.execute(insert(label_t).values(id=label_id, project_id=pid, item_id=item_id, policy_version=1,
@@ -32,9 +32,9 @@ def _human_label(store: SqlStore, project: str, key: str, label: str, label_id: 
 
 def test_feed_delivers_late_commits_once(store: SqlStore) -> None:
     policy = make_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
-    store.ingest(project, make_items(6))
+    store.items.ingest(project, make_items(6))
     clock = Clock()
     feed = AnswerFeed(store, project, lag_seconds=30, clock=clock)
     assert feed.start() == []
@@ -55,21 +55,22 @@ def test_feed_delivers_late_commits_once(store: SqlStore) -> None:
 
 def test_feed_start_returns_latest_answer_per_item_and_skips_agent_labels(store: SqlStore) -> None:
     policy = make_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
-    store.ingest(project, make_items(4))
-    token, items = store.claim_batch(project, worker="w", size=4)
+    store.items.ingest(project, make_items(4))
+    token, items = store.items.claim_batch(project, worker="w", size=4)
     from tests.factories import make_batch_result
 
-    store.record_batch(project, make_batch_result(policy, items, ["accept", "escalate", "escalate", "audit"]), token)
-    tasks = store.claim_reviews(project, reviewer="r", limit=10)
-    store.submit_reviews([ReviewAnswer(t.task_id, t.token, "spam") for t in tasks[:2]], project=project)
+    store.items.record_batch(project, make_batch_result(policy, items, ["accept", "escalate", "escalate", "audit"]),
+                             token)
+    tasks = store.reviews.claim_reviews(project, reviewer="r", limit=10)
+    store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, "spam") for t in tasks[:2]], project=project)
     feed = AnswerFeed(store, project, lag_seconds=30)
     loaded = feed.start()
     assert sorted(a.item.key for a in loaded) == sorted(t.item.key for t in tasks[:2])
     assert all(a.label == "spam" for a in loaded)
     assert feed.poll() == []
-    store.submit_reviews([ReviewAnswer(tasks[2].task_id, tasks[2].token, "ham")], project=project)
+    store.reviews.submit_reviews([ReviewAnswer(tasks[2].task_id, tasks[2].token, "ham")], project=project)
     assert [(a.item.key, a.label) for a in feed.poll()] == [(tasks[2].item.key, "ham")]
     with read_tx(store.engine) as conn:
         assert conn.execute(select(label_t.c.id).where(label_t.c.source == "human")).all()

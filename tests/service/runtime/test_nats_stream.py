@@ -131,7 +131,7 @@ def test_nats_address_parsing() -> None:
 
 def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, stream: str) -> None:
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(20)
     notified: list[str] = []
@@ -156,7 +156,7 @@ def test_handle_stores_once_dead_letters_and_goes_on(store: SqlStore, stream: st
         await source.close()
 
     asyncio.run(consume())
-    assert store.count_items(project)["pending"] == 21 and set(notified) == {project}
+    assert store.items.count_items(project)["pending"] == 21 and set(notified) == {project}
     assert asyncio.run(consumer_state(stream))[:2] == (0, 0), "everything acknowledged (or terminated)"
     dead = asyncio.run(dead_letters(stream, f"{stream}.dead"))
     assert len(dead) == 4
@@ -174,7 +174,7 @@ def test_a_database_error_gives_the_batch_back(store: SqlStore, stream: str, tmp
     from sqlalchemy import create_engine
 
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(10)
     broken = SqlStore(create_engine(f"sqlite:///{tmp_path / 'no-schema.db'}"), store.settings)
@@ -201,7 +201,7 @@ def test_a_database_error_gives_the_batch_back(store: SqlStore, stream: str, tmp
         await healthy.close()
 
     asyncio.run(consume())
-    assert store.count_items(project)["pending"] == 10
+    assert store.items.count_items(project)["pending"] == 10
     assert asyncio.run(consumer_state(stream))[:2] == (0, 0), "everything acknowledged"
     assert asyncio.run(dead_letters(stream, f"{stream}.dead")) == []
 
@@ -211,7 +211,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
                                                                               stream: str) -> None:
     n = 2000
     policy = broker_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(n)
     source = f"{NATS_URL}/{stream}?ack_wait=1&batch=200"
@@ -232,7 +232,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
                 msgs.extend(await sub.fetch(300 - len(msgs), timeout=2))
         assert len(msgs) == 300
         first = [json.loads(m.data) for m in msgs[:100]]
-        store.ingest(project, [Item(key=f["external_id"], text=f["data"]["text"]) for f in first])
+        store.items.ingest(project, [Item(key=f["external_id"], text=f["data"]["text"]) for f in first])
         await nc.close()
 
     asyncio.run(doomed())

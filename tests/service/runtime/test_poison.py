@@ -36,11 +36,11 @@ def test_a_poison_item_fails_with_its_reason_and_the_others_are_labeled(store: S
     store = SqlStore(store.engine, settings)
     policy = runtime_policy()
     project = policy.project
-    store.create_project(project, policy)
-    store.ingest(project, stream_items(120))
+    store.projects.create_project(project, policy)
+    store.items.ingest(project, stream_items(120))
 
     def settled() -> bool:
-        counts = store.count_items(project)
+        counts = store.items.count_items(project)
         return counts["failed"] == 1 and counts["labeled"] + counts["in_review"] == 119
 
     async def main() -> WorkerRuntime:
@@ -54,16 +54,17 @@ def test_a_poison_item_fails_with_its_reason_and_the_others_are_labeled(store: S
         return runtime
 
     runtime = asyncio.run(main())
-    item = store.get_item(project, POISON)
+    item = store.items.item_view(project, POISON).item
     assert item.status == "failed" and item.attempts == 3
     assert item.error is not None and item.error.startswith(f"ValueError: cannot parse item {POISON}")
     assert len(item.error) <= 2000
     status = item_status(store=store, project=project, external_id=POISON)
     assert status.status == "failed" and status.error == item.error
-    assert all(store.get_item(project, it.key).error is None for it in stream_items(120) if it.key != POISON)
+    assert all(store.items.item_view(project,
+                                     it.key).item.error is None for it in stream_items(120) if it.key != POISON)
     assert runtime.stats.items == 119 and runtime.stats.errors >= 3
 
-    assert store.requeue_failed(project, keys=[POISON], actor="op") == [POISON]
-    again = store.get_item(project, POISON)
+    assert store.audit.requeue_failed(project, keys=[POISON], actor="op") == [POISON]
+    again = store.items.item_view(project, POISON).item
     assert (again.status, again.attempts, again.error) == ("pending", 0, None)
     assert item_status(store=store, project=project, external_id=POISON).error is None

@@ -39,7 +39,7 @@ from tests.service.runtime.helpers import (
 
 def _ingest(store: SqlStore, project: str, n: int, *, start: int = 0) -> None:
     for i in range(start, start + n, 1000):
-        store.ingest(project, stream_items(min(1000, start + n - i), start=i))
+        store.items.ingest(project, stream_items(min(1000, start + n - i), start=i))
 
 
 @pytest.mark.slow
@@ -48,7 +48,7 @@ def test_four_worker_processes_and_twenty_reviewers(postgres_engine: Engine) -> 
     n = 5000
     store = SqlStore(postgres_engine, Settings())
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     first = 500
     _ingest(store, project, first)
@@ -85,7 +85,7 @@ def test_four_worker_processes_and_twenty_reviewers(postgres_engine: Engine) -> 
     per_task = reviews_per_task(store, project)
     assert set(per_task) == set(claims) and set(per_task.values()) == {1}, "one answer per task at overlap 1"
     assert all(c.submitted is not None for r in reviewers for c in r.claims)
-    counts = store.count_labels(project)
+    counts = store.learning.count_labels(project)
     assert counts["human"] == len(claims) and counts["agent"] + counts["human"] == n
 
 
@@ -110,9 +110,9 @@ def test_a_killed_worker_s_batch_is_labeled_once_after_its_lease_expires(engine:
     settings = {**FAST, "lease_seconds": lease}
     store = SqlStore(engine, Settings(**settings))  # type: ignore[arg-type]
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
-    store.ingest(project, stream_items(200))
+    store.items.ingest(project, stream_items(200))
     doomed = SPAWN.Process(target=worker_process, args=(engine_url(engine), "doomed", settings, "stalling", 50))
     doomed.start()
     try:

@@ -79,7 +79,7 @@ def test_stream_address_and_entry_parsing() -> None:
 def test_handle_stores_once_and_dead_letters_bad_entries(store: SqlStore, redis_client: redis.Redis,
                                                          stream: str) -> None:
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(20)
     for item in items:
@@ -104,7 +104,7 @@ def test_handle_stores_once_and_dead_letters_bad_entries(store: SqlStore, redis_
         await source.redis.aclose()
 
     asyncio.run(consume())
-    assert store.count_items(project)["pending"] == 20 and notified == [project]
+    assert store.items.count_items(project)["pending"] == 20 and notified == [project]
     assert redis_client.xpending(stream, "labelagent")["pending"] == 0, "everything acknowledged"
     dead = {f["external_id"]: f for _, f in redis_client.xrange(f"{stream}:dead")}
     assert set(dead) == {"bad-json", "lost", "bad-label"}
@@ -117,7 +117,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_reclaims(store: Sql
                                                                       stream: str) -> None:
     n = 2000
     policy = broker_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(n)
     redis_client.xgroup_create(stream, "labelagent", id="0", mkstream=True)
@@ -131,7 +131,7 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_reclaims(store: Sql
     # A consumer reads 300 entries, stores the first 100 of them, and dies before acknowledging any.
     dead = redis_client.xreadgroup("labelagent", "doomed", {stream: ">"}, count=300)[0][1]
     assert len(dead) == 300
-    store.ingest(project, [Item(key=f["external_id"], text=json.loads(f["data"])["text"]) for _, f in dead[:100]])
+    store.items.ingest(project, [Item(key=f["external_id"], text=json.loads(f["data"])["text"]) for _, f in dead[:100]])
 
     source = f"{REDIS_URL}/{stream}?consumer=rescuer&claim_idle_ms=300&count=200"
     run_source_worker(store, project, source, n,

@@ -47,7 +47,7 @@ def test_a_good_message_passes_the_checks() -> None:
 
 def test_a_poison_message_is_dead_lettered_and_its_batch_mates_stored(store: SqlStore) -> None:
     policy = runtime_policy()
-    store.create_project(policy.project, policy)
+    store.projects.create_project(policy.project, policy)
 
     def body(key: str, text: str) -> bytes:
         return json.dumps({"project": policy.project, "external_id": key, "data": {"text": text}}).encode()
@@ -59,4 +59,4 @@ def test_a_poison_message_is_dead_lettered_and_its_batch_mates_stored(store: Sql
     assert [(ref, reason.split(" must")[0].split(" holds")[0]) for ref, reason in out.dead] == [
         (1, "data.text"), (3, "data.metadata")]
     assert (out.counts.stored, out.counts.duplicates, out.counts.dead) == (2, 0, 2)
-    assert store.count_items(policy.project)["pending"] == 2
+    assert store.items.count_items(policy.project)["pending"] == 2

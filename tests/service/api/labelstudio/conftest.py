@@ -11,5 +11,5 @@ from tests.service.api.labelstudio.helpers import LABELS, P
 
 @pytest.fixture
 def topics(store: SqlStore) -> str:
-    store.create_project(P, make_policy(P, labels=LABELS))
+    store.projects.create_project(P, make_policy(P, labels=LABELS))
     return P

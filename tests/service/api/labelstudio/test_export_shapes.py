@@ -57,7 +57,7 @@ def test_the_json_export_with_prediction_ids_imports_and_round_trips_every_annot
     assert response.json()["inserted"] == ["ls-5000"] and response.json()["ground_truth"] == ["ls-5000"]
     item = status(client, "ls-5000")
     assert (item["label"], item["source"]) == ("technology", "human")  # the latest one that is not skipped
-    assert store.count_labels(P)["human"] == 1  # one label per item
+    assert store.learning.count_labels(P)["human"] == 1  # one label per item
 
     (task,) = client.get(f"{LS}/export", params={"from_name": "topic"}).json()
     assert task["meta"] == {"batch": "b7", "external_id": "ls-5000"}
@@ -129,4 +129,4 @@ def test_the_round_trip_keeps_the_meta_and_every_annotation(client: TestClient, 
     assert [(a["id"], a["was_cancelled"], a["completed_by"], a["lead_time"], a["created_at"][:16]) for a in
             out["annotations"]] == [(11, False, 1, 13.5, "2026-12-01T10:01"), (12, False, 2, 14.5, "2026-12-01T10:02"),
                                     (13, True, 1, 15.5, "2026-12-01T10:03")]
-    assert store.count_labels(P)["human"] == 1
+    assert store.learning.count_labels(P)["human"] == 1

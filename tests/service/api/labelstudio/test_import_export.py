@@ -37,7 +37,7 @@ def test_import_then_export_round_trips_the_documented_export(
         "sports",
     )
     assert (second["status"], second["label"], second["source"]) == ("pending", None, None)
-    assert store.count_labels(P)["human"] == 2
+    assert store.learning.count_labels(P)["human"] == 2
 
     exported = client.get(f"{LS}/export", params={"from_name": "topic", "to_name": "text"})
     assert exported.status_code == 200, exported.text
@@ -68,16 +68,16 @@ def test_import_then_export_round_trips_the_documented_export(
         "ground_truth": [],
         "unchanged": ["ls-1", "ls-3"],
     }
-    assert store.count_labels(P)["human"] == 2
+    assert store.learning.count_labels(P)["human"] == 2
 
 
 def test_export_pages_and_shows_the_agents_label_as_a_prediction(
     client: TestClient, store: SqlStore, topics: str
 ) -> None:
     client.post(f"{LS}/import", json=[{"id": n, "data": {"text": f"text {n}"}} for n in range(1, 4)])
-    token, claimed = store.claim_batch(P, worker="w", size=1)
-    result = make_batch_result(store.active_policy(P), claimed, ["accept"], threshold=0.9)
-    store.record_batch(P, result, token)
+    token, claimed = store.items.claim_batch(P, worker="w", size=1)
+    result = make_batch_result(store.projects.active_policy(P), claimed, ["accept"], threshold=0.9)
+    store.items.record_batch(P, result, token)
     agent = result.decisions[0]
     first = client.get(f"{LS}/export", params={"limit": 2})
     assert first.headers["X-Has-More"] == "true"
@@ -114,7 +114,7 @@ def test_import_refuses_labels_outside_the_label_set_naming_task_and_label(
     assert error_message(response) == (
         "task 2 predictions[0]: label 'weather' is not one of the project's labels ['sports', 'politics', 'technology']"
     )
-    assert store.count_items(P)["pending"] == 0 and store.count_labels(P)["human"] == 0  # nothing stored
+    assert store.items.count_items(P)["pending"] == 0 and store.learning.count_labels(P)["human"] == 0  # nothing stored
 
 
 @pytest.mark.parametrize(
@@ -149,7 +149,7 @@ def test_import_bad_tasks_are_422_with_what_to_fix(
 
 
 def test_items_of_other_sources_export_without_a_task_id(client: TestClient, store: SqlStore, topics: str) -> None:
-    store.ingest(P, [Item(key="feed-1", text="hello", metadata={"lang": "en"})])
+    store.items.ingest(P, [Item(key="feed-1", text="hello", metadata={"lang": "en"})])
     (task,) = client.get(f"{LS}/export").json()
     assert task["id"] is None and task["data"] == {"lang": "en", "text": "hello"}
     assert task["meta"] == {"external_id": "feed-1"}

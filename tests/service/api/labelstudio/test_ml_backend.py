@@ -37,7 +37,7 @@ BOMB = (
 
 
 def test_documented_predict_request_gets_the_documented_shape(client: TestClient, store: SqlStore, topics: str) -> None:
-    before = store.count_items(P)
+    before = store.items.count_items(P)
     response = client.post(f"{ML}/predict", json=fixture("predict_request.json"))
     assert response.status_code == 200, response.text
     body = response.json()
@@ -50,7 +50,7 @@ def test_documented_predict_request_gets_the_documented_shape(client: TestClient
         assert choice(got["result"]) in LABELS
         assert 0.0 <= got["score"] <= 1.0 and got["model_version"] == body["model_version"]
     assert body["model_version"].startswith(f"{P}/1@")
-    assert store.count_items(P) == before  # predictions are not stored
+    assert store.items.count_items(P) == before  # predictions are not stored
 
 
 class TopicTool:
@@ -118,10 +118,10 @@ def test_annotation_webhooks_add_update_and_remove_ground_truth(
     client: TestClient, store: SqlStore, topics: str, sink: RecordingSink
 ) -> None:
     client.post(f"{LS}/import", json=[{"id": 19, "data": {"text": "Opossums are opportunistic."}}])
-    token, claimed = store.claim_batch(P, worker="w")
-    store.record_batch(P, make_batch_result(store.active_policy(P), claimed, ["escalate"]), token)
+    token, claimed = store.items.claim_batch(P, worker="w")
+    store.items.record_batch(P, make_batch_result(store.projects.active_policy(P), claimed, ["escalate"]), token)
     assert status(client, "ls-19")["status"] == "in_review"
-    assert store.count_tasks(P)["open"] == 1
+    assert store.reviews.count_tasks(P)["open"] == 1
     sink.projects.clear()
 
     created = client.post(f"{ML}/webhook", json=fixture("annotation_created.json"))
@@ -134,37 +134,38 @@ def test_annotation_webhooks_add_update_and_remove_ground_truth(
         "human",
         1.0,
     )
-    assert store.count_tasks(P) == {"open": 0, "claimed": 0, "done": 1}  # nobody reviews it any more
+    assert store.reviews.count_tasks(P) == {"open": 0, "claimed": 0, "done": 1}  # nobody reviews it any more
     assert sink.projects == [P]
-    truth = store.load_ground_truth(P)
+    truth = store.learning.load_ground_truth(P)
     assert [(gt.item.key, gt.label) for gt in truth] == [("ls-19", "technology")]  # what the learner reads
 
     repeated = client.post(f"{ML}/webhook", json=fixture("annotation_created.json"))
     assert repeated.json()["applied"] is False
-    before = store.label_rows(P)  # a consumer's cursor, taken before the annotation changes
+    before = store.items.label_rows(P)  # a consumer's cursor, taken before the annotation changes
     assert [r.label for r in before] == ["technology"]
     updated = client.post(f"{ML}/webhook", json=fixture("annotation_updated.json"))
     assert updated.status_code == 201
     assert status(client, "ls-19")["label"] == "politics"
-    assert store.count_labels(P)["human"] == 1
+    assert store.learning.count_labels(P)["human"] == 1
     # the new label has a new, larger id (SQLite reused the replaced row's id): cursors past the old one see it
-    assert [(r.external_id, r.label) for r in store.label_rows(P, after_id=before[-1].id)] == [("ls-19", "politics")]
+    assert [(r.external_id, r.label) for r in store.items.label_rows(P, after_id=before[-1].id)] == [("ls-19",
+                                                                                                      "politics")]
     # a changed label is a correction: the learner replaces the item's answer instead of adding a second one
-    fed, cursor = store.load_ground_truth_since(P, after_id=before[-1].id)
+    fed, cursor = store.learning.load_ground_truth_since(P, after_id=before[-1].id)
     assert [(a.answer.item.key, a.answer.label, a.answer.correction) for a in fed] == [("ls-19", "politics", True)]
-    (fix,) = store.corrections_of(P, "ls-19")
+    (fix,) = store.audit.corrections_of(P, "ls-19")
     assert (fix.replaced_label, fix.label, fix.replaced_source, fix.reviewer) == (
         "technology", "politics", "human", "label-studio")
-    assert store.count_corrections(P)["human"] == 1
+    assert store.audit.count_corrections(P)["human"] == 1
     # another annotation with the same label: the row keeps its id (nobody is sent the same answer again)
     again = fixture("annotation_updated.json")
     again["annotation"]["id"] += 1
     assert client.post(f"{ML}/webhook", json=again).status_code == 201
-    assert store.load_ground_truth_since(P, after_id=cursor)[0] == []
+    assert store.learning.load_ground_truth_since(P, after_id=cursor)[0] == []
     assert status(client, "ls-19")["label"] == "politics"
     # the older annotation sent again: annotation 18 is still the latest, nothing changes
     assert client.post(f"{ML}/webhook", json=fixture("annotation_updated.json")).json()["applied"] is False
-    assert store.load_ground_truth_since(P, after_id=cursor)[0] == []
+    assert store.learning.load_ground_truth_since(P, after_id=cursor)[0] == []
 
     deleted = client.post(f"{ML}/webhook", json=fixture("annotations_deleted.json"))  # annotation 17
     assert deleted.status_code == 201, deleted.text
@@ -173,8 +174,8 @@ def test_annotation_webhooks_add_update_and_remove_ground_truth(
     assert deleted.json()["external_ids"] == ["ls-19"]
     item = status(client, "ls-19")
     assert (item["status"], item["label"], item["source"]) == ("in_review", None, None)
-    assert store.count_tasks(P)["open"] == 1  # back to review
-    assert store.count_labels(P)["human"] == 0
+    assert store.reviews.count_tasks(P)["open"] == 1  # back to review
+    assert store.learning.count_labels(P)["human"] == 0
 
 
 def test_annotation_on_a_pending_item_and_skipped_annotations(client: TestClient, store: SqlStore, topics: str) -> None:
@@ -186,7 +187,7 @@ def test_annotation_on_a_pending_item_and_skipped_annotations(client: TestClient
     response = client.post(f"{ML}/webhook", json=skipped)
     assert response.status_code == 201 and "was skipped" in response.json()["message"]
     assert status(client, "ls-19")["status"] == "pending"  # back to the agent
-    assert store.count_labels(P)["human"] == 0
+    assert store.learning.count_labels(P)["human"] == 0
 
 
 def test_webhook_with_the_task_imports_it(client: TestClient, topics: str) -> None:
@@ -274,8 +275,8 @@ def basic(key: str, user: str = "label-studio") -> dict[str, str]:
 
 
 def test_label_studio_credentials_and_roles(app, store: SqlStore, topics: str) -> None:  # type: ignore[no-untyped-def]
-    reviewer = store.create_key(name="ls", role="reviewer", projects=[P])[0]
-    ingest = store.create_key(name="feed", role="ingest", projects=[P])[0]
+    reviewer = store.projects.create_key(name="ls", role="reviewer", projects=[P])[0]
+    ingest = store.projects.create_key(name="feed", role="ingest", projects=[P])[0]
     client = TestClient(app, raise_server_exceptions=False)
     request = fixture("predict_request.json")
     assert client.post(f"{ML}/predict", json=request, headers=basic(reviewer)).status_code == 200
@@ -319,7 +320,7 @@ def test_labelagents_own_label_studio_client_reads_the_backend_over_http(
     app.dependency_overrides[get_tool_factory] = lambda: (
         lambda policy: [TopicTool(spec.name) for spec in policy.enabled_tools()]
     )
-    key = store.create_key(name="ls", role="reviewer", projects=[P])[0]
+    key = store.projects.create_key(name="ls", role="reviewer", projects=[P])[0]
     config = fixture("predict_request.json")["label_config"]
     spec = RemoteModelSpec(name="peer", url=f"http://label-studio:{key}@{live}{ML}/predict", label_config=config)
     env = ToolEnvironment(tool_endpoints=(f"http://{live}{ML}/predict",))  # the operator allows the loopback backend

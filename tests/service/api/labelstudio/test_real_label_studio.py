@@ -57,9 +57,9 @@ def labelagent(sqlite_engine: Engine) -> Iterator[tuple[str, SqlStore, str, str]
     """labelagent on a free loopback port: (url, store, operator key, Label Studio's reviewer key)."""
     store = SqlStore(sqlite_engine, Settings())
     for project in (P, f"{P}-json", f"{P}-snapshot", f"{P}-min"):
-        store.create_project(project, make_policy(project, labels=LABELS))
-    operator = store.create_key(name="contract", role="operator")[0]
-    reviewer = store.create_key(name="label-studio", role="reviewer", projects=[P])[0]
+        store.projects.create_project(project, make_policy(project, labels=LABELS))
+    operator = store.projects.create_key(name="contract", role="operator")[0]
+    reviewer = store.projects.create_key(name="label-studio", role="reviewer", projects=[P])[0]
     app = create_app(store.settings.model_copy(update={"rate_limit_per_second": 0}), store=store,
                      feedback=RecordingSink())
     server = uvicorn.Server(uvicorn.Config(app, host="127.0.0.1", port=0, log_level="warning", lifespan="off"))
@@ -118,7 +118,7 @@ def annotate(ls: real.LabelStudio, store: SqlStore, tasks: list[dict[str, Any]],
                 json={"result": choices(truth[task["data"]["text"]]), "lead_time": 2.5})
     skipped = tasks[N_ANNOTATED]
     ls.call("POST", f"/api/tasks/{skipped['id']}/annotations/", json={"result": [], "was_cancelled": True})
-    ground = real.eventually(lambda: g if len(g := store.load_ground_truth(P)) == N_ANNOTATED else None,
+    ground = real.eventually(lambda: g if len(g := store.learning.load_ground_truth(P)) == N_ANNOTATED else None,
                              what="100 annotations as ground truth")
     assert {gt.item.key: gt.label for gt in ground} == {
         f"ls-{t['id']}": truth[t["data"]["text"]] for t in tasks[:N_ANNOTATED]}
@@ -151,7 +151,7 @@ def exports_into_labelagent(
         response = la.post(f"/projects/{P}-{name}/label-studio/import", json=body)
         assert response.status_code == 200, (name, response.text)
         assert len(response.json()["ground_truth"]) == N_ANNOTATED, name
-        assert {gt.item.key: gt.label for gt in store.load_ground_truth(f"{P}-{name}")} == expected, name
+        assert {gt.item.key: gt.label for gt in store.learning.load_ground_truth(f"{P}-{name}")} == expected, name
     return exports
 
 

@@ -69,12 +69,12 @@ def test_deleting_the_newer_annotation_restores_the_older_label(
     assert deleted.json()["external_ids"] == ["ls-19"]
     item = status(client, "ls-19")
     assert (item["status"], item["label"], item["source"]) == ("labeled", "technology", "human")
-    assert store.count_labels(P)["human"] == 1
+    assert store.learning.count_labels(P)["human"] == 1
     (export,) = client.get(f"{LS}/export").json()
     assert [a["id"] for a in export["annotations"]] == [17]
 
     client.post(f"{ML}/webhook", json={"action": "ANNOTATION_DELETED", "annotation": {"id": 17}})
-    assert (status(client, "ls-19")["label"], store.count_labels(P)["human"]) == (None, 0)
+    assert (status(client, "ls-19")["label"], store.learning.count_labels(P)["human"]) == (None, 0)
 
 
 def test_a_skipped_newer_annotation_leaves_the_older_label(client: TestClient, topics: str) -> None:
