@@ -23,6 +23,7 @@ from service.api.schemas.items import (
     ItemSummaryOut,
     RequeueResponse,
     VoteOut,
+    check_item_text,
 )
 from service.runtime.feedback import FeedbackSink
 from service.store import SqlStore
@@ -35,8 +36,7 @@ CLIENT_STATUS = {"pending": "pending", "leased": "pending", "labeled": "labeled"
 
 def check_text_lengths(items: Sequence[ItemIn], limit: int) -> None:
     for i, it in enumerate(items):
-        if it.data.text is not None and len(it.data.text) > limit:
-            raise InputError(f"items[{i}].data.text has {len(it.data.text)} characters; at most {limit} are accepted")
+        check_item_text(it.data.text, limit, f"items[{i}].data.text")
 
 
 def ingest_once(*, store: SqlStore, feedback: FeedbackSink, project: str, body: IngestRequest,

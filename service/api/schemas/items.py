@@ -7,9 +7,17 @@ from typing import Literal
 
 from pydantic import BaseModel, Field, model_validator
 
+from policies import InputError
 from service.api.schemas.common import ExternalId, Label, Metadata, Reason, Request, ReviewerName, SafeText
 
 ClientStatus = Literal["pending", "labeled", "in_review", "failed"]
+
+
+def check_item_text(text: str | None, limit: int | None, where: str) -> None:
+    """The deployment's limit on an item's text (``max_text_chars``), one rule for every way in (HTTP ingest,
+    broker messages): InputError naming ``where`` when ``text`` is longer than ``limit``."""
+    if text is not None and limit is not None and len(text) > limit:
+        raise InputError(f"{where} has {len(text)} characters; at most {limit} are accepted")
 
 
 class ItemData(Request):

@@ -25,6 +25,7 @@ from urllib.parse import parse_qs
 
 from policies import InputError, NotFoundError
 from service.api.schemas.common import MAX_LABEL_CHARS, metadata_safe, no_nul
+from service.api.schemas.items import check_item_text
 from service.runtime.feedback import FeedbackSink, NullSink
 from service.store import SqlStore
 from tools.base import Item
@@ -72,8 +73,7 @@ def parse_entry(fields: Mapping[str, Any], max_key_length: int,
         raise InputError("data.text must be a string")
     if text is not None:
         _check("data.text", text, no_nul)
-        if max_text_chars is not None and len(text) > max_text_chars:
-            raise InputError(f"data.text has {len(text)} characters; at most {max_text_chars} are accepted")
+        check_item_text(text, max_text_chars, "data.text")
     metadata = data.pop("metadata", {})
     if not isinstance(metadata, dict):
         raise InputError("data.metadata must be an object")
