@@ -39,6 +39,12 @@ class Outcome:
     enrich_failures: int = 0  # batches where an enrichment tool raised (its features missing there)
     extra: dict[str, float] = field(default_factory=dict)
 
+    def tally(self, auto: np.ndarray, right: np.ndarray) -> None:
+        """Count one batch: ``auto`` items auto-labeled (``right`` where correct), the others reviewed."""
+        self.auto += int(auto.sum())
+        self.auto_ok += int((auto & right).sum())
+        self.reviews += int((~auto).sum())
+
     def summary(self, target: float) -> dict[str, object]:
         lo, hi = cp_interval(self.auto_ok, self.auto)
         precision = self.auto_ok / self.auto if self.auto else None
@@ -101,6 +107,16 @@ def retrain_due(since: int, n_truth: int, retrain_every: int) -> bool:
     return since >= retrain_step(n_truth, retrain_every)
 
 
+def _recalibrate(policy: Policy, cal_conf: list[float], cal_ok: list[bool], sampled: np.ndarray,
+                 conf: np.ndarray, right: np.ndarray) -> float | None:
+    """Add the audited items (``sampled``) to the calibration set; the threshold it certifies now (None: none)."""
+    cal_conf.extend(conf[sampled].tolist())
+    cal_ok.extend(right[sampled].tolist())
+    window = policy.calibration_window
+    alpha, delta = 1.0 - policy.target_precision, 1.0 - policy.confidence
+    return choose_threshold(cal_conf[-window:], cal_ok[-window:], alpha=alpha, delta=delta).threshold
+
+
 async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: str, *, strategy: str,
                           seed: int, batch_size: int = 256,
                           enrichers: Sequence[Tool] | None = None) -> dict[str, object]:
@@ -115,7 +131,6 @@ async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: s
     index = {lab: i for i, lab in enumerate(labels)}
     context = ToolContext(labels, np.random.default_rng(seed))
     rng = np.random.default_rng(seed + 1000)
-    alpha, delta = 1.0 - policy.target_precision, 1.0 - policy.confidence
     out = Outcome(items=len(stream))
     truth_batches: list[Batch] = []
     truth_y: list[int] = []
@@ -141,21 +156,14 @@ async def classifier_loop(stream: Sequence[LabeledItem], policy: Policy, kind: s
             audit = rng.random(len(chunk)) < AUDIT_RATE
         auto = ~votes.abstain & ~audit & (conf >= threshold) if threshold is not None else np.zeros(len(chunk), bool)
         reviewed = ~auto
-        out.auto += int(auto.sum())
-        out.auto_ok += int((auto & right).sum())
-        out.reviews += int(reviewed.sum())
+        out.tally(auto, right)
         rows = np.flatnonzero(reviewed)
         if rows.size:
             truth_batches.append(batch.subset(rows))
             truth_y.extend(gold[rows].tolist())
             since += int(rows.size)
         if strategy == "audit_calibrated":
-            sampled = np.flatnonzero(audit & ~votes.abstain)
-            cal_conf.extend(conf[sampled].tolist())
-            cal_ok.extend(right[sampled].tolist())
-            window = policy.calibration_window
-            result = choose_threshold(cal_conf[-window:], cal_ok[-window:], alpha=alpha, delta=delta)
-            threshold = result.threshold
+            threshold = _recalibrate(policy, cal_conf, cal_ok, np.flatnonzero(audit & ~votes.abstain), conf, right)
             if threshold is not None and certified_at is None:
                 certified_at = start + len(chunk)
         if retrain_due(since, len(truth_y), policy.retrain_every):

@@ -119,7 +119,14 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
     for name, values in rss.items():
         out.append(f"| {name} | {_mb(values.get('api'))} | {_mb(values.get('worker 1'))} "
                    f"| {_mb(values.get('worker 2'))} |")
-    out += ["", "### Goals and checks", ""]
+    out += _goals(throughput, latency, checks, notes)
+    return "\n".join(out) + "\n"
+
+
+def _goals(throughput: list[dict[str, Any]], latency: list[dict[str, Any]], checks: list[str],
+           notes: list[str]) -> list[str]:
+    """The report's last section: the service's goals, met or not, then the run's checks and notes."""
+    out = ["", "### Goals and checks", ""]
     sqlite = [r for r in throughput if r["database"] == "SQLite"]
     if sqlite:
         decided = max(r["decided_rate"] for r in sqlite)
@@ -133,4 +140,4 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
                        f"{r['pair_p99']:.1f} ms ({'met' if r['pair_p99'] <= 50 else 'NOT met'}).")
     out += [f"- {c}" for c in checks]
     out += [f"- {n}" for n in notes]
-    return "\n".join(out) + "\n"
+    return out

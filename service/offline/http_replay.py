@@ -47,17 +47,16 @@ from urllib.parse import quote
 import httpx
 
 from agent.calibration import cp_interval
-from policies import LabelAgentError, Policy
+from policies import Policy
 from service.offline.datasets import LabeledItem
+from service.offline.http_answers import ReplayError
+from service.offline.http_answers import check_answer as _check
+from service.offline.http_answers import error_text as _error_text
 from service.offline.replay import ORACLE, shuffled
 
 UNAVAILABLE = ("tool_weights", "aggregator", "retrains")
 EXPORT_PAGE = 10_000
 EVIDENCE_CONCURRENCY = 16
-
-
-class ReplayError(LabelAgentError):
-    """The service refused a request, could not be reached, or did not label everything in time."""
 
 
 @dataclass(slots=True)
@@ -94,28 +93,6 @@ def _data(row: LabeledItem) -> dict[str, Any]:
     if row.item.image is not None:
         data["image_base64"] = base64.b64encode(row.item.image).decode("ascii")
     return data
-
-
-def _error_text(response: httpx.Response) -> str:
-    try:
-        body = response.json()
-    except ValueError:
-        return response.text[:300]
-    if isinstance(body, dict) and isinstance(body.get("error"), dict):
-        return str(body["error"].get("message"))
-    return str(body.get("detail", body) if isinstance(body, dict) else body)[:300]
-
-
-def _check(response: httpx.Response, what: str) -> httpx.Response:
-    if response.is_success:
-        return response
-    hint = ""
-    if response.status_code == 401:
-        hint = (" -- pass an operator API key with --api-key or LABELAGENT_KEY (`labelagent serve` prints one on a "
-                "new database; `labelagent keys create --role operator` makes more)")
-    elif response.status_code == 403:
-        hint = " -- the replay creates a project and reads its metrics: it needs an operator key"
-    raise ReplayError(f"{what}: HTTP {response.status_code}: {_error_text(response)}{hint}")
 
 
 class HttpReplay:

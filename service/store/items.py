@@ -11,6 +11,7 @@ from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
 from policies import InputError, NotFoundError
+from service.settings import Settings
 from service.store.base import (
     StoreBase,
     as_utc,
@@ -64,27 +65,8 @@ class ItemsMixin(StoreBase):
         ``labels`` (aligned with ``items``) are optional client-given labels, kept in ``client_label``. Item
         images go to ``item_image`` (stored as given: the API validates them first), with their reviewer
         thumbnail from ``thumbnails`` (by key) when given."""
-        limits = self.settings
-        if len(items) > limits.max_batch_items:
-            raise InputError(f"{len(items)} items in one call; send at most {limits.max_batch_items} per call")
-        if labels is not None and len(labels) != len(items):
-            raise InputError(f"labels has {len(labels)} entries for {len(items)} items; align them or omit labels")
         now = as_utc(now)
-        rows: list[ToolItem] = []
-        client: list[str | None] = []
-        seen: dict[str, None] = {}  # keys in input order
-        duplicates: list[str] = []
-        for i, it in enumerate(items):
-            key = it.key
-            if not isinstance(key, str) or not key or len(key) > limits.max_external_id_length:
-                raise InputError(f"items[{i}].key must be a non-empty string of at most "
-                                 f"{limits.max_external_id_length} characters")
-            if key in seen:
-                duplicates.append(key)
-                continue
-            seen[key] = None
-            rows.append(it)
-            client.append(labels[i] if labels is not None else None)
+        rows, client, seen, duplicates = _distinct(items, labels, self.settings)
         if not rows:
             return IngestResult(inserted=0, duplicates=duplicates)
         with write_tx(self.engine) as conn:
@@ -117,15 +99,7 @@ class ItemsMixin(StoreBase):
                 inserted = _insert_sqlite(conn, pid, fresh, first, now)
                 duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)
                 return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
-            data = [{"project_id": pid, "external_id": it.key, "text": it.text, "meta": it.metadata or {},
-                     "client_label": lab, "status": "pending", "attempts": 0, "seq": first + n,
-                     "created_at": now, "updated_at": now} for n, (it, lab) in enumerate(fresh)]
-            insert_ = (sqlite_insert if self.sqlite else pg_insert)(item_t)
-            stmt = insert_.on_conflict_do_nothing(index_elements=["project_id", "external_id"])
-            inserted: dict[str, int] = {}
-            for part in chunks(data):
-                inserted.update((key, id_) for id_, key in conn.execute(
-                    stmt.returning(item_t.c.id, item_t.c.external_id), list(part)).all())
+            inserted = _insert_returning(conn, pid, fresh, first, now, sqlite=self.sqlite)
             thumbs = thumbnails or {}
             images = [{"item_id": inserted[it.key], "project_id": pid, "data": it.image,
                        "thumbnail": thumbs.get(it.key)}
@@ -275,6 +249,48 @@ class ItemsMixin(StoreBase):
         counts.update({status: n for status, n in rows})
         return counts
 
+
+
+def _distinct(items: Sequence[ToolItem], labels: Sequence[str | None] | None, limits: Settings
+              ) -> tuple[list[ToolItem], list[str | None], dict[str, None], list[str]]:
+    """:meth:`ItemsMixin.ingest`'s checks of a call: (the items with a key not seen before in the call, their
+    client labels, every key in input order, the keys repeated within the call)."""
+    if len(items) > limits.max_batch_items:
+        raise InputError(f"{len(items)} items in one call; send at most {limits.max_batch_items} per call")
+    if labels is not None and len(labels) != len(items):
+        raise InputError(f"labels has {len(labels)} entries for {len(items)} items; align them or omit labels")
+    rows: list[ToolItem] = []
+    client: list[str | None] = []
+    seen: dict[str, None] = {}  # keys in input order
+    duplicates: list[str] = []
+    for i, it in enumerate(items):
+        key = it.key
+        if not isinstance(key, str) or not key or len(key) > limits.max_external_id_length:
+            raise InputError(f"items[{i}].key must be a non-empty string of at most "
+                             f"{limits.max_external_id_length} characters")
+        if key in seen:
+            duplicates.append(key)
+            continue
+        seen[key] = None
+        rows.append(it)
+        client.append(labels[i] if labels is not None else None)
+    return rows, client, seen, duplicates
+
+
+def _insert_returning(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str | None]], first: int,
+                      now: datetime, *, sqlite: bool) -> dict[str, int]:
+    """Insert ``fresh`` (item, client label) as pending items from seq ``first``: external id -> item id of
+    those inserted (a key another writer stored first is skipped)."""
+    data = [{"project_id": pid, "external_id": it.key, "text": it.text, "meta": it.metadata or {},
+             "client_label": lab, "status": "pending", "attempts": 0, "seq": first + n,
+             "created_at": now, "updated_at": now} for n, (it, lab) in enumerate(fresh)]
+    insert_ = (sqlite_insert if sqlite else pg_insert)(item_t)
+    stmt = insert_.on_conflict_do_nothing(index_elements=["project_id", "external_id"])
+    inserted: dict[str, int] = {}
+    for part in chunks(data):
+        inserted.update((key, id_) for id_, key in conn.execute(
+            stmt.returning(item_t.c.id, item_t.c.external_id), list(part)).all())
+    return inserted
 
 
 _ITEM_COLS = ("project_id", "external_id", "text", "meta", "client_label", "status", "attempts", "seq",

@@ -120,11 +120,7 @@ def put_human_labels(
             if a.label not in labels:
                 raise InputError(f"{a.key}: label {a.label!r} is not one of the project's labels {labels}")
         ids = _item_ids(store, conn, pid, [a.key for a in answers])
-        current: dict[int, _Current] = {}
-        for part in chunks(list(ids.values())):
-            query = select(label_t.c.item_id, label_t.c.id, label_t.c.label, label_t.c.source, label_t.c.reason,
-                           label_t.c.confidence).where(label_t.c.item_id.in_(part), label_t.c.policy_version == version)
-            current.update((r[0], _Current(*r[1:])) for r in conn.execute(query))
+        current = _current_labels(conn, list(ids.values()), version)
         stale: list[int] = []
         rows: list[dict[str, Any]] = []
         changed: dict[int, tuple[_Current, HumanAnswer]] = {}  # item id -> (the label replaced, the answer)
@@ -144,20 +140,7 @@ def put_human_labels(
                 stale.append(old.id)
                 if old.label != a.label:
                     changed[item_id] = (old, a)
-            rows.append(
-                {
-                    "project_id": pid,
-                    "item_id": item_id,
-                    "policy_version": version,
-                    "label": a.label,
-                    "confidence": 1.0,
-                    "source": "human",
-                    "threshold": None,
-                    "cost": 0.0,
-                    "reason": a.reason,
-                    "created_at": now,
-                }
-            )
+            rows.append(_human_label_row(pid, item_id, version, a, now))
             written.append(a.key)
         fresh = store._replacement_label_ids(conn, len(rows)) if stale else None  # above the replaced ones
         if fresh is not None:
@@ -170,19 +153,48 @@ def put_human_labels(
             new_ids = {item_id: label_id for item_id, label_id in written_ids}
             if changed:
                 _record_corrections(conn, pid, version, changed, new_ids, now)
-        touched = [ids[k] for k in written]
-        for part in chunks(touched):
-            conn.execute(
-                update(task_t)
-                .where(task_t.c.item_id.in_(part), task_t.c.status.in_(("open", "claimed")))
-                .values(status="done", updated_at=now, **_TASK_FREE)
-            )
-            conn.execute(
-                update(item_t)
-                .where(item_t.c.id.in_(part))
-                .values(status="labeled", error=None, updated_at=now, **_RELEASED)
-            )
+        _settle_items(conn, [ids[k] for k in written], now)
     return written, unchanged
+
+
+def _human_label_row(pid: int, item_id: int, version: int, a: HumanAnswer, now: datetime) -> dict[str, Any]:
+    return {
+        "project_id": pid,
+        "item_id": item_id,
+        "policy_version": version,
+        "label": a.label,
+        "confidence": 1.0,
+        "source": "human",
+        "threshold": None,
+        "cost": 0.0,
+        "reason": a.reason,
+        "created_at": now,
+    }
+
+
+def _current_labels(conn: Connection, item_ids: list[int], version: int) -> dict[int, _Current]:
+    """Item id -> its label under ``version`` (where it has one)."""
+    current: dict[int, _Current] = {}
+    for part in chunks(item_ids):
+        query = select(label_t.c.item_id, label_t.c.id, label_t.c.label, label_t.c.source, label_t.c.reason,
+                       label_t.c.confidence).where(label_t.c.item_id.in_(part), label_t.c.policy_version == version)
+        current.update((r[0], _Current(*r[1:])) for r in conn.execute(query))
+    return current
+
+
+def _settle_items(conn: Connection, touched: list[int], now: datetime) -> None:
+    """The items ``touched`` are labeled: their open or claimed review tasks are done, their leases released."""
+    for part in chunks(touched):
+        conn.execute(
+            update(task_t)
+            .where(task_t.c.item_id.in_(part), task_t.c.status.in_(("open", "claimed")))
+            .values(status="done", updated_at=now, **_TASK_FREE)
+        )
+        conn.execute(
+            update(item_t)
+            .where(item_t.c.id.in_(part))
+            .values(status="labeled", error=None, updated_at=now, **_RELEASED)
+        )
 
 
 def remove_human_labels(

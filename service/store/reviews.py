@@ -234,28 +234,7 @@ class ReviewsMixin(StoreBase):
             answered = [tasks[a.task_id] for a in answers]
             multi = [t["id"] for t in answered if t["answers_needed"] > 1 and t["answers"] + 1 >= t["answers_needed"]]
             history = _labels_by_task(conn, multi)
-            done, wait, more = [], [], []
-            labels: list[tuple[Any, ...]] = []
-            calib: list[tuple[Any, ...]] = []
-            item_ids: list[int] = []
-            for a, t in zip(answers, answered, strict=True):
-                if t["answers"] + 1 < t["answers_needed"]:
-                    wait.append(t["id"])
-                    continue
-                votes = history.get(t["id"]) or [(a.label, t["reviewer"])]
-                counts = Counter(lab for lab, _ in votes)
-                top = max(counts.values())
-                if top < len(votes) and t["answers_needed"] < policies[t["pv"]].max_overlap:
-                    more.append(t["id"])
-                    continue
-                final = next(lab for lab, _ in votes if counts[lab] == top)  # ties: the earliest answer wins
-                done.append(t["id"])
-                labels.append((t["project_id"], t["item_id"], t["policy_version"], final, top / len(votes), "human",
-                               None, 0.0, f"review task {t['id']}", ts))
-                calib.append((t["project_id"], t["item_id"], t["policy_version"], t["item"].key, t["confidence"],
-                              t["suggestion"], final, t["kind"], t["seq"], ts))
-                item_ids.append(t["item_id"])
-                out.settled.append(GroundTruth(item=t["item"], label=final, reviewer=",".join(r for _, r in votes)))
+            done, wait, more, labels, calib, item_ids = _settle(answers, answered, history, policies, ts, out)
             for status, group, one_more in (("done", done, False), ("open", wait, False), ("open", more, True)):
                 for part in chunks(group):
                     conn.execute(_release_query(one_more), {"r_ids": part, "r_status": status, "r_now": now})
@@ -381,3 +360,34 @@ def _labels_by_task(conn: Connection, task_ids: list[int]) -> dict[int, list[tup
         for task_id, label, reviewer in conn.execute(query):
             out[task_id].append((label, reviewer))
     return out
+
+
+def _settle(answers: Sequence[ReviewAnswer], answered: list[Any], history: dict[int, list[tuple[str, str]]],
+            policies: dict[tuple[int, int], Policy], ts: Any, out: SubmitResult
+            ) -> tuple[list[int], list[int], list[int], list[tuple[Any, ...]], list[tuple[Any, ...]], list[int]]:
+    """What :meth:`ReviewsMixin.submit_reviews` does with each answered task: (tasks done, tasks waiting for
+    more answers, tasks given one more answer because reviewers disagree, label rows, calibration rows, the
+    items labeled); a settled task's answer goes to ``out.settled``."""
+    done, wait, more = [], [], []
+    labels: list[tuple[Any, ...]] = []
+    calib: list[tuple[Any, ...]] = []
+    item_ids: list[int] = []
+    for a, t in zip(answers, answered, strict=True):
+        if t["answers"] + 1 < t["answers_needed"]:
+            wait.append(t["id"])
+            continue
+        votes = history.get(t["id"]) or [(a.label, t["reviewer"])]
+        counts = Counter(lab for lab, _ in votes)
+        top = max(counts.values())
+        if top < len(votes) and t["answers_needed"] < policies[t["pv"]].max_overlap:
+            more.append(t["id"])
+            continue
+        final = next(lab for lab, _ in votes if counts[lab] == top)  # ties: the earliest answer wins
+        done.append(t["id"])
+        labels.append((t["project_id"], t["item_id"], t["policy_version"], final, top / len(votes), "human",
+                       None, 0.0, f"review task {t['id']}", ts))
+        calib.append((t["project_id"], t["item_id"], t["policy_version"], t["item"].key, t["confidence"],
+                      t["suggestion"], final, t["kind"], t["seq"], ts))
+        item_ids.append(t["item_id"])
+        out.settled.append(GroundTruth(item=t["item"], label=final, reviewer=",".join(r for _, r in votes)))
+    return done, wait, more, labels, calib, item_ids
