@@ -64,10 +64,6 @@ class ReviewSkip(ReviewSkipBase, table=True):
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
 
 
-class ReviewSkipPublic(ReviewSkipBase):
-    task_id: int
-
-
 class BacktestBase(SQLModel):
     policy_version: int = Field(description="The version backtested (the candidate).")
     active_version: int = Field(description="The version it was compared with: the one active when it ran.")
