@@ -36,6 +36,7 @@ from bench import ROOT, machine_info, write_section
 from bench.synthetic import StreamSpec, labels, stream
 from policies import Policy, parse_policy
 from service.offline.datasets import LabeledItem
+from service.store.base import StoreBase
 
 TIME_LIMIT_S = 3600.0  # 1,000,000 items on 2 cores
 WINDOW = 50_000
@@ -86,6 +87,8 @@ class TimedStore:
 
     def __getattr__(self, name: str) -> Any:
         value = getattr(self._store, name)
+        if isinstance(value, StoreBase):  # a repository (store.items, ...): its methods are storage too
+            return TimedStore(value, self._counters)
         return _timed(value, "storage", self._counters) if callable(value) and not name.startswith("_") else value
 
 

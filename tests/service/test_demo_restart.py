@@ -49,7 +49,7 @@ def test_a_restarted_demo_continues_the_stream_and_reset_starts_over(tmp_path: P
     url = f"sqlite:///{tmp_path / 'demo.db'}"
     engine = make_engine(url)
     upgrade(engine)
-    key = SqlStore(engine, Settings(database_url=url)).create_key(name="test", role="operator")[0]
+    key = SqlStore(engine, Settings(database_url=url)).projects.create_key(name="test", role="operator")[0]
     engine.dispose()
 
     with LiveDemo(url, log=tmp_path / "run1.log", options=OPTIONS) as live:

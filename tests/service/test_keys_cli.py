@@ -25,7 +25,7 @@ def test_keys_create_list_revoke(tmp_path, capsys: pytest.CaptureFixture[str]) -
     assert capsys.readouterr().out.strip() == f"revoked key {prefix} (ann)"
     engine = make_engine(db)
     try:
-        assert SqlStore(engine).authenticate(key) is None
+        assert SqlStore(engine).projects.authenticate(key) is None
     finally:
         engine.dispose()
     assert main(["keys", "revoke", "ffffffffffff", "--db", db]) == 2

@@ -30,6 +30,7 @@ from fastapi.sse import ServerSentEvent
 from policies import InputError
 from service.api.schemas.items import LabelRecord
 from service.store import LabelRow, SqlStore
+from service.store.repositories import ItemsRepository
 
 ExportFormat = Literal["jsonl", "csv"]
 MEDIA_TYPES: dict[str, str] = {"jsonl": "application/x-ndjson", "csv": "text/csv; charset=utf-8"}
@@ -115,9 +116,9 @@ class LabelFeed:
     simply the last id delivered.
     """
 
-    def __init__(self, store: SqlStore, project: str, *, after_id: int = 0, lag_seconds: float = 0.0,
+    def __init__(self, items: ItemsRepository, project: str, *, after_id: int = 0, lag_seconds: float = 0.0,
                  page: int = EVENT_PAGE, clock: Callable[[], float] = time.monotonic) -> None:
-        self.store = store
+        self.items = items
         self.project = project
         self.lag = lag_seconds
         self.page = page
@@ -129,9 +130,9 @@ class LabelFeed:
 
     def poll(self) -> list[LabelRow]:
         now = self.clock()
-        ids = self.store.items.label_ids_since(self.project, after_id=self.floor, limit=len(self._seen) + self.page)
+        ids = self.items.label_ids_since(self.project, after_id=self.floor, limit=len(self._seen) + self.page)
         fresh = [i for i in ids if i not in self._seen][:self.page]
-        rows = self.store.items.label_rows_by_id(self.project, fresh) if fresh else []
+        rows = self.items.label_rows_by_id(self.project, fresh) if fresh else []
         if rows:
             self._seen.update(r.id for r in rows)
             self.top = max(self.top, rows[-1].id)
@@ -149,7 +150,7 @@ async def label_events(*, store: SqlStore, project: str, after_id: int, poll_sec
     """Server-sent events of the project's labels after ``after_id``, until the client goes away (the server
     cancels the stream then) or the API key ``key_id`` is revoked (checked every ``recheck_seconds``, and before
     the first event). Event id = label id, so ``Last-Event-ID`` resumes after it."""
-    feed = LabelFeed(store, project, after_id=after_id, lag_seconds=0.0 if store.sqlite else EVENT_LAG_SECONDS)
+    feed = LabelFeed(store.items, project, after_id=after_id, lag_seconds=0.0 if store.sqlite else EVENT_LAG_SECONDS)
     checked = -math.inf
     while True:
         if key_id is not None and time.monotonic() - checked >= recheck_seconds:

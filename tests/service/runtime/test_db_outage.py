@@ -19,6 +19,7 @@ from policies import Policy
 from service.runtime import WorkerRuntime
 from service.settings import Settings
 from service.store import SqlStore
+from service.store.base import StoreBase
 from service.store.db import is_transient, retry_transient
 from tests.service.runtime.helpers import (
     KeywordVoter,
@@ -62,7 +63,11 @@ class FlakyStore:
         self.failed: Counter[str] = Counter()
 
     def __getattr__(self, name: str) -> Any:
-        attr = getattr(self._store, name)
+        return self._wrap(name, getattr(self._store, name))
+
+    def _wrap(self, name: str, attr: Any) -> Any:
+        if isinstance(attr, StoreBase):  # a repository (store.items, ...): its methods fail as chosen too
+            return _FlakyRepository(self, attr)
         if not callable(attr):
             return attr
 
@@ -84,6 +89,16 @@ class FlakyStore:
             return out
 
         return call
+
+
+class _FlakyRepository:
+    """One repository of a :class:`FlakyStore`'s store, failing by the store's counters (keyed by method name)."""
+
+    def __init__(self, flaky: FlakyStore, repository: StoreBase) -> None:
+        self._flaky, self._repository = flaky, repository
+
+    def __getattr__(self, name: str) -> Any:
+        return self._flaky._wrap(name, getattr(self._repository, name))
 
 
 def test_transient_errors_are_told_apart() -> None:
