@@ -7,7 +7,8 @@ report their peak resident memory (``VmHWM`` from ``/proc``, Linux) and CPU time
 log files.
 
 The database must exist with its schema and API keys beforehand (``service.store.migrate.upgrade`` or
-``service.store.db.create_all``, and ``SqlStore.create_key``): ``serve`` prints a key only on a database without one.
+``service.store.db.create_all``, and ``store.projects.create_key``): ``serve`` prints a key only on a database
+without one.
 """
 
 from __future__ import annotations
