@@ -30,6 +30,7 @@ from policies import (
 from service.runtime.feedback import FeedbackSink
 from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
+from service.store.repositories import AuditRepository
 from tools.base import Tool
 from tools.environment import ToolEnvironment
 
@@ -46,6 +47,11 @@ async def get_store(request: Request) -> SqlStore:
     return request.app.state.store
 
 
+async def get_audit(store: Annotated[SqlStore, Depends(get_store)]) -> AuditRepository:
+    """The store's audit repository, for routes that need nothing else (one dependency per repository)."""
+    return store.audit
+
+
 async def get_feedback(request: Request) -> FeedbackSink:
     return request.app.state.feedback
 
@@ -58,6 +64,7 @@ async def app_settings(request: Request) -> Settings:
 
 SettingsDep = Annotated[Settings, Depends(app_settings)]
 StoreDep = Annotated[SqlStore, Depends(get_store)]
+AuditDep = Annotated[AuditRepository, Depends(get_audit)]
 FeedbackDep = Annotated[FeedbackSink, Depends(get_feedback)]
 
 

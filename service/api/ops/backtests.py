@@ -9,6 +9,7 @@ from service.api.schemas.policies import BacktestFigures, BacktestPage, Backtest
 from service.offline.backtest import ToolFactory, backtest
 from service.store import SqlStore
 from service.store.ops_models import BacktestPublic
+from service.store.repositories import AuditRepository
 
 
 def figures(version: int, summary: dict[str, Any]) -> BacktestFigures:
@@ -53,15 +54,16 @@ def run_backtest(*, store: SqlStore, project: str, version: int, tool_factory: T
     return response(project, row)
 
 
-def list_backtests(*, store: SqlStore, project: str, version: int, before: int | None, limit: int) -> BacktestPage:
-    rows = store.audit.list_backtests(project, version, before_id=before, limit=limit + 1)
+def list_backtests(*, audit: AuditRepository, project: str, version: int, before: int | None, limit: int
+                   ) -> BacktestPage:
+    rows = audit.list_backtests(project, version, before_id=before, limit=limit + 1)
     more = len(rows) > limit
     rows = rows[:limit]
     return BacktestPage(backtests=[response(project, r) for r in rows], next_before=rows[-1].id if more else None)
 
 
-def get_backtest(*, store: SqlStore, project: str, backtest_id: int) -> BacktestResponse:
-    return response(project, store.audit.get_backtest(project, backtest_id))
+def get_backtest(*, audit: AuditRepository, project: str, backtest_id: int) -> BacktestResponse:
+    return response(project, audit.get_backtest(project, backtest_id))
 
 
 def latest_backtests(*, store: SqlStore, project: str) -> dict[int, BacktestResponse]:

@@ -11,6 +11,7 @@ from service.api.ops.projects import policy_from_input
 from service.api.schemas.policies import ActivationResponse, AuditPage, BacktestResponse, PolicyVersionInfo
 from service.runtime.feedback import FeedbackSink
 from service.store import SqlStore
+from service.store.repositories import AuditRepository
 from service.store.tables import PolicyVersionPublic
 
 
@@ -59,8 +60,8 @@ def rollback(*, store: SqlStore, feedback: FeedbackSink, project: str, reason: s
     return ActivationResponse(project=project, active_version=active, previous_version=previous)
 
 
-def list_audit(*, store: SqlStore, project: str, after: int, limit: int) -> AuditPage:
-    events = store.audit.list_audit(project, after_id=after, limit=limit + 1)
+def list_audit(*, audit: AuditRepository, project: str, after: int, limit: int) -> AuditPage:
+    events = audit.list_audit(project, after_id=after, limit=limit + 1)
     more = len(events) > limit
     events = events[:limit]
     return AuditPage(events=events, next_after=events[-1].id if more else None)

@@ -6,7 +6,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Query
 
-from service.api.deps import OPERATOR, ProjectPath, StoreDep, allow
+from service.api.deps import OPERATOR, AuditDep, ProjectPath, allow
 from service.api.errors import error_docs
 from service.api.gate import OffLoopRoute
 from service.api.ops import policies as ops
@@ -20,8 +20,8 @@ router = APIRouter(prefix="/projects/{project}/audit", tags=["audit"], route_cla
             responses=error_docs(404))
 def audit_log(
     project: ProjectPath,
-    store: StoreDep,
+    audit: AuditDep,
     after: Annotated[int, Query(ge=0, le=2**62, description="Events after this id (next_after of a page)")] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 100,
 ) -> AuditPage:
-    return ops.list_audit(store=store, project=project, after=after, limit=limit)
+    return ops.list_audit(audit=audit, project=project, after=after, limit=limit)

@@ -8,7 +8,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, Body, Path, Query
 
-from service.api.deps import OPERATOR, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep, allow
+from service.api.deps import OPERATOR, AuditDep, PrincipalDep, ProjectPath, StoreDep, ToolFactoryDep, allow
 from service.api.errors import error_docs
 from service.api.gate import OffLoopRoute
 from service.api.ops import backtests as ops
@@ -40,16 +40,16 @@ def backtest(project: ProjectPath, version: VersionPath, store: StoreDep, tool_f
 def list_backtests(
     project: ProjectPath,
     version: VersionPath,
-    store: StoreDep,
+    audit: AuditDep,
     before: Annotated[int | None, Query(ge=1, le=2**62, description="Backtests older than this id (next_before "
                                                                     "of a page)")] = None,
     limit: Annotated[int, Query(ge=1, le=100)] = 20,
 ) -> BacktestPage:
-    return ops.list_backtests(store=store, project=project, version=version, before=before, limit=limit)
+    return ops.list_backtests(audit=audit, project=project, version=version, before=before, limit=limit)
 
 
 @router.get("/backtests/{backtest}", dependencies=allow(*OPERATOR),
             response_model=BacktestResponse, summary="Read a stored backtest",
             responses=error_docs(404))
-def get_backtest(project: ProjectPath, backtest: BacktestPath, store: StoreDep) -> BacktestResponse:
-    return ops.get_backtest(store=store, project=project, backtest_id=backtest)
+def get_backtest(project: ProjectPath, backtest: BacktestPath, audit: AuditDep) -> BacktestResponse:
+    return ops.get_backtest(audit=audit, project=project, backtest_id=backtest)
