@@ -179,10 +179,7 @@ def _add_demo_parser(sub: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
-    sub = parser.add_subparsers(dest="command", required=True)
-
+def _add_replay_parser(sub: Any) -> None:
     replay = sub.add_parser("replay", help="stream a labeled CSV through the agent with an oracle reviewer")
     replay.add_argument("dataset", help="CSV with text,label (other columns become metadata)")
     replay.add_argument("--policy", help="policy YAML (default: the example named after the dataset)")
@@ -210,6 +207,13 @@ def build_parser() -> argparse.ArgumentParser:
     over.add_argument("--skip-evidence", action="store_true",
                       help="do not read each item's evidence (no tool_calls; one request per item saved)")
     replay.set_defaults(func=cmd_replay)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    _add_replay_parser(sub)
 
     _add_demo_parser(sub)
 

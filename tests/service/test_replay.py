@@ -79,6 +79,9 @@ def test_cli_replay_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
     assert "has no 'label' column" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "missing.csv"), "--policy", str(EXAMPLES_DIR / "sms_spam.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    sms = str(dataset_path("sms_spam.csv"))
+    assert main(["replay", sms, "--policy", str(EXAMPLES_DIR / "sms_spam.yaml"), "--retrain-lag", "0"]) == 2
+    assert "retrain lag 0" in capsys.readouterr().err
 
 
 def test_example_policies_build_their_tools() -> None:
