@@ -30,15 +30,23 @@ GATE_SECONDS = 120.0  # the longest a fit waits for the test (released long befo
 
 
 class GatedMemory(MemoryVoter):
-    """The memory voter with an injected delay: ``fit`` swaps its new model in, then waits until the test opens the
-    gate; each vote's evidence names the model that cast it."""
+    """The memory voter with an injected delay: a fit that starts while ``hold`` is set swaps its new model in, then
+    waits until the test sets ``release`` (counted in ``waiting``); each vote's evidence names the model that cast
+    it."""
 
-    gate = threading.Event()
+    hold = threading.Event()
+    release = threading.Event()
+    waiting = 0
+    _lock = threading.Lock()
 
     def fit(self, data: TrainingSet) -> ModelInfo:
+        held = self.hold.is_set()
         info = super().fit(data)  # the new model is in this object from here on: the wait comes after the swap
-        if not self.gate.wait(GATE_SECONDS):
-            raise TimeoutError("the test never opened the gate")
+        if held:
+            with self._lock:
+                GatedMemory.waiting += 1
+            if not self.release.wait(GATE_SECONDS):
+                raise TimeoutError("the test never released the fit")
         return info
 
     def fork(self) -> GatedMemory:
@@ -79,7 +87,9 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
     project = policy.project
     stop = threading.Event()
     reviewer = Reviewer(store, project, "alice", stop)
-    GatedMemory.gate.set()
+    GatedMemory.hold.clear()
+    GatedMemory.release.clear()
+    GatedMemory.waiting = 0
 
     async def main() -> None:
         runtime = WorkerRuntime(store, fast_settings(), name="w1", tools_factory=gated_tools, batch_size=50)
@@ -94,13 +104,12 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
             learner = labeler.learner
             await await_until(lambda: learner.snapshot.threshold is not None and learner.retrains >= 2, timeout=60,
                               what="a certified snapshot with a trained memory")
-            GatedMemory.gate.clear()
+            GatedMemory.hold.set()
             worker = runtime.state.loops[project].worker
-            cleared_at = worker.runs  # a retrain started after a later graph run waits at the gate
             store.ingest(project, stream_items(300, start=200))
             runtime.notify(project)
-            await await_until(lambda: worker.training is not None and worker.training.after > cleared_at, timeout=60,
-                              what="a retrain waiting at the gate")
+            await await_until(lambda: worker.training is not None and GatedMemory.waiting > 0, timeout=60,
+                              what="a retrain whose fit waits")
             old = learner.snapshot  # in force since the retrain started: no answer reaches the learner meanwhile
             since = _last_ids(store)
             store.ingest(project, stream_items(300, start=500))
@@ -111,7 +120,8 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
             versions, thresholds = _decided_since(store, since)
             assert versions == {old.tool_versions["memory"]}, "only the model in force voted"
             assert thresholds <= {old.threshold}
-            GatedMemory.gate.set()
+            GatedMemory.hold.clear()
+            GatedMemory.release.set()
             await await_until(lambda: learner.snapshot.version > old.version, timeout=60,
                               what="the finished retrain published between batches")
             assert learner.snapshot.tool_versions["memory"] != old.tool_versions["memory"]
@@ -122,7 +132,7 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
             versions, _ = _decided_since(store, since)
             assert versions and old.tool_versions["memory"] not in versions
         finally:
-            GatedMemory.gate.set()
+            GatedMemory.release.set()
             stop.set()
             runtime.stop()
             await asyncio.wait_for(task, 60)
