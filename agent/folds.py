@@ -5,10 +5,14 @@ from __future__ import annotations
 
 import asyncio
 import copy
+from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
 
-from tools.base import Batch, Forkable, Learnable, Tool, ToolContext, Votes
+import numpy as np
+
+from agent.aggregate import log_votes
+from tools.base import Batch, ExampleSource, Forkable, Learnable, ReadsExamples, Tool, ToolContext, TrainingSet, Votes
 
 
 def add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None, entry: object) -> None:
@@ -33,3 +37,51 @@ def predict_now(tool: Tool, batch: Batch, context: ToolContext) -> Votes:
 def fork(tool: Learnable) -> Learnable:
     """An untrained copy of a learning tool with the same settings."""
     return tool.fork() if isinstance(tool, Forkable) else copy.deepcopy(tool)
+
+
+def stage(tools: Sequence[Tool]) -> tuple[Tool, ...]:
+    """The tools a retrain fits: each learning tool copied (``copy.copy``: the copy keeps the current model and
+    settings, and its ``fit`` swaps the copy's model only, so the original keeps deciding until the copies are
+    published), each tool reading examples from one of them re-pointed at that copy; other tools are shared."""
+    copies: dict[int, Tool] = {id(t): copy.copy(t) for t in tools if isinstance(t, Learnable)}
+    staged: list[Tool] = []
+    for tool in tools:
+        twin = copies.get(id(tool))
+        if twin is None and isinstance(tool, ReadsExamples) and id(tool.retrieval) in copies:
+            source = copies[id(tool.retrieval)]
+            reader = copy.copy(tool)
+            reader.retrieval = source if isinstance(source, ExampleSource) else None
+            twin = reader
+        staged.append(tool if twin is None else twin)
+    return tuple(staged)
+
+
+def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable], data: TrainingSet,
+                     window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int],
+                     out: tuple[np.ndarray, np.ndarray]) -> None:
+    """The learning tools' out-of-fold votes on the calibration items: ``calibration`` = (every calibration item's
+    training row, its fold, the first one scored); for each fold, its copy of each learning tool (kept in
+    ``fold_tools``, warm-started) is fitted on the training rows (``window``'s, or all) outside the fold, and its
+    votes on the fold's scored items are written into ``out`` = (logp, voted), row-aligned with the scored items."""
+    rows, folds, start = calibration
+    logp, voted = out
+    labels = data.labels
+    everything = np.arange(len(data)) if window is None else window
+    context = ToolContext(labels)
+    scored = folds[start:]
+    for f in np.unique(scored).tolist():
+        sel = np.nonzero(scored == f)[0]
+        train = np.setdiff1d(everything, rows[folds == f], assume_unique=True)
+        fold_data = TrainingSet(data.batch.subset(train), data.y[train], labels)
+        held = data.batch.subset(rows[start:][sel])
+        for t, tool in enumerate(tools):
+            if not isinstance(tool, Learnable):
+                continue
+            model = fold_tools.get((f, t))
+            if model is None:
+                model = fold_tools[(f, t)] = fork(tool)
+            model.fit(fold_data)
+            votes = predict_now(model, held, context)
+            ok = ~votes.abstain
+            voted[sel, t] = ok
+            logp[sel[ok], t] = log_votes(votes.probs[ok])

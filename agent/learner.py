@@ -4,8 +4,8 @@ Every human answer is ground truth. The learner keeps the decision-time evidence
 sent to review (:class:`ReviewTrace`) and, when their answers arrive, turns them into training data
 for the aggregator and into calibration records. It retrains the learning tools on a schedule that
 is dense early (the first labels matter most) and every ``policy.retrain_every`` answers later, and
-publishes each result as a new immutable :class:`AgentSnapshot`: a graph run in progress keeps the
-snapshot it started with.
+publishes each result (with the tools deciding with it) as a new immutable :class:`AgentSnapshot`: a graph run
+keeps the snapshot it started with; ``prepare_retrain`` fits copies, ``publish`` puts them in force.
 """
 
 from __future__ import annotations
@@ -18,18 +18,17 @@ from typing import Any
 
 import numpy as np
 
-from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
+from agent.aggregate import AggregatorModel, fit_aggregator
 from agent.calibration import ThresholdResult, detect_drift
 from agent.certificate import Certifier, make_certifier, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import add_piece as _add_piece
-from agent.folds import fork as _fork
-from agent.folds import predict_now as _predict_now
+from agent.folds import stage, vote_out_of_fold
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
-from agent.state import AgentSnapshot, ReviewTrace
+from agent.state import AgentSnapshot, Retrained, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Learnable, ModelInfo, Tool, ToolContext, TrainingSet
+from tools.base import Batch, Learnable, ModelInfo, Tool, TrainingSet
 
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
@@ -73,7 +72,7 @@ class Learner:
     def __init__(self, policy: Policy, tools: Sequence[Tool], window: TrainingWindow | None = None) -> None:
         self.policy = policy
         self.window = window or TrainingWindow()  # i18: bounded training set (agent/schedule.py)
-        self.tools = tuple(tools)
+        self._tools = tuple(tools)
         self.labels = tuple(policy.labels)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
         self._pending: dict[str, _Pending] = {}
@@ -104,12 +103,17 @@ class Learner:
         self.monitor = EscalationMonitor()
         self.drift_detections = 0
         self._always = frozenset(policy.always_review)
-        names = tuple(t.name for t in self.tools)
+        names = tuple(t.name for t in self._tools)
         self.snapshot = AgentSnapshot(
             aggregator=AggregatorModel.default(names, len(self.labels)),
             calibration=ThresholdResult(None, 0, 0, 0, 1.0),
             audit_rate=1.0,
+            tools=self._tools,
         )
+
+    @property
+    def tools(self) -> tuple[Tool, ...]:  # the tools deciding now (a snapshot set by hand without tools: the first)
+        return self.snapshot.tools or self._tools
 
     # --- inputs -----------------------------------------------------------------------------------
 
@@ -249,22 +253,39 @@ class Learner:
         return TrainingSet(self._gt_batch, np.asarray(self._gt_y, dtype=np.int64), self.labels)
 
     def retrain(self, force_rescore: bool = False) -> list[ModelInfo]:
-        """Retrain learning tools, refit the pool, rescore the calibration set when due, recalibrate.
+        """``prepare_retrain`` and ``publish`` at once (a restore, or a caller with nothing deciding meanwhile)."""
+        retrained = self.prepare_retrain(force_rescore)
+        self.publish(retrained)
+        return retrained.infos
 
-        CPU-bound; the service runs it off the request path (in a worker thread).
-        """
+    def prepare_retrain(self, force_rescore: bool = False) -> Retrained:
+        """Retrain copies of the learning tools, refit the pool, rescore the calibration set when due, recertify;
+        in force only at ``publish`` (the snapshot in force decides meanwhile). CPU-bound (run in a thread); until
+        ``publish`` call no ``observe`` nor ``recalibrate`` (the worker cycle holds answers back)."""
+        tools = stage(self.tools)
         data = self.training_set()
         window = self._window_rows()  # i18: past the window's cap, a bounded subset trains (agent/schedule.py)
         fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
-        infos = [tool.fit(fit_data) for tool in self.tools if isinstance(tool, Learnable)]
-        self.model_infos.extend(infos)
+        infos = [tool.fit(fit_data) for tool in tools if isinstance(tool, Learnable)]
         self._since_retrain = 0
-        self.retrains += 1
         aggregator = self._fit_aggregator()
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
-            self._rescore(data, aggregator, window)
-        self.recalibrate(aggregator)
-        return infos
+            self._rescore(data, aggregator, window, tools)
+        calib, drifted, reference = self._certify()
+        return Retrained(self._snapshot(tools, aggregator, calib, drifted), infos, reference)
+
+    def publish(self, retrained: Retrained) -> AgentSnapshot:
+        """Put a finished retrain in force: its models, pool and threshold together. If another snapshot was
+        published meanwhile (a drift alarm withdrew the certificate), its threshold is certified again first."""
+        self.model_infos.extend(retrained.infos)
+        self.retrains += 1
+        snap = retrained.snapshot
+        if snap.version <= self.snapshot.version:
+            return self.recalibrate(snap.aggregator, snap.tools)
+        if retrained.reference is not None:
+            self.monitor.set_reference(retrained.reference)
+        self.snapshot = snap
+        return snap
 
     def _fit_aggregator(self) -> AggregatorModel:
         aggregator = self.snapshot.aggregator
@@ -283,13 +304,14 @@ class Learner:
             self.window.add(self._gt_y[self.window.n])
         return self.window.rows()
 
-    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel, window: np.ndarray | None = None) -> None:
+    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel, window: np.ndarray | None,
+                 tools: tuple[Tool, ...]) -> None:
         """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
         start = self._window_start()
         rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
         if rows.size < RESCORE_FOLDS:
             return
-        n_t, n_l = len(self.tools), len(self.labels)
+        n_t, n_l = len(tools), len(self.labels)
         logp = np.zeros((rows.size, n_t, n_l))
         voted = np.zeros((rows.size, n_t), dtype=bool)
         for j, r in enumerate(rows):  # tools that do not learn keep their decision-time votes
@@ -299,28 +321,8 @@ class Learner:
         # Stable folds (by item key): a fold's model never sees its own calibration items, and its training set
         # only grows, so each fold keeps one model and warm-starts it like the live one.
         all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
-        folds = all_folds[start:]
-        all_iid = np.asarray(self._iid_rows, dtype=np.int64)
-        everything = np.arange(len(data)) if window is None else window
-        context = ToolContext(self.labels)
-        for f in range(RESCORE_FOLDS):
-            sel = np.nonzero(folds == f)[0]
-            if sel.size == 0:
-                continue
-            train = np.setdiff1d(everything, all_iid[all_folds == f], assume_unique=True)
-            fold_data = TrainingSet(data.batch.subset(train), data.y[train], self.labels)
-            held_batch = data.batch.subset(rows[sel])
-            for t, tool in enumerate(self.tools):
-                if not isinstance(tool, Learnable):
-                    continue
-                model = self._fold_tools.get((f, t))
-                if model is None:
-                    model = self._fold_tools[(f, t)] = _fork(tool)
-                model.fit(fold_data)
-                votes = _predict_now(model, held_batch, context)
-                ok = ~votes.abstain
-                voted[sel, t] = ok
-                logp[sel[ok], t] = log_votes(votes.probs[ok])
+        vote_out_of_fold(tools, self._fold_tools, data, window, (np.asarray(self._iid_rows, dtype=np.int64),
+                                                                 all_folds, start), (logp, voted))
         proba = aggregator.combine(logp, voted)
         has_vote = voted.any(axis=1)
         conf = np.where(has_vote, proba.max(axis=1), 0.0)
@@ -337,10 +339,17 @@ class Learner:
     def _window_start(self) -> int:
         return max(len(self._iid_rows) - self.policy.calibration_window, self._calibration_since, 0)
 
-    def recalibrate(self, aggregator: AggregatorModel | None = None) -> AgentSnapshot:
-        """Check drift, update the certificate from the calibration segment, publish a new snapshot."""
+    def recalibrate(self, aggregator: AggregatorModel | None = None, tools: tuple[Tool, ...] = ()) -> AgentSnapshot:
+        """Check drift, update the certificate, publish a new snapshot (with the tools in force, or ``tools``)."""
+        calib, drifted, reference = self._certify()
+        if reference is not None:
+            self.monitor.set_reference(reference)
+        self.snapshot = self._snapshot(tools or self.tools, aggregator or self.snapshot.aggregator, calib, drifted)
+        return self.snapshot
+
+    def _certify(self) -> tuple[ThresholdResult, bool, float | None]:
+        """Drift check and certificate update: (result, drifted, the monitor's reference for a new certificate)."""
         policy = self.policy
-        aggregator = aggregator or self.snapshot.aggregator
         del self._audits[:-DRIFT_AUDITS]  # i18: only the latest audits are ever read; the list stays bounded
         recent = [(pos, ok) for pos, ok in self._audits if pos >= self._calibration_since]
         drift = detect_drift([ok for _, ok in recent], alpha=policy.alpha, delta=policy.delta)
@@ -356,16 +365,18 @@ class Learner:
         previous = self.certifier.certificate
         calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct)
         if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share
-            self.monitor.set_reference(1.0 - calib.n_above / max(calib.n_calibration, 1))
-        return self._publish(aggregator, calib, drifted)
+            return calib, drifted, 1.0 - calib.n_above / max(calib.n_calibration, 1)
+        return calib, drifted, None
 
-    def _publish(self, aggregator: AggregatorModel, calib: ThresholdResult, drifted: bool) -> AgentSnapshot:
-        audit_rate = 1.0 if calib.threshold is None else self._audit_rate(calib)
-        versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
+    def _snapshot(self, tools: tuple[Tool, ...], aggregator: AggregatorModel, calib: ThresholdResult,
+                  drifted: bool) -> AgentSnapshot:
+        """The next snapshot (version: the one in force plus one); not yet in force."""
+        audit_rate = 1.0 if calib.threshold is None else raised_audit_rate(
+            self.policy, calib, fine=FINE_CALIBRATION, per_escalation=AUDIT_PER_ESCALATION)
+        versions = {tool.name: tool.version for tool in tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
-        self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted)
-        return self.snapshot
+        return AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted, tools)
 
     def _restart_calibration(self, since: int) -> None:
         """Drift: the certificate is withdrawn and calibration restarts from ``since`` (recent data only)."""
@@ -383,9 +394,6 @@ class Learner:
         if result.threshold is not None and self.monitor.watch(
                 eligible_below(result.decisions, result.threshold, self._always)):
             self._restart_calibration(len(self._iid_rows))
-            self._publish(self.snapshot.aggregator, ThresholdResult(None, 0, 0, 0, 1.0), True)
-
-    def _audit_rate(self, calib: ThresholdResult) -> float:
-        """See :func:`agent.certificate.raised_audit_rate`."""
-        return raised_audit_rate(self.policy, calib, fine=FINE_CALIBRATION, per_escalation=AUDIT_PER_ESCALATION)
+            withdrawn = ThresholdResult(None, 0, 0, 0, 1.0)
+            self.snapshot = self._snapshot(self.tools, self.snapshot.aggregator, withdrawn, True)
 

@@ -17,23 +17,29 @@ from tools.base import Batch, Item, Tool, ToolContext
 class BatchLabeler:
     """One project's agent: the compiled graph, its tools and its learner.
 
-    ``run_batch`` is one graph run; the snapshot it reads is fixed for the whole run, so a retrain
-    finishing meanwhile only affects the next batch.
+    ``run_batch`` is one graph run; the snapshot it reads (models, pool, threshold) is fixed for the whole run, so
+    a retrain published meanwhile only affects the next batch.
     """
 
     def __init__(self, policy: Policy, tools: Sequence[Tool], *, seed: int = 0,
                  graph: LabelingGraph | None = None) -> None:
         self.policy = policy
-        self.tools = tuple(tools)
-        self.learner = Learner(policy, self.tools)
+        self.learner = Learner(policy, tuple(tools))
         self.rng = np.random.default_rng(seed)
         self.tool_context = ToolContext(labels=tuple(policy.labels), rng=np.random.default_rng(seed + 1))
         self.graph = graph if graph is not None else build_graph()
 
+    @property
+    def tools(self) -> tuple[Tool, ...]:
+        """The tools deciding now (the published snapshot's)."""
+        return self.learner.tools
+
     async def run_batch(self, items: Sequence[Item]) -> BatchResult:
+        snapshot = self.learner.snapshot  # one read: models, pool and threshold published together
         if not items:
-            return BatchResult(self.policy.key, self.learner.snapshot.threshold, {}, [])
-        context = AgentContext(self.policy, self.tools, self.learner.snapshot, self.rng, self.tool_context)
+            return BatchResult(self.policy.key, snapshot.threshold, {}, [])
+        tools = snapshot.tools or self.learner.tools
+        context = AgentContext(self.policy, tools, snapshot, self.rng, self.tool_context)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])

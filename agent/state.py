@@ -12,12 +12,17 @@ from agent.aggregate import AggregatorModel
 from agent.calibration import ThresholdResult
 from agent.ports import BatchResult
 from policies import Policy
-from tools.base import Batch, Tool, ToolContext, Votes
+from tools.base import Batch, ModelInfo, Tool, ToolContext, Votes
 
 
 @dataclass(frozen=True, slots=True)
 class AgentSnapshot:
-    """What the learner last produced; a graph run reads one snapshot from start to end."""
+    """What the learner last produced; a graph run reads one snapshot from start to end.
+
+    ``tools`` are the tools that decide with it: a retrain fits copies of the learning tools and publishes them
+    in the snapshot that holds the pool and the threshold made for them, so a freshly fitted model never decides
+    under an older threshold (the old models keep deciding until the new snapshot is published). Empty in a
+    snapshot built by hand (tests): the learner's own tools decide then."""
 
     aggregator: AggregatorModel
     calibration: ThresholdResult
@@ -25,10 +30,21 @@ class AgentSnapshot:
     tool_versions: dict[str, str] = field(default_factory=dict)
     version: int = 0
     drift: bool = False
+    tools: tuple[Tool, ...] = ()
 
     @property
     def threshold(self) -> float | None:
         return self.calibration.threshold
+
+
+@dataclass(frozen=True, slots=True)
+class Retrained:
+    """A finished retrain not yet in force: its snapshot (new models, pool, threshold), the model versions it fitted,
+    and the drift monitor's new reference share (``None``: unchanged). ``Learner.publish`` puts it in force."""
+
+    snapshot: AgentSnapshot
+    infos: list[ModelInfo]
+    reference: float | None = None
 
 
 @dataclass(slots=True)

@@ -101,31 +101,13 @@ def _count_sql(engine: Engine, counters: Counters) -> None:
 
 
 def _instrument_learner(counters: Counters) -> None:
-    """Count ``Learner.retrain`` as training and its ``recalibrate`` as calibration (the bench process only)."""
+    """Count ``Learner.prepare_retrain`` (the worker cycle's retrain: fits, pool, rescoring, the certificate's
+    update) as training and ``recalibrate`` (after answers when no retrain is due) as calibration (this process
+    only). ``Learner.retrain`` (a restore) calls ``prepare_retrain``, so it is counted too."""
     from agent.learner import Learner
 
-    recalibrate, retrain = Learner.recalibrate, Learner.retrain
-    retraining: set[int] = set()  # threads inside retrain (recalibrate also runs outside it, after each batch)
-
-    async def timed_retrain(self: Learner, *args: Any, **kwargs: Any) -> Any:
-        retraining.add(threading.get_ident())
-        try:
-            return await retrain(self, *args, **kwargs)
-        finally:
-            retraining.discard(threading.get_ident())
-
-    def timed_recalibrate(self: Learner, *args: Any, **kwargs: Any) -> Any:
-        t = time.thread_time()
-        try:
-            return recalibrate(self, *args, **kwargs)
-        finally:
-            spent = time.thread_time() - t
-            counters.add("calibration", spent)
-            if threading.get_ident() in retraining:
-                counters.add("training", -spent)  # retrain's own timer counts it too
-
-    Learner.recalibrate = timed_recalibrate  # type: ignore[method-assign]
-    Learner.retrain = _timed(timed_retrain, "training", counters)  # type: ignore[method-assign]
+    Learner.recalibrate = _timed(Learner.recalibrate, "calibration", counters)  # type: ignore[method-assign]
+    Learner.prepare_retrain = _timed(Learner.prepare_retrain, "training", counters)  # type: ignore[method-assign]
 
 
 def _engine(db: str, tmp: Path) -> tuple[Engine, Callable[[], int], Callable[[], None]]:

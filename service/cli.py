@@ -13,7 +13,7 @@ from typing import Any
 
 from policies import InputError, LabelAgentError, Policy, example_policy, load_policy
 from service.offline.datasets import LabeledItem, load_csv
-from service.offline.replay import ReplayConfig, run_replay
+from service.offline.replay import RETRAIN_LAG, ReplayConfig, run_replay
 from service.settings import Settings, get_settings, tool_environment
 from service.store import SqlStore
 from service.store.db import create_all, make_engine
@@ -43,7 +43,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         store = SqlStore(engine)
         bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
         config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-                              order=getattr(args, "order", "shuffle"))
+                              order=getattr(args, "order", "shuffle"),
+                              retrain_lag=getattr(args, "retrain_lag", RETRAIN_LAG))
         tools = build_tools(policy, env=tool_environment(get_settings()))  # endpoints from LABELAGENT_* settings
         try:
             summary = asyncio.run(run_replay(rows, policy, tools, store, config, on_batch=update))
@@ -188,6 +189,9 @@ def _add_replay_parser(sub: Any) -> None:
                         help="stream order: seeded shuffle (default) or the file's order (time series)")
     replay.add_argument("--batch-size", type=int, default=256,
                         help="most items per graph run (fewer while the agent has little ground truth)")
+    replay.add_argument("--retrain-lag", type=int, default=RETRAIN_LAG,
+                        help="graph runs from a retrain's start to its publication (default %(default)s: a busy "
+                             "service; 1: the retrain is waited for)")
     replay.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")

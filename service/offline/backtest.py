@@ -3,7 +3,9 @@
 The ground-truth items (human reviews, else client labels) arrive in their arrival order, batch by batch, into a
 private in-memory SQLite store: the same ingest, claim, graph run and record as a worker, then an oracle answers
 the review queue from the ground truth (as ``labelagent replay`` does) and the learner learns from the answers.
-The figures are the replay's: auto-label precision with its Clopper-Pearson interval, auto rate, human reviews.
+The worker cycle is the replay's (a retrain is published ``service.offline.replay.RETRAIN_LAG`` graph runs after it
+started, as in a busy service). The figures are the replay's: auto-label precision with its Clopper-Pearson
+interval, auto rate, human reviews.
 """
 
 from __future__ import annotations
@@ -16,7 +18,7 @@ from typing import Any
 from agent.runner import BatchLabeler
 from policies import Policy
 from service.offline.datasets import LabeledItem
-from service.offline.replay import stream_through, summarize
+from service.offline.replay import RETRAIN_LAG, stream_through, summarize
 from service.runtime.cycle import ProjectWorker
 from service.settings import Settings
 from service.store import SqlStore
@@ -42,7 +44,8 @@ async def replay_truth(policy: Policy, truth: Sequence[LabeledItem], tools: Sequ
         store = SqlStore(engine, Settings(database_url="sqlite://", max_batch_items=max(batch_size, 1)))
         store.projects.create_project(policy.project, policy)
         labeler = BatchLabeler(policy, tools, seed=seed)
-        worker = ProjectWorker(store, policy.project, labeler, name="backtest", batch_size=batch_size)
+        worker = ProjectWorker(store, policy.project, labeler, name="backtest", batch_size=batch_size,
+                               retrain_lag=RETRAIN_LAG)
         answers = {row.item.key: row.label for row in truth}
         started = time.perf_counter()
         tally = await stream_through(worker, truth, answers, batch_size)

@@ -3,14 +3,16 @@
 Items arrive in a seeded random order, batch by batch. Each batch is ingested into the store,
 claimed by the worker, labeled by one graph run and recorded. An oracle reviewer then answers the
 review queue from the dataset's labels (cold start, escalations, audits): the agent never sees a
-label it did not ask a human for. Answers reach the learner, which retrains when due: in a thread, as the
-service does, overlapping the next ingest; the next graph run waits for it, so every run sees the
-same snapshot as with an in-line retrain (the replay stays deterministic per seed).
+label it did not ask a human for. Answers reach the learner through the worker cycle the service runs
+(:class:`~service.runtime.cycle.ProjectWorker`): a due retrain fits copies of the models while the snapshot in force
+keeps deciding, answers are held back meanwhile, and the retrain is published between graph runs. The replay
+publishes a retrain started after graph run ``k`` just before run ``k + retrain_lag`` (``ReplayConfig.retrain_lag``,
+default 2, the service under load; see :mod:`service.runtime.cycle`): a count of runs, never the clock, so the replay
+stays deterministic per seed.
 """
 
 from __future__ import annotations
 
-import asyncio
 import gc
 import time
 from collections import Counter
@@ -28,12 +30,13 @@ from policies import InputError, Policy
 from service.offline.datasets import LabeledItem
 from service.runtime.cycle import ProjectWorker
 from service.store import ReviewAnswer, SqlStore
-from tools.base import ModelInfo, Tool
+from tools.base import Tool
 from tools.image_embedding import ImageEmbedding
 from tools.llm import LLMTool
 from tools.text_embedding import TextEmbedding
 
 ORACLE = "oracle"
+RETRAIN_LAG = 2  # graph runs from a retrain's start to its publication (service.runtime.cycle: the service under load)
 
 
 @dataclass(slots=True)
@@ -42,6 +45,7 @@ class ReplayConfig:
     seed: int = 0
     limit: int | None = None
     order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
+    retrain_lag: int = RETRAIN_LAG  # a retrain started after graph run k is published before run k + retrain_lag
 
 
 def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
@@ -86,17 +90,28 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     if policy.overlap > 1:  # the oracle is one reviewer: an overlap it cannot meet would leave every task open
         raise InputError(f"the replay's oracle is a single reviewer, so policy overlap {policy.overlap} cannot be "
                          "met; replay with overlap: 1 (the replay does not simulate disagreeing reviewers)")
+    if config.retrain_lag < 1:
+        raise InputError(f"retrain lag {config.retrain_lag}: a retrain is published before graph run k + lag, "
+                         "lag at least 1 (1: waited for before the next run)")
     stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
     store.projects.create_project(policy.project, policy)
     labeler = BatchLabeler(policy, tools, seed=config.seed)
-    worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
+    worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size,
+                           retrain_lag=config.retrain_lag)
     started = time.perf_counter()
     tally = await stream_through(worker, stream, truth, config.batch_size, on_batch)
     elapsed = time.perf_counter() - started
     decisions.update(tally.decisions)
     return {**summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed),
-            **tally.track.summary(labeler)}
+            **tally.track.summary(labeler), **cycle_summary(worker)}
+
+
+def cycle_summary(worker: ProjectWorker) -> dict[str, Any]:
+    """How the worker cycle ran: the stated retrain lag (graph runs), the graph runs, and the retrains' thread
+    seconds (measured, for comparing the lag with a service's fit time; never used to decide)."""
+    return {"retrain_lag": worker.retrain_lag, "graph_runs": worker.runs,
+            "retrain_seconds": round(worker.retrain_seconds, 3)}
 
 
 @dataclass(slots=True)
@@ -110,19 +125,17 @@ class Tally:
 async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], truth: dict[str, str],
                          batch_size: int, on_batch: Callable[[int], None] | None = None) -> Tally:
     """Ingest ``stream`` batch by batch and run the worker cycle on it with an oracle reviewer (the replay's and
-    the backtest's loop): claim, graph run, record, the oracle answers what the run escalated, the learner learns.
-    A due retrain runs in a thread overlapping the next ingest; the next claim waits for it."""
+    the backtest's loop): publish a retrain when due, claim, graph run, record, the oracle answers what the run
+    escalated, the learner learns (or the answers wait for the retrain in flight). ``worker.retrain_lag`` says when
+    a retrain is published (a count of graph runs); at the end the last one is published."""
     tally = Tally()
     project = worker.project
-    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
     for start in range(0, len(stream), batch_size):
         chunk = stream[start:start + batch_size]
         worker.store.items.ingest(project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
-            if training is not None:  # the claim's size and the run must see the retrained snapshot
-                await worker.save_versions(await training)
-                training = None
+            await worker.pick_up()  # between graph runs, as the service's runtime does
             token, items = worker.claim()
             if not items:
                 break
@@ -135,11 +148,10 @@ async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], t
             # The oracle answers what this run escalated before the next run starts.
             settled = answer_queue(worker.store, project, truth)
             tally.human.update((gt.item.key, gt.label) for gt in settled)
-            training = worker.start_learning(settled)
+            await worker.learn(settled)
         if on_batch is not None:
             on_batch(len(chunk))
-    if training is not None:
-        await worker.save_versions(await training)
+    await worker.finish()
     return tally
 
 

@@ -17,11 +17,12 @@ store at start (ground truth and calibration records), and loops:
 
 :meth:`stop` is graceful: the current batch finishes, nothing new is claimed. :meth:`abort` cancels the
 current batch and releases its lease. A killed worker's items come back when their lease expires.
-Split by concern: :mod:`~service.runtime.base` (the constants, the per-project loop state, the statistics),
-:mod:`~service.runtime.batches` (claiming, running and recording a batch; isolating the items that fail it),
-:mod:`~service.runtime.learning` (answers to the learner, background retraining) and
-:mod:`~service.runtime.projects` (new projects and policy versions); the loop itself and its thread-safe controls
-are :class:`WorkerRuntime`, here.
+Composed of parts that share one :class:`~service.runtime.base.RuntimeState` (the constants, the per-project loop
+state and the statistics are in :mod:`~service.runtime.base`): a :class:`~service.runtime.batches.BatchRunner`
+(claiming, running and recording a batch; isolating the items that fail it), a
+:class:`~service.runtime.learning.Trainer` (answers to the learner, background retraining) and a
+:class:`~service.runtime.projects.ProjectLoader` (new projects and policy versions); the loop itself and its
+thread-safe controls are :class:`WorkerRuntime`, here.
 """
 
 from __future__ import annotations
@@ -29,7 +30,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from agent.runner import BatchLabeler
 from service.runtime.base import (
@@ -38,26 +39,61 @@ from service.runtime.base import (
     MAX_ERROR_BACKOFF,
     MIN_IDLE_SECONDS,
     ProjectLoop,
-    RuntimeBase,
+    RuntimeState,
     RuntimeStats,
     ToolsFactory,
     describe_error,
     log,
     registry_tools,
 )
-from service.runtime.batches import BatchesMixin
+from service.runtime.batches import BatchRunner
 from service.runtime.cycle import WRITE_RETRY_SECONDS
 from service.runtime.heartbeat import LeaseHeartbeat
-from service.runtime.learning import LearningMixin
-from service.runtime.projects import ProjectsMixin
+from service.runtime.learning import Trainer
+from service.runtime.projects import ProjectLoader
+from service.settings import Settings
+from service.store import SqlStore
 from service.store.db import is_transient
 
 
-class WorkerRuntime(BatchesMixin, LearningMixin, ProjectsMixin, RuntimeBase):
+class WorkerRuntime:
     """Runs the agent over the store for every project (or ``projects``). Implements ``FeedbackSink``.
 
     ``run()`` is a coroutine; ``stop``, ``abort`` and ``notify`` may be called from any thread.
     """
+
+    def __init__(self, store: SqlStore, settings: Settings | None = None, *, name: str,
+                 projects: Iterable[str] | None = None, tools_factory: ToolsFactory | None = None,
+                 batch_size: int | None = None, seed: int = 0) -> None:
+        self.state = RuntimeState(store, settings, name=name, projects=projects, tools_factory=tools_factory,
+                                  batch_size=batch_size, seed=seed)
+        self.batches = BatchRunner(self.state)
+        self.trainer = Trainer(self.state)
+        self.projects = ProjectLoader(self.state)
+
+    @property
+    def store(self) -> SqlStore:
+        return self.state.store
+
+    @property
+    def settings(self) -> Settings:
+        return self.state.settings
+
+    @property
+    def name(self) -> str:
+        return self.state.name
+
+    @property
+    def batch_size(self) -> int:
+        return self.state.batch_size
+
+    @property
+    def lease_seconds(self) -> float:
+        return self.state.lease_seconds
+
+    @property
+    def stats(self) -> RuntimeStats:
+        return self.state.stats
 
     # --- control (thread-safe) ---------------------------------------------------------------------------
 
@@ -67,98 +103,103 @@ class WorkerRuntime(BatchesMixin, LearningMixin, ProjectsMixin, RuntimeBase):
 
     def stop(self) -> None:
         """Finish the current batch, claim nothing more, return from ``run``."""
-        self._stopping = True
-        self._call_soon(self._set_wake)
+        self.state.stopping = True
+        self._call_soon(self.state.set_wake)
 
     def abort(self) -> None:
         """Stop now: cancel the current batch (its lease is released) and return from ``run``."""
-        self._stopping = True
-        task = self._task
+        self.state.stopping = True
+        task = self.state.task
         if task is not None:
             self._call_soon(task.cancel)
 
     @property
     def stopping(self) -> bool:
-        return self._stopping
+        return self.state.stopping
 
     def labeler(self, project: str) -> BatchLabeler | None:
         """The labeler serving ``project`` now (None until it has loaded)."""
-        loop = self._loops.get(project)
+        loop = self.state.loops.get(project)
         return loop.labeler if loop is not None else None
 
     def _call_soon(self, fn: Callable[..., object], *args: object) -> None:
-        loop = self._loop
+        loop = self.state.loop
         if loop is None or loop.is_closed():
             return
         with contextlib.suppress(RuntimeError):  # the loop closed meanwhile
             loop.call_soon_threadsafe(fn, *args)
 
     def _on_notify(self, project: str) -> None:
-        self._notified.add(project)
-        if project not in self._loops and project not in self._building:
-            self._next_refresh = 0.0
-        self._set_wake()
+        state = self.state
+        state.notified.add(project)
+        if project not in state.loops and project not in state.building:
+            state.next_refresh = 0.0
+        state.set_wake()
 
     # --- the loop ----------------------------------------------------------------------------------------
 
     async def run(self) -> None:
         """Work until :meth:`stop` (or :meth:`abort`)."""
-        self._loop = asyncio.get_running_loop()
-        self._wake = asyncio.Event()
-        self._task = asyncio.current_task()
-        self._heartbeat = LeaseHeartbeat(self.store, self.lease_seconds, name=f"{self.name}-heartbeat")
-        self._heartbeat.start()
-        log.info("worker %s started (batch %d, lease %.0fs)", self.name, self.batch_size, self.lease_seconds)
+        state = self.state
+        state.loop = asyncio.get_running_loop()
+        state.wake = asyncio.Event()
+        state.task = asyncio.current_task()
+        state.heartbeat = LeaseHeartbeat(state.store, state.lease_seconds, name=f"{state.name}-heartbeat")
+        state.heartbeat.start()
+        log.info("worker %s started (batch %d, lease %.0fs)", state.name, state.batch_size, state.lease_seconds)
         idle = MIN_IDLE_SECONDS
         try:
-            while not self._stopping:
-                self._adopt_built()
-                self._refresh()
+            while not state.stopping:
+                self.projects.adopt_built()
+                self.projects.refresh()
                 try:
                     worked = await self._round()
                 except Exception as exc:  # each step handles its errors; a database outage must not end the worker
                     if not is_transient(exc):
                         raise
-                    log.warning("worker %s: database unavailable (%s); backing off", self.name, exc)
-                    self.stats.errors += 1
+                    log.warning("worker %s: database unavailable (%s); backing off", state.name, exc)
+                    state.stats.errors += 1
                     await self._idle(DB_BACKOFF)
                     continue
                 if worked:
                     idle = MIN_IDLE_SECONDS
                     await asyncio.sleep(0)  # let finished builds and trainings report
                     continue
-                if self._stopping:
+                if state.stopping:
                     break
                 await self._idle(idle)
-                idle = min(idle * 2, self.settings.worker_poll_seconds)
+                idle = min(idle * 2, state.settings.worker_poll_seconds)
         finally:
-            self._heartbeat.close()
-            for task in self._building.values():
+            state.heartbeat.close()
+            for task in state.building.values():
                 task.cancel()
-            await self._finish_training()
-            log.info("worker %s stopped: %s", self.name, self.stats)
+            await self.trainer.finish()
+            log.info("worker %s stopped: %s", state.name, state.stats)
 
     async def _idle(self, timeout: float) -> None:
-        assert self._wake is not None
-        if not self._wake.is_set():
+        wake = self.state.wake
+        assert wake is not None
+        if not wake.is_set():
             with contextlib.suppress(TimeoutError):
-                await asyncio.wait_for(self._wake.wait(), timeout)
-        self._wake.clear()
+                await asyncio.wait_for(wake.wait(), timeout)
+        wake.clear()
 
     async def _round(self) -> bool:
         """One batch per ready project, and their answers when due. True when any batch had items."""
+        state = self.state
         worked = False
-        notified, self._notified = self._notified, set()
-        for loop in list(self._loops.values()):
-            if self._stopping:
+        notified, state.notified = state.notified, set()
+        for loop in list(state.loops.values()):
+            if state.stopping:
                 break
             now = time.monotonic()
             if loop.paused or now < loop.retry_at:
                 continue
-            if await self._process(loop):
+            await self.trainer.pick_up(loop)  # between batches: a finished retrain is put in force
+            if await self.batches.process(loop):
                 worked = True
             if loop.project in notified or time.monotonic() >= loop.next_feed:
-                await self._learn(loop)
+                await self.trainer.learn(loop)
         return worked
 
 

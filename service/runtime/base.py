@@ -1,5 +1,7 @@
 """What the worker runtime's parts share: its constants, the per-project loop state, the statistics, and
-:class:`RuntimeBase` (the runtime's attributes and the helpers every part uses)."""
+:class:`RuntimeState` (the runtime's settings and mutable state, held by :class:`~service.runtime.WorkerRuntime` and
+handed to each of its parts: :class:`~service.runtime.batches.BatchRunner`, :class:`~service.runtime.learning.Trainer`
+and :class:`~service.runtime.projects.ProjectLoader`)."""
 
 from __future__ import annotations
 
@@ -7,10 +9,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from functools import partial
 
-from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
 from policies import Policy
 from service.runtime.cycle import DB_BACKOFF, ProjectWorker
@@ -59,14 +60,13 @@ class RuntimeStats:
 
 @dataclass(slots=True)
 class ProjectLoop:
-    """One project's labeler for one policy version, with its answer feed and background trainer."""
+    """One project's labeler for one policy version, with its answer feed (its worker holds the retrain in flight
+    and the answers held back meanwhile)."""
 
     project: str
     policy: Policy
     worker: ProjectWorker
     feed: AnswerFeed
-    training: asyncio.Task[None] | None = None
-    backlog: list[GroundTruth] = field(default_factory=list)
     paused: bool = False  # a new policy version is loading
     next_feed: float = 0.0
     retry_at: float = 0.0
@@ -75,10 +75,6 @@ class ProjectLoop:
     @property
     def labeler(self) -> BatchLabeler:
         return self.worker.labeler
-
-    @property
-    def training_now(self) -> bool:
-        return self.training is not None and not self.training.done()
 
     def failed(self, cap: float = MAX_ERROR_BACKOFF) -> None:
         self.errors += 1
@@ -89,8 +85,12 @@ class ProjectLoop:
         self.failed(DB_BACKOFF)
 
 
-class RuntimeBase:
-    """The state of a :class:`~service.runtime.WorkerRuntime`, and the helpers its parts share."""
+class RuntimeState:
+    """The state of one :class:`~service.runtime.WorkerRuntime`, shared by its parts (one event loop: no locks).
+
+    ``loops``: the projects served now; ``building``: labelers loading; ``broken``: (project, version) -> when to try
+    loading again; ``notified``: projects to look at in the next round; ``loop``, ``wake``, ``task`` and ``heartbeat``
+    exist while ``run`` runs."""
 
     def __init__(self, store: SqlStore, settings: Settings | None = None, *, name: str,
                  projects: Iterable[str] | None = None, tools_factory: ToolsFactory | None = None,
@@ -104,22 +104,22 @@ class RuntimeBase:
         self.lease_seconds = float(self.settings.lease_seconds)
         self.seed = seed
         self.stats = RuntimeStats()
-        self._loops: dict[str, ProjectLoop] = {}
-        self._building: dict[str, asyncio.Task[ProjectLoop]] = {}
-        self._broken: dict[tuple[str, int], float] = {}  # (project, version) -> retry time
-        self._notified: set[str] = set()
-        self._next_refresh = 0.0
-        self._stopping = False
-        self._loop: asyncio.AbstractEventLoop | None = None
-        self._wake: asyncio.Event | None = None
-        self._task: asyncio.Task[None] | None = None
-        self._heartbeat: LeaseHeartbeat | None = None
+        self.loops: dict[str, ProjectLoop] = {}
+        self.building: dict[str, asyncio.Task[ProjectLoop]] = {}
+        self.broken: dict[tuple[str, int], float] = {}
+        self.notified: set[str] = set()
+        self.next_refresh = 0.0
+        self.stopping = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        self.wake: asyncio.Event | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.heartbeat: LeaseHeartbeat | None = None
 
-    def _set_wake(self, *_: object) -> None:
-        if self._wake is not None:
-            self._wake.set()
+    def set_wake(self, *_: object) -> None:
+        if self.wake is not None:
+            self.wake.set()
 
-    def _log_error(self, what: str, exc: Exception) -> None:
+    def log_error(self, what: str, exc: Exception) -> None:
         """A warning without traceback while the database is unreachable; the traceback for anything else."""
         if is_transient(exc):
             log.warning("worker %s: %s, database unavailable (%s)", self.name, what, describe_error(exc))

@@ -9,7 +9,7 @@ from collections.abc import Sequence
 from service.runtime.base import (
     ISOLATION_RUNS,
     ProjectLoop,
-    RuntimeBase,
+    RuntimeState,
     describe_error,
     log,
 )
@@ -18,20 +18,24 @@ from service.store.db import is_transient
 from tools.base import Item
 
 
-class BatchesMixin(RuntimeBase):
+class BatchRunner:
     """Claiming, running and recording batches, and isolating the items that fail them."""
 
-    async def _process(self, loop: ProjectLoop) -> int:
+    def __init__(self, state: RuntimeState) -> None:
+        self.state = state
+
+    async def process(self, loop: ProjectLoop) -> int:
         """Claim, run and record one batch; the lease is released if the run fails or is cancelled. When the
         batch fails, its items are run again in halves (:meth:`_isolate`) so one poison item does not fail
         its neighbours: the items that still fail are given back with the reason (``failed`` after
         ``max_attempts`` claims)."""
-        assert self._heartbeat is not None
+        state = self.state
+        assert state.heartbeat is not None
         try:
             token, items = loop.worker.claim()
         except Exception as exc:
-            self.stats.errors += 1
-            self._log_error(f"claiming in {loop.project} failed", exc)
+            state.stats.errors += 1
+            state.log_error(f"claiming in {loop.project} failed", exc)
             if is_transient(exc):
                 loop.db_failed()
             else:
@@ -40,27 +44,27 @@ class BatchesMixin(RuntimeBase):
         if not items:
             return 0
         try:
-            with self._heartbeat.hold(loop.project, token):
+            with state.heartbeat.hold(loop.project, token):
                 try:
                     outcomes = [await self._run_claimed(loop, token, items)]
                 except Exception as exc:
                     if is_transient(exc):
                         raise  # the database, not the items: no isolation, the batch is released below
                     log.warning("worker %s: a batch of %d items in %s failed (%s); isolating the items that fail",
-                                self.name, len(items), loop.project, describe_error(exc))
+                                state.name, len(items), loop.project, describe_error(exc))
                     outcomes = await self._isolate(loop, token, items, exc)
         except asyncio.CancelledError:
             self._release(loop.project, token)
             raise
         except Exception as exc:
-            self.stats.errors += 1
+            state.stats.errors += 1
             if is_transient(exc):
                 log.warning("worker %s: a batch of %d items in %s could not be written, database unavailable (%s); "
-                            "releasing it", self.name, len(items), loop.project, describe_error(exc))
+                            "releasing it", state.name, len(items), loop.project, describe_error(exc))
                 self._release(loop.project, token)
                 loop.db_failed()
                 return 0
-            log.exception("worker %s: a batch of %d items in %s failed; releasing it", self.name, len(items),
+            log.exception("worker %s: a batch of %d items in %s failed; releasing it", state.name, len(items),
                           loop.project)
             self._release(loop.project, token)
             loop.failed()
@@ -69,7 +73,7 @@ class BatchesMixin(RuntimeBase):
             loop.failed()
             return 0
         loop.errors = 0
-        s = self.stats
+        s = state.stats
         for outcome in outcomes:
             rec = outcome.record
             s.batches += 1
@@ -85,7 +89,8 @@ class BatchesMixin(RuntimeBase):
         """Bisect a failed batch: run each half again (under the same lease), split the halves that fail, down to
         single items, within ``ISOLATION_RUNS`` runs. The groups that still fail are released with their error.
         Returns the outcomes of the runs that succeeded."""
-        self.stats.errors += 1
+        state = self.state
+        state.stats.errors += 1
         outcomes: list[BatchOutcome] = []
         failing: list[tuple[Sequence[Item], str]] = []
         stack: list[tuple[Sequence[Item], str]] = [(items, describe_error(exc))]
@@ -110,11 +115,11 @@ class BatchesMixin(RuntimeBase):
         for group, error in failing:
             keys = [it.key for it in group]
             if len(group) == 1:
-                log.warning("worker %s: item %s of %s failed: %s", self.name, keys[0], loop.project, error)
+                log.warning("worker %s: item %s of %s failed: %s", state.name, keys[0], loop.project, error)
             try:
-                self.stats.released += self.store.release_lease(loop.project, token, keys=keys, error=error)
+                state.stats.released += state.store.items.release_lease(loop.project, token, keys=keys, error=error)
             except Exception:  # the lease expires by itself
-                log.exception("worker %s: releasing %d items in %s failed", self.name, len(keys), loop.project)
+                log.exception("worker %s: releasing %d items in %s failed", state.name, len(keys), loop.project)
         self._release(loop.project, token)  # anything else still held (nothing, normally)
         return outcomes
 
@@ -124,6 +129,6 @@ class BatchesMixin(RuntimeBase):
 
     def _release(self, project: str, token: str) -> None:
         try:
-            self.stats.released += self.store.release_lease(project, token)
+            self.state.stats.released += self.state.store.items.release_lease(project, token)
         except Exception as exc:  # the lease expires by itself
-            self._log_error(f"releasing a lease in {project} failed (it expires by itself)", exc)
+            self.state.log_error(f"releasing a lease in {project} failed (it expires by itself)", exc)

@@ -1,9 +1,20 @@
 """The worker cycle: claim a batch under a lease, run the agent once, record the result (retried while the
-database is away), feed human answers to the learner, retrain in a thread, save the new model versions.
+database is away), feed human answers to the learner, retrain in a thread, publish the retrained snapshot between
+graph runs and save its model versions.
 
 :class:`ProjectWorker` is the one implementation of these steps: the service's runtime
-(:mod:`service.runtime`), ``labelagent replay`` and backtests (:func:`service.offline.replay.stream_through`) call
-it, so the replay measures the path the service takes.
+(:mod:`service.runtime`, which ``labelagent replay --url`` drives over HTTP), ``labelagent replay`` and backtests
+(:func:`service.offline.replay.stream_through`) call it, so the replay measures the path the service takes.
+
+**When a retrain is picked up** (:meth:`ProjectWorker.pick_up`, called before every claim). A retrain fits copies
+of the models; until it is published, the snapshot in force (its models, pool and threshold together) keeps
+deciding, and answers that arrive are held back (the learner belongs to the retrain). The service
+(``retrain_lag=None``) publishes a retrain as soon as it has finished, between two graph runs; it never waits. The
+replay cannot use the clock and stay deterministic, so it states a lag: a retrain started after graph run ``k`` is
+published just before run ``k + retrain_lag``, computed at once and held back until then. A busy service claims
+its next batch as soon as it has recorded the last, so run ``k + 1`` always starts before a retrain started after
+run ``k`` can finish: ``retrain_lag=2`` (the replay's default) is the service under load with a fit shorter than
+a graph run; 1 is the replay before the single cycle (the retrain waited for).
 """
 
 from __future__ import annotations
@@ -18,6 +29,7 @@ from typing import TypeVar
 
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.runner import BatchLabeler
+from agent.state import Retrained
 from policies import InputError
 from service.settings import image_limits
 from service.store import RecordResult, SqlStore
@@ -39,6 +51,14 @@ class BatchOutcome:
 
 
 @dataclass(slots=True)
+class Retraining:
+    """A retrain in flight: its task, and the number of graph runs made when it started."""
+
+    task: asyncio.Task[Retrained]
+    after: int
+
+
+@dataclass(slots=True)
 class ProjectWorker:
     """Runs one project's agent against the store. Not shared between threads."""
 
@@ -50,6 +70,11 @@ class ProjectWorker:
     lease_seconds: float | None = None
     min_batch_size: int = 32
     saved_versions: set[str] = field(default_factory=set)
+    retrain_lag: int | None = None  # None: publish a retrain once finished (the service); n: before run k + n
+    runs: int = 0  # graph runs made
+    training: Retraining | None = None  # started, not yet published: the learner belongs to it
+    backlog: list[GroundTruth] = field(default_factory=list)  # answers held back while a retrain runs
+    retrain_seconds: float = 0.0  # thread time of the retrains (measured, reported; never used to decide)
 
     def claim_size(self) -> int:
         """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
@@ -101,6 +126,7 @@ class ProjectWorker:
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
         """The graph run and the write for a claimed batch (the runtime heartbeats the lease meanwhile)."""
         result = await self.labeler.run_batch(items)
+        self.runs += 1
         return BatchOutcome(len(items), result, await self.record(result, token))
 
     async def record(self, result: BatchResult, token: str) -> RecordResult:
@@ -130,9 +156,23 @@ class ProjectWorker:
 
     # --- learning ------------------------------------------------------------------------------------------
 
+    def take(self, fresh: Sequence[GroundTruth]) -> list[GroundTruth]:
+        """The answers to feed the learner now: those held back and ``fresh``. Empty while a retrain runs (then
+        ``fresh`` are held back until it is published)."""
+        if self.training is not None:
+            self.backlog.extend(fresh)
+            return []
+        answers, self.backlog = [*self.backlog, *fresh], []
+        return answers
+
+    def hold_back(self, answers: Sequence[GroundTruth]) -> None:
+        """Answers taken but not fed (their calibration records could not be read): fed first next time."""
+        self.backlog[:0] = answers
+
     def observe(self, answers: Sequence[GroundTruth], known: Mapping[str, CalibrationRecord] | None = None) -> bool:
-        """Feed settled human answers to the learner. True when a retrain is due (start it with ``retrain``);
-        otherwise the learner has recalibrated on them already."""
+        """Feed settled human answers to the learner (taken with ``take``: never while a retrain runs). True when a
+        retrain is due (start it with ``start_retrain``); otherwise the learner has recalibrated on them already."""
+        assert self.training is None, "the learner belongs to the retrain in flight"
         learner = self.labeler.learner
         learner.observe(answers, known)
         if learner.retrain_due():
@@ -140,24 +180,63 @@ class ProjectWorker:
         learner.recalibrate()
         return False
 
-    def retrain(self) -> asyncio.Task[list[ModelInfo]]:
-        """The retraining, in a thread: returns its task. Meanwhile this thread may claim and ingest (store work
-        the retraining does not read); the learner must not be used until the task is done. Pass its result to
-        ``save_versions``: the next graph run then reads the retrained snapshot."""
-        return asyncio.create_task(asyncio.to_thread(self.labeler.learner.retrain), name=f"retrain-{self.project}")
+    def start_retrain(self) -> asyncio.Task[Retrained]:
+        """The retrain, in a thread: fits copies of the models and certifies them; nothing changes what decides
+        until ``pick_up`` publishes it. Meanwhile this worker claims, runs and records with the snapshot in force."""
+        learner = self.labeler.learner
 
-    def start_learning(self, answers: Sequence[GroundTruth]) -> asyncio.Task[list[ModelInfo]] | None:
-        """``observe``, then ``retrain`` when due (None when not due)."""
-        return self.retrain() if self.observe(answers) else None
+        def timed() -> Retrained:
+            started = time.thread_time()
+            try:
+                return learner.prepare_retrain()
+            finally:
+                self.retrain_seconds += time.thread_time() - started
 
-    async def learn(self, answers: Sequence[GroundTruth]) -> list[ModelInfo]:
-        """``start_learning``, waiting for the retrain and saving the new model versions."""
-        training = self.start_learning(answers)
+        task = asyncio.create_task(asyncio.to_thread(timed), name=f"retrain-{self.project}")
+        self.training = Retraining(task, self.runs)
+        return task
+
+    def feed(self, fresh: Sequence[GroundTruth], known: Mapping[str, CalibrationRecord] | None = None) -> bool:
+        """``take``, ``observe`` and ``start_retrain`` when due: True when a retrain started."""
+        answers = self.take(fresh)
+        if answers and self.observe(answers, known):
+            self.start_retrain()
+            return True
+        return False
+
+    def pick_up_due(self) -> bool:
+        """Whether the retrain in flight is to be published before the next graph run (see the module doc)."""
+        training = self.training
         if training is None:
-            return []
-        infos = await training
-        await self.save_versions(infos)
-        return infos
+            return False
+        if self.retrain_lag is None:
+            return training.task.done()
+        return self.runs >= training.after + self.retrain_lag - 1
+
+    async def pick_up(self, *, now: bool = False) -> list[ModelInfo] | None:
+        """Between graph runs: publish the retrain in flight when due (``now``: at once, waiting for it), then save
+        its model versions. Returns what it published (None: nothing). A failed retrain raises here; the snapshot in
+        force stays and the learner is free again."""
+        if self.training is None or not (now or self.pick_up_due()):
+            return None
+        training, self.training = self.training, None
+        retrained = await training.task
+        self.labeler.learner.publish(retrained)
+        await self.save_versions(retrained.infos)
+        return retrained.infos
+
+    async def learn(self, fresh: Sequence[GroundTruth]) -> None:
+        """The replay's feed: ``feed``; with a ``retrain_lag`` the retrain it starts is computed at once (from the
+        state as of this run, as the service's thread reads it: no answer reaches the learner meanwhile), so nothing
+        runs beside the next graph runs, and ``pick_up`` publishes it when due."""
+        if self.feed(fresh) and self.retrain_lag is not None and self.training is not None:
+            await asyncio.wait([self.training.task])
+
+    async def finish(self) -> None:
+        """End of a stream: publish the retrain in flight, feed the answers held back, until none is left."""
+        while self.training is not None or self.backlog:
+            await self.pick_up(now=True)
+            await self.learn([])
 
     async def save_versions(self, infos: Sequence[ModelInfo]) -> None:
         """Record model versions not saved yet (in the caller's thread: the store is not shared), retried while the

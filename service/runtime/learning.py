@@ -1,53 +1,60 @@
-"""Human answers to the learner, and retraining in a worker thread (claiming never waits for training)."""
+"""Human answers to the learner, and retraining in a worker thread (claiming never waits for training): the
+runtime's side of the worker cycle's learning steps (:class:`~service.runtime.cycle.ProjectWorker` holds the rule)."""
 
 from __future__ import annotations
 
-import asyncio
 import time
 
-from service.runtime.base import ProjectLoop, RuntimeBase, log
+from service.runtime.base import ProjectLoop, RuntimeState, log
 
 
-class LearningMixin(RuntimeBase):
-    """Feeding human answers to each project's learner, and retraining it in the background."""
+class Trainer:
+    """Feeding human answers to each project's learner, retraining it in the background, and publishing a finished
+    retrain between batches (the snapshot in force decides until then)."""
 
-    async def _learn(self, loop: ProjectLoop) -> None:
-        loop.next_feed = time.monotonic() + self.settings.feedback_poll_seconds
+    def __init__(self, state: RuntimeState) -> None:
+        self.state = state
+
+    async def pick_up(self, loop: ProjectLoop, *, now: bool = False) -> None:
+        """Publish the project's finished retrain (``now``: wait for the one in flight) and save its versions."""
+        worker = loop.worker
+        if worker.training is None:
+            return
+        try:
+            if await worker.pick_up(now=now) is not None:
+                self.state.stats.retrains += 1
+        except Exception:
+            log.exception("worker %s: retraining %s failed", self.state.name, loop.project)
+            self.state.stats.errors += 1
+
+    async def learn(self, loop: ProjectLoop) -> None:
+        """Read the project's new answers and feed them (held back while a retrain runs); start a retrain when due."""
+        state = self.state
+        worker = loop.worker
+        loop.next_feed = time.monotonic() + state.settings.feedback_poll_seconds
+        await self.pick_up(loop)
         try:
             fresh = loop.feed.poll()
         except Exception as exc:
-            self._log_error(f"reading answers of {loop.project} failed", exc)
+            state.log_error(f"reading answers of {loop.project} failed", exc)
             return
-        if loop.training_now:
-            loop.backlog.extend(fresh)  # the trainer owns the learner until it is done
-            return
-        answers, loop.backlog = [*loop.backlog, *fresh], []
+        answers = worker.take(fresh)
         if not answers:
             return
         learner = loop.labeler.learner
         foreign = [a.item.key for a in answers if not learner.decided(a.item.key)]
         try:
-            known = self.store.load_calibration_for(loop.project, foreign) if foreign else None
+            known = state.store.learning.load_calibration_for(loop.project, foreign) if foreign else None
         except Exception as exc:
-            self._log_error(f"reading calibration records of {loop.project} failed", exc)
-            loop.backlog = answers  # observed at the next poll
+            state.log_error(f"reading calibration records of {loop.project} failed", exc)
+            worker.hold_back(answers)  # observed at the next poll
             return
-        due = loop.worker.observe(answers, known)
-        self.stats.answers += len(answers)
+        due = worker.observe(answers, known)
+        state.stats.answers += len(answers)
         if due:
-            loop.training = asyncio.create_task(self._retrain(loop), name=f"retrain-{loop.project}")
-            loop.training.add_done_callback(self._set_wake)
+            worker.start_retrain().add_done_callback(state.set_wake)
 
-    async def _retrain(self, loop: ProjectLoop) -> None:
-        """The worker's retrain (in a thread: claiming goes on meanwhile), then its model versions saved."""
-        try:
-            await loop.worker.save_versions(await loop.worker.retrain())
-            self.stats.retrains += 1
-        except Exception:
-            log.exception("worker %s: retraining %s failed", self.name, loop.project)
-            self.stats.errors += 1
-
-    async def _finish_training(self) -> None:
-        tasks = [loop.training for loop in self._loops.values() if loop.training is not None and loop.training_now]
-        if tasks:
-            await asyncio.gather(*tasks, return_exceptions=True)  # threads cannot be cancelled; they are short
+    async def finish(self) -> None:
+        """At stop: wait for the retrains in flight and publish them (threads cannot be cancelled; they are short)."""
+        for loop in list(self.state.loops.values()):
+            await self.pick_up(loop, now=True)

@@ -8,12 +8,13 @@ from pathlib import Path
 
 import pytest
 
+from agent.state import Retrained
 from policies import example_policy, load_policy
 from policies.io import EXAMPLES_DIR
 from service.cli import main
 from service.offline.datasets import load_csv
 from service.offline.replay import ReplayConfig, run_replay
-from service.runtime.cycle import ProjectWorker
+from service.runtime.cycle import ProjectWorker, Retraining
 from service.store import SqlStore
 from service.store.db import create_all, make_engine
 from tests.factories import dataset_path
@@ -21,7 +22,7 @@ from tools.environment import ToolEnvironment
 from tools.registry import build_tools
 
 
-def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_size: int = 64,
+def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_size: int = 64, retrain_lag: int = 2,
            **policy_fields: object) -> dict:
     policy = example_policy(policy_name).model_copy(update=policy_fields)
     tmp_path.mkdir(parents=True, exist_ok=True)
@@ -30,7 +31,8 @@ def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_siz
     try:
         rows = load_csv(dataset_path(dataset))
         return asyncio.run(run_replay(rows, policy, build_tools(policy), SqlStore(engine),
-                                      ReplayConfig(batch_size=batch_size, seed=0, limit=limit)))
+                                      ReplayConfig(batch_size=batch_size, seed=0, limit=limit,
+                                                                   retrain_lag=retrain_lag)))
     finally:
         engine.dispose()
 
@@ -77,6 +79,9 @@ def test_cli_replay_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.Ca
     assert "has no 'label' column" in capsys.readouterr().err
     assert main(["replay", str(tmp_path / "missing.csv"), "--policy", str(EXAMPLES_DIR / "sms_spam.yaml")]) == 2
     assert "does not exist" in capsys.readouterr().err
+    sms = str(dataset_path("sms_spam.csv"))
+    assert main(["replay", sms, "--policy", str(EXAMPLES_DIR / "sms_spam.yaml"), "--retrain-lag", "0"]) == 2
+    assert "retrain lag 0" in capsys.readouterr().err
 
 
 def test_example_policies_build_their_tools() -> None:
@@ -89,26 +94,28 @@ def test_example_policies_build_their_tools() -> None:
 
 
 def _decisions(out: dict) -> dict:
-    timing = {"items_per_s", "seconds"}
+    timing = {"items_per_s", "seconds", "retrain_seconds"}
     return {k: v for k, v in out.items() if k not in timing}
 
 
 def test_retraining_in_a_thread_decides_as_retraining_in_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The replay overlaps each retrain with the next ingest and claim; the next graph run waits for it."""
-    threaded = replay(tmp_path / "a", "sms_spam.csv", "sms_spam", limit=1200)
-    again = replay(tmp_path / "b", "sms_spam.csv", "sms_spam", limit=1200)
+    """The replay's cycle is deterministic: with lag 1 a retrain computed in a thread and published before the next
+    graph run decides as one computed on this thread; the default lag (2) gives the same figures twice."""
+    threaded = replay(tmp_path / "a", "sms_spam.csv", "sms_spam", limit=1200, retrain_lag=1)
+    lagged = replay(tmp_path / "b", "sms_spam.csv", "sms_spam", limit=1200)
+    again = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200)
 
-    def in_line(self: ProjectWorker, answers):  # type: ignore[no-untyped-def]
-        if not self.observe(answers):
-            return None
+    def in_line(self: ProjectWorker) -> asyncio.Future[Retrained]:
         done = asyncio.get_running_loop().create_future()
-        done.set_result(self.labeler.learner.retrain())  # on this thread, before the replay goes on
+        done.set_result(self.labeler.learner.prepare_retrain())  # on this thread, before the replay goes on
+        self.training = Retraining(done, self.runs)  # type: ignore[arg-type]
         return done
 
-    monkeypatch.setattr(ProjectWorker, "start_learning", in_line)
-    inline = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200)
-    assert threaded["retrains"] > 3
-    assert _decisions(threaded) == _decisions(again) == _decisions(inline)
+    monkeypatch.setattr(ProjectWorker, "start_retrain", in_line)
+    inline = replay(tmp_path / "d", "sms_spam.csv", "sms_spam", limit=1200, retrain_lag=1)
+    assert threaded["retrains"] > 3 and lagged["retrain_lag"] == 2 and threaded["retrain_lag"] == 1
+    assert _decisions(threaded) == _decisions(inline)
+    assert _decisions(lagged) == _decisions(again)
 
 
 def test_replay_file_order_keeps_the_rows_and_overlap_is_refused(tmp_path: Path,

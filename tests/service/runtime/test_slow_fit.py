@@ -1,0 +1,141 @@
+"""The service's runtime with a slow fit (issue 14's service-path test): while a retrain waits, the runtime keeps
+labeling with the snapshot in force (it never waits), and no item is decided by the model being fitted before the
+snapshot made for it is published; once the fit finishes, the runtime publishes it between batches."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+from collections.abc import Sequence
+
+from sqlalchemy import func, select
+
+from service.runtime import WorkerRuntime
+from service.store import SqlStore
+from service.store.base import label_t, vote_t
+from service.store.db import read_tx
+from tests.service.runtime.helpers import (
+    KeywordVoter,
+    MemoryVoter,
+    Reviewer,
+    all_labeled,
+    await_until,
+    runtime_policy,
+    stream_items,
+)
+from tests.service.runtime.test_runtime import fast_settings
+from tools.base import Batch, ModelInfo, Tool, ToolContext, TrainingSet, Votes
+
+GATE_SECONDS = 120.0  # the longest a fit waits for the test (released long before on any machine)
+
+
+class GatedMemory(MemoryVoter):
+    """The memory voter with an injected delay: a fit that starts while ``hold`` is set swaps its new model in, then
+    waits until the test sets ``release`` (counted in ``waiting``); each vote's evidence names the model that cast
+    it."""
+
+    hold = threading.Event()
+    release = threading.Event()
+    waiting = 0
+    _lock = threading.Lock()
+
+    def fit(self, data: TrainingSet) -> ModelInfo:
+        held = self.hold.is_set()
+        info = super().fit(data)  # the new model is in this object from here on: the wait comes after the swap
+        if held:
+            with self._lock:
+                GatedMemory.waiting += 1
+            if not self.release.wait(GATE_SECONDS):
+                raise TimeoutError("the test never released the fit")
+        return info
+
+    def fork(self) -> GatedMemory:
+        return GatedMemory(self.name, cost=self.cost)
+
+    async def predict(self, batch: Batch, context: ToolContext) -> Votes:
+        version = self.version  # the model that votes (the store keeps the snapshot's versions with the votes)
+        votes = await super().predict(batch, context)
+        votes.evidence = [version] * len(batch)
+        return votes
+
+
+def gated_tools(_: object) -> Sequence[Tool]:
+    return [KeywordVoter(), GatedMemory()]
+
+
+def _last_ids(store: SqlStore) -> tuple[int, int]:
+    """The newest vote and label ids: what is recorded from now on has larger ids."""
+    with read_tx(store.engine) as conn:
+        return (conn.execute(select(func.coalesce(func.max(vote_t.c.id), 0))).scalar_one(),
+                conn.execute(select(func.coalesce(func.max(label_t.c.id), 0))).scalar_one())
+
+
+def _decided_since(store: SqlStore, since: tuple[int, int]) -> tuple[set[str | None], set[float | None]]:
+    """The memory models that voted (from the votes' evidence), and the thresholds of the auto labels, recorded
+    after ``since``."""
+    with read_tx(store.engine) as conn:
+        versions: set[str | None] = set(conn.execute(select(vote_t.c.evidence).where(
+            vote_t.c.id > since[0], vote_t.c.tool == "memory")).scalars())
+        thresholds: set[float | None] = set(conn.execute(select(label_t.c.threshold).where(
+            label_t.c.id > since[1], label_t.c.source == "agent")).scalars())
+    return versions, thresholds
+
+
+def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlStore) -> None:
+    policy = runtime_policy()
+    store.projects.create_project(policy.project, policy)
+    project = policy.project
+    stop = threading.Event()
+    reviewer = Reviewer(store, project, "alice", stop)
+    GatedMemory.hold.clear()
+    GatedMemory.release.clear()
+    GatedMemory.waiting = 0
+
+    async def main() -> None:
+        runtime = WorkerRuntime(store, fast_settings(), name="w1", tools_factory=gated_tools, batch_size=50)
+        task = asyncio.create_task(runtime.run())
+        thread = reviewer.start()
+        try:
+            store.items.ingest(project, stream_items(200))
+            runtime.notify(project)
+            await await_until(all_labeled(store, project, 200), timeout=60, what="the first 200 items labeled")
+            labeler = runtime.labeler(project)
+            assert labeler is not None
+            learner = labeler.learner
+            await await_until(lambda: learner.snapshot.threshold is not None and learner.retrains >= 2, timeout=60,
+                              what="a certified snapshot with a trained memory")
+            GatedMemory.hold.set()
+            worker = runtime.state.loops[project].worker
+            store.items.ingest(project, stream_items(300, start=200))
+            runtime.notify(project)
+            await await_until(lambda: worker.training is not None and GatedMemory.waiting > 0, timeout=60,
+                              what="a retrain whose fit waits")
+            old = learner.snapshot  # in force since the retrain started: no answer reaches the learner meanwhile
+            since = _last_ids(store)
+            store.items.ingest(project, stream_items(300, start=500))
+            runtime.notify(project)
+            await await_until(all_labeled(store, project, 800), timeout=60,
+                              what="the service labeling on while the fit waits")
+            assert worker.training is not None and learner.snapshot is old, "the fit is still waiting"
+            versions, thresholds = _decided_since(store, since)
+            assert versions == {old.tool_versions["memory"]}, "only the model in force voted"
+            assert thresholds <= {old.threshold}
+            GatedMemory.hold.clear()
+            GatedMemory.release.set()
+            await await_until(lambda: learner.snapshot.version > old.version, timeout=60,
+                              what="the finished retrain published between batches")
+            assert learner.snapshot.tool_versions["memory"] != old.tool_versions["memory"]
+            since = _last_ids(store)
+            store.items.ingest(project, stream_items(100, start=800))
+            runtime.notify(project)
+            await await_until(all_labeled(store, project, 900), timeout=60, what="the last items labeled")
+            versions, _ = _decided_since(store, since)
+            assert versions and old.tool_versions["memory"] not in versions
+        finally:
+            GatedMemory.release.set()
+            stop.set()
+            runtime.stop()
+            await asyncio.wait_for(task, 60)
+            thread.join(10)
+
+    asyncio.run(main())
