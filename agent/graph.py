@@ -273,7 +273,7 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
     for call in state["calls"]:
         calls[ctx.tools[call.tool_index].name] += len(call.rows)
     result = BatchResult(policy_key=ctx.policy.key, threshold=snap.threshold, model_versions=dict(snap.tool_versions),
-                         decisions=decisions, tool_calls=calls)
+                         decisions=decisions, tool_calls=calls, snapshot_id=snap.stored_id)
     return {"result": result, "trace": _trace(state, evidence, decisions, snap.threshold)}
 
 

@@ -204,9 +204,12 @@ class Learner:
         self._iid_pred.append(-1 if pred is None else pred)
         self._iid_y.append(self._gt_y[row] if truth is None else truth)
 
-    def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
-        """Restore state from storage (ground truth and calibration records), then retrain."""
+    def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord],
+             votes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Restore state from storage (ground truth, calibration records, decision-time ``votes`` as (logp, voted)
+        per item key: see ``agent.persist.vote_arrays``), then retrain."""
         kinds = {rec.key: rec for rec in calibration}
+        votes = votes or {}
         for gt in ground_truth:
             y = self._label_index.get(gt.label)
             if y is None:
@@ -216,8 +219,11 @@ class Learner:
             self._gt_y.append(y)
             self._gt_keys.append(gt.item.key)
             self._gt_row[gt.item.key] = row
-            self._gt_logp.append(None)
-            self._gt_voted.append(None)
+            logp, voted = votes.get(gt.item.key, (None, None))
+            self._gt_logp.append(logp)
+            self._gt_voted.append(voted)
+            if logp is not None:  # the pool is refitted on decision-time votes, as before the restart
+                self._agg_rows.append(row)
             rec = kinds.get(gt.item.key)
             if rec is None or rec.kind not in CALIBRATION_KINDS:
                 continue
@@ -364,7 +370,8 @@ class Learner:
         versions = {tool.name: tool.version for tool in self.tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
-        self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted)
+        self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted,
+                                      self.certifier.state())
         return self.snapshot
 
     def _restart_calibration(self, since: int) -> None:

@@ -9,7 +9,7 @@ import numpy as np
 from agent.graph import LabelingGraph, build_graph
 from agent.learner import Learner
 from agent.ports import BatchResult
-from agent.state import AgentContext
+from agent.state import AgentContext, AgentSnapshot
 from policies import Policy
 from tools.base import Batch, Item, Tool, ToolContext
 
@@ -30,10 +30,12 @@ class BatchLabeler:
         self.tool_context = ToolContext(labels=tuple(policy.labels), rng=np.random.default_rng(seed + 1))
         self.graph = graph if graph is not None else build_graph()
 
-    async def run_batch(self, items: Sequence[Item]) -> BatchResult:
+    async def run_batch(self, items: Sequence[Item], snapshot: AgentSnapshot | None = None) -> BatchResult:
+        """One graph run over ``items`` with ``snapshot`` (default: the learner's current one)."""
+        snapshot = snapshot or self.learner.snapshot
         if not items:
-            return BatchResult(self.policy.key, self.learner.snapshot.threshold, {}, [])
-        context = AgentContext(self.policy, self.tools, self.learner.snapshot, self.rng, self.tool_context)
+            return BatchResult(self.policy.key, snapshot.threshold, {}, [], snapshot_id=snapshot.stored_id)
+        context = AgentContext(self.policy, self.tools, snapshot, self.rng, self.tool_context)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])

@@ -10,6 +10,7 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel
 from agent.calibration import ThresholdResult
+from agent.certificate import CertificateState
 from agent.ports import BatchResult
 from policies import Policy
 from tools.base import Batch, Tool, ToolContext, Votes
@@ -25,6 +26,8 @@ class AgentSnapshot:
     tool_versions: dict[str, str] = field(default_factory=dict)
     version: int = 0
     drift: bool = False
+    certifier: CertificateState | None = None  # i14: the certifier's state when published (persisted with it)
+    stored_id: int | None = None  # i14: the id the store gave this snapshot (set by the service when persisted)
 
     @property
     def threshold(self) -> float | None:

@@ -114,7 +114,8 @@ def create_all(engine: Engine) -> None:
     import service.auth_models  # API keys, idempotency records
     import service.labelstudio_models  # Label Studio annotations
     import service.models  # registers the tables on SQLModel.metadata
-    import service.ops_models  # noqa: F401  (and the audit log, review skips and backtests)
+    import service.ops_models  # (and the audit log, review skips and backtests)
+    import service.snapshot_models  # noqa: F401  (certified snapshots, issue 14)
 
     SQLModel.metadata.create_all(engine)
 

@@ -19,6 +19,7 @@ from typing import TypeVar
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.runner import BatchLabeler
 from policies import InputError
+from service.certified import Published, publish
 from service.db import backoff_delay, is_transient
 from service.settings import image_limits
 from service.store import RecordResult, SqlStore
@@ -50,6 +51,7 @@ class ProjectWorker:
     lease_seconds: float | None = None
     min_batch_size: int = 32
     saved_versions: set[str] = field(default_factory=set)
+    published: Published | None = None  # i14: the snapshot last persisted (service.certified.publish)
 
     def claim_size(self) -> int:
         """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
@@ -100,7 +102,8 @@ class ProjectWorker:
 
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
         """The graph run and the write for a claimed batch (the runtime heartbeats the lease meanwhile)."""
-        result = await self.labeler.run_batch(items)
+        self.published = publish(self.store, self.project, self.labeler, self.name, self.published)
+        result = await self.labeler.run_batch(items, self.published[1])  # decided by the snapshot just persisted
         return BatchOutcome(len(items), result, await self.record(result, token))
 
     async def record(self, result: BatchResult, token: str) -> RecordResult:

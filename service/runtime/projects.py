@@ -7,6 +7,7 @@ import asyncio
 import time
 
 from agent.runner import BatchLabeler
+from service.certified import restore_labeler
 from service.db import is_transient
 from service.feedback import AnswerFeed
 from service.runtime.base import DB_BACKOFF, MAX_ERROR_BACKOFF, ProjectLoop, RuntimeBase, log
@@ -49,9 +50,7 @@ class ProjectsMixin(RuntimeBase):
         feed = AnswerFeed(self.store, project, lag_seconds=self.settings.feedback_lag_seconds)
 
         def load() -> None:
-            answers = feed.start()
-            calibration = self.store.load_calibration(project, policy.calibration_window)
-            labeler.learner.load(answers, calibration)
+            restore_labeler(self.store, project, labeler, feed.start())  # i14: the certificate in force goes on
 
         await asyncio.to_thread(load)
         await worker.save_versions(labeler.learner.model_infos)

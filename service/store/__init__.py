@@ -25,6 +25,7 @@ from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin, TaskRef
 from service.store.reads import ItemView, LabelRow, ReadsMixin
 from service.store.reviews import ReviewsMixin
+from service.store.snapshots import SnapshotsMixin, StoredSnapshot
 from service.store.types import (
     ClaimedReview,
     IngestResult,
@@ -37,7 +38,8 @@ from service.store.types import (
 
 
 class SqlStore(CorrectionsMixin, BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin,
-               ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
+               ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin,
+               SnapshotsMixin, StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 
@@ -61,6 +63,7 @@ __all__ = [
     "ReviewAnswer",
     "ReviewView",
     "SqlStore",
+    "StoredSnapshot",
     "SubmitResult",
     "TaskKey",
     "TaskRef",
