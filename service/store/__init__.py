@@ -25,7 +25,7 @@ from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin, TaskRef
 from service.store.reads import ItemView, LabelRow, ReadsMixin
 from service.store.reviews import ReviewsMixin
-from service.store.snapshots import SnapshotsMixin, StoredSnapshot
+from service.store.snapshots import SnapshotsMixin, SnapshotSummary, StoredSnapshot
 from service.store.types import (
     ClaimedReview,
     IngestResult,
@@ -62,6 +62,7 @@ __all__ = [
     "RecordResult",
     "ReviewAnswer",
     "ReviewView",
+    "SnapshotSummary",
     "SqlStore",
     "StoredSnapshot",
     "SubmitResult",

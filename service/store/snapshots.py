@@ -5,14 +5,25 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from sqlalchemy import Table, insert, select
+from sqlalchemy import Table, func, insert, select
 
 from service.db import read_tx, write_tx
 from service.models import utcnow
 from service.snapshot_models import AgentSnapshotTable
-from service.store.base import StoreBase
+from service.store.base import StoreBase, calib_t, task_t
 
 snapshot_t: Table = AgentSnapshotTable.__table__  # type: ignore[attr-defined]
+
+
+@dataclass(frozen=True, slots=True)
+class SnapshotSummary:
+    """For the metrics: the latest persisted snapshot, how many there are, and the audits of would-be auto labels."""
+
+    latest_id: int | None
+    threshold: float | None
+    snapshots: int
+    would_accept_audits: int  # settled audits whose item the deciding snapshot would have auto-labeled ...
+    would_accept_correct: int  # ... and of those, the ones whose hidden agent label was right
 
 
 @dataclass(frozen=True, slots=True)
@@ -52,3 +63,24 @@ class SnapshotsMixin(StoreBase):
         if row is None:
             return None
         return StoredSnapshot(int(row[0]), int(row[1]), int(row[2]), row[3], row[4], dict(row[5]))
+
+    def snapshot_summary(self, project: str) -> SnapshotSummary:
+        """See :class:`SnapshotSummary`. An audit counts when its task names a snapshot with a threshold and its
+        decision-time confidence reached it (a uniform audit of an item below the threshold does not)."""
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            latest = conn.execute(select(snapshot_t.c.id, snapshot_t.c.threshold).where(snapshot_t.c.project_id == pid)
+                                  .order_by(snapshot_t.c.id.desc()).limit(1)).first()
+            count = conn.execute(select(func.count()).select_from(snapshot_t)
+                                 .where(snapshot_t.c.project_id == pid)).scalar_one()
+            rows = conn.execute(
+                select(calib_t.c.predicted == calib_t.c.truth, func.count())
+                .select_from(task_t.join(snapshot_t, snapshot_t.c.id == task_t.c.snapshot_id)
+                             .join(calib_t, (calib_t.c.item_id == task_t.c.item_id)
+                                   & (calib_t.c.policy_version == task_t.c.policy_version)))
+                .where(task_t.c.project_id == pid, task_t.c.kind == "audit", calib_t.c.kind == "audit",
+                       snapshot_t.c.threshold.is_not(None), task_t.c.confidence >= snapshot_t.c.threshold)
+                .group_by(calib_t.c.predicted == calib_t.c.truth)).all()
+        audits = sum(int(n) for _, n in rows)
+        return SnapshotSummary(None if latest is None else int(latest[0]), None if latest is None else latest[1],
+                               int(count), audits, sum(int(n) for ok, n in rows if ok))

@@ -4,6 +4,8 @@ auto label naming that snapshot. The full figure (banking77 to item 8,000) is ``
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from sqlalchemy import select
 
@@ -12,8 +14,11 @@ from agent.runner import BatchLabeler
 from bench.restart import replay_then_restart
 from policies import example_policy
 from service.datasets import load_csv
+from service.ops.labels import export_labels
+from service.ops.metrics import project_metrics
 from service.store import SqlStore
 from service.store.base import label_t, task_t
+from service.store.snapshots import snapshot_t
 from tests.factories import dataset_path
 from tools.registry import build_tools
 
@@ -44,6 +49,28 @@ def test_restarted_and_joining_workers_decide_with_the_persisted_certificate(sto
     assert len(after) >= out["restarted"]["auto_labels"] + out["joining"]["auto_labels"]
     assert all(t == persisted for t in after)
     assert all(sid is not None for (sid,) in audits)  # an audit is drawn only under a certificate
+    _check_metrics_and_export(store, policy.project, out["persisted_snapshot"])
+
+
+def _check_metrics_and_export(store: SqlStore, project: str, persisted: int) -> None:
+    """The metrics name the snapshot in force and count only audits of would-be auto labels (recomputed here from
+    the tasks and snapshots); the label export carries each auto label's snapshot id."""
+    metrics = project_metrics(store=store, project=project)
+    assert metrics.snapshot is not None and metrics.snapshot.latest_id == persisted
+    with store.engine.connect() as conn:
+        thresholds = dict(conn.execute(select(snapshot_t.c.id, snapshot_t.c.threshold)).all())
+        audits = conn.execute(select(task_t.c.snapshot_id, task_t.c.confidence, task_t.c.suggestion, label_t.c.label)
+                              .join(label_t, (label_t.c.item_id == task_t.c.item_id) & (label_t.c.source == "human"))
+                              .where(task_t.c.kind == "audit", task_t.c.status == "done")).all()
+    would = [(sug, truth) for sid, conf, sug, truth in audits
+             if thresholds.get(sid) is not None and conf >= thresholds[sid]]
+    assert metrics.snapshot.would_accept.audits == len(would) > 0
+    assert metrics.snapshot.would_accept.correct == sum(sug == truth for sug, truth in would)
+    assert metrics.snapshot.would_accept.audits <= metrics.precision.audits
+    page = export_labels(store=store, project=project, fmt="jsonl", cursor=None, limit=100_000)
+    records = [json.loads(line) for line in page.body.splitlines()]
+    assert {r["snapshot_id"] is not None for r in records if r["source"] == "agent"} == {True}
+    assert {r["snapshot_id"] for r in records if r["source"] == "human"} == {None}
 
 
 def test_a_snapshot_of_other_tools_is_not_restored() -> None:
