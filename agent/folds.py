@@ -33,3 +33,12 @@ def predict_now(tool: Tool, batch: Batch, context: ToolContext) -> Votes:
 def fork(tool: Learnable) -> Learnable:
     """An untrained copy of a learning tool with the same settings."""
     return tool.fork() if isinstance(tool, Forkable) else copy.deepcopy(tool)
+
+
+def copies(tools: tuple[Tool, ...]) -> tuple[Tool, ...]:
+    """The tools with each learning tool replaced by a shallow copy (non-learning tools as they are).
+
+    A retrain fits the copies, so the models the published snapshot decides with are never changed under it: a
+    learning tool's ``fit`` rebinds its model attribute (the atomic swap) and never mutates the old model, so the
+    copy's fit leaves the original deciding as it was. Caches (features, encodings) stay shared."""
+    return tuple(copy.copy(tool) if isinstance(tool, Learnable) else tool for tool in tools)

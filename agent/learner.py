@@ -23,6 +23,7 @@ from agent.calibration import ThresholdResult, detect_drift
 from agent.certificate import Certifier, make_certifier, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import add_piece as _add_piece
+from agent.folds import copies as _copies
 from agent.folds import fork as _fork
 from agent.folds import predict_now as _predict_now
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
@@ -206,8 +207,7 @@ class Learner:
 
     def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord],
              votes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        """Restore state from storage (ground truth, calibration records, decision-time ``votes`` as (logp, voted)
-        per item key: see ``agent.persist.vote_arrays``), then retrain."""
+        """Restore state from storage (ground truth, calibration records, ``agent.persist.vote_arrays``), retrain."""
         kinds = {rec.key: rec for rec in calibration}
         votes = votes or {}
         for gt in ground_truth:
@@ -222,8 +222,7 @@ class Learner:
             logp, voted = votes.get(gt.item.key, (None, None))
             self._gt_logp.append(logp)
             self._gt_voted.append(voted)
-            if logp is not None:  # the pool is refitted on decision-time votes, as before the restart
-                self._agg_rows.append(row)
+            self._agg_rows.extend([row] if logp is not None else [])  # the pool refits on decision-time votes
             rec = kinds.get(gt.item.key)
             if rec is None or rec.kind not in CALIBRATION_KINDS:
                 continue
@@ -262,7 +261,9 @@ class Learner:
         data = self.training_set()
         window = self._window_rows()  # i18: past the window's cap, a bounded subset trains (agent/schedule.py)
         fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
-        infos = [tool.fit(fit_data) for tool in self.tools if isinstance(tool, Learnable)]
+        tools = _copies(self.tools)  # i14: fitted aside; the published snapshot's models decide until the next one
+        infos = [tool.fit(fit_data) for tool in tools if isinstance(tool, Learnable)]
+        self.tools = tools
         self.model_infos.extend(infos)
         self._since_retrain = 0
         self.retrains += 1
@@ -371,7 +372,7 @@ class Learner:
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
         self.snapshot = AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted,
-                                      self.certifier.state())
+                                      self.certifier.state(), tools=self.tools)
         return self.snapshot
 
     def _restart_calibration(self, since: int) -> None:

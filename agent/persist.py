@@ -80,7 +80,8 @@ def restore_snapshot(learner: Learner, doc: Mapping[str, Any], stored_id: int | 
         learner.policy, calib, fine=FINE_CALIBRATION, per_escalation=AUDIT_PER_ESCALATION)
     versions = {**learner.snapshot.tool_versions, "aggregator": f"aggregator-v{agg.version}"}
     learner.snapshot = AgentSnapshot(agg, calib, audit_rate, versions, learner.snapshot.version + 1,
-                                     bool(doc.get("drift", False)), learner.certifier.state(), stored_id)
+                                     bool(doc.get("drift", False)), learner.certifier.state(), stored_id,
+                                     learner.tools)
     return True
 
 

@@ -35,7 +35,7 @@ class BatchLabeler:
         snapshot = snapshot or self.learner.snapshot
         if not items:
             return BatchResult(self.policy.key, snapshot.threshold, {}, [], snapshot_id=snapshot.stored_id)
-        context = AgentContext(self.policy, self.tools, snapshot, self.rng, self.tool_context)
+        context = AgentContext(self.policy, snapshot.tools or self.tools, snapshot, self.rng, self.tool_context)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])

@@ -28,6 +28,7 @@ class AgentSnapshot:
     drift: bool = False
     certifier: CertificateState | None = None  # i14: the certifier's state when published (persisted with it)
     stored_id: int | None = None  # i14: the id the store gave this snapshot (set by the service when persisted)
+    tools: tuple[Tool, ...] | None = None  # i14: the models that decide with it (None: the labeler's own tools)
 
     @property
     def threshold(self) -> float | None:
