@@ -23,6 +23,7 @@ from dataclasses import dataclass, field
 
 from agent.runner import BatchLabeler
 from policies import InputError, Policy
+from service.certified import restore_labeler
 from service.deps import ToolFactory
 from service.labelstudio import (
     Config,
@@ -97,9 +98,7 @@ class Predictors:
             if current is not None:
                 return current
             labeler = BatchLabeler(policy, tool_factory(policy))
-            truth = store.load_ground_truth(project)
-            calibration = store.load_calibration(project, policy.calibration_window)
-            labeler.learner.load(truth, calibration)
+            restore_labeler(store, project, labeler, store.load_ground_truth(project))  # i14: the workers' certificate
             current = Predictor(labeler, policy.version, mark, time.monotonic())
             self._by_project[project] = current
             self.builds += 1
