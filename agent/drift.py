@@ -56,11 +56,8 @@ class EscalationMonitor:
         self._reference = share_below
         self._w = 0.0
         self._items = self._below = 0
-        if share_below is None:
-            return
-        self._bound = min(MAX_SHARE, share_below + MARGIN)
-        alt = min(0.999, self._bound + SHIFT)
-        self._lam = min((alt - self._bound) / (self._bound * (1.0 - self._bound)), 0.9 / self._bound)
+        if share_below is not None:
+            self._bound, self._lam = _bet(share_below)
 
     def watch(self, below: list[bool]) -> bool:
         """Feed one batch's eligible items (True: below the threshold). An alarm clears the reference."""
@@ -80,9 +77,30 @@ class EscalationMonitor:
                 return True
         return False
 
+    def first_alarm(self, below: Sequence[bool]) -> int | None:
+        """Where in ``below`` the next :meth:`watch` would alarm (index of the item that crosses), without changing
+        anything: the graph asks before deciding, so the items from the alarm on are not auto-labeled."""
+        if self._reference is None:
+            return None
+        up = math.log1p(self._lam * (1.0 - self._bound))
+        down = math.log1p(-self._lam * self._bound)
+        w = self._w
+        for i, x in enumerate(below):
+            w = max(0.0, w + (up if x else down))
+            if w >= self.limit:
+                return i
+        return None
+
     def state(self) -> MonitorState:
         return MonitorState(self._reference, self._w, self.limit, self._items, self._below, self.alarms,
                             self.last_alarm_item)
+
+
+def _bet(share_below: float) -> tuple[float, float]:
+    """(the H0 bound on the share below, the Kelly bet against a share SHIFT above it)."""
+    bound = min(MAX_SHARE, share_below + MARGIN)
+    alt = min(0.999, bound + SHIFT)
+    return bound, min((alt - bound) / (bound * (1.0 - bound)), 0.9 / bound)
 
 
 def eligible_below(decisions: Sequence[Decision], threshold: float, always_review: Collection[str]) -> list[bool]:

@@ -262,13 +262,26 @@ def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision
     )
 
 
+def _drift_stop(evidence: list[Evidence], ctx: AgentContext) -> int:
+    """The first row that the drift monitor's alarm reaches (the batch's length without an alarm): from there on
+    nothing is auto-labeled; those items go to review as after an alarm (i14: the monitor sees a batch before it is
+    decided, not only after)."""
+    threshold = ctx.snapshot.threshold
+    if ctx.alarm is None or threshold is None:
+        return len(evidence)
+    rows = [i for i, e in enumerate(evidence) if e.label is not None and not e.always_reviewed]
+    k = ctx.alarm([evidence[i].confidence < threshold for i in rows])
+    return len(evidence) if k is None else rows[k]
+
+
 async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     ctx = runtime.context
     snap = ctx.snapshot
     batch = state["batch"]
     evidence = _evidence(state, ctx)
-    decisions = decide_items([item.key for item in batch.items], evidence, _item_votes(state, ctx), state["spent"],
-                             snap.threshold)
+    keys, votes, stop = [item.key for item in batch.items], _item_votes(state, ctx), _drift_stop(evidence, ctx)
+    decisions = (decide_items(keys[:stop], evidence[:stop], votes[:stop], state["spent"][:stop], snap.threshold)
+                 + decide_items(keys[stop:], evidence[stop:], votes[stop:], state["spent"][stop:], None))
     calls: dict[str, int] = {tool.name: 0 for tool in ctx.tools}
     for call in state["calls"]:
         calls[ctx.tools[call.tool_index].name] += len(call.rows)

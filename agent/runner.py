@@ -6,6 +6,7 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from agent.certificate import Certifier
 from agent.graph import LabelingGraph, build_graph
 from agent.learner import Learner
 from agent.ports import BatchResult
@@ -35,7 +36,9 @@ class BatchLabeler:
         snapshot = snapshot or self.learner.snapshot
         if not items:
             return BatchResult(self.policy.key, snapshot.threshold, {}, [], snapshot_id=snapshot.stored_id)
-        context = AgentContext(self.policy, snapshot.tools or self.tools, snapshot, self.rng, self.tool_context)
+        watching = isinstance(self.learner.certifier, Certifier)  # the monitor belongs to the anytime certificate
+        context = AgentContext(self.policy, snapshot.tools or self.tools, snapshot, self.rng, self.tool_context,
+                               self.learner.monitor.first_alarm if watching else None)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, TypedDict
 
@@ -44,6 +45,9 @@ class AgentContext:
     snapshot: AgentSnapshot
     rng: np.random.Generator
     tool_context: ToolContext
+    # i14: where in a batch's eligible items (True: below the threshold) the drift monitor would alarm (None: no
+    # alarm, or no monitor): the items from there on are not auto-labeled (``EscalationMonitor.first_alarm``)
+    alarm: Callable[[Sequence[bool]], int | None] | None = None
 
 
 @dataclass(slots=True)

@@ -70,3 +70,23 @@ def test_the_default_per_batch_certificate_has_no_monitor_that_pauses() -> None:
     for _ in range(10):
         learner.watch(BatchResult(policy.key, 0.9, {}, decisions))
     assert learner.drift_detections == 0 and learner.monitor.state().alarms == 0
+
+
+def test_first_alarm_predicts_where_watch_alarms_without_changing_the_monitor() -> None:
+    rng = np.random.default_rng(14)
+    found = 0
+    for _ in range(50):
+        monitor = EscalationMonitor()
+        monitor.set_reference(0.2)
+        monitor.watch((rng.uniform(size=300) < 0.2).tolist())  # some history: the statistic is not at zero
+        batch = (rng.uniform(size=256) < rng.uniform(0.2, 0.9)).tolist()
+        before = monitor.state()
+        k = monitor.first_alarm(batch)
+        assert monitor.state() == before  # asking changes nothing
+        if k is None:
+            assert not monitor.watch(batch)
+            continue
+        found += 1
+        assert not monitor.watch(batch[:k])  # no alarm before item k ...
+        assert monitor.watch(batch[k:k + 1])  # ... and the alarm exactly at it
+    assert found >= 10  # the jumps were large enough to alarm in many batches: the check is not vacuous
