@@ -24,6 +24,11 @@ MARGIN = 0.10  # absolute share above the certificate's own before the monitor c
 SHIFT = 0.30  # the jump the bet is sized for
 FALSE_ALARM = 1e-4  # alarm at W >= log(1 / FALSE_ALARM): average run length >= 10,000 items under H0
 MAX_SHARE = 0.95
+# Auto-labeling pauses (items escalated, certificate kept) while W >= HOLD: the evidence of a rise is 20 to 1. W's
+# stationary tail is about exp(-h) at the H0 boundary, so on a stationary stream this holds back at most ~5% of the
+# eligible items (far fewer at the certificate's own share); after a shift it reaches HOLD in a third of the items
+# the alarm needs.
+HOLD = math.log(20.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -90,6 +95,20 @@ class EscalationMonitor:
             if w >= self.limit:
                 return i
         return None
+
+    def held(self, below: Sequence[bool]) -> list[bool]:
+        """For each item of ``below``: whether the statistic before it was at ``HOLD`` or more (or the alarm came):
+        its auto label waits. Changes nothing (the graph asks before deciding)."""
+        if self._reference is None:
+            return [False] * len(below)
+        up = math.log1p(self._lam * (1.0 - self._bound))
+        down = math.log1p(-self._lam * self._bound)
+        w, out, alarmed = self._w, [], False
+        for x in below:
+            out.append(alarmed or w >= HOLD)
+            w = max(0.0, w + (up if x else down))
+            alarmed = alarmed or w >= self.limit
+        return out
 
     def state(self) -> MonitorState:
         return MonitorState(self._reference, self._w, self.limit, self._items, self._below, self.alarms,

@@ -38,7 +38,7 @@ class BatchLabeler:
             return BatchResult(self.policy.key, snapshot.threshold, {}, [], snapshot_id=snapshot.stored_id)
         watching = isinstance(self.learner.certifier, Certifier)  # the monitor belongs to the anytime certificate
         context = AgentContext(self.policy, snapshot.tools or self.tools, snapshot, self.rng, self.tool_context,
-                               self.learner.monitor.first_alarm if watching else None)
+                               self.learner.monitor if watching else None)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])

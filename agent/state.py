@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import operator
-from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Annotated, TypedDict
 
@@ -12,6 +11,7 @@ import numpy as np
 from agent.aggregate import AggregatorModel
 from agent.calibration import ThresholdResult
 from agent.certificate import CertificateState
+from agent.drift import EscalationMonitor
 from agent.ports import BatchResult
 from policies import Policy
 from tools.base import Batch, Tool, ToolContext, Votes
@@ -45,9 +45,8 @@ class AgentContext:
     snapshot: AgentSnapshot
     rng: np.random.Generator
     tool_context: ToolContext
-    # i14: where in a batch's eligible items (True: below the threshold) the drift monitor would alarm (None: no
-    # alarm, or no monitor): the items from there on are not auto-labeled (``EscalationMonitor.first_alarm``)
-    alarm: Callable[[Sequence[bool]], int | None] | None = None
+    # i14: the drift monitor, asked before deciding (``agent.graph._drift_plan``); None: no monitor (per_batch)
+    monitor: EscalationMonitor | None = None
 
 
 @dataclass(slots=True)

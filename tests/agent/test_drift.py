@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from agent.calibration import ThresholdResult
-from agent.drift import EscalationMonitor, eligible_below
+from agent.decisions import Evidence, verdict
+from agent.drift import HOLD, EscalationMonitor, eligible_below
 from agent.learner import Learner
 from agent.ports import BatchResult
 from tests.agent.fixtures import CountingLearner
@@ -90,3 +93,25 @@ def test_first_alarm_predicts_where_watch_alarms_without_changing_the_monitor() 
         assert not monitor.watch(batch[:k])  # no alarm before item k ...
         assert monitor.watch(batch[k:k + 1])  # ... and the alarm exactly at it
     assert found >= 10  # the jumps were large enough to alarm in many batches: the check is not vacuous
+
+
+def test_held_marks_items_after_the_statistic_reaches_hold_and_they_are_escalated_not_calibrated() -> None:
+    rng = np.random.default_rng(15)
+    held_any = 0
+    for _ in range(30):
+        monitor = EscalationMonitor()
+        monitor.set_reference(0.2)
+        batch = (rng.uniform(size=120) < rng.uniform(0.2, 0.8)).tolist()
+        held = monitor.held(batch)
+        for i in range(len(batch)):  # replay item by item: held iff the statistic before the item reached HOLD
+            alarmed = monitor.state().alarms > 0
+            assert held[i] == (alarmed or monitor.state().statistic >= HOLD)
+            if not alarmed:
+                monitor.watch(batch[i:i + 1])
+        held_any += any(held)
+    assert held_any >= 5
+    e = Evidence(label="a", confidence=0.97, voted=True, always_reviewed=False, flagged_by=None, audit_draw=False,
+                 held=True)
+    v = verdict(e, 0.9)
+    assert v.action == "escalate" and v.review_kind == "escalation"  # selected by the monitor: not calibration data
+    assert verdict(replace(e, held=False), 0.9).action == "accept"
