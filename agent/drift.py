@@ -82,6 +82,11 @@ class EscalationMonitor:
                 return True
         return False
 
+    @property
+    def holding(self) -> bool:
+        """The statistic is at ``HOLD`` or more: auto labels wait, and no new certificate replaces the one watched."""
+        return self._reference is not None and self._w >= HOLD
+
     def first_alarm(self, below: Sequence[bool]) -> int | None:
         """Where in ``below`` the next :meth:`watch` would alarm (index of the item that crosses), without changing
         anything: the graph asks before deciding, so the items from the alarm on are not auto-labeled."""

@@ -66,9 +66,8 @@ class Learner:
     calibration set (which items get corrected is not a uniform sample; a calibration item keeps the truth its
     review gave) nor the drift check.
 
-    Scores are refreshed out of fold every time the ground truth has grown by ``RESCORE_GROWTH`` (K fold models
-    per learning tool), so the threshold is chosen for the models in use now. The certificate is kept by a
-    :class:`Certifier` (valid over the whole run); an :class:`EscalationMonitor` watches for drift without labels.
+    Scores are refreshed out of fold when the ground truth grew by ``RESCORE_GROWTH`` (K fold models per learning
+    tool). A certifier keeps the certificate; an :class:`EscalationMonitor` watches for drift without labels.
     """
 
     def __init__(self, policy: Policy, tools: Sequence[Tool], window: TrainingWindow | None = None) -> None:
@@ -356,11 +355,12 @@ class Learner:
             self._restart_calibration(recent[0][0])
         start = self._calibration_since
         pred = np.asarray(self._iid_pred[start:], dtype=np.int64)
-        # Items whose current prediction is a label always reviewed are never auto-labeled: not what is certified.
-        # (Eligibility depends on the scorer alone; items without a vote stay in: rescoring may give them one.)
+        # Items predicted as a label always reviewed are never auto-labeled: not certified (items without a vote stay)
         eligible = ~np.isin(pred, [self._label_index[lab] for lab in self._always])
         correct = (pred == np.asarray(self._iid_y[start:], dtype=np.int64))[eligible]
         previous = self.certifier.certificate
+        if previous is not None and self.monitor.holding:  # i14: no renewal on a segment whose share is moving
+            return self._publish(aggregator, previous, drifted)
         calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct)
         if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share
             self.monitor.set_reference(1.0 - calib.n_above / max(calib.n_calibration, 1))
