@@ -10,9 +10,10 @@ from agent.calibration import ThresholdResult
 from agent.decisions import Evidence, verdict
 from agent.drift import HOLD, EscalationMonitor, eligible_below
 from agent.learner import Learner
-from agent.ports import BatchResult
+from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from tests.agent.fixtures import CountingLearner
 from tests.factories import make_decision, make_policy
+from tools.base import Item
 
 
 def _first_alarm(monitor: EscalationMonitor, below: np.ndarray, batch: int = 64) -> int | None:
@@ -115,3 +116,30 @@ def test_held_marks_items_after_the_statistic_reaches_hold_and_they_are_escalate
     v = verdict(e, 0.9)
     assert v.action == "escalate" and v.review_kind == "escalation"  # selected by the monitor: not calibration data
     assert verdict(replace(e, held=False), 0.9).action == "accept"
+
+
+def _calibrated(learner: Learner, n: int, label: str) -> None:
+    """``n`` cold-start calibration items another worker decided (stored records), all right at confidence 0.99."""
+    answers = [GroundTruth(Item(f"c{i}", text="x"), label) for i in range(n)]
+    known = {a.item.key: CalibrationRecord(a.item.key, 0.99, label, label, "cold_start", i)
+             for i, a in enumerate(answers)}
+    learner.observe(answers, known)
+
+
+def test_no_certificate_renewal_while_the_monitor_holds() -> None:
+    policy = make_policy(certification="anytime", min_calibration=10)
+    label = policy.labels[0]
+    runs = {}
+    for holding in (False, True):
+        learner = Learner(policy, [CountingLearner("clf", {})])
+        cert = ThresholdResult(0.9, 200, 160, 0, 0.01)
+        learner.certifier.certificate = cert
+        learner.monitor.set_reference(0.2)
+        if holding:  # a batch mostly below the threshold: evidence of a rise, short of an alarm
+            below = [True] * 6
+            assert not learner.monitor.watch(below) and learner.monitor.holding
+        _calibrated(learner, learner.certifier.next_size + 5, label)  # a checkpoint is due
+        learner.recalibrate()
+        runs[holding] = (learner.certifier.tests, learner.snapshot.calibration)
+    assert runs[False][0] == 1 and runs[False][1] is not cert  # not holding: the checkpoint tested and renewed
+    assert runs[True][0] == 0 and runs[True][1] is cert  # holding: the certificate in force stays, no test spent
