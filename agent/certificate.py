@@ -155,6 +155,14 @@ class PerBatchCertifier:
             self.losses += 1
         self.certificate = None
 
+    def state(self) -> CertificateState:
+        return CertificateState(self.tests, self.min_size, self.losses, None)
+
+    def restore(self, state: CertificateState, certificate: ThresholdResult | None) -> None:
+        """Take back a persisted state (a restarted worker decides with the same certificate)."""
+        self.tests, self.losses = state.tests, state.losses
+        self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
+
 
 def make_certifier(policy: Policy) -> Certifier | PerBatchCertifier:
     """The policy's ``certification`` rule."""

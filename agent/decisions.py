@@ -40,6 +40,7 @@ class Evidence:
     always_reviewed: bool  # the policy sends this label to a human every time
     flagged_by: str | None  # a tool marked the item for review (e.g. suspected prompt injection)
     audit_draw: bool  # the item fell in the random audit sample
+    held: bool = False  # i14: the drift monitor's evidence of a shift is strong: auto labels wait (agent/drift.py)
 
     def would_accept(self, threshold: float | None) -> bool:
         """Accepted but for the audit draw and the flags: the audits of auto labels measure exactly these."""
@@ -60,6 +61,9 @@ def verdict(e: Evidence, threshold: float | None) -> Verdict:
         return Verdict("escalate", f"label {e.label!r} is always reviewed", "escalation", 1.0 - c / 2)
     if e.audit_draw:  # a uniform sample of the whole stream: the i.i.d. calibration data of the guarantee
         return Verdict("audit", "random audit (label hidden from reviewer)", "audit", 2.0)
+    if e.held and e.would_accept(threshold):
+        return Verdict("escalate", f"drift watch: confidence {c:.3f} >= {threshold:.3f} but the share below the "
+                                   "threshold is rising", "escalation", 1.0 - c)
     if e.would_accept(threshold):
         return Verdict("accept", f"confidence {c:.3f} >= {threshold:.3f}")
     return Verdict("escalate", f"confidence {c:.3f} < {threshold:.3f}", "escalation", 1.0 - c)

@@ -24,6 +24,11 @@ MARGIN = 0.10  # absolute share above the certificate's own before the monitor c
 SHIFT = 0.30  # the jump the bet is sized for
 FALSE_ALARM = 1e-4  # alarm at W >= log(1 / FALSE_ALARM): average run length >= 10,000 items under H0
 MAX_SHARE = 0.95
+# Auto-labeling pauses (items escalated, certificate kept) while W >= HOLD: the evidence of a rise is 20 to 1. W's
+# stationary tail is about exp(-h) at the H0 boundary, so on a stationary stream this holds back at most ~5% of the
+# eligible items (far fewer at the certificate's own share); after a shift it reaches HOLD in a third of the items
+# the alarm needs.
+HOLD = math.log(20.0)
 
 
 @dataclass(frozen=True, slots=True)
@@ -56,11 +61,8 @@ class EscalationMonitor:
         self._reference = share_below
         self._w = 0.0
         self._items = self._below = 0
-        if share_below is None:
-            return
-        self._bound = min(MAX_SHARE, share_below + MARGIN)
-        alt = min(0.999, self._bound + SHIFT)
-        self._lam = min((alt - self._bound) / (self._bound * (1.0 - self._bound)), 0.9 / self._bound)
+        if share_below is not None:
+            self._bound, self._lam = _bet(share_below)
 
     def watch(self, below: list[bool]) -> bool:
         """Feed one batch's eligible items (True: below the threshold). An alarm clears the reference."""
@@ -80,9 +82,49 @@ class EscalationMonitor:
                 return True
         return False
 
+    @property
+    def holding(self) -> bool:
+        """The statistic is at ``HOLD`` or more: auto labels wait, and no new certificate replaces the one watched."""
+        return self._reference is not None and self._w >= HOLD
+
+    def first_alarm(self, below: Sequence[bool]) -> int | None:
+        """Where in ``below`` the next :meth:`watch` would alarm (index of the item that crosses), without changing
+        anything: the graph asks before deciding, so the items from the alarm on are not auto-labeled."""
+        if self._reference is None:
+            return None
+        up = math.log1p(self._lam * (1.0 - self._bound))
+        down = math.log1p(-self._lam * self._bound)
+        w = self._w
+        for i, x in enumerate(below):
+            w = max(0.0, w + (up if x else down))
+            if w >= self.limit:
+                return i
+        return None
+
+    def held(self, below: Sequence[bool]) -> list[bool]:
+        """For each item of ``below``: whether the statistic before it was at ``HOLD`` or more (or the alarm came):
+        its auto label waits. Changes nothing (the graph asks before deciding)."""
+        if self._reference is None:
+            return [False] * len(below)
+        up = math.log1p(self._lam * (1.0 - self._bound))
+        down = math.log1p(-self._lam * self._bound)
+        w, out, alarmed = self._w, [], False
+        for x in below:
+            out.append(alarmed or w >= HOLD)
+            w = max(0.0, w + (up if x else down))
+            alarmed = alarmed or w >= self.limit
+        return out
+
     def state(self) -> MonitorState:
         return MonitorState(self._reference, self._w, self.limit, self._items, self._below, self.alarms,
                             self.last_alarm_item)
+
+
+def _bet(share_below: float) -> tuple[float, float]:
+    """(the H0 bound on the share below, the Kelly bet against a share SHIFT above it)."""
+    bound = min(MAX_SHARE, share_below + MARGIN)
+    alt = min(0.999, bound + SHIFT)
+    return bound, min((alt - bound) / (bound * (1.0 - bound)), 0.9 / bound)
 
 
 def eligible_below(decisions: Sequence[Decision], threshold: float, always_review: Collection[str]) -> list[bool]:

@@ -13,6 +13,7 @@ decisions: accept, audit (a random share of accepts, label hidden from the revie
 from __future__ import annotations
 
 import contextlib
+from dataclasses import replace
 from typing import Literal
 
 import numpy as np
@@ -262,18 +263,36 @@ def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision
     )
 
 
+def _drift_plan(evidence: list[Evidence], ctx: AgentContext) -> tuple[int, list[Evidence]]:
+    """The drift monitor, asked before the batch is decided (i14): the row its alarm reaches (the batch's length
+    without an alarm; from there on nothing is auto-labeled and the items go to review as after an alarm), and the
+    evidence with ``held`` set where the monitor's evidence of a shift already makes auto labels wait."""
+    threshold = ctx.snapshot.threshold
+    if ctx.monitor is None or threshold is None:
+        return len(evidence), evidence
+    rows = [i for i, e in enumerate(evidence) if e.label is not None and not e.always_reviewed]
+    below = [evidence[i].confidence < threshold for i in rows]
+    k = ctx.monitor.first_alarm(below)
+    out = list(evidence)
+    for i, held in zip(rows, ctx.monitor.held(below), strict=True):
+        if held:
+            out[i] = replace(out[i], held=True)
+    return (len(evidence) if k is None else rows[k]), out
+
+
 async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     ctx = runtime.context
     snap = ctx.snapshot
     batch = state["batch"]
-    evidence = _evidence(state, ctx)
-    decisions = decide_items([item.key for item in batch.items], evidence, _item_votes(state, ctx), state["spent"],
-                             snap.threshold)
+    stop, evidence = _drift_plan(_evidence(state, ctx), ctx)
+    keys, votes = [item.key for item in batch.items], _item_votes(state, ctx)
+    decisions = (decide_items(keys[:stop], evidence[:stop], votes[:stop], state["spent"][:stop], snap.threshold)
+                 + decide_items(keys[stop:], evidence[stop:], votes[stop:], state["spent"][stop:], None))
     calls: dict[str, int] = {tool.name: 0 for tool in ctx.tools}
     for call in state["calls"]:
         calls[ctx.tools[call.tool_index].name] += len(call.rows)
     result = BatchResult(policy_key=ctx.policy.key, threshold=snap.threshold, model_versions=dict(snap.tool_versions),
-                         decisions=decisions, tool_calls=calls)
+                         decisions=decisions, tool_calls=calls, snapshot_id=snap.stored_id)
     return {"result": result, "trace": _trace(state, evidence, decisions, snap.threshold)}
 
 

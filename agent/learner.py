@@ -13,7 +13,6 @@ from __future__ import annotations
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
-from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -26,7 +25,7 @@ from agent.folds import add_piece as _add_piece
 from agent.folds import stage, vote_out_of_fold
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
-from agent.state import AgentSnapshot, Retrained, ReviewTrace
+from agent.state import AgentSnapshot, PendingReview, Retrained, ReviewTrace
 from policies import Policy
 from tools.base import Batch, Learnable, ModelInfo, Tool, TrainingSet
 
@@ -41,18 +40,6 @@ FINE_CALIBRATION = 8  # ... i.e. under this many times the fewest items that can
 AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed items: tools improve
 
 
-@dataclass(slots=True)
-class _Pending:
-    source: Batch  # the review trace's batch (shared by the items of one graph run) ...
-    row: int  # ... and this item's row in it
-    logp: np.ndarray
-    voted: np.ndarray
-    confidence: float
-    predicted: str | None
-    kind: str
-    would_accept: bool
-
-
 class Learner:
     """Owns the ground truth, the aggregator's training data and the calibration set.
 
@@ -64,9 +51,8 @@ class Learner:
     calibration set (which items get corrected is not a uniform sample; a calibration item keeps the truth its
     review gave) nor the drift check.
 
-    Scores are refreshed out of fold every time the ground truth has grown by ``RESCORE_GROWTH`` (K fold models
-    per learning tool), so the threshold is chosen for the models in use now. The certificate is kept by a
-    :class:`Certifier` (valid over the whole run); an :class:`EscalationMonitor` watches for drift without labels.
+    Scores are refreshed out of fold when the ground truth grew by ``RESCORE_GROWTH`` (K fold models per learning
+    tool). A certifier keeps the certificate; an :class:`EscalationMonitor` watches for drift without labels.
     """
 
     def __init__(self, policy: Policy, tools: Sequence[Tool], window: TrainingWindow | None = None) -> None:
@@ -75,7 +61,7 @@ class Learner:
         self._tools = tuple(tools)
         self.labels = tuple(policy.labels)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
-        self._pending: dict[str, _Pending] = {}
+        self._pending: dict[str, PendingReview] = {}
         self._gt_batches: list[Batch] = []
         self._gt_batch: Batch = Batch([])
         self._gt_y: list[int] = []
@@ -120,7 +106,7 @@ class Learner:
     def remember(self, trace: ReviewTrace) -> None:
         """Keep the decision-time evidence of items sent to humans until their answers arrive."""
         for j, item in enumerate(trace.batch.items):
-            self._pending[item.key] = _Pending(
+            self._pending[item.key] = PendingReview(
                 trace.batch, j, trace.logp[j], trace.voted[j], float(trace.confidence[j]),
                 trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
             )
@@ -208,9 +194,11 @@ class Learner:
         self._iid_pred.append(-1 if pred is None else pred)
         self._iid_y.append(self._gt_y[row] if truth is None else truth)
 
-    def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord]) -> None:
-        """Restore state from storage (ground truth and calibration records), then retrain."""
+    def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord],
+             votes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
+        """Restore state from storage (ground truth, calibration records, ``agent.persist.vote_arrays``), retrain."""
         kinds = {rec.key: rec for rec in calibration}
+        votes = votes or {}
         for gt in ground_truth:
             y = self._label_index.get(gt.label)
             if y is None:
@@ -220,8 +208,10 @@ class Learner:
             self._gt_y.append(y)
             self._gt_keys.append(gt.item.key)
             self._gt_row[gt.item.key] = row
-            self._gt_logp.append(None)
-            self._gt_voted.append(None)
+            logp, voted = votes.get(gt.item.key, (None, None))
+            self._gt_logp.append(logp)
+            self._gt_voted.append(voted)
+            self._agg_rows.extend([row] if logp is not None else [])  # the pool refits on decision-time votes
             rec = kinds.get(gt.item.key)
             if rec is None or rec.kind not in CALIBRATION_KINDS:
                 continue
@@ -358,11 +348,12 @@ class Learner:
             self._restart_calibration(recent[0][0])
         start = self._calibration_since
         pred = np.asarray(self._iid_pred[start:], dtype=np.int64)
-        # Items whose current prediction is a label always reviewed are never auto-labeled: not what is certified.
-        # (Eligibility depends on the scorer alone; items without a vote stay in: rescoring may give them one.)
+        # Items predicted as a label always reviewed are never auto-labeled: not certified (items without a vote stay)
         eligible = ~np.isin(pred, [self._label_index[lab] for lab in self._always])
         correct = (pred == np.asarray(self._iid_y[start:], dtype=np.int64))[eligible]
         previous = self.certifier.certificate
+        if previous is not None and self.monitor.holding:  # i14: no renewal on a segment whose share is moving
+            return previous, drifted, None
         calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct)
         if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share
             return calib, drifted, 1.0 - calib.n_above / max(calib.n_calibration, 1)
@@ -376,7 +367,8 @@ class Learner:
         versions = {tool.name: tool.version for tool in tools if isinstance(tool, Learnable)}
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
-        return AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted, tools)
+        return AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted,
+                             certifier=self.certifier.state(), tools=tools)
 
     def _restart_calibration(self, since: int) -> None:
         """Drift: the certificate is withdrawn and calibration restarts from ``since`` (recent data only)."""

@@ -40,6 +40,7 @@ class BatchResult:
     model_versions: dict[str, str]
     decisions: list[Decision]
     tool_calls: dict[str, int] = field(default_factory=dict)
+    snapshot_id: int | None = None  # i14: the stored id of the snapshot that decided (AgentSnapshot.stored_id)
 
     def by_action(self, action: Action) -> list[Decision]:
         return [d for d in self.decisions if d.action == action]

@@ -6,10 +6,11 @@ from collections.abc import Sequence
 
 import numpy as np
 
+from agent.certificate import Certifier
 from agent.graph import LabelingGraph, build_graph
 from agent.learner import Learner
 from agent.ports import BatchResult
-from agent.state import AgentContext
+from agent.state import AgentContext, AgentSnapshot
 from policies import Policy
 from tools.base import Batch, Item, Tool, ToolContext
 
@@ -34,12 +35,15 @@ class BatchLabeler:
         """The tools deciding now (the published snapshot's)."""
         return self.learner.tools
 
-    async def run_batch(self, items: Sequence[Item]) -> BatchResult:
-        snapshot = self.learner.snapshot  # one read: models, pool and threshold published together
+    async def run_batch(self, items: Sequence[Item], snapshot: AgentSnapshot | None = None) -> BatchResult:
+        """One graph run over ``items`` with ``snapshot`` (default: the learner's current one: models, pool and
+        threshold published together, read once)."""
+        snapshot = snapshot or self.learner.snapshot
         if not items:
-            return BatchResult(self.policy.key, snapshot.threshold, {}, [])
-        tools = snapshot.tools or self.learner.tools
-        context = AgentContext(self.policy, tools, snapshot, self.rng, self.tool_context)
+            return BatchResult(self.policy.key, snapshot.threshold, {}, [], snapshot_id=snapshot.stored_id)
+        watching = isinstance(self.learner.certifier, Certifier)  # the monitor belongs to the anytime certificate
+        context = AgentContext(self.policy, snapshot.tools or self.learner.tools, snapshot, self.rng,
+                               self.tool_context, self.learner.monitor if watching else None)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
         self.learner.remember(out["trace"])

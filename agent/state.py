@@ -10,6 +10,8 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel
 from agent.calibration import ThresholdResult
+from agent.certificate import CertificateState
+from agent.drift import EscalationMonitor
 from agent.ports import BatchResult
 from policies import Policy
 from tools.base import Batch, ModelInfo, Tool, ToolContext, Votes
@@ -30,7 +32,9 @@ class AgentSnapshot:
     tool_versions: dict[str, str] = field(default_factory=dict)
     version: int = 0
     drift: bool = False
-    tools: tuple[Tool, ...] = ()
+    certifier: CertificateState | None = None  # i14: the certifier's state when published (persisted with it)
+    stored_id: int | None = None  # i14: the id the store gave this snapshot (set by the service when persisted)
+    tools: tuple[Tool, ...] = ()  # the models that decide with it (empty: the labeler's own tools)
 
     @property
     def threshold(self) -> float | None:
@@ -56,6 +60,8 @@ class AgentContext:
     snapshot: AgentSnapshot
     rng: np.random.Generator
     tool_context: ToolContext
+    # i14: the drift monitor, asked before deciding (``agent.graph._drift_plan``); None: no monitor (per_batch)
+    monitor: EscalationMonitor | None = None
 
 
 @dataclass(slots=True)
@@ -100,3 +106,17 @@ class BatchState(TypedDict, total=False):
     next_rows: np.ndarray
     result: BatchResult
     trace: ReviewTrace
+
+
+@dataclass(slots=True)
+class PendingReview:
+    """An item sent to review, kept by the learner until its answer arrives: its decision-time evidence."""
+
+    source: Batch  # the review trace's batch (shared by the items of one graph run) ...
+    row: int  # ... and this item's row in it
+    logp: np.ndarray
+    voted: np.ndarray
+    confidence: float
+    predicted: str | None
+    kind: str
+    would_accept: bool

@@ -265,7 +265,7 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
         "tool_calls": dict(tool_calls),
         # Share of the items each tool was called on at decision time (the cascade's reach).
         "tool_reach": {t: round(c / n, 4) for t, c in tool_calls.items()} if n else {},
-        **tool_usage(labeler.tools, n),
+        **tool_usage(labeler.learner.tools, n),  # i14: the trained copies (they carry the encoding time)
         "tool_weights": {t: round(float(w), 3) for t, w in zip(agg.tools, agg.weights, strict=True)},
         "aggregator": {k: round(v, 4) for k, v in agg.metrics.items()},
         "threshold": None if snap.threshold is None else round(snap.threshold, 5),

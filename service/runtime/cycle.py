@@ -31,6 +31,7 @@ from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.runner import BatchLabeler
 from agent.state import Retrained
 from policies import InputError
+from service.runtime.certified import Published, publish
 from service.settings import image_limits
 from service.store import RecordResult, SqlStore
 from service.store.db import backoff_delay, is_transient
@@ -75,6 +76,7 @@ class ProjectWorker:
     training: Retraining | None = None  # started, not yet published: the learner belongs to it
     backlog: list[GroundTruth] = field(default_factory=list)  # answers held back while a retrain runs
     retrain_seconds: float = 0.0  # thread time of the retrains (measured, reported; never used to decide)
+    published: Published | None = None  # i14: the snapshot last persisted (service.runtime.certified.publish)
 
     def claim_size(self) -> int:
         """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
@@ -125,7 +127,8 @@ class ProjectWorker:
 
     async def run_claimed(self, token: str, items: Sequence[Item]) -> BatchOutcome:
         """The graph run and the write for a claimed batch (the runtime heartbeats the lease meanwhile)."""
-        result = await self.labeler.run_batch(items)
+        self.published = publish(self.store, self.project, self.labeler, self.name, self.published)
+        result = await self.labeler.run_batch(items, self.published[1])  # decided by the snapshot just persisted
         self.runs += 1
         return BatchOutcome(len(items), result, await self.record(result, token))
 

@@ -8,6 +8,7 @@ import time
 
 from agent.runner import BatchLabeler
 from service.runtime.base import DB_BACKOFF, MAX_ERROR_BACKOFF, ProjectLoop, RuntimeState, log
+from service.runtime.certified import restore_labeler
 from service.runtime.cycle import ProjectWorker
 from service.runtime.feedback import AnswerFeed
 from service.store.db import is_transient
@@ -55,9 +56,7 @@ class ProjectLoader:
         feed = AnswerFeed(store, project, lag_seconds=state.settings.feedback_lag_seconds)
 
         def load() -> None:
-            answers = feed.start()
-            calibration = store.learning.load_calibration(project, policy.calibration_window)
-            labeler.learner.load(answers, calibration)
+            restore_labeler(store, project, labeler, feed.start())  # i14: the certificate in force goes on
 
         await asyncio.to_thread(load)
         await worker.save_versions(labeler.learner.model_infos)

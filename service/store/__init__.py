@@ -27,6 +27,7 @@ from service.store.repositories import (
     ProjectsRepository,
     ReviewsRepository,
 )
+from service.store.snapshots import SnapshotSummary, StoredSnapshot
 from service.store.tables import ProjectPublic
 from service.store.types import (
     ClaimedReview,
@@ -92,7 +93,9 @@ __all__ = [
     "RecordResult",
     "ReviewAnswer",
     "ReviewView",
+    "SnapshotSummary",
     "SqlStore",
+    "StoredSnapshot",
     "SubmitResult",
     "TaskKey",
     "TaskRef",

@@ -22,8 +22,9 @@ _DEFAULT_KIND = {"escalate": "escalation", "audit": "audit"}
 VOTE_COLS = ("project_id", "item_id", "policy_version", "tool", "distribution", "cost", "evidence", "model_version")
 LABEL_COLS = ("project_id", "item_id", "policy_version", "label", "confidence", "source", "threshold", "cost",
               "reason", "created_at")
+AGENT_LABEL_COLS = (*LABEL_COLS, "snapshot_id")  # i14: an agent label names the snapshot that decided it
 TASK_COLS = ("project_id", "item_id", "policy_version", "kind", "priority", "suggestion", "confidence", "reason",
-             "status", "answers_needed", "answers", "created_at", "updated_at")
+             "status", "answers_needed", "answers", "created_at", "updated_at", "snapshot_id")
 
 
 def parse_policy_key(project: str, policy_key: str) -> int:
@@ -72,15 +73,15 @@ class BatchesMixin(StoreBase):
                                   model_versions.get(v.tool)))
                 if d.action == "accept":
                     labels.append((pid, item_id, version, d.label, d.confidence, "agent", threshold, d.cost, d.reason,
-                                   ts))
+                                   ts, result.snapshot_id))
                     labeled_ids.append(item_id)
                 else:
                     tasks.append((pid, item_id, version, d.review_kind or _DEFAULT_KIND[d.action], d.priority,
-                                  d.label, d.confidence, d.reason, "open", overlap, 0, ts, ts))
+                                  d.label, d.confidence, d.reason, "open", overlap, 0, ts, ts, result.snapshot_id))
                     review_ids.append(item_id)
             try:
                 bulk_insert(conn, vote_t, VOTE_COLS, votes)
-                bulk_insert(conn, label_t, LABEL_COLS, labels)
+                bulk_insert(conn, label_t, AGENT_LABEL_COLS, labels)
                 bulk_insert(conn, task_t, TASK_COLS, tasks)
             except IntegrityError as exc:
                 raise ConflictError(f"an item of this batch already has a label or review task under "

@@ -111,10 +111,6 @@ def _sqlite_engine(url: str, *, echo: bool, busy_timeout_ms: int) -> Engine:
 
 def create_all(engine: Engine) -> None:
     """Create every table (idempotent). Alembic migrations take over once the schema is released."""
-    import service.store.auth_models  # API keys, idempotency records
-    import service.store.labelstudio_models  # Label Studio annotations
-    import service.store.ops_models  # (and the audit log, review skips and backtests)
-    import service.store.tables  # noqa: F401  registers the tables on SQLModel.metadata
 
     SQLModel.metadata.create_all(engine)
 

@@ -29,7 +29,8 @@ from service.store.db import read_tx
 from service.store.tables import ItemPublic, LabelPublic, VotePublic
 
 _LABEL_ROW = (label_t.c.id, item_t.c.external_id, label_t.c.label, label_t.c.confidence, label_t.c.source,
-              label_t.c.policy_version, label_t.c.threshold, label_t.c.created_at, correction_t.c.replaced_label_id)
+              label_t.c.policy_version, label_t.c.threshold, label_t.c.created_at, correction_t.c.replaced_label_id,
+              label_t.c.snapshot_id)
 
 
 def _label_rows() -> Any:
@@ -51,6 +52,7 @@ class LabelRow:
     threshold: float | None
     created_at: datetime
     replaces: int | None = None  # a correction's label: the id of the label it replaced
+    snapshot_id: int | None = None  # i14: an agent label's deciding snapshot
 
 
 @dataclass(slots=True)

@@ -6,7 +6,8 @@ bodies are unchanged) and shares one engine and one set of caches with the other
 - :class:`ReviewsRepository`: the review queue (``reviews``) and its administration: release, skip, listing
   (``queue_admin``).
 - :class:`LearningRepository`: labels and what the learner and the metrics read: ground truth, calibration,
-  model versions, votes (``learning``), the workers' answer feed (``feed``), metric counts (``metrics``).
+  model versions, votes (``learning``), certified snapshots (``snapshots``), the workers' answer feed
+  (``feed``), metric counts (``metrics``).
 - :class:`ProjectsRepository`: projects and their policy versions (``projects``), API keys and idempotency
   records (``keys``).
 - :class:`AuditRepository`: operator changes logged in the same transaction (``audit``): policy versions,
@@ -27,6 +28,7 @@ from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin
 from service.store.reads import ReadsMixin
+from service.store.snapshots import SnapshotsMixin
 
 
 class ItemsRepository(ItemsMixin, BatchesMixin, ReadsMixin, ListingMixin):
@@ -37,7 +39,7 @@ class ReviewsRepository(QueueAdminMixin):
     """The human review queue: claims, answers, release and skip, listings and counts."""
 
 
-class LearningRepository(LearningMixin, FeedMixin, MetricsMixin):
+class LearningRepository(LearningMixin, FeedMixin, MetricsMixin, SnapshotsMixin):
     """Labels as the learner and the metrics read them: ground truth, calibration, model versions, the feed."""
 
 

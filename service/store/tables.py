@@ -226,6 +226,7 @@ class LabelTable(LabelBase, table=True):
     cost: float = 0.0
     reason: str = Field(default="", sa_type=Text)
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    snapshot_id: int | None = None  # i14: the certified snapshot that decided an agent label (agent_snapshot.id)
 
 
 class LabelPublic(LabelBase):
@@ -235,6 +236,7 @@ class LabelPublic(LabelBase):
     source: LabelSource
     threshold: float | None
     created_at: datetime
+    snapshot_id: int | None = None
 
 
 # --- the review queue --------------------------------------------------------------------------------
@@ -271,6 +273,7 @@ class ReviewTask(ReviewTaskBase, table=True):
     answers: int = 0
     created_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
     updated_at: datetime = Field(default_factory=utcnow, sa_type=UTCDateTime)
+    snapshot_id: int | None = None  # i14: the snapshot that decided it (for an audit: the one that would auto-label)
 
 
 # claim order: highest priority first, then oldest

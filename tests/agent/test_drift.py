@@ -2,14 +2,18 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
+
 import numpy as np
 
 from agent.calibration import ThresholdResult
-from agent.drift import EscalationMonitor, eligible_below
+from agent.decisions import Evidence, verdict
+from agent.drift import HOLD, EscalationMonitor, eligible_below
 from agent.learner import Learner
-from agent.ports import BatchResult
+from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from tests.agent.fixtures import CountingLearner
 from tests.factories import make_decision, make_policy
+from tools.base import Item
 
 
 def _first_alarm(monitor: EscalationMonitor, below: np.ndarray, batch: int = 64) -> int | None:
@@ -70,3 +74,72 @@ def test_the_default_per_batch_certificate_has_no_monitor_that_pauses() -> None:
     for _ in range(10):
         learner.watch(BatchResult(policy.key, 0.9, {}, decisions))
     assert learner.drift_detections == 0 and learner.monitor.state().alarms == 0
+
+
+def test_first_alarm_predicts_where_watch_alarms_without_changing_the_monitor() -> None:
+    rng = np.random.default_rng(14)
+    found = 0
+    for _ in range(50):
+        monitor = EscalationMonitor()
+        monitor.set_reference(0.2)
+        monitor.watch((rng.uniform(size=300) < 0.2).tolist())  # some history: the statistic is not at zero
+        batch = (rng.uniform(size=256) < rng.uniform(0.2, 0.9)).tolist()
+        before = monitor.state()
+        k = monitor.first_alarm(batch)
+        assert monitor.state() == before  # asking changes nothing
+        if k is None:
+            assert not monitor.watch(batch)
+            continue
+        found += 1
+        assert not monitor.watch(batch[:k])  # no alarm before item k ...
+        assert monitor.watch(batch[k:k + 1])  # ... and the alarm exactly at it
+    assert found >= 10  # the jumps were large enough to alarm in many batches: the check is not vacuous
+
+
+def test_held_marks_items_after_the_statistic_reaches_hold_and_they_are_escalated_not_calibrated() -> None:
+    rng = np.random.default_rng(15)
+    held_any = 0
+    for _ in range(30):
+        monitor = EscalationMonitor()
+        monitor.set_reference(0.2)
+        batch = (rng.uniform(size=120) < rng.uniform(0.2, 0.8)).tolist()
+        held = monitor.held(batch)
+        for i in range(len(batch)):  # replay item by item: held iff the statistic before the item reached HOLD
+            alarmed = monitor.state().alarms > 0
+            assert held[i] == (alarmed or monitor.state().statistic >= HOLD)
+            if not alarmed:
+                monitor.watch(batch[i:i + 1])
+        held_any += any(held)
+    assert held_any >= 5
+    e = Evidence(label="a", confidence=0.97, voted=True, always_reviewed=False, flagged_by=None, audit_draw=False,
+                 held=True)
+    v = verdict(e, 0.9)
+    assert v.action == "escalate" and v.review_kind == "escalation"  # selected by the monitor: not calibration data
+    assert verdict(replace(e, held=False), 0.9).action == "accept"
+
+
+def _calibrated(learner: Learner, n: int, label: str) -> None:
+    """``n`` cold-start calibration items another worker decided (stored records), all right at confidence 0.99."""
+    answers = [GroundTruth(Item(f"c{i}", text="x"), label) for i in range(n)]
+    known = {a.item.key: CalibrationRecord(a.item.key, 0.99, label, label, "cold_start", i)
+             for i, a in enumerate(answers)}
+    learner.observe(answers, known)
+
+
+def test_no_certificate_renewal_while_the_monitor_holds() -> None:
+    policy = make_policy(certification="anytime", min_calibration=10)
+    label = policy.labels[0]
+    runs = {}
+    for holding in (False, True):
+        learner = Learner(policy, [CountingLearner("clf", {})])
+        cert = ThresholdResult(0.9, 200, 160, 0, 0.01)
+        learner.certifier.certificate = cert
+        learner.monitor.set_reference(0.2)
+        if holding:  # a batch mostly below the threshold: evidence of a rise, short of an alarm
+            below = [True] * 6
+            assert not learner.monitor.watch(below) and learner.monitor.holding
+        _calibrated(learner, learner.certifier.next_size + 5, label)  # a checkpoint is due
+        learner.recalibrate()
+        runs[holding] = (learner.certifier.tests, learner.snapshot.calibration)
+    assert runs[False][0] == 1 and runs[False][1] is not cert  # not holding: the checkpoint tested and renewed
+    assert runs[True][0] == 0 and runs[True][1] is cert  # holding: the certificate in force stays, no test spent

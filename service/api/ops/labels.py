@@ -76,7 +76,7 @@ def decode_cursor(cursor: str | None) -> int:
 def record(row: LabelRow) -> LabelRecord:
     return LabelRecord(label_id=row.id, external_id=row.external_id, label=row.label, confidence=row.confidence,
                        source=row.source, policy_version=row.policy_version, threshold=row.threshold,  # type: ignore[arg-type]
-                       created_at=row.created_at, replaces_label_id=row.replaces)
+                       created_at=row.created_at, replaces_label_id=row.replaces, snapshot_id=row.snapshot_id)
 
 
 @dataclass(slots=True, frozen=True)

@@ -35,6 +35,7 @@ from service.api.labelstudio import (
     task_item,
     task_key,
 )
+from service.runtime.certified import restore_labeler
 from service.store import SqlStore
 from service.store.labelstudio import label_marks, stored_items
 from tools.base import Item
@@ -97,9 +98,8 @@ class Predictors:
             if current is not None:
                 return current
             labeler = BatchLabeler(policy, tool_factory(policy))
-            truth = store.learning.load_ground_truth(project)
-            calibration = store.learning.load_calibration(project, policy.calibration_window)
-            labeler.learner.load(truth, calibration)
+            # i14: the workers' certificate
+            restore_labeler(store, project, labeler, store.learning.load_ground_truth(project))
             current = Predictor(labeler, policy.version, mark, time.monotonic())
             self._by_project[project] = current
             self.builds += 1

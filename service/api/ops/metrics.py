@@ -15,6 +15,7 @@ from service.api.schemas.metrics import (
     PrecisionMetrics,
     ProjectMetrics,
     QueueMetrics,
+    SnapshotMetrics,
     Throughput,
 )
 from service.store import SqlStore
@@ -67,7 +68,17 @@ def project_metrics(*, store: SqlStore, project: str, now: datetime | None = Non
             unanimous_rate=agreement.unanimous / agreement.tasks if agreement.tasks else None,
             pairwise=agreement.agreeing_pairs / agreement.pairs if agreement.pairs else None),
         model_versions=_latest_per_tool(store.learning.list_model_versions(project)),
+        snapshot=_snapshot_metrics(store, project),
     )
+
+
+def _snapshot_metrics(store: SqlStore, project: str) -> SnapshotMetrics:
+    s = store.learning.snapshot_summary(project)
+    n, ok = s.would_accept_audits, s.would_accept_correct
+    lo, hi = cp_interval(ok, n, LEVEL)
+    return SnapshotMetrics(latest_id=s.latest_id, threshold=s.threshold, snapshots=s.snapshots,
+                           would_accept=PrecisionMetrics(audits=n, correct=ok, estimate=ok / n if n else None,
+                                                         ci_low=lo, ci_high=hi, level=LEVEL))
 
 
 # --- Prometheus text exposition (format 0.0.4), written by hand ---------------------------------------------------
@@ -145,6 +156,12 @@ def prometheus_text(*, store: SqlStore, now: datetime | None = None, projects: C
                 project=p)
         out.add("labelagent_reviewer_pairwise_agreement", "gauge", "Agreeing answer pairs on multi-reviewer tasks.",
                 m.agreement.pairwise, project=p)
+        if m.snapshot is not None:
+            out.add("labelagent_snapshot_id", "gauge", "The certified snapshot most recently persisted.",
+                    m.snapshot.latest_id, project=p)
+            out.add("labelagent_would_accept_precision", "gauge",
+                    "Realized precision over audits of would-be auto labels.", m.snapshot.would_accept.estimate,
+                    project=p)
         out.add("labelagent_active_policy_version", "gauge", "Active policy version.", m.active_version, project=p)
     return out.render()
 

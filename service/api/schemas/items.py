@@ -152,3 +152,5 @@ class LabelRecord(BaseModel):
     created_at: datetime
     replaces_label_id: int | None = Field(default=None, description="Set on a label written by a correction: the "
                                           "id of the item's label it supersedes (sent earlier, with a smaller id).")
+    snapshot_id: int | None = Field(default=None, description="An auto label's certified snapshot: the one that "
+                                    "decided it (its threshold and pool); None for human labels.")

@@ -36,6 +36,17 @@ class PrecisionMetrics(BaseModel):
     level: float = 0.95
 
 
+class SnapshotMetrics(BaseModel):
+    """The certified snapshots (issue 14): every auto label and audit names the snapshot that decided it."""
+
+    latest_id: int | None = Field(description="The snapshot most recently persisted (what workers decide with).")
+    threshold: float | None = Field(description="Its certified threshold (None: no certificate in force).")
+    snapshots: int = Field(description="Snapshots persisted in the project.")
+    would_accept: PrecisionMetrics = Field(
+        description="Realized precision over audits of would-be auto labels only: audits whose item the deciding "
+                    "snapshot would have auto-labeled (uniform audits below its threshold left out).")
+
+
 class AgreementMetrics(BaseModel):
     """Among tasks answered by two reviewers or more (the most recent 5,000)."""
 
@@ -62,6 +73,7 @@ class ProjectMetrics(BaseModel):
     threshold: float | None = Field(description="Threshold of the latest auto label.")
     agreement: AgreementMetrics
     model_versions: list[ModelVersionPublic] = Field(description="The latest model version of each tool.")
+    snapshot: SnapshotMetrics | None = Field(default=None, description="Certified snapshots (issue 14).")
 
 
 class Health(BaseModel):

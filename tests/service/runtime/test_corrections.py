@@ -89,5 +89,5 @@ def test_a_correction_trains_the_workers_learner_and_not_its_calibration(store: 
     data = labeler.learner.training_set()
     y_of = {it.key: data.labels[int(y)] for it, y in zip(data.batch.items, data.y, strict=True)}
     assert {key: y_of[key] for key in corrected} == corrected
-    memory = next(t for t in labeler.tools if isinstance(t, MemoryVoter))
+    memory = next(t for t in labeler.learner.tools if isinstance(t, MemoryVoter))  # i14: the trained copies
     assert memory.fits >= 1

@@ -79,7 +79,7 @@ def test_runtime_labels_learns_and_retrains(store: SqlStore) -> None:
     learner = labeler.learner
     assert runtime.stats.answers == counts["human"] == learner.n_ground_truth
     assert runtime.stats.retrains >= 1 and learner.retrains >= 2  # the load, then background retrains
-    memory = next(t for t in labeler.tools if isinstance(t, MemoryVoter))
+    memory = next(t for t in labeler.learner.tools if isinstance(t, MemoryVoter))  # i14: the trained copies
     assert memory.fits >= 2
     versions = store.learning.list_model_versions(project, tool="memory")
     assert versions and versions[-1].version == memory.version
