@@ -43,7 +43,8 @@ def cmd_replay(args: argparse.Namespace) -> int:
         store = SqlStore(engine)
         bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
         config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit,
-                              order=getattr(args, "order", "shuffle"))
+                              order=getattr(args, "order", "shuffle"), reviewer_rate=args.reviewer_rate,
+                              plain_queue=args.plain_queue)
         tools = build_tools(policy, env=tool_environment(get_settings()))  # endpoints from LABELAGENT_* settings
         try:
             summary = asyncio.run(run_replay(rows, policy, tools, store, config, on_batch=update))
@@ -195,6 +196,13 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    replay.add_argument("--reviewer-rate", type=float, metavar="R",
+                        help="finite reviewers: at most R answers per arriving item (0.25: one answer for every four "
+                             "items), the queue drained at that rate after the stream (default: every escalation "
+                             "answered before the next graph run)")
+    replay.add_argument("--plain-queue", action="store_true",
+                        help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
+                             "priorities, no re-decision of waiting items (for comparisons)")
     over = replay.add_argument_group("through a running service (--url)")
     over.add_argument("--url", help="replay through the HTTP API of a running service, e.g. http://127.0.0.1:8000")
     over.add_argument("--api-key", help="an operator API key (default: $LABELAGENT_KEY)")

@@ -49,7 +49,8 @@ import httpx
 from agent.calibration import cp_interval
 from policies import LabelAgentError, Policy
 from service.datasets import LabeledItem
-from service.replay import ORACLE, shuffled
+from service.replay import shuffled
+from service.reviewers import ORACLE
 
 UNAVAILABLE = ("tool_weights", "aggregator", "retrains")
 EXPORT_PAGE = 10_000

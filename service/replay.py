@@ -22,18 +22,19 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from agent.calibration import cp_interval
-from agent.ports import GroundTruth
+from agent.queue_order import QueueRule
 from agent.runner import BatchLabeler
 from policies import InputError, Policy
 from service.datasets import LabeledItem
-from service.store import ReviewAnswer, SqlStore
+from service.reviewers import Reviewers
+from service.store import SqlStore
 from service.worker import ProjectWorker
 from tools.base import ModelInfo, Tool
 from tools.image_embedding import ImageEmbedding
 from tools.llm import LLMTool
 from tools.text_embedding import TextEmbedding
 
-ORACLE = "oracle"
+DRAIN_LIMIT = 10  # the drain after the stream stops after this many times the stream's length
 
 
 @dataclass(slots=True)
@@ -42,6 +43,8 @@ class ReplayConfig:
     seed: int = 0
     limit: int | None = None
     order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
+    reviewer_rate: float | None = None  # i20: answers per arriving item (None: the oracle answers everything)
+    plain_queue: bool = False  # i20: no cold-start sampling, ordering or re-decision (the queue as before)
 
 
 def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
@@ -89,14 +92,14 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
     store.create_project(policy.project, policy)
-    labeler = BatchLabeler(policy, tools, seed=config.seed)
+    labeler = BatchLabeler(policy, tools, seed=config.seed, queue=QueueRule.plain() if config.plain_queue else None)
     worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
     started = time.perf_counter()
-    tally = await stream_through(worker, stream, truth, config.batch_size, on_batch)
+    tally = await stream_through(worker, stream, truth, config.batch_size, on_batch, Reviewers(config.reviewer_rate))
     elapsed = time.perf_counter() - started
     decisions.update(tally.decisions)
     return {**summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed),
-            **tally.track.summary(labeler)}
+            **tally.track.summary(labeler), **tally.queue}
 
 
 @dataclass(slots=True)
@@ -105,42 +108,91 @@ class Tally:
     human: dict[str, str] = field(default_factory=dict)  # key -> the oracle's answer
     tool_calls: Counter[str] = field(default_factory=Counter)
     track: CertificateTrack = field(default_factory=lambda: CertificateTrack())  # i14: the certificate's history
+    queue: dict[str, Any] = field(default_factory=dict)  # i20: the reviewers' summary (service/reviewers.py)
 
 
 async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], truth: dict[str, str],
-                         batch_size: int, on_batch: Callable[[int], None] | None = None) -> Tally:
+                         batch_size: int, on_batch: Callable[[int], None] | None = None,
+                         reviewers: Reviewers | None = None) -> Tally:
     """Ingest ``stream`` batch by batch and run the worker cycle on it with an oracle reviewer (the replay's and
-    the backtest's loop): claim, graph run, record, the oracle answers what the run escalated, the learner learns.
-    A due retrain runs in a thread overlapping the next ingest; the next claim waits for it."""
+    the backtest's loop): claim, graph run, record, the reviewers answer (everything this run escalated, or what
+    their rate allows: ``service/reviewers.py``), the learner learns, a new certified snapshot re-decides the waiting
+    items. A due retrain runs in a thread overlapping the next ingest; the next claim waits for it. With a rate, the
+    queue left when the stream ends is drained at the same rate (``Tally.queue``)."""
     tally = Tally()
+    reviewers = reviewers or Reviewers()
     project = worker.project
-    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
+    cycle = _Cycle(worker, tally, reviewers, truth)
     for start in range(0, len(stream), batch_size):
         chunk = stream[start:start + batch_size]
         worker.store.ingest(project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
-            if training is not None:  # the claim's size and the run must see the retrained snapshot
-                await worker.save_versions(await training)
-                training = None
+            await cycle.settle_training()  # the claim's size and the run must see the retrained snapshot
             token, items = worker.claim()
             if not items:
                 break
             outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
             handled += outcome.items
+            reviewers.tick(outcome.items)
             tally.track.batch(outcome.result, worker.labeler.learner)
             tally.tool_calls.update(outcome.result.tool_calls)
             tally.decisions.update((d.key, (d.action, d.label)) for d in outcome.result.decisions)
-            # The oracle answers what this run escalated before the next run starts.
-            settled = answer_queue(worker.store, project, truth)
-            tally.human.update((gt.item.key, gt.label) for gt in settled)
-            training = worker.start_learning(settled)
+            reviewers.queued([d.key for d in outcome.result.decisions if d.action != "accept"])
+            await cycle.review()
         if on_batch is not None:
             on_batch(len(chunk))
-    if training is not None:
-        await worker.save_versions(await training)
+    await cycle.settle_training()
+    tally.queue = await cycle.drain(len(stream), batch_size)
     return tally
+
+
+@dataclass(slots=True)
+class _Cycle:
+    """The replay's side of the worker cycle after a graph run: reviewers answer, the learner learns, a new
+    certified snapshot re-decides the queue's waiting items."""
+
+    worker: ProjectWorker
+    tally: Tally
+    reviewers: Reviewers
+    truth: dict[str, str]
+    training: asyncio.Task[list[ModelInfo]] | None = None  # a retrain overlapping the next ingest
+
+    async def review(self) -> None:
+        settled = self.reviewers.answer(self.worker.store, self.worker.project, self.truth)
+        self.reviewers.depth(self.worker.store, self.worker.project)
+        self.tally.human.update((gt.item.key, gt.label) for gt in settled)
+        self.training = self.worker.start_learning(settled)
+        if self.training is None:
+            await self.redecide()
+
+    async def settle_training(self) -> None:
+        if self.training is not None:
+            await self.worker.save_versions(await self.training)
+            self.training = None
+            await self.redecide()
+
+    async def redecide(self) -> None:
+        labels = await self.worker.redecide_waiting()
+        if labels:
+            self.tally.decisions.update((k, ("accept", lab)) for k, lab in labels.items())
+            self.reviewers.took_over(list(labels))
+
+    async def drain(self, stream: int, batch_size: int) -> dict[str, Any]:
+        """After the stream: the clock goes on without arrivals until the reviewers emptied the queue (at most
+        ``DRAIN_LIMIT`` times the stream's length)."""
+        reviewers, store, project = self.reviewers, self.worker.store, self.worker.project
+        left_at_end = reviewers.depth(store, project)
+        left, waited = left_at_end, 0
+        while reviewers.rate is not None and left > 0 and waited < DRAIN_LIMIT * stream:
+            reviewers.tick(batch_size)
+            waited += batch_size
+            await self.review()
+            await self.settle_training()
+            left = reviewers.depth(store, project)
+        drained = waited if left == 0 else None
+        return reviewers.summary(stream, left_at_end, drained, left)
 
 
 @dataclass(slots=True)
@@ -174,20 +226,6 @@ class CertificateTrack:
             "drift_detected_at": self.detections,
             "monitor_alarms": monitor.alarms,
         }
-
-
-def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[GroundTruth]:
-    """The oracle reviewer: claim everything open and answer it from the dataset, in one transaction."""
-    settled: list[GroundTruth] = []
-    while True:
-        tasks = store.claim_reviews(project, reviewer=ORACLE, limit=limit)
-        if not tasks:
-            return settled
-        result = store.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
-                                      project=project)
-        settled.extend(result.settled)
-        if len(tasks) < limit and not any(t.answers_needed > t.answers + 1 for t in tasks):
-            return settled  # the queue is empty (overlap > 1 may reopen tasks: then look again)
 
 
 def auto_errors_by_truth(auto: Sequence[tuple[str, str | None]], truth: dict[str, str],

@@ -22,6 +22,7 @@ from policies import InputError
 from service.db import backoff_delay, is_transient
 from service.settings import image_limits
 from service.store import RecordResult, SqlStore
+from service.waiting import WaitingQueue
 from tools.base import Item, ModelInfo
 from tools.images import open_image
 
@@ -50,6 +51,7 @@ class ProjectWorker:
     lease_seconds: float | None = None
     min_batch_size: int = 32
     saved_versions: set[str] = field(default_factory=set)
+    waiting: WaitingQueue = field(default_factory=WaitingQueue)  # i20: re-decides the review queue
 
     def claim_size(self) -> int:
         """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
@@ -139,6 +141,12 @@ class ProjectWorker:
             return True
         learner.recalibrate()
         return False
+
+    async def redecide_waiting(self) -> dict[str, str]:
+        """i20: after learning (not while a retrain runs), let a new certified snapshot decide the review queue's
+        waiting items again (``service/waiting.py``); returns the items it auto-labeled (key -> label)."""
+        step = await self.waiting.step(self.store, self.project, self.labeler, actor=self.name)
+        return {} if step is None else step[1]
 
     def retrain(self) -> asyncio.Task[list[ModelInfo]]:
         """The retraining, in a thread: returns its task. Meanwhile this thread may claim and ingest (store work

@@ -24,6 +24,7 @@ from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin, TaskRef
 from service.store.reads import ItemView, LabelRow, ReadsMixin
+from service.store.redecide import RedecideMixin
 from service.store.reviews import ReviewsMixin
 from service.store.types import (
     ClaimedReview,
@@ -37,7 +38,8 @@ from service.store.types import (
 
 
 class SqlStore(CorrectionsMixin, BacktestsMixin, AuditMixin, ProjectsMixin, ItemsMixin, BatchesMixin, QueueAdminMixin,
-               ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, StoreBase):
+               ReviewsMixin, LearningMixin, FeedMixin, ReadsMixin, ListingMixin, MetricsMixin, KeysMixin, RedecideMixin,
+               StoreBase):
     """Storage over one SQLAlchemy engine (SQLite or PostgreSQL). Thread-safe: no per-call state is kept
     on the instance, only caches of immutable rows (project ids, parsed policy versions)."""
 
