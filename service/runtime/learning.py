@@ -37,12 +37,22 @@ class LearningMixin(RuntimeBase):
         if due:
             loop.training = asyncio.create_task(self._retrain(loop), name=f"retrain-{loop.project}")
             loop.training.add_done_callback(self._set_wake)
+        else:
+            await self._redecide(loop)
+
+    async def _redecide(self, loop: ProjectLoop) -> None:
+        """i20: a new certified snapshot decides the queue's waiting items again (``service/waiting.py``)."""
+        try:
+            await loop.worker.redecide_waiting()
+        except Exception as exc:
+            self._log_error(f"re-deciding the review queue of {loop.project} failed", exc)
 
     async def _retrain(self, loop: ProjectLoop) -> None:
         """The worker's retrain (in a thread: claiming goes on meanwhile), then its model versions saved."""
         try:
             await loop.worker.save_versions(await loop.worker.retrain())
             self.stats.retrains += 1
+            await self._redecide(loop)
         except Exception:
             log.exception("worker %s: retraining %s failed", self.name, loop.project)
             self.stats.errors += 1
