@@ -26,7 +26,7 @@ from agent.calibration import min_sample_size
 from agent.decisions import FLAGGED_PREFIX
 from agent.ports import Decision
 from agent.state import ReviewTrace
-from policies import Policy
+from policies import InputError, Policy
 
 WAITING_REASON = "cold start: waiting for the agent (not a calibration sample)"
 FLAGGED_PRIORITY = 1.2
@@ -47,6 +47,15 @@ class QueueRule:
     def plain(cls) -> QueueRule:
         """Every cold-start item is a calibration sample, the verdict's fixed priorities, no re-decision."""
         return cls(False, False, False)
+
+    @classmethod
+    def parse(cls, parts: str) -> QueueRule:
+        """``"sample,order,redecide"`` (any subset, comma-separated; empty: :meth:`plain`), for comparisons."""
+        names = {p.strip() for p in parts.split(",") if p.strip()}
+        unknown = names - {"sample", "order", "redecide"}
+        if unknown:
+            raise InputError(f"unknown queue parts {sorted(unknown)}; use sample, order, redecide")
+        return cls("sample" in names, "order" in names, "redecide" in names)
 
 
 def calibration_target(policy: Policy) -> int:

@@ -44,7 +44,7 @@ def cmd_replay(args: argparse.Namespace) -> int:
         bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
         config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit,
                               order=getattr(args, "order", "shuffle"), reviewer_rate=args.reviewer_rate,
-                              plain_queue=args.plain_queue)
+                              plain_queue=args.plain_queue, queue_parts=args.queue_parts)
         tools = build_tools(policy, env=tool_environment(get_settings()))  # endpoints from LABELAGENT_* settings
         try:
             summary = asyncio.run(run_replay(rows, policy, tools, store, config, on_batch=update))
@@ -203,6 +203,8 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--plain-queue", action="store_true",
                         help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
                              "priorities, no re-decision of waiting items (for comparisons)")
+    replay.add_argument("--queue-parts", metavar="PARTS",
+                        help="which of issue 20's parts run, comma-separated: sample,order,redecide (default: all)")
     over = replay.add_argument_group("through a running service (--url)")
     over.add_argument("--url", help="replay through the HTTP API of a running service, e.g. http://127.0.0.1:8000")
     over.add_argument("--api-key", help="an operator API key (default: $LABELAGENT_KEY)")

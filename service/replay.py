@@ -45,6 +45,7 @@ class ReplayConfig:
     order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
     reviewer_rate: float | None = None  # i20: answers per arriving item (None: the oracle answers everything)
     plain_queue: bool = False  # i20: no cold-start sampling, ordering or re-decision (the queue as before)
+    queue_parts: str | None = None  # i20: a subset of "sample,order,redecide" (QueueRule.parse), for comparisons
 
 
 def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
@@ -92,7 +93,10 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
     store.create_project(policy.project, policy)
-    labeler = BatchLabeler(policy, tools, seed=config.seed, queue=QueueRule.plain() if config.plain_queue else None)
+    rule = QueueRule.plain() if config.plain_queue else None
+    if config.queue_parts is not None:
+        rule = QueueRule.parse(config.queue_parts)
+    labeler = BatchLabeler(policy, tools, seed=config.seed, queue=rule)
     worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size)
     started = time.perf_counter()
     tally = await stream_through(worker, stream, truth, config.batch_size, on_batch, Reviewers(config.reviewer_rate))

@@ -20,6 +20,7 @@ from agent.queue_order import (
 )
 from agent.redecide import due, redecide
 from agent.runner import BatchLabeler
+from policies import InputError
 from tests.agent.fixtures import TableTool
 from tests.agent.test_graph import SURE, UNSURE, labeler
 from tests.factories import make_decision, make_items, make_policy
@@ -119,3 +120,11 @@ def test_redecision_is_off_in_the_plain_queue() -> None:
     lab, _ = waiting_labeler(0.99)
     lab.queue = QueueRule.plain()
     assert not due(lab, None)
+
+
+def test_queue_rule_parts_parse_for_comparisons() -> None:
+    assert QueueRule.parse("sample,order,redecide") == QueueRule()
+    assert QueueRule.parse("") == QueueRule.plain()
+    assert QueueRule.parse(" redecide ") == QueueRule(False, False, True)
+    with pytest.raises(InputError, match="unknown queue parts"):
+        QueueRule.parse("sample,teach")
