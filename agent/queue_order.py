@@ -89,6 +89,7 @@ def shape_batch(decisions: Sequence[Decision], trace: ReviewTrace, *, policy: Po
                 quota -= 1
                 continue
             d.review_kind, d.action, d.reason = "escalation", "escalate", WAITING_REASON
+            d.priority = 1.0 - d.confidence  # the verdict's escalation priority (below every sample)
             waiting += 1
     if rule.order:
         prioritize(decisions, policy=policy, label_counts=label_counts, texts=texts)

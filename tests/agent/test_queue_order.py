@@ -128,3 +128,12 @@ def test_queue_rule_parts_parse_for_comparisons() -> None:
     assert QueueRule.parse(" redecide ") == QueueRule(False, False, True)
     with pytest.raises(InputError, match="unknown queue parts"):
         QueueRule.parse("sample,teach")
+
+
+def test_waiting_cold_start_items_queue_below_the_samples_even_unordered() -> None:
+    items = make_items(300)
+    lab = cold_labeler(items, QueueRule(sample_cold_start=True, order=False, redecide=True))
+    result = asyncio.run(lab.run_batch(items))
+    samples = [d.priority for d in result.decisions if d.review_kind == "cold_start"]
+    waiting = [d.priority for d in result.decisions if d.review_kind == "escalation"]
+    assert samples and waiting and min(samples) > max(waiting)
