@@ -22,6 +22,7 @@ class WaitingQueue:
     last: AgentSnapshot | None = None
     auto_labeled: int = 0  # waiting items the agent took over, this worker's count
     runs: int = 0
+    items: int = 0  # waiting items run through the graph again, all re-decisions together
 
     async def step(self, store: SqlStore, project: str, labeler: BatchLabeler, *, actor: str
                    ) -> tuple[RedecideOutcome, dict[str, str]] | None:
@@ -38,6 +39,7 @@ class WaitingQueue:
         task_of = {w.item.key: w.task_id for w in waiting}
         result = await redecide(labeler, [w.item for w in waiting], seed=self.runs)
         self.runs += 1
+        self.items += len(waiting)
         threshold = result.snapshot.threshold
         assert threshold is not None  # redecide accepts nothing without a certificate
         accepted = [AutoLabel(task_of[d.key], d.label or "", d.confidence, d.cost,

@@ -42,8 +42,10 @@ class LearningMixin(RuntimeBase):
 
     async def _redecide(self, loop: ProjectLoop) -> None:
         """i20: a new certified snapshot decides the queue's waiting items again (``service/waiting.py``)."""
+        before = loop.worker.waiting.items
         try:
             await loop.worker.redecide_waiting()
+            self.stats.redecided += loop.worker.waiting.items - before
         except Exception as exc:
             self._log_error(f"re-deciding the review queue of {loop.project} failed", exc)
 
