@@ -181,7 +181,7 @@ class _Cycle:
         labels = await self.worker.redecide_waiting()
         if labels:
             self.tally.decisions.update((k, ("accept", lab)) for k, lab in labels.items())
-            self.reviewers.took_over(list(labels))
+            self.reviewers.took_over(labels, self.truth)
 
     async def drain(self, stream: int, batch_size: int) -> dict[str, Any]:
         """After the stream: the clock goes on without arrivals until the reviewers emptied the queue (at most

@@ -34,6 +34,7 @@ class Reviewers:
     max_depth: int = 0
     answers: int = 0
     taken_over: int = 0  # waiting items the agent labeled itself (re-decided)
+    taken_over_correct: int = 0  # ... with the dataset's label
 
     def __post_init__(self) -> None:
         if self.rate is not None and not 0.0 < self.rate <= 1000.0:
@@ -49,10 +50,11 @@ class Reviewers:
         for key in keys:
             self.queued_at.setdefault(key, self.clock)
 
-    def took_over(self, keys: list[str]) -> None:
-        for key in keys:
+    def took_over(self, labels: dict[str, str], truth: dict[str, str]) -> None:
+        for key, label in labels.items():
             if self.queued_at.pop(key, None) is not None:
                 self.taken_over += 1
+                self.taken_over_correct += truth[key] == label
 
     def answer(self, store: SqlStore, project: str, truth: dict[str, str]) -> list[GroundTruth]:
         """Answer what the rate allows now (everything without a rate), in one transaction per claim."""
@@ -90,6 +92,8 @@ class Reviewers:
             "reviewer_rate": self.rate,
             "human_answers": self.answers,
             "auto_labeled_while_waiting": self.taken_over,
+            "auto_while_waiting_precision": round(self.taken_over_correct / self.taken_over, 4)
+            if self.taken_over else None,
             "max_queue_depth": self.max_depth,
             "wait_mean_items": round(float(waits.mean()), 1) if waits.size else 0.0,
             "wait_p90_items": round(float(np.quantile(waits, 0.9)), 1) if waits.size else 0.0,

@@ -137,3 +137,13 @@ def test_waiting_cold_start_items_queue_below_the_samples_even_unordered() -> No
     samples = [d.priority for d in result.decisions if d.review_kind == "cold_start"]
     waiting = [d.priority for d in result.decisions if d.review_kind == "escalation"]
     assert samples and waiting and min(samples) > max(waiting)
+
+
+def test_redecision_asks_the_target_precision_of_each_item_too() -> None:
+    lab, items = waiting_labeler(0.5)  # UNSURE (0.6) clears this threshold: a new item would be accepted
+    out = asyncio.run(redecide(lab, items))
+    bar = max(0.5, lab.policy.target_precision)
+    assert {d.key for d in out.accepted} == {it.key for i, it in enumerate(items) if i % 2}  # SURE ones only
+    kept = [d for d in out.waiting if d.confidence >= 0.5]
+    assert kept and all(d.action == "escalate" and d.confidence < bar for d in kept)
+    assert all(d.review_kind == "escalation" and 0.0 <= d.priority < 1.0 for d in kept)
