@@ -35,6 +35,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     rows = load_csv(args.dataset, drop_columns=args.drop_columns or ())
     total = min(len(rows), args.limit) if args.limit else len(rows)
     if args.url:
+        if args.reviewer_rate is not None or args.plain_queue or args.queue_parts is not None:
+            raise InputError("--reviewer-rate, --plain-queue and --queue-parts are for the in-process replay; "
+                             "a running service's queue is answered by --reviewers clients")
         return _print_summary(_replay_http(args, policy, rows, total), args.json)
     with tempfile.TemporaryDirectory(prefix="labelagent-replay-") as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'replay.db'}"
@@ -179,6 +182,19 @@ def _add_demo_parser(sub: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def _add_queue_arguments(replay: argparse.ArgumentParser) -> None:
+    """Issue 20: finite reviewers, and the queue's parts to compare."""
+    replay.add_argument("--reviewer-rate", type=float, metavar="R",
+                        help="finite reviewers: at most R answers per arriving item (0.25: one answer for every four "
+                             "items), the queue drained at that rate after the stream (default: every escalation "
+                             "answered before the next graph run)")
+    replay.add_argument("--plain-queue", action="store_true",
+                        help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
+                             "priorities, no re-decision of waiting items (for comparisons)")
+    replay.add_argument("--queue-parts", metavar="PARTS",
+                        help="which of issue 20's parts run, comma-separated: sample,order,redecide (default: all)")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="labelagent", description=__doc__)
     sub = parser.add_subparsers(dest="command", required=True)
@@ -196,15 +212,7 @@ def build_parser() -> argparse.ArgumentParser:
     replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
-    replay.add_argument("--reviewer-rate", type=float, metavar="R",
-                        help="finite reviewers: at most R answers per arriving item (0.25: one answer for every four "
-                             "items), the queue drained at that rate after the stream (default: every escalation "
-                             "answered before the next graph run)")
-    replay.add_argument("--plain-queue", action="store_true",
-                        help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
-                             "priorities, no re-decision of waiting items (for comparisons)")
-    replay.add_argument("--queue-parts", metavar="PARTS",
-                        help="which of issue 20's parts run, comma-separated: sample,order,redecide (default: all)")
+    _add_queue_arguments(replay)
     over = replay.add_argument_group("through a running service (--url)")
     over.add_argument("--url", help="replay through the HTTP API of a running service, e.g. http://127.0.0.1:8000")
     over.add_argument("--api-key", help="an operator API key (default: $LABELAGENT_KEY)")

@@ -171,3 +171,13 @@ def test_cli_replay_reviewer_rate_flag(tmp_path: Path, capsys: pytest.CaptureFix
     assert code == 0
     out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
     assert out["reviewer_rate"] == 0.5 and out["human_answers"] == out["human_reviews"]
+
+
+@pytest.mark.parametrize("args", [["--reviewer-rate", "0"], ["--reviewer-rate", "-1"], ["--queue-parts", "teach"],
+                                  ["--reviewer-rate", "0.5", "--url", "http://127.0.0.1:9"]])
+def test_cli_replay_refuses_bad_queue_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                args: list[str]) -> None:
+    code = main(["replay", str(dataset_path("sms_spam.csv")), "--limit", "50", "--json", "--no-progress",
+                 *([] if "--url" in args else ["--db", f"sqlite:///{tmp_path / 'bad.db'}"]), *args])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("labelagent: ")
