@@ -14,6 +14,7 @@ import numpy as np
 from agent.ports import Action, Decision, ReviewKind
 from tools.base import Vote
 
+FLAGGED_PREFIX = "flagged for review by"  # agent/queue_order.py tells operator escalations by it
 
 def clears(confidence: np.ndarray | float, threshold: float | None) -> np.ndarray:
     """The accept rule: the pooled confidence reaches the calibrated threshold (none before calibration)."""
@@ -52,7 +53,7 @@ def verdict(e: Evidence, threshold: float | None) -> Verdict:
     """Accept, audit or escalate one item, with the reason a reviewer reads and the review queue's priority."""
     c = e.confidence
     if e.flagged_by is not None:
-        return Verdict("escalate", f"flagged for review by {e.flagged_by}", "escalation", 1.0)
+        return Verdict("escalate", f"{FLAGGED_PREFIX} {e.flagged_by}", "escalation", 1.0)
     if threshold is None:
         return Verdict("escalate", "cold start: not enough calibration yet", "cold_start", 1.5)
     if not e.voted:

@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence, Set
 from typing import Any
 
 import numpy as np
@@ -43,13 +43,12 @@ AGGREGATOR_WINDOW = 1000  # the pool is refitted on the most recent reviewed ite
 class Learner:
     """Owns the ground truth, the aggregator's training data and the calibration set.
 
-    The calibration set is the part of the ground truth that samples the stream uniformly: cold-start
-    items (everything is reviewed then) and audits (a uniform random sample of the stream, the
-    suggestion hidden from the reviewer). Escalations train the models but are not calibration data:
-    they are selected by confidence. Corrections (an item's label fixed after the fact, ``GroundTruth.correction``)
-    are training data only: they replace the item's training label, or add the item, and never touch the
-    calibration set (which items get corrected is not a uniform sample; a calibration item keeps the truth its
-    review gave) nor the drift check.
+    The calibration set is the part of the ground truth that samples the stream uniformly: cold-start samples
+    (chosen by counts only, agent/queue_order.py) and audits (a uniform random sample of the stream, the suggestion
+    hidden from the reviewer). Escalations train the models but are not calibration data: they are selected by
+    confidence. Corrections (an item's label fixed after the fact, ``GroundTruth.correction``) are training data
+    only: they replace the item's training label, or add the item, and never touch the calibration set (which items
+    get corrected is not a uniform sample; a calibration item keeps the truth its review gave) nor the drift check.
 
     Scores are refreshed out of fold when the ground truth grew by ``RESCORE_GROWTH`` (K fold models per learning
     tool). A certifier keeps the certificate; an :class:`EscalationMonitor` watches for drift without labels.
@@ -110,6 +109,15 @@ class Learner:
                 trace.batch, j, trace.logp[j], trace.voted[j], float(trace.confidence[j]),
                 trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
             )
+
+    def outstanding(self, kind: str) -> int:  # i20: items sent to humans as ``kind``, not answered yet
+        return sum(1 for p in self._pending.values() if p.kind == kind)
+
+    def forget(self, keys: Set[str]) -> None:  # i20: items re-decided (the agent labeled them after all)
+        self._pending = {k: p for k, p in self._pending.items() if k not in keys}
+
+    def label_counts(self) -> np.ndarray:  # i20: answers per label (safe while a retrain runs)
+        return np.bincount(np.asarray(self._gt_y, dtype=np.int64), minlength=len(self.labels))
 
     def decided(self, key: str) -> bool:
         """Whether this learner holds the decision-time evidence of ``key`` (it sent it to review)."""

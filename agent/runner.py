@@ -10,6 +10,7 @@ from agent.certificate import Certifier
 from agent.graph import LabelingGraph, build_graph
 from agent.learner import Learner
 from agent.ports import BatchResult
+from agent.queue_order import QueueRule, shape_batch
 from agent.state import AgentContext, AgentSnapshot
 from policies import Policy
 from tools.base import Batch, Item, Tool, ToolContext
@@ -23,12 +24,13 @@ class BatchLabeler:
     """
 
     def __init__(self, policy: Policy, tools: Sequence[Tool], *, seed: int = 0,
-                 graph: LabelingGraph | None = None) -> None:
+                 graph: LabelingGraph | None = None, queue: QueueRule | None = None) -> None:
         self.policy = policy
         self.learner = Learner(policy, tuple(tools))
         self.rng = np.random.default_rng(seed)
         self.tool_context = ToolContext(labels=tuple(policy.labels), rng=np.random.default_rng(seed + 1))
         self.graph = graph if graph is not None else build_graph()
+        self.queue = queue if queue is not None else QueueRule()  # i20: what reaches a human, in which order
 
     @property
     def tools(self) -> tuple[Tool, ...]:
@@ -46,6 +48,11 @@ class BatchLabeler:
                                self.tool_context, self.learner.monitor if watching else None)
         out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
         result: BatchResult = out["result"]
+        learner = self.learner
+        shape_batch(result.decisions, out["trace"], policy=self.policy, rule=self.queue, threshold=result.threshold,
+                    outstanding=learner.outstanding("cold_start") if result.threshold is None else 0,
+                    label_counts=learner.label_counts(),
+                    texts={item.key: item.text for item in items})
         self.learner.remember(out["trace"])
         self.learner.watch(result)  # i14: the label-free drift monitor sees every decision
         return result

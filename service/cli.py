@@ -35,6 +35,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
     rows = load_csv(args.dataset, drop_columns=args.drop_columns or ())
     total = min(len(rows), args.limit) if args.limit else len(rows)
     if args.url:
+        if args.reviewer_rate is not None or args.plain_queue or args.queue_parts is not None:
+            raise InputError("--reviewer-rate, --plain-queue and --queue-parts are for the in-process replay; "
+                             "a running service's queue is answered by --reviewers clients")
         return _print_summary(_replay_http(args, policy, rows, total), args.json)
     with tempfile.TemporaryDirectory(prefix="labelagent-replay-") as tmp:
         url = args.db or f"sqlite:///{Path(tmp) / 'replay.db'}"
@@ -44,7 +47,9 @@ def cmd_replay(args: argparse.Namespace) -> int:
         bar, update = _progress(total, not args.json and sys.stderr.isatty() and not args.no_progress)
         config = ReplayConfig(batch_size=args.batch_size, seed=args.seed, limit=args.limit,
                               order=getattr(args, "order", "shuffle"),
-                              retrain_lag=getattr(args, "retrain_lag", RETRAIN_LAG))
+                              retrain_lag=getattr(args, "retrain_lag", RETRAIN_LAG),
+                              reviewer_rate=args.reviewer_rate, plain_queue=args.plain_queue,
+                              queue_parts=args.queue_parts)
         tools = build_tools(policy, env=tool_environment(get_settings()))  # endpoints from LABELAGENT_* settings
         try:
             summary = asyncio.run(run_replay(rows, policy, tools, store, config, on_batch=update))
@@ -179,6 +184,19 @@ def _add_demo_parser(sub: Any) -> None:
     demo.set_defaults(func=cmd_demo)
 
 
+def _add_queue_arguments(replay: argparse.ArgumentParser) -> None:
+    """Issue 20: finite reviewers, and the queue's parts to compare."""
+    replay.add_argument("--reviewer-rate", type=float, metavar="R",
+                        help="finite reviewers: at most R answers per arriving item (0.25: one answer for every four "
+                             "items), the queue drained at that rate after the stream (default: every escalation "
+                             "answered before the next graph run)")
+    replay.add_argument("--plain-queue", action="store_true",
+                        help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
+                             "priorities, no re-decision of waiting items (for comparisons)")
+    replay.add_argument("--queue-parts", metavar="PARTS",
+                        help="which of issue 20's parts run, comma-separated: sample,order,redecide (default: all)")
+
+
 def _add_replay_parser(sub: Any) -> None:
     replay = sub.add_parser("replay", help="stream a labeled CSV through the agent with an oracle reviewer")
     replay.add_argument("dataset", help="CSV with text,label (other columns become metadata)")
@@ -196,6 +214,7 @@ def _add_replay_parser(sub: Any) -> None:
     replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")
     replay.add_argument("--no-progress", action="store_true", help="no progress bar")
+    _add_queue_arguments(replay)
     over = replay.add_argument_group("through a running service (--url)")
     over.add_argument("--url", help="replay through the HTTP API of a running service, e.g. http://127.0.0.1:8000")
     over.add_argument("--api-key", help="an operator API key (default: $LABELAGENT_KEY)")

@@ -52,7 +52,8 @@ from service.offline.datasets import LabeledItem
 from service.offline.http_answers import ReplayError
 from service.offline.http_answers import check_answer as _check
 from service.offline.http_answers import error_text as _error_text
-from service.offline.replay import ORACLE, shuffled
+from service.offline.replay import shuffled
+from service.offline.reviewers import ORACLE
 
 UNAVAILABLE = ("tool_weights", "aggregator", "retrains")
 EXPORT_PAGE = 10_000

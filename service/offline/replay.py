@@ -24,19 +24,20 @@ import numpy as np
 from threadpoolctl import threadpool_limits
 
 from agent.calibration import cp_interval
-from agent.ports import GroundTruth
+from agent.queue_order import QueueRule
 from agent.runner import BatchLabeler
 from policies import InputError, Policy
 from service.offline.datasets import LabeledItem
+from service.offline.reviewers import Reviewers
 from service.runtime.cycle import ProjectWorker
-from service.store import ReviewAnswer, SqlStore
+from service.store import SqlStore
 from tools.base import Tool
 from tools.image_embedding import ImageEmbedding
 from tools.llm import LLMTool
 from tools.text_embedding import TextEmbedding
 
-ORACLE = "oracle"
 RETRAIN_LAG = 2  # graph runs from a retrain's start to its publication (service.runtime.cycle: the service under load)
+DRAIN_LIMIT = 10  # the drain after the stream stops after this many times the stream's length
 
 
 @dataclass(slots=True)
@@ -46,6 +47,9 @@ class ReplayConfig:
     limit: int | None = None
     order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
     retrain_lag: int = RETRAIN_LAG  # a retrain started after graph run k is published before run k + retrain_lag
+    reviewer_rate: float | None = None  # i20: answers per arriving item (None: the oracle answers everything)
+    plain_queue: bool = False  # i20: no cold-start sampling, ordering or re-decision (the queue as before)
+    queue_parts: str | None = None  # i20: a subset of "sample,order,redecide" (QueueRule.parse), for comparisons
 
 
 def shuffled(rows: Sequence[LabeledItem], seed: int, limit: int | None, order: str = "shuffle") -> list[LabeledItem]:
@@ -96,15 +100,18 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
     stream = shuffled(rows, config.seed, config.limit, config.order)
     truth = {r.item.key: r.label for r in stream}
     store.projects.create_project(policy.project, policy)
-    labeler = BatchLabeler(policy, tools, seed=config.seed)
+    rule = QueueRule.plain() if config.plain_queue else None
+    if config.queue_parts is not None:
+        rule = QueueRule.parse(config.queue_parts)
+    labeler = BatchLabeler(policy, tools, seed=config.seed, queue=rule)
     worker = ProjectWorker(store, policy.project, labeler, name="replay", batch_size=config.batch_size,
                            retrain_lag=config.retrain_lag)
     started = time.perf_counter()
-    tally = await stream_through(worker, stream, truth, config.batch_size, on_batch)
+    tally = await stream_through(worker, stream, truth, config.batch_size, on_batch, Reviewers(config.reviewer_rate))
     elapsed = time.perf_counter() - started
     decisions.update(tally.decisions)
     return {**summarize(policy, truth, tally.decisions, tally.human, tally.tool_calls, labeler, elapsed),
-            **tally.track.summary(labeler), **cycle_summary(worker)}
+            **tally.track.summary(labeler), **cycle_summary(worker), **tally.queue}
 
 
 def cycle_summary(worker: ProjectWorker) -> dict[str, Any]:
@@ -120,39 +127,99 @@ class Tally:
     human: dict[str, str] = field(default_factory=dict)  # key -> the oracle's answer
     tool_calls: Counter[str] = field(default_factory=Counter)
     track: CertificateTrack = field(default_factory=lambda: CertificateTrack())  # i14: the certificate's history
+    queue: dict[str, Any] = field(default_factory=dict)  # i20: the reviewers' summary (service/offline/reviewers.py)
 
 
 async def stream_through(worker: ProjectWorker, stream: Sequence[LabeledItem], truth: dict[str, str],
-                         batch_size: int, on_batch: Callable[[int], None] | None = None) -> Tally:
+                         batch_size: int, on_batch: Callable[[int], None] | None = None,
+                         reviewers: Reviewers | None = None) -> Tally:
     """Ingest ``stream`` batch by batch and run the worker cycle on it with an oracle reviewer (the replay's and
-    the backtest's loop): publish a retrain when due, claim, graph run, record, the oracle answers what the run
-    escalated, the learner learns (or the answers wait for the retrain in flight). ``worker.retrain_lag`` says when
-    a retrain is published (a count of graph runs); at the end the last one is published."""
+    the backtest's loop): publish a retrain when due, claim, graph run, record, the reviewers answer (everything
+    this run escalated, or what their rate allows: ``service/offline/reviewers.py``), the learner learns (or the
+    answers wait for the retrain in flight), a new certified snapshot re-decides the waiting items.
+    ``worker.retrain_lag`` says when a retrain is published (a count of graph runs); at the end the last one is
+    published. With a rate, the queue left when the stream ends is drained at the same rate (``Tally.queue``)."""
     tally = Tally()
+    reviewers = reviewers or Reviewers()
     project = worker.project
+    cycle = _Cycle(worker, tally, reviewers, truth)
     for start in range(0, len(stream), batch_size):
         chunk = stream[start:start + batch_size]
         worker.store.items.ingest(project, [r.item for r in chunk])
         handled = 0
         while handled < len(chunk):
-            await worker.pick_up()  # between graph runs, as the service's runtime does
+            await cycle.pick_up()  # between graph runs, as the service's runtime does
             token, items = worker.claim()
             if not items:
                 break
             outcome = await worker.run_claimed(token, items)
             assert outcome.result is not None
-            handled += outcome.items
+            # Items whose lease ran out during a slow run were fenced, not written: they are claimed again (a
+            # chunk is done when every item was written, so none is left unlabeled at the end of the stream).
+            handled += outcome.items - (len(outcome.record.fenced) if outcome.record is not None else 0)
+            reviewers.tick(outcome.items)
             tally.track.batch(outcome.result, worker.labeler.learner)
             tally.tool_calls.update(outcome.result.tool_calls)
             tally.decisions.update((d.key, (d.action, d.label)) for d in outcome.result.decisions)
-            # The oracle answers what this run escalated before the next run starts.
-            settled = answer_queue(worker.store, project, truth)
-            tally.human.update((gt.item.key, gt.label) for gt in settled)
-            await worker.learn(settled)
+            reviewers.queued([d.key for d in outcome.result.decisions if d.action != "accept"])
+            await cycle.review()
         if on_batch is not None:
             on_batch(len(chunk))
-    await worker.finish()
+    await cycle.finish()
+    tally.queue = await cycle.drain(len(stream), batch_size)
     return tally
+
+
+@dataclass(slots=True)
+class _Cycle:
+    """The replay's side of the worker cycle after a graph run: reviewers answer, the learner learns, a new
+    certified snapshot re-decides the queue's waiting items."""
+
+    worker: ProjectWorker
+    tally: Tally
+    reviewers: Reviewers
+    truth: dict[str, str]
+    async def review(self) -> None:
+        """The reviewers answer what they can now; the worker feeds the answers (held back while a retrain runs;
+        with a lag, a retrain it starts is computed at once); a snapshot published by that re-decides the queue."""
+        settled = self.reviewers.answer(self.worker.store, self.worker.project, self.truth)
+        self.reviewers.depth(self.worker.store, self.worker.project)
+        self.tally.human.update((gt.item.key, gt.label) for gt in settled)
+        await self.worker.learn(settled)
+        await self.redecide()
+
+    async def pick_up(self, *, now: bool = False) -> None:
+        """Publish the retrain in flight when due (``now``: at once); its snapshot re-decides the queue."""
+        if await self.worker.pick_up(now=now) is not None:
+            await self.redecide()
+
+    async def finish(self) -> None:
+        """End of the stream: publish the retrain in flight, feed the answers held back, until none is left."""
+        while self.worker.training is not None or self.worker.backlog:
+            await self.pick_up(now=True)
+            await self.worker.learn([])
+            await self.redecide()
+
+    async def redecide(self) -> None:
+        labels = await self.worker.redecide_waiting()
+        if labels:
+            self.tally.decisions.update((k, ("accept", lab)) for k, lab in labels.items())
+            self.reviewers.took_over(labels, self.truth)
+
+    async def drain(self, stream: int, batch_size: int) -> dict[str, Any]:
+        """After the stream: the clock goes on without arrivals until the reviewers emptied the queue (at most
+        ``DRAIN_LIMIT`` times the stream's length)."""
+        reviewers, store, project = self.reviewers, self.worker.store, self.worker.project
+        left_at_end = reviewers.depth(store, project)
+        left, waited = left_at_end, 0
+        while reviewers.rate is not None and left > 0 and waited < DRAIN_LIMIT * stream:
+            reviewers.tick(batch_size)
+            waited += batch_size
+            await self.review()
+            await self.finish()
+            left = reviewers.depth(store, project)
+        drained = waited if left == 0 else None
+        return reviewers.summary(stream, left_at_end, drained, left)
 
 
 @dataclass(slots=True)
@@ -186,20 +253,6 @@ class CertificateTrack:
             "drift_detected_at": self.detections,
             "monitor_alarms": monitor.alarms,
         }
-
-
-def answer_queue(store: SqlStore, project: str, truth: dict[str, str], limit: int = 10_000) -> list[GroundTruth]:
-    """The oracle reviewer: claim everything open and answer it from the dataset, in one transaction."""
-    settled: list[GroundTruth] = []
-    while True:
-        tasks = store.reviews.claim_reviews(project, reviewer=ORACLE, limit=limit)
-        if not tasks:
-            return settled
-        result = store.reviews.submit_reviews([ReviewAnswer(t.task_id, t.token, truth[t.item.key]) for t in tasks],
-                                      project=project)
-        settled.extend(result.settled)
-        if len(tasks) < limit and not any(t.answers_needed > t.answers + 1 for t in tasks):
-            return settled  # the queue is empty (overlap > 1 may reopen tasks: then look again)
 
 
 def auto_errors_by_truth(auto: Sequence[tuple[str, str | None]], truth: dict[str, str],

@@ -54,6 +54,7 @@ class RuntimeStats:
     released: int = 0
     answers: int = 0
     retrains: int = 0
+    redecided: int = 0  # i20: waiting items run through the graph again (service/runtime/waiting.py)
     switches: int = 0
     errors: int = 0
 

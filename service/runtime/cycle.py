@@ -32,6 +32,7 @@ from agent.runner import BatchLabeler
 from agent.state import Retrained
 from policies import InputError
 from service.runtime.certified import Published, publish
+from service.runtime.waiting import WaitingQueue
 from service.settings import image_limits
 from service.store import RecordResult, SqlStore
 from service.store.db import backoff_delay, is_transient
@@ -77,6 +78,7 @@ class ProjectWorker:
     backlog: list[GroundTruth] = field(default_factory=list)  # answers held back while a retrain runs
     retrain_seconds: float = 0.0  # thread time of the retrains (measured, reported; never used to decide)
     published: Published | None = None  # i14: the snapshot last persisted (service.runtime.certified.publish)
+    waiting: WaitingQueue = field(default_factory=WaitingQueue)  # i20: re-decides the review queue
 
     def claim_size(self) -> int:
         """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
@@ -182,6 +184,17 @@ class ProjectWorker:
             return True
         learner.recalibrate()
         return False
+
+    async def redecide_waiting(self) -> dict[str, str]:
+        """i20: once a new certified snapshot is in force, let it decide the review queue's waiting items again
+        (``service/runtime/waiting.py``); returns the items it auto-labeled (key -> label). Nothing while a retrain
+        runs (the learner belongs to it; its snapshot re-decides once published)."""
+        if self.training is not None:
+            return {}
+        self.published = publish(self.store, self.project, self.labeler, self.name, self.published)
+        step = await self.waiting.step(self.store, self.project, self.labeler, actor=self.name,
+                                       snapshot_id=self.published[1].stored_id)
+        return {} if step is None else step[1]
 
     def start_retrain(self) -> asyncio.Task[Retrained]:
         """The retrain, in a thread: fits copies of the models and certifies them; nothing changes what decides

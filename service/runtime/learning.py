@@ -23,6 +23,7 @@ class Trainer:
         try:
             if await worker.pick_up(now=now) is not None:
                 self.state.stats.retrains += 1
+                await self.redecide(loop)
         except Exception:
             log.exception("worker %s: retraining %s failed", self.state.name, loop.project)
             self.state.stats.errors += 1
@@ -53,6 +54,17 @@ class Trainer:
         state.stats.answers += len(answers)
         if due:
             worker.start_retrain().add_done_callback(state.set_wake)
+        else:
+            await self.redecide(loop)
+
+    async def redecide(self, loop: ProjectLoop) -> None:
+        """i20: a new certified snapshot decides the queue's waiting items again (``service/runtime/waiting.py``)."""
+        before = loop.worker.waiting.items
+        try:
+            await loop.worker.redecide_waiting()
+            self.state.stats.redecided += loop.worker.waiting.items - before
+        except Exception as exc:
+            self.state.log_error(f"re-deciding the review queue of {loop.project} failed", exc)
 
     async def finish(self) -> None:
         """At stop: wait for the retrains in flight and publish them (threads cannot be cancelled; they are short)."""

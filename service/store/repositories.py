@@ -4,7 +4,7 @@ bodies are unchanged) and shares one engine and one set of caches with the other
 - :class:`ItemsRepository`: ingest, claims and leases, failures and images (``items``), batch results
   (``batches``), item and label reads (``reads``), listings by status (``listing``).
 - :class:`ReviewsRepository`: the review queue (``reviews``) and its administration: release, skip, listing
-  (``queue_admin``).
+  (``queue_admin``), the waiting tasks a new certified snapshot re-decides (``redecide``).
 - :class:`LearningRepository`: labels and what the learner and the metrics read: ground truth, calibration,
   model versions, votes (``learning``), certified snapshots (``snapshots``), the workers' answer feed
   (``feed``), metric counts (``metrics``).
@@ -28,6 +28,7 @@ from service.store.metrics import MetricsMixin
 from service.store.projects import ProjectsMixin
 from service.store.queue_admin import QueueAdminMixin
 from service.store.reads import ReadsMixin
+from service.store.redecide import RedecideMixin
 from service.store.snapshots import SnapshotsMixin
 
 
@@ -35,7 +36,7 @@ class ItemsRepository(ItemsMixin, BatchesMixin, ReadsMixin, ListingMixin):
     """Items from ingest to their label: claims, leases, batch results, reads and listings."""
 
 
-class ReviewsRepository(QueueAdminMixin):
+class ReviewsRepository(QueueAdminMixin, RedecideMixin):
     """The human review queue: claims, answers, release and skip, listings and counts."""
 
 

@@ -11,7 +11,7 @@ from agent.ports import BatchResult
 from agent.runner import BatchLabeler
 from policies import example_policy
 from service.offline.datasets import load_csv
-from service.offline.replay import answer_queue
+from service.offline.reviewers import Reviewers
 from service.runtime.cycle import ProjectWorker
 from service.store import SqlStore
 from tests.factories import dataset_path
@@ -56,7 +56,7 @@ async def _run(worker: ProjectWorker, truth: dict[str, str]) -> BatchResult:
     assert items, "the test stream ran out"
     outcome = await worker.run_claimed(token, items)
     assert outcome.result is not None
-    worker.feed(answer_queue(worker.store, worker.project, truth))
+    worker.feed(Reviewers().answer(worker.store, worker.project, truth))
     return outcome.result
 
 

@@ -142,3 +142,49 @@ def test_replay_summary_reports_the_certificate_history(tmp_path: Path) -> None:
     per_batch = replay(tmp_path / "per_batch", "sms_spam.csv", "sms_spam", limit=1500)
     assert per_batch["certificate_tests"] > out["certificate_tests"]
     assert (per_batch["items_without_certificate_after_first"] > 0) == (per_batch["certificate_losses"] > 0)
+
+
+def finite(tmp_path: Path, *, plain: bool, rate: float = 0.1, limit: int = 1200) -> dict:
+    policy = example_policy("sms_spam")
+    engine = make_engine(f"sqlite:///{tmp_path / ('plain.db' if plain else 'redecide.db')}")
+    create_all(engine)
+    try:
+        rows = load_csv(dataset_path("sms_spam.csv"))
+        config = ReplayConfig(batch_size=64, seed=0, limit=limit, reviewer_rate=rate, plain_queue=plain)
+        return asyncio.run(run_replay(rows, policy, build_tools(policy), SqlStore(engine), config))
+    finally:
+        engine.dispose()
+
+
+def test_finite_reviewers_answer_at_their_rate_and_the_agent_takes_over_waiting_items(tmp_path: Path) -> None:
+    out = finite(tmp_path, plain=False)
+    n = out["items"]
+    assert out["auto_labeled"] + out["human_reviews"] == n and out["unlabeled"] == 0  # each item labeled once
+    assert out["queue_left"] == 0 and out["drain_items_after_stream"] is not None
+    # the reviewers never answer faster than their rate over the stream's time and the drain's
+    assert out["human_answers"] == out["human_reviews"] <= 0.1 * (n + out["drain_items_after_stream"]) + 1
+    assert out["max_queue_depth"] >= out["queue_left_at_end_of_stream"] > 0
+    assert out["auto_labeled_while_waiting"] > 0
+    assert 0 < out["wait_mean_items"] <= out["wait_p90_items"] * 2
+    plain = finite(tmp_path, plain=True)
+    assert plain["auto_labeled_while_waiting"] == 0
+    assert plain["auto_labeled"] + plain["human_reviews"] == n
+    assert out["human_reviews"] < plain["human_reviews"]  # re-deciding takes work off the reviewers
+
+
+def test_cli_replay_reviewer_rate_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    code = main(["replay", str(dataset_path("sms_spam.csv")), "--limit", "300", "--reviewer-rate", "0.5", "--json",
+                 "--no-progress", "--db", f"sqlite:///{tmp_path / 'cli.db'}"])
+    assert code == 0
+    out = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert out["reviewer_rate"] == 0.5 and out["human_answers"] == out["human_reviews"]
+
+
+@pytest.mark.parametrize("args", [["--reviewer-rate", "0"], ["--reviewer-rate", "-1"], ["--queue-parts", "teach"],
+                                  ["--reviewer-rate", "0.5", "--url", "http://127.0.0.1:9"]])
+def test_cli_replay_refuses_bad_queue_arguments(tmp_path: Path, capsys: pytest.CaptureFixture[str],
+                                                args: list[str]) -> None:
+    code = main(["replay", str(dataset_path("sms_spam.csv")), "--limit", "50", "--json", "--no-progress",
+                 *([] if "--url" in args else ["--db", f"sqlite:///{tmp_path / 'bad.db'}"]), *args])
+    assert code == 2
+    assert capsys.readouterr().err.startswith("labelagent: ")

@@ -47,7 +47,8 @@ def project_metrics(*, store: SqlStore, project: str, now: datetime | None = Non
     corrections = store.audit.count_corrections(project)
     # every agent decision is an auto label or a review task; a corrected auto label's row was replaced
     auto = labels["agent"] + corrections["agent"]
-    decided = auto + sum(tasks.values())
+    taken_over = store.reviews.redecided_count(project)  # i20: an auto label and a done task for the same decision
+    decided = auto + sum(tasks.values()) - taken_over
     return ProjectMetrics(
         project=project,
         active_version=info.active_version,
@@ -57,7 +58,7 @@ def project_metrics(*, store: SqlStore, project: str, now: datetime | None = Non
         throughput=Throughput(labeled_last_minute=labeled[0], labeled_last_hour=labeled[1],
                               ingested_last_minute=ingested[0], ingested_last_hour=ingested[1]),
         queue=QueueMetrics(depth=tasks["open"] + tasks["claimed"], open=tasks["open"], claimed=tasks["claimed"],
-                           done=tasks["done"],
+                           done=tasks["done"], taken_over=taken_over,
                            oldest_age_seconds=None if oldest is None else max(0.0, (now - oldest).total_seconds())),
         auto_rate=auto / decided if decided else None,
         precision=PrecisionMetrics(audits=audits, correct=correct, estimate=correct / audits if audits else None,
@@ -131,6 +132,8 @@ def prometheus_text(*, store: SqlStore, now: datetime | None = None, projects: C
             out.add("labelagent_review_tasks", "gauge", "Review tasks by status.", getattr(m.queue, status),
                     project=p, status=status)
         out.add("labelagent_review_queue_depth", "gauge", "Review tasks not done.", m.queue.depth, project=p)
+        out.add("labelagent_review_tasks_taken_over", "gauge", "Waiting review tasks the agent auto-labeled itself.",
+                m.queue.taken_over, project=p)
         out.add("labelagent_review_queue_oldest_age_seconds", "gauge", "Age of the oldest review task not done.",
                 m.queue.oldest_age_seconds, project=p)
         out.add("labelagent_labeled_last_minute", "gauge", "Labels written in the last minute.",

@@ -23,6 +23,8 @@ class QueueMetrics(BaseModel):
     claimed: int
     done: int
     oldest_age_seconds: float | None = Field(description="Age of the oldest task not done.")
+    taken_over: int = Field(0, description="Waiting tasks the agent closed itself: a new certified snapshot "
+                                           "auto-labeled their items (re-decision, no human answer).")
 
 
 class PrecisionMetrics(BaseModel):

@@ -132,3 +132,18 @@ def test_health(client: TestClient, tmp_path) -> None:  # type: ignore[no-untype
     assert response.status_code == 503
     assert response.json()["status"] == "unavailable"
     assert response.json()["database"].startswith("OperationalError: ")
+
+
+def test_metrics_count_the_waiting_items_the_agent_took_over(client: TestClient, project: str,
+                                                             store: SqlStore) -> None:
+    from service.store.redecide import AutoLabel
+
+    decide(store, project, ["escalate", "escalate", "accept"])
+    waiting = store.reviews.waiting_tasks(project, policy_version=1)
+    store.reviews.settle_redecided(project, policy_version=1, threshold=0.8, snapshot=2, actor="worker",
+                           accepted=[AutoLabel(waiting[0].task_id, "ham", 0.95, 1.0, "re-decided")], reordered=[])
+    m = client.get(f"/projects/{project}/metrics").json()
+    assert (m["queue"]["taken_over"], m["queue"]["depth"], m["labels"]["agent"]) == (1, 1, 2)
+    assert m["auto_rate"] == pytest.approx(2 / 3)  # three decisions: two auto labels, one still waiting
+    samples = parse_prometheus(client.get("/metrics").text)
+    assert samples[("labelagent_review_tasks_taken_over", frozenset({("project", project)}))] == 1

@@ -205,10 +205,13 @@ def test_runtime_rides_out_dropped_connections(store: SqlStore) -> None:
     per_item = labels_per_item(store, project)
     assert len(per_item) == 450 and set(per_item.values()) == {1}, "every item labeled exactly once"
     assert store.items.count_items(project)["failed"] == 0, "a dropped connection is not a poison item"
-    # the write is retried, the graph run is not (no bisection as if the items were poison): one run per item
-    assert len(runs) == 300 and set(runs.values()) == {1}, "no batch of worker a ran twice"
+    # the write is retried, the graph run is not (no bisection as if the items were poison): one run per item, plus
+    # the waiting items (b's too) that a new certified snapshot decided again (issue 20: they are not batches)
+    assert len(runs) >= 300 and sum(runs.values()) == 300 + a.stats.redecided, "no batch of worker a ran twice"
     assert a.stats.items == 300 and b.stats.items == 150
     # the batch whose commit went through unacknowledged: the retry found it no longer leased (fenced, not rewritten)
     assert a.stats.fenced > 0
     assert a.stats.labeled + a.stats.queued + a.stats.fenced == a.stats.items
-    assert a.stats.answers >= 150, "b's answers reached a's learner (those read during the outage too)"
+    # every human answer, b's and those read during the outage included, reached a's learner (re-decisions take some
+    # waiting items from the reviewers, so the count of answers is not fixed: issue 20)
+    assert a.stats.answers == store.learning.count_labels(project)["human"] > 0, "every answer reached a's learner"

@@ -113,7 +113,8 @@
       tile("tile-throughput", "Labeled / hour", m.throughput.labeled_last_hour,
         `${m.throughput.labeled_last_minute} last minute · ${m.throughput.ingested_last_hour} ingested / hour`),
       tile("tile-queue", "Review queue", m.queue.depth,
-        `${m.queue.open} open · ${m.queue.claimed} claimed · oldest ${LA.duration(m.queue.oldest_age_seconds)}`),
+        `${m.queue.open} open · ${m.queue.claimed} claimed · oldest ${LA.duration(m.queue.oldest_age_seconds)}` +
+        ` · ${m.queue.taken_over} taken over by the agent`),
       tile("tile-auto", "Auto rate", LA.pct(m.auto_rate), `${m.labels.agent} agent · ${m.labels.human} human labels`),
       tile("tile-precision", "Realized precision", LA.pct(p.estimate),
         `${p.correct}/${p.audits} audits · ${LA.pct(p.level, 0)} CI [${LA.pct(p.ci_low)}, ${LA.pct(p.ci_high)}]`),

@@ -1,0 +1,55 @@
+"""The worker cycle's re-decision step (issue 20): when the learner has published a new certified snapshot, the
+review queue's waiting items are decided again (``agent/redecide.py``) and the store closes or re-prioritizes
+their tasks in one transaction (``service/store/redecide.py``). The service's runtime and the replay call it
+through :meth:`service.runtime.cycle.ProjectWorker.redecide_waiting`.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from agent.redecide import due, redecide
+from agent.runner import BatchLabeler
+from agent.state import AgentSnapshot
+from service.store import SqlStore, parse_policy_key
+from service.store.redecide import AutoLabel, RedecideOutcome, Reorder
+
+
+@dataclass(slots=True)
+class WaitingQueue:
+    """Remembers the snapshot that last re-decided the queue; one per worker (not shared between threads)."""
+
+    last: AgentSnapshot | None = None
+    auto_labeled: int = 0  # waiting items the agent took over, this worker's count
+    runs: int = 0
+    items: int = 0  # waiting items run through the graph again, all re-decisions together
+
+    async def step(self, store: SqlStore, project: str, labeler: BatchLabeler, *, actor: str,
+                   snapshot_id: int | None = None) -> tuple[RedecideOutcome, dict[str, str]] | None:
+        """Re-decide the waiting tasks when due; returns the store's outcome and the auto labels (key -> label),
+        or None when nothing was due."""
+        if not due(labeler, self.last):
+            return None
+        snap = labeler.learner.snapshot
+        self.last = snap
+        version = parse_policy_key(project, labeler.policy.key)
+        waiting = store.reviews.waiting_tasks(project, policy_version=version)
+        if not waiting:
+            return None
+        task_of = {w.item.key: w.task_id for w in waiting}
+        result = await redecide(labeler, [w.item for w in waiting], seed=self.runs)
+        self.runs += 1
+        self.items += len(waiting)
+        threshold = result.snapshot.threshold
+        assert threshold is not None  # redecide accepts nothing without a certificate
+        accepted = [AutoLabel(task_of[d.key], d.label or "", d.confidence, d.cost,
+                              f"re-decided by snapshot {snap.version}: {d.reason}") for d in result.accepted]
+        reordered = [Reorder(task_of[d.key], d.priority, d.label, d.confidence) for d in result.waiting]
+        outcome = store.reviews.settle_redecided(project, policy_version=version, threshold=threshold,
+                                                 snapshot=snap.version, accepted=accepted, reordered=reordered,
+                                                 actor=actor, snapshot_id=snapshot_id)
+        self.auto_labeled += len(outcome.closed)
+        closed = set(outcome.closed)
+        labels = {d.key: d.label or "" for d in result.accepted if task_of[d.key] in closed}
+        labeler.learner.forget(set(labels))  # no answer will come for them
+        return outcome, labels
