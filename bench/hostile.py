@@ -96,11 +96,13 @@ def rss_of_tree(pid: int) -> int:
 
 async def attacker(n: int, url: str, ingest: str, payloads: dict[str, bytes], until: float,
                    statuses: dict[int, int]) -> None:
-    kinds = ["oversized", "bomb", "slow"]
+    kinds = list(payloads)
+    if not kinds:  # --only none: the reviewers and the probe alone (the baseline)
+        return
     async with httpx.AsyncClient(base_url=url, timeout=120) as http:
         i = n
         while time.monotonic() < until:
-            kind = kinds[i % 3]
+            kind = kinds[i % len(kinds)]
             i += 1
             headers = {"Content-Type": "application/json"}
             if kind != "oversized":
@@ -152,7 +154,8 @@ async def probe(url: str, until: float, times: list[float], rss: list[int], pid:
         await asyncio.sleep(0.2)
 
 
-async def attack(service: LiveService, keys: dict[str, str], seconds: float, slow: str) -> dict[str, Any]:
+async def attack(service: LiveService, keys: dict[str, str], seconds: float, slow: str,
+                 kinds: list[str]) -> dict[str, Any]:
     bomb = bomb_png()
     import base64
     import json
@@ -163,6 +166,7 @@ async def attack(service: LiveService, keys: dict[str, str], seconds: float, slo
         "slow": json.dumps({"items": [{"external_id": f"s{i}", "data": {"image_url": f"http://{slow}/{i}.png"}}
                                       for i in range(64)]}).encode(),
     }
+    payloads = {kind: payloads[kind] for kind in kinds if kind != "none"}
     until = time.monotonic() + seconds
     statuses: dict[int, int] = {}
     answered: list[int] = []
@@ -183,6 +187,8 @@ async def attack(service: LiveService, keys: dict[str, str], seconds: float, slo
 def main(argv: list[str]) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench hostile")
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--only", default="oversized,bomb,slow",
+                        help="attack payloads to send, comma-separated, or none (a baseline); the test sends all three")
     args = parser.parse_args(argv)
     work = Path(tempfile.mkdtemp(prefix="labelagent-hostile-"))
     url = f"sqlite:///{work / 'hostile.db'}"
@@ -192,6 +198,7 @@ def main(argv: list[str]) -> int:
     keys = {role: store.create_key(name=role, role=role)[0] for role in ("operator", "ingest", "reviewer")}
     slow = NeverAnswers()
     env = {"LABELAGENT_FETCH_ALLOW_HOSTS": f'["{slow.netloc}"]', "LABELAGENT_RATE_LIMIT_PER_SECOND": "0"}
+    env.update({k: v for k, v in os.environ.items() if k.startswith("MALLOC_")})  # PROFILE
     service = LiveService(url, log=work / "serve.log", workers=1, env=env).start()
     try:
         with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {keys['operator']}"},
@@ -203,7 +210,7 @@ def main(argv: list[str]) -> int:
                 items = [{"external_id": f"t{i}", "data": {"text": f"message number {i}"}}
                          for i in range(start, start + 200)]
                 assert http.post("/projects/hostile/items", json={"items": items}).status_code == 200
-        result = asyncio.run(attack(service, keys, args.seconds, slow.netloc))
+        result = asyncio.run(attack(service, keys, args.seconds, slow.netloc, args.only.split(",")))
     finally:
         slow.close()
         service.stop(30)
