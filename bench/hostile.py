@@ -198,7 +198,6 @@ def main(argv: list[str]) -> int:
     keys = {role: store.create_key(name=role, role=role)[0] for role in ("operator", "ingest", "reviewer")}
     slow = NeverAnswers()
     env = {"LABELAGENT_FETCH_ALLOW_HOSTS": f'["{slow.netloc}"]', "LABELAGENT_RATE_LIMIT_PER_SECOND": "0"}
-    env.update({k: v for k, v in os.environ.items() if k.startswith("MALLOC_")})  # PROFILE
     service = LiveService(url, log=work / "serve.log", workers=1, env=env).start()
     try:
         with httpx.Client(base_url=service.url, headers={"Authorization": f"Bearer {keys['operator']}"},
