@@ -4,6 +4,7 @@ page's CSP). Runs where the app ingests images (``image_base64`` in the item sch
 from __future__ import annotations
 
 import base64
+import re
 import struct
 import zlib
 
@@ -44,6 +45,8 @@ def test_an_image_item_shows_its_thumbnail(live: Live, new_page) -> None:  # typ
     assert current_task(page) is not None
     thumbnail = page.locator("#thumbnail")
     expect(thumbnail).to_be_visible()
-    assert thumbnail.get_attribute("src", timeout=1000).startswith("blob:")  # type: ignore[union-attr]
+    # the page fetches the thumbnail, then shows it from a blob: waited for (a loaded machine), never assumed done
+    expect(thumbnail).to_have_attribute("src", re.compile(r"^blob:"), timeout=30_000)
+    page.wait_for_function("() => document.querySelector('#thumbnail').complete", timeout=30_000)
     assert page.evaluate("() => document.querySelector('#thumbnail').naturalWidth") > 0
     problems.assert_clean()

@@ -12,10 +12,11 @@ unless the client sent them.
 from __future__ import annotations
 
 import asyncio
+import atexit
 import base64
 import binascii
-import threading
 from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field, replace
 from typing import Any
 from urllib.parse import quote
@@ -23,14 +24,19 @@ from urllib.parse import quote
 import httpx
 
 from policies import InputError, NotFoundError, ToolError
+from service.api.ops import fetch_loop
 from service.settings import Settings, image_limits, tool_environment
 from service.store import SqlStore
 from tools.fetch import fetch_url
-from tools.images import ImageLimits, decode_image, exif_metadata, open_image, thumbnail, thumbnail_media_type
+from tools.image_pool import DecodePool
+from tools.images import ImageLimits, open_image, thumbnail_media_type
 
 FETCH_CONCURRENCY = 8
-DECODE_CONCURRENCY = 2  # images decoded at once in this process, whatever the number of request threads
-_decoding = threading.BoundedSemaphore(DECODE_CONCURRENCY)  # a bound on memory, not a registry: holds no state
+DECODE_CONCURRENCY = 2  # images decoded at once (in child processes), whatever the number of request threads
+# the decoder processes, started on first use: a bound on memory and CPU, not a registry (holds no data)
+_decoder = DecodePool(DECODE_CONCURRENCY)
+atexit.register(_decoder.close)
+_decode_threads = ThreadPoolExecutor(DECODE_CONCURRENCY, thread_name_prefix="labelagent-decode")  # they wait on it
 
 
 @dataclass(slots=True)
@@ -60,16 +66,13 @@ def decode_base64(text: str, where: str) -> bytes:
 
 
 def check_image(data: bytes, limits: ImageLimits, where: str) -> CheckedImage:
-    """Validate one image (see the module doc) and make its thumbnail; InputError naming ``where`` and why. At most
-    ``DECODE_CONCURRENCY`` images are decoded at once in the process (the rest wait), so memory stays bounded."""
-    with _decoding:
-        try:
-            image = decode_image(data, limits, draft=(256, 256))  # JPEG: every byte decoded, a fraction of the memory
-        except InputError as exc:
-            raise InputError(f"{where}: {exc}") from None
-        metadata = exif_metadata(image)
-        small = thumbnail(image)
-        image.close()
+    """Validate one image (see the module doc) and make its thumbnail; InputError naming ``where`` and why. Decoded
+    in one of ``DECODE_CONCURRENCY`` child processes (the rest wait; see :mod:`tools.image_pool`), so neither the
+    memory nor the CPU of a decode lands on the request threads."""
+    try:
+        small, metadata = _decoder.check(data, limits)
+    except InputError as exc:
+        raise InputError(f"{where}: {exc}") from None
     return CheckedImage(data=data, thumbnail=small, metadata=metadata)
 
 
@@ -129,15 +132,17 @@ async def _fetch_all(urls: Sequence[tuple[int, str]], settings: Settings) -> dic
     return out
 
 
-def load_images(sources: Sequence[ImageSource | None], settings: Settings) -> list[CheckedImage | None]:
-    """Fetch the URLs, then validate every image, aligned with ``sources``; the first problem (in input order) is
-    an InputError naming its item. Runs in a worker thread (the routes are synchronous)."""
+def _urls(sources: Sequence[ImageSource | None], settings: Settings) -> list[tuple[int, str]]:
     urls = [(i, s.url) for i, s in enumerate(sources) if s is not None and s.url is not None]
     if len(urls) > settings.max_image_urls:
         raise InputError(f"{len(urls)} items with image_url in one call; at most {settings.max_image_urls} are "
                          "fetched per call (max_image_urls): send the rest in further calls")
-    fetched = asyncio.run(_fetch_all(urls, settings)) if urls else {}
-    limits = image_limits(settings)
+    return urls
+
+
+def _datas(sources: Sequence[ImageSource | None], fetched: dict[int, bytes | str],
+           limits: ImageLimits, settings: Settings) -> list[tuple[str, bytes]]:
+    """(where, bytes) of every image, the call's pixel budget checked from the headers before any pixel is decoded."""
     datas: list[tuple[str, bytes]] = []
     for i, source in enumerate(sources):
         if source is not None:
@@ -145,8 +150,31 @@ def load_images(sources: Sequence[ImageSource | None], settings: Settings) -> li
             if isinstance(got, str):
                 raise InputError(f"{source.where}: image_url cannot be used: {got}")
             datas.append((source.where, got or b""))
-    check_call_pixels(datas, limits, settings.max_call_pixels)  # before any pixel is decoded
-    checked = iter([check_image(data, limits, where) for where, data in datas])
+    check_call_pixels(datas, limits, settings.max_call_pixels)
+    return datas
+
+
+def load_images(sources: Sequence[ImageSource | None], settings: Settings) -> list[CheckedImage | None]:
+    """Fetch the URLs, then validate every image, aligned with ``sources``; the first problem (in input order) is
+    an InputError naming its item. Blocks its thread while the URLs are fetched on the process's fetch loop
+    (:mod:`service.api.ops.fetch_loop`) and the images decoded in the decoder processes (multipart uploads use it)."""
+    urls = _urls(sources, settings)
+    fetched = fetch_loop.run(_fetch_all(urls, settings)) if urls else {}
+    limits = image_limits(settings)
+    checked = iter([check_image(data, limits, where) for where, data in _datas(sources, fetched, limits, settings)])
+    return [None if source is None else next(checked) for source in sources]
+
+
+async def load_images_async(sources: Sequence[ImageSource | None], settings: Settings) -> list[CheckedImage | None]:
+    """:func:`load_images` without holding a request thread while it waits (JSON ingest uses it): the URLs are
+    fetched on the fetch loop, the images decoded by the decoder processes through ``DECODE_CONCURRENCY`` threads of
+    their own, so a call that waits for slow URLs or for a decoder takes nothing from the other routes."""
+    urls = _urls(sources, settings)
+    fetched = await fetch_loop.run_async(_fetch_all(urls, settings)) if urls else {}
+    limits = image_limits(settings)
+    loop = asyncio.get_running_loop()
+    checked = iter([await loop.run_in_executor(_decode_threads, check_image, data, limits, where)
+                    for where, data in _datas(sources, fetched, limits, settings)])
     return [None if source is None else next(checked) for source in sources]
 
 

@@ -8,10 +8,20 @@ from collections import Counter
 from collections.abc import Sequence
 from typing import Any
 
+from starlette.concurrency import run_in_threadpool
+
 from agent.certificate import BLIND_KINDS
 from policies import ConflictError, InputError
 from service.api.ops import tell
-from service.api.ops.images import CheckedImage, ImageSource, decode_base64, load_images, thumbnail_url, with_exif
+from service.api.ops.images import (
+    CheckedImage,
+    ImageSource,
+    decode_base64,
+    load_images,
+    load_images_async,
+    thumbnail_url,
+    with_exif,
+)
 from service.api.schemas.items import (
     CorrectedFrom,
     CorrectionResponse,
@@ -40,15 +50,15 @@ def check_text_lengths(items: Sequence[ItemIn], limit: int) -> None:
 
 
 def ingest_once(*, store: SqlStore, feedback: FeedbackSink, project: str, body: IngestRequest,
-                key: str) -> IngestResponse:
+                key: str, images: Sequence[CheckedImage | None] | None = None) -> IngestResponse:
     """Ingest under an ``Idempotency-Key`` (reserved before anything is stored): the first answer is stored and
     returned to every retry with the same body; the same key with another body, or while the first request still
-    runs, is a ConflictError that says which."""
+    runs, is a ConflictError that says which. ``images``: see :func:`ingest_items`."""
     digest = hashlib.sha256(json.dumps(body.model_dump(mode="json"), sort_keys=True).encode()).hexdigest()
     stored = store.projects.reserve_idempotent(project, key, digest)
     if stored is None:  # ours: run it and keep the answer
         try:
-            answer = ingest_items(store=store, feedback=feedback, project=project, items=body.items)
+            answer = ingest_items(store=store, feedback=feedback, project=project, items=body.items, images=images)
         except BaseException:
             store.projects.drop_idempotent(project, key)
             raise
@@ -78,15 +88,33 @@ def _source(i: int, it: ItemIn) -> ImageSource | None:
     return None
 
 
-def ingest_items(*, store: SqlStore, feedback: FeedbackSink, project: str, items: Sequence[ItemIn]) -> IngestResponse:
-    """Store new items (idempotent by external id); says which were stored now and which were there already.
-    Images are fetched and validated first: one bad image refuses the whole call (nothing stored)."""
+def image_sources(*, store: SqlStore, project: str, items: Sequence[ItemIn]) -> list[ImageSource | None] | None:
+    """Each item's image source (None when the call has no image), after the checks that cost nothing: text lengths,
+    the call's size and its project, before any image is fetched or decoded."""
     check_text_lengths(items, store.settings.max_text_chars)
     sources = [_source(i, it) for i, it in enumerate(items)]
-    images: list[CheckedImage | None] = [None] * len(items)
-    if any(s is not None for s in sources):
-        check_batch(store=store, project=project, n=len(items))  # before any image is fetched or decoded
-        images = load_images(sources, store.settings)
+    if not any(s is not None for s in sources):
+        return None
+    check_batch(store=store, project=project, n=len(items))
+    return sources
+
+
+async def prepare_images(*, store: SqlStore, project: str,
+                         items: Sequence[ItemIn]) -> list[CheckedImage | None] | None:
+    """The call's checked images (None when it has none), fetched and decoded without holding a request thread
+    (:func:`service.api.ops.images.load_images_async`); for :func:`ingest_items` / :func:`ingest_once`."""
+    sources = await run_in_threadpool(lambda: image_sources(store=store, project=project, items=items))
+    return None if sources is None else await load_images_async(sources, store.settings)
+
+
+def ingest_items(*, store: SqlStore, feedback: FeedbackSink, project: str, items: Sequence[ItemIn],
+                 images: Sequence[CheckedImage | None] | None = None) -> IngestResponse:
+    """Store new items (idempotent by external id); says which were stored now and which were there already.
+    Images are fetched and validated first (``images``: already done, by :func:`prepare_images`): one bad image
+    refuses the whole call (nothing stored)."""
+    if images is None:
+        sources = image_sources(store=store, project=project, items=items)
+        images = [None] * len(items) if sources is None else load_images(sources, store.settings)
     return store_items(store=store, feedback=feedback, project=project, keys=[it.external_id for it in items],
                        texts=[it.data.text for it in items], metadata=[dict(it.data.metadata) for it in items],
                        images=images, labels=[it.label for it in items])

@@ -7,6 +7,7 @@ from typing import Annotated
 
 from fastapi import APIRouter, File, Form, Header, Path, Query, Response, UploadFile
 from pydantic import AfterValidator
+from starlette.concurrency import run_in_threadpool
 
 from service.api.deps import INGEST, OPERATOR, REVIEWER, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, allow
 from service.api.errors import error_docs
@@ -41,13 +42,17 @@ ExternalIdPath = Annotated[str, Path(min_length=1, max_length=256, description="
 @router.post("", dependencies=allow(*INGEST),
              response_model=IngestResponse, summary="Ingest a batch of items (idempotent by external_id)",
              responses=error_docs(404, 409, 422))
-def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback: FeedbackDep,
-           idempotency_key: IdempotencyKeyHeader = None) -> IngestResponse:
+async def ingest(project: ProjectPath, body: IngestRequest, store: StoreDep, feedback: FeedbackDep,
+                 idempotency_key: IdempotencyKeyHeader = None) -> IngestResponse:
     """With an `Idempotency-Key`, a repeated call returns the first call's answer; the same key with a different
     body is a 409."""
+    # images first, waiting on no request thread (slow URLs and busy decoders must not starve other routes)
+    images = await ops.prepare_images(store=store, project=project, items=body.items)
     if idempotency_key is None:
-        return ops.ingest_items(store=store, feedback=feedback, project=project, items=body.items)
-    return ops.ingest_once(store=store, feedback=feedback, project=project, body=body, key=idempotency_key)
+        return await run_in_threadpool(lambda: ops.ingest_items(store=store, feedback=feedback, project=project,
+                                                                items=body.items, images=images))
+    return await run_in_threadpool(lambda: ops.ingest_once(store=store, feedback=feedback, project=project, body=body,
+                                                           key=idempotency_key, images=images))
 
 
 @router.get("", dependencies=allow(*INGEST),

@@ -60,3 +60,33 @@ def test_the_body_is_not_received_before_authentication(app: FastAPI, store: Sql
         assert _call(app, f"/projects/{project}/items", [(b"authorization", b"Bearer wrong")]) == (401, 0)
         reviewer = store.projects.create_key(name="r", role="reviewer")[0]
         assert _call(app, f"/projects/{project}/items", [(b"authorization", f"Bearer {reviewer}".encode())]) == (403, 0)
+
+
+def _refusal_headers(app: FastAPI, path: str, length: bytes) -> dict[bytes, bytes]:
+    """The response headers of an unauthenticated POST that announces ``length`` bytes and never sends them."""
+    sent: dict[bytes, bytes] = {}
+
+    async def receive() -> dict[str, Any]:
+        raise AssertionError("the body was asked for")
+
+    async def send(message: dict[str, Any]) -> None:
+        if message["type"] == "http.response.start":
+            assert message["status"] == 401
+            sent.update(dict(message["headers"]))
+
+    scope = {"type": "http", "method": "POST", "path": path, "raw_path": path.encode(), "query_string": b"",
+             "headers": [(b"content-type", b"application/json"), (b"content-length", length)],
+             "client": ("127.0.0.1", 1234), "server": ("test", 80), "scheme": "http", "root_path": "",
+             "http_version": "1.1", "app": app}
+    asyncio.run(app(scope, receive, send))  # type: ignore[arg-type]
+    return sent
+
+
+def test_refusing_a_large_body_closes_the_connection(app: FastAPI, project: str) -> None:
+    """Kept alive, the server would read (and discard) all 16 MiB of an unauthenticated body on its event loop."""
+    with TestClient(app):
+        large = _refusal_headers(app, f"/projects/{project}/items", str(16 * 2**20).encode())
+        small = _refusal_headers(app, f"/projects/{project}/items", b"100")
+    assert large.get(b"connection") == b"close"
+    assert b"connection" not in small  # a small body is read cheaply: the connection stays usable
+    assert large[b"www-authenticate"] == small[b"www-authenticate"] == b"Bearer"

@@ -214,24 +214,29 @@ def test_a_consumer_dies_before_acknowledging_and_the_worker_gets_its_messages(s
     store.projects.create_project(policy.project, policy)
     project = policy.project
     items = stream_items(n)
-    source = f"{NATS_URL}/{stream}?ack_wait=1&batch=200"
+    # ack_wait: how soon the dead consumer's messages come back to the worker. Nothing below depends on a step
+    # finishing within it: a message redelivered while the doomed consumer still fetches counts once (by its stream
+    # sequence), and the worker's redeliveries are idempotent.
+    source = f"{NATS_URL}/{stream}?ack_wait=3&batch=200"
 
     async def doomed() -> None:
-        """Create the consumer, publish (with replays), fetch 300 messages, store the first 100 of them and die
-        (the connection closes) before acknowledging any."""
+        """Create the consumer, publish (with replays), fetch 300 distinct messages, store the first 100 of them and
+        die (the connection closes) before acknowledging any."""
         setup = NatsStreamSource(store, NatsAddress.parse(source))
         await setup.setup()
         await setup.close()
         await publish(stream, [message_body(project, it) for it in [*items, *items[1000:1050]]])
         nc = await _connect()
         sub = await nc.jetstream().pull_subscribe_bind(durable="labelagent", stream=stream)
-        msgs: list[Any] = []
-        deadline = asyncio.get_running_loop().time() + 30
-        while len(msgs) < 300 and asyncio.get_running_loop().time() < deadline:
-            with contextlib.suppress(nats.errors.TimeoutError):  # a fetch may time out on a busy machine
-                msgs.extend(await sub.fetch(300 - len(msgs), timeout=2))
-        assert len(msgs) == 300
-        first = [json.loads(m.data) for m in msgs[:100]]
+        msgs: dict[int, Any] = {}  # by stream sequence: a redelivery to this consumer is the same message
+        for _ in range(60):  # each fetch waits at most FETCH_SECONDS for messages known to be in the stream
+            if len(msgs) >= 300:
+                break
+            with contextlib.suppress(nats.errors.TimeoutError):
+                for m in await sub.fetch(300 - len(msgs), timeout=FETCH_SECONDS):
+                    msgs.setdefault(m.metadata.sequence.stream, m)
+        assert len(msgs) >= 300, f"only {len(msgs)} distinct messages fetched"
+        first = [json.loads(m.data) for m in list(msgs.values())[:100]]
         store.items.ingest(project, [Item(key=f["external_id"], text=f["data"]["text"]) for f in first])
         await nc.close()
 
