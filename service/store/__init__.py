@@ -6,12 +6,8 @@ call; hot paths write with SQLAlchemy Core in bulk. Tables: ``tables``, ``ops_mo
 
 from __future__ import annotations
 
-from collections.abc import Sequence
-
 from sqlalchemy import Engine
 
-from agent.ports import CalibrationRecord
-from policies import Policy
 from service.settings import Settings
 from service.store.base import StoreBase
 from service.store.batches import parse_policy_key
@@ -28,7 +24,6 @@ from service.store.repositories import (
     ReviewsRepository,
 )
 from service.store.snapshots import SnapshotSummary, StoredSnapshot
-from service.store.tables import ProjectPublic
 from service.store.types import (
     ClaimedReview,
     IngestResult,
@@ -58,27 +53,6 @@ class SqlStore(StoreBase):
         """Counts for metrics: items by status, review tasks by status, labels by source."""
         return {"items": self.items.count_items(project), "tasks": self.reviews.count_tasks(project),
                 "labels": self.learning.count_labels(project)}
-
-    # Transitional, for the runtime's loop modules (service/runtime/base.py, batches.py, learning.py, projects.py),
-    # which another branch is rewriting: they switch to the repositories when it lands, and these go.
-    def list_projects(self) -> list[ProjectPublic]:
-        return self.projects.list_projects()
-
-    def get_project(self, name: str) -> ProjectPublic:
-        return self.projects.get_project(name)
-
-    def active_policy(self, project: str) -> Policy:
-        return self.projects.active_policy(project)
-
-    def load_calibration(self, project: str, limit: int) -> list[CalibrationRecord]:
-        return self.learning.load_calibration(project, limit)
-
-    def load_calibration_for(self, project: str, keys: Sequence[str]) -> dict[str, CalibrationRecord]:
-        return self.learning.load_calibration_for(project, keys)
-
-    def release_lease(self, project: str, token: str, *, keys: Sequence[str] | None = None,
-                      error: str | None = None) -> int:
-        return self.items.release_lease(project, token, keys=keys, error=error)
 
 
 __all__ = [
