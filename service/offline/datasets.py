@@ -50,6 +50,10 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drop
     path = Path(path)
     if not path.exists():
         raise InputError(f"dataset {path} does not exist")
+    if path.is_dir():  # an image data set's folder: its labels.csv (image paths relative to the folder)
+        if not (path / "labels.csv").is_file():
+            raise InputError(f"dataset {path} is a folder without labels.csv; give the CSV file")
+        path = path / "labels.csv"
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
         fields = reader.fieldnames or []

@@ -20,6 +20,18 @@ def test_image_csv_loads_bytes_and_rejects_escapes(tmp_path) -> None:  # type: i
         load_csv(tmp_path / "labels.csv")
 
 
+
+def test_an_image_folder_stands_for_its_labels_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from policies import InputError
+
+    with pytest.raises(InputError, match="folder without labels.csv"):
+        load_csv(tmp_path)
+    (tmp_path / "a.png").write_bytes(b"not really a png")
+    (tmp_path / "labels.csv").write_text("filename,label\na.png,x\n")
+    rows = load_csv(tmp_path)
+    assert [(r.label, r.item.image) for r in rows] == [("x", b"not really a png")]
+
+
 @pytest.mark.slow
 def test_mnist_replay_meets_its_target(capsys: pytest.CaptureFixture[str]) -> None:
     path = dataset_path("mnist5k/labels.csv")
