@@ -24,7 +24,7 @@ def test_image_csv_loads_bytes_and_rejects_escapes(tmp_path) -> None:  # type: i
 def test_an_image_folder_stands_for_its_labels_csv(tmp_path) -> None:  # type: ignore[no-untyped-def]
     from policies import InputError
 
-    with pytest.raises(InputError, match="folder without labels.csv"):
+    with pytest.raises(InputError, match="folder without labels"):
         load_csv(tmp_path)
     (tmp_path / "a.png").write_bytes(b"not really a png")
     (tmp_path / "labels.csv").write_text("filename,label\na.png,x\n")
