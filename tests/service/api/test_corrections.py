@@ -180,7 +180,7 @@ def test_export_and_events_deliver_the_correction_after_an_earlier_cursor(client
     assert records[0]["label_id"] > last_id
     csv_page = client.get(f"/projects/{project}/labels", params={"cursor": cursor, "format": "csv"}).text
     header, row = csv_page.splitlines()
-    assert header.endswith(",replaces_label_id,snapshot_id") and row.endswith(f",{old_id},")  # a human label: no snapshot
+    assert header.endswith(",replaces_label_id,snapshot_id") and row.endswith(f",{old_id},")  # human: no snapshot
     # a whole export from the start has each item once, the corrected one with its new label
     everything = [json.loads(line) for line in client.get(f"/projects/{project}/labels").text.splitlines()]
     assert {r["external_id"]: r["label"] for r in everything} == {keys[0]: "spam", keys[1]: "spam", keys[2]: "ham"}
