@@ -7,11 +7,11 @@ two versions back. An activation done without the log (``activate_policy``) coun
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, select, update
+from sqlalchemy import Connection, Row, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import ConflictError, InputError, Policy
@@ -123,7 +123,7 @@ class AuditMixin(ProjectsMixin):
     def _activation_history(self, conn: Connection, pid: int) -> list[int]:
         """Versions made active, oldest first, with rolled-back ones removed; ends with the active version."""
         stack: list[int] = []
-        rows = conn.execute(select(audit_t.c.action, audit_t.c.detail).where(
+        rows: Iterable[Row[str, dict[str, Any]]] = conn.execute(select(audit_t.c.action, audit_t.c.detail).where(
             audit_t.c.project_id == pid,
             audit_t.c.action.in_(("project.created", "policy.activated", "policy.rolled_back"))).order_by(audit_t.c.id))
         for action, detail in rows:

@@ -47,7 +47,7 @@ class BacktestsMixin(AuditMixin):
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             self._policy(conn, pid, policy_version)  # NotFoundError for an unknown version
-            backtest_id = conn.execute(insert(backtest_t).values(project_id=pid, **values)
+            backtest_id: int = conn.execute(insert(backtest_t).values(project_id=pid, **values)
                                        .returning(backtest_t.c.id)).scalar_one()
             self._log(conn, pid, "policy.backtested", actor,
                       {"version": policy_version, "backtest_id": backtest_id, "compared_with": active_version,

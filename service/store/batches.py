@@ -2,10 +2,11 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.ports import BatchResult
@@ -107,7 +108,9 @@ class BatchesMixin(StoreBase):
         query = self._statement("record_writable", build)
         out: dict[str, int] = {}
         for part in chunks(keys):
-            for item_id, key, status, token, expires in conn.execute(query, {"pid": project_id, "keys": list(part)}):
+            rows: Iterable[Row[int, str, str, str | None, datetime | None]] = conn.execute(
+                query, {"pid": project_id, "keys": list(part)})
+            for item_id, key, status, token, expires in rows:
                 live = expires is not None and expires > now
                 if lease_token is not None:
                     ok = status == "leased" and token == lease_token and live

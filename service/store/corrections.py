@@ -11,11 +11,12 @@ source, confidence, id) stays readable in ``label_correction`` (one row per corr
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import delete, func, insert, select, update
+from sqlalchemy import Row, delete, func, insert, select, update
 
 from policies import ConflictError, InputError, NotFoundError
 from service.store.audit import AuditMixin
@@ -72,7 +73,7 @@ class CorrectionsMixin(AuditMixin):
             query = select(item_t.c.id, item_t.c.status).where(item_t.c.project_id == pid, item_t.c.external_id == key)
             if not self.sqlite:
                 query = query.with_for_update()  # corrections of one item take turns
-            row = conn.execute(query).first()
+            row: Row[int, str] | None = conn.execute(query).first()
             if row is None:
                 raise NotFoundError(f"item {key!r} does not exist in project {project!r}")
             item_id, status = row
@@ -91,7 +92,7 @@ class CorrectionsMixin(AuditMixin):
             fresh = self._replacement_label_ids(conn, 1)  # above the replaced one (SQLite would reuse its id)
             explicit: dict[str, Any] = {} if fresh is None else {"id": fresh[0]}
             conn.execute(delete(label_t).where(label_t.c.id == current["id"]))
-            new_id = conn.execute(insert(label_t).values(
+            new_id: int = conn.execute(insert(label_t).values(
                 **explicit, project_id=pid, item_id=item_id, policy_version=version, label=label,
                 confidence=CORRECTION_CONFIDENCE, source="human", threshold=None, cost=0.0,
                 reason=f"correction by {reviewer}", created_at=now,
@@ -102,7 +103,7 @@ class CorrectionsMixin(AuditMixin):
                 "replaced_source": current["source"], "replaced_confidence": current["confidence"],
                 "reviewer": reviewer, "note": note, "actor": actor, "created_at": now,
             }
-            correction_id = conn.execute(insert(correction_t).values(**values)
+            correction_id: int = conn.execute(insert(correction_t).values(**values)
                                          .returning(correction_t.c.id)).scalar_one()
             conn.execute(update(item_t).where(item_t.c.id == item_id).values(updated_at=now))
             self._log(conn, pid, "label.corrected", actor, {
@@ -132,7 +133,7 @@ class CorrectionsMixin(AuditMixin):
         """Corrections by the source of the label they replaced (agent: an auto label found wrong)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(select(correction_t.c.replaced_source, func.count())
+            rows: Sequence[Row[str, int]] = conn.execute(select(correction_t.c.replaced_source, func.count())
                                 .where(correction_t.c.project_id == pid)
                                 .group_by(correction_t.c.replaced_source)).all()
         counts = {"agent": 0, "human": 0}

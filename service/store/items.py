@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Select, bindparam, case, func, select, union_all, update
+from sqlalchemy import BindParameter, Connection, Row, Select, bindparam, case, func, select, union_all, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -35,7 +35,7 @@ _RELEASED = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 _EXPIRED = ((item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "leased")
             & (item_t.c.lease_expires_at <= bindparam("now")))
 _PENDING = (item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "pending")
-_IDS = bindparam("ids", expanding=True)
+_IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
 MAX_ERROR_CHARS = 2000
 
 
@@ -90,22 +90,22 @@ class ItemsMixin(StoreBase):
             duplicates.extend(k for k in seen if k in existing)
             if not fresh:
                 return IngestResult(inserted=0, duplicates=duplicates)
-            last = conn.execute(
+            last: int = conn.execute(
                 update(project_t).where(project_t.c.id == pid).values(item_seq=project_t.c.item_seq + len(fresh))
                 .returning(project_t.c.item_seq)
             ).scalar_one()
             first = last - len(fresh) + 1
             if self.sqlite and not any(it.image is not None for it, _ in fresh):  # images need the items' ids
-                inserted = _insert_sqlite(conn, pid, fresh, first, now)
-                duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)
-                return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
+                stored = _insert_sqlite(conn, pid, fresh, first, now)
+                duplicates.extend(it.key for it, _ in fresh if it.key not in stored)
+                return IngestResult(inserted=len(stored), duplicates=duplicates, first_seq=first)
             inserted = _insert_returning(conn, pid, fresh, first, now, sqlite=self.sqlite)
             thumbs = thumbnails or {}
             images = [{"item_id": inserted[it.key], "project_id": pid, "data": it.image,
                        "thumbnail": thumbs.get(it.key)}
                       for it, _ in fresh if it.image is not None and it.key in inserted]
-            for part in chunks(images, 50):  # bytes, not ids: keep each statement's parameters modest
-                conn.execute(image_t.insert(), list(part))
+            for batch in chunks(images, 50):  # bytes, not ids: keep each statement's parameters modest
+                conn.execute(image_t.insert(), list(batch))
         duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)  # only if another writer raced us
         return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
 
@@ -143,13 +143,13 @@ class ItemsMixin(StoreBase):
                 status="leased", lease_owner=bindparam("worker"), lease_token=bindparam("token"),
                 lease_expires_at=bindparam("expires"), attempts=item_t.c.attempts + 1, updated_at=bindparam("now"),
             ).returning(item_t.c.seq, item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta))
-            rows = conn.execute(claim, {"ids": ids, "worker": worker, "token": token, "expires": expires,
-                                        "now": now}).all()
+            rows: Sequence[Row[int, int, str, str | None, dict[str, Any]]] = conn.execute(claim, {
+                "ids": ids, "worker": worker, "token": token, "expires": expires, "now": now}).all()
             # the batch's image bytes in one query (they live apart so that the claim above stays small)
-            images = dict(conn.execute(self._statement("claim_images", lambda: select(
-                image_t.c.item_id, image_t.c.data).where(image_t.c.item_id.in_(_IDS))), {"ids": ids}).all())
-        rows.sort(key=lambda r: r[0])
-        return token, [to_item(r[2], r[3], r[4], images.get(r[1])) for r in rows]
+            data: Sequence[Row[int, bytes]] = conn.execute(self._statement("claim_images", lambda: select(
+                image_t.c.item_id, image_t.c.data).where(image_t.c.item_id.in_(_IDS))), {"ids": ids}).all()
+            images = dict(data)
+        return token, [to_item(r[2], r[3], r[4], images.get(r[1])) for r in sorted(rows, key=lambda r: r[0])]
 
     def _claimable_ids(self, conn: Connection, params: dict[str, Any]) -> list[int]:
         """The ``size`` oldest claimable ids: expired leases and pending items, each read in index order."""
@@ -161,10 +161,12 @@ class ItemsMixin(StoreBase):
                 sub = union_all(select(oldest(_EXPIRED).subquery()), select(oldest(_PENDING).subquery())).subquery()
                 return select(sub.c.id).order_by(sub.c.seq).limit(bindparam("size"))
             return list(conn.execute(self._statement("claimable", both), params).scalars())
+        def locked(cond: Any) -> Callable[[], Select[Any]]:  # row locks; rows other workers claim are skipped
+            return lambda: oldest(cond).with_for_update(skip_locked=True)
+
         found: list[tuple[int, int]] = []
         for name, cond in (("claimable_expired", _EXPIRED), ("claimable_pending", _PENDING)):
-            # row locks; rows other workers are claiming are skipped, not waited on
-            query = self._statement(name, lambda cond=cond: oldest(cond).with_for_update(skip_locked=True))
+            query = self._statement(name, locked(cond))
             found.extend(conn.execute(query, params).all())
         found.sort(key=lambda r: r[1])
         return [r[0] for r in found[:params["size"]]]
@@ -242,7 +244,7 @@ class ItemsMixin(StoreBase):
         """Items per status (every status present, zero when none)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(
+            rows: Sequence[Row[str, int]] = conn.execute(
                 select(item_t.c.status, func.count()).where(item_t.c.project_id == pid).group_by(item_t.c.status)
             ).all()
         counts = dict.fromkeys(ITEM_STATUSES, 0)
@@ -288,8 +290,9 @@ def _insert_returning(conn: Connection, pid: int, fresh: list[tuple[ToolItem, st
     stmt = insert_.on_conflict_do_nothing(index_elements=["project_id", "external_id"])
     inserted: dict[str, int] = {}
     for part in chunks(data):
-        inserted.update((key, id_) for id_, key in conn.execute(
-            stmt.returning(item_t.c.id, item_t.c.external_id), list(part)).all())
+        rows: Sequence[Row[int, str]] = conn.execute(
+            stmt.returning(item_t.c.id, item_t.c.external_id), list(part)).all()
+        inserted.update((key, id_) for id_, key in rows)
     return inserted
 
 
@@ -313,7 +316,7 @@ def _insert_sqlite(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str |
              "pending", 0, first + n, ts, ts) for n, (it, lab) in enumerate(fresh)]
     sql = (f"INSERT INTO item ({', '.join(_ITEM_COLS)}) VALUES ({', '.join('?' * len(_ITEM_COLS))}) "
            "ON CONFLICT (project_id, external_id) DO NOTHING")
-    count = conn.exec_driver_sql(sql, rows).rowcount  # type: ignore[arg-type]
+    count = conn.exec_driver_sql(sql, rows).rowcount
     if count == len(rows):
         return {it.key for it, _ in fresh}
     return set(conn.execute(select(item_t.c.external_id).where(

@@ -16,12 +16,12 @@ active version is reopened) or, without one, back to the agent (``pending``).
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import Connection, delete, func, insert, select, update
+from sqlalchemy import Connection, Row, delete, func, insert, select, update
 
 from policies import InputError, NotFoundError
 from service.store.base import as_utc, chunks, correction_t, item_t, label_t, task_t
@@ -149,7 +149,8 @@ def put_human_labels(
         for part in chunks(stale):
             conn.execute(delete(label_t).where(label_t.c.id.in_(part)))
         if rows:
-            written_ids = conn.execute(insert(label_t).returning(label_t.c.item_id, label_t.c.id), rows)
+            written_ids: Iterable[Row[int, int]] = conn.execute(
+                insert(label_t).returning(label_t.c.item_id, label_t.c.id), rows)
             new_ids = {item_id: label_id for item_id, label_id in written_ids}
             if changed:
                 _record_corrections(conn, pid, version, changed, new_ids, now)
@@ -209,12 +210,12 @@ def remove_human_labels(
         pid = store._project_id(conn, project)
         version = store._active_version(conn, pid)
         found: list[tuple[int, int, str]] = []
-        for part in chunks(list(dict.fromkeys(reasons))):
+        for reason_part in chunks(list(dict.fromkeys(reasons))):
             found.extend(
                 conn.execute(
                     select(label_t.c.id, label_t.c.item_id, item_t.c.external_id)
                     .join(item_t, item_t.c.id == label_t.c.item_id)
-                    .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.reason.in_(part))
+                    .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.reason.in_(reason_part))
                 ).all()
             )
         if not found:
@@ -294,7 +295,8 @@ def label_marks(store: SqlStore, project: str) -> tuple[tuple[int, int], tuple[i
             query = select(func.max(label_t.c.id), func.count()).where(label_t.c.project_id == pid)
             if human:
                 query = query.where(label_t.c.source == "human")
-            top, count = conn.execute(query).one()
+            mark: Row[int | None, int] = conn.execute(query).one()
+            top, count = mark
             marks.append((int(top or 0), int(count)))
     return marks[0], marks[1]
 

@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -43,7 +43,8 @@ class LearningMixin(StoreBase):
                      .order_by(label_t.c.id.desc()))
             if limit is not None:
                 query = query.limit(limit)
-            rows = conn.execute(query).all()
+            rows: Sequence[Row[str, str, str | None, dict[str, Any] | None, bytes | None, int | None]] = (
+                conn.execute(query).all())
         seen: set[str] = set()
         out: list[GroundTruth] = []
         for label, key, text, meta, image, corrected in rows:  # newest first: keep each item's latest answer
@@ -128,8 +129,9 @@ class LearningMixin(StoreBase):
             for part in chunks(list(keys)):
                 # Item ids first (the unique (project, external_id) index), then votes by item id (ix_vote_item):
                 # joining in one statement let PostgreSQL scan every vote of the project on each call.
-                ids = dict(conn.execute(select(item_t.c.id, item_t.c.external_id).where(
-                    item_t.c.project_id == pid, item_t.c.external_id.in_(part))).all())
+                pairs: Sequence[Row[int, str]] = conn.execute(select(item_t.c.id, item_t.c.external_id).where(
+                    item_t.c.project_id == pid, item_t.c.external_id.in_(part))).all()
+                ids = dict(pairs)
                 if not ids:
                     continue
                 query = (select(vote_t.c.item_id, vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost,
@@ -137,7 +139,8 @@ class LearningMixin(StoreBase):
                          .where(vote_t.c.item_id.in_(list(ids))).order_by(vote_t.c.id))
                 if policy_version is not None:
                     query = query.where(vote_t.c.policy_version == policy_version)
-                for item_id, tool, dist, cost, evidence in conn.execute(query):
+                votes: Iterable[Row[int, str, dict[str, float] | None, float, str]] = conn.execute(query)
+                for item_id, tool, dist, cost, evidence in votes:
                     out[ids[item_id]].append(Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence))
         return dict(out)
 
@@ -145,8 +148,9 @@ class LearningMixin(StoreBase):
         """Labels per source (agent, human)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(select(label_t.c.source, func.count()).where(label_t.c.project_id == pid)
-                                .group_by(label_t.c.source)).all()
+            counted: Sequence[Row[str, int]] = conn.execute(
+                select(label_t.c.source, func.count()).where(label_t.c.project_id == pid).group_by(label_t.c.source)
+            ).all()
         counts = dict.fromkeys(LABEL_SOURCES, 0)
-        counts.update({source: n for source, n in rows})
+        counts.update({source: n for source, n in counted})
         return counts

@@ -2,11 +2,11 @@
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import select
+from sqlalchemy import Row, select
 
 from service.store.base import StoreBase, item_t, label_t
 from service.store.db import read_tx
@@ -44,12 +44,12 @@ class ListingMixin(StoreBase):
             items = conn.execute(query).all()
             latest: dict[int, tuple[str, str, float | None, int]] = {}
             if items:
-                rows = conn.execute(
+                rows: Iterable[Row[int, str, str, float | None, int]] = conn.execute(
                     select(label_t.c.item_id, label_t.c.label, label_t.c.source, label_t.c.confidence,
                            label_t.c.policy_version)
                     .where(label_t.c.item_id.in_([r.id for r in items])).order_by(label_t.c.id))
-                for item_id, label, source, confidence, version in rows:
-                    latest[item_id] = (label, source, confidence, version)  # ascending ids: the last one wins
+                for item_id, lab, src, conf, ver in rows:
+                    latest[item_id] = (lab, src, conf, ver)  # ascending ids: the last one wins
         out = []
         for r in items:
             label, source, confidence, version = latest.get(r.id, (None, None, None, None))

@@ -10,12 +10,12 @@ annotation loses the human label Label Studio gave it (:func:`~service.store.lab
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import TYPE_CHECKING, Any
 
-from sqlalchemy import delete, insert, select, update
+from sqlalchemy import Row, delete, insert, select, update
 
 from service.api.labelstudio import ANNOTATION_REASON, annotation_reason, task_id_of
 from service.api.labelstudio_records import AnnotationRecord, latest_order
@@ -104,8 +104,9 @@ def annotations_of(store: SqlStore, project: str, keys: Sequence[str]) -> dict[s
         pid = store._project_id(conn, project)
         ids: dict[int, str] = {}
         for part in chunks(list(dict.fromkeys(keys))):
-            ids.update((i, k) for k, i in conn.execute(select(item_t.c.external_id, item_t.c.id).where(
-                item_t.c.project_id == pid, item_t.c.external_id.in_(part))).all())
+            pairs: Sequence[Row[str, int]] = conn.execute(select(item_t.c.external_id, item_t.c.id).where(
+                item_t.c.project_id == pid, item_t.c.external_id.in_(part))).all()
+            ids.update((i, k) for k, i in pairs)
         return {ids[item_id]: found for item_id, found in _rows(conn, list(ids)).items()}
 
 
@@ -151,8 +152,9 @@ def _label_studio_reasons(store: SqlStore, project: str, keys: Sequence[str]) ->
         pid = store._project_id(conn, project)
         reasons: list[str] = []
         for part in chunks(list(keys)):
-            reasons.extend(r for (r,) in conn.execute(
+            rows: Iterable[Row[str]] = conn.execute(
                 select(label_t.c.reason).join(item_t, item_t.c.id == label_t.c.item_id)
-                .where(item_t.c.project_id == pid, item_t.c.external_id.in_(part), label_t.c.source == "human")
-            ) if r is not None and (r.startswith(ANNOTATION_REASON) or r.startswith(IMPORT_REASON)))
+                .where(item_t.c.project_id == pid, item_t.c.external_id.in_(part), label_t.c.source == "human"))
+            reasons.extend(r for (r,) in rows
+                           if r is not None and (r.startswith(ANNOTATION_REASON) or r.startswith(IMPORT_REASON)))
     return reasons

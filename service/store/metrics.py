@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from service.store.base import StoreBase, calib_t, item_t, label_t, review_t, task_t, vote_t
 from service.store.db import read_tx
@@ -70,19 +70,19 @@ class MetricsMixin(StoreBase):
         right)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(select(calib_t.c.created_at, calib_t.c.predicted == calib_t.c.truth)
-                                .where(calib_t.c.project_id == pid, calib_t.c.kind == "audit")
-                                .order_by(calib_t.c.id)).all()
+            rows: Sequence[Row[datetime, bool]] = conn.execute(
+                select(calib_t.c.created_at, calib_t.c.predicted == calib_t.c.truth)
+                .where(calib_t.c.project_id == pid, calib_t.c.kind == "audit").order_by(calib_t.c.id)).all()
         return [(at, bool(ok)) for at, ok in rows]
 
     def tool_usage(self, project: str) -> list[ToolUsage]:
         """Per tool, over every vote recorded in the project: votes, abstentions, summed cost."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(select(vote_t.c.tool, func.count(), func.count(vote_t.c.distribution),
-                                       func.coalesce(func.sum(vote_t.c.cost), 0.0))
-                                .where(vote_t.c.project_id == pid).group_by(vote_t.c.tool)
-                                .order_by(vote_t.c.tool)).all()
+            rows: Sequence[Row[str, int, int, float]] = conn.execute(
+                select(vote_t.c.tool, func.count(), func.count(vote_t.c.distribution),
+                       func.coalesce(func.sum(vote_t.c.cost), 0.0))
+                .where(vote_t.c.project_id == pid).group_by(vote_t.c.tool).order_by(vote_t.c.tool)).all()
         return [ToolUsage(tool, int(n), int(n) - int(cast), float(cost)) for tool, n, cast, cost in rows]
 
     def latest_threshold(self, project: str) -> float | None:
@@ -96,13 +96,13 @@ class MetricsMixin(StoreBase):
     def reviewer_agreement(self, project: str, window: int = AGREEMENT_WINDOW) -> Agreement:
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            ids = list(conn.execute(select(task_t.c.id).where(task_t.c.project_id == pid, task_t.c.status == "done",
-                                                              task_t.c.answers >= 2)
+            ids: list[int] = list(conn.execute(select(task_t.c.id).where(
+                task_t.c.project_id == pid, task_t.c.status == "done", task_t.c.answers >= 2)
                                     .order_by(task_t.c.id.desc()).limit(window)).scalars())
             answers: dict[int, list[str]] = defaultdict(list)
             if ids:
                 low = min(ids)
-                rows = conn.execute(select(review_t.c.task_id, review_t.c.label).where(
+                rows: Iterable[Row[int, str]] = conn.execute(select(review_t.c.task_id, review_t.c.label).where(
                     review_t.c.project_id == pid, review_t.c.task_id >= low))
                 wanted = set(ids)
                 for task_id, label in rows:
@@ -121,6 +121,7 @@ class MetricsMixin(StoreBase):
         """How many answers each reviewer name gave in the project."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(select(review_t.c.reviewer, func.count()).where(review_t.c.project_id == pid)
-                                .group_by(review_t.c.reviewer)).all()
+            rows: Sequence[Row[str, int]] = conn.execute(
+                select(review_t.c.reviewer, func.count()).where(review_t.c.project_id == pid)
+                .group_by(review_t.c.reviewer)).all()
         return {reviewer: n for reviewer, n in rows}

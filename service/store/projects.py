@@ -23,7 +23,7 @@ class ProjectsMixin(StoreBase):
         now = utcnow()
         try:
             with write_tx(self.engine) as conn:
-                pid = conn.execute(
+                pid: int = conn.execute(
                     insert(project_t).values(name=name, data_kind=policy.data_kind, active_version=None,
                                              item_seq=0, created_at=now).returning(project_t.c.id)
                 ).scalar_one()

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Table, exists, func, select, update
+from sqlalchemy import Connection, Row, Table, exists, func, select, update
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -97,7 +97,7 @@ class QueueAdminMixin(ReviewsMixin):
     # --- helpers -----------------------------------------------------------------------------------------
 
     def _task_ref(self, conn: Connection, task_id: int) -> TaskRef:
-        row = conn.execute(
+        row: Row[int, str, int, str, str, str] | None = conn.execute(
             select(task_t.c.id, project_t.c.name, task_t.c.policy_version, item_t.c.external_id, task_t.c.kind,
                    task_t.c.status)
             .join(project_t, project_t.c.id == task_t.c.project_id).join(item_t, item_t.c.id == task_t.c.item_id)

@@ -3,12 +3,12 @@ events), and the project's ground truth in arrival order (for backtests)."""
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import Row, func, select
 
 from policies import NotFoundError
 from service.offline.datasets import LabeledItem
@@ -37,6 +37,10 @@ def _label_rows() -> Any:
     """Labels with their items' external ids and, for a label a correction wrote, the id of the label it replaced."""
     return (select(*_LABEL_ROW).join(item_t, item_t.c.id == label_t.c.item_id)
             .outerjoin(correction_t, correction_t.c.label_id == label_t.c.id))
+
+
+# the columns of _label_rows(), in LabelRow's order
+_LabelTuple = Row[int, str, str, float | None, str, int, float | None, datetime, int | None, int | None]
 
 
 @dataclass(slots=True, frozen=True)
@@ -105,7 +109,7 @@ class ReadsMixin(StoreBase):
         """Labels with ``id > after_id`` in id order (each label exactly once across pages)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(
+            rows: Sequence[_LabelTuple] = conn.execute(
                 _label_rows().where(label_t.c.project_id == pid, label_t.c.id > after_id)
                 .order_by(label_t.c.id).limit(limit)
             ).all()
@@ -124,8 +128,9 @@ class ReadsMixin(StoreBase):
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             for part in chunks(list(ids)):
-                out.extend(LabelRow(*r) for r in conn.execute(
-                    _label_rows().where(label_t.c.project_id == pid, label_t.c.id.in_(part))))
+                rows: Iterable[_LabelTuple] = conn.execute(
+                    _label_rows().where(label_t.c.project_id == pid, label_t.c.id.in_(part)))
+                out.extend(LabelRow(*r) for r in rows)
         out.sort(key=lambda r: r.id)
         return out
 

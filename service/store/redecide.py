@@ -8,12 +8,12 @@ under the row lock PostgreSQL takes, decides; its label is written only for the 
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import bindparam, exists, func, insert, select, update
+from sqlalchemy import Row, bindparam, exists, func, insert, select, update
 
 from service.store.audit import audit_t
 from service.store.base import StoreBase, as_utc, chunks, image_t, item_t, label_t, task_t, to_item, with_image
@@ -88,7 +88,7 @@ class RedecideMixin(StoreBase):
                                      label_t.c.policy_version == task_t.c.policy_version)
             items: dict[int, int] = {}
             for part in chunks(list(by_task)):
-                rows = conn.execute(update(task_t).where(
+                rows: Iterable[Row[int, int]] = conn.execute(update(task_t).where(
                     task_t.c.id.in_(part), task_t.c.project_id == pid, task_t.c.status == "open",
                     task_t.c.policy_version == policy_version, ~labeled)
                     .values(status="done", updated_at=now).returning(task_t.c.id, task_t.c.item_id))

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 from collections import Counter, defaultdict
-from collections.abc import Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 from functools import cache
 from typing import Any
 
-from sqlalchemy import Connection, Select, Table, bindparam, exists, func, select, union_all, update
+from sqlalchemy import BindParameter, Connection, Row, Select, Table, bindparam, exists, func, select, union_all, update
 
 from agent.certificate import BLIND_KINDS
 from agent.ports import GroundTruth
@@ -50,6 +50,7 @@ _TASK_COLS = (task_t.c.id, task_t.c.item_id, task_t.c.kind, task_t.c.priority, t
 
 
 class ReviewsMixin(StoreBase):
+    _task_keys: dict[int, TaskKey]  # set on the first remembered task (read with getattr until then)
     def claim_review(self, project: str, *, reviewer: str, lease_seconds: float | None = None,
                      now: datetime | None = None) -> ClaimedReview | None:
         """The next task for ``reviewer`` (highest priority, then oldest), or None when the queue is empty."""
@@ -82,7 +83,8 @@ class ReviewsMixin(StoreBase):
                                                                                         task.policy_version)
             votes = None
             if task.kind not in BLIND_KINDS:
-                rows = conn.execute(_VOTES, {"v_item": task.item_id, "v_version": task.policy_version})
+                rows: Iterable[Row[str, dict[str, float] | None, float, str]] = conn.execute(
+                    _VOTES, {"v_item": task.item_id, "v_version": task.policy_version})
                 votes = [Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence)
                          for tool, dist, cost, evidence in rows]
         self._remember_task(task.task_id, project, task.policy_version, task.item.key)
@@ -107,7 +109,7 @@ class ReviewsMixin(StoreBase):
     def _remember_task(self, task_id: int, project: str, policy_version: int, external_id: str) -> TaskKey:
         cache: dict[int, TaskKey] | None = getattr(self, "_task_keys", None)
         if cache is None or len(cache) >= TASK_KEYS_KEPT:
-            cache = self._task_keys = {}  # type: ignore[attr-defined]  # bounded: start over when full
+            cache = self._task_keys = {}  # bounded: start over when full
         key = cache[task_id] = TaskKey(task_id, project, policy_version, external_id)
         return key
 
@@ -117,8 +119,8 @@ class ReviewsMixin(StoreBase):
         sql = self._claim_sql()
         params = {"c_pid": pid, "c_reviewer": reviewer, "c_now": now, "c_limit": limit, "c_token": token,
                   "c_expires": expires}
-        if self.sqlite:  # RETURNING may not name another table there
-            ids = list(conn.execute(sql.pick, params).scalars())
+        if sql.pick is not None:  # SQLite (only there is it set): RETURNING may not name another table there
+            ids: list[int] = list(conn.execute(sql.pick, params).scalars())
             if not ids:
                 return []
             rows = conn.execute(sql.claim, {**params, "c_ids": ids}).all()
@@ -126,7 +128,7 @@ class ReviewsMixin(StoreBase):
         else:  # one statement, one round trip: pick and lock the tasks, lease them, return them with their item
             rows = conn.execute(sql.claim, params).all()
             items = {r.item_id: (to_item(r.external_id, r.text, r.meta, None), bool(r.has_image)) for r in rows}
-        rows.sort(key=lambda r: (-r.priority, r.id))
+        rows = sorted(rows, key=lambda r: (-r.priority, r.id))
         return [ClaimedReview(task_id=r.id, token=token, item=items[r.item_id][0], kind=r.kind,
                               priority=float(r.priority), suggestion=r.suggestion, confidence=r.confidence,
                               policy_version=r.policy_version, reviewer=reviewer, answers_needed=r.answers_needed,
@@ -139,7 +141,8 @@ class ReviewsMixin(StoreBase):
         building the PostgreSQL one and computing its cache key took a fifth of a claim request's CPU."""
 
         def build() -> _ClaimSql:
-            pid, reviewer, now, limit = (bindparam(f"c_{n}") for n in ("pid", "reviewer", "now", "limit"))
+            params: list[BindParameter[Any]] = [bindparam(f"c_{n}") for n in ("pid", "reviewer", "now", "limit")]
+            pid, reviewer, now, limit = params
             not_mine = self._claimable_by(reviewer, now)
             open_ = (task_t.c.project_id == pid) & (task_t.c.status == "open") & not_mine
             expired = ((task_t.c.project_id == pid) & (task_t.c.status == "claimed")
@@ -247,7 +250,8 @@ class ReviewsMixin(StoreBase):
     def _project_names(self, conn: Connection, ids: set[int]) -> dict[int, str]:
         if not ids:
             return {}
-        rows = conn.execute(select(project_t.c.id, project_t.c.name).where(project_t.c.id.in_(sorted(ids))))
+        rows: Iterable[Row[int, str]] = conn.execute(
+            select(project_t.c.id, project_t.c.name).where(project_t.c.id.in_(sorted(ids))))
         return {pid: name for pid, name in rows}
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
@@ -265,8 +269,9 @@ class ReviewsMixin(StoreBase):
     def count_tasks(self, project: str) -> dict[str, int]:
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows = conn.execute(select(task_t.c.status, func.count()).where(task_t.c.project_id == pid)
-                                .group_by(task_t.c.status)).all()
+            rows: Sequence[Row[str, int]] = conn.execute(
+                select(task_t.c.status, func.count()).where(task_t.c.project_id == pid)
+                .group_by(task_t.c.status)).all()
         counts = dict.fromkeys(TASK_STATUSES, 0)
         counts.update({status: n for status, n in rows})
         return counts
@@ -357,7 +362,8 @@ def _labels_by_task(conn: Connection, task_ids: list[int]) -> dict[int, list[tup
     for part in chunks(task_ids):
         query = (select(review_t.c.task_id, review_t.c.label, review_t.c.reviewer)
                  .where(review_t.c.task_id.in_(part)).order_by(review_t.c.id))
-        for task_id, label, reviewer in conn.execute(query):
+        rows: Iterable[Row[int, str, str]] = conn.execute(query)
+        for task_id, label, reviewer in rows:
             out[task_id].append((label, reviewer))
     return out
 
