@@ -248,12 +248,6 @@ class ProjectWorker:
         if self.feed(fresh) and self.retrain_lag is not None and self.training is not None:
             await asyncio.wait([self.training.task])
 
-    async def finish(self) -> None:
-        """End of a stream: publish the retrain in flight, feed the answers held back, until none is left."""
-        while self.training is not None or self.backlog:
-            await self.pick_up(now=True)
-            await self.learn([])
-
     async def save_versions(self, infos: Sequence[ModelInfo]) -> None:
         """Record model versions not saved yet (in the caller's thread: the store is not shared), retried while the
         database is unreachable."""
