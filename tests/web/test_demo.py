@@ -105,7 +105,8 @@ def test_the_demo_certifies_within_two_minutes_and_a_person_takes_over(
     person.locator(f'button.label[data-label="{truth[key]}"]').click()
     person.locator("#submit").click()
     expect(person.locator("#notice")).to_contain_text(f'Saved "{truth[key]}" for {key}')
-    expect(person.locator("#demo-banner")).to_contain_text("1 by people (ana 1)")
+    # the banner refreshes itself after a submit (and every 5 s): allow a loaded machine some slack
+    expect(person.locator("#demo-banner")).to_contain_text("1 by people (ana 1)", timeout=30_000)
     person.screenshot(path=str(screenshots / "demo-review.png"))
 
     with httpx.Client(base_url=live.url, headers={"X-API-Key": operator}, timeout=30.0) as api:

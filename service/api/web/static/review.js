@@ -242,7 +242,10 @@
       return;
     }
     const label = state.selected;
-    act("submit", { label }, (task) => notice(`Saved "${label}" for ${task.item.external_id}.`));
+    act("submit", { label }, (task) => {
+      notice(`Saved "${label}" for ${task.item.external_id}.`);
+      if (demoTimer) showDemo();  // the demo banner counts answers by people: show this one now, not at its next tick
+    });
   }
 
   function skip() {
