@@ -69,6 +69,7 @@ class Certifier:
         self.growth = growth
         self.tests = 0
         self.losses = 0
+        self.kept = 0  # checkpoints that certified nothing while a certificate was in force (it stays)
         self.certificate: ThresholdResult | None = None
         self.certified_at_test: int | None = None
         self._next_size = self._first_size()
@@ -104,6 +105,8 @@ class Certifier:
             if result.threshold is not None:
                 self.certificate = result
                 self.certified_at_test = self.tests - 1
+            elif self.certificate is not None:
+                self.kept += 1
         if self.certificate is not None:
             return self.certificate
         return ThresholdResult(None, n, 0, 0, 1.0)
