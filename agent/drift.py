@@ -31,9 +31,11 @@ MAX_SHARE = 0.95
 HOLD = math.log(20.0)
 # The certificate's share below comes from out-of-fold confidences, which can sit far above the live share (banking77:
 # 0.63 below against 0.2 live, the models improve after the certificate), so a rise of the live share stays under its
-# bound. After every block of LIVE_ITEMS eligible items the bound is the lower of the certificate's share and the
-# block's live share, plus MARGIN: the reference the stream itself showed just before.
+# bound. After every block of LIVE_ITEMS eligible items, once LIVE_BLOCKS blocks were seen under the certificate, the
+# bound is the lower of the certificate's share and the highest live share of the last LIVE_BLOCKS blocks, plus
+# MARGIN: the reference the stream itself showed just before (the highest of several, as retrains move the share).
 LIVE_ITEMS = 256
+LIVE_BLOCKS = 4
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,6 +69,7 @@ class EscalationMonitor:
         self._w = 0.0
         self._items = self._below = 0
         self._block = 0  # items below the threshold in the current block of LIVE_ITEMS
+        self._blocks: tuple[int, ...] = ()  # items below in each of the last LIVE_BLOCKS blocks
         if share_below is not None:
             self._bound, self._lam = _bet(share_below)
 
@@ -88,16 +91,19 @@ class EscalationMonitor:
                 return True
             self._block += x
             if self._items % LIVE_ITEMS == 0:  # a block ends: the bound follows the live share just seen
-                self._bound, self._lam = self._live_bet(self._block)
+                self._blocks = (*self._blocks, self._block)[-LIVE_BLOCKS:]
+                self._bound, self._lam = self._live_bet(self._blocks)
                 self._block = 0
                 up, down = _steps(self._bound, self._lam)
         return False
 
-    def _live_bet(self, block_below: int) -> tuple[float, float]:
-        """The bound and bet after a block with ``block_below`` items below: the lower of the certificate's share and
-        the block's."""
+    def _live_bet(self, blocks: tuple[int, ...]) -> tuple[float, float]:
+        """The bound and bet after a block (``blocks``: items below in the last blocks): the certificate's share until
+        ``LIVE_BLOCKS`` blocks were seen, then the lower of it and the highest block share."""
         reference = self._reference if self._reference is not None else 1.0
-        return _bet(min(reference, block_below / LIVE_ITEMS))
+        if len(blocks) < LIVE_BLOCKS:
+            return _bet(reference)
+        return _bet(min(reference, max(blocks) / LIVE_ITEMS))
 
     @property
     def holding(self) -> bool:
@@ -117,21 +123,23 @@ class EscalationMonitor:
         if self._reference is None:
             return None, [False] * len(below)
         out = [False] * len(below)
-        steps, n, b = _steps(self._bound, self._lam), self._items, self._block
+        steps, n, b, blocks = _steps(self._bound, self._lam), self._items, self._block, self._blocks
         sums, low = [0.0], -self._w  # sums[p]: S just before item p
         for i, x in enumerate(below):
             sums.append(sums[-1] + (steps[0] if x else steps[1]))
             low = min(low, sums[-1])
             w = sums[-1] - low
             if w >= HOLD:
-                start = next(p for p, value in enumerate(sums) if value <= low + HOLD)
+                # the set starts before the batch (index 0) when the lowest point before it (-W) is in the set
+                start = 0 if -self._w <= low + HOLD else next(p for p, v in enumerate(sums) if v <= low + HOLD)
                 out[start:i + 1] = [True] * (i + 1 - start)
                 if w >= self.limit:
                     out[start:] = [True] * (len(below) - start)
                     return start, out
             n, b = n + 1, b + x
             if n % LIVE_ITEMS == 0:  # as watch follows the live share after a block
-                steps, b = _steps(*self._live_bet(b)), 0
+                blocks = (*blocks, b)[-LIVE_BLOCKS:]
+                steps, b = _steps(*self._live_bet(blocks)), 0
         return None, out
 
     def state(self) -> MonitorState:

@@ -110,6 +110,15 @@ def test_plan_stops_no_later_than_the_alarm_and_holds_from_a_plausible_change_po
     assert alarms >= 20 and earlier >= 0.9 * alarms  # not vacuous: the stop comes before the crossing item
 
 
+def test_plan_holds_from_the_batch_start_when_the_evidence_began_before_it() -> None:
+    monitor = EscalationMonitor()
+    monitor.set_reference(0.2)
+    assert not monitor.watch([True] * 6) and monitor.state().statistic > HOLD  # evidence from an earlier batch
+    k, held = monitor.plan([False] * 3 + [True] * 40)
+    assert held[:3] == [True] * 3  # the items above the threshold right after it wait too
+    assert k == 0 and all(held)  # the alarm comes in this batch; the change may have come before it
+
+
 def test_the_bound_follows_a_live_share_lower_than_the_certificates() -> None:
     # out-of-fold confidences put 60% below the threshold, the live stream 15%: a rise to 55% is a shift
     rng = np.random.default_rng(16)
