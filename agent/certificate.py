@@ -30,7 +30,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.calibration import ThresholdResult, choose_threshold, min_sample_size
+from agent.calibration import ThresholdResult, choose_threshold, cp_lower, cp_upper, min_sample_size
 from policies import Policy
 
 BLIND_KINDS = frozenset(("cold_start", "audit"))  # reviews whose answers calibrate: the reviewer sees no agent view
@@ -69,6 +69,7 @@ class Certifier:
         self.growth = growth
         self.tests = 0
         self.losses = 0
+        self.kept = 0  # checkpoints that certified nothing while a certificate was in force (it stays)
         self.certificate: ThresholdResult | None = None
         self.certified_at_test: int | None = None
         self._next_size = self._first_size()
@@ -104,6 +105,8 @@ class Certifier:
             if result.threshold is not None:
                 self.certificate = result
                 self.certified_at_test = self.tests - 1
+            elif self.certificate is not None:
+                self.kept += 1
         if self.certificate is not None:
             return self.certificate
         return ThresholdResult(None, n, 0, 0, 1.0)
@@ -129,12 +132,18 @@ class PerBatchCertifier:
     """``certification: per_batch`` (the default): one fixed-sequence test of the latest ``window`` calibration
     items, made again after every batch. Each test is valid alone; repeated after every batch, the chance that some
     certificate along the run is wrong exceeds ``delta`` (DESIGN-NOTES section 14 measures by how much). Kept as the
-    default because :class:`Certifier`'s run-long validity costs about twice the human reviews on sms_spam."""
+    default because :class:`Certifier`'s run-long validity costs about twice the human reviews on sms_spam.
+
+    No loss without evidence: when a test certifies nothing while a certificate is in force, the threshold in force is
+    kept unless the same window shows its error above ``alpha`` with confidence ``1 - delta`` (the Clopper-Pearson
+    lower bound of the errors at or above it exceeds ``alpha``). A failed scan is no evidence against a threshold:
+    the fixed sequence stops at its first candidate that fails, often far above the threshold in force."""
 
     def __init__(self, alpha: float, delta: float, *, min_size: int, window: int) -> None:
         self.alpha, self.delta, self.min_size, self.window = alpha, delta, min_size, window
         self.tests = 0
         self.losses = 0  # a batch that ended a certificate in force (the next batch may win it back)
+        self.kept = 0  # tests that certified nothing while the certificate in force held on the same window
         self.certificate: ThresholdResult | None = None
 
     def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool]) -> ThresholdResult:
@@ -145,10 +154,24 @@ class PerBatchCertifier:
         else:
             self.tests += 1
             result = choose_threshold(conf, ok, alpha=self.alpha, delta=self.delta)
+            if result.threshold is None and self.certificate is not None:
+                result = self._kept(self.certificate, conf, ok) or result
         if result.threshold is None and self.certificate is not None:
             self.losses += 1
         self.certificate = result if result.threshold is not None else None
         return result
+
+    def _kept(self, held: ThresholdResult, conf: np.ndarray, ok: np.ndarray) -> ThresholdResult | None:
+        """The certificate in force, counted on this window, unless the window shows its error above ``alpha``."""
+        if held.threshold is None:
+            return None
+        above = conf >= held.threshold
+        n_above, errors = int(above.sum()), int((~ok[above]).sum())
+        if cp_lower(errors, n_above, self.delta) > self.alpha:
+            return None
+        self.kept += 1
+        return ThresholdResult(held.threshold, int(conf.shape[0]), n_above, errors,
+                               float(cp_upper(errors, n_above, self.delta)))
 
     def reset(self) -> None:
         if self.certificate is not None:

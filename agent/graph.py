@@ -272,9 +272,9 @@ def _drift_plan(evidence: list[Evidence], ctx: AgentContext) -> tuple[int, list[
         return len(evidence), evidence
     rows = [i for i, e in enumerate(evidence) if e.label is not None and not e.always_reviewed]
     below = [evidence[i].confidence < threshold for i in rows]
-    k = ctx.monitor.first_alarm(below)
+    k, holds = ctx.monitor.plan(below)
     out = list(evidence)
-    for i, held in zip(rows, ctx.monitor.held(below), strict=True):
+    for i, held in zip(rows, holds, strict=True):
         if held:
             out[i] = replace(out[i], held=True)
     return (len(evidence) if k is None else rows[k]), out

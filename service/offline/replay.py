@@ -246,6 +246,7 @@ class CertificateTrack:
         monitor = learner.monitor.state()
         return {
             "certificate_losses": learner.certifier.losses,
+            "certificates_kept": learner.certifier.kept,  # failed tests that left the certificate in force
             "items_without_certificate_after_first": self.without_after_first,
             "snapshot_count": learner.snapshot.version,
             "certificate_tests": learner.certifier.tests,

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from copy import deepcopy
 from dataclasses import replace
 
 import numpy as np
@@ -76,41 +77,65 @@ def test_the_default_per_batch_certificate_has_no_monitor_that_pauses() -> None:
     assert learner.drift_detections == 0 and learner.monitor.state().alarms == 0
 
 
-def test_first_alarm_predicts_where_watch_alarms_without_changing_the_monitor() -> None:
+def _replayed(monitor: EscalationMonitor, batch: list[bool]) -> tuple[int | None, list[float]]:
+    """Feed a copy item by item: where it alarms, and the statistic after each item up to there."""
+    copy, stats = deepcopy(monitor), []
+    for i, x in enumerate(batch):
+        if copy.watch([x]):
+            return i, stats
+        stats.append(copy.state().statistic)
+    return None, stats
+
+
+def test_plan_stops_no_later_than_the_alarm_and_holds_from_a_plausible_change_point() -> None:
     rng = np.random.default_rng(14)
-    found = 0
-    for _ in range(50):
+    alarms = earlier = 0
+    for _ in range(60):
         monitor = EscalationMonitor()
         monitor.set_reference(0.2)
-        monitor.watch((rng.uniform(size=300) < 0.2).tolist())  # some history: the statistic is not at zero
-        batch = (rng.uniform(size=256) < rng.uniform(0.2, 0.9)).tolist()
+        monitor.watch((rng.uniform(size=300) < 0.2).tolist())  # history past a live block: the statistic is not zero
+        share = rng.uniform(0.2, 0.9)
+        batch = np.r_[rng.uniform(size=60) < 0.2, rng.uniform(size=196) < share].tolist()  # a change at item 60
         before = monitor.state()
-        k = monitor.first_alarm(batch)
+        k, held = monitor.plan(batch)
         assert monitor.state() == before  # asking changes nothing
-        if k is None:
-            assert not monitor.watch(batch)
-            continue
-        found += 1
-        assert not monitor.watch(batch[:k])  # no alarm before item k ...
-        assert monitor.watch(batch[k:k + 1])  # ... and the alarm exactly at it
-    assert found >= 10  # the jumps were large enough to alarm in many batches: the check is not vacuous
+        at, stats = _replayed(monitor, batch)
+        assert (k is None) == (at is None)
+        if k is not None and at is not None:
+            alarms += 1
+            assert k <= at and all(held[k:])  # nothing from the change point on is auto-labeled
+            earlier += k < at
+        # every item after which the statistic is at HOLD waits, and so does the excursion that led there
+        assert all(held[i] for i, w in enumerate(stats) if w >= HOLD)
+    assert alarms >= 20 and earlier >= 0.9 * alarms  # not vacuous: the stop comes before the crossing item
 
 
-def test_held_marks_items_after_the_statistic_reaches_hold_and_they_are_escalated_not_calibrated() -> None:
-    rng = np.random.default_rng(15)
-    held_any = 0
-    for _ in range(30):
+def test_plan_holds_from_the_batch_start_when_the_evidence_began_before_it() -> None:
+    monitor = EscalationMonitor()
+    monitor.set_reference(0.2)
+    assert not monitor.watch([True] * 6) and monitor.state().statistic > HOLD  # evidence from an earlier batch
+    k, held = monitor.plan([False] * 3 + [True] * 40)
+    assert held[:3] == [True] * 3  # the items above the threshold right after it wait too
+    assert k == 0 and all(held)  # the alarm comes in this batch; the change may have come before it
+
+
+def test_the_bound_follows_a_live_share_lower_than_the_certificates() -> None:
+    # out-of-fold confidences put 60% below the threshold, the live stream 15%: a rise to 55% is a shift
+    rng = np.random.default_rng(16)
+    runs, false_alarms, delays = 100, 0, []
+    for _ in range(runs):
         monitor = EscalationMonitor()
-        monitor.set_reference(0.2)
-        batch = (rng.uniform(size=120) < rng.uniform(0.2, 0.8)).tolist()
-        held = monitor.held(batch)
-        for i in range(len(batch)):  # replay item by item: held iff the statistic before the item reached HOLD
-            alarmed = monitor.state().alarms > 0
-            assert held[i] == (alarmed or monitor.state().statistic >= HOLD)
-            if not alarmed:
-                monitor.watch(batch[i:i + 1])
-        held_any += any(held)
-    assert held_any >= 5
+        monitor.set_reference(0.6)
+        at = _first_alarm(monitor, np.r_[rng.uniform(size=2048) < 0.15, rng.uniform(size=512) < 0.55])
+        if at is not None and at < 2048:
+            false_alarms += 1
+        elif at is not None:
+            delays.append(at - 2048)
+    assert false_alarms <= 0.05 * runs
+    assert len(delays) >= 0.95 * runs and max(delays) <= 128  # with the certificate's bound (0.7) it never alarms
+
+
+def test_held_items_are_escalated_not_calibrated() -> None:
     e = Evidence(label="a", confidence=0.97, voted=True, always_reviewed=False, flagged_by=None, audit_draw=False,
                  held=True)
     v = verdict(e, 0.9)

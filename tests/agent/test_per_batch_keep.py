@@ -1,0 +1,50 @@
+"""``certification: per_batch``: a failed scan keeps the certificate in force unless the window shows it wrong."""
+
+from __future__ import annotations
+
+import numpy as np
+
+from agent.calibration import ThresholdResult, choose_threshold, cp_lower
+from agent.certificate import PerBatchCertifier
+
+
+def _window(errors: int, n: int = 200) -> tuple[np.ndarray, np.ndarray]:
+    """``n`` items at one confidence (0.95), ``errors`` of them wrong: above a held threshold of 0.9, all of them."""
+    ok = np.ones(n, dtype=bool)
+    ok[np.random.default_rng(errors).choice(n, size=errors, replace=False)] = False
+    return np.full(n, 0.95), ok
+
+
+def _certifier() -> PerBatchCertifier:
+    certifier = PerBatchCertifier(0.02, 0.05, min_size=50, window=1000)
+    certifier.certificate = ThresholdResult(0.9, 400, 300, 0, 0.01)
+    return certifier
+
+
+def test_a_scan_that_fails_without_evidence_keeps_the_threshold_in_force() -> None:
+    conf, ok = _window(errors=6)  # 3% wrong: the scan cannot certify 2% on 200 items, nor does it show error > 2%
+    assert choose_threshold(conf, ok, alpha=0.02, delta=0.05).threshold is None
+    assert cp_lower(6, 200, 0.05) <= 0.02
+    certifier = _certifier()
+    result = certifier.update(conf, ok)
+    assert result.threshold == 0.9 and certifier.certificate is result
+    assert (result.n_calibration, result.n_above, result.errors_above) == (200, 200, 6)  # counted on this window
+    assert certifier.losses == 0 and certifier.kept == 1
+
+
+def test_evidence_against_the_threshold_in_force_loses_it() -> None:
+    conf, ok = _window(errors=30)  # 15% wrong above the threshold in force: its error is above 2% with confidence
+    assert cp_lower(30, 200, 0.05) > 0.02
+    certifier = _certifier()
+    result = certifier.update(conf, ok)
+    assert result.threshold is None and certifier.certificate is None
+    assert certifier.losses == 1 and certifier.kept == 0
+
+
+def test_a_scan_that_certifies_replaces_the_threshold_in_force() -> None:
+    conf = np.r_[np.full(300, 0.99), np.full(100, 0.5)]
+    ok = np.r_[np.ones(300, dtype=bool), np.zeros(100, dtype=bool)]
+    certifier = _certifier()
+    result = certifier.update(conf, ok)
+    assert result.threshold is not None and result.threshold > 0.5 and result.n_above == 300
+    assert certifier.kept == 0 and certifier.losses == 0
