@@ -1,13 +1,13 @@
 """The labeling agent as a LangGraph state machine: one graph run per batch, never one per item.
 
-    (initial_state) -> plan -> act -> plan ... -> record
+    (initial_state) -> plan -> act -> act ... -> record
 
 ``plan`` picks the next tool for the items still open (best learned weight per unit cost, within
 the budget, skipping tools that have shown no value, sparing expensive tools for items near the
-threshold); ``act`` calls it on exactly those items, pools the votes and closes the items that clear the
-threshold (one node: a graph step has a cost of its own). The loop is the cascade: cheap tools settle easy items and
-expensive ones are spent only where they can change the outcome. ``record`` turns the state into
-decisions: accept, audit (a random share of accepts, label hidden from the reviewer) or escalate.
+threshold); ``act`` calls it on exactly those items, pools the votes, closes the items that clear the
+threshold and plans the next call (one node: a graph step has a cost of its own). The loop is the cascade:
+cheap tools settle easy items and expensive ones are spent only where they can change the outcome. ``record``
+turns the state into decisions: accept, audit (a random share of accepts, label hidden from the reviewer) or escalate.
 """
 
 from __future__ import annotations
@@ -155,19 +155,23 @@ def route_plan(state: BatchState) -> Literal["act", "record"]:
     return "act" if state.get("next_tool") is not None else "record"
 
 
-async def act(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["plan", "record"]]:
-    """Call the planned tool, pool the votes and close the items that clear the threshold, in one step.
+async def act(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["act", "record"]]:
+    """Call the planned tool, pool the votes, close the items that clear the threshold and plan the next call.
 
-    Calling, pooling and deciding were three nodes; each graph step costs LangGraph's own scheduling (about a
-    third of a millisecond per step here), and the three always ran in sequence, so one node does them in order
-    on the same updated arrays (issue 18: the graph's share of replay time).
+    These were four nodes (act -> aggregate -> decide -> plan); each graph step costs LangGraph's own scheduling
+    and they always ran in this order, so one node does them in order on the same updated arrays (issue 18: the
+    graph's share of replay time). ``plan`` stays the entry node (the first tool of the run).
     """
     ctx = runtime.context
     update = await _call(state, ctx)
     merged: BatchState = {**state, **update}
     merged["proba"] = _pool(merged, ctx)
-    is_open = _close(merged, ctx)
-    return Command(update={**update, "proba": merged["proba"], "open": is_open}, goto=route_decide({"open": is_open}))
+    merged["open"] = _close(merged, ctx)
+    update = {**update, "proba": merged["proba"], "open": merged["open"]}
+    if not merged["open"].any():
+        return Command(update=update, goto="record")
+    planned = _plan(merged, ctx)
+    return Command(update={**update, **planned}, goto=route_plan(planned))
 
 
 async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
@@ -212,10 +216,6 @@ def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
         done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
         is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
     return is_open
-
-
-def route_decide(state: BatchState) -> Literal["plan", "record"]:
-    return "plan" if state["open"].any() else "record"
 
 
 def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
