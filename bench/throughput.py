@@ -161,6 +161,22 @@ class GraphClock:
             agent.runner.build_graph = build
 
 
+def alternate(rows: Sequence[LabeledItem], repeats: int) -> tuple[list[float], list[float]]:
+    """Items/s of the replay and of the bare loop, alternating, one pair per seed."""
+    replay_rates, bare_rates = [], []
+    for seed in range(repeats):
+        t = time.perf_counter()
+        summary = asyncio.run(labelagent(rows, POLICY, seed, None))
+        replay = len(rows) / (time.perf_counter() - t)
+        bare = len(rows) / asyncio.run(bare_loop(shuffled(rows, seed, None), summary["retrains"],
+                                                 summary["human_reviews"]))
+        replay_rates.append(replay)
+        bare_rates.append(bare)
+        print(f"  seed {seed}: replay {replay:.0f} items/s, bare loop {bare:.0f} items/s "
+              f"({summary['retrains']} fits)", flush=True)
+    return replay_rates, bare_rates
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="alternating replay / bare-loop runs")
@@ -173,19 +189,8 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rows = load_csv(path)
     load_before = os.getloadavg()[0]
-    replay_rates, bare_rates, ratios = [], [], []
-    summary: dict[str, Any] = {}
-    for seed in range(args.repeats):
-        t = time.perf_counter()
-        summary = asyncio.run(labelagent(rows, POLICY, seed, None))
-        replay = len(rows) / (time.perf_counter() - t)
-        bare = len(rows) / asyncio.run(bare_loop(shuffled(rows, seed, None), summary["retrains"],
-                                                 summary["human_reviews"]))
-        replay_rates.append(replay)
-        bare_rates.append(bare)
-        ratios.append(replay / bare)
-        print(f"  seed {seed}: replay {replay:.0f} items/s, bare loop {bare:.0f} items/s "
-              f"({summary['retrains']} fits)", flush=True)
+    replay_rates, bare_rates = alternate(rows, args.repeats)
+    ratios = [r / b for r, b in zip(replay_rates, bare_rates, strict=True)]
     clocks = []
     for seed in range(args.repeats):
         clock = GraphClock()
