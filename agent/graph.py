@@ -1,13 +1,13 @@
 """The labeling agent as a LangGraph state machine: one graph run per batch, never one per item.
 
-    prepare -> plan -> act -> aggregate -> decide -> plan ... -> record
+    (initial_state) -> plan -> act -> act ... -> record
 
 ``plan`` picks the next tool for the items still open (best learned weight per unit cost, within
 the budget, skipping tools that have shown no value, sparing expensive tools for items near the
-threshold); ``act`` calls it on exactly those items; ``aggregate`` pools the votes; ``decide`` closes
-the items that clear the threshold. The loop is the cascade: cheap tools settle easy items and
-expensive ones are spent only where they can change the outcome. ``record`` turns the state into
-decisions: accept, audit (a random share of accepts, label hidden from the reviewer) or escalate.
+threshold); ``act`` calls it on exactly those items, pools the votes, closes the items that clear the
+threshold and plans the next call (one node: a graph step has a cost of its own). The loop is the cascade:
+cheap tools settle easy items and expensive ones are spent only where they can change the outcome. ``record``
+turns the state into decisions: accept, audit (a random share of accepts, label hidden from the reviewer) or escalate.
 """
 
 from __future__ import annotations
@@ -36,14 +36,19 @@ def _n_labels(ctx: AgentContext) -> int:
     return len(ctx.policy.labels)
 
 
-async def prepare(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
-    ctx = runtime.context
-    n, t, n_labels = len(state["batch"]), len(ctx.tools), _n_labels(ctx)
+def initial_state(batch: Batch, ctx: AgentContext) -> BatchState:
+    """The state a graph run starts from: nothing called yet, every item open, the exploration sample drawn.
+
+    Computed by the caller rather than by a first node (a node was one more graph step per batch, for no
+    decision: issue 18).
+    """
+    n, t, n_labels = len(batch), len(ctx.tools), _n_labels(ctx)
     if ctx.snapshot.threshold is None:
         explore = np.ones(n, dtype=bool)  # everything goes to a human anyway: measure every tool on it
     else:
         explore = ctx.rng.random(n) < ctx.policy.planner.explore_rate
     return {
+        "batch": batch,
         "calls": [],
         "called": np.zeros((n, t), dtype=bool),
         "voted": np.zeros((n, t), dtype=bool),
@@ -150,8 +155,26 @@ def route_plan(state: BatchState) -> Literal["act", "record"]:
     return "act" if state.get("next_tool") is not None else "record"
 
 
-async def act(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
+async def act(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["act", "record"]]:
+    """Call the planned tool, pool the votes, close the items that clear the threshold and plan the next call.
+
+    These were four nodes (act -> aggregate -> decide -> plan); each graph step costs LangGraph's own scheduling
+    and they always ran in this order, so one node does them in order on the same updated arrays (issue 18: the
+    graph's share of replay time). ``plan`` stays the entry node (the first tool of the run).
+    """
     ctx = runtime.context
+    update = await _call(state, ctx)
+    merged: BatchState = {**state, **update}
+    merged["proba"] = _pool(merged, ctx)
+    merged["open"] = _close(merged, ctx)
+    update = {**update, "proba": merged["proba"], "open": merged["open"]}
+    if not merged["open"].any():
+        return Command(update=update, goto="record")
+    planned = _plan(merged, ctx)
+    return Command(update={**update, **planned}, goto=route_plan(planned))
+
+
+async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
     t, rows = state["next_tool"], state["next_rows"]
     assert t is not None
     tool = ctx.tools[t]
@@ -171,33 +194,28 @@ async def act(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
     return {"calls": [ToolCall(t, rows, votes)], "called": called, "spent": spent, "voted": voted, "logp": logp}
 
 
-async def aggregate(state: BatchState, runtime: Runtime[AgentContext]) -> BatchState:
-    ctx = runtime.context
+def _pool(state: BatchState, ctx: AgentContext) -> np.ndarray:
+    """The pooled probabilities after the last call: the rows it touched are combined again."""
     rows = state["next_rows"]
     proba = state["proba"].copy()
     proba[rows] = ctx.snapshot.aggregator.combine(state["logp"][rows], state["voted"][rows])
-    return {"proba": proba}
+    return proba
 
 
-async def decide(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Literal["plan", "record"]]:
-    """Close the items whose pooled confidence clears the threshold once every cheap tool has voted.
+def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
+    """The items still open: those whose pooled confidence clears the threshold close once every cheap tool voted.
 
     Cheap tools always all vote (their pooled confidence is what calibration measures); the cascade
     saves the expensive ones.
     """
-    ctx = runtime.context
-    is_open = state["open"]
+    is_open: np.ndarray = state["open"]
     if ctx.snapshot.threshold is not None:
         cheap_left = np.zeros_like(is_open)
         for t in cheap_tools(ctx):
             cheap_left |= eligible_rows(state, ctx, t)
         done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
         is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
-    return Command(update={"open": is_open}, goto=route_decide({"open": is_open}))
-
-
-def route_decide(state: BatchState) -> Literal["plan", "record"]:
-    return "plan" if state["open"].any() else "record"
+    return is_open
 
 
 def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
@@ -302,19 +320,13 @@ LabelingGraph = CompiledStateGraph[BatchState, AgentContext, BatchState, BatchSt
 def build_graph() -> LabelingGraph:
     """The compiled labeling graph. Build once and reuse: it holds no per-project state.
 
-    ``plan`` and ``decide`` route with ``Command(goto=...)`` rather than conditional edges: a conditional edge
+    ``plan`` and ``act`` route with ``Command(goto=...)`` rather than conditional edges: a conditional edge
     is one more runnable per step (and a sync router runs in a thread pool), ~35% of the graph's own cost.
     """
     g = StateGraph(BatchState, context_schema=AgentContext)
-    g.add_node("prepare", prepare)
     g.add_node("plan", plan)
     g.add_node("act", act)
-    g.add_node("aggregate", aggregate)
-    g.add_node("decide", decide)
     g.add_node("record", record)
-    g.add_edge(START, "prepare")
-    g.add_edge("prepare", "plan")
-    g.add_edge("act", "aggregate")
-    g.add_edge("aggregate", "decide")
+    g.add_edge(START, "plan")
     g.add_edge("record", END)
     return g.compile()

@@ -73,6 +73,7 @@ class Learner:
         self._iid_conf: list[float] = []
         self._iid_pred: list[int] = []
         self._iid_y: list[int] = []  # the truth each calibration item joined with (a correction never changes it)
+        self._iid_fold: list[int] = []  # i18: each calibration item's rescoring fold, hashed once when it joins
         self._calibration_since = 0  # first i.i.d. position in use (moves forward on drift)
         self._audits: list[tuple[int, bool]] = []  # (i.i.d. position, correct) of audits of would-be auto labels
         self._seq = 0
@@ -201,6 +202,7 @@ class Learner:
         self._iid_conf.append(confidence)
         self._iid_pred.append(-1 if pred is None else pred)
         self._iid_y.append(self._gt_y[row] if truth is None else truth)
+        self._iid_fold.append(self._fold_of(row))
 
     def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord],
              votes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
@@ -316,9 +318,8 @@ class Learner:
             if self._gt_logp[r] is not None:
                 logp[j] = self._gt_logp[r]
                 voted[j] = self._gt_voted[r]
-        # Stable folds (by item key): a fold's model never sees its own calibration items, and its training set
-        # only grows, so each fold keeps one model and warm-starts it like the live one.
-        all_folds = np.asarray([self._fold_of(r) for r in self._iid_rows], dtype=np.int64)
+        # Stable folds (by item key): a fold's model never sees its own calibration items and keeps one warm model.
+        all_folds = np.asarray(self._iid_fold, dtype=np.int64)
         vote_out_of_fold(tools, self._fold_tools, data, window, (np.asarray(self._iid_rows, dtype=np.int64),
                                                                  all_folds, start), (logp, voted))
         proba = aggregator.combine(logp, voted)
@@ -331,7 +332,7 @@ class Learner:
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
 
-    def _fold_of(self, row: int) -> int:
+    def _fold_of(self, row: int) -> int:  # stable: by item key
         return zlib.crc32(self._gt_keys[row].encode("utf-8")) % RESCORE_FOLDS
 
     def _window_start(self) -> int:

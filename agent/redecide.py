@@ -17,6 +17,7 @@ from dataclasses import dataclass, replace
 
 import numpy as np
 
+from agent.graph import initial_state
 from agent.ports import Decision
 from agent.queue_order import prioritize
 from agent.runner import BatchLabeler
@@ -66,8 +67,8 @@ async def redecide(labeler: BatchLabeler, items: Sequence[Item], *, seed: int = 
                            np.random.default_rng([seed, snap.version]), labeler.tool_context)
     decisions: list[Decision] = []
     for start in range(0, len(items), REDECIDE_BATCH):
-        out = await labeler.graph.ainvoke({"batch": Batch(list(items[start:start + REDECIDE_BATCH]))},
-                                          context=context)
+        batch = Batch(list(items[start:start + REDECIDE_BATCH]))
+        out = await labeler.graph.ainvoke(initial_state(batch, context), context=context)
         decisions.extend(out["result"].decisions)
     bar = max(snap.threshold, labeler.policy.target_precision)
     accepted = [d for d in decisions if d.action == "accept" and d.confidence >= bar]

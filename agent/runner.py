@@ -7,7 +7,7 @@ from collections.abc import Sequence
 import numpy as np
 
 from agent.certificate import Certifier
-from agent.graph import LabelingGraph, build_graph
+from agent.graph import LabelingGraph, build_graph, initial_state
 from agent.learner import Learner
 from agent.ports import BatchResult
 from agent.queue_order import QueueRule, shape_batch
@@ -46,7 +46,7 @@ class BatchLabeler:
         watching = isinstance(self.learner.certifier, Certifier)  # the monitor belongs to the anytime certificate
         context = AgentContext(self.policy, snapshot.tools or self.learner.tools, snapshot, self.rng,
                                self.tool_context, self.learner.monitor if watching else None)
-        out = await self.graph.ainvoke({"batch": Batch(items)}, context=context)
+        out = await self.graph.ainvoke(initial_state(Batch(items), context), context=context)
         result: BatchResult = out["result"]
         learner = self.learner
         shape_batch(result.decisions, out["trace"], policy=self.policy, rule=self.queue, threshold=result.threshold,

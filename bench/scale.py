@@ -110,6 +110,14 @@ def _instrument_learner(counters: Counters) -> None:
     Learner.prepare_retrain = _timed(Learner.prepare_retrain, "training", counters)  # type: ignore[method-assign]
 
 
+def _instrument_tools(tools: Any, counters: Counters) -> None:
+    """Count every tool class's ``predict`` as tools (this process only). On the class, not the instance: a retrain
+    fits ``copy.copy`` twins (agent.folds.stage), and an instance attribute would ride along into the twin, bound to
+    the original, which is never fitted (the twins would then vote with the untrained original's model)."""
+    for cls in {type(tool) for tool in tools}:
+        cls.predict = _timed(cls.predict, "tools", counters)
+
+
 def _engine(db: str, tmp: Path) -> tuple[Engine, Callable[[], int], Callable[[], None]]:
     from service.store.db import create_all, make_engine
 
@@ -187,8 +195,7 @@ async def run(spec: StreamSpec, db: str, window: int) -> tuple[list[Window], dic
     counters = Counters()
     _instrument_learner(counters)
     tools = build_tools(policy)
-    for tool in tools:
-        tool.predict = _timed(tool.predict, "tools", counters)  # type: ignore[method-assign]
+    _instrument_tools(tools, counters)
     windows: list[Window] = []
     with tempfile.TemporaryDirectory(prefix="bench-scale-") as tmp:
         engine, db_size, close = _engine(db, Path(tmp))

@@ -12,6 +12,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
+import functools
 import os
 import pstats
 import statistics
@@ -22,6 +23,8 @@ from typing import Any
 
 import numpy as np
 
+import agent.graph
+import agent.runner
 from bench import ROOT, mean_sd, write_section
 from bench import machine_info as run_info
 from bench.baselines import single_tool_policy
@@ -113,6 +116,67 @@ def attribute(stats: pstats.Stats) -> dict[str, float]:
     return shares
 
 
+class GraphClock:
+    """Wall time inside the graph runs and inside their nodes, for one replay without a profiler (which inflates
+    LangGraph's many small Python calls more than the nodes' numpy): the graph's own time is the difference."""
+
+    def __init__(self) -> None:
+        self.invoke = 0.0
+        self.nodes = 0.0
+
+    def timed(self, fn: Any, attr: str) -> Any:
+        @functools.wraps(fn)
+        async def run(*args: Any, **kwargs: Any) -> Any:
+            t = time.perf_counter()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                setattr(self, attr, getattr(self, attr) + time.perf_counter() - t)
+        return run
+
+    def replay(self, rows: Sequence[LabeledItem], seed: int) -> float:
+        """Seconds of one replay with every graph run and node timed (``agent.graph``'s nodes wrapped while the
+        labeler's graph is built; LangGraph reads the wrapped signatures)."""
+        names = ("plan", "act", "record")
+        saved = {n: getattr(agent.graph, n) for n in names}
+        build = agent.runner.build_graph
+
+        def timed_graph() -> agent.graph.LabelingGraph:
+            for n in names:
+                setattr(agent.graph, n, self.timed(saved[n], "nodes"))
+            try:
+                graph = build()
+            finally:
+                for n in names:
+                    setattr(agent.graph, n, saved[n])
+            graph.ainvoke = self.timed(graph.ainvoke, "invoke")  # type: ignore[method-assign]
+            return graph
+
+        agent.runner.build_graph = timed_graph
+        try:
+            t = time.perf_counter()
+            asyncio.run(labelagent(rows, POLICY, seed, None))
+            return time.perf_counter() - t
+        finally:
+            agent.runner.build_graph = build
+
+
+def alternate(rows: Sequence[LabeledItem], repeats: int) -> tuple[list[float], list[float]]:
+    """Items/s of the replay and of the bare loop, alternating, one pair per seed."""
+    replay_rates, bare_rates = [], []
+    for seed in range(repeats):
+        t = time.perf_counter()
+        summary = asyncio.run(labelagent(rows, POLICY, seed, None))
+        replay = len(rows) / (time.perf_counter() - t)
+        bare = len(rows) / asyncio.run(bare_loop(shuffled(rows, seed, None), summary["retrains"],
+                                                 summary["human_reviews"]))
+        replay_rates.append(replay)
+        bare_rates.append(bare)
+        print(f"  seed {seed}: replay {replay:.0f} items/s, bare loop {bare:.0f} items/s "
+              f"({summary['retrains']} fits)", flush=True)
+    return replay_rates, bare_rates
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.throughput", description=__doc__)
     parser.add_argument("--repeats", type=int, default=3, help="alternating replay / bare-loop runs")
@@ -125,19 +189,14 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     rows = load_csv(path)
     load_before = os.getloadavg()[0]
-    replay_rates, bare_rates, ratios = [], [], []
-    summary: dict[str, Any] = {}
+    replay_rates, bare_rates = alternate(rows, args.repeats)
+    ratios = [r / b for r, b in zip(replay_rates, bare_rates, strict=True)]
+    clocks = []
     for seed in range(args.repeats):
-        t = time.perf_counter()
-        summary = asyncio.run(labelagent(rows, POLICY, seed, None))
-        replay = len(rows) / (time.perf_counter() - t)
-        bare = len(rows) / asyncio.run(bare_loop(shuffled(rows, seed, None), summary["retrains"],
-                                                 summary["human_reviews"]))
-        replay_rates.append(replay)
-        bare_rates.append(bare)
-        ratios.append(replay / bare)
-        print(f"  seed {seed}: replay {replay:.0f} items/s, bare loop {bare:.0f} items/s "
-              f"({summary['retrains']} fits)", flush=True)
+        clock = GraphClock()
+        seconds = clock.replay(rows, seed)
+        clocks.append(((clock.invoke - clock.nodes) / seconds, clock.invoke / seconds))
+    own = [c[0] for c in clocks]
     profiler = cProfile.Profile()
     profiler.enable()
     asyncio.run(labelagent(rows, POLICY, 0, None))
@@ -157,15 +216,21 @@ def main(argv: Sequence[str] | None = None) -> int:
         "| | items/s (mean ± sd) |", "| --- | --- |",
         f"| replay (labelagent) | {mean_sd(replay_rates, ',.0f')} |",
         f"| bare classifier loop | {mean_sd(bare_rates, ',.0f')} |",
-        f"| ratio replay / bare (goal >= 0.5) | {statistics.fmean(ratios):.2f} "
+        f"| ratio replay / bare (issue 18: at least 0.3; goal 0.5) | {statistics.fmean(ratios):.2f} "
         f"({min(ratios):.2f}-{max(ratios):.2f}) |", "",
+        "The graph's own time, measured without a profiler: wall time inside `graph.ainvoke` minus the wall time "
+        "inside its nodes (`plan`, `act`, `record`, wrapped), over the replay's wall time, one timed replay per "
+        f"seed after the runs above: **{statistics.fmean(own):.1%}** ({min(own):.1%}-{max(own):.1%}) of replay "
+        f"time; the graph runs with their nodes take {statistics.fmean(c[1] for c in clocks):.1%}.", "",
         "Profile of one replay (seed 0) under cProfile (which slows it down): each function's own time goes to "
         "its category, or, for library code (numpy, scipy, asyncio...), to the categories of its callers in "
         "proportion to the time of each call edge. *other* is the agent's own code (graph nodes, runner, "
         "worker, replay loop) and unattributed time.", "",
         "| category | share of replay time |", "| --- | --- |",
         *(f"| {k} | {v / total:.1%} |" for k, v in shares.items()),
-        "", f"Graph overhead goal: under 5% ({'met' if shares[CATEGORIES[0]] / total < 0.05 else 'not met'}).",
+        "", f"Graph overhead under cProfile: {shares[CATEGORIES[0]] / total:.1%} (issue 18: under 10%, "
+        f"{'met' if shares[CATEGORIES[0]] / total < 0.10 else 'not met'}; goal under 5%, "
+        f"{'met' if shares[CATEGORIES[0]] / total < 0.05 else 'not met'}).",
     ]
     write_section("throughput", "\n".join(lines))
     print("throughput: wrote the section", flush=True)

@@ -34,6 +34,7 @@ DUPLICATE_EPS = 0.01  # weight of a neighbour = s / (1 - s + eps)
 PSEUDO_COUNT = 0.25
 SHOWN_NEIGHBOURS = 3
 SNIPPET_CHARS = 60
+MAX_EXAMPLES = 20_000  # i18: the index never holds more examples (the learner's training window is this size too)
 
 
 def normalised_text(text: str | None) -> str:
@@ -63,7 +64,8 @@ class Retrieval:
 
     kind = "retrieval"
 
-    def __init__(self, spec: RetrievalSpec, labels: tuple[str, ...] | list[str]) -> None:
+    def __init__(self, spec: RetrievalSpec, labels: tuple[str, ...] | list[str], *,
+                 max_examples: int = MAX_EXAMPLES) -> None:
         if spec.embedding != "hashed_tfidf":
             raise ToolError(
                 f"tool {spec.name!r}: embedding {spec.embedding!r} needs sentence-embedding weights that are not "
@@ -76,6 +78,7 @@ class Retrieval:
         self._index: _Index | None = None
         self._fit_lock = threading.Lock()
         self._fits = 0
+        self.max_examples = max_examples
 
     @property
     def version(self) -> str:
@@ -89,7 +92,7 @@ class Retrieval:
 
     def fork(self) -> Retrieval:
         """An untrained copy with the same settings (for cross-fitting: no knowledge leaks into it)."""
-        return type(self)(self.spec, self.labels)
+        return type(self)(self.spec, self.labels, max_examples=self.max_examples)
 
     @property
     def index(self) -> _Index | None:
@@ -179,33 +182,49 @@ class Retrieval:
     # --- fit --------------------------------------------------------------------------------------
 
     def fit(self, data: TrainingSet) -> ModelInfo:
-        """Add new ground truth to the index (existing keys get their latest label) and swap it in."""
+        """Add new ground truth to the index (existing keys get their latest label) and swap it in.
+
+        i18: the index holds at most ``max_examples`` examples. When adding would pass that, it is rebuilt from
+        ``data`` alone (its last ``max_examples`` distinct keys): examples the caller no longer trains on leave
+        the index, so its memory and the work per query stay bounded however long the stream runs.
+        """
         with self._fit_lock:
             start = time.perf_counter()
             rows, y = training_labels(data, self.labels)
             old = self._index
-            row_of_key = dict(old.row_of_key) if old is not None else {}
-            labels = old.labels.copy() if old is not None else np.zeros(0, dtype=np.int64)
-            new_rows: list[int] = []
-            new_labels: list[int] = []
-            fresh: dict[str, int] = {}
-            for r, label in zip(rows.tolist(), y.tolist(), strict=True):
-                key = data.batch.items[r].key
-                if key in row_of_key:
-                    labels[row_of_key[key]] = label
-                elif key in fresh:  # the same key twice in one training set: the last label wins
-                    new_labels[fresh[key]] = label
-                else:
-                    fresh[key] = len(new_rows)
-                    new_rows.append(r)
-                    new_labels.append(label)
-            if old is not None and not new_rows and np.array_equal(labels, old.labels):
+            new_rows, new_labels, labels, row_of_key = self._merge(old, data, rows, y)
+            if old is not None and len(old) + len(new_rows) > self.max_examples:
+                old = None  # rebuilt from the training set alone
+                new_rows, new_labels, labels, row_of_key = self._merge(None, data, rows, y)
+                new_rows, new_labels = new_rows[-self.max_examples:], new_labels[-self.max_examples:]
+            elif old is not None and not new_rows and np.array_equal(labels, old.labels):
                 return ModelInfo(self.name, old.version, len(old), {"added": 0.0})
             index = self._build(old, data.batch, new_rows, np.asarray(new_labels, dtype=np.int64), labels, row_of_key)
             self._index = index  # the atomic swap
             metrics = {"added": float(len(new_rows)), "columns": float(len(index.idf)),
                        "fit_seconds": time.perf_counter() - start}
             return ModelInfo(self.name, index.version, len(index), metrics)
+
+    @staticmethod
+    def _merge(old: _Index | None, data: TrainingSet, rows: np.ndarray,
+               y: np.ndarray) -> tuple[list[int], list[int], np.ndarray, dict[str, int]]:
+        """(rows of ``data`` with keys new to ``old``, their labels, ``old``'s labels updated, key -> index row)."""
+        row_of_key = dict(old.row_of_key) if old is not None else {}
+        labels = old.labels.copy() if old is not None else np.zeros(0, dtype=np.int64)
+        new_rows: list[int] = []
+        new_labels: list[int] = []
+        fresh: dict[str, int] = {}
+        for r, label in zip(rows.tolist(), y.tolist(), strict=True):
+            key = data.batch.items[r].key
+            if key in row_of_key:
+                labels[row_of_key[key]] = label
+            elif key in fresh:  # the same key twice in one training set: the last label wins
+                new_labels[fresh[key]] = label
+            else:
+                fresh[key] = len(new_rows)
+                new_rows.append(r)
+                new_labels.append(label)
+        return new_rows, new_labels, labels, row_of_key
 
     def _build(self, old: _Index | None, batch: Batch, new_rows: list[int], new_labels: np.ndarray,
                labels: np.ndarray, row_of_key: dict[str, int]) -> _Index:

@@ -140,3 +140,16 @@ def test_drift_detection() -> None:
     assert detect_drift(np.r_[np.ones(180, bool), np.zeros(20, bool)], alpha=0.02, delta=0.05).drifted
     assert not detect_drift(np.r_[np.ones(198, bool), np.zeros(2, bool)], alpha=0.02, delta=0.05).drifted
     assert not detect_drift(np.zeros(0, bool), alpha=0.02, delta=0.05).drifted
+
+
+def test_the_allowance_grid_of_a_large_window_is_computed_once() -> None:
+    """i18: the grid for a full calibration window at a loose target has hundreds of entries; certifying again (after
+    every batch) must read them from the cache, not search them again (a 256-entry cache thrashed: 0.3 s a batch)."""
+    from agent.calibration import _count_for_errors, allowance_counts
+
+    first = allowance_counts(0.1, 0.05, 4000)
+    assert len(first) > 256  # larger than the old cache
+    misses = _count_for_errors.cache_info().misses
+    again = allowance_counts(0.1, 0.05, 4000)
+    assert again == first
+    assert _count_for_errors.cache_info().misses == misses

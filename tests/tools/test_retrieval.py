@@ -158,3 +158,26 @@ def test_prepare_caches_the_word_features() -> None:
     batch = Batch([Item("a", "one"), Item("b", "two")])
     knn.prepare(batch)
     assert set(batch._cache) == {"hashed_words:262144"}
+
+
+def test_index_stays_within_its_cap_and_keeps_the_latest_training_set(sms_rows: list[dict[str, str]]) -> None:
+    """i18: a stream longer than ``max_examples`` never grows the index past it; past the cap the index is rebuilt
+    from the training set it was given (the learner's window), so examples no longer trained on leave it."""
+    knn = Retrieval(RetrievalSpec(name="knn"), SMS_LABELS, max_examples=300)
+    everything = training_set(sms_rows[:1000], SMS_LABELS)
+    sizes = []
+    for end in range(100, 1001, 100):  # a window of the 250 latest rows slides over the stream
+        rows = np.arange(max(0, end - 250), end)
+        window = TrainingSet(everything.batch.subset(rows), everything.y[rows], SMS_LABELS)
+        knn.fit(window)
+        index = knn.index
+        assert index is not None
+        sizes.append(len(index))
+        # whatever the index holds was trained on at some point, and the latest window is all in it
+        assert {it.key for it in window.batch.items} <= set(index.keys)
+    assert max(sizes) <= 300
+    assert sizes[-1] < 1000 - 100  # without the cap it would hold every row seen (1,000)
+    assert knn.fork().max_examples == 300
+    # the first rows left the index once the cap was reached
+    gone = everything.batch.items[0]
+    assert gone.key not in set(knn.index.keys)  # type: ignore[union-attr]
