@@ -86,10 +86,15 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     snap = ctx.snapshot
     rows = _within_budget(state, ctx, t)
     weight = snap.aggregator.weight_of(tool.name)
+    if tool.cost <= ctx.policy.planner.cheap_cost:
+        # A cheap tool votes on every item whatever its weight: a zero weight already keeps its vote out of the
+        # pool, and skipping it would freeze that weight at its early, least-trained value (the pool refits
+        # only on items the tool voted on), starving an accurate tool for good (DESIGN-NOTES section 13).
+        return rows
     if snap.aggregator.is_measured(tool.name) and weight < ctx.policy.planner.min_tool_weight:
         rows &= state["explore"]  # no value shown: keep measuring it on the exploration sample only
     threshold = snap.threshold
-    if threshold is not None and tool.cost > ctx.policy.planner.cheap_cost and rows.any():
+    if threshold is not None and rows.any():
         # Only where the tool can change the outcome: even a confident vote for the current best label
         # must be able to lift the item over the threshold (or the item is in the exploration sample).
         rows &= could_cross(state["proba"], weight, ctx.policy.planner.best_case_vote, threshold) | state["explore"]

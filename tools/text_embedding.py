@@ -1,8 +1,9 @@
 """Text embedding tool: a pretrained sentence encoder behind the tool interface.
 
-The encoder (sentence-transformers on PyTorch, see DESIGN-NOTES section 10 for why this runtime) turns each
-text into an L2-normalised vector; embeddings are cached by text hash (:class:`EmbeddingCache`), so the
-head's retraining, out-of-fold rescoring and neighbour search never encode a text twice. Votes:
+The encoder (sentence-transformers on PyTorch, or ONNX Runtime with ``runtime: onnx`` / ``onnx-int8``;
+DESIGN-NOTES section 13) turns each text into an L2-normalised vector; embeddings are cached by text hash
+(:class:`EmbeddingCache`), so the head's retraining, out-of-fold rescoring and neighbour search never encode a
+text twice. Votes:
 
 - before the head is trained (and when ``zero_shot``): a zero-shot vote, the softmax of the cosine
   similarities between the text and each label's name (or its one-line description in
@@ -23,6 +24,7 @@ import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Protocol
 
 import numpy as np
@@ -43,6 +45,7 @@ from tools.embedding_head import (
 )
 from tools.environment import ToolEnvironment
 from tools.labels import not_trainable, training_labels
+from tools.onnx_encoder import OnnxEncoder
 from tools.softmax import softmax_rows
 
 
@@ -79,6 +82,14 @@ class SentenceTransformerEncoder:
         return np.asarray(out, dtype=np.float32)
 
 
+def make_encoder(spec: TextEmbeddingSpec, cache_dir: str | None) -> TextEncoder:
+    """The spec's runtime: sentence-transformers on torch, or ONNX Runtime (the export kept next to the embedding
+    cache when the deployment names one, else in the user's cache folder)."""
+    if spec.runtime != "torch":
+        return OnnxEncoder(spec, Path(cache_dir) / "onnx" if cache_dir else None)
+    return SentenceTransformerEncoder(spec)
+
+
 @dataclass(slots=True, frozen=True)
 class _State:
     head: HeadModel | None
@@ -97,10 +108,11 @@ class TextEmbedding:
         self.name = spec.name
         self.cost = spec.cost
         self.labels = tuple(labels)
-        self.encoder: TextEncoder = encoder if encoder is not None else SentenceTransformerEncoder(spec)
+        folder = (env or ToolEnvironment()).embedding_cache_dir
+        self.encoder: TextEncoder = encoder if encoder is not None else make_encoder(spec, folder)
         if cache is None:
-            folder = (env or ToolEnvironment()).embedding_cache_dir
-            namespace = f"text:{resolve_model(spec.model).resolve()}:{spec.max_seq_length}"
+            runtime = "" if spec.runtime == "torch" else f":{spec.runtime}"  # another runtime: other vectors
+            namespace = f"text:{resolve_model(spec.model).resolve()}:{spec.max_seq_length}{runtime}"
             cache = EmbeddingCache(spec.cache_size, EmbeddingStore(folder, namespace) if folder else None)
         self.cache = cache
         self._state = _State(None, f"{self.name}: not trained yet (needs {spec.min_examples} ground-truth items)")
