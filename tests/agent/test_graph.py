@@ -130,14 +130,20 @@ def test_audits_sample_the_stream_and_hide_nothing_from_the_record() -> None:
     assert len(audits) + len(result.by_action("accept")) == 400
 
 
+def measured(lab: BatchLabeler, weights: list[float]) -> None:
+    """Put pool weights in force as if each tool had been measured on 100 reviewed items."""
+    snap = lab.learner.snapshot
+    agg = replace(snap.aggregator, weights=np.array(weights), fitted_on=100,
+                  votes_seen=np.full(len(weights), 100))
+    lab.learner.snapshot = replace(snap, aggregator=agg)
+
+
 def test_useless_dear_tool_is_skipped_once_measured() -> None:
     items = make_items(8)
     good = TableTool("good", {it.key: UNSURE for it in items}, cost=1.0)
     useless = TableTool("useless", {it.key: SURE for it in items}, cost=5.0)
     lab = labeler([good, useless], threshold=0.99, budget=20)
-    snap = lab.learner.snapshot
-    agg = replace(snap.aggregator, weights=np.array([1.0, 0.0]), fitted_on=100, votes_seen=np.array([100, 100]))
-    lab.learner.snapshot = replace(snap, aggregator=agg)
+    measured(lab, [1.0, 0.0])
     result = run(lab, items)
     assert result.tool_calls["useless"] == 0
     assert result.tool_calls["good"] == 8
@@ -149,9 +155,7 @@ def test_cheap_tool_with_zero_weight_still_votes_on_every_item() -> None:
     zero = TableTool("zero", {it.key: UNSURE for it in items}, cost=0.5)
     dear = TableTool("dear", {it.key: SURE for it in items}, cost=5.0)
     lab = labeler([zero, dear], threshold=0.99, budget=20)
-    snap = lab.learner.snapshot
-    agg = replace(snap.aggregator, weights=np.array([0.0, 2.0]), fitted_on=100, votes_seen=np.array([100, 100]))
-    lab.learner.snapshot = replace(snap, aggregator=agg)
+    measured(lab, [0.0, 2.0])
     result = run(lab, items)
     assert result.tool_calls == {"zero": 8, "dear": 8}
     assert all(any(v.tool == "zero" and not v.abstained for v in d.votes) for d in result.decisions)
