@@ -12,7 +12,7 @@ the stream: they sit just above the threshold, where the error is higher than th
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Collection, Sequence
 from dataclasses import dataclass, replace
 
 import numpy as np
@@ -55,10 +55,12 @@ def _escalated(d: Decision, bar: float) -> Decision:
                    reason=f"re-decision: confidence {d.confidence:.3f} < {bar:.3f}", priority=1.0 - d.confidence)
 
 
-async def redecide(labeler: BatchLabeler, items: Sequence[Item], *, seed: int = 0) -> Redecision:
+async def redecide(labeler: BatchLabeler, items: Sequence[Item], *, seed: int = 0,
+                   unscreened: Collection[str] = frozenset()) -> Redecision:
     """Run the graph on the waiting ``items`` under the learner's current snapshot (no audits) and order what stays.
 
-    Nothing is accepted without a certificate: with no threshold every item stays waiting.
+    Nothing is accepted without a certificate: with no threshold every item stays waiting. Items whose keys are in
+    ``unscreened`` (waited through cold start) need the certified threshold; the others also ``1 - alpha``.
     """
     snap = labeler.learner.snapshot
     if snap.threshold is None or not items:
@@ -70,10 +72,17 @@ async def redecide(labeler: BatchLabeler, items: Sequence[Item], *, seed: int = 
         batch = Batch(list(items[start:start + REDECIDE_BATCH]))
         out = await labeler.graph.ainvoke(initial_state(batch, context), context=context)
         decisions.extend(out["result"].decisions)
-    bar = max(snap.threshold, labeler.policy.target_precision)
-    accepted = [d for d in decisions if d.action == "accept" and d.confidence >= bar]
-    waiting = [_escalated(d, bar) if d.action == "accept" else d for d in decisions if d.action != "accept" or
-               d.confidence < bar]
+    screened_bar = max(snap.threshold, labeler.policy.target_precision)
+    accepted: list[Decision] = []
+    waiting: list[Decision] = []
+    for d in decisions:
+        bar = snap.threshold if d.key in unscreened else screened_bar
+        if d.action != "accept":
+            waiting.append(d)
+        elif d.confidence >= bar:
+            accepted.append(d)
+        else:
+            waiting.append(_escalated(d, bar))
     if labeler.queue.order:
         prioritize(waiting, policy=labeler.policy, label_counts=labeler.learner.label_counts(),
                    texts={item.key: item.text for item in items})

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
+from agent.queue_order import WAITING_REASON
 from agent.redecide import due, redecide
 from agent.runner import BatchLabeler
 from agent.state import AgentSnapshot
@@ -37,14 +38,15 @@ class WaitingQueue:
         if not waiting:
             return None
         task_of = {w.item.key: w.task_id for w in waiting}
-        result = await redecide(labeler, [w.item for w in waiting], seed=self.runs)
+        unscreened = {w.item.key for w in waiting if w.reason == WAITING_REASON}
+        result = await redecide(labeler, [w.item for w in waiting], seed=self.runs, unscreened=unscreened)
         self.runs += 1
         self.items += len(waiting)
         threshold = result.snapshot.threshold
         assert threshold is not None  # redecide accepts nothing without a certificate
         accepted = [AutoLabel(task_of[d.key], d.label or "", d.confidence, d.cost,
                               f"re-decided by snapshot {snap.version}: {d.reason}") for d in result.accepted]
-        reordered = [Reorder(task_of[d.key], d.priority, d.label, d.confidence) for d in result.waiting]
+        reordered = [Reorder(task_of[d.key], d.priority, d.label, d.confidence, d.reason) for d in result.waiting]
         outcome = store.reviews.settle_redecided(project, policy_version=version, threshold=threshold,
                                                  snapshot=snap.version, accepted=accepted, reordered=reordered,
                                                  actor=actor, snapshot_id=snapshot_id)

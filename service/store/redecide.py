@@ -30,6 +30,7 @@ REDECIDED_ACTION = "queue.redecided"
 class WaitingTask:
     task_id: int
     item: Item
+    reason: str  # why it waits: the last decision's reason (a cold-start wait or an escalation)
 
 
 @dataclass(frozen=True, slots=True)
@@ -45,12 +46,13 @@ class AutoLabel:
 
 @dataclass(frozen=True, slots=True)
 class Reorder:
-    """A waiting task that stays: the snapshot's suggestion, confidence and queue priority."""
+    """A waiting task that stays: the snapshot's suggestion, confidence, queue priority and reason."""
 
     task_id: int
     priority: float
     suggestion: str | None
     confidence: float
+    reason: str
 
 
 @dataclass(frozen=True, slots=True)
@@ -67,11 +69,11 @@ class RedecideMixin(StoreBase):
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             query = (with_image(select(task_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
-                                       image_t.c.data).join(item_t, item_t.c.id == task_t.c.item_id))
+                                       image_t.c.data, task_t.c.reason).join(item_t, item_t.c.id == task_t.c.item_id))
                      .where(task_t.c.project_id == pid, task_t.c.status == "open", task_t.c.kind == "escalation",
                             task_t.c.policy_version == policy_version)
                      .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
-            return [WaitingTask(r[0], to_item(r[1], r[2], r[3], r[4])) for r in conn.execute(query)]
+            return [WaitingTask(r[0], to_item(r[1], r[2], r[3], r[4]), r[5]) for r in conn.execute(query)]
 
     def settle_redecided(self, project: str, *, policy_version: int, threshold: float, snapshot: int,
                          accepted: Sequence[AutoLabel], reordered: Sequence[Reorder], actor: str,
@@ -103,7 +105,7 @@ class RedecideMixin(StoreBase):
             if reordered:
                 conn.execute(self._reorder_sql(), [
                     {"o_id": r.task_id, "o_priority": r.priority, "o_suggestion": r.suggestion,
-                     "o_confidence": r.confidence, "o_now": now} for r in reordered])
+                     "o_confidence": r.confidence, "o_reason": r.reason, "o_now": now} for r in reordered])
             conn.execute(insert(audit_t).values(
                 project_id=pid, action=REDECIDED_ACTION, actor=actor, created_at=now,
                 detail={"snapshot": snapshot, "threshold": threshold, "policy_version": policy_version,
@@ -115,7 +117,7 @@ class RedecideMixin(StoreBase):
         return self._statement("redecide_reorder", lambda: update(task_t).where(
             task_t.c.id == bindparam("o_id"), task_t.c.status == "open").values(
             priority=bindparam("o_priority"), suggestion=bindparam("o_suggestion"),
-            confidence=bindparam("o_confidence"), updated_at=bindparam("o_now")))
+            confidence=bindparam("o_confidence"), reason=bindparam("o_reason"), updated_at=bindparam("o_now")))
 
     def redecided_count(self, project: str) -> int:
         """Review tasks the agent took over (closed by a re-decision, with no human answer)."""

@@ -147,3 +147,13 @@ def test_redecision_asks_the_target_precision_of_each_item_too() -> None:
     kept = [d for d in out.waiting if d.confidence >= 0.5]
     assert kept and all(d.action == "escalate" and d.confidence < bar for d in kept)
     assert all(d.review_kind == "escalation" and 0.0 <= d.priority < 1.0 for d in kept)
+
+
+def test_items_that_waited_through_cold_start_need_only_the_certified_threshold() -> None:
+    lab, items = waiting_labeler(0.5)  # UNSURE (0.6) clears the threshold but not the target precision
+    unscreened = {it.key for it in items[:20]}
+    out = asyncio.run(redecide(lab, items, unscreened=unscreened))
+    accepted = {d.key for d in out.accepted}
+    assert accepted >= unscreened  # set aside by count, never screened: the certified threshold is their bar
+    assert accepted - unscreened == {it.key for i, it in enumerate(items[20:], 20) if i % 2}  # screened: SURE only
+    assert all(d.confidence >= 0.5 for d in out.accepted)

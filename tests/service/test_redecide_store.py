@@ -51,7 +51,7 @@ def test_settle_closes_open_tasks_with_agent_labels_and_logs_it(store: SqlStore,
     out = store.reviews.settle_redecided(
         project, policy_version=policy.version, threshold=0.8, snapshot=7,
         accepted=[AutoLabel(ids[keys[0]], "ham", 0.93, 1.5, "re-decided")],
-        reordered=[Reorder(ids[keys[1]], 0.75, "spam", 0.4)], actor="worker")
+        reordered=[Reorder(ids[keys[1]], 0.75, "spam", 0.4, "confidence 0.400 < 0.800")], actor="worker")
     assert (out.closed, out.skipped, out.reordered) == ([ids[keys[0]]], [], 1)
     with read_tx(store.engine) as conn:
         label = conn.execute(select(label_t.c.label, label_t.c.source, label_t.c.threshold)).one()
@@ -68,6 +68,7 @@ def test_settle_closes_open_tasks_with_agent_labels_and_logs_it(store: SqlStore,
     # the closed task left the queue; the others stay, by priority (2.0 recorded, then 0.75 given)
     waiting = store.reviews.waiting_tasks(project, policy_version=policy.version)
     assert [w.item.key for w in waiting] == [keys[2], keys[1]]
+    assert waiting[1].reason == "confidence 0.400 < 0.800"  # the re-decision's reason replaces the old one
 
 
 def test_a_claimed_task_is_never_redecided_under_its_reviewer(store: SqlStore, project: str, policy: Policy) -> None:
@@ -82,7 +83,7 @@ def test_a_claimed_task_is_never_redecided_under_its_reviewer(store: SqlStore, p
     out = store.reviews.settle_redecided(project, policy_version=policy.version, threshold=0.8, snapshot=3,
                                  accepted=[AutoLabel(mine, "ham", 0.99, 1.0, "r"), AutoLabel(other, "ham", 0.99, 1.0,
                                                                                              "r")],
-                                 reordered=[Reorder(mine, 0.0, "ham", 0.99)], actor="worker")
+                                 reordered=[Reorder(mine, 0.0, "ham", 0.99, "re-decided")], actor="worker")
     assert out.closed == [other] and out.skipped == [mine]
     with read_tx(store.engine) as conn:
         labeled = {r[0] for r in conn.execute(select(label_t.c.item_id))}
