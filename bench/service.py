@@ -15,13 +15,17 @@ it starts ``labelagent serve --no-worker`` (the API alone) and ``labelagent work
    waiting in the review queue: the agent's pace), *labeled* when every item has its label (the oracle answered
    the escalations and audits meanwhile). The second worker starts between the parts and loads the project's
    ground truth from the store (warm) before its part is sent.
-3. **Review latency**: a project whose policy never auto-labels (``min_calibration`` out of reach) gets
+3. **Finite reviewers** (issue 20, :mod:`bench.service_queue`): a fresh project on the whole stream, arriving at a
+   fixed rate, one reviewer client answering ``--reviewer-rate`` per arriving item (0.1) until the queue is empty;
+   the worker re-decides what waits with each new certified snapshot. Human answers, items taken over, queue
+   depth, wait, drain, precision: the replay's figures (``labelagent replay --reviewer-rate``) from the service.
+4. **Review latency**: a project whose policy never auto-labels (``min_calibration`` out of reach) gets
    ``REVIEW_TASKS`` items; once the worker has queued them all, ``--reviewers`` concurrent clients (one API key
    each) claim and submit: first with a think time between claim and submit (``THINK``, for ``THINK_SECONDS``),
    then closed loop until the queue is empty (the API's saturation). Per task: the claim request's and the submit
    request's wall times on the client, and their sum; and the CPU time the API process, the worker and this
    process (the clients) used meanwhile, per answer.
-4. **Peak RSS** of each process (``VmHWM``) just before it is stopped.
+5. **Peak RSS** of each process (``VmHWM``) just before it is stopped.
 
 Only what runs: with PostgreSQL unreachable, its rows are left out and the report says so.
 """
@@ -37,6 +41,7 @@ import time
 import uuid
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -55,6 +60,7 @@ from bench.service_driver import (
     Bench,
     Database,
 )
+from bench.service_queue import PERIOD, RATE, WINDOW, finite_reviewers
 from bench.service_report import Setup, render
 from policies import example_policy
 from service.offline.datasets import LabeledItem, load_csv
@@ -63,6 +69,7 @@ from service.offline.replay import shuffled
 from service.serve import tune_gc
 
 DEFAULT_DATA = Path(os.environ.get("LABELAGENT_DATA", ROOT.parent / "shared" / "data"))
+QUEUE_PROJECT = "bench-queue"
 DEFAULT_PG = "postgresql+psycopg://postgres@127.0.0.1:5432/test"
 
 
@@ -90,21 +97,32 @@ def postgres_database(url: str) -> Iterator[Database]:
             admin.dispose()
 
 
+@dataclass
+class DatabaseFigures:
+    """One database's figures: throughput, review latency, the finite-reviewer queue, peak RSS, the checks."""
+
+    throughput: list[dict[str, Any]] = field(default_factory=list)
+    latency: list[dict[str, Any]] = field(default_factory=list)
+    queue: list[dict[str, Any]] = field(default_factory=list)
+    rss: dict[str, int | None] = field(default_factory=dict)
+    checks: list[str] = field(default_factory=list)
+
+
 async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, reviewers: int,
-                       latency_only: bool = False, think_seconds: float = THINK_SECONDS, closed_loop: bool = True
-                       ) -> tuple[list[dict[str, Any]], list[dict[str, Any]], dict[str, int | None], list[str]]:
-    """Throughput with 1 and 2 workers, review latency, peak RSS, and the checks, on one database (the latency
-    part alone with ``latency_only``)."""
+                       latency_only: bool = False, think_seconds: float = THINK_SECONDS, closed_loop: bool = True,
+                       reviewer_rate: float = RATE) -> DatabaseFigures:
+    """Throughput with 1 and 2 workers, the queue with finite reviewers, review latency, peak RSS, and the checks,
+    on one database (the latency part alone with ``latency_only``)."""
     print(f"service: {db.name} ({db.version})", flush=True)
     bench = Bench(db, rows, logs, reviewers)
-    checks: list[str] = []
+    out = DatabaseFigures(rss=bench.rss)
     try:
         bench.api.start()
         w1 = bench.start_worker()
         stream = shuffled(rows, 0, None)
         if latency_only:
-            latency = await review_latency(bench, w1, stream, think_seconds, closed_loop)
-            return [], latency, bench.rss, checks
+            out.latency = await review_latency(bench, w1, stream, think_seconds, closed_loop)
+            return out
         warm, rest = stream[:WARM_ITEMS], stream[WARM_ITEMS:]
         half = len(rest) // 2
         project = "bench-throughput"
@@ -113,7 +131,8 @@ async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, re
         t = time.perf_counter()
         await bench.warm_up(project, warm)
         print(f"  warm-up: {len(warm)} items in {time.perf_counter() - t:.1f}s", flush=True)
-        results = [await bench.timed(project, rest[:half], 1)]
+        results = out.throughput
+        results.append(await bench.timed(project, rest[:half], 1))
         print(f"  1 worker: {results[-1]['decided_rate']:.0f} items/s decided, "
               f"{results[-1]['labeled_rate']:.0f} items/s labeled", flush=True)
         w2 = bench.start_worker()
@@ -122,13 +141,29 @@ async def run_database(db: Database, rows: Sequence[LabeledItem], logs: Path, re
         print(f"  2 workers: {results[-1]['decided_rate']:.0f} items/s decided, "
               f"{results[-1]['labeled_rate']:.0f} items/s labeled", flush=True)
         once = bench.labeled_once(project)
-        checks.append(f"{db.name}: {len(rows)} items, each labeled exactly once: {'yes' if once else 'NO'}")
+        out.checks.append(f"{db.name}: {len(rows)} items, each labeled exactly once: {'yes' if once else 'NO'}")
         bench.rss["worker 2"] = w2.peak_rss()
-        w2.stop()  # the latency phase runs with the API and one worker
-        latency = await review_latency(bench, w1, stream, think_seconds, closed_loop)
-        return results, latency, bench.rss, checks
+        w2.stop()  # the queue and latency phases run with the API and one worker
+        out.queue.append(await queue_phase(bench, w1, stream, reviewer_rate))
+        out.checks.append(f"{db.name}: finite reviewers, each item labeled exactly once: "
+                          f"{'yes' if bench.labeled_once(QUEUE_PROJECT) else 'NO'}")
+        out.latency = await review_latency(bench, w1, stream, think_seconds, closed_loop)
+        return out
     finally:
         bench.stop_all()
+
+
+async def queue_phase(bench: Bench, worker: WorkerProcess, stream: Sequence[LabeledItem],
+                      rate: float) -> dict[str, Any]:
+    """The sms_spam policy on the whole stream, reviewers answering ``rate`` per arriving item (issue 20)."""
+    policy = example_policy("sms_spam")
+    created = asyncio.create_task(finite_reviewers(bench, QUEUE_PROJECT, policy, stream, rate))
+    await bench.wait_for(lambda: created.done() or worker.serving(QUEUE_PROJECT), "worker 1 serving the queue project")
+    r = await created
+    print(f"  finite reviewers ({rate:g} per item): {r['human_answers']} answers, {r['taken_over']} taken over, "
+          f"max depth {r['max_depth']}, {r['left_at_end']} left at the stream's end, drain {r['drain_share']:.2f} "
+          f"of the stream, auto precision {figure(r['auto_precision'], '', '.4f')} ({r['seconds']:.0f} s)", flush=True)
+    return r
 
 
 async def review_latency(bench: Bench, worker: WorkerProcess, stream: Sequence[LabeledItem], think_seconds: float,
@@ -160,6 +195,7 @@ async def _run(args: argparse.Namespace) -> int:
     load_before = os.getloadavg()[0]
     throughput: list[dict[str, Any]] = []
     latency: list[dict[str, Any]] = []
+    queue: list[dict[str, Any]] = []
     rss: dict[str, dict[str, int | None]] = {}
     versions: list[str] = []
     checks: list[str] = []
@@ -175,8 +211,8 @@ async def _run(args: argparse.Namespace) -> int:
             try:
                 with make() as db:
                     versions.append(db.version)
-                    results, lat, mem, ok = await run_database(db, rows, logs, args.reviewers, args.latency_only,
-                                                               args.think_seconds, not args.no_closed_loop)
+                    run = await run_database(db, rows, logs, args.reviewers, args.latency_only,
+                                             args.think_seconds, not args.no_closed_loop, args.reviewer_rate)
             except Exception as exc:
                 if name == "postgres" and "connect" in repr(exc).lower():
                     notes.append(f"PostgreSQL skipped: {type(exc).__name__} connecting to "
@@ -187,10 +223,11 @@ async def _run(args: argparse.Namespace) -> int:
                     lines = [x for x in log.read_text(errors="replace").splitlines() if '" 20' not in x]
                     print(f"--- {log.name}\n" + "\n".join(lines[-20:]))
                 raise
-            throughput += results
-            latency += lat
-            rss[db.name] = mem
-            checks += ok
+            throughput += run.throughput
+            latency += run.latency
+            queue += run.queue
+            rss[db.name] = run.rss
+            checks += run.checks
     notes.append(f"Load average (1 min) before the run: {load_before:.1f} on {os.cpu_count()} CPUs (other work on the "
                  f"machine); the benchmark's own processes raise it during the run ({os.getloadavg()[0]:.1f} at the "
                  "end). The timed parts last about a second or two each (the dataset's 5,574 items), so expect "
@@ -200,8 +237,8 @@ async def _run(args: argparse.Namespace) -> int:
               f"{os.getloadavg()[0]:.1f} (before: {load_before:.1f})", flush=True)
         return 0
     setup = Setup(WARM_ITEMS, WARM_WINDOW, INGEST_CALL, ORACLE_REVIEWERS, REVIEW_TASKS, args.reviewers, THINK,
-                  THINK_SECONDS)
-    body = render(setup, throughput, latency, rss, versions, checks, notes, time.perf_counter() - started)
+                  THINK_SECONDS, (WINDOW, PERIOD, args.reviewer_rate))
+    body = render(setup, throughput, latency, queue, rss, versions, checks, notes, time.perf_counter() - started)
     if args.no_write:
         print(body)
     else:
@@ -224,6 +261,8 @@ def main(argv: Sequence[str] | None = None) -> int:
                         help="how long the think-time latency measurement runs")
     parser.add_argument("--no-closed-loop", action="store_true",
                         help="skip the closed-loop (saturation) latency measurement")
+    parser.add_argument("--reviewer-rate", type=float, default=RATE,
+                        help="answers per arriving item in the finite-reviewer queue phase (issue 20)")
     parser.add_argument("--reviewers", type=int, default=50, help="concurrent reviewer clients (latency)")
     parser.add_argument("--output", type=Path, default=BENCHMARKS, help="the Markdown file to update")
     parser.add_argument("--no-write", action="store_true", help="print the section instead of writing it")

@@ -34,6 +34,7 @@ class Setup:
     reviewers: int
     think: tuple[float, float]
     think_seconds: float
+    queue: tuple[int, float, float] = (100, 0.25, 0.1)  # finite reviewers: items per arrival, seconds between, rate
 
 
 def percentile(values: Sequence[float], q: float) -> float:
@@ -64,7 +65,7 @@ def _load(think: tuple[float, float] | None) -> str:
     return "closed loop, no think time" if think is None else f"think time {think[0]:g}-{think[1]:g} s"
 
 
-def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[str, Any]],
+def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[str, Any]], queue: list[dict[str, Any]],
            rss: dict[str, dict[str, int | None]], versions: list[str], checks: list[str], notes: list[str],
            seconds: float) -> str:
     s = setup
@@ -94,6 +95,7 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
         out.append(f"| {r['database']} | {r['workers']} | {r['items']} | {r['ingest']:.2f} | {r['decided']:.2f} "
                    f"| **{r['decided_rate']:.0f}** | {r['labeled']:.2f} | **{r['labeled_rate']:.0f}** "
                    f"| {r['auto_rate']:.1%} | {r['human']} |")
+    out += _queue(setup, queue)
     out += ["", "### Review claim + submit latency (HTTP)", "",
             f"{s.review_tasks} review tasks queued by the worker (a policy that never auto-labels); "
             f"{s.reviewers} concurrent reviewer clients, one API key each. First with a think time (each answer "
@@ -121,6 +123,28 @@ def render(setup: Setup, throughput: list[dict[str, Any]], latency: list[dict[st
                    f"| {_mb(values.get('worker 2'))} |")
     out += _goals(throughput, latency, checks, notes)
     return "\n".join(out) + "\n"
+
+
+def _queue(setup: Setup, queue: list[dict[str, Any]]) -> list[str]:
+    """The finite-reviewer phase (issue 20): the replay's queue figures, from the running service."""
+    window, period, rate = setup.queue
+    out = ["", "### Finite reviewers: the queue re-decided (HTTP, issue 20)", "",
+           f"A fresh project on the whole stream (the `sms_spam` policy, target 0.98): {window} items arrive every "
+           f"{period:g} s; after each arrival is decided, one reviewer client answers {rate:g} per arriving item "
+           "(claim and submit, as a person would; nothing banked while the queue is empty), and after the stream "
+           "the clock runs on until the queue is empty. The worker learns on its own schedule and re-decides the "
+           "waiting items with each new certified snapshot (`queue.taken_over` in the project's metrics). Wait: "
+           "from arrival to answer, in items of stream time. `labelagent replay --reviewer-rate` gives the same "
+           "figures offline (DESIGN-NOTES section 16); here learning runs beside the stream, not in step with it.",
+           "", "| database | items | human answers | taken over (right) | max depth | mean / p90 wait "
+           "| left at end | drain / stream | auto precision | seconds |",
+           "|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|"]
+    for r in queue:
+        out.append(f"| {r['database']} | {r['items']} | {r['human_answers']} | {r['taken_over']} "
+                   f"({figure(r['taken_over_precision'], '', '.3f')}) | {r['max_depth']} | {r['wait_mean']:.0f} / "
+                   f"{r['wait_p90']:.0f} | {r['left_at_end']} | {r['drain_share']:.2f} "
+                   f"| {figure(r['auto_precision'], '', '.4f')} | {r['seconds']:.0f} |")
+    return out
 
 
 def _goals(throughput: list[dict[str, Any]], latency: list[dict[str, Any]], checks: list[str],

@@ -35,7 +35,7 @@ def test_cpu_per_answer_in_milliseconds() -> None:
     out = latency_figures("SQLite", 50, None, stats, elapsed=1.0)
     assert out["cpu_api"] == pytest.approx(5.0) and out["cpu_client"] == pytest.approx(2.0)
     assert out["cpu_workers"] is None
-    body = render(SETUP, [], [out], {}, ["SQLite 3.40.1"], [], [], 1.0)
+    body = render(SETUP, [], [out], [], {}, ["SQLite 3.40.1"], [], [], 1.0)
     assert "| 5.0 / n/a / 2.0 |" in body
 
 
@@ -57,10 +57,15 @@ def _throughput(database: str, decided: float, labeled: float) -> dict:
             "human": 100}
 
 
+QUEUE_ROW = {"database": "SQLite", "items": 5574, "human_answers": 620, "taken_over": 1800,
+             "taken_over_precision": 0.9962, "max_depth": 900, "wait_mean": 950.4, "wait_p90": 3100, "left_at_end": 200,
+             "drain_share": 0.4, "auto_precision": 0.995, "seconds": 60.2}
+
+
 def test_report_states_the_goals_honestly() -> None:
     stats = ReviewStats(claim=[0.02] * 10, submit=[0.02] * 10, pair=[0.04] * 9 + [0.08], answered=10)
     body = render(SETUP, [_throughput("SQLite", 1500.0, 900.0), _throughput("PostgreSQL", 700.0, 400.0)],
-                  [latency_figures("PostgreSQL", 50, (1.0, 3.0), stats, 1.0)],
+                  [latency_figures("PostgreSQL", 50, (1.0, 3.0), stats, 1.0)], [QUEUE_ROW],
                   {"SQLite": {"api": 200 * 2**20, "worker 1": None}}, ["SQLite 3.40.1"], ["a check"], ["a note"], 12.0)
     assert body.startswith("## Service\n")
     assert "| SQLite | 1 | 2000 | 0.50 | 1.33 | **1500** | 2.22 | **900** | 95.0% | 100 |" in body
@@ -69,6 +74,7 @@ def test_report_states_the_goals_honestly() -> None:
     assert "think time 1-3 s: 80.0 ms (NOT met)" in body
     assert "| SQLite | 200 MB | n/a | n/a |" in body
     assert "- a check" in body and "- a note" in body
+    assert "| SQLite | 5574 | 620 | 1800 (0.996) | 900 | 950 / 3100 | 200 | 0.40 | 0.9950 | 60 |" in body
 
 
 def test_write_section_replaces_only_its_own_block(tmp_path: Path) -> None:
