@@ -184,6 +184,13 @@ async def review_latency(bench: Bench, worker: WorkerProcess, stream: Sequence[L
     return latency
 
 
+def print_logs(logs: Path) -> None:
+    """The processes' own log lines (not the access log), the last 20 of each: after a failed run."""
+    for log in sorted(logs.glob("*.log")):
+        lines = [x for x in log.read_text(errors="replace").splitlines() if '" 20' not in x]
+        print(f"--- {log.name}\n" + "\n".join(lines[-20:]))
+
+
 async def _run(args: argparse.Namespace) -> int:
     data = args.data / "sms_spam.csv"
     if not data.exists():
@@ -193,12 +200,8 @@ async def _run(args: argparse.Namespace) -> int:
     tune_gc()  # as the API does: the clients' timings must not include full collections over the imported libraries
     started = time.perf_counter()
     load_before = os.getloadavg()[0]
-    throughput: list[dict[str, Any]] = []
-    latency: list[dict[str, Any]] = []
-    queue: list[dict[str, Any]] = []
-    rss: dict[str, dict[str, int | None]] = {}
+    runs: dict[str, DatabaseFigures] = {}  # by database name
     versions: list[str] = []
-    checks: list[str] = []
     notes: list[str] = []
     with tempfile.TemporaryDirectory(prefix="labelagent-bench-service-") as tmp:
         backends: list[tuple[str, Any]] = []
@@ -219,15 +222,9 @@ async def _run(args: argparse.Namespace) -> int:
                                  f"{make_url(args.postgres_url).render_as_string(hide_password=True)}")
                     print(f"service: {notes[-1]}", flush=True)
                     continue
-                for log in sorted(logs.glob("*.log")):  # the processes' own lines (not the access log)
-                    lines = [x for x in log.read_text(errors="replace").splitlines() if '" 20' not in x]
-                    print(f"--- {log.name}\n" + "\n".join(lines[-20:]))
+                print_logs(logs)
                 raise
-            throughput += run.throughput
-            latency += run.latency
-            queue += run.queue
-            rss[db.name] = run.rss
-            checks += run.checks
+            runs[db.name] = run
     notes.append(f"Load average (1 min) before the run: {load_before:.1f} on {os.cpu_count()} CPUs (other work on the "
                  f"machine); the benchmark's own processes raise it during the run ({os.getloadavg()[0]:.1f} at the "
                  "end). The timed parts last about a second or two each (the dataset's 5,574 items), so expect "
@@ -238,7 +235,10 @@ async def _run(args: argparse.Namespace) -> int:
         return 0
     setup = Setup(WARM_ITEMS, WARM_WINDOW, INGEST_CALL, ORACLE_REVIEWERS, REVIEW_TASKS, args.reviewers, THINK,
                   THINK_SECONDS, (WINDOW, PERIOD, args.reviewer_rate))
-    body = render(setup, throughput, latency, queue, rss, versions, checks, notes, time.perf_counter() - started)
+    every = list(runs.values())
+    body = render(setup, [r for f in every for r in f.throughput], [r for f in every for r in f.latency],
+                  [r for f in every for r in f.queue], {name: f.rss for name, f in runs.items()}, versions,
+                  [c for f in every for c in f.checks], notes, time.perf_counter() - started)
     if args.no_write:
         print(body)
     else:
