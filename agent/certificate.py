@@ -134,10 +134,11 @@ class PerBatchCertifier:
     certificate along the run is wrong exceeds ``delta`` (DESIGN-NOTES section 14 measures by how much). Kept as the
     default because :class:`Certifier`'s run-long validity costs about twice the human reviews on sms_spam.
 
-    No loss without evidence: when a test certifies nothing while a certificate is in force, the threshold in force is
-    kept unless the same window shows its error above ``alpha`` with confidence ``1 - delta`` (the Clopper-Pearson
-    lower bound of the errors at or above it exceeds ``alpha``). A failed scan is no evidence against a threshold:
-    the fixed sequence stops at its first candidate that fails, often far above the threshold in force."""
+    No loss without evidence: when a test certifies nothing, or only a threshold above the one in force, the
+    threshold in force is kept unless the same window shows its error above ``alpha`` with confidence ``1 - delta``
+    (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``). A scan that stops high is no
+    evidence against a lower threshold: the fixed sequence stops at its first candidate that fails, often far above
+    the threshold in force. A scan that certifies a lower threshold replaces it."""
 
     def __init__(self, alpha: float, delta: float, *, min_size: int, window: int) -> None:
         self.alpha, self.delta, self.min_size, self.window = alpha, delta, min_size, window
@@ -154,8 +155,10 @@ class PerBatchCertifier:
         else:
             self.tests += 1
             result = choose_threshold(conf, ok, alpha=self.alpha, delta=self.delta)
-            if result.threshold is None and self.certificate is not None:
-                result = self._kept(self.certificate, conf, ok) or result
+            held = self.certificate
+            if held is not None and held.threshold is not None and (
+                    result.threshold is None or result.threshold > held.threshold):
+                result = self._kept(held, conf, ok) or result
         if result.threshold is None and self.certificate is not None:
             self.losses += 1
         self.certificate = result if result.threshold is not None else None

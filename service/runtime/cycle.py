@@ -225,6 +225,8 @@ class ProjectWorker:
         training = self.training
         if training is None:
             return False
+        if self.labeler.learner.snapshot.threshold is None:
+            return True
         if self.retrain_lag is None:
             return training.task.done()
         return self.runs >= training.after + self.retrain_lag - 1

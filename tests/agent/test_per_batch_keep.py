@@ -1,4 +1,5 @@
-"""``certification: per_batch``: a failed scan keeps the certificate in force unless the window shows it wrong."""
+"""``certification: per_batch``: a scan that certifies nothing, or only a higher threshold, keeps the certificate in
+force unless the window shows it wrong; a scan that certifies a lower threshold replaces it."""
 
 from __future__ import annotations
 
@@ -41,10 +42,30 @@ def test_evidence_against_the_threshold_in_force_loses_it() -> None:
     assert certifier.losses == 1 and certifier.kept == 0
 
 
-def test_a_scan_that_certifies_replaces_the_threshold_in_force() -> None:
-    conf = np.r_[np.full(300, 0.99), np.full(100, 0.5)]
+def test_a_scan_that_certifies_lower_replaces_the_threshold_in_force() -> None:
+    conf = np.r_[np.full(300, 0.8), np.full(100, 0.5)]
     ok = np.r_[np.ones(300, dtype=bool), np.zeros(100, dtype=bool)]
     certifier = _certifier()
     result = certifier.update(conf, ok)
-    assert result.threshold is not None and result.threshold > 0.5 and result.n_above == 300
-    assert certifier.kept == 0 and certifier.losses == 0
+    assert result.threshold is not None and 0.5 < result.threshold < 0.9 and result.n_above == 300
+    assert certifier.certificate is result and certifier.kept == 0 and certifier.losses == 0
+
+
+def test_a_scan_that_certifies_only_higher_keeps_the_threshold_in_force_without_evidence() -> None:
+    conf = np.r_[np.full(300, 0.99), np.full(100, 0.5)]  # nothing between 0.5 and 0.99: the scan stops at 0.99
+    ok = np.r_[np.ones(300, dtype=bool), np.zeros(100, dtype=bool)]
+    assert (choose_threshold(conf, ok, alpha=0.02, delta=0.05).threshold or 0.0) > 0.9
+    certifier = _certifier()
+    result = certifier.update(conf, ok)
+    assert result.threshold == 0.9 and (result.n_above, result.errors_above) == (300, 0)
+    assert certifier.kept == 1 and certifier.losses == 0
+
+
+def test_a_higher_certificate_replaces_one_the_window_shows_wrong() -> None:
+    conf = np.r_[np.full(300, 0.99), np.full(100, 0.92)]  # between 0.9 and 0.99: 100 items, 30 wrong
+    ok = np.r_[np.ones(300, dtype=bool), np.arange(100) >= 30]
+    assert cp_lower(30, 400, 0.05) > 0.02
+    certifier = _certifier()
+    result = certifier.update(conf, ok)
+    assert result.threshold is not None and result.threshold > 0.92 and result.n_above == 300
+    assert certifier.certificate is result and certifier.kept == 0
