@@ -190,6 +190,14 @@ class PerBatchCertifier:
         self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
 
 
+def new_certificate(previous: ThresholdResult | None, current: ThresholdResult | None) -> bool:
+    """Whether ``current`` is a new certificate against ``previous`` (the one in force before): a threshold where there
+    was none or another one. A kept threshold, recounted on a new window, is not new (the drift monitor goes on)."""
+    if current is None or current is previous:
+        return False
+    return previous is None or previous.threshold != current.threshold
+
+
 def make_certifier(policy: Policy) -> Certifier | PerBatchCertifier:
     """The policy's ``certification`` rule."""
     if policy.certification == "anytime":

@@ -19,7 +19,7 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator
 from agent.calibration import ThresholdResult, detect_drift
-from agent.certificate import Certifier, make_certifier, raised_audit_rate
+from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import add_piece as _add_piece
 from agent.folds import stage, vote_out_of_fold
@@ -364,7 +364,7 @@ class Learner:
         if previous is not None and self.monitor.holding:  # i14: no renewal on a segment whose share is moving
             return previous, drifted, None
         calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct)
-        if self.certifier.certificate is not previous:  # a new certificate: the monitor watches its share
+        if new_certificate(previous, self.certifier.certificate):  # a new certificate: the monitor watches its share
             return calib, drifted, 1.0 - calib.n_above / max(calib.n_calibration, 1)
         return calib, drifted, None
 
@@ -390,8 +390,6 @@ class Learner:
     def watch(self, result: BatchResult) -> None:
         """i14 hook, called after every graph run: feed the label-free monitor; on an alarm auto-labeling pauses
         (a snapshot without a threshold) and calibration restarts from the items that arrive from now on."""
-        if not isinstance(self.certifier, Certifier):  # the monitor belongs to the anytime certificate
-            return
         if result.threshold is not None and self.monitor.watch(
                 eligible_below(result.decisions, result.threshold, self._always)):
             self._restart_calibration(len(self._iid_rows))

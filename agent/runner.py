@@ -6,7 +6,6 @@ from collections.abc import Sequence
 
 import numpy as np
 
-from agent.certificate import Certifier
 from agent.graph import LabelingGraph, build_graph, initial_state
 from agent.learner import Learner
 from agent.ports import BatchResult
@@ -43,9 +42,8 @@ class BatchLabeler:
         snapshot = snapshot or self.learner.snapshot
         if not items:
             return BatchResult(self.policy.key, snapshot.threshold, {}, [], snapshot_id=snapshot.stored_id)
-        watching = isinstance(self.learner.certifier, Certifier)  # the monitor belongs to the anytime certificate
         context = AgentContext(self.policy, snapshot.tools or self.learner.tools, snapshot, self.rng,
-                               self.tool_context, self.learner.monitor if watching else None)
+                               self.tool_context, self.learner.monitor)
         out = await self.graph.ainvoke(initial_state(Batch(items), context), context=context)
         result: BatchResult = out["result"]
         learner = self.learner

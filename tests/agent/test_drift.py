@@ -1,4 +1,5 @@
-"""The label-free drift monitor: quiet on a stationary share, fast on a jump; the learner pauses on an alarm."""
+"""The label-free drift monitor: quiet on a stationary share, fast on a jump; the learner pauses on an alarm, under
+either certification rule."""
 
 from __future__ import annotations
 
@@ -6,8 +7,10 @@ from copy import deepcopy
 from dataclasses import replace
 
 import numpy as np
+import pytest
 
 from agent.calibration import ThresholdResult
+from agent.certificate import new_certificate
 from agent.decisions import Evidence, verdict
 from agent.drift import HOLD, EscalationMonitor, eligible_below
 from agent.learner import Learner
@@ -42,8 +45,9 @@ def test_quiet_on_a_stationary_share_and_fast_on_a_jump() -> None:
     assert len(delays) == runs - false_alarms and max(delays) <= 128  # within two batches of 64
 
 
-def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling() -> None:
-    policy = make_policy(certification="anytime")
+@pytest.mark.parametrize("certification", ["anytime", "per_batch"])
+def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling(certification: str) -> None:
+    policy = make_policy(certification=certification)
     learner = Learner(policy, [CountingLearner("clf", {})])
     cert = ThresholdResult(0.9, 200, 160, 0, 0.01)
     learner.certifier.certificate = cert  # a certificate in force, 20% of the stream below it
@@ -66,15 +70,12 @@ def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling() -> None:
     assert eligible_below(batch(3, 4).decisions, 0.9, {label}) == []
 
 
-def test_the_default_per_batch_certificate_has_no_monitor_that_pauses() -> None:
-    # certification: per_batch (the default) keeps today's rule: the label-free monitor never withdraws its threshold
-    policy = make_policy()
-    learner = Learner(policy, [CountingLearner("clf", {})])
-    label = policy.labels[0]
-    decisions = [make_decision(f"k{i}", label, confidence=0.5, labels=policy.labels) for i in range(50)]
-    for _ in range(10):
-        learner.watch(BatchResult(policy.key, 0.9, {}, decisions))
-    assert learner.drift_detections == 0 and learner.monitor.state().alarms == 0
+def test_a_kept_certificate_is_not_new_to_the_monitor() -> None:
+    # per_batch recounts a kept threshold on every window: the monitor's statistic must go on, not restart each batch
+    held = ThresholdResult(0.9, 200, 160, 0, 0.01)
+    assert not new_certificate(held, ThresholdResult(0.9, 260, 210, 1, 0.02))  # the same threshold, recounted
+    assert not new_certificate(held, held) and not new_certificate(held, None)
+    assert new_certificate(None, held) and new_certificate(held, ThresholdResult(0.8, 260, 230, 2, 0.03))
 
 
 def _replayed(monitor: EscalationMonitor, batch: list[bool]) -> tuple[int | None, list[float]]:
