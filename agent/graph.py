@@ -183,7 +183,9 @@ async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
     t, rows = state["next_tool"], state["next_rows"]
     assert t is not None
     tool = ctx.tools[t]
-    sub = state["batch"].subset(rows)
+    batch = state["batch"]
+    whole = len(rows) == len(batch) and np.array_equal(rows, np.arange(len(batch)))
+    sub = batch if whole else batch.subset(rows)  # every row in order (cheap tools): no copy of the features
     try:
         votes = await tool.predict(sub, ctx.tool_context)
     except ToolError as exc:
@@ -223,12 +225,14 @@ def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
     return is_open
 
 
-def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray) -> dict[str, float]:
+def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray, values: list[float]) -> dict[str, float]:
+    """A stored vote's distribution: every label (few labels), or the top ones and all with p >= 1%; ``values`` is
+    ``probs`` as Python floats (``tolist`` once per call: rounding numpy scalars one by one cost more)."""
     if len(labels) <= EVIDENCE_TOP * 2:
-        return {lab: round(float(p), 5) for lab, p in zip(labels, probs, strict=True)}
+        return {lab: round(p, 5) for lab, p in zip(labels, values, strict=True)}
     top = np.argsort(-probs)[:EVIDENCE_TOP]
     keep = set(top.tolist()) | set(np.nonzero(probs >= 0.01)[0].tolist())
-    return {labels[i]: round(float(probs[i]), 5) for i in sorted(keep, key=lambda i: -probs[i])}
+    return {labels[i]: round(values[i], 5) for i in sorted(keep, key=lambda i: -values[i])}
 
 
 def _item_votes(state: BatchState, ctx: AgentContext) -> list[list[Vote]]:
@@ -237,9 +241,10 @@ def _item_votes(state: BatchState, ctx: AgentContext) -> list[list[Vote]]:
     for call in state["calls"]:
         v = call.votes
         name = ctx.tools[call.tool_index].name
-        for j, row in enumerate(call.rows):
-            dist = None if v.abstain[j] else _sparse_distribution(labels, v.probs[j])
-            out[row].append(Vote(name, dist, float(v.cost[j]), v.evidence[j]))
+        abstain, cost, values = v.abstain.tolist(), v.cost.tolist(), v.probs.tolist()
+        for j, row in enumerate(call.rows.tolist()):
+            dist = None if abstain[j] else _sparse_distribution(labels, v.probs[j], values[j])
+            out[row].append(Vote(name, dist, float(cost[j]), v.evidence[j]))
     return out
 
 

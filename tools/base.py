@@ -111,7 +111,7 @@ class Batch:
 
     def subset(self, idx: Sequence[int] | np.ndarray) -> Batch:
         idx = np.asarray(idx, dtype=np.int64)
-        items = [self.items[i] for i in idx]
+        items = [self.items[i] for i in idx.tolist()]
         return Batch(items, {k: _take(v, idx) for k, v in self._cache.items()})
 
     @staticmethod

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, select, update
 from sqlalchemy.exc import IntegrityError
@@ -15,9 +15,6 @@ from service.store.base import StoreBase, as_utc, chunks, item_t, label_t, task_
 from service.store.bulk import bulk_insert, db_value, json_text
 from service.store.db import write_tx
 from service.store.types import RecordResult
-
-if TYPE_CHECKING:
-    pass
 
 _DEFAULT_KIND = {"escalate": "escalation", "audit": "audit"}
 VOTE_COLS = ("project_id", "item_id", "policy_version", "tool", "distribution", "cost", "evidence", "model_version")
@@ -98,27 +95,31 @@ class BatchesMixin(StoreBase):
 
     def _writable_items(self, conn: Connection, project_id: int, keys: list[str], lease_token: str | None,
                         now: datetime) -> dict[str, int]:
-        """external id -> item id for the items this call may write (row-locked on PostgreSQL)."""
-        def build() -> Any:
-            query = select(item_t.c.id, item_t.c.external_id, item_t.c.status, item_t.c.lease_token,
-                           item_t.c.lease_expires_at).where(item_t.c.project_id == bindparam("pid"),
-                                                            item_t.c.external_id.in_(bindparam("keys", expanding=True)))
-            return query if self.sqlite else query.with_for_update()
-
-        query = self._statement("record_writable", build)
+        """external id -> item id for the items this call may write (row-locked on PostgreSQL). With a lease token:
+        the items of ``keys`` leased under it, unexpired, found by the token among the project's leased items (along
+        ``ix_item_claim``: no list of keys to bind, no timestamps to parse); without one, by their keys."""
+        if lease_token is not None:
+            wanted = set(keys)
+            rows: Iterable[Row[int, str]] = conn.execute(self._statement("record_leased", lambda: self._lock(select(
+                item_t.c.id, item_t.c.external_id).where(
+                item_t.c.project_id == bindparam("pid"), item_t.c.status == "leased",
+                item_t.c.lease_token == bindparam("token"), item_t.c.lease_expires_at > bindparam("now")))),
+                {"pid": project_id, "token": lease_token, "now": now})
+            return {key: item_id for item_id, key in rows if key in wanted}
+        query = self._statement("record_writable", lambda: self._lock(select(
+            item_t.c.id, item_t.c.external_id, item_t.c.status, item_t.c.lease_expires_at).where(
+            item_t.c.project_id == bindparam("pid"), item_t.c.external_id.in_(bindparam("keys", expanding=True)))))
         out: dict[str, int] = {}
         for part in chunks(keys):
-            rows: Iterable[Row[int, str, str, str | None, datetime | None]] = conn.execute(
+            found: Iterable[Row[int, str, str, datetime | None]] = conn.execute(
                 query, {"pid": project_id, "keys": list(part)})
-            for item_id, key, status, token, expires in rows:
-                live = expires is not None and expires > now
-                if lease_token is not None:
-                    ok = status == "leased" and token == lease_token and live
-                else:
-                    ok = status == "pending" or (status == "leased" and not live)
-                if ok:
+            for item_id, key, status, expires in found:
+                if status == "pending" or (status == "leased" and not (expires is not None and expires > now)):
                     out[key] = item_id
         return out
+
+    def _lock(self, query: Any) -> Any:
+        return query if self.sqlite else query.with_for_update()
 
 
 def _check_decisions(result: BatchResult, policy: Policy) -> None:

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Mapping, Sequence
 from datetime import datetime
+from functools import lru_cache
 from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Row, Select, bindparam, case, func, select, union_all, update
@@ -36,6 +37,8 @@ _EXPIRED = ((item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "lea
             & (item_t.c.lease_expires_at <= bindparam("now")))
 _PENDING = (item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "pending")
 _IDS: BindParameter[list[int]] = bindparam("ids", expanding=True)
+_LEASED_BY_TOKEN = ((item_t.c.project_id == bindparam("pid")) & (item_t.c.status == "leased")
+                    & (item_t.c.lease_token == bindparam("token")))
 MAX_ERROR_CHARS = 2000
 
 
@@ -81,11 +84,7 @@ class ItemsMixin(StoreBase):
             # the guard for writers that bypass this method.
             if not self.sqlite:
                 conn.execute(select(project_t.c.id).where(project_t.c.id == pid).with_for_update(key_share=True))
-            existing: set[str] = set()
-            known = self._statement("ingest_existing", lambda: select(item_t.c.external_id).where(
-                item_t.c.project_id == bindparam("pid"), item_t.c.external_id.in_(bindparam("keys", expanding=True))))
-            for part in chunks(list(seen)):
-                existing.update(conn.execute(known, {"pid": pid, "keys": list(part)}).scalars())
+            existing = self._existing_keys(conn, pid, list(seen))
             fresh = [(it, lab) for it, lab in zip(rows, client, strict=True) if it.key not in existing]
             duplicates.extend(k for k in seen if k in existing)
             if not fresh:
@@ -108,6 +107,19 @@ class ItemsMixin(StoreBase):
                 conn.execute(image_t.insert(), list(batch))
         duplicates.extend(it.key for it, _ in fresh if it.key not in inserted)  # only if another writer raced us
         return IngestResult(inserted=len(inserted), duplicates=duplicates, first_seq=first)
+
+    def _existing_keys(self, conn: Connection, pid: int, keys: list[str]) -> set[str]:
+        """The keys of ``keys`` already stored in the project. SQLite: through the driver (binding a list of keys
+        through SQLAlchemy's expanding parameter cost ~4x the query)."""
+        existing: set[str] = set()
+        known = self._statement("ingest_existing", lambda: select(item_t.c.external_id).where(
+            item_t.c.project_id == bindparam("pid"), item_t.c.external_id.in_(bindparam("keys", expanding=True))))
+        for part in chunks(keys):
+            if self.sqlite:
+                existing.update(conn.exec_driver_sql(_existing_sql(len(part)), (pid, *part)).scalars())
+            else:
+                existing.update(conn.execute(known, {"pid": pid, "keys": list(part)}).scalars())
+        return existing
 
     def claim_batch(
         self,
@@ -134,40 +146,45 @@ class ItemsMixin(StoreBase):
                      updated_at=bindparam("now"), **_RELEASED)),
                          {**params, "max_attempts": self.settings.max_attempts,
                           "reason": lease_expired_reason(self.settings.max_attempts)})
-            ids = self._claimable_ids(conn, params)
-            if not ids:
+            rows = self._lease(conn, {**params, "worker": worker, "token": token, "expires": expires})
+            if not rows:
                 return token, []
-            # no re-check of the status here: the ids are ours (SQLite: write lock; PostgreSQL: row locks), and
-            # with one SQLite would plan a scan of every pending item instead of a primary-key lookup
-            claim = self._statement("claim_lease", lambda: update(item_t).where(item_t.c.id.in_(_IDS)).values(
-                status="leased", lease_owner=bindparam("worker"), lease_token=bindparam("token"),
-                lease_expires_at=bindparam("expires"), attempts=item_t.c.attempts + 1, updated_at=bindparam("now"),
-            ).returning(item_t.c.seq, item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta))
-            rows: Sequence[Row[int, int, str, str | None, dict[str, Any]]] = conn.execute(claim, {
-                "ids": ids, "worker": worker, "token": token, "expires": expires, "now": now}).all()
-            # the batch's image bytes in one query (they live apart so that the claim above stays small)
+            # the batch's image bytes in one query, found by the new lease token (they live apart so that the claim
+            # above stays small)
             data: Sequence[Row[int, bytes]] = conn.execute(self._statement("claim_images", lambda: select(
-                image_t.c.item_id, image_t.c.data).where(image_t.c.item_id.in_(_IDS))), {"ids": ids}).all()
+                image_t.c.item_id, image_t.c.data).join(item_t, item_t.c.id == image_t.c.item_id).where(
+                _LEASED_BY_TOKEN)), {"pid": pid, "token": token}).all()
             images = dict(data)
         return token, [to_item(r[2], r[3], r[4], images.get(r[1])) for r in sorted(rows, key=lambda r: r[0])]
 
-    def _claimable_ids(self, conn: Connection, params: dict[str, Any]) -> list[int]:
-        """The ``size`` oldest claimable ids: expired leases and pending items, each read in index order."""
-        def oldest(cond: Any) -> Select[Any]:
-            return select(item_t.c.id, item_t.c.seq).where(cond).order_by(item_t.c.seq).limit(bindparam("size"))
+    def _lease(self, conn: Connection, params: dict[str, Any]) -> Sequence[Row[int, int, str, str | None, Any]]:
+        """Lease the ``size`` oldest claimable items under ``params``' token: (seq, id, key, text, meta) of each.
+        SQLite: one ``UPDATE ... WHERE id IN (<the claimable ids>)`` (the write lock is held: nobody else claims
+        meanwhile; SQLite looks the ids up by primary key); PostgreSQL: the ids picked and row-locked first."""
+        def lease(ids: Any) -> Any:
+            # no re-check of the status here: the ids are ours (SQLite: write lock; PostgreSQL: row locks), and
+            # with one SQLite would plan a scan of every pending item instead of a primary-key lookup
+            return update(item_t).where(item_t.c.id.in_(ids)).values(
+                status="leased", lease_owner=bindparam("worker"), lease_token=bindparam("token"),
+                lease_expires_at=bindparam("expires"), attempts=item_t.c.attempts + 1, updated_at=bindparam("now"),
+            ).returning(item_t.c.seq, item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta)
 
-        if self.sqlite:  # the write lock is already held (BEGIN IMMEDIATE): nobody else can claim meanwhile
-            def both() -> Select[Any]:
-                sub = union_all(select(oldest(_EXPIRED).subquery()), select(oldest(_PENDING).subquery())).subquery()
-                return select(sub.c.id).order_by(sub.c.seq).limit(bindparam("size"))
-            return list(conn.execute(self._statement("claimable", both), params).scalars())
-        def locked(cond: Any) -> Callable[[], Select[Any]]:  # row locks; rows other workers claim are skipped
-            return lambda: oldest(cond).with_for_update(skip_locked=True)
+        if self.sqlite:
+            return conn.execute(self._statement("claim_lease_sqlite", lambda: lease(_claimable_sqlite())), params).all()
+        ids = self._claimable_ids(conn, params)
+        if not ids:
+            return []
+        return conn.execute(self._statement("claim_lease", lambda: lease(_IDS)), {**params, "ids": ids}).all()
+
+    def _claimable_ids(self, conn: Connection, params: dict[str, Any]) -> list[int]:
+        """PostgreSQL: the ``size`` oldest claimable ids, expired leases and pending items each read in index order
+        under row locks (rows other workers claim are skipped)."""
+        def locked(cond: Any) -> Callable[[], Select[Any]]:
+            return lambda: _oldest(cond).with_for_update(skip_locked=True)
 
         found: list[tuple[int, int]] = []
         for name, cond in (("claimable_expired", _EXPIRED), ("claimable_pending", _PENDING)):
-            query = self._statement(name, locked(cond))
-            found.extend(conn.execute(query, params).all())
+            found.extend(conn.execute(self._statement(name, locked(cond)), params).all())
         found.sort(key=lambda r: r[1])
         return [r[0] for r in found[:params["size"]]]
 
@@ -251,6 +268,24 @@ class ItemsMixin(StoreBase):
         counts.update({status: n for status, n in rows})
         return counts
 
+
+
+@lru_cache(maxsize=64)
+def _existing_sql(n: int) -> str:
+    """SQLite: the stored keys among ``n`` bound keys of a project (parameters: project id, then the keys)."""
+    return f"SELECT external_id FROM item WHERE project_id = ? AND external_id IN ({', '.join('?' * n)})"
+
+
+def _oldest(cond: Any) -> Select[Any]:
+    """(id, seq) of the ``size`` oldest items meeting ``cond``, along ``ix_item_claim``."""
+    return select(item_t.c.id, item_t.c.seq).where(cond).order_by(item_t.c.seq).limit(bindparam("size"))
+
+
+def _claimable_sqlite() -> Select[Any]:
+    """SQLite: the ids of the ``size`` oldest claimable items (expired leases and pending items, each read in index
+    order); the write lock is already held (BEGIN IMMEDIATE): nobody else can claim meanwhile."""
+    sub = union_all(select(_oldest(_EXPIRED).subquery()), select(_oldest(_PENDING).subquery())).subquery()
+    return select(sub.c.id).order_by(sub.c.seq).limit(bindparam("size"))
 
 
 def _distinct(items: Sequence[ToolItem], labels: Sequence[str | None] | None, limits: Settings

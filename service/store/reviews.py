@@ -269,9 +269,7 @@ class ReviewsMixin(StoreBase):
     def count_tasks(self, project: str) -> dict[str, int]:
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows: Sequence[Row[str, int]] = conn.execute(
-                select(task_t.c.status, func.count()).where(task_t.c.project_id == pid)
-                .group_by(task_t.c.status)).all()
+            rows: Sequence[Row[str, int]] = conn.execute(_TASK_COUNTS, {"n_pid": pid}).all()
         counts = dict.fromkeys(TASK_STATUSES, 0)
         counts.update({status: n for status, n in rows})
         return counts
@@ -305,6 +303,8 @@ def _release_query(one_more: bool) -> Any:
                     updated_at=bindparam("r_now"), answers=task_t.c.answers + 1, **extra))
 
 
+_TASK_COUNTS = (select(task_t.c.status, func.count()).where(task_t.c.project_id == bindparam("n_pid"))
+                .group_by(task_t.c.status))
 _ITEMS_LABELED = (update(item_t).where(item_t.c.id.in_(bindparam("l_ids", expanding=True)))
                   .values(status="labeled", updated_at=bindparam("l_now")))
 
@@ -345,13 +345,16 @@ def _pick_locked(expired: Any, open_: Any, limit: Any) -> Select[Any]:
     return select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit)
 
 
+_ITEMS_BY_ID = (with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
+                                  image_t.c.item_id.is_not(None)))
+                .where(item_t.c.id.in_(bindparam("i_ids", expanding=True))))
+
+
 def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:
     """(item without its image bytes, whether it has an image) by item id: reviewers get a thumbnail URL."""
     out = {}
     for part in chunks(ids):
-        query = with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
-                                  image_t.c.item_id.is_not(None)))
-        for r in conn.execute(query.where(item_t.c.id.in_(part))):
+        for r in conn.execute(_ITEMS_BY_ID, {"i_ids": list(part)}):
             out[r[0]] = (to_item(r[1], r[2], r[3], None), bool(r[4]))
     return out
 
