@@ -305,6 +305,9 @@ def _release_query(one_more: bool) -> Any:
 
 _TASK_COUNTS = (select(task_t.c.status, func.count()).where(task_t.c.project_id == bindparam("n_pid"))
                 .group_by(task_t.c.status))
+_ITEMS_BY_ID = (with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
+                                  image_t.c.item_id.is_not(None)))
+                .where(item_t.c.id.in_(bindparam("i_ids", expanding=True))))
 _ITEMS_LABELED = (update(item_t).where(item_t.c.id.in_(bindparam("l_ids", expanding=True)))
                   .values(status="labeled", updated_at=bindparam("l_now")))
 
@@ -343,11 +346,6 @@ def _pick_locked(expired: Any, open_: Any, limit: Any) -> Select[Any]:
     both = union_all(select(expired_.c.id, expired_.c.priority),
                      select(open_tasks.c.id, open_tasks.c.priority)).subquery("claimable")
     return select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit)
-
-
-_ITEMS_BY_ID = (with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
-                                  image_t.c.item_id.is_not(None)))
-                .where(item_t.c.id.in_(bindparam("i_ids", expanding=True))))
 
 
 def _items_by_id(conn: Connection, ids: list[int]) -> dict[int, tuple[Any, bool]]:
