@@ -159,3 +159,17 @@ def test_cheap_tool_with_zero_weight_still_votes_on_every_item() -> None:
     result = run(lab, items)
     assert result.tool_calls == {"zero": 8, "dear": 8}
     assert all(any(v.tool == "zero" and not v.abstained for v in d.votes) for d in result.decisions)
+
+
+def test_every_cheap_tool_votes_before_a_dear_one_whatever_its_weight() -> None:
+    """A zero-weight cheap tool ranked after a dear one kept every item open for the dear tool (it was called on all
+    of them): the cheap ones vote first, and the dear one only where their votes leave the item open."""
+    items = make_items(10)
+    strong = TableTool("strong", {it.key: (SURE if i < 7 else UNSURE) for i, it in enumerate(items)}, cost=0.5)
+    zero = TableTool("zero", {it.key: UNSURE for it in items}, cost=0.5)
+    dear = TableTool("dear", {it.key: SURE for it in items}, cost=5.0)
+    lab = labeler([strong, zero, dear], threshold=0.99, budget=20, planner={"explore_rate": 0.0, "cheap_cost": 1.0})
+    measured(lab, [3.0, 0.0, 2.0])  # the dear tool's weight per cost (0.4) beats the zero-weight cheap tool's
+    result = run(lab, items)
+    assert result.tool_calls == {"strong": 10, "zero": 10, "dear": 3}
+    assert sorted(dear.seen) == sorted(it.key for it in items[7:])

@@ -1,6 +1,7 @@
 """The worker cycle's retrain pick-up: a retrain fits copies of the models, and nothing it fitted decides before the
-snapshot made for it (pool and threshold) is published; the service publishes a finished retrain between graph runs,
-the replay a stated number of runs after it started (issue 13's single cycle, issue 14's "one certified snapshot")."""
+snapshot made for it (pool and threshold) is published; with a certificate in force the service publishes a finished
+retrain between graph runs, the replay a stated number of runs after it started (issue 13's single cycle, issue 14's
+"one certified snapshot"); without one, the next run waits for the retrain in flight."""
 
 from __future__ import annotations
 
@@ -38,7 +39,7 @@ def _voted_versions(result: BatchResult, tool: str) -> set[str]:
     return {v.evidence.split(":")[0] for d in result.decisions for v in d.votes if v.tool == tool and not v.abstained}
 
 
-def _worker(store: SqlStore, lag: int | None, items: int = 1200) -> tuple[ProjectWorker, dict[str, str]]:
+def _worker(store: SqlStore, lag: int | None, items: int = 2000) -> tuple[ProjectWorker, dict[str, str]]:
     policy = example_policy("sms_spam")
     tools = [GatedClassifier(t.spec, t.labels) if isinstance(t, TextClassifier) else t for t in build_tools(policy)]
     store.projects.create_project(policy.project, policy)
@@ -67,8 +68,8 @@ def test_a_fitted_model_decides_only_with_its_published_snapshot(store: SqlStore
         worker, truth = _worker(store, lag=None)
         learner = worker.labeler.learner
         GatedClassifier.gate.set()
-        while learner.snapshot.tool_versions.get("classifier", "classifier-v0") == "classifier-v0":
-            await worker.pick_up(now=True)  # until the classifier has been trained and published once
+        while learner.snapshot.threshold is None:  # until a certificate is in force (before it, a run waits)
+            await worker.pick_up(now=True)
             await _run(worker, truth)
         await worker.pick_up(now=True)
         GatedClassifier.gate.clear()
@@ -114,8 +115,8 @@ def test_the_replay_publishes_a_retrain_a_stated_number_of_runs_after_it_started
             await worker.pick_up()
             before = learner.snapshot
             await _run(worker, truth)
-            if worker.training is None:
-                continue
+            if worker.training is None or learner.snapshot.threshold is None:
+                continue  # without a certificate the retrain is published before the next run (test below)
             started = worker.runs
             await asyncio.wait([worker.training.task])  # finished at once: still held back two runs
             for _ in range(2):
@@ -125,5 +126,22 @@ def test_the_replay_publishes_a_retrain_a_stated_number_of_runs_after_it_started
             assert worker.runs == started + 2
             assert await worker.pick_up() is not None and learner.snapshot.version > before.version
             checked += 1
+
+    asyncio.run(main())
+
+
+def test_without_a_certificate_the_next_run_waits_for_the_retrain_in_flight(store: SqlStore) -> None:
+    """Cold start: every item would go to people, so the retrain (which may certify) is published before the next
+    run, whatever the lag."""
+
+    async def main() -> None:
+        GatedClassifier.gate.set()
+        worker, truth = _worker(store, lag=3)
+        learner = worker.labeler.learner
+        while worker.training is None:
+            await _run(worker, truth)
+        assert learner.snapshot.threshold is None and worker.pick_up_due()  # due at once, not 3 runs later
+        before = learner.snapshot
+        assert await worker.pick_up() is not None and learner.snapshot.version > before.version
 
     asyncio.run(main())
