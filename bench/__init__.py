@@ -5,12 +5,16 @@ runs one (``python -m bench service --help`` shows its options). Each module wri
 
 from __future__ import annotations
 
+import asyncio
+import functools
 import os
 import platform
 import statistics
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 from pathlib import Path
+from typing import Any
 
 ROOT = Path(__file__).resolve().parent.parent
 BENCHMARKS = ROOT / "docs" / "BENCHMARKS.md"
@@ -52,3 +56,26 @@ def mean_sd(values: Sequence[float], spec: str) -> str:
     if len(values) == 1:
         return format(values[0], spec)
     return f"{format(statistics.fmean(values), spec)} ± {format(statistics.stdev(values), spec)}"
+
+
+def timed(fn: Callable[..., Any], add: Callable[[float], None],
+          clock: Callable[[], float] = time.perf_counter) -> Callable[..., Any]:
+    """``fn`` wrapped so that each call's ``clock`` time (awaited, for a coroutine function) is passed to ``add``."""
+    if asyncio.iscoroutinefunction(fn):
+        @functools.wraps(fn)
+        async def run_async(*args: Any, **kwargs: Any) -> Any:
+            t = clock()
+            try:
+                return await fn(*args, **kwargs)
+            finally:
+                add(clock() - t)
+        return run_async
+
+    @functools.wraps(fn)
+    def run(*args: Any, **kwargs: Any) -> Any:
+        t = clock()
+        try:
+            return fn(*args, **kwargs)
+        finally:
+            add(clock() - t)
+    return run

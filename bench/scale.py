@@ -32,7 +32,7 @@ from typing import Any
 from sqlalchemy import event, text
 from sqlalchemy.engine import Engine, make_url
 
-from bench import ROOT, machine_info, write_section
+from bench import ROOT, machine_info, timed, write_section
 from bench.synthetic import StreamSpec, labels, stream
 from policies import Policy, parse_policy
 from service.offline.datasets import LabeledItem
@@ -59,24 +59,8 @@ class Counters:
 
 
 def _timed(fn: Callable[..., Any], stage: str, counters: Counters) -> Callable[..., Any]:
-    if asyncio.iscoroutinefunction(fn):
-        @functools.wraps(fn)
-        async def run_async(*args: Any, **kwargs: Any) -> Any:
-            t = time.thread_time()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                counters.add(stage, time.thread_time() - t)
-        return run_async
-
-    @functools.wraps(fn)
-    def run(*args: Any, **kwargs: Any) -> Any:
-        t = time.thread_time()
-        try:
-            return fn(*args, **kwargs)
-        finally:
-            counters.add(stage, time.thread_time() - t)
-    return run
+    """``fn`` with its thread CPU time counted under ``stage``."""
+    return timed(fn, functools.partial(counters.add, stage), time.thread_time)
 
 
 class TimedStore:

@@ -12,7 +12,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import cProfile
-import functools
 import os
 import pstats
 import statistics
@@ -25,7 +24,7 @@ import numpy as np
 
 import agent.graph
 import agent.runner
-from bench import ROOT, mean_sd, write_section
+from bench import ROOT, mean_sd, timed, write_section
 from bench import machine_info as run_info
 from bench.baselines import single_tool_policy
 from bench.quality import DEFAULT_DATA, labelagent
@@ -125,14 +124,8 @@ class GraphClock:
         self.nodes = 0.0
 
     def timed(self, fn: Any, attr: str) -> Any:
-        @functools.wraps(fn)
-        async def run(*args: Any, **kwargs: Any) -> Any:
-            t = time.perf_counter()
-            try:
-                return await fn(*args, **kwargs)
-            finally:
-                setattr(self, attr, getattr(self, attr) + time.perf_counter() - t)
-        return run
+        """``fn`` with its wall time added to ``attr``."""
+        return timed(fn, lambda seconds: setattr(self, attr, getattr(self, attr) + seconds))
 
     def replay(self, rows: Sequence[LabeledItem], seed: int) -> float:
         """Seconds of one replay with every graph run and node timed (``agent.graph``'s nodes wrapped while the
