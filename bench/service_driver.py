@@ -176,6 +176,11 @@ class Bench:
     def counts(self, project: str) -> dict[str, int]:
         return self.store.items.count_items(project)
 
+    def decided(self, project: str) -> bool:
+        """No item of ``project`` is pending or leased: each is labeled or waits for review."""
+        c = self.counts(project)
+        return c["pending"] + c["leased"] == 0
+
     async def warm_up(self, project: str, rows: Sequence[LabeledItem]) -> None:
         async def body() -> None:
             async with self.client(self.operator) as http:
@@ -197,11 +202,7 @@ class Bench:
                 await self.ingest(http, project, rows)
                 t_ingest = time.perf_counter()
 
-            def decided() -> bool:
-                c = self.counts(project)
-                return c["pending"] + c["leased"] == 0
-
-            t_decided = await self.wait_for(decided, "every item decided")
+            t_decided = await self.wait_for(lambda: self.decided(project), "every item decided")
             t_labeled = await self.wait_for(lambda: self.counts(project)["labeled"] == total, "every item labeled")
             return {"ingest": t_ingest - t0, "decided": t_decided - t0, "labeled": t_labeled - t0}
 

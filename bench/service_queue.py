@@ -92,7 +92,7 @@ async def finite_reviewers(bench: Bench, project: str, policy: Policy, rows: Seq
             if part:
                 await bench.ingest(op, project, part)
                 clock.arrived.update((r.item.key, clock.now) for r in part)
-                await bench.wait_for(lambda: _decided(bench, project), f"window {window} decided")
+                await bench.wait_for(lambda: bench.decided(project), f"window {window} decided")
             depth = bench.counts(project)["in_review"]
             clock.max_depth = max(clock.max_depth, depth)
             if not part and left_at_end is None:
@@ -104,11 +104,6 @@ async def finite_reviewers(bench: Bench, project: str, policy: Policy, rows: Seq
             await asyncio.sleep(max(0.0, t0 + window * PERIOD - time.perf_counter()))
         metrics = (await op.get(f"/projects/{project}/metrics")).json()
     return _figures(bench, project, clock, n, left_at_end or 0, metrics, time.perf_counter() - t0)
-
-
-def _decided(bench: Bench, project: str) -> bool:
-    c = bench.counts(project)
-    return c["pending"] + c["leased"] == 0
 
 
 def _figures(bench: Bench, project: str, clock: Clock, n: int, left_at_end: int, metrics: dict[str, Any],
