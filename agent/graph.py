@@ -139,7 +139,7 @@ def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
             if rows.any():
                 return {"next_tool": t, "next_rows": np.nonzero(rows)[0]}
     warm_features(state["batch"], ctx)  # after enrichment (it writes metadata features read); cached after the first
-    best: tuple[bool, float, int] | None = None
+    best: tuple[tuple[bool, float], int] | None = None  # (ranking key, tool index)
     best_rows = np.zeros(0, dtype=np.int64)
     for t, tool in enumerate(ctx.tools):
         if is_enrichment(tool):
@@ -150,12 +150,12 @@ def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
         weight = max(ctx.snapshot.aggregator.weight_of(tool.name), 1e-3)
         # Every cheap tool before any dear one, whatever its weight: the dear tool is asked only where the cheap
         # votes leave the item open (a cheap tool of weight 0 ranked after a dear one kept every item open for it).
-        score = (tool.cost <= ctx.policy.planner.cheap_cost, weight / max(tool.cost, 1e-3))
-        if best is None or score > best[:2]:
-            best, best_rows = (*score, t), np.nonzero(rows)[0]
+        key = (tool.cost <= ctx.policy.planner.cheap_cost, weight / max(tool.cost, 1e-3))
+        if best is None or key > best[0]:
+            best, best_rows = (key, t), np.nonzero(rows)[0]
     if best is None:
         return {"next_tool": None, "next_rows": best_rows}
-    return {"next_tool": best[2], "next_rows": best_rows}
+    return {"next_tool": best[1], "next_rows": best_rows}
 
 
 def route_plan(state: BatchState) -> Literal["act", "record"]:
