@@ -5,18 +5,25 @@ re-tests after every batch, so with a fixed scorer on an i.i.d. stream "some tes
 certified a threshold whose true error exceeds alpha" happens far more often than ``delta`` (issue 14
 measured 8.5-15% at a nominal 5%). :class:`Certifier` makes the whole run one valid procedure:
 
-- **Checkpoints.** A test is made only when the calibration segment (the calibration items since the
+- **Checkpoints.** A checkpoint is reached when the calibration segment (the calibration items since the
   last restart, in arrival order) first reaches a scheduled size ``s_0 < s_1 < ...``; the schedule
   depends on counts only (``s_{k+1} = ceil(GROWTH * s_k)``, each at least the fewest items that can pass
-  at its level). The ``k``-th test of the run is made on exactly the first ``s_k`` items of the segment,
+  at its level). The ``k``-th checkpoint's test is made on exactly the first ``s_k`` items of the segment,
   a sample whose size never depends on what was observed.
+- **Tested again when rescored.** After every batch each checkpoint's sample is tested again on its
+  current confidences (a retrain rescores them out of fold), at that checkpoint's own level. With a fixed
+  scorer the sample and its confidences never change, so the test gives the same answer every time:
+  it is one test, however often it is made, and nothing more is spent. With retraining, the better models
+  lower the threshold without waiting for the next checkpoint (the calibration set grows slowly once
+  only audits feed it).
 - **Delta spending.** The ``j``-th test of the whole run (the index never restarts, not even after a
   drift reset) runs at level ``delta_j = delta / ((j + 1) (j + 2))``; these sum to ``delta``. By the union
   bound, with a fixed scorer and i.i.d. calibration items, the chance that *any* certificate issued during
   the run (at any horizon, however long) has true error above ``alpha`` is at most ``delta``.
-- **No loss without evidence.** Between checkpoints the certificate in force stays; a checkpoint that
-  certifies nothing keeps the previous one (it was valid at its own level and still is: the union bound
-  covers every certificate at once). Only :meth:`Certifier.reset` (drift detected) withdraws it.
+- **No loss without evidence.** The lowest threshold any checkpoint certifies replaces the one in force
+  only if it is lower (or the same one on a larger sample); otherwise the certificate in force stays (it
+  was valid at its own level and still is: the union bound covers every certificate at once). Only
+  :meth:`Certifier.reset` (drift detected) withdraws it.
 
 Within a test the threshold search is the fixed-sequence scan of ``choose_threshold`` (valid at the
 test's own level). See ``docs/DESIGN-NOTES.md`` section 14 for the argument, what is *not* covered
@@ -50,6 +57,7 @@ class CertificateState:
     next_size: int  # the calibration segment size of the next checkpoint
     losses: int  # certificates withdrawn (only a reset withdraws one)
     certified_at_test: int | None  # the test that issued the certificate in force
+    checkpoints: tuple[tuple[int, int], ...] = ()  # anytime: (sample size, test index) of the segment's checkpoints
 
 
 class Certifier:
@@ -72,6 +80,8 @@ class Certifier:
         self.kept = 0  # checkpoints that certified nothing while a certificate was in force (it stays)
         self.certificate: ThresholdResult | None = None
         self.certified_at_test: int | None = None
+        self.checkpoints: list[tuple[int, int]] = []  # (sample size, test index) of this segment's checkpoints
+        self._results: dict[int, tuple[np.ndarray, np.ndarray, ThresholdResult]] = {}  # by test index
         self._next_size = self._first_size()
 
     def _first_size(self) -> int:
@@ -86,30 +96,52 @@ class Certifier:
         return None if self.certificate is None else self.certificate.threshold
 
     def state(self) -> CertificateState:
-        return CertificateState(self.tests, self._next_size, self.losses, self.certified_at_test)
+        return CertificateState(self.tests, self._next_size, self.losses, self.certified_at_test,
+                                tuple(self.checkpoints))
 
     def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool]) -> ThresholdResult:
-        """The certificate in force after this batch; tests once if a checkpoint was reached."""
+        """The certificate in force after this batch: a checkpoint reached joins the list, then every checkpoint is
+        tested again on the current confidences of its sample, each at its own level; the lowest threshold
+        certified replaces the one in force if it is lower."""
         conf = np.asarray(confidence, dtype=np.float64)
         ok = np.asarray(correct, dtype=bool)
         n = conf.shape[0]
-        if n >= self._next_size:
+        reached = n >= self._next_size
+        if reached:
             size = self._next_size
-            while math.ceil(self.growth * size) <= n:  # checkpoints passed in one batch: test the last one only
+            while math.ceil(self.growth * size) <= n:  # checkpoints passed in one batch: the last one only
                 size = math.ceil(self.growth * size)
-            level = spent_level(self.delta, self.tests)
-            result = choose_threshold(conf[:size], ok[:size], alpha=self.alpha, delta=level)
+            self.checkpoints.append((size, self.tests))
             self.tests += 1
             self._next_size = max(math.ceil(self.growth * size),
                                   min_sample_size(self.alpha, spent_level(self.delta, self.tests)))
-            if result.threshold is not None:
-                self.certificate = result
-                self.certified_at_test = self.tests - 1
-            elif self.certificate is not None:
-                self.kept += 1
+        best, at = self._lowest(conf, ok)
+        if best is not None and _better(best, self.certificate):
+            self.certificate, self.certified_at_test = best, at
+        elif self.certificate is not None and reached:  # a new checkpoint that lowered nothing: the certificate stays
+            self.kept += 1
         if self.certificate is not None:
             return self.certificate
         return ThresholdResult(None, n, 0, 0, 1.0)
+
+    def _lowest(self, conf: np.ndarray, ok: np.ndarray) -> tuple[ThresholdResult | None, int | None]:
+        """The lowest threshold any checkpoint certifies on its sample's current confidences, and its test index."""
+        passed = [(result.threshold, test, result) for size, test in self.checkpoints
+                  if (result := self._test(conf[:size], ok[:size], test)).threshold is not None]
+        if not passed:
+            return None, None
+        _, at, best = min(passed, key=lambda p: (p[0], -p[2].n_calibration))  # the same threshold: more evidence
+        return best, at
+
+    def _test(self, conf: np.ndarray, ok: np.ndarray, test: int) -> ThresholdResult:
+        """Checkpoint ``test``'s fixed-sequence test on its sample; the last result again while the sample's
+        confidences and correctness are unchanged (between rescorings, and always for a fixed scorer)."""
+        last = self._results.get(test)
+        if last is not None and np.array_equal(last[0], conf) and np.array_equal(last[1], ok):
+            return last[2]
+        result = choose_threshold(conf, ok, alpha=self.alpha, delta=spent_level(self.delta, test))
+        self._results[test] = (conf.copy(), ok.copy(), result)
+        return result
 
     def reset(self) -> None:
         """Drift: withdraw the certificate; the next checkpoints count from a new (empty) segment."""
@@ -117,6 +149,8 @@ class Certifier:
             self.losses += 1
         self.certificate = None
         self.certified_at_test = None
+        self.checkpoints = []
+        self._results = {}
         self._next_size = self._first_size()
 
     def restore(self, state: CertificateState, certificate: ThresholdResult | None) -> None:
@@ -125,6 +159,7 @@ class Certifier:
         self._next_size = state.next_size
         self.losses = state.losses
         self.certified_at_test = state.certified_at_test
+        self.checkpoints = list(state.checkpoints)
         self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
 
 
@@ -188,6 +223,13 @@ class PerBatchCertifier:
         """Take back a persisted state (a restarted worker decides with the same certificate)."""
         self.tests, self.losses = state.tests, state.losses
         self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
+
+
+def _better(result: ThresholdResult, held: ThresholdResult | None) -> bool:
+    """A lower threshold than the one in force, or the same one certified on a larger sample."""
+    if held is None or held.threshold is None or result.threshold is None:
+        return result.threshold is not None
+    return (result.threshold, -result.n_calibration) < (held.threshold, -held.n_calibration)
 
 
 def new_certificate(previous: ThresholdResult | None, current: ThresholdResult | None) -> bool:

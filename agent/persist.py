@@ -47,7 +47,8 @@ def snapshot_state(snapshot: AgentSnapshot, certification: str) -> dict[str, Any
                         "n_above": calib.n_above, "errors_above": calib.errors_above,
                         "error_bound": calib.error_bound},
         "certifier": None if cert is None else {"tests": cert.tests, "next_size": cert.next_size,
-                                                "losses": cert.losses, "certified_at_test": cert.certified_at_test},
+                                                "losses": cert.losses, "certified_at_test": cert.certified_at_test,
+                                                "checkpoints": [list(c) for c in cert.checkpoints]},
     }
 
 
@@ -73,7 +74,9 @@ def restore_snapshot(learner: Learner, doc: Mapping[str, Any], stored_id: int | 
     state = doc.get("certifier")
     if state is not None:
         learner.certifier.restore(CertificateState(int(state["tests"]), int(state["next_size"]), int(state["losses"]),
-                                                   state["certified_at_test"]), calib)
+                                                   state["certified_at_test"],
+                                                   tuple((int(a), int(b)) for a, b in state.get("checkpoints", ()))),
+                                  calib)
     learner.monitor.set_reference(None if calib.threshold is None
                                   else 1.0 - calib.n_above / max(calib.n_calibration, 1))
     audit_rate = 1.0 if calib.threshold is None else raised_audit_rate(

@@ -135,3 +135,32 @@ def test_a_failed_checkpoint_keeps_the_certificate_and_only_reset_loses_it() -> 
     cert.reset()
     assert cert.threshold is None and cert.losses == 1
     assert cert.next_size > first_size  # the test index goes on: the next level is smaller and needs more items
+
+
+def test_a_rescored_checkpoint_sample_is_tested_again_at_its_own_level() -> None:
+    # The models improve between checkpoints: the first checkpoint's sample, rescored, can certify a lower threshold
+    # at the first checkpoint's level, without waiting for the next checkpoint (and without spending more).
+    cert = Certifier(0.05, 0.05, min_size=150)
+    size = cert.next_size
+    ok = np.ones(size + 40, dtype=bool)
+    ok[size // 2:size] = False  # the lower half of the first sample is wrong under the first scorer
+    conf = np.linspace(1.0, 0.5, size + 40)
+    first = cert.update(conf, ok)
+    assert first.threshold is not None and cert.tests == 1
+    rescored_ok = np.ones(size + 40, dtype=bool)  # the retrained models get the same items right
+    second = cert.update(conf, rescored_ok)
+    assert second.threshold is not None and second.threshold < first.threshold
+    assert cert.tests == 1 and cert.certified_at_test == 0  # same checkpoint, same level: nothing more spent
+    assert second.n_calibration == size  # tested on the checkpoint's sample, not on the items since
+    assert cert.update(conf, ok) == second  # a rescoring that certifies higher does not raise the threshold
+
+
+def test_the_checkpoints_survive_a_restore() -> None:
+    cert = Certifier(0.05, 0.05, min_size=150)
+    conf, ok = np.linspace(1.0, 0.9, 400), np.ones(400, dtype=bool)
+    cert.update(conf[:160], ok[:160])
+    cert.update(conf[:300], ok[:300])
+    again = Certifier(0.05, 0.05, min_size=150)
+    again.restore(cert.state(), cert.certificate)
+    assert again.checkpoints == cert.checkpoints and len(again.checkpoints) == 2
+    assert again.update(conf[:310], ok[:310]) == cert.update(conf[:310], ok[:310])
