@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import copy
+import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
 from typing import Any
@@ -13,6 +14,10 @@ import numpy as np
 
 from agent.aggregate import log_votes
 from tools.base import Batch, ExampleSource, Forkable, Learnable, ReadsExamples, Tool, ToolContext, TrainingSet, Votes
+from tools.softmax import one_blas_thread
+
+FOLD_THREADS = max(1, min(4, os.cpu_count() or 1))  # fold models fitted at once (sparse products release the GIL)
+PARALLEL_FROM = 2_000  # training rows from which fold fits run in threads (below, thread switches cost more than they save)
 
 
 def add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None, entry: object) -> None:
@@ -69,6 +74,7 @@ def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Le
     everything = np.arange(len(data)) if window is None else window
     context = ToolContext(labels)
     scored = folds[start:]
+    jobs: list[tuple[np.ndarray, int, Learnable, TrainingSet, Batch]] = []
     for f in np.unique(scored).tolist():
         sel = np.nonzero(scored == f)[0]
         train = np.setdiff1d(everything, rows[folds == f], assume_unique=True)
@@ -80,8 +86,17 @@ def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Le
             model = fold_tools.get((f, t))
             if model is None:
                 model = fold_tools[(f, t)] = fork(tool)
-            model.fit(fold_data)
-            votes = predict_now(model, held, context)
+            jobs.append((sel, t, model, fold_data, held))
+
+    def fit_and_vote(job: tuple[np.ndarray, int, Learnable, TrainingSet, Batch]) -> Votes:
+        _, _, model, fold_data, held = job
+        model.fit(fold_data)
+        return predict_now(model, held, context)
+
+    # Each job fits its own model on its own rows (deterministic, whatever runs beside it); BLAS stays at one thread.
+    threads = FOLD_THREADS if everything.size >= PARALLEL_FROM else 1
+    with one_blas_thread(), ThreadPoolExecutor(min(threads, max(len(jobs), 1))) as pool:
+        for (sel, t, *_), votes in zip(jobs, pool.map(fit_and_vote, jobs), strict=True):
             ok = ~votes.abstain
             voted[sel, t] = ok
             logp[sel[ok], t] = log_votes(votes.probs[ok])

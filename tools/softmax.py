@@ -13,7 +13,8 @@ W0`` with half the penalty: the same optimum), which makes each sparse product ~
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from functools import cache
 
@@ -70,6 +71,19 @@ def fit_softmax(
         return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
     with controller.limit(limits=1, user_api="blas"):
         return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
+
+
+@contextmanager
+def one_blas_thread() -> Iterator[None]:
+    """BLAS limited to one thread for the whole block. Fits running in several threads at once must enter it first:
+    each fit's own limit then restores one thread on exit, not the process's setting, so no fit ever runs with
+    several BLAS threads (their sums would be added in another order, and the fits would not be reproducible)."""
+    controller = _blas_controller()
+    if controller is None:  # pragma: no cover
+        yield
+        return
+    with controller.limit(limits=1, user_api="blas"):
+        yield
 
 
 @cache
