@@ -167,13 +167,18 @@ class PerBatchCertifier:
     """``certification: per_batch`` (the default): one fixed-sequence test of the latest ``window`` calibration
     items, made again after every batch. Each test is valid alone; repeated after every batch, the chance that some
     certificate along the run is wrong exceeds ``delta`` (DESIGN-NOTES section 14 measures by how much). Kept as the
-    default because :class:`Certifier`'s run-long validity costs about twice the human reviews on sms_spam.
+    default because :class:`Certifier`'s run-long validity costs about 1.6 times the human reviews on sms_spam.
 
     No loss without evidence: when a test certifies nothing, or only a threshold above the one in force, the
     threshold in force is kept unless the same window shows its error above ``alpha`` with confidence ``1 - delta``
     (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``). A scan that stops high is no
     evidence against a lower threshold: the fixed sequence stops at its first candidate that fails, often far above
-    the threshold in force. A scan that certifies a lower threshold replaces it."""
+    the threshold in force. A scan that certifies a lower threshold replaces it.
+
+    After drift (:meth:`reset`) the first certificate on the new segment comes from a :class:`Certifier`: checkpoints
+    with delta spent over them, valid however often they are tested. Right after an alarm the segment is small, the
+    models are being retrained on a new regime, and a per-batch scan repeated on it is where repeated testing issues
+    wrong certificates most easily; once that certificate is won, the per-batch tests go on from it."""
 
     def __init__(self, alpha: float, delta: float, *, min_size: int, window: int) -> None:
         self.alpha, self.delta, self.min_size, self.window = alpha, delta, min_size, window
@@ -181,8 +186,15 @@ class PerBatchCertifier:
         self.losses = 0  # a batch that ended a certificate in force (the next batch may win it back)
         self.kept = 0  # tests that certified nothing while the certificate in force held on the same window
         self.certificate: ThresholdResult | None = None
+        self.recovering: Certifier | None = None  # after a drift reset, until its first certificate
 
     def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool]) -> ThresholdResult:
+        if self.recovering is not None:
+            result = self.recovering.update(confidence, correct)
+            if result.threshold is not None:
+                self.recovering = None
+                self.certificate = result
+            return result
         conf = np.asarray(confidence, dtype=np.float64)[-self.window:]
         ok = np.asarray(correct, dtype=bool)[-self.window:]
         if conf.shape[0] < self.min_size:
@@ -215,6 +227,7 @@ class PerBatchCertifier:
         if self.certificate is not None:
             self.losses += 1
         self.certificate = None
+        self.recovering = Certifier(self.alpha, self.delta, min_size=self.min_size)
 
     def state(self) -> CertificateState:
         return CertificateState(self.tests, self.min_size, self.losses, None)

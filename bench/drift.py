@@ -1,8 +1,9 @@
 """Drift that is caught (issue 14): banking77 with 37 intents withheld until item 5,000, then appearing.
 
 For each seed: auto-label precision over items 5,000-6,000, where drift was detected (stream position), and
-the replay's certificate fields. ``python -m bench.drift [--seeds 0 1 2 3 4] [--data ../shared/data]
-[--certification anytime|per_batch]``.
+the replay's certificate fields; then where auto-labeling resumed after the alarm and how precise it was over the
+next ``TAIL`` items (the summary's fields cover the whole replay, window and tail).
+``python -m bench.drift [--seeds 0 1 2 3 4] [--data ../shared/data] [--certification anytime|per_batch]``.
 Prints one JSON line per seed (not written to BENCHMARKS.md).
 """
 
@@ -25,6 +26,7 @@ from tools.registry import build_tools
 
 ROOT = Path(__file__).resolve().parent.parent
 SHIFT, WITHHELD, WINDOW, BATCH = 5000, 37, 1000, 256
+TAIL = 2000  # items replayed after the window: where auto-labeling resumes after the alarm, and how precisely
 
 
 def run_seed(data: Path, seed: int, certification: str = "per_batch") -> dict:
@@ -36,7 +38,7 @@ def run_seed(data: Path, seed: int, certification: str = "per_batch") -> dict:
         engine = make_engine(f"sqlite:///{Path(tmp) / 'drift.db'}")
         create_all(engine)
         try:
-            config = ReplayConfig(batch_size=BATCH, seed=seed, order="file", limit=SHIFT + WINDOW)
+            config = ReplayConfig(batch_size=BATCH, seed=seed, order="file", limit=SHIFT + WINDOW + TAIL)
             summary = asyncio.run(run_replay(stream, policy, build_tools(policy), SqlStore(engine), config,
                                              decisions_out=decisions))
         finally:
@@ -51,11 +53,17 @@ def run_seed(data: Path, seed: int, certification: str = "per_batch") -> dict:
              "after_alarm": [(r.label, decisions[r.item.key][1]) for r in stream[cut:SHIFT + WINDOW]
                              if decisions[r.item.key][0] == "accept"]}
     after = [hi for lo, hi in alarms if hi > SHIFT]
+    tail = [(r.label, decisions[r.item.key][1]) for r in stream[SHIFT + WINDOW:SHIFT + WINDOW + TAIL]
+            if decisions[r.item.key][0] == "accept"]
+    resumed = next((i for i in range(cut, len(stream)) if stream[i].item.key in decisions
+                    and decisions[stream[i].item.key][0] == "accept"), None)
     return {"seed": seed, "certification": certification, "auto_in_window": len(auto),
             "precision_in_window": round(right / len(auto), 4) if auto else None,
             **{f"auto_{k}": [len(v), sum(t == lab for t, lab in v)] for k, v in parts.items()},  # [auto, right]
             "alarms_between": alarms, "false_alarm": any(hi <= SHIFT for _, hi in alarms),
             "detected_within": (after[0] - SHIFT) if after else None,
+            "auto_resumed_at": resumed,  # the first auto label after the alarm (stream position)
+            "auto_after_window": [len(tail), sum(t == lab for t, lab in tail)],  # [auto, right] in the next TAIL items
             **{k: summary[k] for k in ("human_review_rate", "auto_precision", "certificate_losses", "monitor_alarms",
                                        "drift_detected_at", "items_without_certificate_after_first")}}
 

@@ -69,3 +69,17 @@ def test_a_higher_certificate_replaces_one_the_window_shows_wrong() -> None:
     result = certifier.update(conf, ok)
     assert result.threshold is not None and result.threshold > 0.92 and result.n_above == 300
     assert certifier.certificate is result and certifier.kept == 0
+
+
+def test_after_drift_the_first_certificate_comes_from_run_valid_checkpoints() -> None:
+    cert = PerBatchCertifier(0.05, 0.05, min_size=50, window=4000)
+    conf, ok = np.linspace(1.0, 0.9, 200), np.ones(200, dtype=bool)
+    assert cert.update(conf[:65], ok[:65]).threshold is not None  # one scan at delta: 59 error-free items suffice
+    cert.reset()  # drift: the certificate is withdrawn
+    assert cert.certificate is None and cert.losses == 1
+    # The same evidence on the new segment is not enough: the first checkpoint is 72 items, tested at delta / 2.
+    assert cert.update(conf[:65], ok[:65]).threshold is None
+    first = cert.update(conf[:80], ok[:80])
+    assert first.threshold is not None and first.n_calibration == 72 and cert.recovering is None
+    later = cert.update(conf[:200], ok[:200])  # from then on, per-batch scans of the window again
+    assert later.threshold is not None and later.threshold < first.threshold and later.n_calibration == 200
