@@ -17,7 +17,7 @@ from tools.base import Batch, ExampleSource, Forkable, Learnable, ReadsExamples,
 from tools.softmax import one_blas_thread
 
 FOLD_THREADS = max(1, min(4, os.cpu_count() or 1))  # fold models fitted at once (sparse products release the GIL)
-PARALLEL_FROM = 2_000  # training rows from which fold fits run in threads (below, thread switches cost more than they save)
+PARALLEL_FROM = 2_000  # training rows from which fold fits run in threads (below, switches cost more)
 
 
 def add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None, entry: object) -> None:
