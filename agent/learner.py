@@ -381,8 +381,8 @@ class Learner:
 
     def _restart_calibration(self, since: int) -> None:
         """Drift: the certificate is withdrawn and calibration restarts from ``since`` (recent data only)."""
-        self._calibration_since = since
-        self._audits = []
+        self._calibration_since, self._audits = since, []
+        self.window.restart()  # i18: the old regime trains only through each class's most recent rows
         self.certifier.reset()
         self.monitor.set_reference(None)
         self.drift_detections += 1

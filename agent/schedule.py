@@ -51,6 +51,7 @@ class TrainingWindow:
     _reservoir: list[int] = field(default_factory=list)
     _offered: int = 0  # older rows offered to the reservoir so far
     _per_class: dict[int, deque[int]] = field(default_factory=dict)
+    _since: int = 0  # the first row of the current regime (moved by :meth:`restart` when drift is detected)
     _rng: random.Random = field(init=False)
 
     def __post_init__(self) -> None:
@@ -77,7 +78,7 @@ class TrainingWindow:
             floor = self._per_class[label] = deque(maxlen=self.class_floor)
         floor.append(row)
         leaving = row - self.n_recent  # the row that just left the recent part
-        if leaving >= 0:
+        if leaving >= self._since:
             self._offer(leaving)
         return row
 
@@ -91,14 +92,23 @@ class TrainingWindow:
         if j < self.n_reservoir:
             self._reservoir[j] = row
 
+    def restart(self) -> None:
+        """Drift was detected: rows from here on are the new regime. Older rows train only as their class's most
+        recent rows (the class floors), so a class not seen since is not forgotten while the old regime no longer
+        outweighs the new one; the reservoir starts again from the new rows."""
+        self._since = self.n
+        self._reservoir = []
+        self._offered = 0
+
     def rows(self) -> np.ndarray | None:
         """Training rows in increasing order, or ``None`` while every row trains (at most ``cap`` rows)."""
-        if self.n <= self.cap:
+        if self.n - self._since <= self.cap and self._since == 0:
             return None
+        floors = np.asarray([r for d in self._per_class.values() for r in d], dtype=np.int64)
+        if self.n - self._since <= self.cap:  # after a restart, under the cap: every new row and the class floors
+            return np.unique(np.concatenate([np.arange(self._since, self.n, dtype=np.int64), floors]))
         recent = np.arange(self.n - self.n_recent, self.n, dtype=np.int64)
-        floors = [r for d in self._per_class.values() for r in d]
-        return np.unique(np.concatenate([np.asarray(self._reservoir, dtype=np.int64), recent,
-                                         np.asarray(floors, dtype=np.int64)]))
+        return np.unique(np.concatenate([np.asarray(self._reservoir, dtype=np.int64), recent, floors]))
 
     def bound(self, n_classes: int) -> int:
         """The most rows :meth:`rows` can return with ``n_classes`` classes."""

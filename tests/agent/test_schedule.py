@@ -80,3 +80,25 @@ def test_the_same_answers_give_the_same_training_set():
 def test_bad_settings_are_refused(cap: int, share: float):
     with pytest.raises(ValueError):
         TrainingWindow(cap=cap, recent_share=share)
+
+
+def test_after_a_drift_restart_old_rows_train_only_as_class_floors():
+    window = TrainingWindow(cap=1_000, class_floor=5)
+    for i in range(600):
+        window.add(i % 3)  # classes 0, 1, 2 before the drift
+    assert window.rows() is None  # under the cap: everything trains
+    window.restart()
+    for i in range(40):
+        window.add(0 if i % 2 else 3)  # after it: class 0 again and a new class 3
+    rows = window.rows()
+    assert rows is not None
+    new = set(range(600, 640))
+    assert new <= set(rows.tolist())  # every row of the new regime trains
+    old = sorted(set(rows.tolist()) - new)
+    # Before the restart, only the five most recent rows of classes 1 and 2 (class 0's five most recent are new).
+    assert old == [586, 587, 589, 590, 592, 593, 595, 596, 598, 599]
+    for i in range(2_000):
+        window.add(i % 4)
+    rows = window.rows()
+    assert rows is not None and len(rows) <= window.bound(4)
+    assert rows.min() >= 600  # past the cap again, the reservoir holds rows of the new regime only
