@@ -270,11 +270,31 @@ def test_past_the_window_cap_every_retrain_and_rescore_trains_on_a_bounded_set()
     learner = Learner(policy(min_calibration=60), [tool], window=window)
     items = make_items(2_000)
     for start in range(0, 2_000, 100):
-        _review(learner, items[start:start + 100], ["audit"] * 100, ["ham" if i % 3 else "spam" for i in range(100)])
+        # Cold-start answers: calibration data, but not audits of would-be auto labels, so no drift check fires
+        # (a detected drift restarts the window: tests/agent/test_schedule.py).
+        _review(learner, items[start:start + 100], ["cold_start"] * 100,
+                ["ham" if i % 3 else "spam" for i in range(100)])
         learner.retrain(force_rescore=True)
-    assert learner.n_ground_truth == 2_000 and learner.rescores > 0
+    assert learner.n_ground_truth == 2_000 and learner.rescores > 0 and learner.drift_detections == 0
     assert tool.fits[0] == 100 and tool.fits[1] == 200  # every label trains up to the cap
     bound = window.bound(2)
     assert max(tool.fits) <= bound and tool.fits[-1] >= 200
     forks = [m for m in learner._fold_tools.values() if isinstance(m, CountingLearner)]
     assert forks and max(f for m in forks for f in m.fits) <= bound  # the fold models too
+
+
+def test_a_detected_drift_restarts_the_training_window() -> None:
+    from agent.schedule import TrainingWindow
+
+    tool = CountingLearner("clf", {})
+    learner = Learner(policy(min_calibration=60), [tool], window=TrainingWindow(cap=10_000, class_floor=10, seed=0))
+    items = make_items(200)
+    # Audits of would-be auto labels ("ham" at 0.97), a third of them wrong: the audit check detects drift.
+    _review(learner, items[:100], ["audit"] * 100, ["ham" if i % 3 else "spam" for i in range(100)])
+    learner.retrain()
+    assert learner.drift_detections == 1 and tool.fits[-1] == 100
+    _review(learner, items[100:], ["cold_start"] * 100, ["ham" if i % 3 else "spam" for i in range(100)])
+    learner.retrain()
+    # Under the cap, but the 100 rows from before the alarm train only as class floors (the ten most recent of each
+    # class, and by now those are all new rows): 100 rows, not 200.
+    assert learner.n_ground_truth == 200 and tool.fits[-1] == 100
