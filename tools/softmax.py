@@ -66,10 +66,7 @@ def fit_softmax(
     """
     x = sp.csr_matrix(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
-    controller = _blas_controller()
-    if controller is None:  # pragma: no cover
-        return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
-    with controller.limit(limits=1, user_api="blas"):
+    with one_blas_thread():
         return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
 
 
