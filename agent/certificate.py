@@ -126,12 +126,11 @@ class Certifier:
 
     def _lowest(self, conf: np.ndarray, ok: np.ndarray) -> tuple[ThresholdResult | None, int | None]:
         """The lowest threshold any checkpoint certifies on its sample's current confidences, and its test index."""
-        passed = [(result.threshold, test, result) for size, test in self.checkpoints
+        passed = [(result, test) for size, test in self.checkpoints
                   if (result := self._test(conf[:size], ok[:size], test)).threshold is not None]
         if not passed:
             return None, None
-        _, at, best = min(passed, key=lambda p: (p[0], -p[2].n_calibration))  # the same threshold: more evidence
-        return best, at
+        return min(passed, key=lambda p: _rank(p[0]))
 
     def _test(self, conf: np.ndarray, ok: np.ndarray, test: int) -> ThresholdResult:
         """Checkpoint ``test``'s fixed-sequence test on its sample; the last result again while the sample's
@@ -238,11 +237,16 @@ class PerBatchCertifier:
         self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
 
 
+def _rank(result: ThresholdResult) -> tuple[float, int]:
+    """Certificates in order of preference: the lower threshold, then (the same threshold) the larger sample."""
+    return (1.0 if result.threshold is None else result.threshold, -result.n_calibration)
+
+
 def _better(result: ThresholdResult, held: ThresholdResult | None) -> bool:
     """A lower threshold than the one in force, or the same one certified on a larger sample."""
     if held is None or held.threshold is None or result.threshold is None:
         return result.threshold is not None
-    return (result.threshold, -result.n_calibration) < (held.threshold, -held.n_calibration)
+    return _rank(result) < _rank(held)
 
 
 def new_certificate(previous: ThresholdResult | None, current: ThresholdResult | None) -> bool:

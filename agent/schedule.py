@@ -102,7 +102,7 @@ class TrainingWindow:
 
     def rows(self) -> np.ndarray | None:
         """Training rows in increasing order, or ``None`` while every row trains (at most ``cap`` rows)."""
-        if self.n - self._since <= self.cap and self._since == 0:
+        if self._since == 0 and self.n <= self.cap:
             return None
         floors = np.asarray([r for d in self._per_class.values() for r in d], dtype=np.int64)
         if self.n - self._since <= self.cap:  # after a restart, under the cap: every new row and the class floors
