@@ -43,27 +43,27 @@ def run_seed(data: Path, seed: int, certification: str = "per_batch") -> dict:
                                              decisions_out=decisions))
         finally:
             engine.dispose()
-    window = stream[SHIFT:SHIFT + WINDOW]
-    auto = [(r.label, decisions[r.item.key][1]) for r in window if decisions[r.item.key][0] == "accept"]
-    right = sum(1 for truth, label in auto if truth == label)
+    def auto_labels(lo: int, hi: int) -> list[tuple[str, str | None]]:  # (truth, auto label) of items lo..hi
+        return [(r.label, decisions[r.item.key][1]) for r in stream[lo:hi] if decisions[r.item.key][0] == "accept"]
+
+    def tally(labels: list[tuple[str, str | None]]) -> list[int]:  # [auto, right]
+        return [len(labels), sum(truth == label for truth, label in labels)]
+
+    auto = auto_labels(SHIFT, SHIFT + WINDOW)
+    right = tally(auto)[1]
     alarms = [_alarm_bounds(stream, decisions, start, summary["items"]) for start in summary["drift_detected_at"]]
     cut = next((hi for _, hi in alarms if hi > SHIFT), SHIFT + WINDOW)
-    parts = {"before_alarm": [(r.label, decisions[r.item.key][1]) for r in stream[SHIFT:cut]
-                              if decisions[r.item.key][0] == "accept"],
-             "after_alarm": [(r.label, decisions[r.item.key][1]) for r in stream[cut:SHIFT + WINDOW]
-                             if decisions[r.item.key][0] == "accept"]}
+    parts = {"before_alarm": auto_labels(SHIFT, cut), "after_alarm": auto_labels(cut, SHIFT + WINDOW)}
     after = [hi for lo, hi in alarms if hi > SHIFT]
-    tail = [(r.label, decisions[r.item.key][1]) for r in stream[SHIFT + WINDOW:SHIFT + WINDOW + TAIL]
-            if decisions[r.item.key][0] == "accept"]
     resumed = next((i for i in range(cut, len(stream)) if stream[i].item.key in decisions
                     and decisions[stream[i].item.key][0] == "accept"), None)
     return {"seed": seed, "certification": certification, "auto_in_window": len(auto),
             "precision_in_window": round(right / len(auto), 4) if auto else None,
-            **{f"auto_{k}": [len(v), sum(t == lab for t, lab in v)] for k, v in parts.items()},  # [auto, right]
+            **{f"auto_{k}": tally(v) for k, v in parts.items()},  # [auto, right]
             "alarms_between": alarms, "false_alarm": any(hi <= SHIFT for _, hi in alarms),
             "detected_within": (after[0] - SHIFT) if after else None,
             "auto_resumed_at": resumed,  # the first auto label after the alarm (stream position)
-            "auto_after_window": [len(tail), sum(t == lab for t, lab in tail)],  # [auto, right] in the next TAIL items
+            "auto_after_window": tally(auto_labels(SHIFT + WINDOW, SHIFT + WINDOW + TAIL)),  # [auto, right], next TAIL
             **{k: summary[k] for k in ("human_review_rate", "auto_precision", "certificate_losses", "monitor_alarms",
                                        "drift_detected_at", "items_without_certificate_after_first")}}
 
