@@ -9,7 +9,9 @@ graph runs and save its model versions.
 **When a retrain is picked up** (:meth:`ProjectWorker.pick_up`, called before every claim). A retrain fits copies
 of the models; until it is published, the snapshot in force (its models, pool and threshold together) keeps
 deciding, and answers that arrive are held back (the learner belongs to the retrain). The service
-(``retrain_lag=None``) publishes a retrain as soon as it has finished, between two graph runs; it never waits. The
+(``retrain_lag=None``) publishes a retrain as soon as it has finished, between two graph runs. It waits for one only
+while no certificate is in force (every item would go to humans meanwhile), and then at most ``UNCERTIFIED_WAIT``
+seconds per retrain: a slow or stuck fit never stops the labeling, it only escalates what comes meanwhile. The
 replay cannot use the clock and stay deterministic, so it states a lag: a retrain started after graph run ``k`` is
 published just before run ``k + retrain_lag``, computed at once and held back until then. A busy service claims
 its next batch as soon as it has recorded the last, so run ``k + 1`` always starts before a retrain started after
@@ -43,6 +45,7 @@ T = TypeVar("T")
 log = logging.getLogger("labelagent.runtime")
 DB_BACKOFF = 2.0  # longest wait between tries while the database is unreachable (it comes back within seconds)
 WRITE_RETRY_SECONDS = 60.0  # a batch's write is retried this long; past its lease it is fenced anyway
+UNCERTIFIED_WAIT = 10.0  # without a certificate, the service waits this long (once per retrain) for the fit in flight
 
 
 @dataclass(slots=True)
@@ -58,6 +61,7 @@ class Retraining:
 
     task: asyncio.Task[Retrained]
     after: int
+    waited: bool = False  # the service waited for it once already (without a certificate)
 
 
 @dataclass(slots=True)
@@ -225,23 +229,32 @@ class ProjectWorker:
         training = self.training
         if training is None:
             return False
-        if self.labeler.learner.snapshot.threshold is None:
-            return True
         if self.retrain_lag is None:
             return training.task.done()
+        if self.labeler.learner.snapshot.threshold is None:
+            return True
         return self.runs >= training.after + self.retrain_lag - 1
 
     async def pick_up(self, *, now: bool = False) -> list[ModelInfo] | None:
         """Between graph runs: publish the retrain in flight when due (``now``: at once, waiting for it), then save
         its model versions. Returns what it published (None: nothing). A failed retrain raises here; the snapshot in
         force stays and the learner is free again."""
-        if self.training is None or not (now or self.pick_up_due()):
+        if self.training is None or not (now or self.pick_up_due() or await self._waited_uncertified(self.training)):
             return None
         training, self.training = self.training, None
         retrained = await training.task
         self.labeler.learner.publish(retrained)
         await self.save_versions(retrained.infos)
         return retrained.infos
+
+    async def _waited_uncertified(self, training: Retraining) -> bool:
+        """The service without a certificate: whether the fit in flight finished within ``UNCERTIFIED_WAIT`` seconds
+        (waited for once per retrain; past it the worker labels on, escalating)."""
+        if self.retrain_lag is not None or training.waited or self.labeler.learner.snapshot.threshold is not None:
+            return False
+        training.waited = True
+        done, _ = await asyncio.wait([training.task], timeout=UNCERTIFIED_WAIT)
+        return bool(done)
 
     async def learn(self, fresh: Sequence[GroundTruth]) -> None:
         """The replay's feed: ``feed``; with a ``retrain_lag`` the retrain it starts is computed at once (from the

@@ -11,6 +11,7 @@ from collections.abc import Sequence
 from sqlalchemy import func, select
 
 from service.runtime import WorkerRuntime
+from service.runtime.cycle import UNCERTIFIED_WAIT
 from service.store import SqlStore
 from service.store.base import label_t, vote_t
 from service.store.db import read_tx
@@ -20,6 +21,7 @@ from tests.service.runtime.helpers import (
     Reviewer,
     all_labeled,
     await_until,
+    labels_per_item,
     runtime_policy,
     stream_items,
 )
@@ -132,6 +134,48 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
             versions, _ = _decided_since(store, since)
             assert versions and old.tool_versions["memory"] not in versions
         finally:
+            GatedMemory.release.set()
+            stop.set()
+            runtime.stop()
+            await asyncio.wait_for(task, 60)
+            thread.join(10)
+
+    asyncio.run(main())
+
+
+def test_without_a_certificate_a_stuck_fit_does_not_stop_the_labeling(store: SqlStore) -> None:
+    """No certificate in force and a fit that never finishes: the runtime waits for it a bounded time
+    (``UNCERTIFIED_WAIT``), then labels on, every item escalated to humans; none is lost or auto-labeled."""
+    policy = runtime_policy()
+    store.projects.create_project(policy.project, policy)
+    project = policy.project
+    stop = threading.Event()
+    reviewer = Reviewer(store, project, "alice", stop)
+    GatedMemory.hold.set()
+    GatedMemory.release.clear()
+    GatedMemory.waiting = 0
+
+    async def main() -> None:
+        runtime = WorkerRuntime(store, fast_settings(), name="w1", tools_factory=gated_tools, batch_size=50)
+        task = asyncio.create_task(runtime.run())
+        thread = reviewer.start()
+        try:
+            store.items.ingest(project, stream_items(200))
+            runtime.notify(project)
+            await await_until(lambda: GatedMemory.waiting > 0, timeout=60, what="a first fit that waits")
+            labeler = runtime.labeler(project)
+            assert labeler is not None and labeler.learner.snapshot.threshold is None
+            store.items.ingest(project, stream_items(200, start=200))
+            runtime.notify(project)
+            await await_until(all_labeled(store, project, 400), timeout=60 + UNCERTIFIED_WAIT,
+                              what="the items labeled by humans while the fit is stuck")
+            assert runtime.state.loops[project].worker.training is not None, "the fit is still waiting"
+            assert labeler.learner.snapshot.threshold is None
+            _, thresholds = _decided_since(store, (0, 0))
+            assert thresholds == set(), "nothing auto-labeled without a certificate"
+            assert set(labels_per_item(store, project).values()) == {1}, "each item labeled once"
+        finally:
+            GatedMemory.hold.clear()
             GatedMemory.release.set()
             stop.set()
             runtime.stop()
