@@ -65,6 +65,18 @@ class ThresholdResult:
     error_bound: float  # CP upper bound of the error rate above the threshold (1.0 if none)
 
 
+@dataclass(frozen=True, slots=True)
+class CertificateState:
+    """What the certifier holds, for metrics and persistence."""
+
+    tests: int  # tests made so far in the run (the next one runs at ``spent_level(delta, tests)``)
+    next_size: int  # the calibration segment size of the next checkpoint
+    losses: int  # certificates withdrawn (only a reset withdraws one)
+    certified_at_test: int | None  # the test that issued the certificate in force
+    checkpoints: tuple[tuple[int, int], ...] = ()  # anytime: (sample size, test index) of the segment's checkpoints
+    segment: int = 0  # betting: calibration segments begun after drift resets (the level depends on it)
+
+
 def choose_threshold(
     confidence: Sequence[float] | np.ndarray,
     correct: Sequence[bool] | np.ndarray,
@@ -155,6 +167,20 @@ def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], al
         return ThresholdResult(None, n_total, 0, 0, float(cp_upper(err_at[0], n_at[0], delta)))
     return ThresholdResult(float(cand[last]), n_total, int(n_at[last]), int(err_at[last]),
                            float(cp_upper(err_at[last], n_at[last], delta)))
+
+
+def recount(held: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, *, alpha: float,
+            delta: float) -> ThresholdResult | None:
+    """The certificate in force, counted again on this window; None if the window shows its error above ``alpha``
+    with confidence ``1 - delta`` (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``)."""
+    if held.threshold is None:
+        return None
+    above = confidence >= held.threshold
+    n_above, errors = int(above.sum()), int((~correct[above]).sum())
+    if cp_lower(errors, n_above, delta) > alpha:
+        return None
+    return ThresholdResult(held.threshold, int(confidence.shape[0]), n_above, errors,
+                           float(cp_upper(errors, n_above, delta)))
 
 
 @dataclass(frozen=True, slots=True)

@@ -33,11 +33,17 @@ test's own level). See ``docs/DESIGN-NOTES.md`` section 14 for the argument, wha
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
 
 import numpy as np
 
-from agent.calibration import ThresholdResult, choose_threshold, cp_lower, cp_upper, min_sample_size
+from agent.betting import BettingCertifier
+from agent.calibration import (
+    CertificateState,
+    ThresholdResult,
+    choose_threshold,
+    min_sample_size,
+    recount,
+)
 from policies import Policy
 
 BLIND_KINDS = frozenset(("cold_start", "audit"))  # reviews whose answers calibrate: the reviewer sees no agent view
@@ -47,17 +53,6 @@ GROWTH = 1.5  # the next checkpoint comes when the calibration segment is this m
 def spent_level(delta: float, test: int) -> float:
     """``delta_j``: the level of the ``test``-th test of a run (0-based). ``sum_j delta_j = delta``."""
     return delta / ((test + 1) * (test + 2))
-
-
-@dataclass(frozen=True, slots=True)
-class CertificateState:
-    """What the certifier holds, for metrics and persistence."""
-
-    tests: int  # tests made so far in the run (the next one runs at ``spent_level(delta, tests)``)
-    next_size: int  # the calibration segment size of the next checkpoint
-    losses: int  # certificates withdrawn (only a reset withdraws one)
-    certified_at_test: int | None  # the test that issued the certificate in force
-    checkpoints: tuple[tuple[int, int], ...] = ()  # anytime: (sample size, test index) of the segment's checkpoints
 
 
 class Certifier:
@@ -212,15 +207,9 @@ class PerBatchCertifier:
 
     def _kept(self, held: ThresholdResult, conf: np.ndarray, ok: np.ndarray) -> ThresholdResult | None:
         """The certificate in force, counted on this window, unless the window shows its error above ``alpha``."""
-        if held.threshold is None:
-            return None
-        above = conf >= held.threshold
-        n_above, errors = int(above.sum()), int((~ok[above]).sum())
-        if cp_lower(errors, n_above, self.delta) > self.alpha:
-            return None
-        self.kept += 1
-        return ThresholdResult(held.threshold, int(conf.shape[0]), n_above, errors,
-                               float(cp_upper(errors, n_above, self.delta)))
+        kept = recount(held, conf, ok, alpha=self.alpha, delta=self.delta)
+        self.kept += kept is not None
+        return kept
 
     def reset(self) -> None:
         if self.certificate is not None:
@@ -257,10 +246,13 @@ def new_certificate(previous: ThresholdResult | None, current: ThresholdResult |
     return previous is None or previous.threshold != current.threshold
 
 
-def make_certifier(policy: Policy) -> Certifier | PerBatchCertifier:
+def make_certifier(policy: Policy) -> Certifier | PerBatchCertifier | BettingCertifier:
     """The policy's ``certification`` rule."""
     if policy.certification == "anytime":
         return Certifier(policy.alpha, policy.delta, min_size=policy.min_calibration)
+    if policy.certification == "betting":
+        return BettingCertifier(policy.alpha, policy.delta, min_size=policy.min_calibration,
+                                window=policy.calibration_window)
     return PerBatchCertifier(policy.alpha, policy.delta, min_size=policy.min_calibration,
                              window=policy.calibration_window)
 

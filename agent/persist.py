@@ -21,7 +21,8 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel, log_votes
 from agent.calibration import ThresholdResult
-from agent.certificate import CertificateState, raised_audit_rate
+from agent.calibration import CertificateState
+from agent.certificate import raised_audit_rate
 from agent.learner import AUDIT_PER_ESCALATION, FINE_CALIBRATION, Learner
 from agent.state import AgentSnapshot
 from tools.base import Vote
@@ -48,7 +49,8 @@ def snapshot_state(snapshot: AgentSnapshot, certification: str) -> dict[str, Any
                         "error_bound": calib.error_bound},
         "certifier": None if cert is None else {"tests": cert.tests, "next_size": cert.next_size,
                                                 "losses": cert.losses, "certified_at_test": cert.certified_at_test,
-                                                "checkpoints": [list(c) for c in cert.checkpoints]},
+                                                "checkpoints": [list(c) for c in cert.checkpoints],
+                                                "segment": cert.segment},
     }
 
 
@@ -75,7 +77,8 @@ def restore_snapshot(learner: Learner, doc: Mapping[str, Any], stored_id: int | 
     if state is not None:
         learner.certifier.restore(CertificateState(int(state["tests"]), int(state["next_size"]), int(state["losses"]),
                                                    state["certified_at_test"],
-                                                   tuple((int(a), int(b)) for a, b in state.get("checkpoints", ()))),
+                                                   tuple((int(a), int(b)) for a, b in state.get("checkpoints", ())),
+                                                   int(state.get("segment", 0))),
                                   calib)
     learner.monitor.set_reference(None if calib.threshold is None
                                   else 1.0 - calib.n_above / max(calib.n_calibration, 1))

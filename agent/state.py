@@ -10,7 +10,7 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel
 from agent.calibration import ThresholdResult
-from agent.certificate import CertificateState
+from agent.calibration import CertificateState
 from agent.drift import EscalationMonitor
 from agent.ports import BatchResult
 from policies import Policy

@@ -269,11 +269,13 @@ class Policy(_Strict):
     audit_rate: float = Field(default=0.02, ge=0.0, le=1.0)
     min_calibration: int = Field(default=150, ge=10)
     calibration_window: int = Field(default=4000, ge=50)
-    certification: Literal["per_batch", "anytime"] = Field(
+    certification: Literal["per_batch", "anytime", "betting"] = Field(
         default="per_batch",
         description="per_batch: one fixed-sequence test of the calibration window after every batch (each test valid "
         "alone); anytime: tests at count-scheduled checkpoints with delta spent over the run, valid for the whole run "
-        "with a fixed scorer (about 1.6 times the human reviews on sms_spam).")
+        "with a fixed scorer (about 1.6 times the human reviews on sms_spam); betting: one test supermartingale per "
+        "threshold of a fixed grid, valid for the whole run with a fixed scorer, no level spent per look (banking77 "
+        "38.8% human reviews against per_batch's 37.3%, sms_spam 15.3% against 9.6%).")
     overlap: int = Field(default=1, ge=1, le=10)
     max_overlap: int = Field(default=3, ge=1, le=10)
     lease_seconds: int = Field(default=300, ge=5, le=86400)

@@ -45,7 +45,7 @@ def test_quiet_on_a_stationary_share_and_fast_on_a_jump() -> None:
     assert len(delays) == runs - false_alarms and max(delays) <= 128  # within two batches of 64
 
 
-@pytest.mark.parametrize("certification", ["anytime", "per_batch"])
+@pytest.mark.parametrize("certification", ["anytime", "per_batch", "betting"])
 def test_an_alarm_withdraws_the_certificate_and_pauses_auto_labeling(certification: str) -> None:
     policy = make_policy(certification=certification)
     learner = Learner(policy, [CountingLearner("clf", {})])

@@ -25,7 +25,7 @@ from tools.registry import build_tools
 LIMIT = 1200  # sms_spam is certified well before this (the replay test certifies within its first 2,000 items)
 
 
-@pytest.mark.parametrize("certification", ["per_batch", "anytime"])
+@pytest.mark.parametrize("certification", ["per_batch", "anytime", "betting"])
 def test_restarted_and_joining_workers_decide_with_the_persisted_certificate(store: SqlStore,
                                                                               certification: str) -> None:
     policy = example_policy("sms_spam").model_copy(update={"certification": certification})
