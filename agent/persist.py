@@ -20,8 +20,7 @@ from typing import Any
 import numpy as np
 
 from agent.aggregate import AggregatorModel, log_votes
-from agent.calibration import ThresholdResult
-from agent.calibration import CertificateState
+from agent.calibration import CertificateState, ThresholdResult
 from agent.certificate import raised_audit_rate
 from agent.learner import AUDIT_PER_ESCALATION, FINE_CALIBRATION, Learner
 from agent.state import AgentSnapshot

@@ -9,8 +9,7 @@ from typing import Annotated, TypedDict
 import numpy as np
 
 from agent.aggregate import AggregatorModel
-from agent.calibration import ThresholdResult
-from agent.calibration import CertificateState
+from agent.calibration import CertificateState, ThresholdResult
 from agent.drift import EscalationMonitor
 from agent.ports import BatchResult
 from policies import Policy
