@@ -35,7 +35,7 @@ import math
 import numpy as np
 from scipy.special import betainc, betaln
 
-from agent.calibration import CertificateState, ThresholdResult, cp_upper, recount
+from agent.calibration import CertificateState, ThresholdResult, cp_upper, keep_or_replace
 
 FIRST_SHARE = 0.9  # the first segment's share of delta; later ones share the rest
 
@@ -132,9 +132,9 @@ class BettingCertifier:
             self.tests += 1
             result = self._certified(conf, ok)
         held = self.certificate
-        if held is not None and held.threshold is not None and (
-                result.threshold is None or result.threshold > held.threshold):
-            result = self._kept(held, conf[-self.window:], ok[-self.window:]) or result
+        result, kept = keep_or_replace(held, result, conf[-self.window:], ok[-self.window:], alpha=self.alpha,
+                                       delta=self.delta)
+        self.kept += kept
         if result.threshold is None and held is not None:
             self.losses += 1
         self.certificate = result if result.threshold is not None else None
@@ -167,12 +167,6 @@ class BettingCertifier:
     def _empty(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         zeros = np.zeros(self.grid.shape[0])
         return zeros, zeros.copy(), zeros.copy()
-
-    def _kept(self, held: ThresholdResult, conf: np.ndarray, ok: np.ndarray) -> ThresholdResult | None:
-        """The certificate in force, counted on this window, unless the window shows its error above ``alpha``."""
-        kept = recount(held, conf, ok, alpha=self.alpha, delta=self.delta)
-        self.kept += kept is not None
-        return kept
 
     def reset(self) -> None:
         """Drift: withdraw the certificate; the next segment's e-processes run at the next segment's level."""

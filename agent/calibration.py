@@ -183,6 +183,17 @@ def recount(held: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, 
                            float(cp_upper(errors, n_above, delta)))
 
 
+def keep_or_replace(held: ThresholdResult | None, result: ThresholdResult, confidence: np.ndarray,
+                    correct: np.ndarray, *, alpha: float, delta: float) -> tuple[ThresholdResult, bool]:
+    """``result``, unless it certifies nothing or only a threshold above ``held`` (the certificate in force) and
+    this window does not show ``held`` wrong (:func:`recount`): then ``held``, recounted. Returns (the certificate,
+    whether ``held`` was kept)."""
+    if held is None or held.threshold is None or (result.threshold is not None and result.threshold <= held.threshold):
+        return result, False
+    kept = recount(held, confidence, correct, alpha=alpha, delta=delta)
+    return (result, False) if kept is None else (kept, True)
+
+
 @dataclass(frozen=True, slots=True)
 class DriftResult:
     drifted: bool

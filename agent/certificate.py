@@ -41,8 +41,8 @@ from agent.calibration import (
     CertificateState,
     ThresholdResult,
     choose_threshold,
+    keep_or_replace,
     min_sample_size,
-    recount,
 )
 from policies import Policy
 
@@ -196,20 +196,12 @@ class PerBatchCertifier:
         else:
             self.tests += 1
             result = choose_threshold(conf, ok, alpha=self.alpha, delta=self.delta)
-            held = self.certificate
-            if held is not None and held.threshold is not None and (
-                    result.threshold is None or result.threshold > held.threshold):
-                result = self._kept(held, conf, ok) or result
+            result, kept = keep_or_replace(self.certificate, result, conf, ok, alpha=self.alpha, delta=self.delta)
+            self.kept += kept
         if result.threshold is None and self.certificate is not None:
             self.losses += 1
         self.certificate = result if result.threshold is not None else None
         return result
-
-    def _kept(self, held: ThresholdResult, conf: np.ndarray, ok: np.ndarray) -> ThresholdResult | None:
-        """The certificate in force, counted on this window, unless the window shows its error above ``alpha``."""
-        kept = recount(held, conf, ok, alpha=self.alpha, delta=self.delta)
-        self.kept += kept is not None
-        return kept
 
     def reset(self) -> None:
         if self.certificate is not None:
