@@ -7,12 +7,12 @@ p-values):
 - **Candidates.** A grid fixed before any data: ``t_0 = 1 - alpha / 2``, then down in steps of ``alpha / 10``.
   Nothing about it is learned from the stream, so the order of the tests never looks at the data.
 - **One e-process per candidate.** For candidate ``t``, the calibration items with confidence ``>= t`` are a
-  sub-stream, in arrival order. Under the null "the error among items at or above ``t`` exceeds ``alpha``" the
-  wealth ``W_n = prod_i (1 + b_i (alpha - wrong_i))`` is a nonnegative supermartingale for any bet ``b_i`` in
-  ``[0, 1 / (1 - alpha))`` fixed before item ``i`` is seen; by Ville's inequality it ever reaches ``1 / delta``
-  with probability at most ``delta``. The bet is the Kelly bet for the error rate estimated from the items before
-  (``(alpha - p) / (alpha (1 - alpha))``, ``p`` shrunk towards ``alpha / 2``), capped at ``BET_CAP / (1 - alpha)``
-  so that one error costs at most a bounded share of the wealth.
+  sub-stream, in arrival order. After ``n`` of them with ``e`` wrong, its wealth is the likelihood ratio of an
+  error rate ``p`` against ``alpha``, mixed over ``p`` uniform on ``[0, alpha]`` (:func:`log_wealth`). Each
+  ``p <= alpha`` gives a nonnegative supermartingale under the null "the error among items at or above ``t`` is at
+  least ``alpha``", so their mixture is one too: by Ville's inequality it ever reaches ``1 / delta`` with
+  probability at most ``delta``. The mixture has no constants to tune (a plug-in Kelly bet, tried first,
+  had a cap and a shrinkage; ``docs/DESIGN-NOTES.md`` section 14 compares them).
 - **Fixed sequence.** A candidate is certified when its wealth has reached ``1 / delta`` at some point of the run
   and so has every candidate above it; the lowest such candidate is the threshold. A false certificate needs the
   first candidate whose null holds to be rejected: probability at most ``delta``, however often the test is
