@@ -34,7 +34,10 @@ DUPLICATE_EPS = 0.01  # weight of a neighbour = s / (1 - s + eps)
 PSEUDO_COUNT = 0.25
 SHOWN_NEIGHBOURS = 3
 SNIPPET_CHARS = 60
-MAX_EXAMPLES = 20_000  # i18: the index never holds more examples (the learner's training window is this size too)
+# i18: the index never holds more examples (the most recent ones). A query's work grows with the index: a common term's
+# postings are scanned up to STOP_MIN_POSTINGS long, so the cap, not the stream's length, bounds it. Smaller than the
+# learner's training window (agent.schedule.TRAINING_CAP), which only the classifier's fits pay for.
+MAX_EXAMPLES = 8_192
 
 
 def normalised_text(text: str | None) -> str:
