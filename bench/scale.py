@@ -216,6 +216,24 @@ def _config(seed: int, cls: Any) -> Any:
     return cls(batch_size=256, seed=seed)
 
 
+def steadier(windows: list[Window], ref_end: int) -> tuple[float, float]:
+    """Beside one window against one: the items-weighted items/s of the last three full windows over that of the
+    three windows around ``ref_end``, and the same for CPU ms per item (all stages) the other way round (above 1:
+    the end costs less). A window is full when it holds as many items as the first."""
+    size = windows[0].end
+    full = [w for i, w in enumerate(windows) if w.end - (windows[i - 1].end if i else 0) >= size]
+    at = next((i for i, w in enumerate(full) if w.end >= ref_end), 0)
+    around, last = full[max(0, at - 1):at + 2], full[-3:]
+
+    def rate(ws: list[Window]) -> float:  # equal-sized windows: items over seconds
+        return len(ws) / sum(1.0 / w.items_s for w in ws)
+
+    def cpu(ws: list[Window]) -> float:
+        return sum(sum(w.cpu_per_item_ms.values()) for w in ws) / len(ws)
+
+    return rate(last) / rate(around), cpu(around) / cpu(last)
+
+
 def _row(w: Window) -> str:
     stages = " | ".join(f"{w.cpu_per_item_ms[k]:.3f}" for k in STAGES)
     return (f"| {w.end:,} | {w.items_s:,.0f} | {stages} | {w.rss_mb:,.0f} | {w.db_mb:,.1f} | {w.queue} | "
@@ -264,13 +282,16 @@ def main(argv: list[str]) -> int:
     elapsed = time.perf_counter() - started
     limit = TIME_LIMIT_S * args.items / 1_000_000
     ref = next((x for x in windows if x.end >= 100_000), windows[0])
+    steady = steadier(windows, ref.end)
     body = "\n".join([
         f"## Long stream ({args.items:,} synthetic items, {args.db}, seed {args.seed})", "",
         f"{machine_info()}; load average at the end {os.getloadavg()[0]:.1f}. "
         f"`python -m bench scale --items {args.items} --db {args.db}`: {elapsed:,.0f} s "
         f"(limit {limit:,.0f} s: {TIME_LIMIT_S / 60:.0f} min per million items); human reviews "
         f"{summary.get('human_reviews', 'n/a')}, auto precision {summary.get('auto_precision', 'n/a')}. "
-        f"Last window / window at {ref.end:,} items: {windows[-1].items_s / ref.items_s:.2f} (goal >= 0.8).", "",
+        f"Last window / window at {ref.end:,} items: {windows[-1].items_s / ref.items_s:.2f} (goal >= 0.8). "
+        f"Steadier, the last three full windows against the three around {ref.end:,}: items/s "
+        f"{steady[0]:.2f}, CPU per item {steady[1]:.2f} (each above 1: the end is faster).", "",
         HEADER, *(_row(x) for x in windows), "", f"![items/s and RSS](bench-scale-{args.db}.png)"])
     print(body)
     if not args.no_write:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from collections import Counter
 
-from bench.scale import build_stream
+from bench.scale import Window, build_stream, steadier
 from bench.synthetic import StreamSpec, stream
 from service.offline.replay import shuffled
 
@@ -44,3 +44,19 @@ def test_the_replay_shuffle_gives_back_the_generated_order():
     spec = StreamSpec(items=500, vocab=2_000, seed=3)
     generated = [r.item.key for chunk in stream(spec) for r in chunk]
     assert [r.item.key for r in shuffled(build_stream(spec, 5), 5, None)] == generated
+
+
+def _window(end: int, items_s: float, cpu_ms: float) -> Window:
+    return Window(end, items_s, {"tools": cpu_ms}, 0.0, 0.0, 0, 0.0, 0.0)
+
+
+def test_the_steadier_comparison_uses_full_windows_around_the_reference_and_at_the_end():
+    same = [_window(50 * (i + 1), 100.0, 1.0) for i in range(10)]
+    assert steadier(same, 100) == (1.0, 1.0)
+    # the end twice as slow and twice the CPU per item; a partial last window, 10x slower, is left out
+    slow_end = same[:7] + [_window(50 * (i + 1), 50.0, 2.0) for i in range(7, 10)] + [_window(510, 10.0, 9.0)]
+    rate, cpu = steadier(slow_end, 100)
+    assert rate == 0.5 and cpu == 0.5
+    # the reference is the three full windows around the first at or past ``ref_end``: 50-150 here, not 200-300
+    fast_start = [_window(50, 200.0, 1.0), _window(100, 200.0, 1.0), _window(150, 200.0, 1.0), *same[3:]]
+    assert steadier(fast_start, 100)[0] == 0.5
