@@ -6,7 +6,8 @@ from __future__ import annotations
 
 import asyncio
 import threading
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
+from contextlib import asynccontextmanager
 
 from sqlalchemy import func, select
 
@@ -83,21 +84,37 @@ def _decided_since(store: SqlStore, since: tuple[int, int]) -> tuple[set[str | N
     return versions, thresholds
 
 
-def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlStore) -> None:
+@asynccontextmanager
+async def gated_runtime(store: SqlStore, *, hold: bool) -> AsyncIterator[tuple[WorkerRuntime, str]]:
+    """A project of the runtime policy, a running worker runtime with the gated memory voter (its fits held from
+    the start when ``hold``) and a reviewer thread answering; on exit every held fit is released and all stop."""
     policy = runtime_policy()
     store.projects.create_project(policy.project, policy)
-    project = policy.project
     stop = threading.Event()
-    reviewer = Reviewer(store, project, "alice", stop)
-    GatedMemory.hold.clear()
+    reviewer = Reviewer(store, policy.project, "alice", stop)
+    if hold:
+        GatedMemory.hold.set()
+    else:
+        GatedMemory.hold.clear()
     GatedMemory.release.clear()
     GatedMemory.waiting = 0
+    runtime = WorkerRuntime(store, fast_settings(), name="w1", tools_factory=gated_tools, batch_size=50)
+    task = asyncio.create_task(runtime.run())
+    thread = reviewer.start()
+    try:
+        yield runtime, policy.project
+    finally:
+        GatedMemory.hold.clear()
+        GatedMemory.release.set()
+        stop.set()
+        runtime.stop()
+        await asyncio.wait_for(task, 60)
+        thread.join(10)
 
+
+def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlStore) -> None:
     async def main() -> None:
-        runtime = WorkerRuntime(store, fast_settings(), name="w1", tools_factory=gated_tools, batch_size=50)
-        task = asyncio.create_task(runtime.run())
-        thread = reviewer.start()
-        try:
+        async with gated_runtime(store, hold=False) as (runtime, project):
             store.items.ingest(project, stream_items(200))
             runtime.notify(project)
             await await_until(all_labeled(store, project, 200), timeout=60, what="the first 200 items labeled")
@@ -133,12 +150,6 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
             await await_until(all_labeled(store, project, 900), timeout=60, what="the last items labeled")
             versions, _ = _decided_since(store, since)
             assert versions and old.tool_versions["memory"] not in versions
-        finally:
-            GatedMemory.release.set()
-            stop.set()
-            runtime.stop()
-            await asyncio.wait_for(task, 60)
-            thread.join(10)
 
     asyncio.run(main())
 
@@ -146,20 +157,9 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
 def test_without_a_certificate_a_stuck_fit_does_not_stop_the_labeling(store: SqlStore) -> None:
     """No certificate in force and a fit that never finishes: the runtime waits for it a bounded time
     (``UNCERTIFIED_WAIT``), then labels on, every item escalated to humans; none is lost or auto-labeled."""
-    policy = runtime_policy()
-    store.projects.create_project(policy.project, policy)
-    project = policy.project
-    stop = threading.Event()
-    reviewer = Reviewer(store, project, "alice", stop)
-    GatedMemory.hold.set()
-    GatedMemory.release.clear()
-    GatedMemory.waiting = 0
 
     async def main() -> None:
-        runtime = WorkerRuntime(store, fast_settings(), name="w1", tools_factory=gated_tools, batch_size=50)
-        task = asyncio.create_task(runtime.run())
-        thread = reviewer.start()
-        try:
+        async with gated_runtime(store, hold=True) as (runtime, project):
             store.items.ingest(project, stream_items(200))
             runtime.notify(project)
             await await_until(lambda: GatedMemory.waiting > 0, timeout=60, what="a first fit that waits")
@@ -174,12 +174,5 @@ def test_without_a_certificate_a_stuck_fit_does_not_stop_the_labeling(store: Sql
             _, thresholds = _decided_since(store, (0, 0))
             assert thresholds == set(), "nothing auto-labeled without a certificate"
             assert set(labels_per_item(store, project).values()) == {1}, "each item labeled once"
-        finally:
-            GatedMemory.hold.clear()
-            GatedMemory.release.set()
-            stop.set()
-            runtime.stop()
-            await asyncio.wait_for(task, 60)
-            thread.join(10)
 
     asyncio.run(main())
