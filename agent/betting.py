@@ -35,7 +35,7 @@ import math
 import numpy as np
 from scipy.special import betainc, betaln
 
-from agent.calibration import CertificateState, ThresholdResult, cp_upper, keep_or_replace
+from agent.calibration import CertificateState, ThresholdResult, counted_at, keep_or_replace
 
 FIRST_SHARE = 0.9  # the first segment's share of delta; later ones share the rest
 
@@ -146,11 +146,7 @@ class BettingCertifier:
         last = scan(self._fold(conf, ~ok, goal), self.alpha, goal) - 1
         if last < 0:
             return ThresholdResult(None, int(conf.shape[0]), 0, 0, 1.0)
-        threshold = float(self.grid[last])
-        above = conf >= threshold
-        n_above, errors = int(above.sum()), int((~ok[above]).sum())
-        return ThresholdResult(threshold, int(conf.shape[0]), n_above, errors,
-                               float(cp_upper(errors, n_above, self.level)))
+        return counted_at(float(self.grid[last]), conf, ok, self.level)
 
     def _fold(self, conf: np.ndarray, wrong: np.ndarray, goal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Every candidate's highest ``log W`` over the segment so far. Items already folded in with the same

@@ -169,18 +169,22 @@ def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], al
                            float(cp_upper(err_at[last], n_at[last], delta)))
 
 
+def counted_at(threshold: float, confidence: np.ndarray, correct: np.ndarray, delta: float) -> ThresholdResult:
+    """``threshold`` with this window's counts at or above it and their Clopper-Pearson upper bound at ``delta``."""
+    above = confidence >= threshold
+    n_above, errors = int(above.sum()), int((~correct[above]).sum())
+    return ThresholdResult(threshold, int(confidence.shape[0]), n_above, errors,
+                           float(cp_upper(errors, n_above, delta)))
+
+
 def recount(held: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, *, alpha: float,
             delta: float) -> ThresholdResult | None:
     """The certificate in force, counted again on this window; None if the window shows its error above ``alpha``
     with confidence ``1 - delta`` (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``)."""
     if held.threshold is None:
         return None
-    above = confidence >= held.threshold
-    n_above, errors = int(above.sum()), int((~correct[above]).sum())
-    if cp_lower(errors, n_above, delta) > alpha:
-        return None
-    return ThresholdResult(held.threshold, int(confidence.shape[0]), n_above, errors,
-                           float(cp_upper(errors, n_above, delta)))
+    counted = counted_at(held.threshold, confidence, correct, delta)
+    return None if cp_lower(counted.errors_above, counted.n_above, delta) > alpha else counted
 
 
 def keep_or_replace(held: ThresholdResult | None, result: ThresholdResult, confidence: np.ndarray,
