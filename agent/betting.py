@@ -35,7 +35,7 @@ import math
 import numpy as np
 from scipy.special import betainc, betaln
 
-from agent.calibration import CertificateState, ThresholdResult, counted_at, keep_or_replace
+from agent.calibration import CertificateState, Strata, ThresholdResult, counted_at, in_force, keep_or_replace
 
 FIRST_SHARE = 0.9  # the first segment's share of delta; later ones share the rest
 
@@ -101,9 +101,37 @@ def scan(state: tuple[np.ndarray, np.ndarray, np.ndarray], alpha: float, goal: f
     return int(failed[0]) if failed.size else int(peak.size)
 
 
+class _Wealth:
+    """One sub-stream's e-processes over the grid (every calibration item, or a critical label's items), with the
+    confidences and correctness folded in so far: items folded in before with the same values are not folded again
+    (between rescorings, and always with a fixed scorer); a rescored sub-stream is folded from its start."""
+
+    def __init__(self, grid: np.ndarray) -> None:
+        self.grid = grid
+        self.state = self._empty()  # per candidate: sub-stream count, errors, highest log W
+        self._folded = np.zeros(0)
+        self._wrong = np.zeros(0, dtype=bool)
+
+    def fold(self, conf: np.ndarray, wrong: np.ndarray, alpha: float,
+             goal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        done = self._folded.shape[0]
+        if not (done <= conf.shape[0] and np.array_equal(self._folded, conf[:done])
+                and np.array_equal(self._wrong, wrong[:done])):
+            done, self.state = 0, self._empty()
+        self.state = fold_peaks(conf[done:], wrong[done:], self.grid, alpha, self.state, goal)
+        self._folded, self._wrong = conf.copy(), wrong.copy()
+        return self.state
+
+    def _empty(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        zeros = np.zeros(self.grid.shape[0])
+        return zeros, zeros.copy(), zeros.copy()
+
+
 class BettingCertifier:
     """Decides, after every batch, which threshold is certified (see the module doc). ``update`` takes the
-    calibration segment's confidences and correctness in arrival order, as the learner passes them."""
+    calibration segment's confidences and correctness in arrival order, as the learner passes them, and the
+    critical labels' masks (a candidate is certified only when each critical label's own sub-stream has also
+    reached ``1 / delta_r``: an intersection-union test, see :mod:`agent.calibration`)."""
 
     def __init__(self, alpha: float, delta: float, *, min_size: int, window: int) -> None:
         if not 0.0 < alpha < 1.0 or not 0.0 < delta < 1.0:
@@ -115,54 +143,44 @@ class BettingCertifier:
         self.losses = 0
         self.kept = 0
         self.certificate: ThresholdResult | None = None
-        self._state = self._empty()  # per candidate: sub-stream count, errors, highest log W
-        self._folded = np.zeros(0)  # the confidences folded into _state, and their correctness
-        self._wrong = np.zeros(0, dtype=bool)
+        self._wealth = _Wealth(self.grid)
+        self._parts: list[_Wealth] = []  # one per critical label
 
     @property
     def level(self) -> float:
         return segment_level(self.delta, self.segment)
 
-    def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool]) -> ThresholdResult:
+    def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool],
+               strata: Strata = ()) -> ThresholdResult:
         conf = np.asarray(confidence, dtype=np.float64)
         ok = np.asarray(correct, dtype=bool)
+        masks = tuple(np.asarray(mask, dtype=bool) for mask in strata)
         n = int(conf.shape[0])
         result = ThresholdResult(None, n, 0, 0, 1.0)
         if n >= self.min_size:
             self.tests += 1
-            result = self._certified(conf, ok)
+            result = self._certified(conf, ok, masks)
         held = self.certificate
         result, kept = keep_or_replace(held, result, conf[-self.window:], ok[-self.window:], alpha=self.alpha,
-                                       delta=self.delta)
+                                       delta=self.delta, strata=tuple(m[-self.window:] for m in masks))
         self.kept += kept
         if result.threshold is None and held is not None:
             self.losses += 1
-        self.certificate = result if result.threshold is not None else None
+        self.certificate = in_force(result)
         return result
 
-    def _certified(self, conf: np.ndarray, ok: np.ndarray) -> ThresholdResult:
-        """The lowest candidate whose wealth, and every higher candidate's, reached ``1 / delta_r``."""
+    def _certified(self, conf: np.ndarray, ok: np.ndarray, masks: Strata) -> ThresholdResult:
+        """The lowest candidate whose wealth, and every higher candidate's, reached ``1 / delta_r``, overall and on
+        every critical label's sub-stream."""
         goal = math.log(1.0 / self.level)
-        last = scan(self._fold(conf, ~ok, goal), self.alpha, goal) - 1
-        if last < 0:
+        if len(self._parts) != len(masks):
+            self._parts = [_Wealth(self.grid) for _ in masks]
+        passed = scan(self._wealth.fold(conf, ~ok, self.alpha, goal), self.alpha, goal)
+        for part, mask in zip(self._parts, masks, strict=True):
+            passed = min(passed, scan(part.fold(conf[mask], ~ok[mask], self.alpha, goal), self.alpha, goal))
+        if passed < 1:
             return ThresholdResult(None, int(conf.shape[0]), 0, 0, 1.0)
-        return counted_at(float(self.grid[last]), conf, ok, self.level)
-
-    def _fold(self, conf: np.ndarray, wrong: np.ndarray, goal: float) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        """Every candidate's highest ``log W`` over the segment so far. Items already folded in with the same
-        confidence and correctness are not folded again (between rescorings, and always with a fixed scorer); a
-        rescored segment is folded from its start."""
-        done = self._folded.shape[0]
-        if not (done <= conf.shape[0] and np.array_equal(self._folded, conf[:done])
-                and np.array_equal(self._wrong, wrong[:done])):
-            done, self._state = 0, self._empty()
-        self._state = fold_peaks(conf[done:], wrong[done:], self.grid, self.alpha, self._state, goal)
-        self._folded, self._wrong = conf.copy(), wrong.copy()
-        return self._state
-
-    def _empty(self) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-        zeros = np.zeros(self.grid.shape[0])
-        return zeros, zeros.copy(), zeros.copy()
+        return counted_at(float(self.grid[passed - 1]), conf, ok, self.level)
 
     def reset(self) -> None:
         """Drift: withdraw the certificate; the next segment's e-processes run at the next segment's level."""
@@ -170,7 +188,7 @@ class BettingCertifier:
             self.losses += 1
         self.certificate = None
         self.segment += 1
-        self._state, self._folded, self._wrong = self._empty(), np.zeros(0), np.zeros(0, dtype=bool)
+        self._wealth, self._parts = _Wealth(self.grid), []
 
     def state(self) -> CertificateState:
         return CertificateState(self.tests, self.min_size, self.losses, None, segment=self.segment)
@@ -178,4 +196,4 @@ class BettingCertifier:
     def restore(self, state: CertificateState, certificate: ThresholdResult | None) -> None:
         """Take back a persisted state (a restarted worker decides with the same certificate)."""
         self.tests, self.losses, self.segment = state.tests, state.losses, state.segment
-        self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
+        self.certificate = in_force(certificate)

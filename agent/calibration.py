@@ -8,6 +8,13 @@ threshold is used. If the calibration sample is an i.i.d. sample of the stream's
 cold-start items and the random audits are), the auto-label error rate exceeds ``alpha`` with
 probability at most ``delta``. Escalated items are not used: they are selected by confidence, so
 they are not a sample of the stream (see ``docs/DESIGN-NOTES.md`` for what was measured).
+
+Critical labels (``Policy.critical_labels``): each candidate is also tested on the calibration items whose *true*
+label is a critical label, with the same rule; a candidate passes only if every test passes. The null of the
+combined test, "the error above ``t`` exceeds ``alpha`` overall or among the critical label's items", is a union, and
+rejecting it needs every part rejected: an intersection-union test, valid at ``delta`` with each part at ``delta``.
+So the fixed sequence keeps its level, and the certificate also bounds the error among auto-labeled items of each
+critical label (an out-of-scope class, say) by ``alpha``.
 """
 
 from __future__ import annotations
@@ -16,10 +23,13 @@ import math
 from collections.abc import Sequence
 from dataclasses import dataclass
 from functools import lru_cache
+from typing import TypeAlias
 
 import numpy as np
 from scipy.special import betaincinv
 from scipy.stats import beta as beta_dist
+
+Strata: TypeAlias = tuple[np.ndarray, ...]  # per critical label: which calibration items truly carry it (bool)
 
 
 def cp_upper(errors: np.ndarray | int, n: np.ndarray | int, delta: float) -> np.ndarray:
@@ -84,6 +94,7 @@ def choose_threshold(
     alpha: float,
     delta: float,
     start_share: float = 0.75,
+    strata: Strata = (),
 ) -> ThresholdResult:
     """Lowest threshold whose fixed-sequence Clopper-Pearson test passes, or ``None``.
 
@@ -100,6 +111,9 @@ def choose_threshold(
     exchange one confident mistake among the very top items (a mislabeled item, say) cannot block a large
     calibration set any more (starting at ``n_0``, every test needs zero errors among the top ``n_0``). The
     grid depends on the counts and confidences only, never on correctness, which keeps the test valid.
+
+    ``strata``: one boolean mask per critical label (the items whose true label it is); a candidate also needs each
+    mask's items at or above it to pass the same test (module doc).
     """
     conf = np.asarray(confidence, dtype=np.float64)
     ok = np.asarray(correct, dtype=bool)
@@ -116,7 +130,16 @@ def choose_threshold(
     claimed = int(np.searchsorted(stated, alpha, side="right"))
     skip = sum(1 for n in counts if n <= start_share * claimed)
     counts = counts[max(skip - 1, 0):]
-    return _scan(conf_sorted, np.cumsum(~ok[order]), counts, allowance, delta)
+    wrong = ~ok[order]
+    parts = tuple((np.cumsum(mask[order]), np.cumsum(wrong & mask[order])) for mask in _masks(strata, conf.shape))
+    return _scan(conf_sorted, np.cumsum(wrong), counts, allowance, delta, parts)
+
+
+def _masks(strata: Strata, shape: tuple[int, ...]) -> Strata:
+    masks = tuple(np.asarray(mask, dtype=bool) for mask in strata)
+    if any(mask.shape != shape for mask in masks):
+        raise ValueError("each stratum must have one entry per calibration item")
+    return masks
 
 
 COUNT_CACHE = 16_384  # i18: (errors, alpha, delta) entries; a 4,000-item window at alpha 0.1 reads 370 of them
@@ -147,12 +170,13 @@ def allowance_counts(alpha: float, delta: float, n_max: int) -> list[int]:
 
 
 def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], allowance: list[int],
-          delta: float) -> ThresholdResult:
+          delta: float, parts: tuple[tuple[np.ndarray, np.ndarray], ...] = ()) -> ThresholdResult:
     """The fixed sequence over ``counts``, then every count up to ``n``, stopping at the first failed test.
 
     A test passes iff ``cp_upper(errors, n) <= alpha``, i.e. iff ``n >= n_errors`` (the bound falls with ``n``
     and rises with ``errors``; ``allowance`` lists ``n_0, n_1, ...`` past the largest ``n``): integer
-    comparisons, one Clopper-Pearson bound for the result.
+    comparisons, one Clopper-Pearson bound for the result. ``parts``: each critical label's cumulative (items,
+    errors) in the same order; a candidate fails if any of them fails the same comparison.
     """
     n_total = conf_sorted.shape[0]
     counts = [*counts, *range(counts[-1] + 1, n_total + 1)]
@@ -160,13 +184,21 @@ def _scan(conf_sorted: np.ndarray, errors_cum: np.ndarray, counts: list[int], al
     # With ties, "confidence >= t" can include more items than the nominal count.
     n_at = np.searchsorted(-conf_sorted, -cand, side="right")
     err_at = errors_cum[n_at - 1]
-    allowed = np.searchsorted(np.asarray(allowance), n_at, side="right") - 1  # errors that pass at n_at
-    failed = np.nonzero(err_at > allowed)[0]
+    grid = np.asarray(allowance)
+    fails = err_at > np.searchsorted(grid, n_at, side="right") - 1  # more errors than pass at n_at
+    for seen_cum, wrong_cum in parts:  # under n_0 items of the label: -1 errors pass, so the candidate fails
+        fails |= wrong_cum[n_at - 1] > np.searchsorted(grid, seen_cum[n_at - 1], side="right") - 1
+    failed = np.nonzero(fails)[0]
     last = (failed[0] - 1) if failed.size else len(cand) - 1
     if last < 0:
         return ThresholdResult(None, n_total, 0, 0, float(cp_upper(err_at[0], n_at[0], delta)))
     return ThresholdResult(float(cand[last]), n_total, int(n_at[last]), int(err_at[last]),
                            float(cp_upper(err_at[last], n_at[last], delta)))
+
+
+def in_force(result: ThresholdResult | None) -> ThresholdResult | None:
+    """``result`` if it certifies a threshold, else None: what a certifier holds as the certificate in force."""
+    return result if result is not None and result.threshold is not None else None
 
 
 def counted_at(threshold: float, confidence: np.ndarray, correct: np.ndarray, delta: float) -> ThresholdResult:
@@ -178,23 +210,30 @@ def counted_at(threshold: float, confidence: np.ndarray, correct: np.ndarray, de
 
 
 def recount(held: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, *, alpha: float,
-            delta: float) -> ThresholdResult | None:
+            delta: float, strata: Strata = ()) -> ThresholdResult | None:
     """The certificate in force, counted again on this window; None if the window shows its error above ``alpha``
-    with confidence ``1 - delta`` (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``)."""
+    with confidence ``1 - delta`` (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``),
+    overall or among any critical label's items."""
     if held.threshold is None:
         return None
     counted = counted_at(held.threshold, confidence, correct, delta)
+    above = confidence >= held.threshold
+    for mask in _masks(strata, confidence.shape):
+        part = above & mask
+        if cp_lower(int((part & ~correct).sum()), int(part.sum()), delta) > alpha:
+            return None
     return None if cp_lower(counted.errors_above, counted.n_above, delta) > alpha else counted
 
 
 def keep_or_replace(held: ThresholdResult | None, result: ThresholdResult, confidence: np.ndarray,
-                    correct: np.ndarray, *, alpha: float, delta: float) -> tuple[ThresholdResult, bool]:
+                    correct: np.ndarray, *, alpha: float, delta: float,
+                    strata: Strata = ()) -> tuple[ThresholdResult, bool]:
     """``result``, unless it certifies nothing or only a threshold above ``held`` (the certificate in force) and
     this window does not show ``held`` wrong (:func:`recount`): then ``held``, recounted. Returns (the certificate,
     whether ``held`` was kept)."""
     if held is None or held.threshold is None or (result.threshold is not None and result.threshold <= held.threshold):
         return result, False
-    kept = recount(held, confidence, correct, alpha=alpha, delta=delta)
+    kept = recount(held, confidence, correct, alpha=alpha, delta=delta, strata=strata)
     return (result, False) if kept is None else (kept, True)
 
 

@@ -39,8 +39,10 @@ import numpy as np
 from agent.betting import BettingCertifier
 from agent.calibration import (
     CertificateState,
+    Strata,
     ThresholdResult,
     choose_threshold,
+    in_force,
     keep_or_replace,
     min_sample_size,
 )
@@ -76,7 +78,7 @@ class Certifier:
         self.certificate: ThresholdResult | None = None
         self.certified_at_test: int | None = None
         self.checkpoints: list[tuple[int, int]] = []  # (sample size, test index) of this segment's checkpoints
-        self._results: dict[int, tuple[np.ndarray, np.ndarray, ThresholdResult]] = {}  # by test index
+        self._results: dict[int, tuple[np.ndarray, np.ndarray, Strata, ThresholdResult]] = {}  # by test index
         self._next_size = self._first_size()
 
     def _first_size(self) -> int:
@@ -94,10 +96,12 @@ class Certifier:
         return CertificateState(self.tests, self._next_size, self.losses, self.certified_at_test,
                                 tuple(self.checkpoints))
 
-    def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool]) -> ThresholdResult:
+    def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool],
+               strata: Strata = ()) -> ThresholdResult:
         """The certificate in force after this batch: a checkpoint reached joins the list, then every checkpoint is
         tested again on the current confidences of its sample, each at its own level; the lowest threshold
-        certified replaces the one in force if it is lower."""
+        certified replaces the one in force if it is lower. ``strata``: the critical labels' masks, in the same
+        order (:func:`agent.calibration.choose_threshold`)."""
         conf = np.asarray(confidence, dtype=np.float64)
         ok = np.asarray(correct, dtype=bool)
         n = conf.shape[0]
@@ -110,7 +114,7 @@ class Certifier:
             self.tests += 1
             self._next_size = max(math.ceil(self.growth * size),
                                   min_sample_size(self.alpha, spent_level(self.delta, self.tests)))
-        best, at = self._lowest(conf, ok)
+        best, at = self._lowest(conf, ok, strata)
         if best is not None and _better(best, self.certificate):
             self.certificate, self.certified_at_test = best, at
         elif self.certificate is not None and reached:  # a new checkpoint that lowered nothing: the certificate stays
@@ -119,22 +123,25 @@ class Certifier:
             return self.certificate
         return ThresholdResult(None, n, 0, 0, 1.0)
 
-    def _lowest(self, conf: np.ndarray, ok: np.ndarray) -> tuple[ThresholdResult | None, int | None]:
+    def _lowest(self, conf: np.ndarray, ok: np.ndarray,
+                strata: Strata) -> tuple[ThresholdResult | None, int | None]:
         """The lowest threshold any checkpoint certifies on its sample's current confidences, and its test index."""
         passed = [(result, test) for size, test in self.checkpoints
-                  if (result := self._test(conf[:size], ok[:size], test)).threshold is not None]
+                  if (result := self._test(conf[:size], ok[:size], tuple(m[:size] for m in strata), test)).threshold
+                  is not None]
         if not passed:
             return None, None
         return min(passed, key=lambda p: _rank(p[0]))
 
-    def _test(self, conf: np.ndarray, ok: np.ndarray, test: int) -> ThresholdResult:
+    def _test(self, conf: np.ndarray, ok: np.ndarray, strata: Strata, test: int) -> ThresholdResult:
         """Checkpoint ``test``'s fixed-sequence test on its sample; the last result again while the sample's
         confidences and correctness are unchanged (between rescorings, and always for a fixed scorer)."""
         last = self._results.get(test)
-        if last is not None and np.array_equal(last[0], conf) and np.array_equal(last[1], ok):
-            return last[2]
-        result = choose_threshold(conf, ok, alpha=self.alpha, delta=spent_level(self.delta, test))
-        self._results[test] = (conf.copy(), ok.copy(), result)
+        if (last is not None and np.array_equal(last[0], conf) and np.array_equal(last[1], ok)
+                and len(last[2]) == len(strata) and all(map(np.array_equal, last[2], strata))):
+            return last[3]
+        result = choose_threshold(conf, ok, alpha=self.alpha, delta=spent_level(self.delta, test), strata=strata)
+        self._results[test] = (conf.copy(), ok.copy(), tuple(m.copy() for m in strata), result)
         return result
 
     def reset(self) -> None:
@@ -154,7 +161,7 @@ class Certifier:
         self.losses = state.losses
         self.certified_at_test = state.certified_at_test
         self.checkpoints = list(state.checkpoints)
-        self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
+        self.certificate = in_force(certificate)
 
 
 class PerBatchCertifier:
@@ -182,25 +189,28 @@ class PerBatchCertifier:
         self.certificate: ThresholdResult | None = None
         self.recovering: Certifier | None = None  # after a drift reset, until its first certificate
 
-    def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool]) -> ThresholdResult:
+    def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool],
+               strata: Strata = ()) -> ThresholdResult:
         if self.recovering is not None:
-            result = self.recovering.update(confidence, correct)
+            result = self.recovering.update(confidence, correct, strata)
             if result.threshold is not None:
                 self.recovering = None
                 self.certificate = result
             return result
         conf = np.asarray(confidence, dtype=np.float64)[-self.window:]
         ok = np.asarray(correct, dtype=bool)[-self.window:]
+        window = tuple(np.asarray(mask, dtype=bool)[-self.window:] for mask in strata)
         if conf.shape[0] < self.min_size:
             result = ThresholdResult(None, int(conf.shape[0]), 0, 0, 1.0)
         else:
             self.tests += 1
-            result = choose_threshold(conf, ok, alpha=self.alpha, delta=self.delta)
-            result, kept = keep_or_replace(self.certificate, result, conf, ok, alpha=self.alpha, delta=self.delta)
+            result = choose_threshold(conf, ok, alpha=self.alpha, delta=self.delta, strata=window)
+            result, kept = keep_or_replace(self.certificate, result, conf, ok, alpha=self.alpha, delta=self.delta,
+                                           strata=window)
             self.kept += kept
         if result.threshold is None and self.certificate is not None:
             self.losses += 1
-        self.certificate = result if result.threshold is not None else None
+        self.certificate = in_force(result)
         return result
 
     def reset(self) -> None:
@@ -215,7 +225,7 @@ class PerBatchCertifier:
     def restore(self, state: CertificateState, certificate: ThresholdResult | None) -> None:
         """Take back a persisted state (a restarted worker decides with the same certificate)."""
         self.tests, self.losses = state.tests, state.losses
-        self.certificate = certificate if certificate is not None and certificate.threshold is not None else None
+        self.certificate = in_force(certificate)
 
 
 def _rank(result: ThresholdResult) -> tuple[float, int]:

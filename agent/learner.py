@@ -359,11 +359,13 @@ class Learner:
         pred = np.asarray(self._iid_pred[start:], dtype=np.int64)
         # Items predicted as a label always reviewed are never auto-labeled: not certified (items without a vote stay)
         eligible = ~np.isin(pred, [self._label_index[lab] for lab in self._always])
-        correct = (pred == np.asarray(self._iid_y[start:], dtype=np.int64))[eligible]
+        truth = np.asarray(self._iid_y[start:], dtype=np.int64)
+        correct = (pred == truth)[eligible]
         previous = self.certifier.certificate
         if previous is not None and self.monitor.holding:  # i14: no renewal on a segment whose share is moving
             return previous, drifted, None
-        calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct)
+        strata = tuple((truth == self._label_index[lab])[eligible] for lab in policy.critical_labels)
+        calib = self.certifier.update(np.asarray(self._iid_conf[start:], dtype=np.float64)[eligible], correct, strata)
         if new_certificate(previous, self.certifier.certificate):  # a new certificate: the monitor watches its share
             return calib, drifted, 1.0 - calib.n_above / max(calib.n_calibration, 1)
         return calib, drifted, None

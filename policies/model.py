@@ -262,6 +262,12 @@ class Policy(_Strict):
     data_kind: Literal["text", "image", "tabular", "mixed"] = "text"
     labels: list[str]
     always_review: list[str] = Field(default_factory=list)
+    critical_labels: list[str] = Field(
+        default_factory=list,
+        description="Labels whose items must be auto-labeled right at the target rate on their own, not only on "
+        "average (an out-of-scope or 'other' class the tools confuse with real ones): the certificate also bounds "
+        "the error among auto-labeled items whose true label is one of these. Each needs its own calibration items "
+        "above the threshold, so a rare critical label delays the certificate.")
     target_precision: float = Field(description="Auto-label precision the guarantee aims for.")
     confidence: float = Field(default=0.95, description="1 - delta: confidence of the guarantee.")
     tools: list[ToolSpec] = Field(min_length=1)
@@ -328,6 +334,11 @@ class Policy(_Strict):
         unknown = [lab for lab in self.always_review if lab not in self.labels]
         if unknown:
             raise ValueError(f"always_review: {unknown[0]!r} is not in labels; add it or remove it")
+        stray = [lab for lab in self.critical_labels if lab not in self.labels]
+        if stray:
+            raise ValueError(f"critical_labels: {stray[0]!r} is not in labels; add it or remove it")
+        if len(set(self.critical_labels)) != len(self.critical_labels):
+            raise ValueError("critical_labels: a label is listed twice")
         for tool in self.tools:
             if isinstance(tool, RulesSpec):
                 for rule in tool.rules:

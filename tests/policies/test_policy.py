@@ -64,6 +64,8 @@ def test_minimal_policy_gets_defaults() -> None:
             "tools: name 'c' is used twice",
         ),
         ({"always_review": ["eggs"]}, "always_review: 'eggs' is not in labels"),
+        ({"critical_labels": ["eggs"]}, "critical_labels: 'eggs' is not in labels"),
+        ({"critical_labels": ["spam", "spam"]}, "critical_labels: a label is listed twice"),
         (
             {"tools": [{"name": "r", "kind": "rules", "rules": [{"label": "eggs", "keywords": ["x"]}]}]},
             "tools.r: rule label 'eggs' is not in labels",
