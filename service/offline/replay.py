@@ -266,6 +266,20 @@ def auto_errors_by_truth(auto: Sequence[tuple[str, str | None]], truth: dict[str
             for lab, n in wrong.most_common(top)}
 
 
+def critical_precision(auto: Sequence[tuple[str, str | None]], truth: dict[str, str],
+                       critical: Sequence[str]) -> dict[str, dict[str, Any]]:
+    """Per critical label (``Policy.critical_labels``): its items auto-labeled, those labeled right, and that
+    precision with its 95% Clopper-Pearson interval (what the certificate bounds for it)."""
+    out: dict[str, dict[str, Any]] = {}
+    for label in critical:
+        mine = [lab for k, lab in auto if truth[k] == label]
+        right = sum(1 for lab in mine if lab == label)
+        lo, hi = cp_interval(right, len(mine))
+        out[label] = {"auto": len(mine), "right": right, "precision": round(right / len(mine), 4) if mine else None,
+                      "precision_ci": [round(lo, 4), round(hi, 4)]}
+    return out
+
+
 def tool_usage(tools: Sequence[Tool], n: int) -> dict[str, Any]:
     """What the expensive tools spent: texts/images each encoder encoded (decision time, training and rescoring
     together, each distinct input once) and its encoding seconds; each LLM tool's calls, tokens and price."""
@@ -316,6 +330,7 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
         "items_per_s": round(n / elapsed, 1) if elapsed > 0 else None,
         "seconds": round(elapsed, 3),
         "auto_errors_by_truth": auto_errors_by_truth(auto, truth),
+        "critical_labels": critical_precision(auto, truth, policy.critical_labels),
         "tool_calls": dict(tool_calls),
         # Share of the items each tool was called on at decision time (the cascade's reach).
         "tool_reach": {t: round(c / n, 4) for t, c in tool_calls.items()} if n else {},

@@ -188,3 +188,16 @@ def test_cli_replay_refuses_bad_queue_arguments(tmp_path: Path, capsys: pytest.C
                  *([] if "--url" in args else ["--db", f"sqlite:///{tmp_path / 'bad.db'}"]), *args])
     assert code == 2
     assert capsys.readouterr().err.startswith("labelagent: ")
+
+
+def test_the_summary_reports_each_critical_labels_own_precision() -> None:
+    from service.offline.replay import critical_precision
+
+    truth = {"a": "oos", "b": "oos", "c": "oos", "d": "alarm"}
+    auto = [("a", "oos"), ("b", "alarm"), ("d", "alarm")]  # c went to a human
+    report = critical_precision(auto, truth, ["oos", "alarm", "greeting"])
+    assert report["oos"]["auto"] == 2 and report["oos"]["right"] == 1 and report["oos"]["precision"] == 0.5
+    assert report["alarm"]["precision"] == 1.0 and report["greeting"] == {
+        "auto": 0, "right": 0, "precision": None, "precision_ci": [0.0, 1.0]}
+    lo, hi = report["oos"]["precision_ci"]
+    assert 0.0 < lo < 0.5 < hi < 1.0
