@@ -3,6 +3,8 @@
     python -m bench.template DATA.csv --target 0.95 --out policy.yaml [--lexical]
 
 ``--lexical`` drops the sentence encoder (the lexical-only policy it is compared with); nothing else differs.
+``--critical LABEL`` (repeatable) names labels whose own error the certificate bounds (``critical_labels``): part
+of the label set's declaration, for comparisons; the reported template runs leave it out.
 """
 
 from __future__ import annotations
@@ -17,9 +19,12 @@ import yaml
 TEMPLATE = Path(__file__).resolve().parent.parent / "policies" / "examples" / "text_embedding.yaml"
 
 
-def template_policy(labels: list[str], target: float, project: str, *, lexical: bool = False) -> dict[str, Any]:
+def template_policy(labels: list[str], target: float, project: str, *, lexical: bool = False,
+                    critical: tuple[str, ...] = ()) -> dict[str, Any]:
     policy: dict[str, Any] = yaml.safe_load(TEMPLATE.read_text())
     policy.update(project=project, labels=labels, target_precision=target)
+    if critical:
+        policy["critical_labels"] = list(critical)
     tools = []
     for tool in policy["tools"]:
         if tool["kind"] == "text_embedding":
@@ -37,12 +42,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--target", type=float, required=True)
     parser.add_argument("--out", type=Path, required=True)
     parser.add_argument("--lexical", action="store_true")
+    parser.add_argument("--critical", action="append", default=[], metavar="LABEL")
     args = parser.parse_args(argv)
     with args.data.open(newline="", encoding="utf-8") as f:
         labels = sorted({row["label"] for row in csv.DictReader(f)})
     project = args.data.stem.lower().replace(".", "-") + ("-lexical" if args.lexical else "")
-    args.out.write_text(yaml.safe_dump(template_policy(labels, args.target, project, lexical=args.lexical),
-                                       sort_keys=False))
+    policy = template_policy(labels, args.target, project, lexical=args.lexical, critical=tuple(args.critical))
+    args.out.write_text(yaml.safe_dump(policy, sort_keys=False))
 
 
 if __name__ == "__main__":
