@@ -178,3 +178,21 @@ def test_the_corrections_tile_counts_corrected_auto_labels(live: Live, new_page)
     expect(page.locator("#tile-corrections")).to_contain_text("1 of auto labels · 0 of human labels")
     expect(page.locator("#audit-table tr[data-action='label.corrected']")).to_have_count(1)
     problems.assert_clean()
+
+
+def test_the_dashboard_shows_each_critical_labels_own_calibration(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    project = live.project("critical", critical_labels=["spam"])
+    seeded = seed_tasks(live.store, project, ["audit"] * 12 + ["accept"] * 2, wrong=(4,))
+    assert answer_all(live.store, project, seeded.truth) == 12
+    operator = live.key("operator", project)
+    with live.api(operator) as api:
+        (critical,) = api.get(f"/projects/{project}/metrics/calibration").json()["critical"]
+    assert critical["label"] == "spam" and critical["records"] == sum(
+        1 for k in seeded.keys[:12] if seeded.truth[k] == "spam") > 0
+    page, problems = new_page()
+    open_dashboard(page, live, operator)
+    expect(page.locator(".critical-label")).to_have_text(
+        f"Critical label spam: {critical['records']} calibration items, {critical['above_threshold']} at or above the "
+        f"threshold ({critical['errors_above']} wrong); a threshold needs at least {critical['needed']} of them above "
+        "it, error-free.")
+    problems.assert_clean()

@@ -10,11 +10,12 @@ from collections import OrderedDict
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
-from agent.calibration import cp_interval, cp_upper
+from agent.calibration import cp_interval, cp_upper, min_sample_size
 from service.api.ops.metrics import LEVEL
 from service.api.schemas.metrics import (
     CalibrationCurve,
     CalibrationPoint,
+    CriticalLabelCalibration,
     PrecisionHistory,
     PrecisionPoint,
     ToolReport,
@@ -60,14 +61,16 @@ def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_PO
                 n=k,
             )
         )
-    return CalibrationCurve(
-        project=project,
-        records=n,
-        target_precision=policy.target_precision,
-        delta=policy.delta,
-        threshold=store.learning.latest_threshold(project),
-        points=points,
-    )
+    threshold = store.learning.latest_threshold(project)
+    truth = np.asarray([r.truth for r in records], dtype=object)[order]
+    above = conf >= threshold if threshold is not None else np.zeros(n, dtype=bool)
+    critical = [CriticalLabelCalibration(label=label, records=int((truth == label).sum()),
+                                         above_threshold=int((above & (truth == label)).sum()),
+                                         errors_above=int((above & (truth == label) & ~correct).sum()),
+                                         needed=min_sample_size(policy.alpha, policy.delta))
+                for label in policy.critical_labels]
+    return CalibrationCurve(project=project, records=n, target_precision=policy.target_precision, delta=policy.delta,
+                            threshold=threshold, points=points, critical=critical)
 
 
 def precision_history(*, store: SqlStore, project: str, max_points: int = MAX_POINTS) -> PrecisionHistory:

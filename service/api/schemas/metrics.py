@@ -93,6 +93,19 @@ class CalibrationPoint(BaseModel):
     n: int = Field(description="Calibration items at or above the threshold.")
 
 
+class CriticalLabelCalibration(BaseModel):
+    """A critical label's own calibration sample (``critical_labels`` in the policy): the threshold's test must also
+    pass on these items alone, so a rare critical label holds the certificate back until it has ``needed`` of them,
+    error-free, above the threshold."""
+
+    label: str
+    records: int = Field(description="Calibration items whose human answer is this label.")
+    above_threshold: int = Field(description="Those at or above the threshold in force (0 when none is in force).")
+    errors_above: int = Field(description="Those among them the agent labeled otherwise.")
+    needed: int = Field(description="The fewest error-free items of the label above a threshold that can pass: "
+                                    "log(delta) / log(1 - alpha).")
+
+
 class CalibrationCurve(BaseModel):
     """Precision versus coverage on the calibration sample (cold-start items and audits, the most recent
     ``calibration_window``), highest threshold first."""
@@ -103,6 +116,8 @@ class CalibrationCurve(BaseModel):
     delta: float
     threshold: float | None = Field(description="Threshold of the latest auto label (None: none yet).")
     points: list[CalibrationPoint]
+    critical: list[CriticalLabelCalibration] = Field(
+        default_factory=list, description="Each critical label's own calibration sample, in the policy's order.")
 
 
 class PrecisionPoint(BaseModel):

@@ -7,8 +7,9 @@ from __future__ import annotations
 import pytest
 from fastapi.testclient import TestClient
 
-from agent.calibration import cp_interval, cp_upper
+from agent.calibration import cp_interval, cp_upper, min_sample_size
 from service.store import ReviewAnswer, SqlStore
+from tests.factories import make_policy
 from tests.service.api.conftest import decide, error_message
 
 
@@ -81,3 +82,17 @@ def test_unknown_project_answers_404(client: TestClient, route: str) -> None:
     r = client.get(f"/projects/nope/metrics/{route}")
     assert r.status_code == 404
     assert error_message(r) == "project 'nope' does not exist"
+
+
+@pytest.mark.parametrize("policy", [make_policy(critical_labels=["spam"])])
+def test_the_calibration_curve_counts_each_critical_labels_own_sample(
+    client: TestClient, store: SqlStore, project: str
+) -> None:
+    # confidences 0.50-0.53, suggestions ham, spam, ham, spam; answers: spam, spam, ham, ham (items 0 and 3 wrong)
+    keys = decide(store, project, ["audit", "audit", "audit", "audit", "accept"], threshold=0.51)
+    answer(store, project, {keys[0]: "spam", keys[1]: "spam", keys[2]: "ham", keys[3]: "ham"})
+    c = client.get(f"/projects/{project}/metrics/calibration").json()
+    needed = min_sample_size(1 - c["target_precision"], c["delta"])
+    # spam items: 0 (0.50, below the threshold, wrong) and 1 (0.51, above, right)
+    assert c["critical"] == [{"label": "spam", "records": 2, "above_threshold": 1, "errors_above": 0,
+                              "needed": needed}]

@@ -78,7 +78,8 @@
       clear($("#calibration-plot"), calibrationPlot(calibration),
         legend(calibration.threshold === null ? "No auto label yet: no threshold." :
                  `Red: the current threshold ${LA.num(calibration.threshold, 3)}.`,
-               ["line", "precision"], ["low", `lower bound (delta ${+calibration.delta.toFixed(4)})`], ["target", "target"]));
+               ["line", "precision"], ["low", `lower bound (delta ${+calibration.delta.toFixed(4)})`], ["target", "target"]),
+        calibration.critical.map(criticalNote));
       clear($("#tools"), toolTable(tools));
       clear($("#failed"), failedTable(failed));
       clear($("#audit"), auditTable(audit));
@@ -92,6 +93,12 @@
   function legend(caption, ...keys) {
     return el("p", { class: "legend muted" }, keys.map(([cls, text]) => el("span", {}, el("i", { class: `key ${cls}` }), text)),
       " ", caption);
+  }
+
+  function criticalNote(c) {
+    return el("p", { class: "muted critical-label" },
+      `Critical label ${c.label}: ${c.records} calibration items, ${c.above_threshold} at or above the threshold ` +
+      `(${c.errors_above} wrong); a threshold needs at least ${c.needed} of them above it, error-free.`);
   }
 
   function precisionCaption(h) {
