@@ -19,7 +19,6 @@ from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
-import scipy.sparse as sp
 
 from tools.labels import label_positions
 from tools.softmax import fit_softmax, softmax_rows
@@ -136,7 +135,7 @@ def fit_head(old: HeadModel | None, version: str, x: np.ndarray, y: np.ndarray, 
         intercept0 = np.zeros(len(names), dtype=np.float32)
         coef0[:, hit] = old.coef[:, in_old[hit]]
         intercept0[hit] = old.intercept[in_old[hit]]
-    result = fit_softmax(sp.csr_matrix(x), np.searchsorted(classes, y), len(classes), c,
+    result = fit_softmax(x, np.searchsorted(classes, y), len(classes), c,
                          coef0=coef0, intercept0=intercept0, tol=1e-4)
     model = HeadModel(version, names, result.coef, result.intercept, 1.0 / (len(y) + len(labels)), x, y, keys,
                       snippets)

@@ -44,3 +44,16 @@ def test_warm_start_converges_in_fewer_iterations() -> None:
     cold = fit_softmax(x, y, 4, c=10.0, tol=1e-6)
     warm = fit_softmax(x, y, 4, c=10.0, tol=1e-6, coef0=cold.coef, intercept0=cold.intercept)
     assert warm.iterations < cold.iterations / 3 and warm.loss <= cold.loss + 1e-6
+
+
+def test_dense_input_reaches_the_same_optimum_as_sparse() -> None:
+    # embeddings arrive dense: the fit keeps them dense (BLAS products) and must land where the sparse path does
+    for k in (2, 4):
+        x, y = problem(k)
+        dense = x.toarray()
+        sparse_fit = fit_softmax(x, y, k, c=2.0, tol=1e-9, max_iter=1000)
+        dense_fit = fit_softmax(dense, y, k, c=2.0, tol=1e-9, max_iter=1000)
+        np.testing.assert_allclose(probabilities(dense_fit, dense), probabilities(sparse_fit, x), atol=1e-3)
+        if k > 2:  # scikit-learn's two-class problem penalises differently (see the two-class test above)
+            ref = LogisticRegression(C=2.0, tol=1e-10, max_iter=5000).fit(dense.astype(np.float64), y)
+            np.testing.assert_allclose(probabilities(dense_fit, dense), ref.predict_proba(dense), atol=2e-3)
