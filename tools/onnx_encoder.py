@@ -24,6 +24,7 @@ import numpy as np
 from policies.exceptions import ToolError
 from policies.installed import ModelNotInstalledError, resolve_model
 from policies.model import TextEmbeddingSpec
+from tools.length_buckets import encode_in_buckets
 
 EXPORT_VERSION = "1"  # bump when the export or the quantization settings change: a new file, never a stale one
 INPUTS = ("input_ids", "attention_mask", "token_type_ids")
@@ -103,24 +104,21 @@ class OnnxEncoder:
         self.session = ort.InferenceSession(str(self.path), options, providers=["CPUExecutionProvider"])
         self.tokenizer = Tokenizer.from_file(str(model_dir / "tokenizer.json"))
         self.tokenizer.enable_truncation(spec.max_seq_length)
-        self.tokenizer.enable_padding(pad_id=0, pad_token="[PAD]")
+        self.tokenizer.no_padding()  # each bucket is padded to its own longest text (``_encode_bucket``)
         self.batch_size = spec.batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        out = np.zeros((len(texts), 0), dtype=np.float32)
-        order = np.argsort([len(t) for t in texts], kind="stable")  # similar lengths together: less padding
-        for start in range(0, len(texts), self.batch_size):
-            rows = order[start:start + self.batch_size]
-            vectors = self._encode_batch([texts[i] for i in rows.tolist()])
-            if out.shape[1] == 0:
-                out = np.zeros((len(texts), vectors.shape[1]), dtype=np.float32)
-            out[rows] = vectors
-        return out
+        tokens = [e.ids for e in self.tokenizer.encode_batch(texts)]
+        return encode_in_buckets([len(t) for t in tokens], self.batch_size,  # similar lengths: little padding
+                                 lambda rows: self._encode_bucket([tokens[i] for i in rows]))
 
-    def _encode_batch(self, texts: list[str]) -> np.ndarray:
-        encoded = self.tokenizer.encode_batch(texts)
-        ids = np.asarray([e.ids for e in encoded], dtype=np.int64)
-        mask = np.asarray([e.attention_mask for e in encoded], dtype=np.int64)
+    def _encode_bucket(self, tokens: list[list[int]]) -> np.ndarray:
+        width = max(len(t) for t in tokens)
+        ids = np.zeros((len(tokens), width), dtype=np.int64)  # 0 is [PAD]
+        mask = np.zeros((len(tokens), width), dtype=np.int64)
+        for row, t in enumerate(tokens):
+            ids[row, :len(t)] = t
+            mask[row, :len(t)] = 1
         hidden = self.session.run(None, {"input_ids": ids, "attention_mask": mask,
                                          "token_type_ids": np.zeros_like(ids)})[0]
         pooled = (hidden * mask[:, :, None]).sum(axis=1) / np.maximum(mask.sum(axis=1, keepdims=True), 1)

@@ -45,6 +45,7 @@ from tools.embedding_head import (
 )
 from tools.environment import ToolEnvironment
 from tools.labels import not_trainable, training_labels
+from tools.length_buckets import encode_in_buckets
 from tools.onnx_encoder import OnnxEncoder
 from tools.softmax import softmax_rows
 
@@ -77,9 +78,15 @@ class SentenceTransformerEncoder:
         self.batch_size = spec.batch_size
 
     def encode(self, texts: list[str]) -> np.ndarray:
-        out = self.model.encode(texts, batch_size=self.batch_size, convert_to_numpy=True,
-                                normalize_embeddings=True, show_progress_bar=False)
-        return np.asarray(out, dtype=np.float32)
+        lengths = [len(ids) for ids in self.model.tokenizer(texts, truncation=True,
+                                                            max_length=self.model.max_seq_length)["input_ids"]]
+
+        def bucket(rows: list[int]) -> np.ndarray:  # one model call per bucket of similar lengths: little padding
+            return np.asarray(self.model.encode([texts[i] for i in rows], batch_size=self.batch_size,
+                                                convert_to_numpy=True, normalize_embeddings=True,
+                                                show_progress_bar=False), dtype=np.float32)
+
+        return encode_in_buckets(lengths, self.batch_size, bucket)
 
 
 def make_encoder(spec: TextEmbeddingSpec, cache_dir: str | None) -> TextEncoder:
