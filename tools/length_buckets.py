@@ -3,8 +3,8 @@
 A transformer encoder pads every text of a batch to the batch's longest, and pays for the padding. The planner
 hands the encoder the few items each graph run leaves open (tens of texts of any length), so a fixed-size batch
 of them is mostly padding on a stream of short messages with some long ones: measured on sms_spam texts in
-calls of 30 (2-core AVX-512 CPU), the int8 ONNX encoder did 191 texts/s with fixed batches and 480 with length
-buckets, the torch encoder 90 and 161 (DESIGN-NOTES 13). A bucket is a run of the texts sorted by token length
+calls of 30 (2-core AVX-512 CPU), the int8 ONNX encoder did 191 texts/s with fixed batches and 483 with length
+buckets, the torch encoder 97 and 170 (DESIGN-NOTES 13). A bucket is a run of the texts sorted by token length
 that stays within ``SLACK`` times its shortest text (plus ``EXTRA`` tokens: very short texts cost little
 anyway) and within ``max_size`` texts.
 """
