@@ -8,7 +8,7 @@ import time
 from collections.abc import Sequence
 
 # Each is ``bench.<name>`` with ``main(argv) -> int`` that writes its section of docs/BENCHMARKS.md.
-MODULES: tuple[str, ...] = ("service", "quality", "throughput", "scale")
+MODULES: tuple[str, ...] = ("service", "quality", "throughput", "encoders", "scale")
 ON_REQUEST: tuple[str, ...] = ("hostile",)  # run only when named (``python -m bench hostile``)
 
 
