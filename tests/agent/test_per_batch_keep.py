@@ -1,11 +1,12 @@
-"""``certification: per_batch``: a scan that certifies nothing, or only a higher threshold, keeps the certificate in
-force unless the window shows it wrong; a scan that certifies a lower threshold replaces it."""
+"""``certification: per_batch``: a scan that certifies nothing keeps the certificate in force unless the window shows
+it wrong; a scan that certifies only a higher threshold replaces it unless the window certifies the one in force too
+(tested alone); a scan that certifies a lower threshold replaces it."""
 
 from __future__ import annotations
 
 import numpy as np
 
-from agent.calibration import ThresholdResult, choose_threshold, cp_lower
+from agent.calibration import ThresholdResult, choose_threshold, cp_lower, cp_upper
 from agent.certificate import PerBatchCertifier
 
 
@@ -59,6 +60,19 @@ def test_a_scan_that_certifies_only_higher_keeps_the_threshold_in_force_without_
     result = certifier.update(conf, ok)
     assert result.threshold == 0.9 and (result.n_above, result.errors_above) == (300, 0)
     assert certifier.kept == 1 and certifier.losses == 0
+
+
+def test_a_higher_certificate_replaces_one_the_window_does_not_certify() -> None:
+    # Between 0.9 and 0.99: 100 items, 4 wrong. Above 0.9 the error is 1%, not shown above 2%, but not certified
+    # at 2% either: the threshold in force stood only for lack of evidence, and 0.99 is certified on this window.
+    conf = np.r_[np.full(300, 0.99), np.full(100, 0.92)]
+    ok = np.r_[np.ones(300, dtype=bool), np.arange(100) >= 4]
+    assert cp_lower(4, 400, 0.05) <= 0.02 < float(cp_upper(4, 400, 0.05))
+    certifier = _certifier()
+    result = certifier.update(conf, ok)
+    assert result.threshold is not None and result.threshold > 0.92
+    assert (result.n_above, result.errors_above) == (300, 0)
+    assert certifier.certificate is result and certifier.kept == 0 and certifier.losses == 0
 
 
 def test_a_higher_certificate_replaces_one_the_window_shows_wrong() -> None:
