@@ -170,11 +170,12 @@ class PerBatchCertifier:
     certificate along the run is wrong exceeds ``delta`` (DESIGN-NOTES section 14 measures by how much). Kept as the
     default because :class:`Certifier`'s run-long validity costs about 1.6 times the human reviews on sms_spam.
 
-    No loss without evidence: when a test certifies nothing, or only a threshold above the one in force, the
-    threshold in force is kept unless the same window shows its error above ``alpha`` with confidence ``1 - delta``
-    (the Clopper-Pearson lower bound of the errors at or above it exceeds ``alpha``). A scan that stops high is no
-    evidence against a lower threshold: the fixed sequence stops at its first candidate that fails, often far above
-    the threshold in force. A scan that certifies a lower threshold replaces it.
+    No loss without evidence: when a test certifies nothing, the threshold in force is kept unless the same window
+    shows its error above ``alpha`` with confidence ``1 - delta`` (the Clopper-Pearson lower bound of the errors at
+    or above it exceeds ``alpha``). A scan that stops high is no evidence against a lower threshold: the fixed
+    sequence stops at its first candidate that fails, often far above the threshold in force. When a test certifies
+    only a higher threshold, that one replaces the threshold in force unless the window certifies it too, tested
+    alone (:func:`agent.calibration.keep_or_replace`). A scan that certifies a lower threshold replaces it.
 
     After drift (:meth:`reset`) the first certificate on the new segment comes from a :class:`Certifier`: checkpoints
     with delta spent over them, valid however often they are tested. Right after an alarm the segment is small, the
