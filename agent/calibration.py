@@ -209,6 +209,26 @@ def counted_at(threshold: float, confidence: np.ndarray, correct: np.ndarray, de
                            float(cp_upper(errors, n_above, delta)))
 
 
+def counts_above(threshold: float, confidence: np.ndarray, correct: np.ndarray,
+                 strata: Strata) -> list[tuple[int, int]]:
+    """(errors, items) at or above ``threshold`` among each stratum's items (a critical label's), in order."""
+    above = confidence >= threshold
+    return [(int((above & mask & ~correct).sum()), int((above & mask).sum()))
+            for mask in _masks(strata, confidence.shape)]
+
+
+def _held_counts(threshold: float, confidence: np.ndarray, correct: np.ndarray, delta: float,
+                 strata: Strata) -> tuple[ThresholdResult, list[tuple[int, int]]]:
+    """``threshold`` counted on this window, and its (errors, items): overall first, then per stratum."""
+    counted = counted_at(threshold, confidence, correct, delta)
+    return counted, [(counted.errors_above, counted.n_above), *counts_above(threshold, confidence, correct, strata)]
+
+
+def _shown_wrong(counts: list[tuple[int, int]], *, alpha: float, delta: float) -> bool:
+    """Whether any of ``counts`` shows its error above ``alpha`` with confidence ``1 - delta`` (CP lower bound)."""
+    return any(cp_lower(errors, n, delta) > alpha for errors, n in counts)
+
+
 def recount(held: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, *, alpha: float,
             delta: float, strata: Strata = ()) -> ThresholdResult | None:
     """The certificate in force, counted again on this window; None if the window shows its error above ``alpha``
@@ -216,13 +236,8 @@ def recount(held: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, 
     overall or among any critical label's items."""
     if held.threshold is None:
         return None
-    counted = counted_at(held.threshold, confidence, correct, delta)
-    above = confidence >= held.threshold
-    for mask in _masks(strata, confidence.shape):
-        part = above & mask
-        if cp_lower(int((part & ~correct).sum()), int(part.sum()), delta) > alpha:
-            return None
-    return None if cp_lower(counted.errors_above, counted.n_above, delta) > alpha else counted
+    counted, counts = _held_counts(held.threshold, confidence, correct, delta, strata)
+    return None if _shown_wrong(counts, alpha=alpha, delta=delta) else counted
 
 
 def keep_or_replace(held: ThresholdResult | None, result: ThresholdResult, confidence: np.ndarray,
@@ -242,21 +257,12 @@ def keep_or_replace(held: ThresholdResult | None, result: ThresholdResult, confi
     """
     if held is None or held.threshold is None or (result.threshold is not None and result.threshold <= held.threshold):
         return result, False
-    kept = recount(held, confidence, correct, alpha=alpha, delta=delta, strata=strata)
-    if kept is None or (result.threshold is not None and not _passes_alone(kept, confidence, correct, alpha=alpha,
-                                                                           delta=delta, strata=strata)):
+    counted, counts = _held_counts(held.threshold, confidence, correct, delta, strata)
+    if _shown_wrong(counts, alpha=alpha, delta=delta):
         return result, False
-    return kept, True
-
-
-def _passes_alone(counted: ThresholdResult, confidence: np.ndarray, correct: np.ndarray, *, alpha: float,
-                  delta: float, strata: Strata) -> bool:
-    """Whether ``counted``'s threshold, tested alone on this window, is certified overall and for each stratum."""
-    if counted.error_bound > alpha:
-        return False
-    above = confidence >= (counted.threshold if counted.threshold is not None else np.inf)
-    return all(float(cp_upper(int((above & mask & ~correct).sum()), int((above & mask).sum()), delta)) <= alpha
-               for mask in _masks(strata, confidence.shape))
+    if result.threshold is not None and any(float(cp_upper(errors, n, delta)) > alpha for errors, n in counts):
+        return result, False  # a certified higher threshold, and the window does not certify ``held`` alone
+    return counted, True
 
 
 @dataclass(frozen=True, slots=True)

@@ -10,7 +10,7 @@ from collections import OrderedDict
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
-from agent.calibration import cp_interval, cp_upper, min_sample_size
+from agent.calibration import counts_above, cp_interval, cp_upper, min_sample_size
 from service.api.ops.metrics import LEVEL
 from service.api.schemas.metrics import (
     CalibrationCurve,
@@ -63,12 +63,11 @@ def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_PO
         )
     threshold = store.learning.latest_threshold(project)
     truth = np.asarray([r.truth for r in records], dtype=object)[order]
-    above = conf >= threshold if threshold is not None else np.zeros(n, dtype=bool)
-    critical = [CriticalLabelCalibration(label=label, records=int((truth == label).sum()),
-                                         above_threshold=int((above & (truth == label)).sum()),
-                                         errors_above=int((above & (truth == label) & ~correct).sum()),
-                                         needed=min_sample_size(policy.alpha, policy.delta))
-                for label in policy.critical_labels]
+    masks = tuple(truth == label for label in policy.critical_labels)
+    counts = counts_above(np.inf if threshold is None else threshold, conf, correct, masks)  # None: nothing above
+    critical = [CriticalLabelCalibration(label=label, records=int(mask.sum()), above_threshold=above,
+                                         errors_above=errors, needed=min_sample_size(policy.alpha, policy.delta))
+                for label, mask, (errors, above) in zip(policy.critical_labels, masks, counts, strict=True)]
     return CalibrationCurve(project=project, records=n, target_precision=policy.target_precision, delta=policy.delta,
                             threshold=threshold, points=points, critical=critical)
 
