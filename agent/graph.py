@@ -111,6 +111,18 @@ def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float)
     return clears(softmax_rows(logits).max(axis=1), threshold)
 
 
+def could_fall(proba: np.ndarray, weight: np.ndarray, vote: float, threshold: float) -> np.ndarray:
+    """Whether votes still to come, of total pool weight ``weight`` per row and at most ``vote`` sure, could take
+    each row's top label below ``threshold``: the worst case is all of them giving the runner-up ``vote`` and the top
+    label the rest spread evenly (what :func:`could_cross` assumes of a vote for the top label, turned against it)."""
+    n_labels = proba.shape[1]
+    logits = np.log(np.clip(proba, 1e-300, 1.0))
+    order = np.argsort(-logits, axis=1)
+    rows = np.arange(proba.shape[0])
+    logits[rows, order[:, 1]] += weight * (np.log(vote) - np.log((1.0 - vote) / max(n_labels - 1, 1)))
+    return ~clears(softmax_rows(logits)[rows, order[:, 0]], threshold)
+
+
 def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     """Rows an enrichment tool (``tool.enriches``) still has to see: every open item within budget.
 
@@ -212,10 +224,13 @@ def _pool(state: BatchState, ctx: AgentContext) -> np.ndarray:
 
 
 def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
-    """The items still open: those whose pooled confidence clears the threshold close once every cheap tool voted.
+    """The items still open: those whose pooled confidence clears the threshold close once every cheap tool voted,
+    unless a dear tool not yet called could still take them below it.
 
-    Cheap tools always all vote (their pooled confidence is what calibration measures); the cascade
-    saves the expensive ones.
+    Cheap tools always all vote; the cascade saves the expensive ones. The calibration set is scored with every
+    learning tool's vote, so an item closed before a dear tool voted must be one the full pool decides the same way
+    whatever that vote says (:func:`could_fall`); closing on the cheap pool alone certified one scorer and let
+    another decide (DESIGN-NOTES section 3).
     """
     is_open: np.ndarray = state["open"]
     if ctx.snapshot.threshold is not None:
@@ -223,8 +238,19 @@ def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
         for t in cheap_tools(ctx):
             cheap_left |= eligible_rows(state, ctx, t)
         done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
+        done &= ~could_fall(state["proba"], _dear_weight_left(state, ctx), ctx.policy.planner.best_case_vote,
+                            ctx.snapshot.threshold)
         is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
     return is_open
+
+
+def _dear_weight_left(state: BatchState, ctx: AgentContext) -> np.ndarray:
+    """Per row, the pool weight of the dear tools not yet called on it (enrichment tools do not vote)."""
+    left = np.zeros(len(state["batch"]))
+    for t, tool in enumerate(ctx.tools):
+        if tool.cost > ctx.policy.planner.cheap_cost and not is_enrichment(tool):
+            left += ctx.snapshot.aggregator.weight_of(tool.name) * ~state["called"][:, t]
+    return left
 
 
 def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray, values: list[float]) -> dict[str, float]:

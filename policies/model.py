@@ -248,8 +248,9 @@ class PlannerSpec(_Strict):
     )
     best_case_vote: float = Field(
         default=0.99, gt=0.5, lt=1.0,
-        description="An expensive tool is called only on items that a vote this confident could lift over "
-                    "the threshold.",
+        description="How sure the planner takes an expensive tool's vote to be at most: it is called on items such "
+                    "a vote could lift over the threshold, and on items above it that such a vote against could "
+                    "take below it (the certificate is computed on every tool's vote).",
     )
 
 

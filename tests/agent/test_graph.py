@@ -43,12 +43,31 @@ def test_cascade_stops_early_on_easy_items() -> None:
     cheap = TableTool("cheap", {**easy, **hard}, cost=1.0)
     costly = TableTool("costly", {it.key: SURE for it in items}, cost=10.0)
     lab = labeler([cheap, costly], threshold=0.99, budget=20)
+    measured(lab, [3.0, 1.0])  # even a sure vote of the costly tool against an easy item leaves it above 0.99
     result = run(lab, items)
     assert result.tool_calls == {"cheap": 10, "costly": 3}
     assert sorted(costly.seen) == sorted(hard)  # the expensive tool only where it could matter
     accepted = {d.key for d in result.decisions if d.action == "accept"}
     assert set(easy) <= accepted
     assert all(d.label == "ham" for d in result.decisions)
+
+
+def test_a_dear_tool_that_could_overturn_a_cheap_decision_is_asked() -> None:
+    """The calibration set is scored with every tool's vote: an item may close on the cheap tools alone only if no
+    vote of the dear tool could take it below the threshold, or the certificate would not be for the scorer that
+    decides (DESIGN-NOTES section 3)."""
+    items = make_items(10)
+    cheap = TableTool("cheap", {it.key: SURE for it in items}, cost=1.0)
+    costly = TableTool("costly", {it.key: ({"ham": 0.001, "spam": 0.999} if i < 2 else SURE)
+                                  for i, it in enumerate(items)}, cost=10.0)
+    lab = labeler([cheap, costly], threshold=0.99, budget=20)
+    measured(lab, [1.0, 1.0])  # a sure vote against can take a sure cheap vote to 0.5
+    result = run(lab, items)
+    assert result.tool_calls == {"cheap": 10, "costly": 10}
+    actions = [d.action for d in result.decisions]
+    assert actions[:2] == ["escalate", "escalate"] and set(actions[2:]) == {"accept"}
+    measured(lab, [3.0, 1.0])
+    assert run(lab, items).tool_calls == {"cheap": 10, "costly": 0}  # no vote of it could now: the cascade stops
 
 
 def test_escalates_when_budget_runs_out() -> None:
@@ -169,7 +188,7 @@ def test_every_cheap_tool_votes_before_a_dear_one_whatever_its_weight() -> None:
     zero = TableTool("zero", {it.key: UNSURE for it in items}, cost=0.5)
     dear = TableTool("dear", {it.key: SURE for it in items}, cost=5.0)
     lab = labeler([strong, zero, dear], threshold=0.99, budget=20, planner={"explore_rate": 0.0, "cheap_cost": 1.0})
-    measured(lab, [3.0, 0.0, 2.0])  # the dear tool's weight per cost (0.4) beats the zero-weight cheap tool's
+    measured(lab, [3.0, 0.0, 1.0])  # the dear tool's weight per cost (0.2) beats the zero-weight cheap tool's
     result = run(lab, items)
     assert result.tool_calls == {"strong": 10, "zero": 10, "dear": 3}
     assert sorted(dear.seen) == sorted(it.key for it in items[7:])
