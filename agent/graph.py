@@ -27,7 +27,7 @@ from agent.decisions import Evidence, clears, decide_items
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
-from tools.base import Batch, Preparing, Vote, Votes, is_enrichment
+from tools.base import Batch, Bounded, Preparing, Vote, Votes, is_enrichment
 
 EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
 
@@ -111,16 +111,20 @@ def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float)
     return clears(softmax_rows(logits).max(axis=1), threshold)
 
 
-def could_fall(proba: np.ndarray, weight: np.ndarray, vote: float, threshold: float) -> np.ndarray:
-    """Whether votes still to come, of total pool weight ``weight`` per row and at most ``vote`` sure, could take
-    each row's top label below ``threshold``: the worst case is all of them giving the runner-up ``vote`` and the top
-    label the rest spread evenly (what :func:`could_cross` assumes of a vote for the top label, turned against it)."""
-    n_labels = proba.shape[1]
+def could_fall(proba: np.ndarray, shift: np.ndarray, threshold: float) -> np.ndarray:
+    """Whether votes still to come could take each row's top label below ``threshold``: ``shift`` (per row) is the
+    most they can add to the runner-up's log-odds against the top label (:func:`worst_shift`), the worst case."""
     logits = np.log(np.clip(proba, 1e-300, 1.0))
     order = np.argsort(-logits, axis=1)
     rows = np.arange(proba.shape[0])
-    logits[rows, order[:, 1]] += weight * (np.log(vote) - np.log((1.0 - vote) / max(n_labels - 1, 1)))
+    logits[rows, order[:, 1]] += shift
     return ~clears(softmax_rows(logits)[rows, order[:, 0]], threshold)
+
+
+def worst_shift(weight: float, vote: float, n_labels: int) -> float:
+    """The most one vote at most ``vote`` sure (the rest spread evenly), pooled at ``weight``, moves one label's
+    log-odds against another's: ``vote`` on the one, ``(1 - vote) / (L - 1)`` on the other."""
+    return weight * float(np.log(vote) - np.log((1.0 - vote) / max(n_labels - 1, 1)))
 
 
 def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
@@ -238,18 +242,20 @@ def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
         for t in cheap_tools(ctx):
             cheap_left |= eligible_rows(state, ctx, t)
         done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
-        done &= ~could_fall(state["proba"], _dear_weight_left(state, ctx), ctx.policy.planner.best_case_vote,
-                            ctx.snapshot.threshold)
+        done &= ~could_fall(state["proba"], _dear_shift_left(state, ctx), ctx.snapshot.threshold)
         is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
     return is_open
 
 
-def _dear_weight_left(state: BatchState, ctx: AgentContext) -> np.ndarray:
-    """Per row, the pool weight of the dear tools not yet called on it (enrichment tools do not vote)."""
+def _dear_shift_left(state: BatchState, ctx: AgentContext) -> np.ndarray:
+    """Per row, the most the dear tools not yet called on it could move its runner-up against its top label: each
+    at its pool weight, voting ``planner.best_case_vote`` (or its own ceiling, :class:`tools.base.Bounded`)."""
     left = np.zeros(len(state["batch"]))
     for t, tool in enumerate(ctx.tools):
         if tool.cost > ctx.policy.planner.cheap_cost and not is_enrichment(tool):
-            left += ctx.snapshot.aggregator.weight_of(tool.name) * ~state["called"][:, t]
+            vote = tool.vote_ceiling if isinstance(tool, Bounded) else ctx.policy.planner.best_case_vote
+            shift = worst_shift(ctx.snapshot.aggregator.weight_of(tool.name), vote, _n_labels(ctx))
+            left += shift * ~state["called"][:, t]
     return left
 
 

@@ -266,6 +266,16 @@ class Preparing(Tool, Protocol):
 
 
 @runtime_checkable
+class Bounded(Tool, Protocol):
+    """A tool whose votes are never surer than ``vote_ceiling`` (the probability its top label gets, the rest spread
+    evenly), e.g. an LLM voting its fixed ``strength``: the planner takes that, not ``planner.best_case_vote``, as
+    the worst one of its votes can do to an item (``agent.graph.could_fall``)."""
+
+    @property
+    def vote_ceiling(self) -> float: ...
+
+
+@runtime_checkable
 class Enriching(Tool, Protocol):
     """A tool that writes features other tools read (e.g. weather into metadata): the planner calls it first, on
     every open item, and never skips it for lack of a learned weight. ``enriches`` is True."""

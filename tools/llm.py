@@ -148,6 +148,12 @@ class LLMTool:
         self.retrieval: ExampleSource | None = retrieval  # wired by the registry from ``examples_from``
         self.usage = {"input_tokens": 0, "output_tokens": 0, "price": 0.0, "calls": 0}
 
+    @property
+    def vote_ceiling(self) -> float:
+        """Every answer is voted at ``strength``, the rest spread over the other labels (surer than ``strength``
+        only if ``strength`` is below that share)."""
+        return max(self.spec.strength, (1.0 - self.spec.strength) / max(len(self.labels) - 1, 1))
+
     def examples(self, batch: Batch) -> list[list[tuple[str, str]]]:
         out: list[list[tuple[str, str]]] = [[] for _ in range(len(batch))]
         source = self.retrieval

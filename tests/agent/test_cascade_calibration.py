@@ -13,7 +13,7 @@ import asyncio
 
 import numpy as np
 
-from agent.graph import could_fall
+from agent.graph import could_fall, worst_shift
 from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
 from tests.agent.fixtures import CountingLearner, TableTool
@@ -25,7 +25,7 @@ def test_a_row_closes_only_when_no_vote_still_to_come_can_take_it_below_the_thre
     n, labels, vote, threshold = 2_000, 4, 0.99, 0.8
     proba = rng.dirichlet(np.full(labels, 0.3), size=n)
     weight = rng.uniform(0.0, 1.5, n)
-    fall = could_fall(proba, weight, vote, threshold)
+    fall = could_fall(proba, weight * worst_shift(1.0, vote, labels), threshold)
     # Every vote at most ``vote`` sure, with the row's weight: the top label stays at or above the threshold for all
     # of them exactly where could_fall says no (a vote for any one label, the rest spread evenly, is the extreme).
     top = proba.argmax(axis=1)
@@ -38,7 +38,7 @@ def test_a_row_closes_only_when_no_vote_still_to_come_can_take_it_below_the_thre
         worst = np.minimum(worst, (pooled / pooled.sum(axis=1, keepdims=True))[np.arange(n), top])
     assert np.array_equal(fall, worst < threshold)
     assert fall.any() and (~fall & (proba.max(axis=1) >= threshold)).any()
-    assert not could_fall(proba, np.zeros(n), vote, threshold)[proba.max(axis=1) >= threshold].any()
+    assert not could_fall(proba, np.zeros(n), threshold)[proba.max(axis=1) >= threshold].any()
 
 
 def _stream(n: int, seed: int) -> tuple[list, dict[str, str], dict, dict]:  # type: ignore[type-arg]

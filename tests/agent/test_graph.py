@@ -70,6 +70,32 @@ def test_a_dear_tool_that_could_overturn_a_cheap_decision_is_asked() -> None:
     assert run(lab, items).tool_calls == {"cheap": 10, "costly": 0}  # no vote of it could now: the cascade stops
 
 
+class BoundedTableTool(TableTool):
+    """A table tool whose votes are never surer than ``ceiling`` (as an LLM voting its ``strength``)."""
+
+    def __init__(self, *args, ceiling: float, **kwargs) -> None:  # type: ignore[no-untyped-def]
+        super().__init__(*args, **kwargs)
+        self.ceiling = ceiling
+
+    @property
+    def vote_ceiling(self) -> float:
+        return self.ceiling
+
+
+def test_a_dear_tool_that_is_never_sure_enough_to_overturn_an_item_is_not_asked() -> None:
+    items = make_items(10)
+    cheap = TableTool("cheap", {it.key: SURE for it in items}, cost=1.0)
+    vague = {it.key: {"ham": 0.4, "spam": 0.6} for it in items}
+    bounded = BoundedTableTool("llm", vague, cost=10.0, ceiling=0.6)
+    lab = labeler([cheap, bounded], threshold=0.99, budget=20)
+    measured(lab, [1.0, 1.0])
+    assert run(lab, items).tool_calls == {"cheap": 10, "llm": 0}  # 0.6 against 0.999 leaves 0.998
+    unbounded = TableTool("llm", vague, cost=10.0)  # as sure as best_case_vote, for all the planner knows
+    lab = labeler([cheap, unbounded], threshold=0.99, budget=20)
+    measured(lab, [1.0, 1.0])
+    assert run(lab, items).tool_calls == {"cheap": 10, "llm": 10}
+
+
 def test_escalates_when_budget_runs_out() -> None:
     items = make_items(6)
     cheap = TableTool("cheap", {it.key: UNSURE for it in items}, cost=1.0)

@@ -12,7 +12,7 @@ from pydantic import Field
 
 from policies import ToolError
 from policies.model import LLMSpec, Policy, RetrievalSpec
-from tools.base import Batch, Item, ToolContext, TrainingSet, Votes
+from tools.base import Batch, Bounded, Item, ToolContext, TrainingSet, Votes
 from tools.environment import ToolEnvironment
 from tools.llm import LLMTool, build_messages, injection_suspected, make_chat_model
 from tools.registry import build_tools
@@ -55,6 +55,16 @@ def test_votes_the_label_it_names_and_abstains_outside_the_set() -> None:
     assert votes.probs[0, 1] == pytest.approx(0.8) and votes.probs[1, 0] == pytest.approx(0.8)
     assert "not in the label set" in votes.evidence[2] and "no JSON" in votes.evidence[3]
     assert not votes.review.any()  # type: ignore[union-attr]
+
+
+def test_no_vote_is_surer_than_the_ceiling_the_planner_is_told() -> None:
+    """The planner asks a dear tool wherever its vote could overturn an item, taking ``vote_ceiling`` as its surest
+    vote (agent.graph.could_fall): a vote above it would break that promise."""
+    tool = LLMTool(LLMSpec(name="llm", strength=0.7), ("ham", "spam", "eggs"),
+                   model=FakeListChatModel(responses=['{"label": "spam"}', '{"label": "eggs"}']))
+    assert isinstance(tool, Bounded) and tool.vote_ceiling == pytest.approx(0.7)
+    votes = asyncio.run(tool.predict(Batch([Item("0", "a"), Item("1", "b")]), ToolContext(("ham", "spam", "eggs"))))
+    assert votes.probs.max() == pytest.approx(tool.vote_ceiling)
 
 
 def test_prompt_lists_labels_and_quotes_the_item_as_data() -> None:
