@@ -103,11 +103,9 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
 
 def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float) -> np.ndarray:
     """Whether one more vote of confidence ``vote`` for each row's top label lifts it to ``threshold``."""
-    n_labels = proba.shape[1]
-    other = (1.0 - vote) / max(n_labels - 1, 1)
-    logits = np.log(np.clip(proba, 1e-12, 1.0)) + weight * np.log(other)
+    logits = np.log(np.clip(proba, 1e-12, 1.0))
     top = proba.argmax(axis=1)
-    logits[np.arange(proba.shape[0]), top] += weight * (np.log(vote) - np.log(other))
+    logits[np.arange(proba.shape[0]), top] += worst_shift(weight, vote, proba.shape[1])
     return clears(softmax_rows(logits).max(axis=1), threshold)
 
 
@@ -242,7 +240,9 @@ def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
         for t in cheap_tools(ctx):
             cheap_left |= eligible_rows(state, ctx, t)
         done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
-        done &= ~could_fall(state["proba"], _dear_shift_left(state, ctx), ctx.snapshot.threshold)
+        shift = _dear_shift_left(state, ctx)
+        if shift.any():  # no dear tool left (a lexical policy): nothing to check
+            done &= ~could_fall(state["proba"], shift, ctx.snapshot.threshold)
         is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
     return is_open
 
@@ -251,8 +251,9 @@ def _dear_shift_left(state: BatchState, ctx: AgentContext) -> np.ndarray:
     """Per row, the most the dear tools not yet called on it could move its runner-up against its top label: each
     at its pool weight, voting ``planner.best_case_vote`` (or its own ceiling, :class:`tools.base.Bounded`)."""
     left = np.zeros(len(state["batch"]))
+    cheap = cheap_tools(ctx)
     for t, tool in enumerate(ctx.tools):
-        if tool.cost > ctx.policy.planner.cheap_cost and not is_enrichment(tool):
+        if t not in cheap and not is_enrichment(tool):
             vote = tool.vote_ceiling if isinstance(tool, Bounded) else ctx.policy.planner.best_case_vote
             shift = worst_shift(ctx.snapshot.aggregator.weight_of(tool.name), vote, _n_labels(ctx))
             left += shift * ~state["called"][:, t]
