@@ -42,6 +42,9 @@ class Evidence:
     flagged_by: str | None  # a tool marked the item for review (e.g. suspected prompt injection)
     audit_draw: bool  # the item fell in the random audit sample
     held: bool = False  # i14: the drift monitor's evidence of a shift is strong: auto labels wait (agent/drift.py)
+    # a dear tool left uncalled (budget, no measured value) could still take it below the threshold: the certified
+    # scorer, which counts that tool's vote, might not accept it (agent/cascade.py)
+    unsettled: bool = False
 
     def would_accept(self, threshold: float | None) -> bool:
         """Accepted but for the audit draw and the flags: the audits of auto labels measure exactly these."""
@@ -65,6 +68,9 @@ def verdict(e: Evidence, threshold: float | None) -> Verdict:
     if e.held and e.would_accept(threshold):
         return Verdict("escalate", f"drift watch: confidence {c:.3f} >= {threshold:.3f} but the share below the "
                                    "threshold is rising", "escalation", 1.0 - c)
+    if e.unsettled and e.would_accept(threshold):
+        return Verdict("escalate", f"confidence {c:.3f} >= {threshold:.3f}, but a tool left out could overturn it",
+                       "escalation", 1.0 - c)
     if e.would_accept(threshold):
         return Verdict("accept", f"confidence {c:.3f} >= {threshold:.3f}")
     return Verdict("escalate", f"confidence {c:.3f} < {threshold:.3f}", "escalation", 1.0 - c)

@@ -22,12 +22,13 @@ from langgraph.graph.state import CompiledStateGraph
 from langgraph.runtime import Runtime
 from langgraph.types import Command
 
-from agent.aggregate import log_votes, softmax_rows
+from agent.aggregate import log_votes
+from agent.cascade import cheap_mask, cheap_pool, could_cross, could_fall, settles, shift_left, surest_vote
 from agent.decisions import Evidence, clears, decide_items
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
-from tools.base import Batch, Bounded, Preparing, Vote, Votes, is_enrichment
+from tools.base import Batch, Preparing, Vote, Votes, is_enrichment
 
 EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
 
@@ -56,6 +57,7 @@ def initial_state(batch: Batch, ctx: AgentContext) -> BatchState:
         "spent": np.zeros(n, dtype=np.float64),
         "proba": np.full((n, n_labels), 1.0 / n_labels),
         "open": np.ones(n, dtype=bool),
+        "settled": np.zeros(n, dtype=bool),
         "explore": explore,
     }
 
@@ -77,7 +79,7 @@ def warm_features(batch: Batch, ctx: AgentContext) -> None:
 
 def cheap_tools(ctx: AgentContext) -> list[int]:
     """Indices of the tools that vote on every item (cost at most ``planner.cheap_cost``)."""
-    return [t for t, tool in enumerate(ctx.tools) if tool.cost <= ctx.policy.planner.cheap_cost]
+    return np.nonzero(cheap_mask(ctx.policy, ctx.tools))[0].tolist()
 
 
 def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
@@ -97,32 +99,8 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     if threshold is not None and rows.any():
         # Only where the tool can change the outcome: even a confident vote for the current best label
         # must be able to lift the item over the threshold (or the item is in the exploration sample).
-        rows &= could_cross(state["proba"], weight, ctx.policy.planner.best_case_vote, threshold) | state["explore"]
+        rows &= could_cross(state["proba"], weight, surest_vote(tool, ctx.policy), threshold) | state["explore"]
     return rows
-
-
-def could_cross(proba: np.ndarray, weight: float, vote: float, threshold: float) -> np.ndarray:
-    """Whether one more vote of confidence ``vote`` for each row's top label lifts it to ``threshold``."""
-    logits = np.log(np.clip(proba, 1e-12, 1.0))
-    top = proba.argmax(axis=1)
-    logits[np.arange(proba.shape[0]), top] += worst_shift(weight, vote, proba.shape[1])
-    return clears(softmax_rows(logits).max(axis=1), threshold)
-
-
-def could_fall(proba: np.ndarray, shift: np.ndarray, threshold: float) -> np.ndarray:
-    """Whether votes still to come could take each row's top label below ``threshold``: ``shift`` (per row) is the
-    most they can add to the runner-up's log-odds against the top label (:func:`worst_shift`), the worst case."""
-    logits = np.log(np.clip(proba, 1e-300, 1.0))
-    order = np.argsort(-logits, axis=1)
-    rows = np.arange(proba.shape[0])
-    logits[rows, order[:, 1]] += shift
-    return ~clears(softmax_rows(logits)[rows, order[:, 0]], threshold)
-
-
-def worst_shift(weight: float, vote: float, n_labels: int) -> float:
-    """The most one vote at most ``vote`` sure (the rest spread evenly), pooled at ``weight``, moves one label's
-    log-odds against another's: ``vote`` on the one, ``(1 - vote) / (L - 1)`` on the other."""
-    return weight * float(np.log(vote) - np.log((1.0 - vote) / max(n_labels - 1, 1)))
 
 
 def enrichment_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
@@ -186,9 +164,11 @@ async def act(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Lite
     ctx = runtime.context
     update = await _call(state, ctx)
     merged: BatchState = {**state, **update}
+    cheap_left = _cheap_left(merged, ctx)
     merged["proba"] = _pool(merged, ctx)
-    merged["open"] = _close(merged, ctx)
-    update = {**update, "proba": merged["proba"], "open": merged["open"]}
+    merged["settled"], merged["proba"] = _settle(merged, ctx, cheap_left)
+    merged["open"] = _close(merged, ctx, cheap_left)
+    update = {**update, "proba": merged["proba"], "open": merged["open"], "settled": merged["settled"]}
     if not merged["open"].any():
         return Command(update=update, goto="record")
     planned = _plan(merged, ctx)
@@ -218,46 +198,61 @@ async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
 
 
 def _pool(state: BatchState, ctx: AgentContext) -> np.ndarray:
-    """The pooled probabilities after the last call: the rows it touched are combined again."""
+    """The pooled probabilities after the last call: the rows it touched are combined again (a settled row keeps the
+    cheap pool that settled it: a dear vote asked for the exploration sample teaches, it does not decide)."""
     rows = state["next_rows"]
+    rows = rows[~state["settled"][rows]]
     proba = state["proba"].copy()
     proba[rows] = ctx.snapshot.aggregator.combine(state["logp"][rows], state["voted"][rows])
     return proba
 
 
-def _close(state: BatchState, ctx: AgentContext) -> np.ndarray:
-    """The items still open: those whose pooled confidence clears the threshold close once every cheap tool voted,
-    unless a dear tool not yet called could still take them below it.
+def _cheap_left(state: BatchState, ctx: AgentContext) -> np.ndarray:
+    """Rows on which a cheap tool has still to vote."""
+    left = np.zeros(len(state["batch"]), dtype=bool)
+    for t in cheap_tools(ctx):
+        left |= eligible_rows(state, ctx, t)
+    return left
 
-    Cheap tools always all vote; the cascade saves the expensive ones. The calibration set is scored with every
-    learning tool's vote, so an item closed before a dear tool voted must be one the full pool decides the same way
-    whatever that vote says (:func:`could_fall`); closing on the cheap pool alone certified one scorer and let
-    another decide (DESIGN-NOTES section 3).
+
+def _settle(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Rows whose cheap votes are all in and whose cheap pool reaches ``policy.settle_level`` are settled: decided on
+    that pool, whatever a dear tool would say (:mod:`agent.cascade`). Before and after calibration alike: the score
+    of an item must not depend on the threshold in force."""
+    settled, proba = state["settled"], state["proba"]
+    t = state["next_tool"]
+    cheap = cheap_mask(ctx.policy, ctx.tools)
+    if t is None or not cheap[t] or cheap.all():
+        return settled, proba
+    rows = state["next_rows"]
+    rows = rows[~settled[rows] & ~cheap_left[rows]]
+    pooled, any_cheap = cheap_pool(ctx.snapshot.aggregator, state["logp"][rows], state["voted"][rows], cheap)
+    now = settles(pooled, any_cheap, ctx.policy.settle_level)
+    if not now.any():
+        return settled, proba
+    settled, proba = settled.copy(), proba.copy()
+    settled[rows[now]] = True
+    proba[rows[now]] = pooled[now]
+    return settled, proba
+
+
+def _close(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> np.ndarray:
+    """The items still open. Outside the exploration sample, once every cheap tool voted: a settled item closes
+    (decided on the cheap pool); another closes when its pooled confidence clears the threshold, unless a dear tool
+    not yet called could still take it below (:func:`agent.cascade.could_fall`). The calibration set is scored the
+    same way (:func:`agent.cascade.cascade_proba`), so the certificate covers what decides (DESIGN-NOTES section 3).
     """
     is_open: np.ndarray = state["open"]
+    done: np.ndarray = state["settled"].copy()
     if ctx.snapshot.threshold is not None:
-        cheap_left = np.zeros_like(is_open)
-        for t in cheap_tools(ctx):
-            cheap_left |= eligible_rows(state, ctx, t)
-        done = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
-        shift = _dear_shift_left(state, ctx)
+        clear = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
+        shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["called"])
         if shift.any():  # no dear tool left (a lexical policy): nothing to check
-            done &= ~could_fall(state["proba"], shift, ctx.snapshot.threshold)
-        is_open = is_open & ~(~state["explore"] & ~cheap_left & done)
-    return is_open
-
-
-def _dear_shift_left(state: BatchState, ctx: AgentContext) -> np.ndarray:
-    """Per row, the most the dear tools not yet called on it could move its runner-up against its top label: each
-    at its pool weight, voting ``planner.best_case_vote`` (or its own ceiling, :class:`tools.base.Bounded`)."""
-    left = np.zeros(len(state["batch"]))
-    cheap = cheap_tools(ctx)
-    for t, tool in enumerate(ctx.tools):
-        if t not in cheap and not is_enrichment(tool):
-            vote = tool.vote_ceiling if isinstance(tool, Bounded) else ctx.policy.planner.best_case_vote
-            shift = worst_shift(ctx.snapshot.aggregator.weight_of(tool.name), vote, _n_labels(ctx))
-            left += shift * ~state["called"][:, t]
-    return left
+            clear &= ~could_fall(state["proba"], shift, ctx.snapshot.threshold)
+        done |= clear
+    closing: np.ndarray = ~state["explore"] & ~cheap_left & done
+    still: np.ndarray = is_open & ~closing
+    return still
 
 
 def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray, values: list[float]) -> dict[str, float]:
@@ -304,10 +299,24 @@ def _evidence(state: BatchState, ctx: AgentContext) -> list[Evidence]:
     always = {labels.index(lab) for lab in ctx.policy.always_review}
     audit_draw = (ctx.rng.random(n) < ctx.snapshot.audit_rate).tolist()
     flagged = _flags(state, ctx)
+    unsettled = _unsettled(state, ctx).tolist()
     return [Evidence(label=labels[pred[i]] if any_vote[i] else None, confidence=conf[i] if any_vote[i] else 0.0,
                      voted=any_vote[i], always_reviewed=pred[i] in always, flagged_by=flagged.get(i),
-                     audit_draw=audit_draw[i])
+                     audit_draw=audit_draw[i], unsettled=unsettled[i])
             for i in range(n)]
+
+
+def _unsettled(state: BatchState, ctx: AgentContext) -> np.ndarray:
+    """Items left open with no tool to call (a dear one over budget or skipped for want of value) that a vote of such
+    a tool could still take below the threshold: the calibration set scores them with that vote, so they must not be
+    auto-labeled on the votes they have."""
+    is_open = state["open"] & ~state["settled"]
+    threshold = ctx.snapshot.threshold
+    if threshold is None or not is_open.any():
+        return np.zeros(len(is_open), dtype=bool)
+    shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["called"])
+    out: np.ndarray = is_open & (shift > 0) & could_fall(state["proba"], shift, threshold)
+    return out
 
 
 def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision],

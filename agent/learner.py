@@ -19,6 +19,7 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator
 from agent.calibration import ThresholdResult, detect_drift
+from agent.cascade import cascade_proba, cheap_mask
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import add_piece as _add_piece
@@ -322,13 +323,12 @@ class Learner:
         all_folds = np.asarray(self._iid_fold, dtype=np.int64)
         vote_out_of_fold(tools, self._fold_tools, data, window, (np.asarray(self._iid_rows, dtype=np.int64),
                                                                  all_folds, start), (logp, voted))
-        proba = aggregator.combine(logp, voted)
+        proba = cascade_proba(aggregator, logp, voted, cheap_mask(self.policy, tools), self.policy.settle_level)
         has_vote = voted.any(axis=1)
         conf = np.where(has_vote, proba.max(axis=1), 0.0)
         pred = np.where(has_vote, proba.argmax(axis=1), -1)
-        for j in range(rows.size):
-            self._iid_conf[start + j] = float(conf[j])
-            self._iid_pred[start + j] = int(pred[j])
+        self._iid_conf[start:start + rows.size] = conf.tolist()
+        self._iid_pred[start:start + rows.size] = pred.tolist()
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
 

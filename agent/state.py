@@ -100,6 +100,7 @@ class BatchState(TypedDict, total=False):
     spent: np.ndarray  # (n,) cost spent per item
     proba: np.ndarray  # (n, L) pooled probabilities
     open: np.ndarray  # (n,) bool: still undecided
+    settled: np.ndarray  # (n,) bool: decided on the cheap tools' pool (agent.cascade)
     explore: np.ndarray  # (n,) bool: call every useful tool on this item
     next_tool: int | None
     next_rows: np.ndarray

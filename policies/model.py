@@ -252,6 +252,13 @@ class PlannerSpec(_Strict):
                     "a vote could lift over the threshold, and on items above it that such a vote against could "
                     "take below it (the certificate is computed on every tool's vote).",
     )
+    settle_confidence: float | None = Field(
+        default=None, gt=0.5, le=1.0,
+        description="An item whose cheap tools' pooled confidence reaches this is decided on their votes alone: "
+                    "no dearer tool is asked, and its score is the cheap pool's in calibration too, so the "
+                    "certificate covers the cascade as it decides. Fixed before any data; lower settles more "
+                    "items without the dear tools (faster, at some cost in human reviews). Unset: off.",
+    )
 
 
 class Policy(_Strict):
@@ -373,6 +380,12 @@ class Policy(_Strict):
     def alpha(self) -> float:
         """Allowed error rate among auto labels."""
         return 1.0 - self.target_precision
+
+    @property
+    def settle_level(self) -> float:
+        """The cheap pool's confidence that settles an item without dear tools (``planner.settle_confidence``)."""
+        level = self.planner.settle_confidence
+        return 1.0 if level is None else level  # 1.0: nothing settles (agent.cascade.settles)
 
     @property
     def delta(self) -> float:

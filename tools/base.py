@@ -269,7 +269,7 @@ class Preparing(Tool, Protocol):
 class Bounded(Tool, Protocol):
     """A tool whose votes are never surer than ``vote_ceiling`` (the probability its top label gets, the rest spread
     evenly), e.g. an LLM voting its fixed ``strength``: the planner takes that, not ``planner.best_case_vote``, as
-    the worst one of its votes can do to an item (``agent.graph.could_fall``)."""
+    the worst one of its votes can do to an item (``agent.cascade.could_fall``)."""
 
     @property
     def vote_ceiling(self) -> float: ...

@@ -1,4 +1,5 @@
-"""The cascade decides as the certified scorer does: an item closes on the cheap tools' pool only when no dear
+"""The cascade decides as the certified scorer does: an item is decided on the cheap tools' pool only when that pool
+settles it (``settle_confidence``, fixed before any data, and the calibration set scores it so too), or when no dear
 tool still to be called could take it below the threshold.
 
 The calibration set is scored with every learning tool's out-of-fold vote. Before, the graph closed an item on the
@@ -12,8 +13,10 @@ from __future__ import annotations
 import asyncio
 
 import numpy as np
+import pytest
 
-from agent.graph import could_fall, worst_shift
+from agent.aggregate import log_votes
+from agent.cascade import cascade_proba, could_fall, worst_shift
 from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
 from tests.agent.fixtures import CountingLearner, TableTool
@@ -56,14 +59,15 @@ def _stream(n: int, seed: int) -> tuple[list, dict[str, str], dict, dict]:  # ty
     return items, truth, cheap, dear
 
 
-def test_a_cheap_tool_that_closes_items_is_certified_as_it_decides() -> None:
+@pytest.mark.parametrize("settle", [None, 0.95])
+def test_a_cheap_tool_that_closes_items_is_certified_as_it_decides(settle: float | None) -> None:
     items, truth, cheap_table, dear_table = _stream(1_500, seed=3)
     cheap = TableTool("cheap", cheap_table, cost=0.5)
     dear = CountingLearner("dear", dear_table, cost=5.0)
     specs = [{"name": "cheap", "kind": "text_classifier", "cost": 0.5},
              {"name": "dear", "kind": "text_classifier", "cost": 5.0}]
     policy = make_policy(tools=specs, target_precision=0.9, min_calibration=100, retrain_every=50, audit_rate=0.05,
-                         budget=10, planner={"cheap_cost": 1.0, "explore_rate": 0.05})
+                         budget=10, planner={"cheap_cost": 1.0, "explore_rate": 0.05, "settle_confidence": settle})
     lab = BatchLabeler(policy, [cheap, dear], seed=2)
     auto = []
     for s in range(0, len(items), 50):
@@ -81,3 +85,43 @@ def test_a_cheap_tool_that_closes_items_is_certified_as_it_decides() -> None:
     # Before: the calibration set (every tool's vote) was right at every confidence, the certified threshold fell below
     # the cheap pool's confidence, and items closed on the cheap vote alone were 20% wrong (precision 0.865).
     assert precision >= 0.9
+
+
+def test_the_graph_and_the_calibration_set_score_an_item_alike() -> None:
+    """Cold start: every tool votes on every item and some items settle on the cheap pool. Each decision's confidence
+    is the one the learner's rescoring gives the same votes (``cascade_proba``), so the certificate computed on the
+    calibration set is for the scorer that decides."""
+    rng = np.random.default_rng(7)
+    items = make_items(300)
+    tables: list[dict[str, dict[str, float]]] = [{}, {}]
+    for it in items:
+        for table in tables:
+            p, first = float(rng.uniform(0.5, 0.999)), bool(rng.random() < 0.5)
+            table[it.key] = {"ham": p, "spam": 1.0 - p} if first else {"ham": 1.0 - p, "spam": p}
+    cheap, dear = TableTool("cheap", tables[0], cost=0.5), TableTool("dear", tables[1], cost=5.0)
+    specs = [{"name": "cheap", "kind": "text_classifier", "cost": 0.5},
+             {"name": "dear", "kind": "text_classifier", "cost": 5.0}]
+    policy = make_policy(tools=specs, target_precision=0.9, min_calibration=100,
+                         planner={"cheap_cost": 1.0, "settle_confidence": 0.95})
+    lab = BatchLabeler(policy, [cheap, dear], seed=0)
+    probs = np.asarray([[[t[it.key][lab_] for lab_ in policy.labels] for t in tables] for it in items])
+    logp, voted, mask = log_votes(probs), np.ones((len(items), 2), dtype=bool), np.array([True, False])
+
+    def expected() -> np.ndarray:
+        return cascade_proba(lab.learner.snapshot.aggregator, logp, voted, mask, policy.settle_level).max(axis=1)
+
+    result = asyncio.run(lab.run_batch(items))
+    assert np.allclose([d.confidence for d in result.decisions], expected())
+    full = lab.learner.snapshot.aggregator.combine(logp, voted).max(axis=1)
+    assert 0 < int((~np.isclose(expected(), full)).sum()) < len(items)  # some settled, some not: not vacuous
+    top = probs.argmax(axis=2)  # (n, tool): the truth is each tool's label where that tool is the surer one
+    truth = np.where(probs[:, 0].max(axis=1) >= probs[:, 1].max(axis=1), top[:, 0], top[:, 1])
+    lab.learner.observe([GroundTruth(it, policy.labels[y]) for it, y in zip(items, truth, strict=True)])
+    lab.learner.retrain(force_rescore=True)  # a new pool: the calibration set is scored again
+    learner = lab.learner
+    rescored = {learner._gt_keys[r]: c for r, c in zip(learner._iid_rows, learner._iid_conf, strict=True)}
+    rows = [i for i, it in enumerate(items) if it.key in rescored]  # the cold-start calibration sample
+    assert len(rows) >= 100
+    assert np.allclose([rescored[items[i].key] for i in rows], expected()[rows])
+    full = lab.learner.snapshot.aggregator.combine(logp, voted).max(axis=1)
+    assert (~np.isclose(expected(), full))[rows].any()

@@ -70,6 +70,31 @@ def test_a_dear_tool_that_could_overturn_a_cheap_decision_is_asked() -> None:
     assert run(lab, items).tool_calls == {"cheap": 10, "costly": 0}  # no vote of it could now: the cascade stops
 
 
+def test_an_item_the_cheap_pool_settles_is_decided_on_it_even_where_the_dear_tool_is_asked() -> None:
+    """At ``settle_confidence`` the cheap pool decides (agent/cascade.py): no dear tool outside the exploration sample,
+    and on it the dear vote teaches without deciding, so the item scores the same whichever sample it fell in."""
+    items = make_items(10)
+    cheap = TableTool("cheap", {it.key: (SURE if i < 6 else UNSURE) for i, it in enumerate(items)}, cost=1.0)
+    against = {"ham": 0.001, "spam": 0.999}
+    costly = TableTool("costly", {it.key: against for it in items}, cost=10.0)
+    lab = labeler([cheap, costly], threshold=0.99, budget=20, planner={"explore_rate": 0.0, "settle_confidence": 0.995})
+    measured(lab, [1.0, 1.0])
+    result = run(lab, items)
+    assert result.tool_calls == {"cheap": 10, "costly": 4}  # the six settled items never reach the dear tool
+    assert [d.action for d in result.decisions[:6]] == ["accept"] * 6
+    assert {d.label for d in result.decisions[:6]} == {"ham"}
+    explored = labeler([cheap, costly], threshold=0.99, budget=20,
+                       planner={"explore_rate": 1.0, "settle_confidence": 0.995})
+    measured(explored, [1.0, 1.0])
+    again = run(explored, items)
+    assert again.tool_calls == {"cheap": 10, "costly": 10}
+    assert [(d.action, d.label, d.confidence) for d in again.decisions[:6]] == [
+        (d.action, d.label, d.confidence) for d in result.decisions[:6]]
+    off = labeler([cheap, costly], threshold=0.99, budget=20)  # settling is off by default
+    measured(off, [1.0, 1.0])
+    assert run(off, items).tool_calls == {"cheap": 10, "costly": 10}  # off: the dear vote against could overturn
+
+
 class BoundedTableTool(TableTool):
     """A table tool whose votes are never surer than ``ceiling`` (as an LLM voting its ``strength``)."""
 
@@ -106,6 +131,22 @@ def test_escalates_when_budget_runs_out() -> None:
     assert [d.action for d in result.decisions] == ["escalate"] * 6
     assert all(d.review_kind == "escalation" and d.label == "ham" for d in result.decisions)
     assert all(d.cost == pytest.approx(1.0) for d in result.decisions)
+
+
+def test_an_item_a_tool_over_budget_could_overturn_is_not_auto_labeled() -> None:
+    """The calibration set scores every item with every learning tool's vote; an item the budget kept from the dear
+    tool is auto-labeled only if no vote of that tool could take it below the threshold."""
+    items = make_items(6)
+    cheap = TableTool("cheap", {it.key: SURE for it in items}, cost=1.0)
+    costly = TableTool("costly", {it.key: SURE for it in items}, cost=10.0)
+    lab = labeler([cheap, costly], threshold=0.99, budget=5)
+    measured(lab, [1.0, 1.0])  # a sure vote of the costly tool against could take 0.999 to 0.5
+    result = run(lab, items)
+    assert costly.seen == []
+    assert [d.action for d in result.decisions] == ["escalate"] * 6
+    assert all("left out could overturn" in d.reason for d in result.decisions)
+    measured(lab, [3.0, 1.0])  # now no vote of it could: accepted on the cheap vote
+    assert [d.action for d in run(lab, items).decisions] == ["accept"] * 6
 
 
 def test_cold_start_escalates_everything_and_measures_every_tool() -> None:

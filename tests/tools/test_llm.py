@@ -59,7 +59,7 @@ def test_votes_the_label_it_names_and_abstains_outside_the_set() -> None:
 
 def test_no_vote_is_surer_than_the_ceiling_the_planner_is_told() -> None:
     """The planner asks a dear tool wherever its vote could overturn an item, taking ``vote_ceiling`` as its surest
-    vote (agent.graph.could_fall): a vote above it would break that promise."""
+    vote (agent.cascade.could_fall): a vote above it would break that promise."""
     tool = LLMTool(LLMSpec(name="llm", strength=0.7), ("ham", "spam", "eggs"),
                    model=FakeListChatModel(responses=['{"label": "spam"}', '{"label": "eggs"}']))
     assert isinstance(tool, Bounded) and tool.vote_ceiling == pytest.approx(0.7)
