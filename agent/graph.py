@@ -4,10 +4,11 @@
 
 ``plan`` picks the next tool for the items still open (best learned weight per unit cost, within
 the budget, skipping tools that have shown no value, sparing expensive tools for items near the
-threshold); ``act`` calls it on exactly those items, pools the votes, closes the items that clear the
-threshold and plans the next call (one node: a graph step has a cost of its own). The loop is the cascade:
-cheap tools settle easy items and expensive ones are spent only where they can change the outcome. ``record``
-turns the state into decisions: accept, audit (a random share of accepts, label hidden from the reviewer) or escalate.
+threshold); ``act`` calls it on exactly those items, pools the votes, closes the items that are decided and plans
+the next call (one node: a graph step has a cost of its own). The loop is the cascade: cheap tools settle easy items
+and expensive ones are spent only where they can change the outcome; its rules, shared with the learner's scoring of
+the calibration set, are in :mod:`agent.cascade`. ``record`` turns the state into decisions: accept, audit (a random
+share of accepts, label hidden from the reviewer) or escalate.
 """
 
 from __future__ import annotations
@@ -222,7 +223,7 @@ def _settle(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> tup
     settled, proba = state["settled"], state["proba"]
     t = state["next_tool"]
     cheap = cheap_mask(ctx.policy, ctx.tools)
-    if t is None or not cheap[t] or cheap.all():
+    if t is None or not cheap[t] or cheap.all() or ctx.policy.settle_level >= 1.0:
         return settled, proba
     rows = state["next_rows"]
     rows = rows[~settled[rows] & ~cheap_left[rows]]
