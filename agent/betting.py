@@ -4,8 +4,11 @@ One e-process per candidate threshold, fixed-sequence across thresholds (Waudby-
 means of bounded random variables by betting"; Learn then Test's fixed sequence, with e-values in place of
 p-values):
 
-- **Candidates.** A grid fixed before any data: ``t_0 = 1 - alpha / 2``, then down in steps of ``alpha / 10``.
-  Nothing about it is learned from the stream, so the order of the tests never looks at the data.
+- **Candidates.** A grid fixed before any data: ``t_0 = 1 - alpha``, then down in steps of ``alpha / 10``.
+  Nothing about it is learned from the stream, so the order of the tests never looks at the data. (The top was
+  ``1 - alpha / 2`` before the fifteenth session: a calibrated scorer's items above ``1 - alpha`` already err less
+  than ``alpha`` on average, and the larger first sub-stream ends the cold start sooner; ``docs/DESIGN-NOTES.md``
+  section 14.)
 - **One e-process per candidate.** For candidate ``t``, the calibration items with confidence ``>= t`` are a
   sub-stream, in arrival order. After ``n`` of them with ``e`` wrong, its wealth is the likelihood ratio of an
   error rate ``p`` against ``alpha``, mixed over ``p`` uniform on ``[0, alpha]`` (:func:`log_wealth`). Each
@@ -48,8 +51,8 @@ def segment_level(delta: float, segment: int) -> float:
 
 
 def candidates(alpha: float) -> np.ndarray:
-    """The fixed grid of thresholds, highest first: ``1 - alpha / 2`` down in steps of ``alpha / 10``, above 0."""
-    top, step = 1.0 - alpha / 2.0, alpha / 10.0
+    """The fixed grid of thresholds, highest first: ``1 - alpha`` down in steps of ``alpha / 10``, above 0."""
+    top, step = 1.0 - alpha, alpha / 10.0
     return top - step * np.arange(math.floor(top / step))
 
 

@@ -78,7 +78,7 @@ def test_the_wealth_is_the_mixture_likelihood_ratio() -> None:
 def test_levels_and_grid_are_fixed_before_the_data() -> None:
     assert sum(segment_level(0.05, r) for r in range(100_000)) == pytest.approx(0.05, rel=1e-4)
     grid = candidates(0.05)
-    assert grid[0] == pytest.approx(0.975) and np.allclose(np.diff(grid), -0.005) and grid[-1] > 0
+    assert grid[0] == pytest.approx(0.95) and np.allclose(np.diff(grid), -0.005) and grid[-1] > 0
 
 
 def test_folding_in_batches_equals_folding_at_once_and_a_rescoring_starts_over() -> None:
