@@ -59,7 +59,7 @@ class AgentContext:
     snapshot: AgentSnapshot
     rng: np.random.Generator
     tool_context: ToolContext
-    # i14: the drift monitor, asked before deciding (``agent.graph._drift_plan``); None: no monitor (per_batch)
+    # i14: the drift monitor, asked before deciding (``agent.graph._drift_plan``); None: no monitor
     monitor: EscalationMonitor | None = None
 
 

@@ -3,8 +3,9 @@ the same database as the runtime does (``service.runtime.certified.restore_label
 then a second worker joins and decides the batch after that.
 
 ``python -m bench.restart [--dataset banking77.csv] [--policy banking77] [--limit 8000] [--seeds 0]
-[--certification per_batch|anytime] [--data ../shared/data]`` prints one JSON line per seed: the persisted threshold,
-and for each started worker its first batch's threshold, auto labels, snapshot id and the seconds its restore took.
+[--certification per_batch|anytime|betting] [--data ../shared/data]`` prints one JSON line per seed: the persisted
+threshold, and for each started worker its first batch's threshold, auto labels, snapshot id and the seconds its
+restore took.
 The suite runs the same function on a small sms_spam slice (``tests/service/test_restart.py``).
 """
 
@@ -17,7 +18,7 @@ import tempfile
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, get_args
 
 from agent.runner import BatchLabeler
 from policies import Policy, example_policy
@@ -89,7 +90,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", default="banking77")
     parser.add_argument("--limit", type=int, default=8000)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
-    parser.add_argument("--certification", choices=("per_batch", "anytime"), default="per_batch")
+    rules = get_args(Policy.model_fields["certification"].annotation)  # derived: a new rule is offered here too
+    parser.add_argument("--certification", choices=rules, default="per_batch")
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args(argv)
     for seed in args.seeds:
