@@ -351,19 +351,19 @@ class Policy(_Strict):
             if isinstance(tool, RulesSpec):
                 for rule in tool.rules:
                     if rule.label not in self.labels:
-                        raise ValueError(
-                            f"tools.{tool.name}: rule label {rule.label!r} is not in labels"
-                        )
-        for tool in self.tools:
+                        raise ValueError(f"tools.{tool.name}: rule label {rule.label!r} is not in labels")
             if isinstance(tool, TextEmbeddingSpec):
                 stray = [lab for lab in tool.label_descriptions if lab not in self.labels]
                 if stray:
                     raise ValueError(f"tools.{tool.name}: label_descriptions names {stray[0]!r}, not in labels")
-        for tool in self.tools:
             if isinstance(tool, LLMSpec) and tool.examples_from is not None and not any(
                     t.name == tool.examples_from and isinstance(t, RetrievalSpec) for t in self.tools):
                 raise ValueError(f"tools.{tool.name}: examples_from {tool.examples_from!r} is not a retrieval tool "
                                  "of this policy")
+        planner = self.planner
+        if planner.settle_confidence is not None and all(t.cost <= planner.cheap_cost for t in self.enabled_tools()):
+            raise ValueError("planner.settle_confidence is set, but no tool costs more than planner.cheap_cost: "
+                             "nothing would be spared; remove it, or give the dear tool its real cost")
         if self.max_overlap < self.overlap:
             raise ValueError("max_overlap must be >= overlap")
         if not any(tool.enabled for tool in self.tools):

@@ -66,6 +66,8 @@ def test_minimal_policy_gets_defaults() -> None:
         ({"always_review": ["eggs"]}, "always_review: 'eggs' is not in labels"),
         ({"critical_labels": ["eggs"]}, "critical_labels: 'eggs' is not in labels"),
         ({"critical_labels": ["spam", "spam"]}, "critical_labels: a label is listed twice"),
+        ({"planner": {"settle_confidence": 0.9}}, "planner.settle_confidence is set, but no tool costs more than"),
+        ({"planner": {"settle_confidence": 0.4}}, "planner.settle_confidence: Input should be greater than 0.5"),
         (
             {"tools": [{"name": "r", "kind": "rules", "rules": [{"label": "eggs", "keywords": ["x"]}]}]},
             "tools.r: rule label 'eggs' is not in labels",
