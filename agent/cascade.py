@@ -23,7 +23,7 @@ from tools.base import Bounded, Tool, is_enrichment
 
 def cheap_mask(policy: Policy, tools: Sequence[Tool]) -> np.ndarray:
     """(T,) bool: the tools that vote on every item."""
-    return np.asarray([tool.cost <= policy.planner.cheap_cost for tool in tools], dtype=bool)
+    return np.asarray([policy.planner.is_cheap(tool.cost) for tool in tools], dtype=bool)
 
 
 def cheap_pool(aggregator: AggregatorModel, logp: np.ndarray, voted: np.ndarray,

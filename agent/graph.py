@@ -89,7 +89,7 @@ def eligible_rows(state: BatchState, ctx: AgentContext, t: int) -> np.ndarray:
     snap = ctx.snapshot
     rows = _within_budget(state, ctx, t)
     weight = snap.aggregator.weight_of(tool.name)
-    if tool.cost <= ctx.policy.planner.cheap_cost:
+    if ctx.policy.planner.is_cheap(tool.cost):
         # A cheap tool votes on every item whatever its weight: a zero weight already keeps its vote out of the
         # pool, and skipping it would freeze that weight at its early, least-trained value (the pool refits
         # only on items the tool voted on), starving an accurate tool for good (DESIGN-NOTES section 13).
@@ -143,7 +143,7 @@ def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
         weight = max(ctx.snapshot.aggregator.weight_of(tool.name), 1e-3)
         # Every cheap tool before any dear one, whatever its weight: the dear tool is asked only where the cheap
         # votes leave the item open (a cheap tool of weight 0 ranked after a dear one kept every item open for it).
-        key = (tool.cost <= ctx.policy.planner.cheap_cost, weight / max(tool.cost, 1e-3))
+        key = (ctx.policy.planner.is_cheap(tool.cost), weight / max(tool.cost, 1e-3))
         if best is None or key > best[0]:
             best, best_rows = (key, t), np.nonzero(rows)[0]
     if best is None:

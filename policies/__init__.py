@@ -14,6 +14,7 @@ from policies.exceptions import (
 )
 from policies.io import dumps_policy, example_policy, load_policy, loads_policy, parse_policy, save_policy
 from policies.model import (
+    CERTIFICATION_RULES,
     TOOL_KINDS,
     PlannerSpec,
     Policy,
@@ -27,6 +28,7 @@ from policies.model import (
 )
 
 __all__ = [
+    "CERTIFICATION_RULES",
     "TOOL_KINDS",
     "AgentError",
     "AuthenticationError",

@@ -14,6 +14,7 @@ from pydantic import Field, field_validator, model_validator
 
 from policies.embedding_specs import ImageEmbeddingSpec as ImageEmbeddingSpec
 from policies.embedding_specs import TextEmbeddingSpec as TextEmbeddingSpec
+from policies.planner import PlannerSpec as PlannerSpec
 from policies.spec_base import ToolSpecBase as ToolSpecBase
 from policies.spec_base import _Strict
 
@@ -231,34 +232,8 @@ def _kind_of(spec: type[ToolSpecBase]) -> str:
 TOOL_KINDS: tuple[str, ...] = tuple(_kind_of(spec) for spec in get_args(_ToolSpecs))
 
 
-class PlannerSpec(_Strict):
-    """How the agent orders and skips tools."""
-
-    min_tool_weight: float = Field(
-        default=0.05, ge=0.0, description="Tools whose learned weight stays below this are skipped."
-    )
-    explore_rate: float = Field(
-        default=0.05, ge=0.0, le=1.0,
-        description="Share of items on which every tool is called, to keep measuring tool value.",
-    )
-    cheap_cost: float = Field(
-        default=1.0, ge=0.0,
-        description="Tools costing at most this vote on every item; dearer tools are called only on items "
-                    "they can still move over the threshold (the cascade).",
-    )
-    best_case_vote: float = Field(
-        default=0.99, gt=0.5, lt=1.0,
-        description="How sure the planner takes an expensive tool's vote to be at most: it is called on items such "
-                    "a vote could lift over the threshold, and on items above it that such a vote against could "
-                    "take below it (the certificate is computed on every tool's vote).",
-    )
-    settle_confidence: float | None = Field(
-        default=None, gt=0.5, le=1.0,
-        description="An item whose cheap tools' pooled confidence reaches this is decided on their votes alone: "
-                    "no dearer tool is asked, and its score is the cheap pool's in calibration too, so the "
-                    "certificate covers the cascade as it decides. Fixed before any data; lower settles more "
-                    "items without the dear tools (faster, at some cost in human reviews). Unset: off.",
-    )
+Certification = Literal["per_batch", "anytime", "betting"]
+CERTIFICATION_RULES: tuple[str, ...] = get_args(Certification)  # derived: a new rule is offered everywhere
 
 
 class Policy(_Strict):
@@ -283,7 +258,7 @@ class Policy(_Strict):
     audit_rate: float = Field(default=0.02, ge=0.0, le=1.0)
     min_calibration: int = Field(default=150, ge=10)
     calibration_window: int = Field(default=4000, ge=50)
-    certification: Literal["per_batch", "anytime", "betting"] = Field(
+    certification: Certification = Field(
         default="per_batch",
         description="per_batch: one fixed-sequence test of the calibration window after every batch (each test valid "
         "alone); anytime: tests at count-scheduled checkpoints with delta spent over the run, valid for the whole run "
@@ -361,7 +336,7 @@ class Policy(_Strict):
                 raise ValueError(f"tools.{tool.name}: examples_from {tool.examples_from!r} is not a retrieval tool "
                                  "of this policy")
         planner = self.planner
-        if planner.settle_confidence is not None and all(t.cost <= planner.cheap_cost for t in self.enabled_tools()):
+        if planner.settle_confidence is not None and all(planner.is_cheap(t.cost) for t in self.enabled_tools()):
             raise ValueError("planner.settle_confidence is set, but no tool costs more than planner.cheap_cost: "
                              "nothing would be spared; remove it, or give the dear tool its real cost")
         if self.max_overlap < self.overlap:
