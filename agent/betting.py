@@ -34,6 +34,7 @@ lower bound) or a drift reset withdraws it.
 from __future__ import annotations
 
 import math
+from functools import cache
 
 import numpy as np
 from scipy.special import betainc, betaln
@@ -54,6 +55,25 @@ def candidates(alpha: float) -> np.ndarray:
     """The fixed grid of thresholds, highest first: ``1 - alpha`` down in steps of ``alpha / 10``, above 0."""
     top, step = 1.0 - alpha, alpha / 10.0
     return top - step * np.arange(math.floor(top / step))
+
+
+@cache  # asked at every graph run of a cold start; a pure function of two numbers
+def fewest_items(alpha: float, level: float) -> int:
+    """The fewest calibration items, all right, whose wealth reaches ``1 / level``: no candidate can be certified on
+    fewer. (With no error the wealth grows with every item, so the count is found by doubling, then bisection.)"""
+    goal = math.log(1.0 / level)
+
+    def reaches(n: int) -> bool:
+        return bool(log_wealth(np.asarray([float(n)]), np.zeros(1), alpha)[0] >= goal)
+
+    high = 1
+    while not reaches(high):
+        high *= 2
+    low = high // 2  # does not reach (or is 0)
+    while high - low > 1:
+        mid = (low + high) // 2
+        low, high = (low, mid) if reaches(mid) else (mid, high)
+    return high
 
 
 def log_wealth(n: np.ndarray, errors: np.ndarray, alpha: float) -> np.ndarray:
@@ -152,6 +172,11 @@ class BettingCertifier:
     @property
     def level(self) -> float:
         return segment_level(self.delta, self.segment)
+
+    @staticmethod
+    def fewest(alpha: float, delta: float) -> int:
+        """The fewest error-free calibration items that can certify anything in a run's first segment."""
+        return fewest_items(alpha, segment_level(delta, 0))
 
     def update(self, confidence: np.ndarray | list[float], correct: np.ndarray | list[bool],
                strata: Strata = ()) -> ThresholdResult:

@@ -86,7 +86,7 @@ class Learner:
         self.rescores = 0
         self.model_infos: list[ModelInfo] = []
         # i14: the certificate valid for the whole run (agent/certificate.py) and the label-free drift monitor
-        self.certifier = make_certifier(policy)  # policy.certification: per_batch (default), anytime or betting
+        self.certifier = make_certifier(policy)  # policy.certification: betting (default), anytime or per_batch
         self.monitor = EscalationMonitor()
         self.drift_detections = 0
         self._always = frozenset(policy.always_review)

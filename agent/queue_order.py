@@ -22,7 +22,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from agent.calibration import min_sample_size
+from agent.certificate import fewest_to_certify
 from agent.decisions import FLAGGED_PREFIX
 from agent.ports import Decision
 from agent.state import ReviewTrace
@@ -59,8 +59,9 @@ class QueueRule:
 
 
 def calibration_target(policy: Policy) -> int:
-    """Calibration samples allowed to wait unanswered at once during cold start: the size of a first test."""
-    return max(policy.min_calibration, min_sample_size(policy.alpha, policy.delta))
+    """Calibration samples allowed to wait unanswered at once during cold start: the fewest that can certify under
+    the policy's rule."""
+    return max(policy.min_calibration, fewest_to_certify(policy))
 
 
 def calibration_quota(policy: Policy, outstanding: int) -> int:

@@ -16,8 +16,10 @@ import pytest
 from scipy.integrate import quad
 
 from agent.betting import BettingCertifier, candidates, log_wealth, segment_level
-from agent.certificate import Certifier
+from agent.calibration import min_sample_size
+from agent.certificate import Certifier, PerBatchCertifier, fewest_to_certify
 from tests.agent.test_certificate import ALPHA, DELTA, HORIZON, REPS, SCORERS, Scorer
+from tests.factories import make_policy
 
 
 def _share(scorer: Scorer, threshold: float | None) -> float:
@@ -73,6 +75,22 @@ def test_the_wealth_is_the_mixture_likelihood_ratio() -> None:
     first = next(n for n in range(1, 400) if log_wealth(np.array([float(n)]), np.array([0.0]), alpha)[0]
                  >= math.log(1 / segment_level(DELTA, 0)))
     assert 59 < first < 2 * 59  # the single Clopper-Pearson test at 0.05 needs 59
+
+
+@pytest.mark.parametrize("alpha", [0.1, 0.05, 0.02])
+def test_the_fewest_items_that_can_certify_are_the_fewest_that_do(alpha: float) -> None:
+    """``fewest``: one error-free item fewer certifies nothing; that many certify the grid's top (and are more than
+    one Clopper-Pearson test needs: the mixture's price)."""
+    n = BettingCertifier.fewest(alpha, DELTA)
+    conf = np.full(n, 1.0)
+    for size, certified in ((n - 1, False), (n, True)):
+        certifier = BettingCertifier(alpha, DELTA, min_size=1, window=10_000)
+        assert (certifier.update(conf[:size], np.ones(size, dtype=bool)).threshold is not None) is certified
+    assert n > PerBatchCertifier.fewest(alpha, DELTA) == min_sample_size(alpha, DELTA)
+    rules = {rule: fewest_to_certify(make_policy(certification=rule, target_precision=1 - alpha))
+             for rule in ("per_batch", "anytime", "betting")}
+    assert rules == {"per_batch": min_sample_size(alpha, DELTA), "anytime": Certifier.fewest(alpha, DELTA),
+                     "betting": n}
 
 
 def test_levels_and_grid_are_fixed_before_the_data() -> None:

@@ -7,6 +7,7 @@ import asyncio
 import numpy as np
 import pytest
 
+from agent.certificate import fewest_to_certify
 from agent.learner import Learner
 from agent.ports import GroundTruth
 from agent.runner import BatchLabeler
@@ -136,7 +137,8 @@ def _cold_start(learner, batch_items, conf, correct):  # type: ignore[no-untyped
 
 
 def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small() -> None:
-    learner = Learner(policy(min_calibration=60, audit_rate=0.01), [CountingLearner("clf", {})])
+    learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="per_batch"),
+                      [CountingLearner("clf", {})])
     items = make_items(400)
 
     def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
@@ -170,6 +172,31 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
     # is 29): the policy's rate again.
     snap = feed(items[200:400], [0.97] * 200, [True] * 200)
     assert snap.calibration.n_calibration == 305
+    assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
+
+
+def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small_betting() -> None:
+    learner = Learner(policy(min_calibration=60, audit_rate=0.01), [CountingLearner("clf", {})])  # the default rule
+    assert learner.policy.certification == "betting"
+    items = make_items(600)
+
+    def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
+        return _cold_start(learner, batch_items, conf, correct)
+
+    # Three confident and right, then one unsure (half of those wrong), repeated: the unsure items err at 50%, so
+    # no candidate at or below 0.6 can be certified; the 150 confident ones certify a candidate above it.
+    conf = [0.97, 0.97, 0.97, 0.6] * 50
+    correct = [c > 0.9 or i % 8 == 3 for i, c in enumerate(conf)]
+    snap = feed(items[:200], conf, correct)
+    assert snap.calibration.threshold is not None and snap.calibration.threshold > 0.6
+    assert snap.calibration.n_above == 150
+    assert snap.audit_rate == pytest.approx(0.5 * 50 / 200)  # AUDIT_PER_ESCALATION times the share left to humans
+    # 8 x 29 = 232 calibration items (one Clopper-Pearson test's fewest at alpha 0.1, the scale for every rule, though
+    # betting itself needs 44): the policy's rate again.
+    assert fewest_to_certify(learner.policy) == 44
+    snap = feed(items[200:220], [0.97] * 20, [True] * 20)
+    assert snap.calibration.n_calibration == 220 and snap.audit_rate > 0.01
+    snap = feed(items[220:300], [0.97] * 80, [True] * 80)
     assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
 
 

@@ -10,7 +10,8 @@ from collections import OrderedDict
 import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
-from agent.calibration import counts_above, cp_interval, cp_upper, min_sample_size
+from agent.calibration import counts_above, cp_interval, cp_upper
+from agent.certificate import fewest_to_certify
 from service.api.ops.metrics import LEVEL
 from service.api.schemas.metrics import (
     CalibrationCurve,
@@ -66,7 +67,7 @@ def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_PO
     masks = tuple(truth == label for label in policy.critical_labels)
     counts = counts_above(np.inf if threshold is None else threshold, conf, correct, masks)  # None: nothing above
     critical = [CriticalLabelCalibration(label=label, records=int(mask.sum()), above_threshold=above,
-                                         errors_above=errors, needed=min_sample_size(policy.alpha, policy.delta))
+                                         errors_above=errors, needed=fewest_to_certify(policy))
                 for label, mask, (errors, above) in zip(policy.critical_labels, masks, counts, strict=True)]
     return CalibrationCurve(project=project, records=n, target_precision=policy.target_precision, delta=policy.delta,
                             threshold=threshold, points=points, critical=critical)

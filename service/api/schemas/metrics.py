@@ -102,8 +102,8 @@ class CriticalLabelCalibration(BaseModel):
     records: int = Field(description="Calibration items whose human answer is this label.")
     above_threshold: int = Field(description="Those at or above the threshold in force (0 when none is in force).")
     errors_above: int = Field(description="Those among them the agent labeled otherwise.")
-    needed: int = Field(description="The fewest error-free items of the label above a threshold that can pass: "
-                                    "log(delta) / log(1 - alpha).")
+    needed: int = Field(description="The fewest error-free items of the label above a threshold that can pass "
+                                    "under the policy's certification rule (per_batch: log(delta) / log(1 - alpha)).")
 
 
 class CalibrationCurve(BaseModel):

@@ -8,6 +8,7 @@ import pytest
 from fastapi.testclient import TestClient
 
 from agent.calibration import cp_interval, cp_upper, min_sample_size
+from agent.certificate import fewest_to_certify
 from service.store import ReviewAnswer, SqlStore
 from tests.factories import make_policy
 from tests.service.api.conftest import decide, error_message
@@ -92,7 +93,8 @@ def test_the_calibration_curve_counts_each_critical_labels_own_sample(
     keys = decide(store, project, ["audit", "audit", "audit", "audit", "accept"], threshold=0.51)
     answer(store, project, {keys[0]: "spam", keys[1]: "spam", keys[2]: "ham", keys[3]: "ham"})
     c = client.get(f"/projects/{project}/metrics/calibration").json()
-    needed = min_sample_size(1 - c["target_precision"], c["delta"])
+    needed = fewest_to_certify(make_policy(critical_labels=["spam"]))  # the default rule's (betting) count
+    assert needed > min_sample_size(1 - c["target_precision"], c["delta"])  # more than one Clopper-Pearson test
     # spam items: 0 (0.50, below the threshold, wrong) and 1 (0.51, above, right)
     assert c["critical"] == [{"label": "spam", "records": 2, "above_threshold": 1, "errors_above": 0,
                               "needed": needed}]

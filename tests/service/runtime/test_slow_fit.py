@@ -30,6 +30,7 @@ from tests.service.runtime.test_runtime import fast_settings
 from tools.base import Batch, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 
 GATE_SECONDS = 120.0  # the longest a fit waits for the test (released long before on any machine)
+FIRST = 400  # items before the fit is held: enough for a first certificate under the default rule
 
 
 class GatedMemory(MemoryVoter):
@@ -115,9 +116,11 @@ async def gated_runtime(store: SqlStore, *, hold: bool) -> AsyncIterator[tuple[W
 def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlStore) -> None:
     async def main() -> None:
         async with gated_runtime(store, hold=False) as (runtime, project):
-            store.items.ingest(project, stream_items(200))
+            # The default rule (betting) needs 44 error-free calibration items at alpha 0.1, and cold start keeps
+            # at most that many samples waiting at once: 400 items leave room for the first certificate.
+            store.items.ingest(project, stream_items(FIRST))
             runtime.notify(project)
-            await await_until(all_labeled(store, project, 200), timeout=60, what="the first 200 items labeled")
+            await await_until(all_labeled(store, project, FIRST), timeout=60, what="the first items labeled")
             labeler = runtime.labeler(project)
             assert labeler is not None
             learner = labeler.learner
@@ -125,15 +128,15 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
                               what="a certified snapshot with a trained memory")
             GatedMemory.hold.set()
             worker = runtime.state.loops[project].worker
-            store.items.ingest(project, stream_items(300, start=200))
+            store.items.ingest(project, stream_items(300, start=FIRST))
             runtime.notify(project)
             await await_until(lambda: worker.training is not None and GatedMemory.waiting > 0, timeout=60,
                               what="a retrain whose fit waits")
             old = learner.snapshot  # in force since the retrain started: no answer reaches the learner meanwhile
             since = _last_ids(store)
-            store.items.ingest(project, stream_items(300, start=500))
+            store.items.ingest(project, stream_items(300, start=FIRST + 300))
             runtime.notify(project)
-            await await_until(all_labeled(store, project, 800), timeout=60,
+            await await_until(all_labeled(store, project, FIRST + 600), timeout=60,
                               what="the service labeling on while the fit waits")
             assert worker.training is not None and learner.snapshot is old, "the fit is still waiting"
             versions, thresholds = _decided_since(store, since)
@@ -145,9 +148,9 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
                               what="the finished retrain published between batches")
             assert learner.snapshot.tool_versions["memory"] != old.tool_versions["memory"]
             since = _last_ids(store)
-            store.items.ingest(project, stream_items(100, start=800))
+            store.items.ingest(project, stream_items(100, start=FIRST + 600))
             runtime.notify(project)
-            await await_until(all_labeled(store, project, 900), timeout=60, what="the last items labeled")
+            await await_until(all_labeled(store, project, FIRST + 700), timeout=60, what="the last items labeled")
             versions, _ = _decided_since(store, since)
             assert versions and old.tool_versions["memory"] not in versions
 
