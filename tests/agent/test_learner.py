@@ -136,6 +136,13 @@ def _cold_start(learner, batch_items, conf, correct):  # type: ignore[no-untyped
     return learner.recalibrate()
 
 
+def _confident_then_unsure(learner, items):  # type: ignore[no-untyped-def]
+    """Cold-start reviews of 200 items: three confident (0.97) and right, then one unsure (0.6, every other one
+    wrong), repeated."""
+    conf = [0.97, 0.97, 0.97, 0.6] * 50
+    return _cold_start(learner, items, conf, [c > 0.9 or i % 8 == 3 for i, c in enumerate(conf)])
+
+
 def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small() -> None:
     learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="per_batch"),
                       [CountingLearner("clf", {})])
@@ -157,20 +164,14 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
     learner = Learner(policy(min_calibration=60, audit_rate=0.01, certification="anytime"),
                       [CountingLearner("clf", {})])
     items = make_items(400)
-
-    def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
-        return _cold_start(learner, batch_items, conf, correct)
-
-    # Three confident and right, then one unsure (half of those wrong), repeated. The first checkpoint reached
-    # with 200 calibration items is 135 (60, 90, 135; agent/certificate.py): 102 confident, 33 unsure.
-    conf = [0.97, 0.97, 0.97, 0.6] * 50
-    correct = [c > 0.9 or i % 8 == 3 for i, c in enumerate(conf)]
-    snap = feed(items[:200], conf, correct)
+    # The first checkpoint reached with 200 calibration items is 135 (60, 90, 135; agent/certificate.py): 102
+    # confident, 33 unsure.
+    snap = _confident_then_unsure(learner, items[:200])
     assert snap.calibration.n_calibration == 135 and snap.calibration.n_above == 102
     assert snap.audit_rate == pytest.approx(0.5 * 33 / 135)  # AUDIT_PER_ESCALATION times the share left to humans
     # 400 items: the checkpoint at 305 (203, 305), over 8 x 29 = 232 (the fewest that can certify at alpha 0.1
     # is 29): the policy's rate again.
-    snap = feed(items[200:400], [0.97] * 200, [True] * 200)
+    snap = _cold_start(learner, items[200:400], [0.97] * 200, [True] * 200)
     assert snap.calibration.n_calibration == 305
     assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
 
@@ -178,25 +179,19 @@ def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small
 def test_audits_rise_with_the_share_escalated_while_the_calibration_set_is_small_betting() -> None:
     learner = Learner(policy(min_calibration=60, audit_rate=0.01), [CountingLearner("clf", {})])  # the default rule
     assert learner.policy.certification == "betting"
-    items = make_items(600)
-
-    def feed(batch_items, conf, correct):  # type: ignore[no-untyped-def]
-        return _cold_start(learner, batch_items, conf, correct)
-
-    # Three confident and right, then one unsure (half of those wrong), repeated: the unsure items err at 50%, so
-    # no candidate at or below 0.6 can be certified; the 150 confident ones certify a candidate above it.
-    conf = [0.97, 0.97, 0.97, 0.6] * 50
-    correct = [c > 0.9 or i % 8 == 3 for i, c in enumerate(conf)]
-    snap = feed(items[:200], conf, correct)
+    items = make_items(300)
+    # The unsure items err at 50%, so no candidate at or below 0.6 can be certified; the 150 confident ones certify
+    # a candidate above it.
+    snap = _confident_then_unsure(learner, items[:200])
     assert snap.calibration.threshold is not None and snap.calibration.threshold > 0.6
     assert snap.calibration.n_above == 150
     assert snap.audit_rate == pytest.approx(0.5 * 50 / 200)  # AUDIT_PER_ESCALATION times the share left to humans
     # 8 x 29 = 232 calibration items (one Clopper-Pearson test's fewest at alpha 0.1, the scale for every rule, though
     # betting itself needs 44): the policy's rate again.
     assert fewest_to_certify(learner.policy) == 44
-    snap = feed(items[200:220], [0.97] * 20, [True] * 20)
+    snap = _cold_start(learner, items[200:220], [0.97] * 20, [True] * 20)
     assert snap.calibration.n_calibration == 220 and snap.audit_rate > 0.01
-    snap = feed(items[220:300], [0.97] * 80, [True] * 80)
+    snap = _cold_start(learner, items[220:300], [0.97] * 80, [True] * 80)
     assert snap.calibration.threshold is not None and snap.audit_rate == 0.01
 
 
