@@ -117,7 +117,7 @@ def test_a_rare_critical_label_holds_the_certificate_back_until_it_has_enough_it
     assert choose_threshold(conf, ok, alpha=ALPHA, delta=DELTA, strata=(rare,)).threshold is not None
 
 
-def test_the_default_rule_tests_the_critical_label_on_its_window() -> None:
+def test_per_batch_tests_the_critical_label_on_its_window() -> None:
     conf, ok, critical = _draw(np.random.default_rng(5), ITEMS)
     certifier = PerBatchCertifier(ALPHA, DELTA, min_size=150, window=2_000)
     result = certifier.update(conf, ok, (critical,))
@@ -147,7 +147,8 @@ def _labeled(critical: list[str]) -> tuple[int, float, float]:
         said = ("ham" if truth[it.key] == "spam" else "spam") if wrong else truth[it.key]
         table[it.key] = {said: c, ("spam" if said == "ham" else "ham"): 1.0 - c}
     # per_batch: its Clopper-Pearson counts certify the critical label within these 3,000 items; betting needs
-    # about 1.5 times its error-free items (test_betting.py tests the critical label under betting on its own)
+    # about 1.5 times its error-free items (test_the_run_valid_rules_keep_the_critical_guarantee_after_every_batch
+    # tests the critical label under betting on its own)
     policy = make_policy(tools=[{"name": "clf", "kind": "text_classifier"}], min_calibration=60, target_precision=0.9,
                          audit_rate=0.05, critical_labels=critical, certification="per_batch")
     labeler = BatchLabeler(policy, [CountingLearner("clf", table)], seed=1)
