@@ -271,12 +271,14 @@ def make_certifier(policy: Policy) -> Certifier | PerBatchCertifier | BettingCer
                              window=policy.calibration_window)
 
 
+FEWEST: dict[str, Callable[[float, float], int]] = {  # each rule's count, by name (one per CERTIFICATION_RULES)
+    "per_batch": PerBatchCertifier.fewest, "anytime": Certifier.fewest, "betting": BettingCertifier.fewest}
+
+
 def fewest_to_certify(policy: Policy) -> int:
     """The fewest error-free calibration items that can certify anything under the policy's rule: what a first
     certificate waits for (the cold start's samples, the operator page's count for a critical label)."""
-    fewest: dict[str, Callable[[float, float], int]] = {
-        "per_batch": PerBatchCertifier.fewest, "anytime": Certifier.fewest, "betting": BettingCertifier.fewest}
-    return fewest[policy.certification](policy.alpha, policy.delta)
+    return FEWEST[policy.certification](policy.alpha, policy.delta)
 
 
 def raised_audit_rate(policy: Policy, calib: ThresholdResult, *, fine: int, per_escalation: float) -> float:

@@ -17,7 +17,7 @@ import tempfile
 from collections.abc import Sequence
 from pathlib import Path
 
-from policies import CERTIFICATION_RULES, Policy, load_policy
+from policies import CERTIFICATION_RULES, DEFAULT_CERTIFICATION, load_policy
 from service.offline.datasets import LabeledItem, load_csv
 from service.offline.replay import ReplayConfig, run_replay
 from service.offline.scenarios import withheld_then_appearing
@@ -26,12 +26,11 @@ from service.store.db import create_all, make_engine
 from tools.registry import build_tools
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RULE = str(Policy.model_fields["certification"].default)  # the policy's own default
 SHIFT, WITHHELD, WINDOW, BATCH = 5000, 37, 1000, 256
 TAIL = 2000  # items replayed after the window: where auto-labeling resumes after the alarm, and how precisely
 
 
-def run_seed(data: Path, seed: int, certification: str = DEFAULT_RULE) -> dict:
+def run_seed(data: Path, seed: int, certification: str = DEFAULT_CERTIFICATION) -> dict:
     policy = load_policy(ROOT / "policies/examples/banking77.yaml").model_copy(update={"certification": certification})
     stream, _ = withheld_then_appearing(load_csv(data / "banking77.csv"), withheld=WITHHELD, shift=SHIFT,
                                              seed=seed)
@@ -84,8 +83,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser = argparse.ArgumentParser(prog="python -m bench.drift")
     parser.add_argument("--seeds", type=int, nargs="*", default=[0, 1, 2, 3, 4])
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
-    parser.add_argument("--certification", choices=CERTIFICATION_RULES, default=DEFAULT_RULE,
-                        help=f"the policy's certification rule (default: the example policy's, {DEFAULT_RULE})")
+    parser.add_argument("--certification", choices=CERTIFICATION_RULES, default=DEFAULT_CERTIFICATION,
+                        help=f"the policy's certification rule (default: the policy's, {DEFAULT_CERTIFICATION})")
     args = parser.parse_args(argv)
     for seed in args.seeds:
         print(json.dumps(run_seed(args.data, seed, args.certification)), flush=True)

@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from agent.runner import BatchLabeler
-from policies import CERTIFICATION_RULES, Policy, example_policy
+from policies import CERTIFICATION_RULES, DEFAULT_CERTIFICATION, Policy, example_policy
 from service.offline.datasets import LabeledItem, load_csv
 from service.offline.replay import ReplayConfig, run_replay, shuffled
 from service.runtime.certified import restore_labeler
@@ -32,7 +32,6 @@ from service.store.db import create_all, make_engine
 from tools.registry import build_tools
 
 ROOT = Path(__file__).resolve().parent.parent
-DEFAULT_RULE = str(Policy.model_fields["certification"].default)  # the policy's own default
 
 
 async def start_and_decide(store: SqlStore, policy: Policy, batch: Sequence[LabeledItem], *, name: str,
@@ -91,7 +90,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     parser.add_argument("--policy", default="banking77")
     parser.add_argument("--limit", type=int, default=8000)
     parser.add_argument("--seeds", type=int, nargs="*", default=[0])
-    parser.add_argument("--certification", choices=CERTIFICATION_RULES, default=DEFAULT_RULE)
+    parser.add_argument("--certification", choices=CERTIFICATION_RULES, default=DEFAULT_CERTIFICATION)
     parser.add_argument("--data", type=Path, default=ROOT.parent / "shared" / "data")
     args = parser.parse_args(argv)
     for seed in args.seeds:

@@ -15,6 +15,7 @@ from policies.exceptions import (
 from policies.io import dumps_policy, example_policy, load_policy, loads_policy, parse_policy, save_policy
 from policies.model import (
     CERTIFICATION_RULES,
+    DEFAULT_CERTIFICATION,
     TOOL_KINDS,
     PlannerSpec,
     Policy,
@@ -29,6 +30,7 @@ from policies.model import (
 
 __all__ = [
     "CERTIFICATION_RULES",
+    "DEFAULT_CERTIFICATION",
     "TOOL_KINDS",
     "AgentError",
     "AuthenticationError",

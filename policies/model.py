@@ -234,6 +234,7 @@ TOOL_KINDS: tuple[str, ...] = tuple(_kind_of(spec) for spec in get_args(_ToolSpe
 
 Certification = Literal["per_batch", "anytime", "betting"]
 CERTIFICATION_RULES: tuple[str, ...] = get_args(Certification)  # derived: a new rule is offered everywhere
+DEFAULT_CERTIFICATION: Certification = "betting"  # valid for the whole run (DESIGN-NOTES section 14)
 
 
 class Policy(_Strict):
@@ -259,7 +260,7 @@ class Policy(_Strict):
     min_calibration: int = Field(default=150, ge=10)
     calibration_window: int = Field(default=4000, ge=50)
     certification: Certification = Field(
-        default="betting",
+        default=DEFAULT_CERTIFICATION,
         description="betting (the default): one test supermartingale per threshold of a fixed grid, valid for the "
         "whole run with a fixed scorer, however often it is read (banking77 39.2% human reviews, sms_spam 14.2%); "
         "anytime: tests at count-scheduled checkpoints with delta spent over the run, valid for the whole run with "

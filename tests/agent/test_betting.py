@@ -17,7 +17,8 @@ from scipy.integrate import quad
 
 from agent.betting import BettingCertifier, candidates, log_wealth, segment_level
 from agent.calibration import min_sample_size
-from agent.certificate import Certifier, PerBatchCertifier, fewest_to_certify
+from agent.certificate import FEWEST, Certifier, PerBatchCertifier, fewest_to_certify
+from policies import CERTIFICATION_RULES
 from tests.agent.test_certificate import ALPHA, DELTA, HORIZON, REPS, SCORERS, Scorer
 from tests.factories import make_policy
 
@@ -87,8 +88,9 @@ def test_the_fewest_items_that_can_certify_are_the_fewest_that_do(alpha: float) 
         certifier = BettingCertifier(alpha, DELTA, min_size=1, window=10_000)
         assert (certifier.update(conf[:size], np.ones(size, dtype=bool)).threshold is not None) is certified
     assert n > PerBatchCertifier.fewest(alpha, DELTA) == min_sample_size(alpha, DELTA)
+    assert set(FEWEST) == set(CERTIFICATION_RULES)  # every rule has its count
     rules = {rule: fewest_to_certify(make_policy(certification=rule, target_precision=1 - alpha))
-             for rule in ("per_batch", "anytime", "betting")}
+             for rule in CERTIFICATION_RULES}
     assert rules == {"per_batch": min_sample_size(alpha, DELTA), "anytime": Certifier.fewest(alpha, DELTA),
                      "betting": n}
 
