@@ -31,6 +31,8 @@ from tools.base import Batch, ModelInfo, Tool, ToolContext, TrainingSet, Votes
 
 GATE_SECONDS = 120.0  # the longest a fit waits for the test (released long before on any machine)
 FIRST = 400  # items before the fit is held: enough for a first certificate under the default rule
+CHUNK = 100  # items streamed at a time until a held fit waits
+MAX_WAIT_ITEMS = 3_000  # at most this many of them (a retrain needs ten answers; audits alone give 150 here)
 
 
 class GatedMemory(MemoryVoter):
@@ -85,6 +87,19 @@ def _decided_since(store: SqlStore, since: tuple[int, int]) -> tuple[set[str | N
     return versions, thresholds
 
 
+async def _stream_until_a_fit_waits(store: SqlStore, runtime: WorkerRuntime, project: str) -> int:
+    """Stream items past ``FIRST`` in chunks until a held fit waits; returns the items ingested. Once certified,
+    most items are auto-labeled and a retrain waits for its answers (audits and escalations, a random share of
+    each chunk), so how many items that takes varies from run to run."""
+    n = FIRST
+    while GatedMemory.waiting == 0 and n < FIRST + MAX_WAIT_ITEMS:
+        store.items.ingest(project, stream_items(CHUNK, start=n))
+        n += CHUNK
+        runtime.notify(project)
+        await await_until(all_labeled(store, project, n), timeout=60, what=f"the first {n} items labeled")
+    return n
+
+
 @asynccontextmanager
 async def gated_runtime(store: SqlStore, *, hold: bool) -> AsyncIterator[tuple[WorkerRuntime, str]]:
     """A project of the runtime policy, a running worker runtime with the gated memory voter (its fits held from
@@ -128,15 +143,14 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
                               what="a certified snapshot with a trained memory")
             GatedMemory.hold.set()
             worker = runtime.state.loops[project].worker
-            store.items.ingest(project, stream_items(300, start=FIRST))
-            runtime.notify(project)
+            n = await _stream_until_a_fit_waits(store, runtime, project)
             await await_until(lambda: worker.training is not None and GatedMemory.waiting > 0, timeout=60,
                               what="a retrain whose fit waits")
             old = learner.snapshot  # in force since the retrain started: no answer reaches the learner meanwhile
             since = _last_ids(store)
-            store.items.ingest(project, stream_items(300, start=FIRST + 300))
+            store.items.ingest(project, stream_items(300, start=n))
             runtime.notify(project)
-            await await_until(all_labeled(store, project, FIRST + 600), timeout=60,
+            await await_until(all_labeled(store, project, n + 300), timeout=60,
                               what="the service labeling on while the fit waits")
             assert worker.training is not None and learner.snapshot is old, "the fit is still waiting"
             versions, thresholds = _decided_since(store, since)
@@ -148,9 +162,9 @@ def test_a_slow_fit_decides_nothing_before_its_snapshot_is_published(store: SqlS
                               what="the finished retrain published between batches")
             assert learner.snapshot.tool_versions["memory"] != old.tool_versions["memory"]
             since = _last_ids(store)
-            store.items.ingest(project, stream_items(100, start=FIRST + 600))
+            store.items.ingest(project, stream_items(100, start=n + 300))
             runtime.notify(project)
-            await await_until(all_labeled(store, project, FIRST + 700), timeout=60, what="the last items labeled")
+            await await_until(all_labeled(store, project, n + 400), timeout=60, what="the last items labeled")
             versions, _ = _decided_since(store, since)
             assert versions and old.tool_versions["memory"] not in versions
 
