@@ -40,6 +40,7 @@ from tools.registry import build_tools
 DOCS = ROOT / "docs"
 DEFAULT_DATA = Path(os.environ.get("LABELAGENT_DATA", ROOT.parent / "shared" / "data"))
 STRATEGIES = ("manual", "pre_annotation", "audit_calibrated", "labelagent")
+SPEED_SHARE = 1 / 3  # issue 18: every dataset's replay at least a third of sms_spam's items/s, in the same run
 
 
 @dataclass(frozen=True, slots=True)
@@ -233,7 +234,30 @@ def render(done: dict[str, Done], missing: list[str], seeds: Sequence[int], limi
         out += table(d.results, d.target)
         out += [line for note in d.notes for line in ("", note)]
         out += ["", goals(d.results), "", f"![precision versus human reviews, {name}]({png}) ([plot]({png}))", ""]
+    if done:
+        out += ["### Replay speed by dataset", "",
+                "labelagent's replays above, on the replay's own clock (`items_per_s` of `run_replay`: SQLite store, "
+                "oracle reviewer, setup left out), and each dataset's share of sms_spam's (issue 18: at least a third; "
+                "the datasets run one after the other in this process, so load can differ between them).", ""]
+        out += [*speed_table(done), ""]
     return "\n".join(out)
+
+
+def speed_table(done: dict[str, Done], reference: str = "sms_spam") -> list[str]:
+    """labelagent's replay speed per dataset, from the runs above (one process, the datasets one after the other):
+    items/s on the replay's own clock (``run_replay``'s ``items_per_s``: the store's setup and the baselines left
+    out) and the share of ``reference``'s mean, against issue 18's third."""
+    rates = {name: [float(r["items_per_s"]) for r in d.results["labelagent"] if r.get("items_per_s")]
+             for name, d in done.items()}
+    base = statistics.fmean(rates[reference]) if rates.get(reference) else None
+    lines = [f"| dataset | items | replay items/s (mean ± sd) | share of {reference}'s | at least {SPEED_SHARE:.2f} |",
+             "| --- | --- | --- | --- | --- |"]
+    for name, d in done.items():
+        share = statistics.fmean(rates[name]) / base if base and rates[name] else None
+        verdict = "-" if share is None or name == reference else ("met" if share >= SPEED_SHARE else "not met")
+        lines.append(f"| {name} | {d.items:,} | {mean_sd(rates[name], ',.0f')} "
+                     f"| {'n/a' if share is None else f'{share:.2f}'} | {verdict} |")
+    return lines
 
 
 def goals(results: dict[str, list[dict[str, Any]]]) -> str:
