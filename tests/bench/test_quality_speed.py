@@ -26,10 +26,10 @@ def test_each_dataset_gets_its_share_of_sms_spams_speed_and_the_verdict() -> Non
             "banking77": _done("banking77", [1_000.0, 1_200.0]),  # exactly a third of 3,300: met
             "mnist5k": _done("mnist5k", [900.0])}
     rows = _rows(speed_table(done))
-    assert rows["sms_spam"] == ["5,574", "3,300 ± 424", "1.00", "-"]
-    assert rows["banking77"][1:] == ["1,100 ± 141", "0.33", "met"]
+    assert rows["sms_spam"] == ["5,574", "3,300 ± 424", "1.000", "-"]
+    assert rows["banking77"][1:] == ["1,100 ± 141", "0.333", "met"]
     assert float(rows["banking77"][2]) == pytest.approx(SPEED_SHARE, abs=0.005)
-    assert rows["mnist5k"][1:] == ["900", "0.27", "not met"]
+    assert rows["mnist5k"][1:] == ["900", "0.273", "not met"]
 
 
 def test_without_the_reference_no_share_is_claimed() -> None:
@@ -38,7 +38,7 @@ def test_without_the_reference_no_share_is_claimed() -> None:
     # a run without a speed (no item replayed) is left out of the mean, not counted as zero
     rows = _rows(speed_table({"sms_spam": _done("sms_spam", [2_000.0]),
                               "mnist5k": _with_missing(_done("mnist5k", [700.0]))}))
-    assert rows["mnist5k"][2] == "0.35"
+    assert rows["mnist5k"][2] == "0.350"
 
 
 def _with_missing(done: Done) -> Done:
