@@ -12,7 +12,7 @@ from __future__ import annotations
 
 import zlib
 from collections import deque
-from collections.abc import Iterable, Mapping, Sequence, Set
+from collections.abc import Iterable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -26,7 +26,7 @@ from agent.folds import add_piece as _add_piece
 from agent.folds import stage, vote_out_of_fold
 from agent.ports import BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
-from agent.state import AgentSnapshot, PendingReview, Retrained, ReviewTrace
+from agent.state import AgentSnapshot, PendingReview, PendingReviews, Retrained, ReviewTrace
 from policies import Policy
 from tools.base import Batch, Learnable, ModelInfo, Tool, TrainingSet
 
@@ -61,7 +61,7 @@ class Learner:
         self._tools = tuple(tools)
         self.labels = tuple(policy.labels)
         self._label_index = {lab: i for i, lab in enumerate(self.labels)}
-        self._pending: dict[str, PendingReview] = {}
+        self.pending = PendingReviews()  # items sent to humans, by key, until their answers arrive
         self._gt_batches: list[Batch] = []
         self._gt_batch: Batch = Batch([])
         self._gt_y: list[int] = []
@@ -107,23 +107,13 @@ class Learner:
     def remember(self, trace: ReviewTrace) -> None:
         """Keep the decision-time evidence of items sent to humans until their answers arrive."""
         for j, item in enumerate(trace.batch.items):
-            self._pending[item.key] = PendingReview(
+            self.pending[item.key] = PendingReview(
                 trace.batch, j, trace.logp[j], trace.voted[j], float(trace.confidence[j]),
                 trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
             )
 
-    def outstanding(self, kind: str) -> int:  # i20: items sent to humans as ``kind``, not answered yet
-        return sum(1 for p in self._pending.values() if p.kind == kind)
-
-    def forget(self, keys: Set[str]) -> None:  # i20: items re-decided (the agent labeled them after all)
-        self._pending = {k: p for k, p in self._pending.items() if k not in keys}
-
     def label_counts(self) -> np.ndarray:  # i20: answers per label (safe while a retrain runs)
         return np.bincount(np.asarray(self._gt_y, dtype=np.int64), minlength=len(self.labels))
-
-    def decided(self, key: str) -> bool:
-        """Whether this learner holds the decision-time evidence of ``key`` (it sent it to review)."""
-        return key in self._pending
 
     def observe(self, answers: Iterable[GroundTruth],
                 known: Mapping[str, CalibrationRecord] | None = None) -> list[CalibrationRecord]:
@@ -141,7 +131,7 @@ class Learner:
             if answer.correction:
                 self._correct(answer, y, pieces)
                 continue
-            pending = self._pending.pop(answer.item.key, None)
+            pending = self.pending.pop(answer.item.key, None)
             self._seq += 1
             row = len(self._gt_y)
             self._gt_y.append(y)
@@ -178,7 +168,7 @@ class Learner:
         self._since_retrain += 1
         # Pending only if the correction replaced a review answer before this learner read it: its decision-time
         # votes still train the pool, but the item does not join the calibration set here.
-        pending = self._pending.pop(key, None)
+        pending = self.pending.pop(key, None)
         row = self._gt_row.get(key)
         if row is not None:
             self._gt_y[row] = y

@@ -7,6 +7,10 @@ Three rules, each switched by :class:`QueueRule` (``QueueRule.plain()``: all off
   wait for the agent (re-decided once a certificate exists). Which items are samples depends on counts only (how
   many samples are outstanding), never on the item, so the answered samples stay a uniform draw of the stream.
   With reviewers who keep up (the replay's oracle) nothing is outstanding and every cold-start item is a sample.
+  Once a certificate exists, the samples nobody has claimed are *released* (``RELEASED_REASON``): they become waiting
+  escalations, decided again with the others at the certified threshold (like new items: they are a uniform draw),
+  and their answers, if a human still gives them, do not calibrate. Reviewers claim samples oldest first (one
+  priority), so the answered samples are the first ones, up to a time fixed by earlier answers: still a uniform draw.
 - **Order.** Operator reviews come first: audits (2.0), calibration samples (1.5), flagged items (1.2), labels
   always reviewed (1.0 to 1.1). The learning part of the queue (escalations) is ordered by the value of an answer
   to the agent, in ``[0, 1)``: see :func:`learning_value`.
@@ -29,6 +33,7 @@ from agent.state import ReviewTrace
 from policies import InputError, Policy
 
 WAITING_REASON = "cold start: waiting for the agent (not a calibration sample)"
+RELEASED_REASON = "cold start: a certificate came before a reviewer (released, not a calibration sample)"
 FLAGGED_PRIORITY = 1.2
 ALWAYS_PRIORITY = 1.0  # ... plus a tenth of the agent's doubt
 LEARNING_CAP = 0.99  # the learning part of the queue stays below every operator review
@@ -42,20 +47,23 @@ class QueueRule:
     sample_cold_start: bool = True
     order: bool = True
     redecide: bool = True
+    release: bool = True  # with ``redecide``: release the unclaimed cold-start samples when a certificate comes
 
     @classmethod
     def plain(cls) -> QueueRule:
         """Every cold-start item is a calibration sample, the verdict's fixed priorities, no re-decision."""
-        return cls(False, False, False)
+        return cls(False, False, False, False)
 
     @classmethod
     def parse(cls, parts: str) -> QueueRule:
-        """``"sample,order,redecide"`` (any subset, comma-separated; empty: :meth:`plain`), for comparisons."""
+        """``"sample,order,redecide,release"`` (any subset, comma-separated; empty: :meth:`plain`), for
+        comparisons."""
         names = {p.strip() for p in parts.split(",") if p.strip()}
-        unknown = names - {"sample", "order", "redecide"}
+        known = ("sample", "order", "redecide", "release")
+        unknown = names - set(known)
         if unknown:
-            raise InputError(f"unknown queue parts {sorted(unknown)}; use sample, order, redecide")
-        return cls("sample" in names, "order" in names, "redecide" in names)
+            raise InputError(f"unknown queue parts {sorted(unknown)}; use {', '.join(known)}")
+        return cls(*(name in names for name in known))
 
 
 def calibration_target(policy: Policy) -> int:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import operator
+from collections.abc import Iterable, Set
 from dataclasses import dataclass, field
 from typing import Annotated, TypedDict
 
@@ -120,3 +121,28 @@ class PendingReview:
     predicted: str | None
     kind: str
     would_accept: bool
+
+
+class PendingReviews(dict[str, PendingReview]):
+    """The learner's items sent to humans and not answered yet, by item key (issue 20's counts and releases)."""
+
+    def outstanding(self, kind: str) -> int:
+        """Items sent to humans as ``kind``, not answered yet."""
+        return sum(1 for p in self.values() if p.kind == kind)
+
+    def kind(self, key: str) -> str | None:
+        """The review kind ``key`` was sent as (None: this learner did not send it)."""
+        p = self.get(key)
+        return None if p is None else p.kind
+
+    def forget(self, keys: Set[str]) -> None:
+        """Items re-decided: the agent labeled them after all, no answer will come."""
+        for key in keys & self.keys():
+            del self[key]
+
+    def release(self, keys: Iterable[str], kind: str = "escalation") -> None:
+        """Cold-start samples released into the queue (``agent/queue_order.py``): their answers will not calibrate."""
+        for key in keys:
+            p = self.get(key)
+            if p is not None:
+                p.kind = kind

@@ -194,7 +194,8 @@ def _add_queue_arguments(replay: argparse.ArgumentParser) -> None:
                         help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
                              "priorities, no re-decision of waiting items (for comparisons)")
     replay.add_argument("--queue-parts", metavar="PARTS",
-                        help="which of issue 20's parts run, comma-separated: sample,order,redecide (default: all)")
+                        help="which of issue 20's parts run, comma-separated: sample,order,redecide,release "
+                             "(default: all; release needs redecide)")
 
 
 def _add_replay_parser(sub: Any) -> None:

@@ -115,10 +115,11 @@ async def _replay(rows: Sequence[LabeledItem], policy: Policy, tools: Sequence[T
 
 
 def cycle_summary(worker: ProjectWorker) -> dict[str, Any]:
-    """How the worker cycle ran: the stated retrain lag (graph runs), the graph runs, and the retrains' thread
-    seconds (measured, for comparing the lag with a service's fit time; never used to decide)."""
+    """How the worker cycle ran: the stated retrain lag (graph runs), the graph runs, the retrains' thread seconds
+    (measured, for comparing the lag with a service's fit time; never used to decide), and the cold-start samples
+    released into the queue unanswered when a certificate came (finite reviewers only)."""
     return {"retrain_lag": worker.retrain_lag, "graph_runs": worker.runs,
-            "retrain_seconds": round(worker.retrain_seconds, 3)}
+            "retrain_seconds": round(worker.retrain_seconds, 3), "samples_released": worker.waiting.released}
 
 
 @dataclass(slots=True)

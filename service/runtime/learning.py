@@ -42,14 +42,17 @@ class Trainer:
         answers = worker.take(fresh)
         if not answers:
             return
-        learner = loop.labeler.learner
-        foreign = [a.item.key for a in answers if not learner.decided(a.item.key)]
+        pending = loop.labeler.learner.pending
+        # Answers to items another worker decided come with their stored records; so do this worker's cold-start
+        # samples, which another worker may have released meanwhile (the stored kind says so).
+        asked = [a.item.key for a in answers if pending.kind(a.item.key) in (None, "cold_start")]
         try:
-            known = state.store.learning.load_calibration_for(loop.project, foreign) if foreign else None
+            known = state.store.learning.load_calibration_for(loop.project, asked) if asked else None
         except Exception as exc:
             state.log_error(f"reading calibration records of {loop.project} failed", exc)
             worker.hold_back(answers)  # observed at the next poll
             return
+        pending.release(k for k, rec in (known or {}).items() if rec.kind == "escalation" and pending.kind(k))
         due = worker.observe(answers, known)
         state.stats.answers += len(answers)
         if due:

@@ -1,4 +1,5 @@
 """The worker cycle's re-decision step (issue 20): when the learner has published a new certified snapshot, the
+cold-start samples nobody claimed are released into the waiting escalations (``agent/queue_order.py``), and the
 review queue's waiting items are decided again (``agent/redecide.py``) and the store closes or re-prioritizes
 their tasks in one transaction (``service/store/redecide.py``). The service's runtime and the replay call it
 through :meth:`service.runtime.cycle.ProjectWorker.redecide_waiting`.
@@ -8,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from agent.queue_order import WAITING_REASON
+from agent.queue_order import RELEASED_REASON, WAITING_REASON
 from agent.redecide import due, redecide
 from agent.runner import BatchLabeler
 from agent.state import AgentSnapshot
@@ -24,6 +25,7 @@ class WaitingQueue:
     auto_labeled: int = 0  # waiting items the agent took over, this worker's count
     runs: int = 0
     items: int = 0  # waiting items run through the graph again, all re-decisions together
+    released: int = 0  # cold-start samples released into the waiting escalations (nobody had claimed them)
 
     async def step(self, store: SqlStore, project: str, labeler: BatchLabeler, *, actor: str,
                    snapshot_id: int | None = None) -> tuple[RedecideOutcome, dict[str, str]] | None:
@@ -34,11 +36,16 @@ class WaitingQueue:
         snap = labeler.learner.snapshot
         self.last = snap
         version = parse_policy_key(project, labeler.policy.key)
+        if labeler.queue.release:
+            released = store.reviews.release_samples(project, policy_version=version, reason=RELEASED_REASON,
+                                                     actor=actor)
+            labeler.learner.pending.release(released)  # their answers, if humans still give them, will not calibrate
+            self.released += len(released)
         waiting = store.reviews.waiting_tasks(project, policy_version=version)
         if not waiting:
             return None
         task_of = {w.item.key: w.task_id for w in waiting}
-        unscreened = {w.item.key for w in waiting if w.reason == WAITING_REASON}
+        unscreened = {w.item.key for w in waiting if w.reason in (WAITING_REASON, RELEASED_REASON)}
         result = await redecide(labeler, [w.item for w in waiting], seed=self.runs, unscreened=unscreened)
         self.runs += 1
         self.items += len(waiting)
@@ -53,5 +60,5 @@ class WaitingQueue:
         self.auto_labeled += len(outcome.closed)
         closed = set(outcome.closed)
         labels = {d.key: d.label or "" for d in result.accepted if task_of[d.key] in closed}
-        labeler.learner.forget(set(labels))  # no answer will come for them
+        labeler.learner.pending.forget(set(labels))  # no answer will come for them
         return outcome, labels

@@ -1,7 +1,9 @@
 """The review queue's waiting items, decided again by a new certified snapshot (issue 20, ``agent/redecide.py``).
 
 Two calls per re-decision: one read of the waiting tasks with their items, one write transaction that closes the
-tasks the snapshot auto-labeled (label, item state, audit log entry) and gives the others fresh priorities. Only
+tasks the snapshot auto-labeled (label, item state, audit log entry) and gives the others fresh priorities. Before
+them, once per certificate, the cold-start samples nobody claimed are released into the waiting escalations
+(``release_samples``). Only
 tasks still open are touched: a task a reviewer claimed meanwhile stays with the reviewer (the update's condition,
 under the row lock PostgreSQL takes, decides; its label is written only for the tasks that update closed).
 """
@@ -24,6 +26,7 @@ from tools.base import Item
 
 WAITING_LIMIT = 50_000  # waiting tasks read per re-decision (highest priority first)
 REDECIDED_ACTION = "queue.redecided"
+RELEASED_ACTION = "queue.samples_released"
 
 
 @dataclass(frozen=True, slots=True)
@@ -74,6 +77,27 @@ class RedecideMixin(StoreBase):
                             task_t.c.policy_version == policy_version)
                      .order_by(task_t.c.priority.desc(), task_t.c.id).limit(limit))
             return [WaitingTask(r[0], to_item(r[1], r[2], r[3], r[4]), r[5]) for r in conn.execute(query)]
+
+    def release_samples(self, project: str, *, policy_version: int, reason: str, actor: str,
+                        now: datetime | None = None) -> list[str]:
+        """Turn the open (unclaimed) cold-start samples of ``policy_version`` into waiting escalations with
+        ``reason``, in one transaction with an audit log entry; returns their item keys. A claimed sample stays a
+        sample: its reviewer answers it blind."""
+        now = as_utc(now)
+        with write_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            item_ids: list[int] = list(conn.execute(update(task_t).where(
+                task_t.c.project_id == pid, task_t.c.status == "open", task_t.c.kind == "cold_start",
+                task_t.c.policy_version == policy_version).values(
+                kind="escalation", reason=reason, updated_at=now).returning(task_t.c.item_id)).scalars())
+            keys: list[str] = []
+            for part in chunks(item_ids):
+                keys.extend(conn.execute(select(item_t.c.external_id).where(item_t.c.id.in_(part))).scalars())
+            if keys:
+                conn.execute(insert(audit_t).values(
+                    project_id=pid, action=RELEASED_ACTION, actor=actor, created_at=now,
+                    detail={"policy_version": policy_version, "samples_released": len(keys)}))
+        return keys
 
     def settle_redecided(self, project: str, *, policy_version: int, threshold: float, snapshot: int,
                          accepted: Sequence[AutoLabel], reordered: Sequence[Reorder], actor: str,

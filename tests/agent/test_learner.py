@@ -320,3 +320,23 @@ def test_a_detected_drift_restarts_the_training_window() -> None:
     # Under the cap, but the 100 rows from before the alarm train only as class floors (the ten most recent of each
     # class, and by now those are all new rows): 100 rows, not 200.
     assert learner.n_ground_truth == 200 and tool.fits[-1] == 100
+
+
+def test_a_released_sample_trains_but_does_not_calibrate() -> None:
+    """i20: a cold-start sample released into the queue (a certificate came before a reviewer) is an escalation
+    from then on: its answer, if a human still gives it, is training data, not a calibration item."""
+    from agent.state import ReviewTrace
+    from tools.base import Batch
+
+    learner = Learner(policy(min_calibration=60), [CountingLearner("clf", {})])
+    items = make_items(30)
+    learner.remember(ReviewTrace(Batch(items), np.log(np.full((30, 1, 2), 0.5)), np.ones((30, 1), bool),
+                                 np.full(30, 0.97), ["ham"] * 30, ["cold_start"] * 30, np.ones(30, bool)))
+    assert learner.pending.outstanding("cold_start") == 30
+    learner.pending.release(it.key for it in items[10:])
+    learner.pending.release(["never-sent"])  # a key this learner did not send: nothing to release
+    assert (learner.pending.outstanding("cold_start"), learner.pending.outstanding("escalation")) == (10, 20)
+    assert learner.pending.kind(items[0].key) == "cold_start" and learner.pending.kind("never-sent") is None
+    learner.observe([GroundTruth(it, "ham") for it in items])
+    assert learner.n_ground_truth == 30 and len(learner._iid_rows) == 10, "only the unreleased samples calibrate"
+    assert not learner.pending

@@ -43,7 +43,8 @@ def test_cold_start_samples_stop_at_the_target_and_resume_when_answered() -> Non
     assert kinds[:target] == ["cold_start"] * target  # the first ones in arrival order, whatever their confidence
     assert kinds[target:] == ["escalation"] * 30
     assert all(d.reason == WAITING_REASON for d in first.decisions[target:])
-    assert lab.learner.outstanding("cold_start") == target and lab.learner.outstanding("escalation") == 30
+    pending = lab.learner.pending
+    assert pending.outstanding("cold_start") == target and pending.outstanding("escalation") == 30
     more = asyncio.run(lab.run_batch(items[target + 30:target + 40]))
     assert {d.review_kind for d in more.decisions} == {"escalation"}  # the samples still wait: no more
     answered = [GroundTruth(it, "ham") for it in items[:20]]
@@ -123,9 +124,10 @@ def test_redecision_is_off_in_the_plain_queue() -> None:
 
 
 def test_queue_rule_parts_parse_for_comparisons() -> None:
-    assert QueueRule.parse("sample,order,redecide") == QueueRule()
+    assert QueueRule.parse("sample,order,redecide,release") == QueueRule()
+    assert QueueRule.parse("sample,order,redecide") == QueueRule(release=False)
     assert QueueRule.parse("") == QueueRule.plain()
-    assert QueueRule.parse(" redecide ") == QueueRule(False, False, True)
+    assert QueueRule.parse(" redecide ") == QueueRule(False, False, True, False)
     with pytest.raises(InputError, match="unknown queue parts"):
         QueueRule.parse("sample,teach")
 

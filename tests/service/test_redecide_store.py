@@ -10,7 +10,7 @@ from policies import Policy
 from service.store import SqlStore
 from service.store.base import item_t, label_t, task_t
 from service.store.db import read_tx
-from service.store.redecide import REDECIDED_ACTION, AutoLabel, Reorder
+from service.store.redecide import REDECIDED_ACTION, RELEASED_ACTION, AutoLabel, Reorder
 from tests.factories import make_decision, make_items
 
 
@@ -102,3 +102,26 @@ def test_nothing_to_settle_writes_only_the_log(store: SqlStore, project: str, po
                                  reordered=[], actor="worker")
     assert (out.closed, out.skipped, out.reordered) == ([], [], 0)
     assert store.reviews.redecided_count(project) == 0
+
+
+def test_release_turns_the_unclaimed_samples_into_waiting_escalations(store: SqlStore, project: str,
+                                                                       policy: Policy) -> None:
+    keys = queue(store, project, policy, [("escalate", "cold_start"), ("escalate", "cold_start"),
+                                          ("audit", "audit"), ("escalate", "escalation"), ("escalate", "cold_start")])
+    claimed = store.reviews.claim_review(project, reviewer="alice")  # the highest priority: keys[4], a sample
+    assert claimed is not None and claimed.item.key == keys[4]
+    assert store.reviews.release_samples(project, policy_version=policy.version + 1, reason="x", actor="w") == []
+    released = store.reviews.release_samples(project, policy_version=policy.version, reason="released", actor="w")
+    assert sorted(released) == sorted([keys[0], keys[1]])  # not the claimed sample, the audit or the escalation
+    with read_tx(store.engine) as conn:
+        rows = conn.execute(select(item_t.c.external_id, task_t.c.kind).join(task_t, task_t.c.item_id == item_t.c.id))
+        kinds = {key: kind for key, kind in rows}
+    assert kinds == {keys[0]: "escalation", keys[1]: "escalation", keys[2]: "audit", keys[3]: "escalation",
+                     keys[4]: "cold_start"}
+    waiting = {w.item.key: w.reason for w in store.reviews.waiting_tasks(project, policy_version=policy.version)}
+    assert waiting[keys[0]] == waiting[keys[1]] == "released" and keys[4] not in waiting
+    event = [e for e in store.audit.list_audit(project) if e.action == RELEASED_ACTION]
+    assert len(event) == 1 and event[0].detail["samples_released"] == 2
+    # nothing left to release: no second log entry
+    assert store.reviews.release_samples(project, policy_version=policy.version, reason="x", actor="w") == []
+    assert len([e for e in store.audit.list_audit(project) if e.action == RELEASED_ACTION]) == 1

@@ -17,6 +17,7 @@ from service.offline.replay import ReplayConfig, run_replay
 from service.runtime.cycle import ProjectWorker, Retraining
 from service.store import SqlStore
 from service.store.db import create_all, make_engine
+from service.store.redecide import RELEASED_ACTION
 from tests.factories import dataset_path
 from tools.environment import ToolEnvironment
 from tools.registry import build_tools
@@ -169,9 +170,34 @@ def test_finite_reviewers_answer_at_their_rate_and_the_agent_takes_over_waiting_
     assert out["auto_labeled_while_waiting"] > 0
     assert 0 < out["wait_mean_items"] <= out["wait_p90_items"] * 2
     plain = finite(tmp_path, plain=True)
-    assert plain["auto_labeled_while_waiting"] == 0
+    assert plain["auto_labeled_while_waiting"] == 0 and plain["samples_released"] == 0
     assert plain["auto_labeled"] + plain["human_reviews"] == n
     assert out["human_reviews"] < plain["human_reviews"]  # re-deciding takes work off the reviewers
+
+
+def test_samples_no_reviewer_reached_are_released_when_a_certificate_comes(tmp_path: Path) -> None:
+    """Reviewers slower than the stream (a fifth of an answer per item): the cold-start samples still open when the
+    first certificate comes are released into the queue and re-decided; the same run without the release answers
+    them all. Each item is labeled once either way."""
+    policy = example_policy("sms_spam").model_copy(update={"certification": "per_batch"})
+    rows = load_csv(dataset_path("sms_spam.csv"))
+    runs = {}
+    for parts in ("sample,order,redecide,release", "sample,order,redecide"):
+        engine = make_engine(f"sqlite:///{tmp_path / (parts.replace(',', '-') + '.db')}")
+        create_all(engine)
+        try:
+            config = ReplayConfig(batch_size=64, seed=0, limit=1200, reviewer_rate=0.2, queue_parts=parts)
+            out = asyncio.run(run_replay(rows, policy, build_tools(policy), SqlStore(engine), config))
+            events = [e for e in SqlStore(engine).audit.list_audit(policy.project) if e.action == RELEASED_ACTION]
+        finally:
+            engine.dispose()
+        assert out["auto_labeled"] + out["human_reviews"] == out["items"] and out["unlabeled"] == 0
+        assert out["samples_released"] == sum(e.detail["samples_released"] for e in events)
+        runs[parts] = out
+    released, kept = runs["sample,order,redecide,release"], runs["sample,order,redecide"]
+    assert released["samples_released"] > 0 and kept["samples_released"] == 0
+    assert released["human_reviews"] < kept["human_reviews"]
+    assert released["auto_precision"] >= policy.target_precision
 
 
 def test_cli_replay_reviewer_rate_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
