@@ -140,9 +140,10 @@ class PendingReviews(dict[str, PendingReview]):
         for key in keys & self.keys():
             del self[key]
 
-    def release(self, keys: Iterable[str], kind: str = "escalation") -> None:
-        """Cold-start samples released into the queue (``agent/queue_order.py``): their answers will not calibrate."""
+    def release(self, keys: Iterable[str]) -> None:
+        """Cold-start samples released into the queue (``agent/queue_order.py``): escalations from now on, their
+        answers will not calibrate."""
         for key in keys:
             p = self.get(key)
             if p is not None:
-                p.kind = kind
+                p.kind = "escalation"

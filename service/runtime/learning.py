@@ -52,7 +52,9 @@ class Trainer:
             state.log_error(f"reading calibration records of {loop.project} failed", exc)
             worker.hold_back(answers)  # observed at the next poll
             return
-        pending.release(k for k, rec in (known or {}).items() if rec.kind == "escalation" and pending.kind(k))
+        # ... and a sample whose stored record is no longer one (released) is an escalation here too
+        pending.release(k for k, rec in (known or {}).items()
+                        if pending.kind(k) == "cold_start" and rec.kind != "cold_start")
         due = worker.observe(answers, known)
         state.stats.answers += len(answers)
         if due:
