@@ -49,7 +49,6 @@ from agent.calibration import (
 )
 from policies import Policy
 
-BLIND_KINDS = frozenset(("cold_start", "audit"))  # reviews whose answers calibrate: the reviewer sees no agent view
 GROWTH = 1.5  # the next checkpoint comes when the calibration segment is this many times larger
 
 

@@ -24,7 +24,7 @@ from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import add_piece as _add_piece
 from agent.folds import stage, vote_out_of_fold
-from agent.ports import BatchResult, CalibrationRecord, GroundTruth
+from agent.ports import CALIBRATION_KINDS, BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
 from agent.state import AgentSnapshot, PendingReview, PendingReviews, Retrained, ReviewTrace
 from policies import Policy
@@ -32,7 +32,6 @@ from tools.base import Batch, Learnable, ModelInfo, Tool, TrainingSet
 
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
-CALIBRATION_KINDS = ("cold_start", "audit")  # reviews that sample the stream uniformly
 RESCORE_FOLDS = 4
 RESCORE_GROWTH = 1.1  # rescore the calibration set when the ground truth grew by this factor
 RESCORE_MIN = 40  # ... counted from this many

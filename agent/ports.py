@@ -9,6 +9,9 @@ from tools.base import Item, Vote
 
 Action = Literal["accept", "escalate", "audit"]
 ReviewKind = Literal["cold_start", "escalation", "audit"]
+# The reviews that sample the stream uniformly: their answers calibrate the certificate, so they are given blind
+# (the reviewer sees no agent label, confidence or votes).
+CALIBRATION_KINDS: tuple[ReviewKind, ...] = ("cold_start", "audit")
 
 
 @dataclass(slots=True)

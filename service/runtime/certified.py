@@ -14,9 +14,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import replace
 
-from agent.learner import CALIBRATION_KINDS
 from agent.persist import restore_snapshot, snapshot_state, vote_arrays
-from agent.ports import GroundTruth
+from agent.ports import CALIBRATION_KINDS, GroundTruth
 from agent.runner import BatchLabeler
 from agent.state import AgentSnapshot
 from service.store import SqlStore, StoredSnapshot

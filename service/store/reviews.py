@@ -11,8 +11,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Row, Select, Table, bindparam, exists, func, select, union_all, update
 
-from agent.certificate import BLIND_KINDS
-from agent.ports import GroundTruth
+from agent.ports import CALIBRATION_KINDS, GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
 from service.store.base import (
     StoreBase,
@@ -82,7 +81,7 @@ class ReviewsMixin(StoreBase):
             policy = active if task.policy_version == active.version else self._policy(conn, pid,
                                                                                         task.policy_version)
             votes = None
-            if task.kind not in BLIND_KINDS:
+            if task.kind not in CALIBRATION_KINDS:
                 rows: Iterable[Row[str, dict[str, float] | None, float, str]] = conn.execute(
                     _VOTES, {"v_item": task.item_id, "v_version": task.policy_version})
                 votes = [Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence)

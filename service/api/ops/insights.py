@@ -12,6 +12,7 @@ import numpy as np
 from agent.aggregate import AggregatorModel, fit_aggregator, log_votes
 from agent.calibration import counts_above, cp_interval, cp_upper
 from agent.certificate import fewest_to_certify
+from agent.ports import CALIBRATION_KINDS
 from service.api.ops.metrics import LEVEL
 from service.api.schemas.metrics import (
     CalibrationCurve,
@@ -39,7 +40,7 @@ def _cuts(n: int, max_points: int) -> list[int]:
 def calibration_curve(*, store: SqlStore, project: str, max_points: int = MAX_POINTS) -> CalibrationCurve:
     """Sort the calibration records by confidence, highest first; each point auto-labels a prefix of them."""
     policy = store.projects.active_policy(project)
-    records = store.learning.load_calibration(project, policy.calibration_window, kinds=("cold_start", "audit"))
+    records = store.learning.load_calibration(project, policy.calibration_window, kinds=CALIBRATION_KINDS)
     conf = np.asarray([r.confidence for r in records], dtype=np.float64)
     correct = np.asarray([r.predicted == r.truth for r in records], dtype=bool)
     order = np.argsort(-conf, kind="stable")

@@ -10,7 +10,7 @@ from typing import Any
 
 from starlette.concurrency import run_in_threadpool
 
-from agent.certificate import BLIND_KINDS
+from agent.ports import CALIBRATION_KINDS
 from policies import ConflictError, InputError
 from service.api.ops import tell
 from service.api.ops.images import (
@@ -151,7 +151,7 @@ def item_status(*, store: SqlStore, project: str, external_id: str) -> ItemStatu
     view = store.items.item_view(project, external_id)
     item, label, fix = view.item, view.label, view.correction
     status = CLIENT_STATUS[item.status]
-    hidden = status == "in_review" and view.review_kind in BLIND_KINDS  # the reviewer must not learn the agent's label
+    hidden = status == "in_review" and view.review_kind in CALIBRATION_KINDS  # answered blind: no agent label
     return ItemStatusOut(
         external_id=item.external_id,
         status=status,  # type: ignore[arg-type]

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from agent.certificate import BLIND_KINDS
+from agent.ports import CALIBRATION_KINDS
 from policies import Policy
 from service.api.ops import tell
 from service.api.ops.images import thumbnail_url
@@ -28,7 +28,7 @@ def claim_next(*, store: SqlStore, project: str, reviewer: str) -> ClaimedTask |
     if view is None:
         return None
     task = view.task
-    audit = task.kind in BLIND_KINDS  # i14: the calibration set's answers are given blind
+    audit = task.kind in CALIBRATION_KINDS  # i14: the calibration set's answers are given blind
     evidence = None if audit or view.votes is None else [
         VoteOut(tool=v.tool, distribution=v.distribution, cost=v.cost, evidence=v.evidence, model_version=None)
         for v in view.votes]

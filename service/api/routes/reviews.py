@@ -3,10 +3,11 @@ submit, skip, release under the claim's lease token)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal
+from typing import Annotated
 
 from fastapi import APIRouter, Query, Response
 
+from agent.ports import ReviewKind
 from service.api.deps import OPERATOR, REVIEWER, FeedbackDep, PrincipalDep, ProjectPath, StoreDep, TaskPath, allow
 from service.api.errors import error_docs
 from service.api.gate import OffLoopRoute
@@ -23,6 +24,7 @@ from service.api.schemas.reviews import (
     SubmitRequest,
     SubmitResponse,
 )
+from service.store.tables import TaskStatus
 
 project_router = APIRouter(prefix="/projects/{project}/reviews", tags=["reviews"], route_class=OffLoopRoute)
 router = APIRouter(prefix="/reviews", tags=["reviews"], route_class=OffLoopRoute)
@@ -43,8 +45,8 @@ def claim(project: ProjectPath, body: ClaimRequest, store: StoreDep) -> ClaimedT
 def list_queue(
     project: ProjectPath,
     store: StoreDep,
-    status: Annotated[Literal["open", "claimed", "done"] | None, Query()] = None,
-    kind: Annotated[Literal["cold_start", "escalation", "audit"] | None, Query()] = None,
+    status: Annotated[TaskStatus | None, Query()] = None,
+    kind: Annotated[ReviewKind | None, Query()] = None,
     offset: Annotated[int, Query(ge=0, le=10_000_000)] = 0,
     limit: Annotated[int, Query(ge=1, le=500)] = 50,
 ) -> QueuePage:

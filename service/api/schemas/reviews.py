@@ -7,6 +7,7 @@ from typing import Any, Literal
 
 from pydantic import BaseModel, Field
 
+from agent.ports import ReviewKind
 from service.api.schemas.common import Label, LeaseToken, Request, ReviewerName
 from service.api.schemas.items import VoteOut
 from service.store.tables import ReviewTaskPublic
@@ -30,7 +31,7 @@ class ClaimedTask(BaseModel):
     task_id: int
     lease_token: str = Field(description="Send it back with heartbeat, submit, skip and release.")
     lease_expires_at: datetime
-    kind: Literal["cold_start", "escalation", "audit"]
+    kind: ReviewKind
     priority: float
     policy_version: int
     answers_needed: int
