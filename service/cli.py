@@ -9,14 +9,17 @@ import sys
 import tempfile
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policies import InputError, LabelAgentError, Policy, example_policy, load_policy
-from service.offline.datasets import LabeledItem, load_csv
-from service.offline.replay import RETRAIN_LAG, ReplayConfig, run_replay
-from service.settings import Settings, get_settings, tool_environment
-from service.store import SqlStore
-from service.store.db import create_all, make_engine
+from service.offline import RETRAIN_LAG
+from service.settings import Settings, get_settings
+
+if TYPE_CHECKING:
+    from service.offline.datasets import LabeledItem
+
+# Each command imports what it needs when it runs: `labelagent --help` or `keys list` need not load the agent, its
+# graph library and the tools (about 4 s on a small machine).
 
 
 def _progress(total: int, enabled: bool):
@@ -29,6 +32,11 @@ def _progress(total: int, enabled: bool):
 
 
 def cmd_replay(args: argparse.Namespace) -> int:
+    from service.offline.datasets import load_csv
+    from service.offline.replay import ReplayConfig, run_replay
+    from service.settings import tool_environment
+    from service.store import SqlStore
+    from service.store.db import create_all, make_engine
     from tools.registry import build_tools
 
     policy = load_policy(args.policy) if args.policy else example_policy(Path(args.dataset).stem)
@@ -142,6 +150,7 @@ def cmd_db(args: argparse.Namespace) -> int:
 
 def cmd_keys(args: argparse.Namespace) -> int:
     """``labelagent keys create|list|revoke``: API keys (a new key is printed once; only its hash is stored)."""
+    from service.store import SqlStore
     from service.store.db import engine_from_settings
     from service.store.migrate import ensure_schema
 

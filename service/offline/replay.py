@@ -27,6 +27,7 @@ from agent.calibration import cp_interval
 from agent.queue_order import QueueRule
 from agent.runner import BatchLabeler
 from policies import InputError, Policy
+from service.offline import RETRAIN_LAG
 from service.offline.datasets import LabeledItem
 from service.offline.reviewers import Reviewers
 from service.runtime.cycle import ProjectWorker
@@ -36,7 +37,6 @@ from tools.image_embedding import ImageEmbedding
 from tools.llm import LLMTool
 from tools.text_embedding import TextEmbedding
 
-RETRAIN_LAG = 2  # graph runs from a retrain's start to its publication (service.runtime.cycle: the service under load)
 DRAIN_LIMIT = 10  # the drain after the stream stops after this many times the stream's length
 
 

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import subprocess
+import sys
+
 import pytest
 
 from service.cli import main
@@ -38,3 +41,15 @@ def test_first_serve_creates_one_operator_key(store: SqlStore) -> None:
     record = store.projects.authenticate(key)
     assert record is not None and (record.role, record.projects) == ("operator", None)
     assert bootstrap_key(store) is None  # never again: the key was shown once
+
+
+def test_the_command_line_loads_the_agent_only_for_the_commands_that_run_it(tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """``labelagent --help`` and ``keys list`` start without importing the agent, its graph library or the tools
+    (seconds of imports on a small machine); ``replay`` still finds everything it needs."""
+    probe = ("import sys, service.cli as cli\n"
+             "heavy = [m for m in ('langgraph', 'agent.graph', 'tools.registry', 'sklearn') if m in sys.modules]\n"
+             "assert not heavy, heavy\n"
+             f"assert cli.main(['keys', 'list', '--db', 'sqlite:///{tmp_path / 'k.db'}']) == 0\n"
+             "assert 'langgraph' not in sys.modules, 'keys list imported the agent'\n")
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
