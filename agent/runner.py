@@ -48,7 +48,8 @@ class BatchLabeler:
         result: BatchResult = out["result"]
         learner = self.learner
         shape_batch(result.decisions, out["trace"], policy=self.policy, rule=self.queue, threshold=result.threshold,
-                    outstanding=learner.pending.outstanding("cold_start") if result.threshold is None else 0,
+                    outstanding=(learner.pending.outstanding("cold_start")  # a scan: only where the cap reads it
+                                 if result.threshold is None and self.queue.sample_cold_start else 0),
                     label_counts=learner.label_counts(),
                     texts={item.key: item.text for item in items})
         self.learner.remember(out["trace"])
