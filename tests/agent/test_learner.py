@@ -340,3 +340,49 @@ def test_a_released_sample_trains_but_does_not_calibrate() -> None:
     learner.observe([GroundTruth(it, "ham") for it in items])
     assert learner.n_ground_truth == 30 and len(learner._iid_rows) == 10, "only the unreleased samples calibrate"
     assert not learner.pending
+
+
+class _UntrainedUntilFit(CountingLearner):
+    """Votes its table only once fitted on at least eight answers: a learning tool in an import's first batch."""
+
+    async def predict(self, batch, context):  # type: ignore[no-untyped-def]
+        votes = await super().predict(batch, context)
+        if not self.fits or self.fits[-1] < 8:
+            votes.abstain[:] = True
+        return votes
+
+    def fork(self) -> _UntrainedUntilFit:
+        return _UntrainedUntilFit(self.name, self.table, cost=self.cost)
+
+
+def test_an_import_teaches_the_pool_the_tools_that_could_not_vote_when_it_was_decided() -> None:
+    """Every item of an import is decided before any answer, so the learning tool, untrained then, voted on none of
+    them. Its out-of-fold votes from the rescoring stand in for the missing decision-time votes, and the pool
+    learns to trust it: a certificate comes, the tool outweighs a voter that is right half the time, and without
+    those votes the pool would keep the tool at its default weight (it never saw it vote)."""
+    items = make_items(600)
+    rng = np.random.default_rng(3)
+    truth = {it.key: ("ham" if rng.random() < 0.7 else "spam") for it in items}
+    other = {"ham": "spam", "spam": "ham"}
+    good, noise = {}, {}
+    for it in items:
+        lab = truth[it.key] if rng.random() < 0.97 else other[truth[it.key]]
+        good[it.key] = {lab: 0.95, other[lab]: 0.05}
+        guess = "ham" if rng.random() < 0.5 else "spam"
+        noise[it.key] = {guess: 0.9, other[guess]: 0.1}
+    clf = _UntrainedUntilFit("clf", good)
+    lab = BatchLabeler(policy(tools=[{"name": "clf", "kind": "text_classifier"},
+                                     {"name": "noise", "kind": "text_classifier"}]), [clf, TableTool("noise", noise)],
+                       seed=1)
+    decided = asyncio.run(lab.run_batch(items))  # the import: every item decided in cold start, clf untrained
+    assert {d.review_kind for d in decided.decisions} == {"cold_start"}
+    learner = lab.learner
+    for s in range(0, len(items), 20):  # the reviewers' answers come in, oldest first
+        learner.observe([GroundTruth(it, truth[it.key]) for it in items[s:s + 20]])
+        if learner.retrain_due():
+            learner.retrain()
+    pool = learner.snapshot.aggregator
+    seen = dict(zip(pool.tools, pool.votes_seen.tolist(), strict=True))  # type: ignore[union-attr]
+    assert seen["clf"] > 0  # the pool saw the tool vote (out of fold), though it never voted at decision time
+    assert pool.weight_of("clf") > 0.75 > 10 * pool.weight_of("noise")  # default 0.5; trusted, and the noise not
+    assert learner.snapshot.threshold is not None
