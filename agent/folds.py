@@ -100,19 +100,3 @@ def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Le
             ok = ~votes.abstain
             voted[sel, t] = ok
             logp[sel[ok], t] = log_votes(votes.probs[ok])
-
-
-def fill_missing_votes(logp: np.ndarray, voted: np.ndarray, rows: Sequence[int],
-                       oof: dict[int, tuple[np.ndarray, np.ndarray]], cheap: np.ndarray) -> None:
-    """The pool's training votes (in place, row-aligned with ``rows``): where a ``cheap`` learning tool (asked about
-    every item) gave no vote at decision time (it was not trained yet: an import's items, decided before any answer)
-    but voted out of fold at the last rescoring, that vote stands in. Otherwise the pool would never see the tool on
-    those items, and on an import its weight would be fitted on the few votes of its first, barely trained models.
-    A dear tool's missing vote is the cascade's choice, not ignorance: its weight stays fitted where it was asked."""
-    for j, r in enumerate(rows):
-        cast = oof.get(r)
-        if cast is not None:
-            fill = cast[1] & ~voted[j] & cheap
-            if fill.any():
-                logp[j, fill] = cast[0][fill]
-                voted[j, fill] = True

@@ -23,7 +23,7 @@ from agent.cascade import cascade_proba, cheap_mask
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import add_piece as _add_piece
-from agent.folds import fill_missing_votes, stage, vote_out_of_fold
+from agent.folds import stage, vote_out_of_fold
 from agent.ports import CALIBRATION_KINDS, BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
 from agent.state import AgentSnapshot, PendingReview, PendingReviews, Retrained, ReviewTrace
@@ -80,7 +80,6 @@ class Learner:
         self._since_retrain = 0
         self._rescored_at = 0
         self._fold_tools: dict[tuple[int, int], Learnable] = {}  # (fold, tool index) -> model without that fold
-        self._oof: dict[int, tuple[np.ndarray, np.ndarray]] = {}  # calibration row -> its last out-of-fold votes
         self._gt_keys: list[str] = []
         self.retrains = 0
         self.rescores = 0
@@ -259,11 +258,9 @@ class Learner:
         fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
         infos = [tool.fit(fit_data) for tool in tools if isinstance(tool, Learnable)]
         self._since_retrain = 0
-        rescore = force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN)
-        scored = self._vote_out_of_fold(data, window, tools) if rescore else None
-        aggregator = self._fit_aggregator()  # after the out-of-fold votes: they stand in for votes missing then
-        if scored is not None:
-            self._score_calibration(aggregator, tools, *scored)
+        aggregator = self._fit_aggregator()
+        if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
+            self._rescore(data, aggregator, window, tools)
         calib, drifted, reference = self._certify()
         return Retrained(self._snapshot(tools, aggregator, calib, drifted), infos, reference)
 
@@ -288,7 +285,6 @@ class Learner:
             return aggregator
         logp = np.stack([self._gt_logp[r] for r in rows])  # type: ignore[misc]
         voted = np.stack([self._gt_voted[r] for r in rows])  # type: ignore[misc]
-        fill_missing_votes(logp, voted, rows, self._oof, cheap_mask(self.policy, self.tools))
         y = np.asarray([self._gt_y[r] for r in rows])
         return fit_aggregator(aggregator, logp, voted, y, counts)
 
@@ -298,14 +294,13 @@ class Learner:
             self.window.add(self._gt_y[self.window.n])
         return self.window.rows()
 
-    def _vote_out_of_fold(self, data: TrainingSet, window: np.ndarray | None,
-                          tools: tuple[Tool, ...]) -> tuple[int, np.ndarray, np.ndarray] | None:
-        """Every calibration item's votes, the learning tools' from models that never saw it (K-fold cross-fitting),
-        kept by row for the pool (``_oof``); returns (first position scored, logp, voted), None when too few."""
+    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel, window: np.ndarray | None,
+                 tools: tuple[Tool, ...]) -> None:
+        """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
         start = self._window_start()
         rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
         if rows.size < RESCORE_FOLDS:
-            return None
+            return
         n_t, n_l = len(tools), len(self.labels)
         logp = np.zeros((rows.size, n_t, n_l))
         voted = np.zeros((rows.size, n_t), dtype=bool)
@@ -317,18 +312,12 @@ class Learner:
         all_folds = np.asarray(self._iid_fold, dtype=np.int64)
         vote_out_of_fold(tools, self._fold_tools, data, window, (np.asarray(self._iid_rows, dtype=np.int64),
                                                                  all_folds, start), (logp, voted))
-        self._oof = dict(zip(rows.tolist(), zip(logp, voted, strict=True), strict=True))
-        return start, logp, voted
-
-    def _score_calibration(self, aggregator: AggregatorModel, tools: tuple[Tool, ...], start: int, logp: np.ndarray,
-                           voted: np.ndarray) -> None:
-        """The calibration items' confidences: their out-of-fold votes pooled (the scorer the certificate tests)."""
         proba = cascade_proba(aggregator, logp, voted, cheap_mask(self.policy, tools), self.policy.settle_level)
         has_vote = voted.any(axis=1)
         conf = np.where(has_vote, proba.max(axis=1), 0.0)
         pred = np.where(has_vote, proba.argmax(axis=1), -1)
-        self._iid_conf[start:start + len(conf)] = conf.tolist()
-        self._iid_pred[start:start + len(conf)] = pred.tolist()
+        self._iid_conf[start:start + rows.size] = conf.tolist()
+        self._iid_pred[start:start + rows.size] = pred.tolist()
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
 

@@ -2,19 +2,18 @@
 
 Three rules, each switched by :class:`QueueRule` (``QueueRule.plain()``: all off, the queue as before):
 
-- **Cold start samples.** While no certificate exists, every cold-start item is a calibration sample, answered blind.
-  Reviewers claim samples oldest first (one priority, then arrival), so at any time the answered samples are the first
-  ones in arrival order: a uniform draw of the stream, whatever the reviewers' pace. Once a certificate exists, the
-  samples nobody has claimed are *released* (``RELEASED_REASON``): they become waiting escalations, decided again at
-  the certified threshold (like new items: they are a uniform draw), and their answers, if a human still gives them,
-  do not calibrate; the answered samples are the first ones up to a time fixed by earlier answers, still a uniform
-  draw. With reviewers who keep up (the replay's oracle) nothing is left to release.
-  *The cap* (``sample``, off by default, for comparisons): a cold-start item is a sample only while fewer than
-  :func:`calibration_target` samples wait unanswered; the others wait for the agent as escalations
-  (``WAITING_REASON``). It depends on counts only, so the samples stay a uniform draw, but once the release exists it
-  buys nothing, and it stalls an import: items decided before any answer wait as escalations, no new item comes to
-  refill the samples, and answers to waiting items train without calibrating, so the first certificate may never
-  come (DESIGN-NOTES section 16, eighteenth session).
+- **Cold start samples.** While no certificate exists, a cold-start item is a calibration sample only while fewer
+  than :func:`calibration_target` calibration samples wait unanswered; the others are recorded as escalations that
+  wait for the agent (re-decided once a certificate exists). Which items are samples depends on counts only (how
+  many samples are outstanding), never on the item, so the answered samples stay a uniform draw of the stream.
+  With reviewers who keep up (the replay's oracle) nothing is outstanding and every cold-start item is a sample.
+  Once a certificate exists, the samples nobody has claimed are *released* (``RELEASED_REASON``): they become waiting
+  escalations, decided again with the others at the certified threshold (like new items: they are a uniform draw),
+  and their answers, if a human still gives them, do not calibrate. Reviewers claim samples oldest first (one
+  priority), so the answered samples are the first ones, up to a time fixed by earlier answers: still a uniform draw.
+  Without the cap (``QueueRule(sample_cold_start=False)``) every cold-start item is a sample: an import (items
+  decided long before people answer) never runs out of samples, but reviewers slower than a stream answer only old
+  items, decided by young models (DESIGN-NOTES section 16, eighteenth session, measured both ways).
 - **Order.** Operator reviews come first: audits (2.0), calibration samples (1.5), flagged items (1.2), labels
   always reviewed (1.0 to 1.1). The learning part of the queue (escalations) is ordered by the value of an answer
   to the agent, in ``[0, 1)``: see :func:`learning_value`.
@@ -48,7 +47,7 @@ _WORDS = re.compile(r"[a-z0-9]+")
 
 @dataclass(frozen=True, slots=True)
 class QueueRule:
-    sample_cold_start: bool = False  # the cap (module doc): off, for comparisons only
+    sample_cold_start: bool = True
     order: bool = True
     redecide: bool = True
     release: bool = True  # with ``redecide``: release the unclaimed cold-start samples when a certificate comes
@@ -60,8 +59,8 @@ class QueueRule:
 
     @classmethod
     def parse(cls, parts: str) -> QueueRule:
-        """``"order,redecide,release"`` (the default), any subset of those and ``sample`` (the cap), comma-separated
-        (empty: :meth:`plain`), for comparisons."""
+        """``"sample,order,redecide,release"`` (any subset, comma-separated; empty: :meth:`plain`), for
+        comparisons."""
         names = {p.strip() for p in parts.split(",") if p.strip()}
         known = ("sample", "order", "redecide", "release")
         unknown = names - set(known)
@@ -71,8 +70,8 @@ class QueueRule:
 
 
 def calibration_target(policy: Policy) -> int:
-    """With the cap (``sample``): calibration samples allowed to wait unanswered at once during cold start, the
-    fewest that can certify under the policy's rule."""
+    """Calibration samples allowed to wait unanswered at once during cold start: the fewest that can certify under
+    the policy's rule."""
     return max(policy.min_calibration, fewest_to_certify(policy))
 
 

@@ -200,11 +200,11 @@ def _add_queue_arguments(replay: argparse.ArgumentParser) -> None:
                              "items), the queue drained at that rate after the stream (default: every escalation "
                              "answered before the next graph run)")
     replay.add_argument("--plain-queue", action="store_true",
-                        help="the review queue as before issue 20: fixed priorities, no re-decision of waiting items, "
-                             "no release of cold-start samples (for comparisons)")
+                        help="the review queue as before issue 20: every cold-start item a calibration sample, fixed "
+                             "priorities, no re-decision of waiting items (for comparisons)")
     replay.add_argument("--queue-parts", metavar="PARTS",
-                        help="which of issue 20's parts run, comma-separated: order,redecide,release (the default; "
-                             "release needs redecide), and sample: the cap on cold-start samples, for comparisons")
+                        help="which of issue 20's parts run, comma-separated: sample,order,redecide,release "
+                             "(default: all; release needs redecide)")
 
 
 def _add_replay_parser(sub: Any) -> None:

@@ -48,7 +48,7 @@ class ReplayConfig:
     order: str = "shuffle"  # "shuffle" (seeded) or "file": the file's order (a time series such as storms)
     retrain_lag: int = RETRAIN_LAG  # a retrain started after graph run k is published before run k + retrain_lag
     reviewer_rate: float | None = None  # i20: answers per arriving item (None: the oracle answers everything)
-    plain_queue: bool = False  # i20: no ordering, re-decision or release (the queue as before)
+    plain_queue: bool = False  # i20: no cold-start sampling, ordering or re-decision (the queue as before)
     queue_parts: str | None = None  # i20: parts of "sample,order,redecide,release" (QueueRule.parse), for comparisons
 
 

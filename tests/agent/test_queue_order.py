@@ -1,5 +1,5 @@
-"""Issue 20 in the agent: every cold-start item a sample (the cap by count only for comparisons), the queue's
-learning order, re-decision of waiting items (only with a certificate, never an audit)."""
+"""Issue 20 in the agent: cold-start samples capped by count, the queue's learning order, re-decision of waiting
+items (only with a certificate, never an audit)."""
 
 from __future__ import annotations
 
@@ -34,18 +34,18 @@ def cold_labeler(items: list, rule: QueueRule | None = None) -> BatchLabeler:  #
     return lab
 
 
-def test_every_cold_start_item_is_a_sample_by_default() -> None:
+def test_without_the_cap_every_cold_start_item_is_a_sample() -> None:
     items = make_items(400)
-    lab = cold_labeler(items)
+    lab = cold_labeler(items, QueueRule(sample_cold_start=False))
     result = asyncio.run(lab.run_batch(items))
     assert [d.review_kind for d in result.decisions] == ["cold_start"] * len(items)  # far past the cap's target
     assert lab.learner.pending.outstanding("cold_start") == len(items)
     assert len({d.priority for d in result.decisions}) == 1  # one priority: reviewers take them oldest first
 
 
-def test_with_the_cap_cold_start_samples_stop_at_the_target_and_resume_when_answered() -> None:
+def test_cold_start_samples_stop_at_the_target_and_resume_when_answered() -> None:
     items = make_items(400)
-    lab = cold_labeler(items, QueueRule(sample_cold_start=True))
+    lab = cold_labeler(items)
     target = calibration_target(lab.policy)
     first = asyncio.run(lab.run_batch(items[:target + 30]))
     kinds = [d.review_kind for d in first.decisions]
@@ -133,9 +133,9 @@ def test_redecision_is_off_in_the_plain_queue() -> None:
 
 
 def test_queue_rule_parts_parse_for_comparisons() -> None:
-    assert QueueRule.parse("order,redecide,release") == QueueRule()
-    assert QueueRule.parse("sample,order,redecide,release") == QueueRule(sample_cold_start=True)
-    assert QueueRule.parse("sample,order,redecide") == QueueRule(True, True, True, False)
+    assert QueueRule.parse("sample,order,redecide,release") == QueueRule()
+    assert QueueRule.parse("sample,order,redecide") == QueueRule(release=False)
+    assert QueueRule.parse("order,redecide,release") == QueueRule(sample_cold_start=False)
     assert QueueRule.parse("") == QueueRule.plain()
     assert QueueRule.parse(" redecide ") == QueueRule(False, False, True, False)
     with pytest.raises(InputError, match="unknown queue parts"):

@@ -182,7 +182,7 @@ def test_samples_no_reviewer_reached_are_released_when_a_certificate_comes(tmp_p
     policy = example_policy("sms_spam").model_copy(update={"certification": "per_batch"})
     rows = load_csv(dataset_path("sms_spam.csv"))
     runs = {}
-    for parts in ("order,redecide,release", "order,redecide"):
+    for parts in ("sample,order,redecide,release", "sample,order,redecide"):
         engine = make_engine(f"sqlite:///{tmp_path / (parts.replace(',', '-') + '.db')}")
         create_all(engine)
         try:
@@ -194,37 +194,10 @@ def test_samples_no_reviewer_reached_are_released_when_a_certificate_comes(tmp_p
         assert out["auto_labeled"] + out["human_reviews"] == out["items"] and out["unlabeled"] == 0
         assert out["samples_released"] == sum(e.detail["samples_released"] for e in events)
         runs[parts] = out
-    released, kept = runs["order,redecide,release"], runs["order,redecide"]
+    released, kept = runs["sample,order,redecide,release"], runs["sample,order,redecide"]
     assert released["samples_released"] > 0 and kept["samples_released"] == 0
     assert released["human_reviews"] < kept["human_reviews"]
     assert released["auto_precision"] >= policy.target_precision
-
-
-def test_an_import_reaches_a_certificate_where_the_cap_on_samples_stalls(tmp_path: Path) -> None:
-    """Items come a thousand at a time, each batch decided before any answer, and reviewers give two answers per
-    hundred items. By default every cold-start item is a sample and the reviewers answer the oldest first, so the
-    calibration set grows with every answer until a certificate comes and the agent takes the queue over. With the
-    cap on samples (``sample``, for comparisons) the items past it wait as escalations, no new item comes to refill
-    the samples, answers to waiting items do not calibrate, and when the samples given before the stream ends cannot
-    certify (here about 340), no certificate ever comes."""
-    policy = example_policy("sms_spam")
-    rows = load_csv(dataset_path("sms_spam.csv"))
-    runs = {}
-    for parts in ("order,redecide,release", "sample,order,redecide,release"):
-        engine = make_engine(f"sqlite:///{tmp_path / (parts.replace(',', '-') + '.db')}")
-        create_all(engine)
-        try:
-            config = ReplayConfig(batch_size=1000, seed=0, reviewer_rate=0.02, queue_parts=parts)
-            runs[parts] = asyncio.run(run_replay(rows, policy, build_tools(policy), SqlStore(engine), config))
-        finally:
-            engine.dispose()
-    default, capped = runs["order,redecide,release"], runs["sample,order,redecide,release"]
-    assert default["threshold"] is not None and default["queue_left"] == 0
-    assert default["auto_labeled"] + default["human_reviews"] == default["items"] and default["unlabeled"] == 0
-    assert default["auto_labeled_while_waiting"] > default["items"] / 2  # the agent took most of the import over
-    assert default["auto_precision"] >= policy.target_precision
-    assert capped["threshold"] is None and capped["queue_left"] > 0  # the stall: people label everything, slowly
-    assert default["human_reviews"] < capped["human_reviews"]
 
 
 def test_cli_replay_reviewer_rate_flag(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
