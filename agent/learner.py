@@ -150,7 +150,7 @@ class Learner:
             self._gt_voted.append(pending.voted)
             self._agg_rows.append(row)
             rec = CalibrationRecord(answer.item.key, pending.confidence, pending.predicted, answer.label,
-                                    pending.kind, self._seq)  # type: ignore[arg-type]
+                                    pending.kind, self._seq)
             records.append(rec)
             if pending.kind == "audit" and pending.would_accept:
                 self._audits.append((len(self._iid_rows), rec.correct))

@@ -12,7 +12,7 @@ import numpy as np
 from agent.aggregate import AggregatorModel
 from agent.calibration import CertificateState, ThresholdResult
 from agent.drift import EscalationMonitor
-from agent.ports import BatchResult
+from agent.ports import BatchResult, ReviewKind
 from policies import Policy
 from tools.base import Batch, ModelInfo, Tool, ToolContext, Votes
 
@@ -86,7 +86,7 @@ class ReviewTrace:
     voted: np.ndarray  # (m, T)
     confidence: np.ndarray  # (m,)
     predicted: list[str | None]
-    kinds: list[str]
+    kinds: list[ReviewKind]
     would_accept: np.ndarray  # (m,) bool: confidence cleared the threshold (audits of auto labels)
 
 
@@ -119,18 +119,18 @@ class PendingReview:
     voted: np.ndarray
     confidence: float
     predicted: str | None
-    kind: str
+    kind: ReviewKind
     would_accept: bool
 
 
 class PendingReviews(dict[str, PendingReview]):
     """The learner's items sent to humans and not answered yet, by item key (issue 20's counts and releases)."""
 
-    def outstanding(self, kind: str) -> int:
+    def outstanding(self, kind: ReviewKind) -> int:
         """Items sent to humans as ``kind``, not answered yet."""
         return sum(1 for p in self.values() if p.kind == kind)
 
-    def kind(self, key: str) -> str | None:
+    def kind(self, key: str) -> ReviewKind | None:
         """The review kind ``key`` was sent as (None: this learner did not send it)."""
         p = self.get(key)
         return None if p is None else p.kind
