@@ -15,6 +15,8 @@ from agent.ports import Action, Decision, ReviewKind
 from tools.base import Vote
 
 FLAGGED_PREFIX = "flagged for review by"  # agent/queue_order.py tells operator escalations by it
+COLD_START_REASON = "cold start: not enough calibration yet"
+COLD_START_PRIORITY = 1.5  # calibration samples: below audits (2.0), above every other review
 
 def clears(confidence: np.ndarray | float, threshold: float | None) -> np.ndarray:
     """The accept rule: the pooled confidence reaches the calibrated threshold (none before calibration)."""
@@ -58,7 +60,7 @@ def verdict(e: Evidence, threshold: float | None) -> Verdict:
     if e.flagged_by is not None:
         return Verdict("escalate", f"{FLAGGED_PREFIX} {e.flagged_by}", "escalation", 1.0)
     if threshold is None:
-        return Verdict("escalate", "cold start: not enough calibration yet", "cold_start", 1.5)
+        return Verdict("escalate", COLD_START_REASON, "cold_start", COLD_START_PRIORITY)
     if not e.voted:
         return Verdict("escalate", "no tool could vote", "escalation", 1.0)
     if e.always_reviewed:

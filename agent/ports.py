@@ -12,6 +12,10 @@ ReviewKind = Literal["cold_start", "escalation", "audit"]
 # The reviews that sample the stream uniformly: their answers calibrate the certificate, so they are given blind
 # (the reviewer sees no agent label, confidence or votes).
 CALIBRATION_KINDS: tuple[ReviewKind, ...] = ("cold_start", "audit")
+# Cold-start items past the samples' cap wait for the agent (``agent/queue_order.py``): never handed to reviewers,
+# promoted to samples when none is left unanswered, decided again under the first certificate.
+WAITING_REASON = "cold start: waiting for the agent (not a calibration sample)"
+RELEASED_REASON = "cold start: a certificate came before a reviewer (released, not a calibration sample)"
 
 
 @dataclass(slots=True)

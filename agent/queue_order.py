@@ -11,9 +11,14 @@ Three rules, each switched by :class:`QueueRule` (``QueueRule.plain()``: all off
   escalations, decided again with the others at the certified threshold (like new items: they are a uniform draw),
   and their answers, if a human still gives them, do not calibrate. Reviewers claim samples oldest first (one
   priority), so the answered samples are the first ones, up to a time fixed by earlier answers: still a uniform draw.
-  Without the cap (``QueueRule(sample_cold_start=False)``) every cold-start item is a sample: an import (items
-  decided long before people answer) never runs out of samples, but reviewers slower than a stream answer only old
-  items, decided by young models (DESIGN-NOTES section 16, eighteenth session, measured both ways).
+  Waiting items are never handed to reviewers (the claim skips ``WAITING_REASON``): when no sample is left
+  unanswered and still no certificate exists, the oldest waiting items are *promoted* to samples
+  (``service/runtime/waiting.py``), so an import, whose items all arrive before anyone answers, does not run out of
+  samples. On a stream the samples are refilled by arrivals and nothing is promoted. Promotion goes by arrival order
+  and counts only, so the answered samples stay a uniform draw; that is also why reviewers may not pick waiting
+  items by their learning value meanwhile. Without the cap (``QueueRule(sample_cold_start=False)``) every
+  cold-start item is a sample, but reviewers slower than a stream then answer only old items, decided by young
+  models (DESIGN-NOTES section 16, eighteenth and nineteenth sessions).
 - **Order.** Operator reviews come first: audits (2.0), calibration samples (1.5), flagged items (1.2), labels
   always reviewed (1.0 to 1.1). The learning part of the queue (escalations) is ordered by the value of an answer
   to the agent, in ``[0, 1)``: see :func:`learning_value`.
@@ -31,12 +36,10 @@ import numpy as np
 
 from agent.certificate import fewest_to_certify
 from agent.decisions import FLAGGED_PREFIX
-from agent.ports import Decision
+from agent.ports import WAITING_REASON, Decision
 from agent.state import ReviewTrace
 from policies import InputError, Policy
 
-WAITING_REASON = "cold start: waiting for the agent (not a calibration sample)"
-RELEASED_REASON = "cold start: a certificate came before a reviewer (released, not a calibration sample)"
 FLAGGED_PRIORITY = 1.2
 ALWAYS_PRIORITY = 1.0  # ... plus a tenth of the agent's doubt
 LEARNING_CAP = 0.99  # the learning part of the queue stays below every operator review
@@ -51,6 +54,11 @@ class QueueRule:
     order: bool = True
     redecide: bool = True
     release: bool = True  # with ``redecide``: release the unclaimed cold-start samples when a certificate comes
+
+    def __post_init__(self) -> None:
+        if self.sample_cold_start and not self.redecide:
+            raise InputError("queue part 'sample' needs 'redecide': items that wait during cold start are never "
+                             "handed to reviewers, only promoted to samples or decided again by the agent")
 
     @classmethod
     def plain(cls) -> QueueRule:

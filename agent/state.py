@@ -147,3 +147,11 @@ class PendingReviews(dict[str, PendingReview]):
             p = self.get(key)
             if p is not None:
                 p.kind = "escalation"
+
+    def promote(self, keys: Iterable[str]) -> None:
+        """Waiting cold-start items promoted to calibration samples (``service/runtime/waiting.py``): their answers
+        calibrate."""
+        for key in keys:
+            p = self.get(key)
+            if p is not None and p.kind == "escalation":
+                p.kind = "cold_start"

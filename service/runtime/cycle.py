@@ -192,8 +192,10 @@ class ProjectWorker:
     async def redecide_waiting(self) -> dict[str, str]:
         """i20: once a new certified snapshot is in force, let it decide the review queue's waiting items again
         (``service/runtime/waiting.py``); returns the items it auto-labeled (key -> label). Nothing while a retrain
-        runs (the learner belongs to it; its snapshot re-decides once published)."""
+        runs (the learner belongs to it; its snapshot re-decides once published); before a certificate, waiting
+        items are promoted to samples when none is left unanswered, also while a retrain runs."""
         if self.training is not None:
+            self.waiting.promote(self.store, self.project, self.labeler, actor=self.name)
             return {}
         self.published = publish(self.store, self.project, self.labeler, self.name, self.published)
         step = await self.waiting.step(self.store, self.project, self.labeler, actor=self.name,

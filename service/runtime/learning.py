@@ -41,11 +41,16 @@ class Trainer:
             return
         answers = worker.take(fresh)
         if not answers:
+            await self.redecide(loop)  # a new snapshot or, before a certificate, samples to promote
             return
-        pending = loop.labeler.learner.pending
+        learner = loop.labeler.learner
+        pending = learner.pending
         # Answers to items another worker decided come with their stored records; so do this worker's cold-start
-        # samples, which another worker may have released meanwhile (the stored kind says so).
-        asked = [a.item.key for a in answers if pending.kind(a.item.key) in (None, "cold_start")]
+        # samples, which another worker may have released meanwhile, and before a certificate its escalations,
+        # which another worker may have promoted to samples (the stored kind says so).
+        certified = learner.snapshot.threshold is not None
+        doubtful = ("cold_start", None) if certified else ("cold_start", "escalation", None)
+        asked = [a.item.key for a in answers if pending.kind(a.item.key) in doubtful]
         try:
             known = state.store.learning.load_calibration_for(loop.project, asked) if asked else None
         except Exception as exc:
@@ -55,6 +60,7 @@ class Trainer:
         # ... and a sample whose stored record is no longer one (released) is an escalation here too
         pending.release(k for k, rec in (known or {}).items()
                         if pending.kind(k) == "cold_start" and rec.kind != "cold_start")
+        pending.promote(k for k, rec in (known or {}).items() if rec.kind == "cold_start")  # ... or promoted
         due = worker.observe(answers, known)
         state.stats.answers += len(answers)
         if due:

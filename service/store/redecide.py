@@ -3,9 +3,10 @@
 Two calls per re-decision: one read of the waiting tasks with their items, one write transaction that closes the
 tasks the snapshot auto-labeled (label, item state, audit log entry) and gives the others fresh priorities. Before
 them, once per certificate, the cold-start samples nobody claimed are released into the waiting escalations
-(``release_samples``). Only
-tasks still open are touched: a task a reviewer claimed meanwhile stays with the reviewer (the update's condition,
-under the row lock PostgreSQL takes, decides; its label is written only for the tasks that update closed).
+(``release_samples``); while no certificate exists and no sample is left unanswered, the oldest waiting items
+are promoted to samples (``promote_waiting``). Only tasks still open are touched: a task a reviewer claimed
+meanwhile stays with the reviewer (the update's condition, under the row lock PostgreSQL takes, decides; its label
+is written only for the tasks that update closed).
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from tools.base import Item
 WAITING_LIMIT = 50_000  # waiting tasks read per re-decision (highest priority first)
 REDECIDED_ACTION = "queue.redecided"
 RELEASED_ACTION = "queue.samples_released"
+PROMOTED_ACTION = "queue.samples_promoted"
 
 
 @dataclass(frozen=True, slots=True)
@@ -97,6 +99,36 @@ class RedecideMixin(StoreBase):
                 conn.execute(insert(audit_t).values(
                     project_id=pid, action=RELEASED_ACTION, actor=actor, created_at=now,
                     detail={"policy_version": policy_version, "samples_released": len(keys)}))
+        return keys
+
+    def promote_waiting(self, project: str, *, policy_version: int, limit: int, waiting_reason: str, reason: str,
+                        priority: float, actor: str, now: datetime | None = None) -> list[str]:
+        """If no cold-start sample of ``policy_version`` is unanswered (open or claimed), turn the ``limit`` oldest
+        open escalations waiting with ``waiting_reason`` into samples (``reason``, ``priority``), in one
+        transaction with an audit log entry; returns their item keys (none while a sample is unanswered)."""
+        now = as_utc(now)
+        with read_tx(self.engine) as conn:  # most calls find a sample unanswered: no write transaction for them
+            pid = self._project_id(conn, project)
+            mine = (task_t.c.project_id == pid) & (task_t.c.policy_version == policy_version)
+            unanswered = select(task_t.c.id).where(mine, task_t.c.kind == "cold_start",
+                                                   task_t.c.status.in_(("open", "claimed"))).limit(1)
+            oldest = (select(task_t.c.id).where(mine, task_t.c.status == "open", task_t.c.kind == "escalation",
+                                                task_t.c.reason == waiting_reason).order_by(task_t.c.id).limit(limit))
+            if conn.execute(unanswered).first() or not conn.execute(oldest.limit(1)).first():
+                return []
+        with write_tx(self.engine) as conn:
+            if conn.execute(unanswered).first():  # checked again under the write lock
+                return []
+            promote = update(task_t).where(task_t.c.id.in_(oldest), task_t.c.status == "open").values(
+                kind="cold_start", reason=reason, priority=priority, updated_at=now)
+            item_ids: list[int] = list(conn.execute(promote.returning(task_t.c.item_id)).scalars())
+            keys: list[str] = []
+            for part in chunks(item_ids):
+                keys.extend(conn.execute(select(item_t.c.external_id).where(item_t.c.id.in_(part))).scalars())
+            if keys:
+                conn.execute(insert(audit_t).values(
+                    project_id=pid, action=PROMOTED_ACTION, actor=actor, created_at=now,
+                    detail={"policy_version": policy_version, "samples_promoted": len(keys)}))
         return keys
 
     def settle_redecided(self, project: str, *, policy_version: int, threshold: float, snapshot: int,

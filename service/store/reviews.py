@@ -11,7 +11,7 @@ from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Row, Select, Table, bindparam, exists, func, select, union_all, update
 
-from agent.ports import CALIBRATION_KINDS, GroundTruth
+from agent.ports import CALIBRATION_KINDS, WAITING_REASON, GroundTruth
 from policies import ConflictError, InputError, NotFoundError, Policy
 from service.store.base import (
     StoreBase,
@@ -166,8 +166,9 @@ class ReviewsMixin(StoreBase):
     def _claimable_by(self, reviewer: Any, now: Any) -> Any:
         """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
         reviewers). ``reviewer`` and ``now`` are bound parameters of the prebuilt claim. Other mixins narrow it
-        (e.g. tasks the reviewer skipped)."""
-        return ~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
+        (e.g. tasks the reviewer skipped). Cold-start items waiting for the agent are nobody's (``WAITING_REASON``)."""
+        return (~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
+                & task_t.c.reason.is_distinct_from(WAITING_REASON))
 
     def extend_review_lease(self, task_id: int, token: str, *, lease_seconds: float | None = None,
                             projects: frozenset[str] | None = None, now: datetime | None = None) -> datetime:

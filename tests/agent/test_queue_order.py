@@ -169,3 +169,12 @@ def test_items_that_waited_through_cold_start_need_only_the_certified_threshold(
     assert accepted >= unscreened  # set aside by count, never screened: the certified threshold is their bar
     assert accepted - unscreened == {it.key for i, it in enumerate(items[20:], 20) if i % 2}  # screened: SURE only
     assert all(d.confidence >= 0.5 for d in out.accepted)
+
+
+def test_cold_start_samples_need_the_re_decision() -> None:
+    """Items that wait during cold start are never handed to reviewers: without re-decision they would wait
+    forever, so that combination is refused."""
+    with pytest.raises(InputError, match="needs 'redecide'"):
+        QueueRule.parse("sample,order")
+    with pytest.raises(InputError, match="needs 'redecide'"):
+        QueueRule(sample_cold_start=True, redecide=False)

@@ -5,12 +5,13 @@ from __future__ import annotations
 
 from sqlalchemy import select
 
-from agent.ports import BatchResult
+from agent.decisions import COLD_START_PRIORITY, COLD_START_REASON
+from agent.ports import WAITING_REASON, BatchResult
 from policies import Policy
 from service.store import SqlStore
 from service.store.base import item_t, label_t, task_t
 from service.store.db import read_tx
-from service.store.redecide import REDECIDED_ACTION, RELEASED_ACTION, AutoLabel, Reorder
+from service.store.redecide import PROMOTED_ACTION, REDECIDED_ACTION, RELEASED_ACTION, AutoLabel, Reorder
 from tests.factories import make_decision, make_items
 
 
@@ -125,3 +126,50 @@ def test_release_turns_the_unclaimed_samples_into_waiting_escalations(store: Sql
     # nothing left to release: no second log entry
     assert store.reviews.release_samples(project, policy_version=policy.version, reason="x", actor="w") == []
     assert len([e for e in store.audit.list_audit(project) if e.action == RELEASED_ACTION]) == 1
+
+
+def waiting_queue(store: SqlStore, project: str, policy: Policy, kinds: list[str]) -> list[str]:
+    """One item per kind: "sample" (a cold-start sample), "waiting" (a cold-start item waiting for the agent) or
+    "escalation" (an ordinary one, of higher priority than the waiting ones); returns the keys in order."""
+    items = make_items(len(kinds))
+    store.items.ingest(project, items)
+    token, claimed = store.items.claim_batch(project, worker="agent", size=len(kinds))
+    spec = dict(zip((it.key for it in items), kinds, strict=True))
+    decisions = []
+    for it in claimed:
+        kind = spec[it.key]
+        priority = {"sample": COLD_START_PRIORITY, "escalation": 0.9, "waiting": 0.5}[kind]
+        d = make_decision(it.key, "escalate", label="spam", confidence=0.5, priority=priority,
+                          review_kind="cold_start" if kind == "sample" else "escalation")
+        d.reason = WAITING_REASON if kind == "waiting" else d.reason
+        decisions.append(d)
+    store.items.record_batch(project, BatchResult(policy.key, None, {}, decisions), token)
+    return [it.key for it in items]
+
+
+def test_waiting_items_are_nobodys_until_promoted_to_samples(store: SqlStore, project: str, policy: Policy) -> None:
+    """Cold-start items waiting for the agent are never handed to reviewers (whose choice by learning value would
+    bias the samples taken later); when no sample is unanswered, the oldest of them become samples."""
+    keys = waiting_queue(store, project, policy, ["waiting", "sample", "waiting", "escalation", "waiting", "waiting"])
+    promote = {"policy_version": policy.version, "limit": 2, "waiting_reason": WAITING_REASON,
+               "reason": COLD_START_REASON, "priority": COLD_START_PRIORITY, "actor": "w"}
+    sample = store.reviews.claim_review(project, reviewer="alice")
+    assert sample is not None and sample.item.key == keys[1]
+    assert store.reviews.promote_waiting(project, **promote) == []  # a sample is still unanswered (claimed)
+    store.reviews.submit_review(sample.task_id, sample.token, "spam")
+    other = store.reviews.claim_review(project, reviewer="bob")  # the ordinary escalation; the waiting ones: never
+    assert other is not None and other.item.key == keys[3]
+    assert store.reviews.claim_review(project, reviewer="carol") is None
+    assert sorted(store.reviews.promote_waiting(project, **promote)) == sorted([keys[0], keys[2]])  # the oldest two
+    with read_tx(store.engine) as conn:
+        rows = conn.execute(select(item_t.c.external_id, task_t.c.kind, task_t.c.reason, task_t.c.priority)
+                            .join(task_t, task_t.c.item_id == item_t.c.id))
+        tasks = {r[0]: tuple(r[1:]) for r in rows}
+    assert tasks[keys[0]] == tasks[keys[2]] == ("cold_start", COLD_START_REASON, COLD_START_PRIORITY)
+    assert tasks[keys[4]][:2] == tasks[keys[5]][:2] == ("escalation", WAITING_REASON)
+    assert store.reviews.promote_waiting(project, **promote) == []  # the promoted samples are unanswered now
+    assert store.reviews.promote_waiting(project, **{**promote, "policy_version": policy.version + 1}) == []
+    first = store.reviews.claim_review(project, reviewer="carol")
+    assert first is not None and first.item.key == keys[0] and first.kind == "cold_start"  # oldest first
+    events = [e for e in store.audit.list_audit(project) if e.action == PROMOTED_ACTION]
+    assert len(events) == 1 and events[0].detail["samples_promoted"] == 2

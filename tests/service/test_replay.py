@@ -17,7 +17,7 @@ from service.offline.replay import ReplayConfig, run_replay
 from service.runtime.cycle import ProjectWorker, Retraining
 from service.store import SqlStore
 from service.store.db import create_all, make_engine
-from service.store.redecide import RELEASED_ACTION
+from service.store.redecide import PROMOTED_ACTION, RELEASED_ACTION
 from tests.factories import dataset_path
 from tools.environment import ToolEnvironment
 from tools.registry import build_tools
@@ -229,3 +229,23 @@ def test_the_summary_reports_each_critical_labels_own_precision() -> None:
         "auto": 0, "right": 0, "precision": None, "precision_ci": [0.0, 1.0]}
     lo, hi = report["oos"]["precision_ci"]
     assert 0.0 < lo < 0.5 < hi < 1.0
+
+
+def test_an_import_keeps_calibrating_when_its_samples_run_out(tmp_path: Path) -> None:
+    """An import: 2,000 items in two batches, decided before anyone answers, reviewers at a twentieth of an answer
+    per item. The samples allowed at once are answered long before the stream's items are; without promotion the
+    waiting items were answered but could not calibrate, and no certificate came before the drain ended (0 auto
+    labels, 900 items still queued). The oldest waiting items are promoted to samples instead."""
+    policy = example_policy("sms_spam")
+    engine = make_engine(f"sqlite:///{tmp_path / 'import.db'}")
+    create_all(engine)
+    try:
+        config = ReplayConfig(batch_size=1000, seed=0, limit=2000, reviewer_rate=0.05)
+        out = asyncio.run(run_replay(load_csv(dataset_path("sms_spam.csv")), policy, build_tools(policy),
+                                     SqlStore(engine), config))
+        events = [e for e in SqlStore(engine).audit.list_audit(policy.project) if e.action == PROMOTED_ACTION]
+    finally:
+        engine.dispose()
+    assert out["samples_promoted"] == sum(e.detail["samples_promoted"] for e in events) > 0
+    assert out["auto_labeled"] > 0 and out["auto_precision"] >= policy.target_precision
+    assert out["auto_labeled"] + out["human_reviews"] + out["queue_left"] == out["items"] == 2000  # each once

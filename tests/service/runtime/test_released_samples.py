@@ -6,7 +6,7 @@ from __future__ import annotations
 
 import asyncio
 
-from agent.queue_order import RELEASED_REASON
+from agent.ports import RELEASED_REASON
 from agent.runner import BatchLabeler
 from service.runtime.base import ProjectLoop, RuntimeState
 from service.runtime.cycle import ProjectWorker
