@@ -8,12 +8,15 @@ with non-negative weights fitted by minimising the log loss on the votes recorde
 time* for items that humans later labeled (so the votes are out of sample). This is a multinomial
 logistic regression over the tools' log-probabilities with one coefficient per tool, which keeps it
 well-posed with 77 labels and a few hundred examples, lets weights < 1 soften over-confident tools,
-and drives a useless voter's weight to zero. Until enough ground truth exists the weights are a
-reliability-weighted default. Majority vote is reported beside it as a baseline.
+and drives a useless voter's weight to zero. Each row counts by the labels its deciding models had against the
+models the pool is fitted for (:func:`maturity_weights`): the pool describes the models that decide next. Until
+enough ground truth exists the weights are a reliability-weighted default. Majority vote is reported beside it as
+a baseline.
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -65,8 +68,19 @@ class AggregatorModel:
         return softmax_rows(logits)
 
 
+def maturity_weights(trained_on: Sequence[int | None], now: int) -> np.ndarray:
+    """Each row's weight in the pool's fit: a vote cast by models fitted on ``k`` ground-truth rows, for a pool that
+    will combine models fitted on ``now``, counts ``(k + 1) / (now + 1)`` (at most 1; ``None``: unknown, 1). The pool
+    describes the models that decide next, and a vote of a model with a tenth of their labels tells little about
+    them (an import's items, decided before any answer, all come with such votes)."""
+    k = np.asarray([now if t is None else t for t in trained_on], dtype=np.float64)
+    out: np.ndarray = np.minimum(1.0, (k + 1.0) / (max(now, 0) + 1.0))
+    return out
+
+
 def _nll_and_grad(params: np.ndarray, logp: np.ndarray, voted: np.ndarray, y: np.ndarray,
-                  log_prior: np.ndarray, l2: float) -> tuple[float, np.ndarray]:
+                  log_prior: np.ndarray, l2: float, sw: np.ndarray) -> tuple[float, np.ndarray]:
+    """The weighted mean log loss (``sw``: row weights summing to 1) and its gradient."""
     w, b = params[:-1], params[-1]
     feats = logp * voted[:, :, None]  # (n, T, L)
     logits = np.einsum("t,ntl->nl", w, feats) + b * log_prior[None, :]
@@ -74,12 +88,12 @@ def _nll_and_grad(params: np.ndarray, logp: np.ndarray, voted: np.ndarray, y: np
     n = y.shape[0]
     rows = np.arange(n)
     lse = np.log(np.exp(logits - logits.max(axis=1, keepdims=True)).sum(axis=1)) + logits.max(axis=1)
-    nll = float(np.mean(lse - logits[rows, y]))
+    nll = float(sw @ (lse - logits[rows, y]))
     # d nll / d w_t = mean( E_p[f_t] - f_t[y] )
     exp_f = np.einsum("nl,ntl->nt", probs, feats)
     obs_f = feats[rows, :, y]
-    grad_w = (exp_f - obs_f).mean(axis=0)
-    grad_b = float(np.mean(probs @ log_prior - log_prior[y]))
+    grad_w = sw @ (exp_f - obs_f)
+    grad_b = float(sw @ (probs @ log_prior - log_prior[y]))
     nll += 0.5 * l2 * float(w @ w)
     grad_w = grad_w + l2 * w
     return nll, np.concatenate([grad_w, [grad_b]])
@@ -94,8 +108,10 @@ def fit_aggregator(
     *,
     min_examples: int = 30,
     l2: float = 1e-3,
+    row_weights: np.ndarray | None = None,
 ) -> AggregatorModel:
-    """Fit weights on decision-time votes of human-labeled items; keep ``base`` if too few."""
+    """Fit weights on decision-time votes of human-labeled items (each row weighted by ``row_weights``, default
+    equal); keep ``base`` if too few."""
     n_labels = logp.shape[2]
     log_prior = np.log((label_counts + 1.0) / (label_counts.sum() + n_labels))
     if y.shape[0] < min_examples:
@@ -103,7 +119,9 @@ def fit_aggregator(
                                base.fitted_on, base.metrics, base.votes_seen)
     x0 = np.concatenate([np.maximum(base.weights, 0.05), [max(base.prior_weight, 0.0)]])
     bounds = [(0.0, 10.0)] * len(base.tools) + [(0.0, 5.0)]
-    res = minimize(_nll_and_grad, x0, args=(logp, voted.astype(np.float64), y, log_prior, l2),
+    sw = np.ones(y.shape[0]) if row_weights is None else np.asarray(row_weights, dtype=np.float64)
+    sw = sw / sw.sum()
+    res = minimize(_nll_and_grad, x0, args=(logp, voted.astype(np.float64), y, log_prior, l2, sw),
                    jac=True, method="L-BFGS-B", bounds=bounds, options={"maxiter": 100})
     params = res.x
     seen = voted.sum(axis=0)

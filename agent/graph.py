@@ -27,7 +27,7 @@ from agent.aggregate import log_votes
 from agent.cascade import cheap_mask, cheap_pool, could_cross, could_fall, settles, shift_left, surest_vote
 from agent.decisions import Evidence, clears, decide_items
 from agent.ports import BatchResult, Decision
-from agent.state import AgentContext, BatchState, ReviewTrace, ToolCall
+from agent.state import AgentContext, AgentSnapshot, BatchState, ReviewTrace, ToolCall
 from policies import ToolError
 from tools.base import Batch, Preparing, Vote, Votes, is_enrichment
 
@@ -320,8 +320,7 @@ def _unsettled(state: BatchState, ctx: AgentContext) -> np.ndarray:
     return out
 
 
-def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision],
-           threshold: float | None) -> ReviewTrace:
+def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision], snap: AgentSnapshot) -> ReviewTrace:
     """The decision-time evidence of the items sent to a human, for the learner."""
     reviewed = [i for i, d in enumerate(decisions) if d.review_kind is not None]
     rows = np.asarray(reviewed, dtype=np.int64)
@@ -332,7 +331,8 @@ def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision
         confidence=np.asarray([evidence[i].confidence for i in reviewed], dtype=np.float64),
         predicted=[decisions[i].label for i in reviewed],
         kinds=[kind for i in reviewed if (kind := decisions[i].review_kind) is not None],
-        would_accept=np.asarray([evidence[i].would_accept(threshold) for i in reviewed], dtype=bool),
+        would_accept=np.asarray([evidence[i].would_accept(snap.threshold) for i in reviewed], dtype=bool),
+        trained_on=snap.trained_on,
     )
 
 
@@ -366,7 +366,7 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
         calls[ctx.tools[call.tool_index].name] += len(call.rows)
     result = BatchResult(policy_key=ctx.policy.key, threshold=snap.threshold, model_versions=dict(snap.tool_versions),
                          decisions=decisions, tool_calls=calls, snapshot_id=snap.stored_id)
-    return {"result": result, "trace": _trace(state, evidence, decisions, snap.threshold)}
+    return {"result": result, "trace": _trace(state, evidence, decisions, snap)}
 
 
 LabelingGraph = CompiledStateGraph[BatchState, AgentContext, BatchState, BatchState]

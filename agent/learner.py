@@ -17,7 +17,7 @@ from typing import Any
 
 import numpy as np
 
-from agent.aggregate import AggregatorModel, fit_aggregator
+from agent.aggregate import AggregatorModel, fit_aggregator, maturity_weights
 from agent.calibration import ThresholdResult, detect_drift
 from agent.cascade import cascade_proba, cheap_mask
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
@@ -67,7 +67,8 @@ class Learner:
         self._gt_logp: list[np.ndarray | None] = []  # decision-time votes, where known
         self._gt_voted: list[np.ndarray | None] = []
         self._gt_row: dict[str, int] = {}  # item key -> its (latest) training row
-        self._agg_rows: deque[int] = deque(maxlen=AGGREGATOR_WINDOW)
+        # the pool's rows: (ground-truth row, rows its deciding models were fitted on; None: unknown)
+        self._agg_rows: deque[tuple[int, int | None]] = deque(maxlen=AGGREGATOR_WINDOW)
         # calibration set: ground-truth rows that are i.i.d. samples of the stream, and their scores
         self._iid_rows: list[int] = []
         self._iid_conf: list[float] = []
@@ -108,7 +109,7 @@ class Learner:
         for j, item in enumerate(trace.batch.items):
             self.pending[item.key] = PendingReview(
                 trace.batch, j, trace.logp[j], trace.voted[j], float(trace.confidence[j]),
-                trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]),
+                trace.predicted[j], trace.kinds[j], bool(trace.would_accept[j]), trace.trained_on,
             )
 
     def label_counts(self) -> np.ndarray:  # i20: answers per label (safe while a retrain runs)
@@ -148,7 +149,7 @@ class Learner:
             _add_piece(pieces, pending.source, pending.row)
             self._gt_logp.append(pending.logp)
             self._gt_voted.append(pending.voted)
-            self._agg_rows.append(row)
+            self._agg_rows.append((row, pending.trained_on))
             rec = CalibrationRecord(answer.item.key, pending.confidence, pending.predicted, answer.label,
                                     pending.kind, self._seq)
             records.append(rec)
@@ -184,7 +185,7 @@ class Learner:
         _add_piece(pieces, pending.source, pending.row)
         self._gt_logp.append(pending.logp)
         self._gt_voted.append(pending.voted)
-        self._agg_rows.append(row)
+        self._agg_rows.append((row, pending.trained_on))
 
     def _add_calibration(self, row: int, confidence: float, predicted: str | None, truth: int | None = None) -> None:
         pred = self._label_index.get(predicted) if predicted is not None else None
@@ -195,8 +196,9 @@ class Learner:
         self._iid_fold.append(self._fold_of(row))
 
     def load(self, ground_truth: Sequence[GroundTruth], calibration: Sequence[CalibrationRecord],
-             votes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None) -> None:
-        """Restore state from storage (ground truth, calibration records, ``agent.persist.vote_arrays``), retrain."""
+             votes: Mapping[str, tuple[np.ndarray, np.ndarray]] | None = None,
+             trained_on: Mapping[str, int] | None = None) -> None:
+        """Restore from storage (ground truth, calibration records, votes and their models' training rows), retrain."""
         kinds = {rec.key: rec for rec in calibration}
         votes = votes or {}
         for gt in ground_truth:
@@ -211,7 +213,8 @@ class Learner:
             logp, voted = votes.get(gt.item.key, (None, None))
             self._gt_logp.append(logp)
             self._gt_voted.append(voted)
-            self._agg_rows.extend([row] if logp is not None else [])  # the pool refits on decision-time votes
+            if logp is not None:  # the pool refits on decision-time votes
+                self._agg_rows.append((row, (trained_on or {}).get(gt.item.key)))
             rec = kinds.get(gt.item.key)
             if rec is None or rec.kind not in CALIBRATION_KINDS:
                 continue
@@ -258,11 +261,11 @@ class Learner:
         fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
         infos = [tool.fit(fit_data) for tool in tools if isinstance(tool, Learnable)]
         self._since_retrain = 0
-        aggregator = self._fit_aggregator()
+        aggregator = self._fit_aggregator(len(fit_data.y))
         if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
             self._rescore(data, aggregator, window, tools)
         calib, drifted, reference = self._certify()
-        return Retrained(self._snapshot(tools, aggregator, calib, drifted), infos, reference)
+        return Retrained(self._snapshot(tools, aggregator, calib, drifted, len(fit_data.y)), infos, reference)
 
     def publish(self, retrained: Retrained) -> AgentSnapshot:
         """Put a finished retrain in force: its models, pool and threshold together. If another snapshot was
@@ -271,22 +274,24 @@ class Learner:
         self.retrains += 1
         snap = retrained.snapshot
         if snap.version <= self.snapshot.version:
-            return self.recalibrate(snap.aggregator, snap.tools)
+            return self.recalibrate(snap.aggregator, snap.tools, snap.trained_on)
         if retrained.reference is not None:
             self.monitor.set_reference(retrained.reference)
         self.snapshot = snap
         return snap
 
-    def _fit_aggregator(self) -> AggregatorModel:
+    def _fit_aggregator(self, trained_on: int) -> AggregatorModel:
+        """The pool for models fitted on ``trained_on`` rows, its rows weighted by ``maturity_weights``."""
         aggregator = self.snapshot.aggregator
-        rows = list(self._agg_rows)
+        rows = [r for r, _ in self._agg_rows]
         counts = np.bincount(np.asarray(self._gt_y), minlength=len(self.labels)).astype(np.float64)
         if not rows:
             return aggregator
         logp = np.stack([self._gt_logp[r] for r in rows])  # type: ignore[misc]
         voted = np.stack([self._gt_voted[r] for r in rows])  # type: ignore[misc]
         y = np.asarray([self._gt_y[r] for r in rows])
-        return fit_aggregator(aggregator, logp, voted, y, counts)
+        return fit_aggregator(aggregator, logp, voted, y, counts,
+                              row_weights=maturity_weights([k for _, k in self._agg_rows], trained_on))
 
     def _window_rows(self) -> np.ndarray | None:
         """The training window's rows (``None``: all), after registering the rows added since the last call."""
@@ -327,12 +332,14 @@ class Learner:
     def _window_start(self) -> int:
         return max(len(self._iid_rows) - self.policy.calibration_window, self._calibration_since, 0)
 
-    def recalibrate(self, aggregator: AggregatorModel | None = None, tools: tuple[Tool, ...] = ()) -> AgentSnapshot:
-        """Check drift, update the certificate, publish a new snapshot (with the tools in force, or ``tools``)."""
+    def recalibrate(self, aggregator: AggregatorModel | None = None, tools: tuple[Tool, ...] = (),
+                    trained_on: int | None = None) -> AgentSnapshot:
+        """Check drift, update the certificate, publish a new snapshot (the tools in force, or ``tools``)."""
         calib, drifted, reference = self._certify()
         if reference is not None:
             self.monitor.set_reference(reference)
-        self.snapshot = self._snapshot(tools or self.tools, aggregator or self.snapshot.aggregator, calib, drifted)
+        self.snapshot = self._snapshot(tools or self.tools, aggregator or self.snapshot.aggregator, calib, drifted,
+                                       trained_on)
         return self.snapshot
 
     def _certify(self) -> tuple[ThresholdResult, bool, float | None]:
@@ -360,7 +367,7 @@ class Learner:
         return calib, drifted, None
 
     def _snapshot(self, tools: tuple[Tool, ...], aggregator: AggregatorModel, calib: ThresholdResult,
-                  drifted: bool) -> AgentSnapshot:
+                  drifted: bool, trained_on: int | None = None) -> AgentSnapshot:
         """The next snapshot (version: the one in force plus one); not yet in force."""
         audit_rate = 1.0 if calib.threshold is None else raised_audit_rate(
             self.policy, calib, fine=FINE_CALIBRATION, per_escalation=AUDIT_PER_ESCALATION)
@@ -368,7 +375,8 @@ class Learner:
         versions["aggregator"] = f"aggregator-v{aggregator.version}"
         versions["calibration"] = f"calibration-v{self.snapshot.version + 1}"
         return AgentSnapshot(aggregator, calib, audit_rate, versions, self.snapshot.version + 1, drifted,
-                             certifier=self.certifier.state(), tools=tools)
+                             certifier=self.certifier.state(), tools=tools,
+                             trained_on=self.snapshot.trained_on if trained_on is None else trained_on)
 
     def _restart_calibration(self, since: int) -> None:
         """Drift: the certificate is withdrawn and calibration restarts from ``since`` (recent data only)."""

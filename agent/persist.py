@@ -86,7 +86,7 @@ def restore_snapshot(learner: Learner, doc: Mapping[str, Any], stored_id: int | 
     versions = {**learner.snapshot.tool_versions, "aggregator": f"aggregator-v{agg.version}"}
     learner.snapshot = AgentSnapshot(agg, calib, audit_rate, versions, learner.snapshot.version + 1,
                                      bool(doc.get("drift", False)), learner.certifier.state(), stored_id,
-                                     learner.tools)
+                                     learner.tools, learner.snapshot.trained_on)
     return True
 
 

@@ -35,6 +35,7 @@ class AgentSnapshot:
     certifier: CertificateState | None = None  # i14: the certifier's state when published (persisted with it)
     stored_id: int | None = None  # i14: the id the store gave this snapshot (set by the service when persisted)
     tools: tuple[Tool, ...] = ()  # the models that decide with it (empty: the labeler's own tools)
+    trained_on: int = 0  # ground-truth rows its learning models were fitted on (the pool weighs votes by it)
 
     @property
     def threshold(self) -> float | None:
@@ -88,6 +89,7 @@ class ReviewTrace:
     predicted: list[str | None]
     kinds: list[ReviewKind]
     would_accept: np.ndarray  # (m,) bool: confidence cleared the threshold (audits of auto labels)
+    trained_on: int = 0  # ground-truth rows the deciding models were fitted on (``AgentSnapshot.trained_on``)
 
 
 class BatchState(TypedDict, total=False):
@@ -121,6 +123,7 @@ class PendingReview:
     predicted: str | None
     kind: ReviewKind
     would_accept: bool
+    trained_on: int = 0  # ground-truth rows the deciding models were fitted on
 
 
 class PendingReviews(dict[str, PendingReview]):

@@ -48,7 +48,9 @@ def restore_labeler(store: SqlStore, project: str, labeler: BatchLabeler,
     stored_votes = store.learning.load_votes(project, [a.item.key for a in answers], policy_version=policy.version)
     votes = {key: arrays for key, item_votes in stored_votes.items()
              if (arrays := vote_arrays(item_votes, names, policy.labels)) is not None}
-    learner.load(answers, calibration, votes)
+    trained_on = store.learning.load_vote_training(project, list(votes), policy_key=policy.key,
+                                                   policy_version=policy.version)
+    learner.load(answers, calibration, votes, trained_on)
     stored = store.learning.latest_snapshot(project, policy.version)
     if stored is None or not restore_snapshot(learner, stored.state, stored.id):
         return None

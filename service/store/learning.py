@@ -144,6 +144,29 @@ class LearningMixin(StoreBase):
                     out[ids[item_id]].append(Vote(tool=tool, distribution=dist, cost=cost, evidence=evidence))
         return dict(out)
 
+    def load_vote_training(self, project: str, keys: Sequence[str], *, policy_key: str,
+                           policy_version: int) -> dict[str, int]:
+        """For each of these items with decision-time votes: the ground-truth rows the models that voted on it had
+        been fitted on (the most over its votes; 0 when no voting model had been fitted yet). A restarted learner
+        weighs the pool's rows by it (``agent.aggregate.maturity_weights``)."""
+        out: dict[str, int] = {}
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            fitted = model_t.c.project_id == pid, model_t.c.policy_key == policy_key, model_t.c.tool == vote_t.c.tool
+            for part in chunks(list(keys)):
+                items = select(item_t.c.id, item_t.c.external_id).where(item_t.c.project_id == pid,
+                                                                         item_t.c.external_id.in_(part))
+                ids: dict[int, str] = {int(r[0]): str(r[1]) for r in conn.execute(items)}
+                if not ids:
+                    continue
+                query = (select(vote_t.c.item_id, func.max(func.coalesce(model_t.c.trained_on, 0)))
+                         .outerjoin(model_t, (model_t.c.version == vote_t.c.model_version) & fitted[0] & fitted[1]
+                                    & fitted[2])
+                         .where(vote_t.c.item_id.in_(list(ids)), vote_t.c.policy_version == policy_version)
+                         .group_by(vote_t.c.item_id))
+                out.update({ids[int(r[0])]: int(r[1]) for r in conn.execute(query)})
+        return out
+
     def count_labels(self, project: str) -> dict[str, int]:
         """Labels per source (agent, human)."""
         with read_tx(self.engine) as conn:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from agent.ports import BatchResult
 from policies import Policy
 from service.store import ReviewAnswer, SqlStore
-from tests.factories import make_decision, make_items, make_policy
+from tests.factories import make_decision, make_items, make_policy, make_votes
 from tools.base import ModelInfo
 
 
@@ -79,3 +79,24 @@ def test_stats_count_everything_per_project(store: SqlStore, project: str, polic
         "labels": {"agent": 1, "human": 2},
     }
     assert sum(store.stats("quiet")["items"].values()) == 0
+
+
+def test_the_votes_training_rows_come_from_the_models_that_cast_them(store: SqlStore, project: str,
+                                                                     policy: Policy) -> None:
+    """A restarted learner weighs the pool's rows by how many labels the deciding models had: read back from the
+    model version stored with each vote (0 where no voting model had been fitted: an import's first items)."""
+    items = make_items(3)
+    store.items.ingest(project, items)
+    store.learning.save_model_version(project, policy.key, ModelInfo(tool="clf", version="clf-v2", trained_on=120))
+    store.learning.save_model_version(project, policy.key, ModelInfo(tool="knn", version="knn-v2", trained_on=150))
+    for item, versions in zip(items[:2], [{}, {"clf": "clf-v2", "knn": "knn-v2"}], strict=True):
+        token, claimed = store.items.claim_batch(project, worker="agent", size=1)
+        assert [it.key for it in claimed] == [item.key]
+        votes = make_votes(policy.labels, tools=("rules", "clf", "knn"))
+        decision = make_decision(item.key, "escalate", votes=votes, review_kind="cold_start")
+        store.items.record_batch(project, BatchResult(policy.key, None, versions, [decision]), token)
+    keys = [it.key for it in items]
+    assert store.learning.load_vote_training(project, keys, policy_key=policy.key, policy_version=policy.version) == {
+        keys[0]: 0, keys[1]: 150}  # the third item has no votes yet
+    assert store.learning.load_vote_training(project, keys, policy_key=policy.key,
+                                             policy_version=policy.version + 1) == {}
