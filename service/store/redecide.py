@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Row, bindparam, exists, func, insert, select, update
+from sqlalchemy import Connection, Row, bindparam, exists, func, insert, select, update
 
 from service.store.audit import audit_t
 from service.store.base import StoreBase, as_utc, chunks, image_t, item_t, label_t, task_t, to_item, with_image
@@ -88,18 +88,10 @@ class RedecideMixin(StoreBase):
         now = as_utc(now)
         with write_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            item_ids: list[int] = list(conn.execute(update(task_t).where(
+            release = update(task_t).where(
                 task_t.c.project_id == pid, task_t.c.status == "open", task_t.c.kind == "cold_start",
-                task_t.c.policy_version == policy_version).values(
-                kind="escalation", reason=reason, updated_at=now).returning(task_t.c.item_id)).scalars())
-            keys: list[str] = []
-            for part in chunks(item_ids):
-                keys.extend(conn.execute(select(item_t.c.external_id).where(item_t.c.id.in_(part))).scalars())
-            if keys:
-                conn.execute(insert(audit_t).values(
-                    project_id=pid, action=RELEASED_ACTION, actor=actor, created_at=now,
-                    detail={"policy_version": policy_version, "samples_released": len(keys)}))
-        return keys
+                task_t.c.policy_version == policy_version).values(kind="escalation", reason=reason, updated_at=now)
+            return _retyped(conn, release, pid, (RELEASED_ACTION, "samples_released"), policy_version, actor, now)
 
     def promote_waiting(self, project: str, *, policy_version: int, limit: int, waiting_reason: str, reason: str,
                         priority: float, actor: str, now: datetime | None = None) -> list[str]:
@@ -121,15 +113,7 @@ class RedecideMixin(StoreBase):
                 return []
             promote = update(task_t).where(task_t.c.id.in_(oldest), task_t.c.status == "open").values(
                 kind="cold_start", reason=reason, priority=priority, updated_at=now)
-            item_ids: list[int] = list(conn.execute(promote.returning(task_t.c.item_id)).scalars())
-            keys: list[str] = []
-            for part in chunks(item_ids):
-                keys.extend(conn.execute(select(item_t.c.external_id).where(item_t.c.id.in_(part))).scalars())
-            if keys:
-                conn.execute(insert(audit_t).values(
-                    project_id=pid, action=PROMOTED_ACTION, actor=actor, created_at=now,
-                    detail={"policy_version": policy_version, "samples_promoted": len(keys)}))
-        return keys
+            return _retyped(conn, promote, pid, (PROMOTED_ACTION, "samples_promoted"), policy_version, actor, now)
 
     def settle_redecided(self, project: str, *, policy_version: int, threshold: float, snapshot: int,
                          accepted: Sequence[AutoLabel], reordered: Sequence[Reorder], actor: str,
@@ -181,3 +165,17 @@ class RedecideMixin(StoreBase):
             pid = self._project_id(conn, project)
             return int(conn.execute(select(func.count()).select_from(task_t).where(
                 task_t.c.project_id == pid, task_t.c.status == "done", task_t.c.answers == 0)).scalar_one())
+
+
+def _retyped(conn: Connection, change: Any, pid: int, log: tuple[str, str], policy_version: int, actor: str,
+             now: datetime) -> list[str]:
+    """Run ``change`` (an UPDATE of review tasks' kind), then log how many it changed (``log``: the audit action and
+    its count's name); returns the changed tasks' item keys."""
+    item_ids: list[int] = list(conn.execute(change.returning(task_t.c.item_id)).scalars())
+    keys: list[str] = []
+    for part in chunks(item_ids):
+        keys.extend(conn.execute(select(item_t.c.external_id).where(item_t.c.id.in_(part))).scalars())
+    if keys:
+        conn.execute(insert(audit_t).values(project_id=pid, action=log[0], actor=actor, created_at=now,
+                                            detail={"policy_version": policy_version, log[1]: len(keys)}))
+    return keys
