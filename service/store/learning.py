@@ -152,7 +152,8 @@ class LearningMixin(StoreBase):
         out: dict[str, int] = {}
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            fitted = model_t.c.project_id == pid, model_t.c.policy_key == policy_key, model_t.c.tool == vote_t.c.tool
+            its_model = ((model_t.c.project_id == pid) & (model_t.c.policy_key == policy_key)
+                         & (model_t.c.tool == vote_t.c.tool) & (model_t.c.version == vote_t.c.model_version))
             for part in chunks(list(keys)):
                 items = select(item_t.c.id, item_t.c.external_id).where(item_t.c.project_id == pid,
                                                                          item_t.c.external_id.in_(part))
@@ -160,8 +161,7 @@ class LearningMixin(StoreBase):
                 if not ids:
                     continue
                 query = (select(vote_t.c.item_id, func.max(func.coalesce(model_t.c.trained_on, 0)))
-                         .outerjoin(model_t, (model_t.c.version == vote_t.c.model_version) & fitted[0] & fitted[1]
-                                    & fitted[2])
+                         .outerjoin(model_t, its_model)
                          .where(vote_t.c.item_id.in_(list(ids)), vote_t.c.policy_version == policy_version)
                          .group_by(vote_t.c.item_id))
                 out.update({ids[int(r[0])]: int(r[1]) for r in conn.execute(query)})
