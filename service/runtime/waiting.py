@@ -76,7 +76,7 @@ class WaitingQueue:
             return
         promoted = store.reviews.promote_waiting(
             project, policy_version=parse_policy_key(project, labeler.policy.key),
-            limit=calibration_target(labeler.policy), waiting_reason=WAITING_REASON, reason=COLD_START_REASON,
-            priority=COLD_START_PRIORITY, actor=actor)
+            limit=calibration_target(labeler.policy), reason=COLD_START_REASON, priority=COLD_START_PRIORITY,
+            actor=actor)
         labeler.learner.pending.promote(promoted)  # their answers calibrate (safe while a retrain runs: it reads none)
         self.promoted += len(promoted)

@@ -18,6 +18,7 @@ from typing import Any
 
 from sqlalchemy import Connection, Row, bindparam, exists, func, insert, select, update
 
+from agent.ports import WAITING_REASON
 from service.store.audit import audit_t
 from service.store.base import StoreBase, as_utc, chunks, image_t, item_t, label_t, task_t, to_item, with_image
 from service.store.batches import AGENT_LABEL_COLS
@@ -91,13 +92,15 @@ class RedecideMixin(StoreBase):
             release = update(task_t).where(
                 task_t.c.project_id == pid, task_t.c.status == "open", task_t.c.kind == "cold_start",
                 task_t.c.policy_version == policy_version).values(kind="escalation", reason=reason, updated_at=now)
-            return _retyped(conn, release, pid, (RELEASED_ACTION, "samples_released"), policy_version, actor, now)
+            return _retyped(conn, release, pid, policy_version, action=RELEASED_ACTION, counted="samples_released",
+                            actor=actor, now=now)
 
-    def promote_waiting(self, project: str, *, policy_version: int, limit: int, waiting_reason: str, reason: str,
-                        priority: float, actor: str, now: datetime | None = None) -> list[str]:
+    def promote_waiting(self, project: str, *, policy_version: int, limit: int, reason: str, priority: float,
+                        actor: str, now: datetime | None = None) -> list[str]:
         """If no cold-start sample of ``policy_version`` is unanswered (open or claimed), turn the ``limit`` oldest
-        open escalations waiting with ``waiting_reason`` into samples (``reason``, ``priority``), in one
-        transaction with an audit log entry; returns their item keys (none while a sample is unanswered)."""
+        open escalations waiting with ``WAITING_REASON`` (the ones no claim hands out) into samples (``reason``,
+        ``priority``), in one transaction with an audit log entry; returns their item keys (none while a sample is
+        unanswered)."""
         now = as_utc(now)
         with read_tx(self.engine) as conn:  # most calls find a sample unanswered: no write transaction for them
             pid = self._project_id(conn, project)
@@ -105,7 +108,7 @@ class RedecideMixin(StoreBase):
             unanswered = select(task_t.c.id).where(mine, task_t.c.kind == "cold_start",
                                                    task_t.c.status.in_(("open", "claimed"))).limit(1)
             oldest = (select(task_t.c.id).where(mine, task_t.c.status == "open", task_t.c.kind == "escalation",
-                                                task_t.c.reason == waiting_reason).order_by(task_t.c.id).limit(limit))
+                                                task_t.c.reason == WAITING_REASON).order_by(task_t.c.id).limit(limit))
             if conn.execute(unanswered).first() or not conn.execute(oldest.limit(1)).first():
                 return []
         with write_tx(self.engine) as conn:
@@ -113,7 +116,8 @@ class RedecideMixin(StoreBase):
                 return []
             promote = update(task_t).where(task_t.c.id.in_(oldest), task_t.c.status == "open").values(
                 kind="cold_start", reason=reason, priority=priority, updated_at=now)
-            return _retyped(conn, promote, pid, (PROMOTED_ACTION, "samples_promoted"), policy_version, actor, now)
+            return _retyped(conn, promote, pid, policy_version, action=PROMOTED_ACTION, counted="samples_promoted",
+                            actor=actor, now=now)
 
     def settle_redecided(self, project: str, *, policy_version: int, threshold: float, snapshot: int,
                          accepted: Sequence[AutoLabel], reordered: Sequence[Reorder], actor: str,
@@ -167,15 +171,15 @@ class RedecideMixin(StoreBase):
                 task_t.c.project_id == pid, task_t.c.status == "done", task_t.c.answers == 0)).scalar_one())
 
 
-def _retyped(conn: Connection, change: Any, pid: int, log: tuple[str, str], policy_version: int, actor: str,
+def _retyped(conn: Connection, change: Any, pid: int, policy_version: int, *, action: str, counted: str, actor: str,
              now: datetime) -> list[str]:
-    """Run ``change`` (an UPDATE of review tasks' kind), then log how many it changed (``log``: the audit action and
-    its count's name); returns the changed tasks' item keys."""
+    """Run ``change`` (an UPDATE of review tasks' kind), then log ``action`` with how many it changed (as
+    ``counted``); returns the changed tasks' item keys."""
     item_ids: list[int] = list(conn.execute(change.returning(task_t.c.item_id)).scalars())
     keys: list[str] = []
     for part in chunks(item_ids):
         keys.extend(conn.execute(select(item_t.c.external_id).where(item_t.c.id.in_(part))).scalars())
     if keys:
-        conn.execute(insert(audit_t).values(project_id=pid, action=log[0], actor=actor, created_at=now,
-                                            detail={"policy_version": policy_version, log[1]: len(keys)}))
+        conn.execute(insert(audit_t).values(project_id=pid, action=action, actor=actor, created_at=now,
+                                            detail={"policy_version": policy_version, counted: len(keys)}))
     return keys

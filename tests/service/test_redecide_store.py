@@ -151,7 +151,7 @@ def test_waiting_items_are_nobodys_until_promoted_to_samples(store: SqlStore, pr
     """Cold-start items waiting for the agent are never handed to reviewers (whose choice by learning value would
     bias the samples taken later); when no sample is unanswered, the oldest of them become samples."""
     keys = waiting_queue(store, project, policy, ["waiting", "sample", "waiting", "escalation", "waiting", "waiting"])
-    promote = {"policy_version": policy.version, "limit": 2, "waiting_reason": WAITING_REASON,
+    promote = {"policy_version": policy.version, "limit": 2,
                "reason": COLD_START_REASON, "priority": COLD_START_PRIORITY, "actor": "w"}
     sample = store.reviews.claim_review(project, reviewer="alice")
     assert sample is not None and sample.item.key == keys[1]

@@ -8,7 +8,7 @@ from __future__ import annotations
 import asyncio
 
 from agent.decisions import COLD_START_PRIORITY, COLD_START_REASON
-from agent.ports import RELEASED_REASON, WAITING_REASON
+from agent.ports import RELEASED_REASON
 from agent.queue_order import calibration_target
 from agent.runner import BatchLabeler
 from service.runtime.base import ProjectLoop, RuntimeState
@@ -90,8 +90,7 @@ def test_answers_to_waiting_items_another_worker_promoted_calibrate(store: SqlSt
         assert labeler.learner.pending.outstanding("cold_start") == cap < n
         assert answer_all() == cap  # the waiting items are nobody's
         promoted = store.reviews.promote_waiting(policy.project, policy_version=policy.version, limit=cap,
-                                                 waiting_reason=WAITING_REASON, reason=COLD_START_REASON,
-                                                 priority=COLD_START_PRIORITY, actor="b")
+                                                 reason=COLD_START_REASON, priority=COLD_START_PRIORITY, actor="b")
         assert len(promoted) == n - cap and answer_all() == n - cap
         await Trainer(RuntimeState(store, name="a")).learn(loop)
 
