@@ -8,12 +8,24 @@ import copy
 import os
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
 
 from agent.aggregate import log_votes
-from tools.base import Batch, ExampleSource, Forkable, Learnable, ReadsExamples, Tool, ToolContext, TrainingSet, Votes
+from tools.base import (
+    Batch,
+    ExampleSource,
+    Forkable,
+    Learnable,
+    ModelInfo,
+    ReadsExamples,
+    Tool,
+    ToolContext,
+    TrainingSet,
+    Votes,
+)
 from tools.softmax import one_blas_thread
 
 FOLD_THREADS = max(1, min(4, os.cpu_count() or 1))  # fold models fitted at once (sparse products release the GIL)
@@ -61,24 +73,31 @@ def stage(tools: Sequence[Tool]) -> tuple[Tool, ...]:
     return tuple(staged)
 
 
-def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable], data: TrainingSet,
-                     window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int],
-                     out: tuple[np.ndarray, np.ndarray]) -> None:
-    """The learning tools' out-of-fold votes on the calibration items: ``calibration`` = (every calibration item's
-    training row, its fold, the first one scored); for each fold, its copy of each learning tool (kept in
-    ``fold_tools``, warm-started) is fitted on the training rows (``window``'s, or all) outside the fold, and its
-    votes on the fold's scored items are written into ``out`` = (logp, voted), row-aligned with the scored items."""
+@dataclass(frozen=True, slots=True)
+class FoldJob:
+    """One fold model to fit and ask: its learning tool's index, the fold's scored items (positions ``sel`` among
+    the scored calibration items, their batch ``held``) and the training rows outside the fold."""
+
+    sel: np.ndarray
+    tool_index: int
+    model: Learnable
+    data: TrainingSet
+    held: Batch
+
+
+def fold_jobs(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable], data: TrainingSet,
+              window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int]) -> list[FoldJob]:
+    """The fold models of a rescoring: ``calibration`` = (every calibration item's training row, its fold, the first
+    one scored); for each fold, its copy of each learning tool (kept in ``fold_tools``, warm-started) is to be fitted
+    on the training rows (``window``'s, or all) outside the fold and asked for its votes on the fold's scored items."""
     rows, folds, start = calibration
-    logp, voted = out
-    labels = data.labels
     everything = np.arange(len(data)) if window is None else window
-    context = ToolContext(labels)
     scored = folds[start:]
-    jobs: list[tuple[np.ndarray, int, Learnable, TrainingSet, Batch]] = []
+    jobs: list[FoldJob] = []
     for f in np.unique(scored).tolist():
         sel = np.nonzero(scored == f)[0]
         train = np.setdiff1d(everything, rows[folds == f], assume_unique=True)
-        fold_data = TrainingSet(data.batch.subset(train), data.y[train], labels)
+        fold_data = TrainingSet(data.batch.subset(train), data.y[train], data.labels)
         held = data.batch.subset(rows[start:][sel])
         for t, tool in enumerate(tools):
             if not isinstance(tool, Learnable):
@@ -86,17 +105,47 @@ def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Le
             model = fold_tools.get((f, t))
             if model is None:
                 model = fold_tools[(f, t)] = fork(tool)
-            jobs.append((sel, t, model, fold_data, held))
+            jobs.append(FoldJob(sel, t, model, fold_data, held))
+    return jobs
 
-    def fit_and_vote(job: tuple[np.ndarray, int, Learnable, TrainingSet, Batch]) -> Votes:
-        _, _, model, fold_data, held = job
-        model.fit(fold_data)
-        return predict_now(model, held, context)
 
-    # Each job fits its own model on its own rows (deterministic, whatever runs beside it); BLAS stays at one thread.
-    threads = FOLD_THREADS if everything.size >= PARALLEL_FROM else 1
-    with one_blas_thread(), ThreadPoolExecutor(min(threads, max(len(jobs), 1))) as pool:
-        for (sel, t, *_), votes in zip(jobs, pool.map(fit_and_vote, jobs), strict=True):
-            ok = ~votes.abstain
-            voted[sel, t] = ok
-            logp[sel[ok], t] = log_votes(votes.probs[ok])
+def fit_together(fits: Sequence[tuple[Learnable, TrainingSet]], jobs: Sequence[FoldJob], labels: tuple[str, ...], *,
+                 parallel: bool) -> tuple[list[ModelInfo], list[Votes]]:
+    """Fit the retrain's models (``fits``: each tool on its rows) and the fold models (``jobs``, each then asked for
+    its votes), in a pool of ``FOLD_THREADS`` threads when ``parallel`` (large fits: sparse products release the GIL),
+    else one after the other in this thread. Each fits its own model on its own rows: the results do not depend on
+    what runs beside them. BLAS stays at one thread. Returns the fits' infos and the jobs' votes, in order."""
+    context = ToolContext(labels)
+
+    def fit_and_vote(job: FoldJob) -> Votes:
+        job.model.fit(job.data)
+        return predict_now(job.model, job.held, context)
+
+    threads = min(FOLD_THREADS if parallel else 1, len(fits) + len(jobs))
+    if threads <= 1:
+        with one_blas_thread():
+            return [tool.fit(d) for tool, d in fits], [fit_and_vote(job) for job in jobs]
+    with one_blas_thread(), ThreadPoolExecutor(threads) as pool:  # the largest first: the retrain's own fits
+        infos = [pool.submit(tool.fit, d) for tool, d in fits]
+        votes = [pool.submit(fit_and_vote, job) for job in jobs]
+        return [f.result() for f in infos], [v.result() for v in votes]
+
+
+def write_votes(jobs: Sequence[FoldJob], votes: Sequence[Votes], out: tuple[np.ndarray, np.ndarray]) -> None:
+    """The fold models' votes into ``out`` = (logp, voted), row-aligned with the scored calibration items."""
+    logp, voted = out
+    for job, v in zip(jobs, votes, strict=True):
+        ok = ~v.abstain
+        voted[job.sel, job.tool_index] = ok
+        logp[job.sel[ok], job.tool_index] = log_votes(v.probs[ok])
+
+
+def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable], data: TrainingSet,
+                     window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int],
+                     out: tuple[np.ndarray, np.ndarray]) -> None:
+    """The learning tools' out-of-fold votes on the calibration items (:func:`fold_jobs`), fitted and written into
+    ``out`` = (logp, voted); in threads from ``PARALLEL_FROM`` training rows."""
+    jobs = fold_jobs(tools, fold_tools, data, window, calibration)
+    size = len(data) if window is None else window.size
+    _, votes = fit_together((), jobs, data.labels, parallel=size >= PARALLEL_FROM)
+    write_votes(jobs, votes, out)

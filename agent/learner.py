@@ -22,13 +22,13 @@ from agent.calibration import ThresholdResult, detect_drift
 from agent.cascade import cascade_proba, cheap_mask
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
+from agent.folds import PARALLEL_FROM, FoldJob, fit_together, fold_jobs, stage, write_votes
 from agent.folds import add_piece as _add_piece
-from agent.folds import stage, vote_out_of_fold
 from agent.ports import CALIBRATION_KINDS, BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
 from agent.state import AgentSnapshot, PendingReview, PendingReviews, Retrained, ReviewTrace
 from policies import Policy
-from tools.base import Batch, Learnable, ModelInfo, Tool, TrainingSet
+from tools.base import Batch, Learnable, ModelInfo, Tool, TrainingSet, Votes
 
 DRIFT_AUDITS = 200  # audits of would-be auto labels examined by the drift check
 MIN_DRIFT_AUDITS = 30  # fewer audits than this never signal drift (checked after every batch)
@@ -259,11 +259,18 @@ class Learner:
         data = self.training_set()
         window = self._window_rows()  # i18: past the window's cap, a bounded subset trains (agent/schedule.py)
         fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
-        infos = [tool.fit(fit_data) for tool in tools if isinstance(tool, Learnable)]
+        rescore = force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN)
+        start = self._window_start()
+        rows, folds = np.asarray(self._iid_rows, dtype=np.int64), np.asarray(self._iid_fold, dtype=np.int64)
+        rescore = rescore and rows.size - start >= RESCORE_FOLDS
+        jobs = fold_jobs(tools, self._fold_tools, data, window, (rows, folds, start)) if rescore else []
+        # The retrain's fits and the rescoring's fold fits in one pool (agent/folds.py): all independent.
+        infos, votes = fit_together([(t, fit_data) for t in tools if isinstance(t, Learnable)], jobs, self.labels,
+                                    parallel=len(fit_data.y) >= PARALLEL_FROM)
         self._since_retrain = 0
         aggregator = self._fit_aggregator(len(fit_data.y))
-        if force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN):
-            self._rescore(data, aggregator, window, tools)
+        if rescore:
+            self._rescore(rows[start:], start, aggregator, tools, (jobs, votes))
         calib, drifted, reference = self._certify()
         return Retrained(self._snapshot(tools, aggregator, calib, drifted, len(fit_data.y)), infos, reference)
 
@@ -299,13 +306,10 @@ class Learner:
             self.window.add(self._gt_y[self.window.n])
         return self.window.rows()
 
-    def _rescore(self, data: TrainingSet, aggregator: AggregatorModel, window: np.ndarray | None,
-                 tools: tuple[Tool, ...]) -> None:
-        """Score every calibration item with models that never saw it (K-fold cross-fitting)."""
-        start = self._window_start()
-        rows = np.asarray(self._iid_rows[start:], dtype=np.int64)
-        if rows.size < RESCORE_FOLDS:
-            return
+    def _rescore(self, rows: np.ndarray, start: int, aggregator: AggregatorModel, tools: tuple[Tool, ...],
+                 fitted: tuple[Sequence[FoldJob], Sequence[Votes]]) -> None:
+        """Score the calibration items from ``start`` (training ``rows``) with models that never saw them: the fold
+        models' votes (K-fold cross-fitting, ``fitted``), pooled by ``aggregator``."""
         n_t, n_l = len(tools), len(self.labels)
         logp = np.zeros((rows.size, n_t, n_l))
         voted = np.zeros((rows.size, n_t), dtype=bool)
@@ -313,10 +317,7 @@ class Learner:
             if self._gt_logp[r] is not None:
                 logp[j] = self._gt_logp[r]
                 voted[j] = self._gt_voted[r]
-        # Stable folds (by item key): a fold's model never sees its own calibration items and keeps one warm model.
-        all_folds = np.asarray(self._iid_fold, dtype=np.int64)
-        vote_out_of_fold(tools, self._fold_tools, data, window, (np.asarray(self._iid_rows, dtype=np.int64),
-                                                                 all_folds, start), (logp, voted))
+        write_votes(*fitted, (logp, voted))
         proba = cascade_proba(aggregator, logp, voted, cheap_mask(self.policy, tools), self.policy.settle_level)
         has_vote = voted.any(axis=1)
         conf = np.where(has_vote, proba.max(axis=1), 0.0)
@@ -326,6 +327,7 @@ class Learner:
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
 
+    # Stable folds (by item key): a fold's model never sees its own calibration items and keeps one warm model.
     def _fold_of(self, row: int) -> int:  # stable: by item key
         return zlib.crc32(self._gt_keys[row].encode("utf-8")) % RESCORE_FOLDS
 

@@ -7,7 +7,7 @@ import pytest
 
 import agent.folds as folds
 from policies.model import RetrievalSpec, TextClassifierSpec
-from tools.base import Batch, Item, Learnable, TrainingSet
+from tools.base import Batch, Item, Learnable, ToolContext, TrainingSet
 from tools.retrieval import Retrieval
 from tools.text_classifier import TextClassifier
 
@@ -47,3 +47,23 @@ def test_fold_models_in_threads_vote_exactly_as_in_series(monkeypatch: pytest.Mo
     np.testing.assert_array_equal(threaded[1], serial[1])
     right = (serial[0][:, 0].argmax(axis=1) == _data(900, seed=3).y[np.arange(0, 900, 3)]).mean()
     assert right > 0.8  # the fold models learned something (the comparison is not between two empty votes)
+
+
+def test_the_retrains_own_fits_beside_the_fold_models_give_the_serial_models() -> None:
+    data = _data(900, seed=5)
+    probe = Batch([Item(f"p{i}", it.text or "") for i, it in enumerate(_data(60, seed=6).batch.items)])
+
+    def run(parallel: bool) -> tuple[list[np.ndarray], list[np.ndarray]]:
+        tools = (TextClassifier(TextClassifierSpec(name="clf", c=10.0), LABELS),
+                 Retrieval(RetrievalSpec(name="nn"), LABELS))
+        rows = np.arange(0, 900, 3)
+        jobs = folds.fold_jobs(tools, {}, data, None, (rows, rows % 4, 0))
+        infos, votes = folds.fit_together([(t, data) for t in tools], jobs, LABELS, parallel=parallel)
+        assert [i.trained_on for i in infos] == [900, 900] and len(votes) == len(jobs) == 8
+        own = [folds.predict_now(t, probe, ToolContext(LABELS)).probs for t in tools]
+        return own, [v.probs for v in votes]
+
+    serial, threaded = run(False), run(True)
+    for a, b in zip(serial[0] + serial[1], threaded[0] + threaded[1], strict=True):
+        np.testing.assert_array_equal(a, b)
+    assert (serial[0][0].argmax(axis=1) == _data(60, seed=6).y).mean() > 0.8  # the retrain's own model learned
