@@ -131,6 +131,21 @@ def fit_together(fits: Sequence[tuple[Learnable, TrainingSet]], jobs: Sequence[F
         return [f.result() for f in infos], [v.result() for v in votes]
 
 
+def rescored_votes(decided: Sequence[tuple[np.ndarray | None, np.ndarray | None]], shape: tuple[int, int],
+                   fitted: tuple[Sequence[FoldJob], Sequence[Votes]]) -> tuple[np.ndarray, np.ndarray]:
+    """(logp, voted) of the scored calibration items, ``shape`` = (tools, labels): their decision-time votes
+    (``decided``: one (logp, voted) per item, None where unknown), the learning tools' replaced by the fold models'
+    (``fitted``: the jobs and their votes). Tools that do not learn keep their decision-time votes."""
+    n_t, n_l = shape
+    logp = np.zeros((len(decided), n_t, n_l))
+    voted = np.zeros((len(decided), n_t), dtype=bool)
+    for j, (lp, v) in enumerate(decided):
+        if lp is not None and v is not None:
+            logp[j], voted[j] = lp, v
+    write_votes(*fitted, (logp, voted))
+    return logp, voted
+
+
 def write_votes(jobs: Sequence[FoldJob], votes: Sequence[Votes], out: tuple[np.ndarray, np.ndarray]) -> None:
     """The fold models' votes into ``out`` = (logp, voted), row-aligned with the scored calibration items."""
     logp, voted = out

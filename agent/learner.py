@@ -10,6 +10,7 @@ keeps the snapshot it started with; ``prepare_retrain`` fits copies, ``publish``
 
 from __future__ import annotations
 
+import threading
 import zlib
 from collections import deque
 from collections.abc import Iterable, Mapping, Sequence
@@ -22,7 +23,7 @@ from agent.calibration import ThresholdResult, detect_drift
 from agent.cascade import cascade_proba, cheap_mask
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
-from agent.folds import PARALLEL_FROM, FoldJob, fit_together, fold_jobs, stage, write_votes
+from agent.folds import PARALLEL_FROM, FoldJob, fit_together, fold_jobs, rescored_votes, stage
 from agent.folds import add_piece as _add_piece
 from agent.ports import CALIBRATION_KINDS, BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
@@ -89,6 +90,7 @@ class Learner:
         self.certifier = make_certifier(policy)  # policy.certification: betting (default), anytime or per_batch
         self.monitor = EscalationMonitor()
         self.drift_detections = 0
+        self._segment = threading.Lock()  # certifier, monitor, window, calibration start: a retrain's or an alarm's
         self._always = frozenset(policy.always_review)
         names = tuple(t.name for t in self._tools)
         self.snapshot = AgentSnapshot(
@@ -271,8 +273,9 @@ class Learner:
         aggregator = self._fit_aggregator(len(fit_data.y))
         if rescore:
             self._rescore(rows[start:], start, aggregator, tools, (jobs, votes))
-        calib, drifted, reference = self._certify()
-        return Retrained(self._snapshot(tools, aggregator, calib, drifted, len(fit_data.y)), infos, reference)
+        with self._segment:  # the certificate and the snapshot that carries it, as of one calibration segment
+            calib, drifted, reference = self._certify()
+            return Retrained(self._snapshot(tools, aggregator, calib, drifted, len(fit_data.y)), infos, reference)
 
     def publish(self, retrained: Retrained) -> AgentSnapshot:
         """Put a finished retrain in force: its models, pool and threshold together. If another snapshot was
@@ -302,22 +305,17 @@ class Learner:
 
     def _window_rows(self) -> np.ndarray | None:
         """The training window's rows (``None``: all), after registering the rows added since the last call."""
-        while self.window.n < len(self._gt_y):
-            self.window.add(self._gt_y[self.window.n])
-        return self.window.rows()
+        with self._segment:  # a drift alarm restarts the window
+            while self.window.n < len(self._gt_y):
+                self.window.add(self._gt_y[self.window.n])
+            return self.window.rows()
 
     def _rescore(self, rows: np.ndarray, start: int, aggregator: AggregatorModel, tools: tuple[Tool, ...],
                  fitted: tuple[Sequence[FoldJob], Sequence[Votes]]) -> None:
         """Score the calibration items from ``start`` (training ``rows``) with models that never saw them: the fold
         models' votes (K-fold cross-fitting, ``fitted``), pooled by ``aggregator``."""
-        n_t, n_l = len(tools), len(self.labels)
-        logp = np.zeros((rows.size, n_t, n_l))
-        voted = np.zeros((rows.size, n_t), dtype=bool)
-        for j, r in enumerate(rows):  # tools that do not learn keep their decision-time votes
-            if self._gt_logp[r] is not None:
-                logp[j] = self._gt_logp[r]
-                voted[j] = self._gt_voted[r]
-        write_votes(*fitted, (logp, voted))
+        logp, voted = rescored_votes([(self._gt_logp[r], self._gt_voted[r]) for r in rows.tolist()],
+                                     (len(tools), len(self.labels)), fitted)
         proba = cascade_proba(aggregator, logp, voted, cheap_mask(self.policy, tools), self.policy.settle_level)
         has_vote = voted.any(axis=1)
         conf = np.where(has_vote, proba.max(axis=1), 0.0)
@@ -327,8 +325,7 @@ class Learner:
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
 
-    # Stable folds (by item key): a fold's model never sees its own calibration items and keeps one warm model.
-    def _fold_of(self, row: int) -> int:  # stable: by item key
+    def _fold_of(self, row: int) -> int:  # stable, by item key: a fold's model never sees its items, stays warm
         return zlib.crc32(self._gt_keys[row].encode("utf-8")) % RESCORE_FOLDS
 
     def _window_start(self) -> int:
@@ -337,12 +334,13 @@ class Learner:
     def recalibrate(self, aggregator: AggregatorModel | None = None, tools: tuple[Tool, ...] = (),
                     trained_on: int | None = None) -> AgentSnapshot:
         """Check drift, update the certificate, publish a new snapshot (the tools in force, or ``tools``)."""
-        calib, drifted, reference = self._certify()
-        if reference is not None:
-            self.monitor.set_reference(reference)
-        self.snapshot = self._snapshot(tools or self.tools, aggregator or self.snapshot.aggregator, calib, drifted,
-                                       trained_on)
-        return self.snapshot
+        with self._segment:
+            calib, drifted, reference = self._certify()
+            if reference is not None:
+                self.monitor.set_reference(reference)
+            self.snapshot = self._snapshot(tools or self.tools, aggregator or self.snapshot.aggregator, calib,
+                                           drifted, trained_on)
+            return self.snapshot
 
     def _certify(self) -> tuple[ThresholdResult, bool, float | None]:
         """Drift check and certificate update: (result, drifted, the monitor's reference for a new certificate)."""
@@ -390,10 +388,11 @@ class Learner:
 
     def watch(self, result: BatchResult) -> None:
         """i14 hook, called after every graph run: feed the label-free monitor; on an alarm auto-labeling pauses
-        (a snapshot without a threshold) and calibration restarts from the items that arrive from now on."""
-        if result.threshold is not None and self.monitor.watch(
-                eligible_below(result.decisions, result.threshold, self._always)):
-            self._restart_calibration(len(self._iid_rows))
-            withdrawn = ThresholdResult(None, 0, 0, 0, 1.0)
-            self.snapshot = self._snapshot(self.tools, self.snapshot.aggregator, withdrawn, True)
-
+        (a snapshot without a threshold) and calibration restarts from the items that arrive from now on. Under the
+        segment lock: a retrain running beside this (the service's) certifies wholly before or after the restart."""
+        with self._segment:
+            if result.threshold is not None and self.monitor.watch(
+                    eligible_below(result.decisions, result.threshold, self._always)):
+                self._restart_calibration(len(self._iid_rows))
+                withdrawn = ThresholdResult(None, 0, 0, 0, 1.0)
+                self.snapshot = self._snapshot(self.tools, self.snapshot.aggregator, withdrawn, True)
