@@ -12,13 +12,14 @@ votes, the same in the graph and in the calibration set: the certificate covers 
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import replace
 
 import numpy as np
 
 from agent.aggregate import AggregatorModel, softmax_rows
 from agent.decisions import clears
 from policies import Policy
-from tools.base import Bounded, Tool, is_enrichment
+from tools.base import Bounded, Tool, Votes, is_enrichment
 
 
 def cheap_mask(policy: Policy, tools: Sequence[Tool]) -> np.ndarray:
@@ -79,6 +80,30 @@ def surest_vote(tool: Tool, policy: Policy) -> float:
     """How sure a dear tool's vote can be, for or against an item: its own ceiling (:class:`tools.base.Bounded`), or
     ``planner.best_case_vote``."""
     return tool.vote_ceiling if isinstance(tool, Bounded) else policy.planner.best_case_vote
+
+
+def vote_bound(tool: Tool, policy: Policy) -> float:
+    """The surest vote a tool is allowed to cast (:func:`bound_votes`): a dear tool's :func:`surest_vote`, which is
+    what :func:`could_fall` takes as its worst case; 1.0 (no bound) for a cheap or enrichment tool, which votes on
+    every item before anything closes."""
+    if policy.planner.is_cheap(tool.cost) or is_enrichment(tool):
+        return 1.0
+    return surest_vote(tool, policy)
+
+
+def bound_votes(votes: Votes, ceiling: float) -> Votes:
+    """``votes`` no surer than ``ceiling``: each row clipped to ``[(1 - ceiling) / (L - 1), ceiling]`` and scaled back
+    to sum 1 (which keeps the ratios), so no vote moves one label's log-odds against another's by more than
+    ``log(ceiling (L - 1) / (1 - ceiling))``, the shift :func:`worst_shift` assumes. Without it a learned head surer
+    than that (0.9999 for spam) could overturn an item the cascade closed without asking it, and the item would be
+    auto-labeled on a score the certificate was not computed for. A vote already within the bound (an LLM voting its
+    strength) is unchanged. Applied wherever a dear tool's votes enter the pool: the graph and the rescoring."""
+    n_labels = votes.probs.shape[1]
+    if ceiling >= 1.0 or n_labels < 2:
+        return votes
+    probs = np.clip(votes.probs, (1.0 - ceiling) / (n_labels - 1), ceiling)
+    probs /= probs.sum(axis=1, keepdims=True)
+    return replace(votes, probs=probs)
 
 
 def shift_left(policy: Policy, tools: Sequence[Tool], aggregator: AggregatorModel, called: np.ndarray) -> np.ndarray:

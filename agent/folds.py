@@ -14,6 +14,7 @@ from typing import Any
 import numpy as np
 
 from agent.aggregate import log_votes
+from agent.cascade import bound_votes
 from tools.base import (
     Batch,
     ExampleSource,
@@ -83,13 +84,16 @@ class FoldJob:
     model: Learnable
     data: TrainingSet
     held: Batch
+    bound: float = 1.0  # the surest vote the tool may cast (agent.cascade.vote_bound), as in the graph
 
 
 def fold_jobs(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable], data: TrainingSet,
-              window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int]) -> list[FoldJob]:
+              window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int],
+              bounds: Sequence[float] | None = None) -> list[FoldJob]:
     """The fold models of a rescoring: ``calibration`` = (every calibration item's training row, its fold, the first
     one scored); for each fold, its copy of each learning tool (kept in ``fold_tools``, warm-started) is to be fitted
-    on the training rows (``window``'s, or all) outside the fold and asked for its votes on the fold's scored items."""
+    on the training rows (``window``'s, or all) outside the fold and asked for its votes on the fold's scored items,
+    bounded as the graph bounds that tool's votes (``bounds``, per tool; none by default)."""
     rows, folds, start = calibration
     everything = np.arange(len(data)) if window is None else window
     scored = folds[start:]
@@ -105,7 +109,7 @@ def fold_jobs(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable
             model = fold_tools.get((f, t))
             if model is None:
                 model = fold_tools[(f, t)] = fork(tool)
-            jobs.append(FoldJob(sel, t, model, fold_data, held))
+            jobs.append(FoldJob(sel, t, model, fold_data, held, 1.0 if bounds is None else bounds[t]))
     return jobs
 
 
@@ -119,7 +123,7 @@ def fit_together(fits: Sequence[tuple[Learnable, TrainingSet]], jobs: Sequence[F
 
     def fit_and_vote(job: FoldJob) -> Votes:
         job.model.fit(job.data)
-        return predict_now(job.model, job.held, context)
+        return bound_votes(predict_now(job.model, job.held, context), job.bound)
 
     threads = min(FOLD_THREADS if parallel else 1, len(fits) + len(jobs))
     if threads <= 1:
@@ -153,14 +157,3 @@ def write_votes(jobs: Sequence[FoldJob], votes: Sequence[Votes], out: tuple[np.n
         ok = ~v.abstain
         voted[job.sel, job.tool_index] = ok
         logp[job.sel[ok], job.tool_index] = log_votes(v.probs[ok])
-
-
-def vote_out_of_fold(tools: Sequence[Tool], fold_tools: dict[tuple[int, int], Learnable], data: TrainingSet,
-                     window: np.ndarray | None, calibration: tuple[np.ndarray, np.ndarray, int],
-                     out: tuple[np.ndarray, np.ndarray]) -> None:
-    """The learning tools' out-of-fold votes on the calibration items (:func:`fold_jobs`), fitted and written into
-    ``out`` = (logp, voted); in threads from ``PARALLEL_FROM`` training rows."""
-    jobs = fold_jobs(tools, fold_tools, data, window, calibration)
-    size = len(data) if window is None else window.size
-    _, votes = fit_together((), jobs, data.labels, parallel=size >= PARALLEL_FROM)
-    write_votes(jobs, votes, out)

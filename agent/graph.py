@@ -24,7 +24,17 @@ from langgraph.runtime import Runtime
 from langgraph.types import Command
 
 from agent.aggregate import log_votes
-from agent.cascade import cheap_mask, cheap_pool, could_cross, could_fall, settles, shift_left, surest_vote
+from agent.cascade import (
+    bound_votes,
+    cheap_mask,
+    cheap_pool,
+    could_cross,
+    could_fall,
+    settles,
+    shift_left,
+    surest_vote,
+    vote_bound,
+)
 from agent.decisions import Evidence, clears, decide_items
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, AgentSnapshot, BatchState, ReviewTrace, ToolCall
@@ -184,7 +194,7 @@ async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
     whole = len(rows) == len(batch) and np.array_equal(rows, np.arange(len(batch)))
     sub = batch if whole else batch.subset(rows)  # every row in order (cheap tools): no copy of the features
     try:
-        votes = await tool.predict(sub, ctx.tool_context)
+        votes = bound_votes(await tool.predict(sub, ctx.tool_context), vote_bound(tool, ctx.policy))
     except ToolError as exc:
         # A failing tool degrades the items to fewer tools; it never loses them.
         votes = Votes.abstaining(tool.name, len(rows), _n_labels(ctx), f"{tool.name} failed: {exc}")

@@ -20,7 +20,7 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel, fit_aggregator, maturity_weights
 from agent.calibration import ThresholdResult, detect_drift
-from agent.cascade import cascade_proba, cheap_mask
+from agent.cascade import cascade_proba, cheap_mask, vote_bound
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
 from agent.folds import PARALLEL_FROM, FoldJob, fit_together, fold_jobs, rescored_votes, stage
@@ -265,7 +265,8 @@ class Learner:
         start = self._window_start()
         rows, folds = np.asarray(self._iid_rows, dtype=np.int64), np.asarray(self._iid_fold, dtype=np.int64)
         rescore = rescore and rows.size - start >= RESCORE_FOLDS
-        jobs = fold_jobs(tools, self._fold_tools, data, window, (rows, folds, start)) if rescore else []
+        bounds = [vote_bound(t, self.policy) for t in tools]  # a dear tool's votes as the graph bounds them
+        jobs = fold_jobs(tools, self._fold_tools, data, window, (rows, folds, start), bounds) if rescore else []
         # The retrain's fits and the rescoring's fold fits in one pool (agent/folds.py): all independent.
         infos, votes = fit_together([(t, fit_data) for t in tools if isinstance(t, Learnable)], jobs, self.labels,
                                     parallel=len(fit_data.y) >= PARALLEL_FROM)

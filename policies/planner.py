@@ -24,9 +24,10 @@ class PlannerSpec(_Strict):
     )
     best_case_vote: float = Field(
         default=0.99, gt=0.5, lt=1.0,
-        description="How sure the planner takes an expensive tool's vote to be at most: it is called on items such "
-                    "a vote could lift over the threshold, and on items above it that such a vote against could "
-                    "take below it (the certificate is computed on every tool's vote).",
+        description="How sure an expensive tool's vote may be: its votes are held to it where they are pooled (the "
+                    "top label at most this, none under the rest spread evenly), and it is called on items such a "
+                    "vote could lift over the threshold, and on items above it that such a vote against could take "
+                    "below it (the certificate is computed on every tool's vote).",
     )
     settle_confidence: float | None = Field(
         default=None, gt=0.5, le=1.0,

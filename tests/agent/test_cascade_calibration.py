@@ -105,6 +105,8 @@ def test_the_graph_and_the_calibration_set_score_an_item_alike() -> None:
                          planner={"cheap_cost": 1.0, "settle_confidence": 0.95})
     lab = BatchLabeler(policy, [cheap, dear], seed=0)
     probs = np.asarray([[[t[it.key][lab_] for lab_ in policy.labels] for t in tables] for it in items])
+    surest = policy.planner.best_case_vote  # the dear tool's votes as the graph pools them (agent.cascade.bound_votes)
+    probs[:, 1] = np.clip(probs[:, 1], 1.0 - surest, surest)
     logp, voted, mask = log_votes(probs), np.ones((len(items), 2), dtype=bool), np.array([True, False])
 
     def expected() -> np.ndarray:

@@ -34,7 +34,9 @@ def _rescore(threads_from: int, monkeypatch: pytest.MonkeyPatch) -> tuple[np.nda
     logp = np.zeros((rows.size, len(tools), len(LABELS)))
     voted = np.zeros((rows.size, len(tools)), dtype=bool)
     fold_tools: dict[tuple[int, int], Learnable] = {}
-    folds.vote_out_of_fold(tools, fold_tools, data, None, (rows, fold_of, 0), (logp, voted))
+    jobs = folds.fold_jobs(tools, fold_tools, data, None, (rows, fold_of, 0))
+    _, votes = folds.fit_together((), jobs, LABELS, parallel=len(data) >= folds.PARALLEL_FROM)
+    folds.write_votes(jobs, votes, (logp, voted))
     assert len(fold_tools) == 8  # one warm copy per fold and learning tool
     return logp, voted
 
