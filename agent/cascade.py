@@ -106,6 +106,15 @@ def bound_votes(votes: Votes, ceiling: float) -> Votes:
     return replace(votes, probs=probs)
 
 
+def answered(called: np.ndarray, voted: np.ndarray) -> np.ndarray:
+    """(n, T): the tools whose vote an item has. A dear tool that failed or abstained was called but left no vote, and
+    the certified scorer counts one: :func:`shift_left` reckons it as still to come, so the item is not auto-labeled
+    while a vote of it could take the item below the threshold (the graph escalates it as one a tool left out could
+    overturn)."""
+    out: np.ndarray = called & voted
+    return out
+
+
 def shift_left(policy: Policy, tools: Sequence[Tool], aggregator: AggregatorModel, called: np.ndarray) -> np.ndarray:
     """Per row, the most the dear tools not yet called on it (``called``: (n, T) bool) could move its runner-up
     against its top label: each at its pool weight, voting its :func:`surest_vote`."""

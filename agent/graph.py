@@ -25,6 +25,7 @@ from langgraph.types import Command
 
 from agent.aggregate import log_votes
 from agent.cascade import (
+    answered,
     bound_votes,
     cheap_mask,
     cheap_pool,
@@ -257,7 +258,8 @@ def _close(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> np.n
     done: np.ndarray = state["settled"].copy()
     if ctx.snapshot.threshold is not None:
         clear = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
-        shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["called"])
+        has = answered(state["called"], state["voted"])
+        shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, has)
         if shift.any():  # no dear tool left (a lexical policy): nothing to check
             clear &= ~could_fall(state["proba"], shift, ctx.snapshot.threshold)
         done |= clear
@@ -325,9 +327,10 @@ def _unsettled(state: BatchState, ctx: AgentContext) -> np.ndarray:
     threshold = ctx.snapshot.threshold
     if threshold is None or not is_open.any():
         return np.zeros(len(is_open), dtype=bool)
-    shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["called"])
+    shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, answered(state["called"], state["voted"]))
     out: np.ndarray = is_open & (shift > 0) & could_fall(state["proba"], shift, threshold)
     return out
+
 
 
 def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision], snap: AgentSnapshot) -> ReviewTrace:

@@ -259,3 +259,19 @@ def test_every_cheap_tool_votes_before_a_dear_one_whatever_its_weight() -> None:
     result = run(lab, items)
     assert result.tool_calls == {"strong": 10, "zero": 10, "dear": 3}
     assert sorted(dear.seen) == sorted(it.key for it in items[7:])
+
+
+def test_an_item_whose_dear_tool_failed_is_auto_labeled_only_if_no_vote_of_it_could_overturn_it() -> None:
+    """The certified scorer counts the dear tool's vote: an item it failed on has no such vote, and is auto-labeled on
+    the cheap votes only where no vote of that tool could have taken it below the threshold."""
+    items = make_items(6)
+    cheap = TableTool("cheap", {it.key: SURE for it in items}, cost=1.0)
+    down = TableTool("down", {}, cost=10.0, fail=True)
+    lab = labeler([cheap, down], threshold=0.99, budget=20)
+    measured(lab, [1.0, 1.0])  # a sure vote of the dear tool against could take 0.999 to 0.5: it is asked, and fails
+    result = run(lab, items)
+    assert [d.action for d in result.decisions] == ["escalate"] * 6
+    assert all("left out could overturn" in d.reason for d in result.decisions)
+    assert all(any(v.tool == "down" and v.abstained for v in d.votes) for d in result.decisions)
+    measured(lab, [3.0, 1.0])  # now no vote of it could: accepted on the cheap vote, the dear tool not asked
+    assert [d.action for d in run(lab, items).decisions] == ["accept"] * 6
