@@ -251,7 +251,7 @@ def _settle(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> tup
 def _close(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> np.ndarray:
     """The items still open. Outside the exploration sample, once every cheap tool voted: a settled item closes
     (decided on the cheap pool); another closes when its pooled confidence clears the threshold, unless a dear tool
-    not yet called could still take it below (:func:`agent.cascade.could_fall`). The calibration set is scored the
+    whose vote it lacks (not yet called, or failed) could still take it below (:func:`agent.cascade.could_fall`). The calibration set is scored the
     same way (:func:`agent.cascade.cascade_proba`), so the certificate covers what decides (DESIGN-NOTES section 3).
     """
     is_open: np.ndarray = state["open"]
@@ -330,7 +330,6 @@ def _unsettled(state: BatchState, ctx: AgentContext) -> np.ndarray:
     shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, answered(state["called"], state["voted"]))
     out: np.ndarray = is_open & (shift > 0) & could_fall(state["proba"], shift, threshold)
     return out
-
 
 
 def _trace(state: BatchState, evidence: list[Evidence], decisions: list[Decision], snap: AgentSnapshot) -> ReviewTrace:
