@@ -251,8 +251,9 @@ def _settle(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> tup
 def _close(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> np.ndarray:
     """The items still open. Outside the exploration sample, once every cheap tool voted: a settled item closes
     (decided on the cheap pool); another closes when its pooled confidence clears the threshold, unless a dear tool
-    whose vote it lacks (not yet called, or failed) could still take it below (:func:`agent.cascade.could_fall`). The calibration set is scored the
-    same way (:func:`agent.cascade.cascade_proba`), so the certificate covers what decides (DESIGN-NOTES section 3).
+    whose vote it lacks (not yet called, or failed) could still take it below (:func:`agent.cascade.could_fall`).
+    The calibration set is scored the same way (:func:`agent.cascade.cascade_proba`), so the certificate covers what
+    decides (DESIGN-NOTES section 3).
     """
     is_open: np.ndarray = state["open"]
     done: np.ndarray = state["settled"].copy()
