@@ -106,22 +106,14 @@ def bound_votes(votes: Votes, ceiling: float) -> Votes:
     return replace(votes, probs=probs)
 
 
-def answered(called: np.ndarray, voted: np.ndarray) -> np.ndarray:
-    """(n, T): the tools whose vote an item has. A dear tool that failed or abstained was called but left no vote, and
-    the certified scorer counts one: :func:`shift_left` reckons it as still to come, so the item is not auto-labeled
-    while a vote of it could take the item below the threshold (the graph escalates it as one a tool left out could
-    overturn)."""
-    out: np.ndarray = called & voted
-    return out
-
-
-def shift_left(policy: Policy, tools: Sequence[Tool], aggregator: AggregatorModel, called: np.ndarray) -> np.ndarray:
-    """Per row, the most the dear tools not yet called on it (``called``: (n, T) bool) could move its runner-up
-    against its top label: each at its pool weight, voting its :func:`surest_vote`."""
-    left = np.zeros(called.shape[0])
-    cheap = cheap_mask(policy, tools)
+def shift_left(policy: Policy, tools: Sequence[Tool], aggregator: AggregatorModel, voted: np.ndarray) -> np.ndarray:
+    """Per row, the most the dear tools whose vote it lacks (``voted``: (n, T) bool; a tool not yet called, or one
+    that failed or abstained: the certified scorer counts a vote of each) could move its runner-up against its top
+    label: each at its pool weight, voting its :func:`vote_bound`. An item so left open with nothing more to call is
+    escalated as one a tool left out could overturn."""
+    left = np.zeros(voted.shape[0])
     for t, tool in enumerate(tools):
-        if not cheap[t] and not is_enrichment(tool):
-            shift = worst_shift(aggregator.weight_of(tool.name), surest_vote(tool, policy), len(policy.labels))
-            left += shift * ~called[:, t]
+        bound = vote_bound(tool, policy)
+        if bound < 1.0:  # a dear tool (cheap and enrichment tools vote on every item first)
+            left += worst_shift(aggregator.weight_of(tool.name), bound, len(policy.labels)) * ~voted[:, t]
     return left

@@ -25,7 +25,6 @@ from langgraph.types import Command
 
 from agent.aggregate import log_votes
 from agent.cascade import (
-    answered,
     bound_votes,
     cheap_mask,
     cheap_pool,
@@ -259,8 +258,7 @@ def _close(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> np.n
     done: np.ndarray = state["settled"].copy()
     if ctx.snapshot.threshold is not None:
         clear = clears(state["proba"].max(axis=1), ctx.snapshot.threshold) & np.asarray(state["voted"].any(axis=1))
-        has = answered(state["called"], state["voted"])
-        shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, has)
+        shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["voted"])
         if shift.any():  # no dear tool left (a lexical policy): nothing to check
             clear &= ~could_fall(state["proba"], shift, ctx.snapshot.threshold)
         done |= clear
@@ -328,7 +326,7 @@ def _unsettled(state: BatchState, ctx: AgentContext) -> np.ndarray:
     threshold = ctx.snapshot.threshold
     if threshold is None or not is_open.any():
         return np.zeros(len(is_open), dtype=bool)
-    shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, answered(state["called"], state["voted"]))
+    shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["voted"])
     out: np.ndarray = is_open & (shift > 0) & could_fall(state["proba"], shift, threshold)
     return out
 

@@ -261,19 +261,19 @@ class Learner:
         data = self.training_set()
         window = self._window_rows()  # i18: past the window's cap, a bounded subset trains (agent/schedule.py)
         fit_data = data if window is None else TrainingSet(data.batch.subset(window), data.y[window], self.labels)
-        rescore = force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN)
         start = self._window_start()
-        rows, folds = np.asarray(self._iid_rows, dtype=np.int64), np.asarray(self._iid_fold, dtype=np.int64)
-        rescore = rescore and rows.size - start >= RESCORE_FOLDS
-        bounds = [vote_bound(t, self.policy) for t in tools]  # a dear tool's votes as the graph bounds them
-        jobs = fold_jobs(tools, self._fold_tools, data, window, (rows, folds, start), bounds) if rescore else []
+        due = force_rescore or self.n_ground_truth >= RESCORE_GROWTH * max(self._rescored_at, RESCORE_MIN)
+        rescore = due and len(self._iid_rows) - start >= RESCORE_FOLDS
+        jobs = fold_jobs(tools, self._fold_tools, data, window, (np.asarray(self._iid_rows, dtype=np.int64),
+                                                                 np.asarray(self._iid_fold, dtype=np.int64), start),
+                         [vote_bound(t, self.policy) for t in tools]) if rescore else []  # bounded as in the graph
         # The retrain's fits and the rescoring's fold fits in one pool (agent/folds.py): all independent.
         infos, votes = fit_together([(t, fit_data) for t in tools if isinstance(t, Learnable)], jobs, self.labels,
                                     parallel=len(fit_data.y) >= PARALLEL_FROM)
         self._since_retrain = 0
         aggregator = self._fit_aggregator(len(fit_data.y))
         if rescore:
-            self._rescore(rows[start:], start, aggregator, tools, (jobs, votes))
+            self._rescore(start, aggregator, tools, (jobs, votes))
         with self._segment:  # the certificate and the snapshot that carries it, as of one calibration segment
             calib, drifted, reference = self._certify()
             return Retrained(self._snapshot(tools, aggregator, calib, drifted, len(fit_data.y)), infos, reference)
@@ -311,18 +311,19 @@ class Learner:
                 self.window.add(self._gt_y[self.window.n])
             return self.window.rows()
 
-    def _rescore(self, rows: np.ndarray, start: int, aggregator: AggregatorModel, tools: tuple[Tool, ...],
+    def _rescore(self, start: int, aggregator: AggregatorModel, tools: tuple[Tool, ...],
                  fitted: tuple[Sequence[FoldJob], Sequence[Votes]]) -> None:
-        """Score the calibration items from ``start`` (training ``rows``) with models that never saw them: the fold
-        models' votes (K-fold cross-fitting, ``fitted``), pooled by ``aggregator``."""
-        logp, voted = rescored_votes([(self._gt_logp[r], self._gt_voted[r]) for r in rows.tolist()],
+        """Score the calibration items from ``start`` with models that never saw them: the fold models' votes (K-fold
+        cross-fitting, ``fitted``), pooled by ``aggregator``."""
+        rows = self._iid_rows[start:]
+        logp, voted = rescored_votes([(self._gt_logp[r], self._gt_voted[r]) for r in rows],
                                      (len(tools), len(self.labels)), fitted)
         proba = cascade_proba(aggregator, logp, voted, cheap_mask(self.policy, tools), self.policy.settle_level)
         has_vote = voted.any(axis=1)
         conf = np.where(has_vote, proba.max(axis=1), 0.0)
         pred = np.where(has_vote, proba.argmax(axis=1), -1)
-        self._iid_conf[start:start + rows.size] = conf.tolist()
-        self._iid_pred[start:start + rows.size] = pred.tolist()
+        self._iid_conf[start:start + len(rows)] = conf.tolist()
+        self._iid_pred[start:start + len(rows)] = pred.tolist()
         self._rescored_at = self.n_ground_truth
         self.rescores += 1
 
