@@ -18,6 +18,7 @@ import numpy as np
 
 from agent.aggregate import AggregatorModel, softmax_rows
 from agent.decisions import clears
+from agent.state import ToolCall
 from policies import Policy
 from tools.base import Bounded, Tool, Votes, is_enrichment
 
@@ -117,3 +118,17 @@ def shift_left(policy: Policy, tools: Sequence[Tool], aggregator: AggregatorMode
         if bound < 1.0:  # a dear tool (cheap and enrichment tools vote on every item first)
             left += worst_shift(aggregator.weight_of(tool.name), bound, len(policy.labels)) * ~voted[:, t]
     return left
+
+
+def failed_unbounded(calls: Sequence[ToolCall], tools: Sequence[Tool], policy: Policy, n: int) -> np.ndarray:
+    """(n,) bool: the rows a cheap voting tool's call failed on (:attr:`tools.base.Votes.failed`). Such a tool votes
+    on every item before anything closes, unbounded (:func:`vote_bound`): no reckoning like :func:`shift_left` can
+    say that the vote the certified scorer counts would not have changed the decision, so none of these items may be
+    auto-labeled on the votes it has. An enrichment tool that failed is not counted: the voters then read the item
+    without its values, as they read any item that lacks them (an input, scored by the certified scorer as it is)."""
+    out = np.zeros(n, dtype=bool)
+    for call in calls:
+        tool = tools[call.tool_index]
+        if call.votes.failed and not is_enrichment(tool) and vote_bound(tool, policy) >= 1.0:
+            out[call.rows] = True
+    return out

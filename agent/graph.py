@@ -30,6 +30,7 @@ from agent.cascade import (
     cheap_pool,
     could_cross,
     could_fall,
+    failed_unbounded,
     settles,
     shift_left,
     surest_vote,
@@ -195,9 +196,8 @@ async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
     sub = batch if whole else batch.subset(rows)  # every row in order (cheap tools): no copy of the features
     try:
         votes = bound_votes(await tool.predict(sub, ctx.tool_context), vote_bound(tool, ctx.policy))
-    except ToolError as exc:
-        # A failing tool degrades the items to fewer tools; it never loses them.
-        votes = Votes.abstaining(tool.name, len(rows), _n_labels(ctx), f"{tool.name} failed: {exc}")
+    except ToolError as exc:  # a failing tool degrades the items to fewer tools, never loses them (see _unsettled)
+        votes = Votes.abstaining(tool.name, len(rows), _n_labels(ctx), f"{tool.name} failed: {exc}", failed=True)
     called, spent = state["called"].copy(), state["spent"].copy()
     voted, logp = state["voted"].copy(), state["logp"].copy()
     called[rows, t] = True
@@ -320,14 +320,15 @@ def _evidence(state: BatchState, ctx: AgentContext) -> list[Evidence]:
 
 def _unsettled(state: BatchState, ctx: AgentContext) -> np.ndarray:
     """Items left open with no tool to call (a dear one over budget or skipped for want of value) that a vote of such
-    a tool could still take below the threshold: the calibration set scores them with that vote, so they must not be
-    auto-labeled on the votes they have."""
+    a tool could take below the threshold, and items a cheap voting tool failed on (:func:`failed_unbounded`): the
+    calibration set scores them with those votes, so they must not be auto-labeled on the votes they have."""
     is_open = state["open"] & ~state["settled"]
     threshold = ctx.snapshot.threshold
+    out: np.ndarray = failed_unbounded(state["calls"], ctx.tools, ctx.policy, len(is_open))
     if threshold is None or not is_open.any():
-        return np.zeros(len(is_open), dtype=bool)
+        return out
     shift = shift_left(ctx.policy, ctx.tools, ctx.snapshot.aggregator, state["voted"])
-    out: np.ndarray = is_open & (shift > 0) & could_fall(state["proba"], shift, threshold)
+    out |= is_open & (shift > 0) & could_fall(state["proba"], shift, threshold)
     return out
 
 

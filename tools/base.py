@@ -162,6 +162,7 @@ class Votes:
     evidence: list[str]
     model_version: str | None = None
     review: np.ndarray | None = None  # per item: True = a human must review it, whatever the votes say
+    failed: bool = False  # the call raised: every row abstains for want of an answer, not by the tool's judgement
 
     def __post_init__(self) -> None:
         n = self.probs.shape[0]
@@ -175,7 +176,7 @@ class Votes:
 
     @classmethod
     def abstaining(cls, tool: str, n: int, n_labels: int, reason: str, cost: float = 0.0,
-                   model_version: str | None = None) -> Votes:
+                   model_version: str | None = None, *, failed: bool = False) -> Votes:
         return cls(
             tool=tool,
             probs=np.full((n, n_labels), 1.0 / n_labels, dtype=np.float64),
@@ -183,6 +184,7 @@ class Votes:
             cost=np.full(n, cost, dtype=np.float64),
             evidence=[reason] * n,
             model_version=model_version,
+            failed=failed,
         )
 
     def as_list(self, labels: Sequence[str]) -> list[Vote]:

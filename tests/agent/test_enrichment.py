@@ -74,5 +74,6 @@ def test_failing_enrichment_degrades_to_the_voters() -> None:
     voter = ReadsMetadata(log, items)
     result = asyncio.run(labeler([Enricher(log, fail=True), voter], weights=[0.0, 1.0]).run_batch(items))
     assert len(result.decisions) == 4 and voter.saw_wx == [False] * 4
+    assert all(d.action == "accept" for d in result.decisions)  # the voters read the items without the values
     assert all(any(v.tool == "enrich" and v.abstained and "HTTP 503" in v.evidence for v in d.votes)
                for d in result.decisions)

@@ -185,13 +185,14 @@ def test_no_vote_means_escalation_with_reason() -> None:
 
 
 def test_failing_tool_degrades_without_losing_items() -> None:
+    """Every item is decided, the failure in its votes; a cheap tool's failure sends them to a human (below)."""
     items = make_items(4)
     down = TableTool("down", {}, cost=0.5, fail=True)
     ok = TableTool("ok", {it.key: SURE for it in items}, cost=1.0)
     lab = labeler([down, ok], threshold=0.99)
     result = run(lab, items)
-    assert len(result.decisions) == 4
-    assert all(d.action == "accept" for d in result.decisions)
+    assert [d.key for d in result.decisions] == [it.key for it in items]
+    assert all(d.action == "escalate" and d.label == "ham" for d in result.decisions)
     assert all(any(v.tool == "down" and v.abstained and "down is down" in v.evidence for v in d.votes)
                for d in result.decisions)
 
@@ -274,4 +275,21 @@ def test_an_item_whose_dear_tool_failed_is_auto_labeled_only_if_no_vote_of_it_co
     assert all("left out could overturn" in d.reason for d in result.decisions)
     assert all(any(v.tool == "down" and v.abstained for v in d.votes) for d in result.decisions)
     measured(lab, [3.0, 1.0])  # now no vote of it could: accepted on the cheap vote, the dear tool not asked
+    assert [d.action for d in run(lab, items).decisions] == ["accept"] * 6
+
+
+def test_an_item_a_cheap_tool_failed_on_is_never_auto_labeled() -> None:
+    """A cheap tool votes on every item, unbounded: the certified scorer counts its vote, and no reckoning can say the
+    vote it owes would not have changed the decision. Its items are escalated (the other cheap tool alone would have
+    accepted them), with the call recorded as failed; another batch with the tool back is accepted as before."""
+    items = make_items(6)
+    sure = TableTool("sure", {it.key: SURE for it in items}, cost=1.0)
+    down = TableTool("down", {}, cost=1.0, fail=True)
+    lab = labeler([sure, down], threshold=0.9)
+    result = run(lab, items)
+    assert [d.action for d in result.decisions] == ["escalate"] * 6
+    assert all("left out could overturn" in d.reason for d in result.decisions)
+    assert all(any(v.tool == "down" and v.abstained and "failed" in v.evidence for v in d.votes)
+               for d in result.decisions)
+    lab = labeler([sure, TableTool("down", {it.key: SURE for it in items}, cost=1.0)], threshold=0.9)
     assert [d.action for d in run(lab, items).decisions] == ["accept"] * 6
