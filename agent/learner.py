@@ -23,8 +23,7 @@ from agent.calibration import ThresholdResult, detect_drift
 from agent.cascade import cascade_proba, cheap_mask, vote_bound
 from agent.certificate import make_certifier, new_certificate, raised_audit_rate
 from agent.drift import EscalationMonitor, eligible_below
-from agent.folds import PARALLEL_FROM, FoldJob, fit_together, fold_jobs, rescored_votes, stage
-from agent.folds import add_piece as _add_piece
+from agent.folds import PARALLEL_FROM, FoldJob, add_piece, fit_together, fold_jobs, rescored_votes, stage
 from agent.ports import CALIBRATION_KINDS, BatchResult, CalibrationRecord, GroundTruth
 from agent.schedule import TrainingWindow, retrain_step
 from agent.state import AgentSnapshot, PendingReview, PendingReviews, Retrained, ReviewTrace
@@ -141,14 +140,14 @@ class Learner:
             self._gt_row[answer.item.key] = row
             self._since_retrain += 1
             if pending is None:
-                _add_piece(pieces, None, answer.item)
+                add_piece(pieces, None, answer.item)
                 self._gt_logp.append(None)
                 self._gt_voted.append(None)
                 stored = known.get(answer.item.key) if known else None
                 if stored is not None and stored.kind in CALIBRATION_KINDS:
                     self._add_calibration(row, stored.confidence, stored.predicted)
                 continue
-            _add_piece(pieces, pending.source, pending.row)
+            add_piece(pieces, pending.source, pending.row)
             self._gt_logp.append(pending.logp)
             self._gt_voted.append(pending.voted)
             self._agg_rows.append((row, pending.trained_on))
@@ -180,11 +179,11 @@ class Learner:
         self._gt_keys.append(key)
         self._gt_row[key] = row
         if pending is None:
-            _add_piece(pieces, None, answer.item)
+            add_piece(pieces, None, answer.item)
             self._gt_logp.append(None)
             self._gt_voted.append(None)
             return
-        _add_piece(pieces, pending.source, pending.row)
+        add_piece(pieces, pending.source, pending.row)
         self._gt_logp.append(pending.logp)
         self._gt_voted.append(pending.voted)
         self._agg_rows.append((row, pending.trained_on))

@@ -164,9 +164,8 @@ class ReviewsMixin(StoreBase):
         return self._statement("review_claim", build)
 
     def _claimable_by(self, reviewer: Any, now: Any) -> Any:
-        """Condition on ``task_t``: tasks ``reviewer`` may claim (not answered by them: overlap needs distinct
-        reviewers). ``reviewer`` and ``now`` are bound parameters of the prebuilt claim. Other mixins narrow it
-        (e.g. tasks the reviewer skipped). Cold-start items waiting for the agent are nobody's (``WAITING_REASON``)."""
+        """Condition on ``task_t``: tasks ``reviewer`` (a bound parameter, as ``now``) may claim: not answered by them
+        (overlap needs distinct reviewers), nor waiting for the agent (``WAITING_REASON``). Other mixins narrow it."""
         return (~exists().where(review_t.c.task_id == task_t.c.id, review_t.c.reviewer == reviewer)
                 & task_t.c.reason.is_distinct_from(WAITING_REASON))
 
