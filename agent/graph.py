@@ -39,10 +39,9 @@ from agent.cascade import (
 from agent.decisions import Evidence, clears, decide_items
 from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, AgentSnapshot, BatchState, ReviewTrace, ToolCall
+from agent.stored_votes import item_votes, tool_report
 from policies import ToolError
-from tools.base import Batch, Preparing, Vote, Votes, is_enrichment
-
-EVIDENCE_TOP = 5  # labels kept per stored vote distribution (plus all with p >= 1%)
+from tools.base import Batch, Preparing, Votes, is_enrichment
 
 
 def _n_labels(ctx: AgentContext) -> int:
@@ -267,29 +266,6 @@ def _close(state: BatchState, ctx: AgentContext, cheap_left: np.ndarray) -> np.n
     return still
 
 
-def _sparse_distribution(labels: tuple[str, ...], probs: np.ndarray, values: list[float]) -> dict[str, float]:
-    """A stored vote's distribution: every label (few labels), or the top ones and all with p >= 1%; ``values`` is
-    ``probs`` as Python floats (``tolist`` once per call: rounding numpy scalars one by one cost more)."""
-    if len(labels) <= EVIDENCE_TOP * 2:
-        return {lab: round(p, 5) for lab, p in zip(labels, values, strict=True)}
-    top = np.argsort(-probs)[:EVIDENCE_TOP]
-    keep = set(top.tolist()) | set(np.nonzero(probs >= 0.01)[0].tolist())
-    return {labels[i]: round(values[i], 5) for i in sorted(keep, key=lambda i: -values[i])}
-
-
-def _item_votes(state: BatchState, ctx: AgentContext) -> list[list[Vote]]:
-    labels = ctx.tool_context.labels
-    out: list[list[Vote]] = [[] for _ in range(len(state["batch"]))]
-    for call in state["calls"]:
-        v = call.votes
-        name = ctx.tools[call.tool_index].name
-        abstain, cost, values = v.abstain.tolist(), v.cost.tolist(), v.probs.tolist()
-        for j, row in enumerate(call.rows.tolist()):
-            dist = None if abstain[j] else _sparse_distribution(labels, v.probs[j], values[j])
-            out[row].append(Vote(name, dist, float(cost[j]), v.evidence[j]))
-    return out
-
-
 def _flags(state: BatchState, ctx: AgentContext) -> dict[int, str]:
     """Rows a tool marked for review (e.g. suspected prompt injection) -> the first such tool's name."""
     flagged: dict[int, str] = {}
@@ -370,14 +346,13 @@ async def record(state: BatchState, runtime: Runtime[AgentContext]) -> BatchStat
     snap = ctx.snapshot
     batch = state["batch"]
     stop, evidence = _drift_plan(_evidence(state, ctx), ctx)
-    keys, votes = [item.key for item in batch.items], _item_votes(state, ctx)
+    keys, votes = [item.key for item in batch.items], item_votes(state["calls"], ctx.tools, ctx.tool_context.labels,
+                                                                 len(batch))
     decisions = (decide_items(keys[:stop], evidence[:stop], votes[:stop], state["spent"][:stop], snap.threshold)
                  + decide_items(keys[stop:], evidence[stop:], votes[stop:], state["spent"][stop:], None))
-    calls: dict[str, int] = {tool.name: 0 for tool in ctx.tools}
-    for call in state["calls"]:
-        calls[ctx.tools[call.tool_index].name] += len(call.rows)
+    calls, failures = tool_report(state["calls"], ctx.tools)
     result = BatchResult(policy_key=ctx.policy.key, threshold=snap.threshold, model_versions=dict(snap.tool_versions),
-                         decisions=decisions, tool_calls=calls, snapshot_id=snap.stored_id)
+                         decisions=decisions, tool_calls=calls, snapshot_id=snap.stored_id, tool_failures=failures)
     return {"result": result, "trace": _trace(state, evidence, decisions, snap)}
 
 

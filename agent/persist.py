@@ -94,8 +94,8 @@ def vote_arrays(votes: Sequence[Vote], tools: Sequence[str], labels: Sequence[st
                 ) -> tuple[np.ndarray, np.ndarray] | None:
     """Stored decision-time votes of one item as the learner's ``(logp (T, L), voted (T,))``; None without a vote.
 
-    A stored distribution keeps the top labels only (``agent.graph._sparse_distribution``): the mass it left out is
-    spread evenly over the missing labels (each was under 1%), which the log floor makes immaterial."""
+    A stored distribution keeps the top labels only (``agent.stored_votes.sparse_distribution``): the mass it left
+    out is spread evenly over the missing labels (each was under 1%), which the log floor makes immaterial."""
     index = {name: t for t, name in enumerate(tools)}
     where = {lab: i for i, lab in enumerate(labels)}
     logp = np.zeros((len(tools), len(labels)))

@@ -48,6 +48,7 @@ class BatchResult:
     decisions: list[Decision]
     tool_calls: dict[str, int] = field(default_factory=dict)
     snapshot_id: int | None = None  # i14: the stored id of the snapshot that decided (AgentSnapshot.stored_id)
+    tool_failures: dict[str, str] = field(default_factory=dict)  # tool -> why its call raised in this run
 
     def by_action(self, action: Action) -> list[Decision]:
         return [d for d in self.decisions if d.action == action]

@@ -118,10 +118,10 @@ def cycle_summary(worker: ProjectWorker) -> dict[str, Any]:
     """How the worker cycle ran: the stated retrain lag (graph runs), the graph runs, the retrains' thread seconds
     (measured, for comparing the lag with a service's fit time; never used to decide), and the cold-start samples
     released into the queue unanswered when a certificate came and the waiting items promoted to samples before one
-    (finite reviewers only)."""
+    (finite reviewers only), and the graph runs in which each tool's call failed."""
     return {"retrain_lag": worker.retrain_lag, "graph_runs": worker.runs,
             "retrain_seconds": round(worker.retrain_seconds, 3), "samples_released": worker.waiting.released,
-            "samples_promoted": worker.waiting.promoted}
+            "samples_promoted": worker.waiting.promoted, "tool_failures": dict(worker.tool_failures)}
 
 
 @dataclass(slots=True)

@@ -24,6 +24,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections import Counter
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass, field
 from functools import partial
@@ -83,6 +84,7 @@ class ProjectWorker:
     retrain_seconds: float = 0.0  # thread time of the retrains (measured, reported; never used to decide)
     published: Published | None = None  # i14: the snapshot last persisted (service.runtime.certified.publish)
     waiting: WaitingQueue = field(default_factory=WaitingQueue)  # i20: re-decides the review queue
+    tool_failures: Counter[str] = field(default_factory=Counter)  # graph runs in which each tool's call raised
 
     def claim_size(self) -> int:
         """Items to claim next: small while the agent has little ground truth, ``batch_size`` after.
@@ -136,6 +138,9 @@ class ProjectWorker:
         self.published = publish(self.store, self.project, self.labeler, self.name, self.published)
         result = await self.labeler.run_batch(items, self.published[1])  # decided by the snapshot just persisted
         self.runs += 1
+        for tool, why in result.tool_failures.items():  # its items wait for humans where its vote could matter
+            self.tool_failures[tool] += 1
+            log.warning("%s: tool %s failed in a batch of %d items: %s", self.project, tool, len(items), why)
         return BatchOutcome(len(items), result, await self.record(result, token))
 
     async def record(self, result: BatchResult, token: str) -> RecordResult:

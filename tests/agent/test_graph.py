@@ -193,6 +193,7 @@ def test_failing_tool_degrades_without_losing_items() -> None:
     result = run(lab, items)
     assert [d.key for d in result.decisions] == [it.key for it in items]
     assert all(d.action == "escalate" and d.label == "ham" for d in result.decisions)
+    assert list(result.tool_failures) == ["down"] and "down is down" in result.tool_failures["down"]
     assert all(any(v.tool == "down" and v.abstained and "down is down" in v.evidence for v in d.votes)
                for d in result.decisions)
 
@@ -292,4 +293,5 @@ def test_an_item_a_cheap_tool_failed_on_is_never_auto_labeled() -> None:
     assert all(any(v.tool == "down" and v.abstained and "failed" in v.evidence for v in d.votes)
                for d in result.decisions)
     lab = labeler([sure, TableTool("down", {it.key: SURE for it in items}, cost=1.0)], threshold=0.9)
-    assert [d.action for d in run(lab, items).decisions] == ["accept"] * 6
+    back = run(lab, items)
+    assert [d.action for d in back.decisions] == ["accept"] * 6 and back.tool_failures == {}

@@ -56,19 +56,19 @@ def chat_completion(path: str, body: dict[str, Any]) -> tuple[int, dict[str, Any
                  "usage": {"prompt_tokens": 120, "completion_tokens": 6, "total_tokens": 126}}
 
 
-def policy(budget: float) -> Policy:
+def policy(budget: float, retries: int = 2) -> Policy:
     return Policy(project="llm-replay", labels=["ham", "spam"], target_precision=0.9, budget=budget,
                   min_calibration=60, retrain_every=50,
                   tools=[TextClassifierSpec(name="classifier", cost=0.0001),
                          RetrievalSpec(name="retrieval", cost=0.0001),
                          LLMSpec(name="llm", cost=0.5, examples_from="retrieval", examples=2,
-                                 price_per_1k_input=0.5, price_per_1k_output=1.5)],
+                                 price_per_1k_input=0.5, price_per_1k_output=1.5, max_retries=retries)],
                   planner=PlannerSpec(cheap_cost=0.001))
 
 
-def replay(tmp_path: Path, server: JsonServer, budget: float, n: int = 700) -> dict[str, Any]:
+def replay(tmp_path: Path, server: JsonServer, budget: float, n: int = 700, retries: int = 2) -> dict[str, Any]:
     settings = Settings(llm_base_url=f"{server.base_url}/v1", llm_model="tiny", llm_api_key="k")
-    pol = policy(budget)
+    pol = policy(budget, retries)
     engine = make_engine(f"sqlite:///{tmp_path / f'replay{budget}.db'}")
     create_all(engine)
     try:
@@ -100,3 +100,19 @@ def test_the_llm_is_never_asked_beyond_the_budget(tmp_path: Path) -> None:
         out = replay(tmp_path, server, budget=0.3, n=300)  # the lexical tools fit in it, the LLM does not
         assert server.requests == []
     assert out["tool_calls"].get("llm", 0) == 0 and "llm_usage" in out
+
+
+def test_an_llm_endpoint_that_fails_is_reported_and_loses_no_item(tmp_path: Path,
+                                                                   caplog: pytest.LogCaptureFixture) -> None:
+    """Every chat completion answers 503: each graph run that asks the LLM sees its call fail; the worker logs it,
+    the replay counts the runs, every item is still decided (escalated where the LLM's vote could have mattered)."""
+    with json_server(lambda path, body: (503, {"error": {"message": "overloaded", "type": "server_error"}})) as server:
+        with caplog.at_level("WARNING", logger="labelagent.runtime"):
+            out = replay(tmp_path, server, budget=1.0, n=300, retries=0)  # the client's backoff would only slow it
+        asked = len(server.requests)
+    failures = out["tool_failures"]
+    assert set(failures) == {"llm"} and 0 < failures["llm"] <= out["graph_runs"], out
+    assert asked > 0 and out["unlabeled"] == 0
+    warned = [r.getMessage() for r in caplog.records if "tool llm failed" in r.getMessage()]
+    assert len(warned) == failures["llm"], warned[:1]
+    assert "the model failed on every item" in warned[0] and "overloaded" in warned[0], warned[0]
