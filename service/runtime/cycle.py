@@ -150,7 +150,7 @@ class ProjectWorker:
         fences them (the lease check and the writes share one transaction, under row locks); the unique label
         constraint refuses a second label anyway. Items whose lease expired meanwhile are fenced, and come back
         to whoever claims them next."""
-        return await self._retrying(lambda: self.store.items.record_batch(self.project, result, token),
+        return await self._retrying(lambda: self.store.items.record_batch(self.project, result, token, actor=self.name),
                                     f"writing a batch of {self.project}")
 
     async def _retrying(self, write: Callable[[], T], what: str) -> T:

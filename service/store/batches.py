@@ -6,12 +6,12 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, bindparam, select, update
+from sqlalchemy import Connection, Row, bindparam, insert, select, update
 from sqlalchemy.exc import IntegrityError
 
 from agent.ports import BatchResult
 from policies import ConflictError, InputError, Policy
-from service.store.base import StoreBase, as_utc, chunks, item_t, label_t, task_t, vote_t
+from service.store.base import StoreBase, as_utc, audit_t, chunks, item_t, label_t, task_t, vote_t
 from service.store.bulk import bulk_insert, db_value, json_text
 from service.store.db import write_tx
 from service.store.types import RecordResult
@@ -36,11 +36,13 @@ def parse_policy_key(project: str, policy_key: str) -> int:
 
 class BatchesMixin(StoreBase):
     def record_batch(self, project: str, result: BatchResult, lease_token: str | None = None, *,
-                     now: datetime | None = None) -> RecordResult:
+                     now: datetime | None = None, actor: str = "worker") -> RecordResult:
         """Store a batch's decisions atomically. Fencing: with ``lease_token`` only items still leased under
         that token, with an unexpired lease, are written; without one, only items that nobody holds (pending,
         or leased with an expired lease). Other items are skipped and returned in ``fenced``. A second label
         for an item under the same policy version is refused by the database (ConflictError, nothing written).
+        Each tool whose call failed in the run (``result.tool_failures``) gets a ``tool.failed`` audit entry by
+        ``actor``, in the same transaction.
         """
         now = as_utc(now)
         version = parse_policy_key(project, result.policy_key)
@@ -91,6 +93,10 @@ class BatchesMixin(StoreBase):
             for status, ids in (("labeled", labeled_ids), ("in_review", review_ids)):
                 for part in chunks(ids):
                     conn.execute(settle, {"ids": list(part), "new_status": status, "now": now})
+            for tool, why in result.tool_failures.items():
+                conn.execute(insert(audit_t).values(project_id=pid, action="tool.failed", actor=actor, created_at=now,
+                                                    detail={"tool": tool, "reason": why[:500], "items": len(keys),
+                                                            "policy_version": version}))
         return RecordResult(labeled=len(labels), queued=len(tasks), votes=len(votes), fenced=fenced)
 
     def _writable_items(self, conn: Connection, project_id: int, keys: list[str], lease_token: str | None,

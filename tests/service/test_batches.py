@@ -150,3 +150,19 @@ def test_record_batch_validates_decisions(store: SqlStore, project: str, policy:
     with pytest.raises(InputError, match="twice"):
         store.items.record_batch(project, twice, token)
     assert counts(store) == (0, 0, 0)
+
+
+def test_a_failed_tool_is_logged_with_the_batch(store: SqlStore, project: str, policy: Policy) -> None:
+    """``tool_failures`` becomes one ``tool.failed`` audit entry per tool, in the batch's transaction; a batch without
+    failures logs nothing."""
+    store.items.ingest(project, make_items(4))
+    token, items = store.items.claim_batch(project, worker="w", size=2)
+    result = make_batch_result(policy, items, ["escalate", "escalate"], threshold=0.9)
+    result.tool_failures = {"llm": "llm failed: the model failed on every item (HTTP 503)"}
+    store.items.record_batch(project, result, token, actor="worker-7")
+    token, items = store.items.claim_batch(project, worker="w", size=2)
+    store.items.record_batch(project, make_batch_result(policy, items, ["accept", "accept"], threshold=0.9), token)
+    logged = [e for e in store.audit.list_audit(project) if e.action == "tool.failed"]
+    assert len(logged) == 1 and logged[0].actor == "worker-7"
+    assert logged[0].detail == {"tool": "llm", "reason": "llm failed: the model failed on every item (HTTP 503)",
+                                "items": 2, "policy_version": 1}

@@ -115,4 +115,11 @@ def test_an_llm_endpoint_that_fails_is_reported_and_loses_no_item(tmp_path: Path
     assert asked > 0 and out["unlabeled"] == 0
     warned = [r.getMessage() for r in caplog.records if "tool llm failed" in r.getMessage()]
     assert len(warned) == failures["llm"], warned[:1]
+    engine = make_engine(f"sqlite:///{tmp_path / 'replay1.0.db'}")
+    try:  # the audit log has one entry per failed run, written with the batch
+        logged = [e for e in SqlStore(engine).audit.list_audit("llm-replay", limit=1000) if e.action == "tool.failed"]
+    finally:
+        engine.dispose()
+    assert len(logged) == failures["llm"] and logged[0].detail["tool"] == "llm" and logged[0].actor == "replay"
+    assert "overloaded" in logged[0].detail["reason"] and logged[0].detail["items"] > 0
     assert "the model failed on every item" in warned[0] and "overloaded" in warned[0], warned[0]
