@@ -11,7 +11,7 @@ from collections.abc import Iterable, Sequence
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, Row, select, update
+from sqlalchemy import Connection, Row, func, select, update
 from sqlalchemy.exc import IntegrityError
 
 from policies import ConflictError, InputError, Policy
@@ -30,6 +30,15 @@ class AuditMixin(ProjectsMixin):
             rows = conn.execute(select(audit_t).where(audit_t.c.project_id == pid, audit_t.c.id > after_id)
                                 .order_by(audit_t.c.id).limit(limit)).mappings().all()
         return [AuditEventPublic.model_validate(dict(r)) for r in rows]
+
+    def count_tool_failures(self, project: str) -> dict[str, int]:
+        """Graph runs in which each tool's call failed (``tool.failed`` entries, written with their batch)."""
+        tool = audit_t.c.detail["tool"].as_string()
+        with read_tx(self.engine) as conn:
+            pid = self._project_id(conn, project)
+            rows: Sequence[Row[str, int]] = conn.execute(select(tool, func.count()).where(
+                audit_t.c.project_id == pid, audit_t.c.action == "tool.failed").group_by(tool)).all()
+        return {name: int(n) for name, n in sorted(rows)}
 
     def create_policy_version(self, project: str, policy: Policy, *, actor: str, requested: int | None = None,
                               activate: bool = False, reason: str = "") -> Policy:

@@ -70,6 +70,7 @@ def project_metrics(*, store: SqlStore, project: str, now: datetime | None = Non
             pairwise=agreement.agreeing_pairs / agreement.pairs if agreement.pairs else None),
         model_versions=_latest_per_tool(store.learning.list_model_versions(project)),
         snapshot=_snapshot_metrics(store, project),
+        tool_failures=store.audit.count_tool_failures(project),
     )
 
 
@@ -166,6 +167,9 @@ def prometheus_text(*, store: SqlStore, now: datetime | None = None, projects: C
                     "Realized precision over audits of would-be auto labels.", m.snapshot.would_accept.estimate,
                     project=p)
         out.add("labelagent_active_policy_version", "gauge", "Active policy version.", m.active_version, project=p)
+        for tool, n in m.tool_failures.items():
+            out.add("labelagent_tool_failures_total", "counter", "Graph runs in which the tool's call failed.", n,
+                    project=p, tool=tool)
     return out.render()
 
 

@@ -76,6 +76,10 @@ class ProjectMetrics(BaseModel):
     agreement: AgreementMetrics
     model_versions: list[ModelVersionPublic] = Field(description="The latest model version of each tool.")
     snapshot: SnapshotMetrics | None = Field(default=None, description="Certified snapshots (issue 14).")
+    tool_failures: dict[str, int] = Field(
+        default_factory=dict,
+        description="Graph runs in which each tool's call failed (the audit log's `tool.failed`): a cheap voting "
+                    "tool's failure keeps its items from auto-labeling, a dear tool's those its vote could overturn.")
 
 
 class Health(BaseModel):

@@ -147,3 +147,21 @@ def test_metrics_count_the_waiting_items_the_agent_took_over(client: TestClient,
     assert m["auto_rate"] == pytest.approx(2 / 3)  # three decisions: two auto labels, one still waiting
     samples = parse_prometheus(client.get("/metrics").text)
     assert samples[("labelagent_review_tasks_taken_over", frozenset({("project", project)}))] == 1
+
+
+def test_metrics_count_the_graph_runs_a_tool_failed_in(client: TestClient, project: str, store: SqlStore) -> None:
+    """``tool.failed`` audit entries (written with their batch) are counted per tool, in the JSON and as a counter."""
+    from tests.factories import make_batch_result, make_items
+
+    policy = store.projects.active_policy(project)
+    store.items.ingest(project, make_items(6, start=100))
+    for failures in ({"llm": "llm failed: HTTP 503"}, {"llm": "llm failed: timeout", "remote": "remote failed"}, {}):
+        token, items = store.items.claim_batch(project, worker="w", size=2)
+        result = make_batch_result(policy, items, ["escalate", "escalate"], threshold=0.9)
+        result.tool_failures = failures
+        store.items.record_batch(project, result, token)
+    assert client.get(f"/projects/{project}/metrics").json()["tool_failures"] == {"llm": 2, "remote": 1}
+    samples = parse_prometheus(client.get("/metrics").text)
+    for tool, n in (("llm", 2), ("remote", 1)):
+        assert samples[("labelagent_tool_failures_total", frozenset({("project", project), ("tool", tool)}))] == n
+    assert "# TYPE labelagent_tool_failures_total counter" in client.get("/metrics").text
