@@ -196,3 +196,28 @@ def test_the_dashboard_shows_each_critical_labels_own_calibration(live: Live, ne
         f"threshold ({critical['errors_above']} wrong); a threshold needs at least {critical['needed']} of them above "
         "it, error-free.")
     problems.assert_clean()
+
+
+def test_the_dashboard_shows_tool_failures_only_once_there_are_some(live: Live, new_page) -> None:  # type: ignore[no-untyped-def]
+    from tests.factories import make_batch_result
+
+    project = live.project("outage")
+    seed_tasks(live.store, project, ["accept", "escalate"])
+    operator = live.key("operator", project)
+    page, problems = new_page()
+    open_dashboard(page, live, operator)
+    expect(page.locator("#tile-corrections")).to_be_visible()
+    expect(page.locator("#tile-tool-failures")).to_have_count(0)
+    live.store.items.ingest(project, [Item(key=f"down-{i}", text=f"message {i}") for i in range(4)])
+    policy = live.store.projects.active_policy(project)
+    for _ in range(2):  # two graph runs in which the LLM's endpoint failed
+        token, items = live.store.items.claim_batch(project, worker="w", size=2)
+        result = make_batch_result(policy, items, ["escalate", "escalate"], threshold=0.9)
+        result.tool_failures = {"llm": "llm failed: the model failed on every item (HTTP 503)"}
+        live.store.items.record_batch(project, result, token, actor="worker-1")
+    page.reload()  # still signed in
+    expect(page.locator("#tile-tool-failures .value")).to_have_text("2")
+    expect(page.locator("#tile-tool-failures")).to_contain_text("llm 2")
+    expect(page.locator("#audit-table tr[data-action='tool.failed']")).to_have_count(2)
+    problems.assert_clean()
+

@@ -126,7 +126,16 @@
       tile("tile-precision", "Realized precision", LA.pct(p.estimate),
         `${p.correct}/${p.audits} audits · ${LA.pct(p.level, 0)} CI [${LA.pct(p.ci_low)}, ${LA.pct(p.ci_high)}]`),
       tile("tile-corrections", "Corrections", (m.corrections.agent || 0) + (m.corrections.human || 0),
-        `${m.corrections.agent || 0} of auto labels · ${m.corrections.human || 0} of human labels`));
+        `${m.corrections.agent || 0} of auto labels · ${m.corrections.human || 0} of human labels`),
+      toolFailures(m.tool_failures || {}));
+  }
+
+  // Shown only once a tool's call failed: while a cheap voting tool is down its items go to review.
+  function toolFailures(failures) {
+    const tools = Object.entries(failures);
+    if (!tools.length) return null;
+    return tile("tile-tool-failures", "Tool failures", tools.reduce((sum, [, n]) => sum + n, 0),
+      `graph runs · ${tools.map(([t, n]) => `${t} ${n}`).join(" · ")} · see the audit log`);
   }
 
   function precisionPlot(h, target) {
