@@ -93,10 +93,7 @@ class BatchesMixin(StoreBase):
             for status, ids in (("labeled", labeled_ids), ("in_review", review_ids)):
                 for part in chunks(ids):
                     conn.execute(settle, {"ids": list(part), "new_status": status, "now": now})
-            for tool, why in result.tool_failures.items():
-                conn.execute(insert(audit_t).values(project_id=pid, action="tool.failed", actor=actor, created_at=now,
-                                                    detail={"tool": tool, "reason": why[:500], "items": len(keys),
-                                                            "policy_version": version}))
+            _log_tool_failures(conn, pid, version, result.tool_failures, len(keys), actor=actor, now=now)
         return RecordResult(labeled=len(labels), queued=len(tasks), votes=len(votes), fenced=fenced)
 
     def _writable_items(self, conn: Connection, project_id: int, keys: list[str], lease_token: str | None,
@@ -126,6 +123,15 @@ class BatchesMixin(StoreBase):
 
     def _lock(self, query: Any) -> Any:
         return query if self.sqlite else query.with_for_update()
+
+
+def _log_tool_failures(conn: Connection, project_id: int, version: int, failures: dict[str, str], items: int, *,
+                       actor: str, now: datetime) -> None:
+    """One ``tool.failed`` audit entry per tool whose call raised in the graph run (``BatchResult.tool_failures``)."""
+    for tool, why in failures.items():
+        conn.execute(insert(audit_t).values(project_id=project_id, action="tool.failed", actor=actor, created_at=now,
+                                            detail={"tool": tool, "reason": why[:500], "items": items,
+                                                    "policy_version": version}))
 
 
 def _check_decisions(result: BatchResult, policy: Policy) -> None:
