@@ -58,17 +58,20 @@ def fit_softmax(
     max_iter: int = 200,
     tol: float = 1e-4,
     memory: int = 4,
+    patience: int = 1,
 ) -> SoftmaxFit:
     """Fit multinomial logistic regression. ``y`` holds class indices in ``[0, n_classes)``.
 
-    Stops when an iteration improves the objective by less than ``tol`` (relative) or after
-    ``max_iter`` iterations. ``coef0``/``intercept0`` warm-start the fit. ``x`` dense (embeddings) keeps its
-    products in dense BLAS: as a CSR matrix, 384 dense columns cost several times more per product.
+    Stops when ``patience`` iterations in a row improve the objective by less than ``tol`` (relative) or
+    after ``max_iter`` iterations. A warm start that meets new classes wants 2: it starts far from the optimum, and
+    one small step while the curvature pairs are still poor is common there (``tools.text_classifier``).
+    ``coef0``/``intercept0`` warm-start the fit. ``x`` dense (embeddings) keeps its products in dense BLAS: as a
+    CSR matrix, 384 dense columns cost several times more per product.
     """
     x = np.ascontiguousarray(x, dtype=np.float32) if isinstance(x, np.ndarray) else sp.csr_matrix(x, dtype=np.float32)
     y = np.asarray(y, dtype=np.int64)
     with one_blas_thread():
-        return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory)
+        return _fit(x, y, n_classes, c, coef0, intercept0, max_iter, tol, memory, patience)
 
 
 @contextmanager
@@ -91,7 +94,7 @@ def _blas_controller() -> ThreadpoolController | None:
 
 
 def _fit(x: sp.csr_matrix | np.ndarray, y: np.ndarray, k: int, c: float, coef0: np.ndarray | None,
-         intercept0: np.ndarray | None, max_iter: int, tol: float, memory: int) -> SoftmaxFit:
+         intercept0: np.ndarray | None, max_iter: int, tol: float, memory: int, patience: int = 1) -> SoftmaxFit:
     n, d = x.shape
     lam = np.float32(1.0 / (c * n))
     if k == 2:
@@ -104,7 +107,7 @@ def _fit(x: sp.csr_matrix | np.ndarray, y: np.ndarray, k: int, c: float, coef0: 
             w0[:d] = coef0[:, 1] - coef0[:, 0]
         if intercept0 is not None:
             w0[d] = intercept0[1] - intercept0[0]
-        w, f, iterations, evaluations = _lbfgs(_binary(x, xt, y, lam / 2), w0, max_iter, tol, memory)
+        w, f, iterations, evaluations = _lbfgs(_binary(x, xt, y, lam / 2), w0, max_iter, tol, memory, patience)
         half = w / 2
         coef = np.stack([-half[:d], half[:d]], axis=1)
         return SoftmaxFit(coef, np.array([-half[d], half[d]], dtype=np.float32), iterations, evaluations, f)
@@ -114,7 +117,7 @@ def _fit(x: sp.csr_matrix | np.ndarray, y: np.ndarray, k: int, c: float, coef0: 
         w0[: d * k] = np.asarray(coef0, dtype=np.float32).reshape(-1)
     if intercept0 is not None:
         w0[d * k :] = intercept0
-    w, f, iterations, evaluations = _lbfgs(_multinomial(x, xt, y, k, lam), w0, max_iter, tol, memory)
+    w, f, iterations, evaluations = _lbfgs(_multinomial(x, xt, y, k, lam), w0, max_iter, tol, memory, patience)
     return SoftmaxFit(w[: d * k].reshape(d, k).copy(), w[d * k :].copy(), iterations, evaluations, f)
 
 
@@ -167,7 +170,7 @@ def _binary(x: sp.csr_matrix | np.ndarray, xt: sp.spmatrix | np.ndarray, y: np.n
 
 
 def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
-           memory: int) -> tuple[np.ndarray, float, int, int]:
+           memory: int, patience: int = 1) -> tuple[np.ndarray, float, int, int]:
     """Unconstrained L-BFGS with Armijo backtracking; returns (w, loss, iterations, evaluations).
 
     Vector algebra is done in place with BLAS (``saxpy``/``sdot``): with ~10^6 parameters the
@@ -179,7 +182,7 @@ def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
     s_hist: list[np.ndarray] = []
     y_hist: list[np.ndarray] = []
     rho: list[float] = []
-    iteration = 0
+    iteration = stalled = 0
     for iteration in range(1, max_iter + 1):  # noqa: B007 - the count is reported
         # Two-loop recursion: q ~ H^-1 g.
         q = g.copy()
@@ -221,8 +224,8 @@ def _lbfgs(loss_grad: LossGrad, w: np.ndarray, max_iter: int, tol: float,
             rho.append(1.0 / sy)
             if len(s_hist) > memory:
                 del s_hist[0], y_hist[0], rho[0]
-        improvement = f - f_new
+        stalled = stalled + 1 if f - f_new <= tol * max(abs(f_new), 1e-3) else 0  # a small improvement
         w, f, g = w_new, f_new, g_new
-        if improvement <= tol * max(abs(f), 1e-3):
+        if stalled >= patience:
             break
     return w, f, iteration, evaluations

@@ -57,3 +57,31 @@ def test_dense_input_reaches_the_same_optimum_as_sparse() -> None:
         if k > 2:  # scikit-learn's two-class problem penalises differently (see the two-class test above)
             ref = LogisticRegression(C=2.0, tol=1e-10, max_iter=5000).fit(dense.astype(np.float64), y)
             np.testing.assert_allclose(probabilities(dense_fit, dense), ref.predict_proba(dense), atol=2e-3)
+
+
+def test_a_warm_start_after_a_new_class_needs_patience_to_converge() -> None:
+    """A retrain that meets a class for the first time starts far from the optimum, and L-BFGS's first steps (little
+    curvature yet) can improve the objective by less than ``tol`` before it falls fast. Stopping at the first small
+    step left seeds here up to 13% above the optimum; with ``patience=2`` (what the text classifier asks after a
+    new class) every seed ends within 1%."""
+    from tools.features import l2_normalize
+
+    hasty, patient = [], []
+    for seed in range(4):
+        rng = np.random.default_rng(seed)
+        n, d, k = 2400, 3000, 20
+        x = l2_normalize(sp.random(n, d, density=0.01, format="csr", random_state=seed, dtype=np.float32))
+        y = np.argmax(x @ (rng.standard_normal((d, k)) * 3) + rng.gumbel(size=(n, k)), axis=1)
+        order = np.concatenate([np.flatnonzero(y != 0)[:2000], np.flatnonzero(y == 0)])  # class 0 arrives last
+        x, y = x[order], y[order]
+        first = int((y != 0).sum())
+        old = fit_softmax(x[:first], y[:first] - 1, k - 1, c=10.0, tol=1e-3)
+        coef0 = np.zeros((d, k), dtype=np.float32)
+        coef0[:, 1:] = old.coef
+        intercept0 = np.concatenate([[0.0], old.intercept]).astype(np.float32)
+        best = fit_softmax(x, y, k, c=10.0, tol=1e-7, max_iter=500).loss
+        warm = {"coef0": coef0, "intercept0": intercept0, "tol": 1e-3}
+        hasty.append(fit_softmax(x, y, k, c=10.0, **warm).loss / best)  # type: ignore[arg-type]
+        patient.append(fit_softmax(x, y, k, c=10.0, patience=2, **warm).loss / best)  # type: ignore[arg-type]
+    assert max(hasty) > 1.08, hasty  # the stall, as it was
+    assert max(patient) <= 1.01, patient
