@@ -129,6 +129,6 @@ def failed_unbounded(calls: Sequence[ToolCall], tools: Sequence[Tool], policy: P
     out = np.zeros(n, dtype=bool)
     for call in calls:
         tool = tools[call.tool_index]
-        if call.votes.failed and not is_enrichment(tool) and vote_bound(tool, policy) >= 1.0:
+        if call.votes.failed and policy.planner.is_cheap(tool.cost) and not is_enrichment(tool):
             out[call.rows] = True
     return out
