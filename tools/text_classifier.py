@@ -179,10 +179,10 @@ class TextClassifier:
             x = sp.hstack([x, sp.csr_matrix(meta.encode(raw))], format="csr", dtype=np.float32)
         class_names = tuple(self.labels[c] for c in classes)
         y_pos = np.searchsorted(classes, y)
-        coef0, intercept0 = self._warm_start(self._state.model, cols, class_names, x.shape[1], meta)
-        # A class the warm start does not know starts far from the optimum: one small step does not end the fit
-        # (it stopped 8-13% above the optimum; DESIGN-NOTES section 15).
         old = self._state.model
+        coef0, intercept0 = self._warm_start(old, cols, class_names, x.shape[1], meta)
+        # A class the warm start does not know starts far from the optimum: one small step does not end the fit
+        # (it stopped up to 13% above the optimum; DESIGN-NOTES section 15).
         new_class = old is not None and not set(class_names) <= set(old.classes)
         result = fit_softmax(x, y_pos, len(classes), self.spec.c, coef0=coef0, intercept0=intercept0, tol=1e-3,
                              patience=2 if new_class else 1)
