@@ -4,6 +4,7 @@ votes from synchronous code, and untrained copies of a learning tool for the fol
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import copy
 import os
 from collections.abc import Sequence
@@ -41,13 +42,15 @@ def add_piece(pieces: list[tuple[Batch | None, list[Any]]], source: Batch | None
         pieces.append((source, [entry]))
 
 
-def predict_now(tool: Tool, batch: Batch, context: ToolContext) -> Votes:
+def predict_now(tool: Tool, batch: Batch, context: ToolContext, runner: asyncio.Runner | None = None) -> Votes:
     """A learning tool's votes, from this synchronous code. Its ``predict`` is CPU work, async only for the graph:
-    run it to completion on a private event loop (in a helper thread when this thread already runs a loop)."""
+    run it to completion on a private event loop (in a helper thread when this thread already runs a loop).
+    ``runner``: that loop, reused by a caller that asks many times (a new loop per call cost about as much as a small
+    fold model's ``predict``)."""
     try:
         asyncio.get_running_loop()
     except RuntimeError:
-        return asyncio.run(tool.predict(batch, context))
+        return asyncio.run(tool.predict(batch, context)) if runner is None else runner.run(tool.predict(batch, context))
     with ThreadPoolExecutor(1) as pool:
         return pool.submit(asyncio.run, tool.predict(batch, context)).result()
 
@@ -121,14 +124,14 @@ def fit_together(fits: Sequence[tuple[Learnable, TrainingSet]], jobs: Sequence[F
     what runs beside them. BLAS stays at one thread. Returns the fits' infos and the jobs' votes, in order."""
     context = ToolContext(labels)
 
-    def fit_and_vote(job: FoldJob) -> Votes:
+    def fit_and_vote(job: FoldJob, runner: asyncio.Runner | None = None) -> Votes:
         job.model.fit(job.data)
-        return bound_votes(predict_now(job.model, job.held, context), job.bound)
+        return bound_votes(predict_now(job.model, job.held, context, runner), job.bound)
 
     threads = min(FOLD_THREADS if parallel else 1, len(fits) + len(jobs))
     if threads <= 1:
-        with one_blas_thread():
-            return [tool.fit(d) for tool, d in fits], [fit_and_vote(job) for job in jobs]
+        with one_blas_thread(), (asyncio.Runner() if jobs else contextlib.nullcontext()) as runner:
+            return [tool.fit(d) for tool, d in fits], [fit_and_vote(job, runner) for job in jobs]
     with one_blas_thread(), ThreadPoolExecutor(threads) as pool:  # the largest first: the retrain's own fits
         infos = [pool.submit(tool.fit, d) for tool, d in fits]
         votes = [pool.submit(fit_and_vote, job) for job in jobs]

@@ -41,7 +41,7 @@ from agent.ports import BatchResult, Decision
 from agent.state import AgentContext, AgentSnapshot, BatchState, ReviewTrace, ToolCall
 from agent.stored_votes import item_votes, tool_report
 from policies import ToolError
-from tools.base import Batch, Preparing, Votes, is_enrichment
+from tools.base import Batch, Votes
 
 
 def _n_labels(ctx: AgentContext) -> int:
@@ -82,8 +82,8 @@ def warm_features(batch: Batch, ctx: AgentContext) -> None:
     A tool whose ``prepare`` fails is left to fail (and degrade) in ``act``. Called by ``plan`` once enrichment
     tools are done: features computed before would miss the metadata they add.
     """
-    for tool in ctx.tools:
-        if isinstance(tool, Preparing):
+    for tool in ctx.preparing:
+        if tool is not None:
             with contextlib.suppress(ToolError):
                 tool.prepare(batch)
 
@@ -136,8 +136,8 @@ async def plan(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Lit
 
 
 def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
-    for t, tool in enumerate(ctx.tools):
-        if is_enrichment(tool):
+    for t, enriches in enumerate(ctx.enriching):
+        if enriches:
             rows = enrichment_rows(state, ctx, t)
             if rows.any():
                 return {"next_tool": t, "next_rows": np.nonzero(rows)[0]}
@@ -145,7 +145,7 @@ def _plan(state: BatchState, ctx: AgentContext) -> BatchState:
     best: tuple[tuple[bool, float], int] | None = None  # (ranking key, tool index)
     best_rows = np.zeros(0, dtype=np.int64)
     for t, tool in enumerate(ctx.tools):
-        if is_enrichment(tool):
+        if ctx.enriching[t]:
             continue
         rows = eligible_rows(state, ctx, t)
         if not rows.any():

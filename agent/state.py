@@ -14,7 +14,7 @@ from agent.calibration import CertificateState, ThresholdResult
 from agent.drift import EscalationMonitor
 from agent.ports import BatchResult, ReviewKind
 from policies import Policy
-from tools.base import Batch, ModelInfo, Tool, ToolContext, Votes
+from tools.base import Batch, ModelInfo, Preparing, Tool, ToolContext, Votes, is_enrichment
 
 
 @dataclass(frozen=True, slots=True)
@@ -63,6 +63,13 @@ class AgentContext:
     tool_context: ToolContext
     # i14: the drift monitor, asked before deciding (``agent.graph._drift_plan``); None: no monitor
     monitor: EscalationMonitor | None = None
+    # per tool, asked once per run rather than at every planning step (a runtime protocol check costs ~20 us)
+    enriching: tuple[bool, ...] = field(init=False)
+    preparing: tuple[Preparing | None, ...] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.enriching = tuple(is_enrichment(t) for t in self.tools)
+        self.preparing = tuple(t if isinstance(t, Preparing) else None for t in self.tools)
 
 
 @dataclass(slots=True)
