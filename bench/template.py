@@ -1,4 +1,5 @@
-"""Write the text template policy for a labeled CSV: only the labels (from the data) and the target change.
+"""Write the text template policy for a labeled CSV: only the labels (from the data) and the target change
+(``policies.template``, which ``labelagent policy init`` writes from too).
 
     python -m bench.template DATA.csv --target 0.95 --out policy.yaml [--lexical]
 
@@ -12,28 +13,10 @@ from __future__ import annotations
 import argparse
 import csv
 from pathlib import Path
-from typing import Any
 
 import yaml
 
-TEMPLATE = Path(__file__).resolve().parent.parent / "policies" / "examples" / "text_embedding.yaml"
-
-
-def template_policy(labels: list[str], target: float, project: str, *, lexical: bool = False,
-                    critical: tuple[str, ...] = ()) -> dict[str, Any]:
-    policy: dict[str, Any] = yaml.safe_load(TEMPLATE.read_text())
-    policy.update(project=project, labels=labels, target_precision=target)
-    if critical:
-        policy["critical_labels"] = list(critical)
-    tools = []
-    for tool in policy["tools"]:
-        if tool["kind"] == "text_embedding":
-            if lexical:
-                continue
-            tool = {k: v for k, v in tool.items() if k != "label_descriptions"}  # the template's are for its labels
-        tools.append(tool)
-    policy["tools"] = tools
-    return policy
+from policies.template import template_policy
 
 
 def main(argv: list[str] | None = None) -> None:

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from policies import InputError, LabelAgentError, Policy, example_policy, load_policy
+from service.cli_policy import add_policy_parser
 from service.offline import RETRAIN_LAG
 from service.settings import Settings, get_settings
 
@@ -245,6 +246,8 @@ def build_parser() -> argparse.ArgumentParser:
     _add_replay_parser(sub)
 
     _add_demo_parser(sub)
+
+    add_policy_parser(sub)
 
     serve = sub.add_parser("serve", help="the HTTP API with an in-process worker (default: ./labelagent.db)")
     serve.add_argument("--host", default="127.0.0.1", help="interface to listen on")

@@ -89,6 +89,11 @@ def test_the_installed_wheel_migrates_a_database(wheel: Path, tmp_path: Path) ->
     assert {"item", "review_task", "backtest", "alembic_version"} <= tables
     latest = max(p.stem for p in (ROOT / "service" / "store" / "migrations" / "versions").glob("0*.py"))
     assert head == latest
+    # `labelagent policy init` reads its templates from the installed package too
+    init = subprocess.run([sys.executable, "-m", "service.cli", "policy", "init", "--labels", "a,b", "--lexical"],
+                          cwd=tmp_path, env=env, capture_output=True, text=True, timeout=120)
+    assert init.returncode == 0, init.stderr
+    assert "project: my-project" in init.stdout and "kind: text_classifier" in init.stdout
 
 
 def test_the_installed_wheel_streams_the_demo_dataset_with_its_license(wheel: Path, tmp_path: Path) -> None:

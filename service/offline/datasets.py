@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from policies import InputError
+from policies.template import DataKind
 from tools.base import Item
 
 csv.field_size_limit(min(sys.maxsize, 2**31 - 1))
@@ -72,6 +73,25 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drop
     if not out:
         raise InputError(f"dataset {path} has no rows")
     return out
+
+
+def dataset_labels(path: str | Path) -> tuple[list[str], DataKind]:
+    """The sorted label set of a dataset :func:`load_csv` reads, and its data kind (``text`` or ``image``), from its
+    ``label`` column alone (``labelagent policy init --from-csv``)."""
+    path = Path(path)
+    if path.is_dir():
+        path = path / "labels.csv"
+    if not path.is_file():
+        raise InputError(f"dataset {path} does not exist")
+    with path.open(newline="", encoding="utf-8") as fh:
+        reader = csv.DictReader(fh)
+        fields = reader.fieldnames or []
+        if "label" not in fields:
+            raise InputError(f"dataset {path} has no 'label' column (columns: {', '.join(fields)})")
+        labels = sorted({(row.get("label") or "").strip() for row in reader} - {""})
+    if not labels:
+        raise InputError(f"dataset {path} has no labeled rows")
+    return labels, "image" if "filename" in fields and "text" not in fields else "text"
 
 
 def _load_images(path: Path, reader: csv.DictReader) -> list[LabeledItem]:
