@@ -83,13 +83,16 @@ def describe(policy: Policy, tools: Sequence[Any] | None) -> list[str]:
 
 def cmd_policy_check(args: argparse.Namespace) -> int:
     from service.settings import get_settings, tool_environment
+    from tools.outbound import check_policy_endpoints
     from tools.registry import build_tools
 
+    env = tool_environment(get_settings())
     failed = 0
     for path in args.files:
         try:
             policy = load_policy(path)
-            tools = None if args.no_build else build_tools(policy, env=tool_environment(get_settings()))
+            check_policy_endpoints(policy, env.endpoints())  # what the server refuses with a 422
+            tools = None if args.no_build else build_tools(policy, env=env)
         except LabelAgentError as exc:
             print(f"{path}: {exc}", file=sys.stderr)
             failed += 1

@@ -108,3 +108,14 @@ def test_check_reports_every_bad_file_and_warns_of_a_tool_never_asked(tmp_path: 
     assert f"{bad}: tools[0]: unknown tool kind 'oracle'" in captured.err
     assert f"{over}: ok" in captured.out and "tools not built (--no-build)" in captured.out
     assert "WARNING: its cost 10.0 exceeds the budget 5.0, so it is never asked" in captured.out
+
+
+def test_check_refuses_an_endpoint_the_deployment_does_not_allow(tmp_path: Path,
+                                                                 capsys: pytest.CaptureFixture[str]) -> None:
+    policy = yaml.safe_load((EXAMPLES_DIR / "sms_spam_llm.yaml").read_text())
+    llm = next(t for t in policy["tools"] if t["kind"] == "llm")
+    llm.update(base_url="http://169.254.169.254/v1", model="m")
+    path = tmp_path / "llm.yaml"
+    path.write_text(yaml.safe_dump(policy))
+    assert main(["policy", "check", "--no-build", str(path)]) == 2  # as the server's 422, before any tool is built
+    assert "tool 'llm': http://169.254.169.254/v1" in capsys.readouterr().err
