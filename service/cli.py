@@ -87,8 +87,9 @@ def _print_summary(summary: dict[str, Any], as_json: bool) -> int:
     if as_json:
         print(json.dumps(summary))
     else:
-        for key, value in summary.items():
-            print(f"{key:>20}: {value}")
+        from service.offline.report import report
+
+        print(report(summary))
     return 0
 
 

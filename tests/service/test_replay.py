@@ -73,6 +73,23 @@ def test_cli_replay_prints_one_json_summary_last(tmp_path: Path, capsys: pytest.
     assert summary["items"] == 300 and summary["policy"] == "sms_spam/1"
 
 
+def test_cli_replay_report_states_the_summary_s_figures(capsys: pytest.CaptureFixture[str]) -> None:
+    argv = ["replay", str(dataset_path("sms_spam.csv")), "--policy", str(EXAMPLES_DIR / "sms_spam.yaml"),
+            "--limit", "600", "--batch-size", "100", "--no-progress"]
+    assert main([*argv, "--json"]) == 0
+    summary = json.loads(capsys.readouterr().out.strip().splitlines()[-1])
+    assert main(argv) == 0  # the same seed: the same decisions, told for a person
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert lines[0].startswith("sms_spam/1: 600 items in ")
+    assert lines[1].split()[:2] == ["auto-labeled", str(summary["auto_labeled"])]
+    lo, hi = summary["auto_precision_ci"]
+    assert f"precision {summary['auto_precision']:.4f} (95% CI {lo:.4f}-{hi:.4f}), target 0.98: held" in lines[1]
+    assert lines[2].split()[:3] == ["to", "humans", str(summary["human_reviews"])]
+    assert f"{summary['audits']} of them audits" in lines[2]
+    assert f"threshold {summary['threshold']}; certificate lost 0 times; {summary['retrains']} retrains" in lines[3]
+    assert lines[-1] == "every figure: --json"
+
+
 def test_cli_replay_bad_input_is_a_clear_error(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
     bad = tmp_path / "bad.csv"
     bad.write_text("text,category\nhello,x\n")
