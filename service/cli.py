@@ -5,6 +5,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import sys
 import tempfile
 from collections.abc import Sequence
@@ -303,9 +304,16 @@ def limit_blas_threads() -> None:
     threadpool_limits(limits=1, user_api="blas")
 
 
+def quiet_model_loading() -> None:
+    """No progress bars while a pretrained model loads (Hugging Face's "Loading weights" on stderr at every tool
+    build: noise in a server's log). Set before those libraries are imported; an explicit setting is kept."""
+    os.environ.setdefault("HF_HUB_DISABLE_PROGRESS_BARS", "1")
+
+
 def main(argv: Sequence[str] | None = None) -> int:
     args = build_parser().parse_args(argv)
     limit_blas_threads()
+    quiet_model_loading()
     try:
         return int(args.func(args))
     except LabelAgentError as exc:

@@ -119,3 +119,16 @@ def test_check_refuses_an_endpoint_the_deployment_does_not_allow(tmp_path: Path,
     path.write_text(yaml.safe_dump(policy))
     assert main(["policy", "check", "--no-build", str(path)]) == 2  # as the server's 422, before any tool is built
     assert "tool 'llm': http://169.254.169.254/v1" in capsys.readouterr().err
+
+
+def test_the_command_line_quiets_model_loading_bars_unless_told_otherwise(monkeypatch: pytest.MonkeyPatch,
+                                                                         capsys: pytest.CaptureFixture[str]) -> None:
+    import os
+
+    monkeypatch.delenv("HF_HUB_DISABLE_PROGRESS_BARS", raising=False)
+    assert main(["policy", "init", "--labels", "a,b", "--lexical"]) == 0
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "1"
+    monkeypatch.setenv("HF_HUB_DISABLE_PROGRESS_BARS", "0")  # an operator who wants them keeps them
+    assert main(["policy", "init", "--labels", "a,b", "--lexical"]) == 0
+    assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
+    capsys.readouterr()
