@@ -8,10 +8,13 @@ import re
 import sys
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from policies import InputError, LabelAgentError, Policy, load_policy
 from policies.template import TEMPLATES, starter_policy
+
+if TYPE_CHECKING:
+    from tools.base import Tool
 
 
 def project_name(source: str) -> str:
@@ -49,7 +52,7 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
     return 0
 
 
-def describe(policy: Policy, tools: Sequence[Any] | None) -> list[str]:
+def describe(policy: Policy, tools: Sequence[Tool] | None) -> list[str]:
     """What a policy will do, in a few lines: labels, target, and how each tool is used."""
     from agent.cascade import vote_bound
     from tools.base import Learnable, is_enrichment
