@@ -55,6 +55,19 @@ def predict_now(tool: Tool, batch: Batch, context: ToolContext, runner: asyncio.
         return pool.submit(asyncio.run, tool.predict(batch, context)).result()
 
 
+def _private_loop(needed: bool) -> contextlib.AbstractContextManager[asyncio.Runner | None]:
+    """One event loop for a serial retrain's ``predict_now`` calls; none when not ``needed`` or when this thread
+    already runs a loop (a restore's retrain called from async code: ``predict_now`` then uses a helper thread, and
+    a second loop could not even be closed here)."""
+    if not needed:
+        return contextlib.nullcontext()
+    try:
+        asyncio.get_running_loop()
+    except RuntimeError:
+        return asyncio.Runner()
+    return contextlib.nullcontext()
+
+
 def fork(tool: Learnable) -> Learnable:
     """An untrained copy of a learning tool with the same settings."""
     return tool.fork() if isinstance(tool, Forkable) else copy.deepcopy(tool)
@@ -130,7 +143,7 @@ def fit_together(fits: Sequence[tuple[Learnable, TrainingSet]], jobs: Sequence[F
 
     threads = min(FOLD_THREADS if parallel else 1, len(fits) + len(jobs))
     if threads <= 1:
-        with one_blas_thread(), (asyncio.Runner() if jobs else contextlib.nullcontext()) as runner:
+        with one_blas_thread(), _private_loop(bool(jobs)) as runner:
             return [tool.fit(d) for tool, d in fits], [fit_and_vote(job, runner) for job in jobs]
     with one_blas_thread(), ThreadPoolExecutor(threads) as pool:  # the largest first: the retrain's own fits
         infos = [pool.submit(tool.fit, d) for tool, d in fits]

@@ -69,3 +69,19 @@ def test_the_retrains_own_fits_beside_the_fold_models_give_the_serial_models() -
     for a, b in zip(serial[0] + serial[1], threaded[0] + threaded[1], strict=True):
         np.testing.assert_array_equal(a, b)
     assert (serial[0][0].argmax(axis=1) == _data(60, seed=6).y).mean() > 0.8  # the retrain's own model learned
+
+
+def test_a_serial_rescoring_called_from_async_code_votes_as_from_a_plain_thread(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    """A restore retrains from the worker's coroutine: the fold votes then come through a helper thread, not the
+    serial retrain's private event loop (which could neither run nor close inside a running loop)."""
+    import asyncio
+
+    plain = _rescore(10**9, monkeypatch)
+
+    async def inside_a_loop() -> tuple[np.ndarray, np.ndarray]:
+        return _rescore(10**9, monkeypatch)
+
+    from_async = asyncio.run(inside_a_loop())
+    np.testing.assert_array_equal(from_async[0], plain[0])
+    np.testing.assert_array_equal(from_async[1], plain[1])
