@@ -170,20 +170,31 @@ async def act(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Lite
 
     These were four nodes (act -> aggregate -> decide -> plan); each graph step costs LangGraph's own scheduling
     and they always ran in this order, so one node does them in order on the same updated arrays (issue 18: the
-    graph's share of replay time). ``plan`` stays the entry node (the first tool of the run).
+    graph's share of replay time). Cheap tools that follow one another are called in this one step too: they vote on
+    every open item before any can close, so a step per cheap tool changed nothing but the scheduling. ``plan`` stays
+    the entry node (the first tool of the run).
     """
     ctx = runtime.context
-    update = await _call(state, ctx)
-    merged: BatchState = {**state, **update}
-    cheap_left = _cheap_left(merged, ctx)
-    merged["proba"] = _pool(merged, ctx)
-    merged["settled"], merged["proba"] = _settle(merged, ctx, cheap_left)
-    merged["open"] = _close(merged, ctx, cheap_left)
-    update = {**update, "proba": merged["proba"], "open": merged["open"], "settled": merged["settled"]}
-    if not merged["open"].any():
-        return Command(update=update, goto="record")
-    planned = _plan(merged, ctx)
-    return Command(update={**update, **planned}, goto=route_plan(planned))
+    cheap = cheap_mask(ctx.policy, ctx.tools)
+    merged: BatchState = {**state}
+    update: BatchState = {"calls": []}
+    while True:
+        called = await _call(merged, ctx)
+        update = {**update, **called, "calls": update["calls"] + called["calls"]}
+        merged = {**merged, **called, "calls": merged.get("calls", []) + called["calls"]}
+        cheap_left = _cheap_left(merged, ctx)
+        merged["proba"] = _pool(merged, ctx)
+        merged["settled"], merged["proba"] = _settle(merged, ctx, cheap_left)
+        merged["open"] = _close(merged, ctx, cheap_left)
+        update = {**update, "proba": merged["proba"], "open": merged["open"], "settled": merged["settled"]}
+        if not merged["open"].any():
+            return Command(update=update, goto="record")
+        was = merged["next_tool"]
+        planned = _plan(merged, ctx)
+        after = planned.get("next_tool")
+        if was is None or after is None or not (cheap[was] and cheap[after]) or ctx.enriching[after]:
+            return Command(update={**update, **planned}, goto=route_plan(planned))
+        merged = {**merged, **planned}
 
 
 async def _call(state: BatchState, ctx: AgentContext) -> BatchState:

@@ -295,3 +295,34 @@ def test_an_item_a_cheap_tool_failed_on_is_never_auto_labeled() -> None:
     lab = labeler([sure, TableTool("down", {it.key: SURE for it in items}, cost=1.0)], threshold=0.9)
     back = run(lab, items)
     assert [d.action for d in back.decisions] == ["accept"] * 6 and back.tool_failures == {}
+
+
+def test_cheap_tools_vote_in_one_graph_step_and_each_dear_one_in_its_own() -> None:
+    """Cheap tools vote on every open item before any can close, so ``act`` calls them one after the other in one
+    step (a LangGraph step each cost scheduling and changed nothing); a dear tool, asked where it can change the
+    outcome, gets a step of its own. The votes are recorded in the order the tools were called."""
+    from agent.graph import initial_state
+    from agent.state import AgentContext
+    from tools.base import Batch
+
+    items = make_items(10)
+    cheap = [TableTool(name, {it.key: UNSURE for it in items}, cost=1.0) for name in ("c1", "c2", "c3")]
+    dear = TableTool("dear", {it.key: SURE for it in items}, cost=10.0)
+    lab = labeler([*cheap, dear], threshold=0.99, budget=20)
+    measured(lab, [1.0, 1.0, 1.0, 1.0])
+    snap = lab.learner.snapshot
+    context = AgentContext(lab.policy, lab.learner.tools, snap, lab.rng, lab.tool_context, lab.learner.monitor)
+
+    async def steps() -> tuple[list[str], list[str]]:
+        names, called = [], []
+        async for chunk in lab.graph.astream(initial_state(Batch(items), context), context=context,
+                                             stream_mode="updates"):
+            for node, update in chunk.items():
+                names.append(node)
+                called += [context.tools[c.tool_index].name for c in (update or {}).get("calls", [])]
+        return names, called
+
+    names, called = asyncio.run(steps())
+    assert names == ["plan", "act", "act", "record"]
+    assert called == ["c1", "c2", "c3", "dear"]
+    assert run(lab, items).tool_calls == {"c1": 10, "c2": 10, "c3": 10, "dear": 10}
