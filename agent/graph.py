@@ -194,7 +194,7 @@ async def act(state: BatchState, runtime: Runtime[AgentContext]) -> Command[Lite
         after = planned.get("next_tool")
         if was is None or after is None or not (cheap[was] and cheap[after]) or ctx.enriching[after]:
             return Command(update={**update, **planned}, goto=route_plan(planned))
-        merged = {**merged, **planned}
+        merged, update = {**merged, **planned}, {**update, **planned}
 
 
 async def _call(state: BatchState, ctx: AgentContext) -> BatchState:
