@@ -11,12 +11,12 @@ of the label set's declaration, for comparisons; the reported template runs leav
 from __future__ import annotations
 
 import argparse
-import csv
 from pathlib import Path
 
 import yaml
 
 from policies.template import template_policy
+from service.offline.datasets import dataset_labels
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -27,8 +27,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--lexical", action="store_true")
     parser.add_argument("--critical", action="append", default=[], metavar="LABEL")
     args = parser.parse_args(argv)
-    with args.data.open(newline="", encoding="utf-8") as f:
-        labels = sorted({row["label"] for row in csv.DictReader(f)})
+    labels, _ = dataset_labels(args.data)
     project = args.data.stem.lower().replace(".", "-") + ("-lexical" if args.lexical else "")
     policy = template_policy(labels, args.target, project, lexical=args.lexical, critical=tuple(args.critical))
     args.out.write_text(yaml.safe_dump(policy, sort_keys=False))

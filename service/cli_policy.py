@@ -17,11 +17,13 @@ if TYPE_CHECKING:
     from tools.base import Tool
 
 
-def project_name(source: str) -> str:
-    """A valid project name (``[a-z0-9][a-z0-9_-]*``, at most 64) from a file or folder name."""
-    name = re.sub(r"[^a-z0-9_-]+", "-", Path(source).stem.lower()).strip("-_")[:64]
+def project_name(source: Path) -> str:
+    """A valid project name (``[a-z0-9][a-z0-9_-]*``, at most 64) from a dataset's file name (without its
+    extension) or folder name."""
+    stem = source.name if source.is_dir() else source.stem
+    name = re.sub(r"[^a-z0-9_-]+", "-", stem.lower()).strip("-_")[:64]
     if not name:
-        raise InputError(f"no project name can be made from {source!r}; give one with --project")
+        raise InputError(f"no project name can be made from {str(source)!r}; give one with --project")
     return name
 
 
@@ -33,8 +35,7 @@ def cmd_policy_init(args: argparse.Namespace) -> int:
                          "(one of the two)")
     if args.from_csv:
         labels, kind = dataset_labels(args.from_csv)
-        path = Path(args.from_csv)
-        project = args.project or project_name(path.name if path.is_dir() else path.stem)
+        project = args.project or project_name(Path(args.from_csv))
     else:
         labels, kind = [label.strip() for label in args.labels.split(",")], None
         project = args.project or "my-project"

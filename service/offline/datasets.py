@@ -48,19 +48,10 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drop
     ``default_drops``, the dataset's entry in :data:`DEFAULT_DROP_COLUMNS`.
     Keys are the row numbers (``row-000001``...), stable across runs.
     """
-    path = Path(path)
-    if not path.exists():
-        raise InputError(f"dataset {path} does not exist")
-    if path.is_dir():  # an image data set's folder: its labels.csv (image paths relative to the folder)
-        if not (path / "labels.csv").is_file():
-            raise InputError(f"dataset {path} is a folder without labels.csv; give the CSV file")
-        path = path / "labels.csv"
+    path = dataset_file(path)
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        if "label" not in fields:
-            raise InputError(f"dataset {path} has no 'label' column (columns: {', '.join(fields)})")
-        if "filename" in fields and "text" not in fields:
+        if data_kind(path, reader) == "image":
             return _load_images(path, reader)
         hidden = {"label", "text", *drop_columns, *(DEFAULT_DROP_COLUMNS.get(path.stem, ()) if default_drops else ())}
         out: list[LabeledItem] = []
@@ -75,23 +66,38 @@ def load_csv(path: str | Path, *, drop_columns: Sequence[str] = (), default_drop
     return out
 
 
-def dataset_labels(path: str | Path) -> tuple[list[str], DataKind]:
-    """The sorted label set of a dataset :func:`load_csv` reads, and its data kind (``text`` or ``image``), from its
-    ``label`` column alone (``labelagent policy init --from-csv``)."""
+def dataset_file(path: str | Path) -> Path:
+    """The CSV of a dataset: ``path``, or ``labels.csv`` in an image data set's folder (image paths relative to it)."""
     path = Path(path)
-    if path.is_dir():
-        path = path / "labels.csv"
-    if not path.is_file():
+    if not path.exists():
         raise InputError(f"dataset {path} does not exist")
+    if path.is_dir():
+        if not (path / "labels.csv").is_file():
+            raise InputError(f"dataset {path} is a folder without labels.csv; give the CSV file")
+        path = path / "labels.csv"
+    return path
+
+
+def data_kind(path: Path, reader: csv.DictReader) -> DataKind:
+    """``image`` for ``filename,label`` rows (no ``text``), else ``text``; a reader without a ``label`` column is
+    refused."""
+    fields = reader.fieldnames or []
+    if "label" not in fields:
+        raise InputError(f"dataset {path} has no 'label' column (columns: {', '.join(fields)})")
+    return "image" if "filename" in fields and "text" not in fields else "text"
+
+
+def dataset_labels(path: str | Path) -> tuple[list[str], DataKind]:
+    """The sorted label set of a dataset :func:`load_csv` reads, and its data kind, from its ``label`` column alone
+    (``labelagent policy init --from-csv``, ``bench.template``)."""
+    path = dataset_file(path)
     with path.open(newline="", encoding="utf-8") as fh:
         reader = csv.DictReader(fh)
-        fields = reader.fieldnames or []
-        if "label" not in fields:
-            raise InputError(f"dataset {path} has no 'label' column (columns: {', '.join(fields)})")
+        kind = data_kind(path, reader)
         labels = sorted({(row.get("label") or "").strip() for row in reader} - {""})
     if not labels:
         raise InputError(f"dataset {path} has no labeled rows")
-    return labels, "image" if "filename" in fields and "text" not in fields else "text"
+    return labels, kind
 
 
 def _load_images(path: Path, reader: csv.DictReader) -> list[LabeledItem]:

@@ -132,3 +132,12 @@ def test_the_command_line_quiets_model_loading_bars_unless_told_otherwise(monkey
     assert main(["policy", "init", "--labels", "a,b", "--lexical"]) == 0
     assert os.environ["HF_HUB_DISABLE_PROGRESS_BARS"] == "0"
     capsys.readouterr()
+
+
+def test_a_project_name_comes_from_the_file_name_without_its_extension(tmp_path: Path) -> None:
+    from service.cli_policy import project_name
+
+    assert project_name(tmp_path / "Tickets.2024.csv") == "tickets-2024"
+    folder = tmp_path / "digits.v2"
+    folder.mkdir()
+    assert project_name(folder) == "digits-v2"
