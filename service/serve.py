@@ -36,7 +36,7 @@ from service.runtime import RuntimeStats, ToolsFactory, WorkerRuntime
 from service.runtime.feedback import FeedbackSink, NullSink
 from service.settings import Settings
 from service.store import SqlStore
-from service.store.db import engine_from_settings, is_transient
+from service.store.db import database_advice, engine_from_settings, is_transient
 from service.store.migrate import ensure_schema, require_schema
 
 log = logging.getLogger("labelagent.serve")
@@ -78,6 +78,7 @@ def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, sou
     engine = engine_from_settings(settings)
     try:
         _wait_for_database(engine)
+        _advise(engine)
         store = SqlStore(engine, settings)
         runtime = WorkerRuntime(store, settings, name=name or default_name(), projects=projects,
                                 tools_factory=tools_factory, batch_size=batch_size)
@@ -87,6 +88,11 @@ def run_worker(settings: Settings, *, projects: Sequence[str] | None = None, sou
     finally:
         engine.dispose()
     return 0
+
+
+def _advise(engine: Engine) -> None:
+    for advice in database_advice(engine):
+        log.warning("%s", advice)
 
 
 def _wait_for_database(engine: Engine, timeout: float = 120.0) -> None:
@@ -287,6 +293,7 @@ def serve(settings: Settings, *, host: str = "127.0.0.1", port: int = 8000, work
         done = ensure_schema(engine)
         if done != "current":
             log.info("database schema %s", done)
+        _advise(engine)
         store = SqlStore(engine, settings)
         if demo and bootstrap_demo(store):
             log.info("created the demo project %s (policy %s)", DEMO_PROJECT, example_policy(DEMO_PROJECT).key)

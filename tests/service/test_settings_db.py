@@ -13,6 +13,7 @@ from service.settings import Settings, get_settings
 from service.store.db import (
     _WRITE_LOCKS,
     create_all,
+    database_advice,
     engine_from_settings,
     make_engine,
     read_tx,
@@ -192,3 +193,24 @@ def test_session_scope_commits_and_rolls_back(engine) -> None:
     with session_scope(engine, write=False) as session:
         names = sorted(p.name for p in session.exec(select(Project)).all())
     assert names == ["kept"]
+
+
+def test_sqlite_needs_no_database_advice(tmp_path) -> None:
+    assert database_advice(make_engine(f"sqlite:///{tmp_path / 'a.db'}")) == []
+
+
+def test_postgres_without_autovacuum_is_named_at_start(postgres_engine, caplog: pytest.LogCaptureFixture) -> None:
+    """The service's PostgreSQL server is read, not assumed: with autovacuum off (this test server's setting)
+    the worker and the server log the advice to turn it on; with it on, they say nothing."""
+    from service.serve import _advise
+
+    with postgres_engine.connect() as conn:
+        setting = conn.execute(text("SHOW autovacuum")).scalar()
+    advice = database_advice(postgres_engine)
+    if setting == "on":
+        assert advice == []
+    else:
+        assert len(advice) == 1 and "autovacuum off" in advice[0] and "VACUUM (ANALYZE)" in advice[0]
+    with caplog.at_level("WARNING", logger="labelagent.serve"):
+        _advise(postgres_engine)
+    assert [r.getMessage() for r in caplog.records if r.name == "labelagent.serve"] == advice
