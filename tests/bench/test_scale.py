@@ -47,7 +47,7 @@ def test_the_replay_shuffle_gives_back_the_generated_order():
 
 
 def _window(end: int, items_s: float, cpu_ms: float) -> Window:
-    return Window(end, items_s, {"tools": cpu_ms}, 0.0, 0.0, 0, 0.0, 0.0)
+    return Window(end, items_s, {"tools": cpu_ms}, 0.0, 0.0, 0, 0.0, 0.0, 0.0)
 
 
 def test_the_steadier_comparison_uses_full_windows_around_the_reference_and_at_the_end():
