@@ -335,6 +335,7 @@ class HttpReplay:
             "tool_weights": None,
             "aggregator": None,
             "threshold": m.get("threshold"),
+            "labels": len(self.policy.labels),
             "retrains": None,
             "model_versions": versions,
             "policy": f"{self.project}/{m.get('active_version') or 1}",

@@ -341,6 +341,7 @@ def summarize(policy: Policy, truth: dict[str, str], decisions: dict[str, tuple[
         "tool_weights": {t: round(float(w), 3) for t, w in zip(agg.tools, agg.weights, strict=True)},
         "aggregator": {k: round(v, 4) for k, v in agg.metrics.items()},
         "threshold": None if snap.threshold is None else round(snap.threshold, 5),
+        "labels": len(policy.labels),
         "retrains": labeler.learner.retrains,
         "model_versions": dict(snap.tool_versions),
         "policy": policy.key,

@@ -47,9 +47,17 @@ def _errors(summary: Mapping[str, Any]) -> str | None:
     return f"auto-label errors by true label: {shown}{more}"
 
 
+def _every_item(threshold: float, n_labels: int | None) -> str:
+    """A threshold at or under 1/L lets every item through: the top label's pooled share is never below 1/L."""
+    if not n_labels or threshold > 1.0 / n_labels:
+        return ""
+    return f" (at or under 1/{n_labels}: every item clears it)"
+
+
 def _agent(summary: Mapping[str, Any]) -> str:
-    threshold = summary.get("threshold")
-    parts = [f"threshold {threshold}" if threshold is not None else "no certified threshold at the end"]
+    threshold, n_labels = summary.get("threshold"), summary.get("labels")
+    parts = [f"threshold {threshold}{_every_item(threshold, n_labels)}" if threshold is not None
+             else "no certified threshold at the end"]
     if summary.get("certificate_losses") is not None:
         parts.append(f"certificate lost {summary['certificate_losses']} times")
     if summary.get("retrains") is not None:

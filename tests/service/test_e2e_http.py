@@ -218,7 +218,7 @@ def test_cli_replay_through_the_url_prints_the_summary(server: Server, capsys: p
     summary = json.loads(out.out.strip().splitlines()[-1])
     assert summary["items"] == limit
     assert summary["auto_labeled"] + summary["human_reviews"] == limit and summary["unlabeled"] == 0
-    assert summary["labels_per_item_max"] == 1 and summary["failed"] == 0
+    assert summary["labels_per_item_max"] == 1 and summary["failed"] == 0 and summary["labels"] == 2
     assert summary["overall_accuracy"] >= 0.98  # the oracle's answers and the calibrated auto labels
     auto_right = summary["auto_labeled"] * (summary["auto_precision"] or 0.0)  # None: nothing auto-labeled yet
     assert auto_right / limit - 1e-3 <= summary["agent_accuracy"] <= 1.0  # + its suggestions on escalated items

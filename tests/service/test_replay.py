@@ -86,7 +86,10 @@ def test_cli_replay_report_states_the_summary_s_figures(capsys: pytest.CaptureFi
     assert f"precision {summary['auto_precision']:.4f} (95% CI {lo:.4f}-{hi:.4f}), target 0.98: held" in lines[1]
     assert lines[2].split()[:3] == ["to", "humans", str(summary["human_reviews"])]
     assert f"{summary['audits']} of them audits" in lines[2]
-    assert f"threshold {summary['threshold']}; certificate lost 0 times; {summary['retrains']} retrains" in lines[3]
+    assert summary["labels"] == 2
+    every = " (at or under 1/2: every item clears it)" if summary["threshold"] <= 0.5 else ""
+    assert (f"threshold {summary['threshold']}{every}; certificate lost 0 times; {summary['retrains']} retrains"
+            in lines[3])
     assert lines[-1] == "every figure: --json"
 
 

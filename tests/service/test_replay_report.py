@@ -50,3 +50,13 @@ def test_the_report_reads_the_http_replay_s_summary() -> None:
     assert lines[3] == "  threshold 0.81"
     assert lines[4] == "  tools: classifier 2,000 items; encoder 700 items"
     assert len(lines) == 6
+
+
+def test_a_threshold_no_confidence_can_fall_under_is_called_what_it_is() -> None:
+    """The grid reaches down to ``alpha / 10``; on two labels a certified 0.01 means every item is auto-labeled
+    (the top label's pooled share is at least 1/2), which "threshold 0.01" alone does not tell a reader."""
+    assert "threshold 0.01 (at or under 1/2: every item clears it);" in report(_summary(threshold=0.01, labels=2))
+    assert "threshold 0.5 (at or under 1/2: every item clears it);" in report(_summary(threshold=0.5, labels=2))
+    assert "threshold 0.3 (at or under 1/3: every item clears it);" in report(_summary(threshold=0.3, labels=3))
+    assert "threshold 0.4;" in report(_summary(threshold=0.4, labels=3))  # three labels at 0.35 / 0.33 / 0.32: under
+    assert "threshold 0.01;" in report(_summary(threshold=0.01))  # a summary without the label count says nothing
