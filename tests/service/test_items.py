@@ -191,3 +191,25 @@ def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -
         rows = {r.external_id: r for r in conn.execute(select(item_t))}
     assert rows["b"].text == "first" and rows["a"].meta == {"k": 1.5} and rows["a"].client_label == "ham"
     assert rows["a"].created_at == now and rows["a"].seq == 1 and rows["c"].seq == 3
+
+
+def test_items_ingested_since_a_time_are_counted_by_the_window_s_ids(store: SqlStore, project: str,
+                                                                      policy) -> None:  # type: ignore[no-untyped-def]
+    """The last minute's and hour's items, with another project's items stored in between: the same counts as
+    ``created_at >= t`` over every row, found from the id range after the newest item created before ``t``."""
+    from tests.factories import make_policy
+
+    other = make_policy("other")
+    store.projects.create_project(other.project, other)
+    now = datetime.now(UTC)
+    for age, n, start in ((timedelta(hours=3), 5, 0), (timedelta(minutes=30), 4, 5), (timedelta(seconds=10), 3, 9)):
+        store.items.ingest(project, make_items(n, start=start), now=now - age)
+        store.items.ingest(other.project, make_items(2, prefix=f"o{start}"), now=now - age)
+    since = [now - timedelta(minutes=1), now - timedelta(hours=1), now - timedelta(days=1), now]
+    assert store.learning.ingested_since(project, since) == [3, 7, 12, 0]
+    with read_tx(store.engine) as conn:
+        pid = conn.execute(select(item_t.c.project_id).where(item_t.c.external_id == "item-000000")).scalar_one()
+        direct = [int(conn.execute(select(func.count()).select_from(item_t).where(
+            item_t.c.project_id == pid, item_t.c.created_at >= t)).scalar_one()) for t in since]
+    assert direct == [3, 7, 12, 0]
+    assert store.learning.ingested_since(other.project, since) == [2, 4, 6, 0]
