@@ -7,7 +7,19 @@ from datetime import datetime
 from functools import lru_cache
 from typing import Any
 
-from sqlalchemy import BindParameter, Connection, Row, Select, bindparam, case, func, select, union_all, update
+from sqlalchemy import (
+    BindParameter,
+    Connection,
+    Row,
+    Select,
+    bindparam,
+    case,
+    func,
+    literal,
+    select,
+    union_all,
+    update,
+)
 from sqlalchemy.dialects.postgresql import insert as pg_insert
 from sqlalchemy.dialects.sqlite import insert as sqlite_insert
 
@@ -30,6 +42,9 @@ from service.store.db import read_tx, write_tx
 from service.store.tables import ITEM_STATUSES
 from service.store.types import IngestResult
 from tools.base import Item as ToolItem
+
+_NOT_LABELED = tuple(status for status in ITEM_STATUSES if status != "labeled")
+_ALL = "*all"  # the row of the union that carries the project's item count (not a status)
 
 _RELEASED = {"lease_owner": None, "lease_token": None, "lease_expires_at": None}
 # Conditions of the claim's prebuilt statements (``StoreBase._statement``), on bind parameters pid and now.
@@ -258,14 +273,22 @@ class ItemsMixin(StoreBase):
                          .values(thumbnail=thumbnail))
 
     def count_items(self, project: str) -> dict[str, int]:
-        """Items per status (every status present, zero when none)."""
+        """Items per status (every status present, zero when none), in proportion to the items not yet labeled.
+
+        Items are stored only by :meth:`ingest`, which advances ``project.item_seq`` by the rows it inserts, and
+        never deleted, so ``item_seq`` is the project's item count; the statuses other than ``labeled`` are
+        counted along ``ix_item_claim`` and ``labeled`` is the rest (one statement: one snapshot). A count by
+        status over every row scanned the project at each metrics call (98 ms at 200,000 items on PostgreSQL)."""
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
-            rows: Sequence[Row[str, int]] = conn.execute(
-                select(item_t.c.status, func.count()).where(item_t.c.project_id == pid).group_by(item_t.c.status)
-            ).all()
+            waiting = (select(item_t.c.status, func.count()).where(item_t.c.project_id == pid,
+                                                                   item_t.c.status.in_(_NOT_LABELED))
+                       .group_by(item_t.c.status))
+            total = select(literal(_ALL), project_t.c.item_seq).where(project_t.c.id == pid)
+            rows: Sequence[Row[str, int]] = conn.execute(union_all(waiting, total)).all()
         counts = dict.fromkeys(ITEM_STATUSES, 0)
-        counts.update({status: n for status, n in rows})
+        counts.update({status: int(n) for status, n in rows if status != _ALL})
+        counts["labeled"] = next(int(n) for status, n in rows if status == _ALL) - sum(counts.values())
         return counts
 
 

@@ -213,3 +213,40 @@ def test_items_ingested_since_a_time_are_counted_by_the_window_s_ids(store: SqlS
             item_t.c.project_id == pid, item_t.c.created_at >= t)).scalar_one()) for t in since]
     assert direct == [3, 7, 12, 0]
     assert store.learning.ingested_since(other.project, since) == [2, 4, 6, 0]
+
+
+def test_items_per_status_equal_a_count_of_every_row_through_their_life(store: SqlStore, project: str,
+                                                                         policy) -> None:  # type: ignore[no-untyped-def]
+    """``count_items`` counts the items not yet labeled and takes ``labeled`` from the project's item count: the
+    same figures as a count by status over every row, at each step (pending, leased, labeled, in review, failed,
+    duplicates ingested again, another project beside)."""
+    from tests.factories import make_batch_result, make_policy
+
+    other = make_policy("other")
+    store.projects.create_project(other.project, other)
+    store.items.ingest(other.project, make_items(4, prefix="o"))
+
+    def direct() -> dict[str, int]:
+        with read_tx(store.engine) as conn:
+            pid = conn.execute(select(item_t.c.project_id).where(item_t.c.external_id == "item-000000")).scalar_one()
+            rows = conn.execute(select(item_t.c.status, func.count()).where(item_t.c.project_id == pid)
+                                .group_by(item_t.c.status)).all()
+        return {status: n for status, n in rows}
+
+    def check(**expected: int) -> None:
+        counts = store.items.count_items(project)
+        assert {s: n for s, n in counts.items() if n} == direct() == expected
+
+    empty = store.items.count_items(project)
+    assert set(empty) == {"pending", "leased", "labeled", "in_review", "failed"} and not any(empty.values())
+    store.items.ingest(project, make_items(10))
+    store.items.ingest(project, make_items(12))  # ten of them again: duplicates, not items
+    check(pending=12)
+    token, batch = store.items.claim_batch(project, worker="w", size=6)
+    check(pending=6, leased=6)
+    store.items.record_batch(project, make_batch_result(policy, batch, ["accept"] * 4 + ["escalate"] * 2), token)
+    check(pending=6, labeled=4, in_review=2)
+    limited = SqlStore(store.engine, Settings(max_attempts=1))
+    token, _ = limited.items.claim_batch(project, worker="w", size=2)
+    limited.items.release_lease(project, token)
+    check(pending=4, labeled=4, in_review=2, failed=2)
