@@ -8,12 +8,12 @@ from datetime import UTC, datetime, timedelta
 import pytest
 from sqlalchemy import func, select
 
-from policies import InputError, NotFoundError
+from policies import InputError, NotFoundError, Policy
 from service.settings import Settings
 from service.store import SqlStore
 from service.store.base import item_t
 from service.store.db import read_tx
-from tests.factories import make_items
+from tests.factories import make_batch_result, make_items, make_policy
 from tools.base import Item
 
 T0 = datetime(2030, 1, 1, tzinfo=UTC)
@@ -161,8 +161,6 @@ def test_extend_and_release_leases(store: SqlStore, project: str) -> None:
 
 
 def test_projects_are_isolated(store: SqlStore, project: str) -> None:
-    from tests.factories import make_policy
-
     store.projects.create_project("other", make_policy("other"))
     store.items.ingest(project, make_items(3))
     result = store.items.ingest("other", make_items(3))  # same keys, another project: not duplicates
@@ -193,12 +191,9 @@ def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -
     assert rows["a"].created_at == now and rows["a"].seq == 1 and rows["c"].seq == 3
 
 
-def test_items_ingested_since_a_time_are_counted_by_the_window_s_ids(store: SqlStore, project: str,
-                                                                      policy) -> None:  # type: ignore[no-untyped-def]
+def test_items_ingested_since_a_time_are_counted_by_the_window_s_ids(store: SqlStore, project: str) -> None:
     """The last minute's and hour's items, with another project's items stored in between: the same counts as
     ``created_at >= t`` over every row, found from the id range after the newest item created before ``t``."""
-    from tests.factories import make_policy
-
     other = make_policy("other")
     store.projects.create_project(other.project, other)
     now = datetime.now(UTC)
@@ -216,12 +211,10 @@ def test_items_ingested_since_a_time_are_counted_by_the_window_s_ids(store: SqlS
 
 
 def test_items_per_status_equal_a_count_of_every_row_through_their_life(store: SqlStore, project: str,
-                                                                         policy) -> None:  # type: ignore[no-untyped-def]
+                                                                         policy: Policy) -> None:
     """``count_items`` counts the items not yet labeled and takes ``labeled`` from the project's item count: the
     same figures as a count by status over every row, at each step (pending, leased, labeled, in review, failed,
     duplicates ingested again, another project beside)."""
-    from tests.factories import make_batch_result, make_policy
-
     other = make_policy("other")
     store.projects.create_project(other.project, other)
     store.items.ingest(other.project, make_items(4, prefix="o"))
