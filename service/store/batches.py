@@ -11,7 +11,7 @@ from sqlalchemy.exc import IntegrityError
 
 from agent.ports import BatchResult
 from policies import ConflictError, InputError, Policy
-from service.store.base import StoreBase, as_utc, audit_t, chunks, item_t, label_t, task_t, vote_t
+from service.store.base import StoreBase, as_utc, audit_t, chunks, item_t, label_t, one_of, task_t, vote_t
 from service.store.bulk import bulk_insert, db_value, json_text
 from service.store.db import write_tx
 from service.store.types import RecordResult
@@ -87,7 +87,7 @@ class BatchesMixin(StoreBase):
                 raise ConflictError(f"an item of this batch already has a label or review task under "
                                     f"{result.policy_key}; nothing was written ({exc.orig})") from None
             settle = self._statement("record_settle", lambda: update(item_t).where(
-                item_t.c.id.in_(bindparam("ids", expanding=True))).values(
+                one_of(item_t.c.id, "ids", sqlite=self.sqlite)).values(
                 status=bindparam("new_status"), lease_owner=None, lease_token=None, lease_expires_at=None,
                 updated_at=bindparam("now")))
             for status, ids in (("labeled", labeled_ids), ("in_review", review_ids)):
@@ -111,7 +111,7 @@ class BatchesMixin(StoreBase):
             return {key: item_id for item_id, key in rows if key in wanted}
         query = self._statement("record_writable", lambda: self._lock(select(
             item_t.c.id, item_t.c.external_id, item_t.c.status, item_t.c.lease_expires_at).where(
-            item_t.c.project_id == bindparam("pid"), item_t.c.external_id.in_(bindparam("keys", expanding=True)))))
+            item_t.c.project_id == bindparam("pid"), one_of(item_t.c.external_id, "keys", sqlite=self.sqlite))))
         out: dict[str, int] = {}
         for part in chunks(keys):
             found: Iterable[Row[int, str, str, datetime | None]] = conn.execute(

@@ -23,6 +23,7 @@ from service.store.base import (
     label_t,
     lease_until,
     new_token,
+    one_of,
     project_t,
     review_t,
     task_t,
@@ -239,11 +240,12 @@ class ReviewsMixin(StoreBase):
             done, wait, more, labels, calib, item_ids = _settle(answers, answered, history, policies, ts, out)
             for status, group, one_more in (("done", done, False), ("open", wait, False), ("open", more, True)):
                 for part in chunks(group):
-                    conn.execute(_release_query(one_more), {"r_ids": part, "r_status": status, "r_now": now})
+                    conn.execute(_release_query(one_more, self.sqlite),
+                                 {"r_ids": part, "r_status": status, "r_now": now})
             _insert(conn, label_t, LABEL_COLS, labels)
             _insert(conn, calib_t, CALIB_COLS, calib)
             for part in chunks(item_ids):
-                conn.execute(_ITEMS_LABELED, {"l_ids": part, "l_now": now})
+                conn.execute(_items_labeled(self.sqlite), {"l_ids": part, "l_now": now})
         return out
 
     def _project_names(self, conn: Connection, ids: set[int]) -> dict[int, str]:
@@ -255,7 +257,7 @@ class ReviewsMixin(StoreBase):
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None
-        query = _locked_tasks_query(pid is not None, not self.sqlite)
+        query = _locked_tasks_query(pid is not None, self.sqlite)
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(ids):
             for r in conn.execute(query, {"t_ids": part, "t_pid": pid}).mappings():
@@ -293,11 +295,11 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
 
 
 @cache
-def _release_query(one_more: bool) -> Any:
+def _release_query(one_more: bool, sqlite: bool) -> Any:
     """Answered tasks ``r_ids`` leave their reviewer's claim with status ``r_status`` (asking for one more answer
     when ``one_more``); built once per variant."""
     extra = {"answers_needed": task_t.c.answers_needed + 1} if one_more else {}
-    return (update(task_t).where(task_t.c.id.in_(bindparam("r_ids", expanding=True)))
+    return (update(task_t).where(one_of(task_t.c.id, "r_ids", sqlite=sqlite))
             .values(status=bindparam("r_status"), reviewer=None, lease_token=None, lease_expires_at=None,
                     updated_at=bindparam("r_now"), answers=task_t.c.answers + 1, **extra))
 
@@ -307,21 +309,26 @@ _TASK_COUNTS = (select(task_t.c.status, func.count()).where(task_t.c.project_id 
 _ITEMS_BY_ID = (with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
                                   image_t.c.item_id.is_not(None)))
                 .where(item_t.c.id.in_(bindparam("i_ids", expanding=True))))
-_ITEMS_LABELED = (update(item_t).where(item_t.c.id.in_(bindparam("l_ids", expanding=True)))
-                  .values(status="labeled", updated_at=bindparam("l_now")))
 
 
 @cache
-def _locked_tasks_query(by_project: bool, for_update: bool) -> Select[Any]:
-    """The tasks ``t_ids`` (of project ``t_pid`` when ``by_project``) with their items, locked ``for_update``
-    (PostgreSQL); built once (parameters ``t_ids``, ``t_pid``)."""
+def _items_labeled(sqlite: bool) -> Any:
+    """The items ``l_ids`` become labeled at ``l_now``; built once per backend."""
+    return (update(item_t).where(one_of(item_t.c.id, "l_ids", sqlite=sqlite))
+            .values(status="labeled", updated_at=bindparam("l_now")))
+
+
+@cache
+def _locked_tasks_query(by_project: bool, sqlite: bool) -> Select[Any]:
+    """The tasks ``t_ids`` (of project ``t_pid`` when ``by_project``) with their items, locked for update on
+    PostgreSQL; built once per variant (parameters ``t_ids``, ``t_pid``)."""
     cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
             item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
     query = (with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id))
-             .where(task_t.c.id.in_(bindparam("t_ids", expanding=True))))
+             .where(one_of(task_t.c.id, "t_ids", sqlite=sqlite)))
     if by_project:
         query = query.where(task_t.c.project_id == bindparam("t_pid"))
-    return query.with_for_update(of=task_t) if for_update else query
+    return query if sqlite else query.with_for_update(of=task_t)
 
 
 @dataclass(frozen=True)

@@ -6,7 +6,7 @@ import threading
 from datetime import UTC, datetime, timedelta
 
 import pytest
-from sqlalchemy import func, select
+from sqlalchemy import Engine, func, select
 
 from policies import InputError, NotFoundError, Policy
 from service.settings import Settings
@@ -189,6 +189,35 @@ def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -
         rows = {r.external_id: r for r in conn.execute(select(item_t))}
     assert rows["b"].text == "first" and rows["a"].meta == {"k": 1.5} and rows["a"].client_label == "ham"
     assert rows["a"].created_at == now and rows["a"].seq == 1 and rows["c"].seq == 3
+
+
+@pytest.mark.postgres
+def test_postgres_array_insert_keeps_order_content_and_skips_keys_stored_meanwhile(postgres_engine: Engine,
+                                                                                   policy: Policy) -> None:
+    """``ingest``'s PostgreSQL insert (five arrays through ``unnest``): ids follow the input, every value round-trips
+    (keys and texts with the characters of array literals, nested and non-ASCII JSON, NULLs), and a key another
+    writer stored first is skipped and left as it was."""
+    from service.store.db import write_tx
+    from service.store.items import _insert_pg
+
+    store = SqlStore(postgres_engine)
+    store.projects.create_project(policy.project, policy)
+    now = datetime(2031, 5, 6, 7, 8, 9, 123456, tzinfo=UTC)
+    odd = 'k{"a,b"}\\ \'q\' NULL é'
+    fresh = [(Item(odd, 'x, {y} "z" \\', {"k": 1.5, "é": ["a", {"b": None}]}), "ham"),
+             (Item("taken", "again"), None), (Item("NULL", None), None), (Item("c", ""), "spam")]
+    with write_tx(store.engine) as conn:
+        pid = store.projects._project_id(conn, policy.project)
+        assert _insert_pg(conn, pid, [(Item("taken", "first"), None)], 100, now).keys() == {"taken"}
+        inserted = _insert_pg(conn, pid, fresh, 1, now)
+    assert list(inserted) == [odd, "NULL", "c"]  # the skipped key is not reported
+    assert sorted(inserted.values()) == [inserted[odd], inserted["NULL"], inserted["c"]]  # ids in input order
+    with read_tx(store.engine) as conn:
+        rows = {r.external_id: r for r in conn.execute(select(item_t))}
+    assert rows[odd].text == 'x, {y} "z" \\' and rows[odd].meta == {"k": 1.5, "é": ["a", {"b": None}]}
+    assert (rows[odd].client_label, rows[odd].status, rows[odd].seq, rows[odd].created_at) == ("ham", "pending", 1, now)
+    assert rows["taken"].text == "first" and rows["NULL"].text is None and rows["NULL"].client_label is None
+    assert (rows["c"].text, rows["c"].meta, rows["c"].seq, rows["c"].updated_at) == ("", {}, 4, now)
 
 
 def test_items_ingested_since_a_time_are_counted_by_the_window_s_ids(store: SqlStore, project: str) -> None:
