@@ -15,7 +15,7 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import func, select
+from sqlalchemy import bindparam, func, select
 
 from agent.ports import GroundTruth
 from service.store.base import (
@@ -26,6 +26,7 @@ from service.store.base import (
     image_t,
     item_t,
     label_t,
+    one_of,
     to_item,
     with_image,
 )
@@ -69,12 +70,13 @@ class FeedMixin(StoreBase):
     def load_human_labels(self, project: str, ids: Sequence[int]) -> list[FedAnswer]:
         """The human labels with these ids (with their items), in id order."""
         out: list[FedAnswer] = []
+        query = self._statement("feed_by_ids", lambda: _answers().where(
+            label_t.c.project_id == bindparam("pid"), label_t.c.source == "human",
+            one_of(label_t.c.id, "ids", sqlite=self.sqlite)))
         with read_tx(self.engine) as conn:
             pid = self._project_id(conn, project)
             for part in chunks(list(ids)):
-                query = (_answers()
-                         .where(label_t.c.project_id == pid, label_t.c.source == "human", label_t.c.id.in_(part)))
-                out.extend(_fed(r) for r in conn.execute(query))
+                out.extend(_fed(r) for r in conn.execute(query, {"pid": pid, "ids": list(part)}))
         out.sort(key=lambda a: a.id)
         return out
 
