@@ -6,7 +6,6 @@ from collections import Counter, defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import datetime
-from functools import cache
 from typing import Any
 
 from sqlalchemy import BindParameter, Connection, Row, Select, Table, bindparam, exists, func, select, union_all, update
@@ -23,7 +22,6 @@ from service.store.base import (
     label_t,
     lease_until,
     new_token,
-    one_of,
     project_t,
     review_t,
     task_t,
@@ -34,6 +32,7 @@ from service.store.base import (
 from service.store.batches import LABEL_COLS
 from service.store.bulk import bulk_insert, db_value
 from service.store.db import read_tx, write_tx
+from service.store.review_sql import TASK_COLS, items_labeled, locked_tasks_query, release_query
 from service.store.tables import TASK_STATUSES
 from service.store.types import ClaimedReview, ReviewAnswer, ReviewView, SubmitResult, TaskKey
 from tools.base import Vote
@@ -45,8 +44,6 @@ CALIB_COLS = ("project_id", "item_id", "policy_version", "item_key", "confidence
 _VOTES = (select(vote_t.c.tool, vote_t.c.distribution, vote_t.c.cost, vote_t.c.evidence)  # a claimed task's votes
           .where(vote_t.c.item_id == bindparam("v_item"), vote_t.c.policy_version == bindparam("v_version"))
           .order_by(vote_t.c.id))
-_TASK_COLS = (task_t.c.id, task_t.c.item_id, task_t.c.kind, task_t.c.priority, task_t.c.suggestion,
-              task_t.c.confidence, task_t.c.policy_version, task_t.c.answers_needed, task_t.c.answers)
 
 
 class ReviewsMixin(StoreBase):
@@ -155,12 +152,12 @@ class ReviewsMixin(StoreBase):
                 return _ClaimSql(
                     pick=select(both.c.id).order_by(both.c.priority.desc(), both.c.id).limit(limit),
                     claim=claim.where(task_t.c.id.in_(bindparam("c_ids", expanding=True)), open_ | expired)
-                    .returning(*_TASK_COLS))
+                    .returning(*TASK_COLS))
             has_image = exists().where(image_t.c.item_id == item_t.c.id).label("has_image")
             return _ClaimSql(pick=None, claim=claim.where(
                 task_t.c.id.in_(_pick_locked(expired, open_, limit)), open_ | expired,
                 item_t.c.id == task_t.c.item_id).returning(
-                *_TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image))
+                *TASK_COLS, item_t.c.external_id, item_t.c.text, item_t.c.meta, has_image))
 
         return self._statement("review_claim", build)
 
@@ -240,12 +237,12 @@ class ReviewsMixin(StoreBase):
             done, wait, more, labels, calib, item_ids = _settle(answers, answered, history, policies, ts, out)
             for status, group, one_more in (("done", done, False), ("open", wait, False), ("open", more, True)):
                 for part in chunks(group):
-                    conn.execute(_release_query(one_more, self.sqlite),
+                    conn.execute(release_query(one_more, self.sqlite),
                                  {"r_ids": part, "r_status": status, "r_now": now})
             _insert(conn, label_t, LABEL_COLS, labels)
             _insert(conn, calib_t, CALIB_COLS, calib)
             for part in chunks(item_ids):
-                conn.execute(_items_labeled(self.sqlite), {"l_ids": part, "l_now": now})
+                conn.execute(items_labeled(self.sqlite), {"l_ids": part, "l_now": now})
         return out
 
     def _project_names(self, conn: Connection, ids: set[int]) -> dict[int, str]:
@@ -257,7 +254,7 @@ class ReviewsMixin(StoreBase):
 
     def _locked_tasks(self, conn: Connection, ids: list[int], project: str | None) -> dict[int, dict[str, Any]]:
         pid = self._project_id(conn, project) if project is not None else None
-        query = _locked_tasks_query(pid is not None, self.sqlite)
+        query = locked_tasks_query(pid is not None, self.sqlite)
         out: dict[int, dict[str, Any]] = {}
         for part in chunks(ids):
             for r in conn.execute(query, {"t_ids": part, "t_pid": pid}).mappings():
@@ -294,14 +291,6 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
 
 
-@cache
-def _release_query(one_more: bool, sqlite: bool) -> Any:
-    """Answered tasks ``r_ids`` leave their reviewer's claim with status ``r_status`` (asking for one more answer
-    when ``one_more``); built once per variant."""
-    extra = {"answers_needed": task_t.c.answers_needed + 1} if one_more else {}
-    return (update(task_t).where(one_of(task_t.c.id, "r_ids", sqlite=sqlite))
-            .values(status=bindparam("r_status"), reviewer=None, lease_token=None, lease_expires_at=None,
-                    updated_at=bindparam("r_now"), answers=task_t.c.answers + 1, **extra))
 
 
 _TASK_COUNTS = (select(task_t.c.status, func.count()).where(task_t.c.project_id == bindparam("n_pid"))
@@ -309,26 +298,6 @@ _TASK_COUNTS = (select(task_t.c.status, func.count()).where(task_t.c.project_id 
 _ITEMS_BY_ID = (with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
                                   image_t.c.item_id.is_not(None)))
                 .where(item_t.c.id.in_(bindparam("i_ids", expanding=True))))
-
-
-@cache
-def _items_labeled(sqlite: bool) -> Any:
-    """The items ``l_ids`` become labeled at ``l_now``; built once per backend."""
-    return (update(item_t).where(one_of(item_t.c.id, "l_ids", sqlite=sqlite))
-            .values(status="labeled", updated_at=bindparam("l_now")))
-
-
-@cache
-def _locked_tasks_query(by_project: bool, sqlite: bool) -> Select[Any]:
-    """The tasks ``t_ids`` (of project ``t_pid`` when ``by_project``) with their items, locked for update on
-    PostgreSQL; built once per variant (parameters ``t_ids``, ``t_pid``)."""
-    cols = (*_TASK_COLS, task_t.c.project_id, task_t.c.status, task_t.c.lease_token, task_t.c.reviewer,
-            item_t.c.external_id, item_t.c.text, item_t.c.meta, image_t.c.data.label("image"), item_t.c.seq)
-    query = (with_image(select(*cols).join(item_t, item_t.c.id == task_t.c.item_id))
-             .where(one_of(task_t.c.id, "t_ids", sqlite=sqlite)))
-    if by_project:
-        query = query.where(task_t.c.project_id == bindparam("t_pid"))
-    return query if sqlite else query.with_for_update(of=task_t)
 
 
 @dataclass(frozen=True)

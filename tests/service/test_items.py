@@ -173,7 +173,7 @@ def test_projects_are_isolated(store: SqlStore, project: str) -> None:
 def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -> None:  # type: ignore[no-untyped-def]
     """The fast SQLite insert of ``ingest`` reports only the rows it inserted (ON CONFLICT DO NOTHING)."""
     from service.store.db import write_tx
-    from service.store.items import _insert_sqlite
+    from service.store.item_rows import insert_sqlite
 
     store = SqlStore(sqlite_engine)
     store.projects.create_project(policy.project, policy)
@@ -181,8 +181,8 @@ def test_sqlite_bulk_insert_skips_keys_stored_meanwhile(sqlite_engine, policy) -
     with write_tx(store.engine) as conn:
         pid = conn.execute(select(item_t.c.project_id)).scalar()
         pid = pid if pid is not None else store.projects._project_id(conn, policy.project)
-        assert _insert_sqlite(conn, pid, [(Item("b", "first"), None)], 100, now) == {"b"}
-        inserted = _insert_sqlite(conn, pid, [(Item("a", "x", {"k": 1.5}), "ham"), (Item("b", "again"), None),
+        assert insert_sqlite(conn, pid, [(Item("b", "first"), None)], 100, now) == {"b"}
+        inserted = insert_sqlite(conn, pid, [(Item("a", "x", {"k": 1.5}), "ham"), (Item("b", "again"), None),
                                               (Item("c", "z"), None)], 1, now)
     assert inserted == {"a", "c"}
     with read_tx(store.engine) as conn:
@@ -198,7 +198,7 @@ def test_postgres_array_insert_keeps_order_content_and_skips_keys_stored_meanwhi
     (keys and texts with the characters of array literals, nested and non-ASCII JSON, NULLs), and a key another
     writer stored first is skipped and left as it was."""
     from service.store.db import write_tx
-    from service.store.items import _insert_pg
+    from service.store.item_rows import insert_pg
 
     store = SqlStore(postgres_engine)
     store.projects.create_project(policy.project, policy)
@@ -208,8 +208,8 @@ def test_postgres_array_insert_keeps_order_content_and_skips_keys_stored_meanwhi
              (Item("taken", "again"), None), (Item("NULL", None), None), (Item("c", ""), "spam")]
     with write_tx(store.engine) as conn:
         pid = store.projects._project_id(conn, policy.project)
-        assert _insert_pg(conn, pid, [(Item("taken", "first"), None)], 100, now).keys() == {"taken"}
-        inserted = _insert_pg(conn, pid, fresh, 1, now)
+        assert insert_pg(conn, pid, [(Item("taken", "first"), None)], 100, now).keys() == {"taken"}
+        inserted = insert_pg(conn, pid, fresh, 1, now)
     assert list(inserted) == [odd, "NULL", "c"]  # the skipped key is not reported
     assert sorted(inserted.values()) == [inserted[odd], inserted["NULL"], inserted["c"]]  # ids in input order
     with read_tx(store.engine) as conn:
