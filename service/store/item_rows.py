@@ -15,7 +15,7 @@ from tools.base import Item as ToolItem
 
 
 def insert_with_images(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str | None]], first: int,
-                        now: datetime) -> dict[str, int]:
+                       now: datetime) -> dict[str, int]:
     """SQLite, items with images: insert ``fresh`` (item, client label) as pending items from seq ``first``:
     external id -> item id of those inserted (a key another writer stored first is skipped)."""
     data = [{"project_id": pid, "external_id": it.key, "text": it.text, "meta": it.metadata or {},
@@ -31,19 +31,23 @@ def insert_with_images(conn: Connection, pid: int, fresh: list[tuple[ToolItem, s
     return inserted
 
 
+_ITEM_COLS = ("project_id", "external_id", "text", "meta", "client_label", "status", "attempts", "seq",
+              "created_at", "updated_at")
+
+
 # One statement for any number of items: the rows travel as five arrays, so its text is fixed (psycopg parses it
 # once and caches it) and the client does no per-row parameter work. SQLAlchemy's multi-row VALUES form cost about
 # 0.13 ms of client CPU per item, most of it psycopg parsing a new 2,560-placeholder query for every chunk.
 _PG_INSERT = (
-    "INSERT INTO item (project_id, external_id, text, meta, client_label, status, attempts, seq, created_at, "
-    "updated_at) SELECT %(pid)s, u.k, u.t, u.m::jsonb, u.l, 'pending', 0, u.s, %(ts)s, %(ts)s "
+    f"INSERT INTO item ({', '.join(_ITEM_COLS)}) SELECT %(pid)s, u.k, u.t, u.m::jsonb, u.l, 'pending', 0, u.s, "
+    "%(ts)s, %(ts)s "
     "FROM unnest(%(keys)s::text[], %(texts)s::text[], %(metas)s::text[], %(labels)s::text[], %(seqs)s::bigint[]) "
     "WITH ORDINALITY AS u(k, t, m, l, s, n) ORDER BY u.n "
     "ON CONFLICT (project_id, external_id) DO NOTHING RETURNING id, external_id")
 
 
 def insert_pg(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str | None]], first: int,
-               now: datetime) -> dict[str, int]:
+              now: datetime) -> dict[str, int]:
     """PostgreSQL: insert ``fresh`` as pending items from seq ``first``, in order (ids follow the input); external id
     -> item id of those inserted (a key another writer stored first is skipped)."""
     params = {"pid": pid, "ts": db_value(conn, item_t.c.created_at, now),
@@ -54,12 +58,8 @@ def insert_pg(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str | None
     return {key: id_ for id_, key in rows}
 
 
-_ITEM_COLS = ("project_id", "external_id", "text", "meta", "client_label", "status", "attempts", "seq",
-              "created_at", "updated_at")
-
-
 def insert_sqlite(conn: Connection, pid: int, fresh: list[tuple[ToolItem, str | None]], first: int,
-                   now: datetime) -> set[str]:
+                  now: datetime) -> set[str]:
     """Insert ``fresh`` with seqs from ``first`` in one driver ``executemany``; returns the keys inserted.
 
     The same rows as the SQLAlchemy insert (the JSON column through its own bind processor, the shared

@@ -291,8 +291,6 @@ def _insert(conn: Connection, table: Table, cols: Sequence[str], rows: Sequence[
     conn.exec_driver_sql(sql, tuple(v for row in rows for v in row))
 
 
-
-
 _TASK_COUNTS = (select(task_t.c.status, func.count()).where(task_t.c.project_id == bindparam("n_pid"))
                 .group_by(task_t.c.status))
 _ITEMS_BY_ID = (with_image(select(item_t.c.id, item_t.c.external_id, item_t.c.text, item_t.c.meta,
