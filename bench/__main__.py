@@ -9,7 +9,7 @@ from collections.abc import Sequence
 
 # Each is ``bench.<name>`` with ``main(argv) -> int`` that writes its section of docs/BENCHMARKS.md.
 MODULES: tuple[str, ...] = ("service", "quality", "throughput", "encoders", "scale")
-ON_REQUEST: tuple[str, ...] = ("hostile",)  # run only when named (``python -m bench hostile``)
+ON_REQUEST: tuple[str, ...] = ("hostile", "mixtures")  # run only when named (``python -m bench hostile``)
 
 
 def run(name: str, argv: Sequence[str]) -> int:
