@@ -221,8 +221,8 @@ def _add_replay_parser(sub: Any) -> None:
     replay.add_argument("--batch-size", type=int, default=256,
                         help="most items per graph run (fewer while the agent has little ground truth)")
     replay.add_argument("--retrain-lag", type=int, default=RETRAIN_LAG,
-                        help="graph runs from a retrain's start to its publication (default %(default)s: a busy "
-                             "service; 1: the retrain is waited for)")
+                        help="graph runs from a retrain's start to its publication (default %(default)s: the service, "
+                             "whose next batch waits for a retrain; n > 1: fits that outlast its wait)")
     replay.add_argument("--json", action="store_true", help="print one JSON summary as the last line")
     replay.add_argument("--db", help="database URL (default: a temporary SQLite file)")
     replay.add_argument("--drop-columns", nargs="*", help="columns the agent must not see")

@@ -57,6 +57,11 @@ class Settings(BaseSettings):
 
     worker_poll_seconds: float = Field(default=1.0, gt=0, description="Longest idle wait of a worker between polls.")
     feedback_poll_seconds: float = Field(default=0.5, gt=0, description="How often a busy worker reads new answers.")
+    retrain_wait_seconds: float = Field(
+        default=10.0, ge=0,
+        description="How long a project's next batch waits for its retrain in flight (once per retrain; 0: never): "
+                    "a batch decided meanwhile uses the models the new answers are not in yet.",
+    )
     feedback_lag_seconds: float = Field(
         default=60.0, gt=0,
         description="Trailing window a worker re-reads for answers committed out of id order; longer than any "

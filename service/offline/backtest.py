@@ -4,7 +4,7 @@ The ground-truth items (human reviews, else client labels) arrive in their arriv
 private in-memory SQLite store: the same ingest, claim, graph run and record as a worker, then an oracle answers
 the review queue from the ground truth (as ``labelagent replay`` does) and the learner learns from the answers.
 The worker cycle is the replay's (a retrain is published ``service.offline.replay.RETRAIN_LAG`` graph runs after it
-started, as in a busy service). The figures are the replay's: auto-label precision with its Clopper-Pearson
+started, as in the service). The figures are the replay's: auto-label precision with its Clopper-Pearson
 interval, auto rate, human reviews.
 """
 

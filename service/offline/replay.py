@@ -7,8 +7,8 @@ label it did not ask a human for. Answers reach the learner through the worker c
 (:class:`~service.runtime.cycle.ProjectWorker`): a due retrain fits copies of the models while the snapshot in force
 keeps deciding, answers are held back meanwhile, and the retrain is published between graph runs. The replay
 publishes a retrain started after graph run ``k`` just before run ``k + retrain_lag`` (``ReplayConfig.retrain_lag``,
-default 2, the service under load; see :mod:`service.runtime.cycle`): a count of runs, never the clock, so the replay
-stays deterministic per seed.
+default 1: the service, whose next batch waits for a retrain that finishes within its wait; see
+:mod:`service.runtime.cycle`): a count of runs, never the clock, so the replay stays deterministic per seed.
 """
 
 from __future__ import annotations

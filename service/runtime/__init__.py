@@ -196,10 +196,12 @@ class WorkerRuntime:
             if loop.paused or now < loop.retry_at:
                 continue
             await self.trainer.pick_up(loop)  # between batches: a finished retrain is put in force
-            if await self.batches.process(loop):
+            # ... and while one is still being fitted (a bounded time), this project's next batch waits for it
+            if not loop.worker.holds_batches() and await self.batches.process(loop):
                 worked = True
             if loop.project in notified or time.monotonic() >= loop.next_feed:
                 await self.trainer.learn(loop)
+        state.stats.rounds += 1
         return worked
 
 

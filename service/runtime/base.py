@@ -57,6 +57,7 @@ class RuntimeStats:
     redecided: int = 0  # i20: waiting items run through the graph again (service/runtime/waiting.py)
     switches: int = 0
     errors: int = 0
+    rounds: int = 0  # passes over the projects (a batch each where one is claimable)
 
 
 @dataclass(slots=True)

@@ -7,16 +7,18 @@ graph runs and save its model versions.
 (:func:`service.offline.replay.stream_through`) call it, so the replay measures the path the service takes.
 
 **When a retrain is picked up** (:meth:`ProjectWorker.pick_up`, called before every claim). A retrain fits copies
-of the models; until it is published, the snapshot in force (its models, pool and threshold together) keeps
-deciding, and answers that arrive are held back (the learner belongs to the retrain). The service
-(``retrain_lag=None``) publishes a retrain as soon as it has finished, between two graph runs. It waits for one only
-while no certificate is in force (every item would go to humans meanwhile), and then at most ``UNCERTIFIED_WAIT``
-seconds per retrain: a slow or stuck fit never stops the labeling, it only escalates what comes meanwhile. The
-replay cannot use the clock and stay deterministic, so it states a lag: a retrain started after graph run ``k`` is
-published just before run ``k + retrain_lag``, computed at once and held back until then. A busy service claims
-its next batch as soon as it has recorded the last, so run ``k + 1`` always starts before a retrain started after
-run ``k`` can finish: ``retrain_lag=2`` (the replay's default) is the service under load with a fit shorter than
-a graph run; 1 is the replay before the single cycle (the retrain waited for).
+of the models; until it is published, the snapshot in force (its models, pool and threshold together) decides, and
+answers that arrive are held back (the learner belongs to the retrain). The service (``retrain_lag=None``) publishes
+a retrain as soon as it has finished, between two graph runs, and until then holds the project's next batch
+(:meth:`ProjectWorker.holds_batches`), at most ``retrain_wait`` seconds from the retrain's start
+(``LABELAGENT_RETRAIN_WAIT_SECONDS``, 10 by default): a batch decided meanwhile would be decided by models the new
+answers are not in yet, and on a stream of many classes under load that sent a fifth of it more to humans
+(DESIGN-NOTES section 12, "A project's next batch waits for its retrain"). Other projects of the worker go on,
+and a slow or stuck fit never stops the labeling: past the wait the snapshot in force decides, escalating what it
+cannot certify. The replay cannot use the clock and stay deterministic, so it states a lag: a retrain started
+after graph run ``k`` is published just before run ``k + retrain_lag``, computed at once. ``retrain_lag=1`` (the
+replay's default) is the service with fits shorter than ``retrain_wait``; ``n > 1`` is a service whose fits outlast
+the wait by ``n - 1`` graph runs (or one that does not wait: ``retrain_wait`` 0).
 """
 
 from __future__ import annotations
@@ -46,7 +48,6 @@ T = TypeVar("T")
 log = logging.getLogger("labelagent.runtime")
 DB_BACKOFF = 2.0  # longest wait between tries while the database is unreachable (it comes back within seconds)
 WRITE_RETRY_SECONDS = 60.0  # a batch's write is retried this long; past its lease it is fenced anyway
-UNCERTIFIED_WAIT = 10.0  # without a certificate, the service waits this long (once per retrain) for the fit in flight
 
 
 @dataclass(slots=True)
@@ -62,7 +63,7 @@ class Retraining:
 
     task: asyncio.Task[Retrained]
     after: int
-    waited: bool = False  # the service waited for it once already (without a certificate)
+    started: float = field(default_factory=time.monotonic)
 
 
 @dataclass(slots=True)
@@ -78,6 +79,7 @@ class ProjectWorker:
     min_batch_size: int = 32
     saved_versions: set[str] = field(default_factory=set)
     retrain_lag: int | None = None  # None: publish a retrain once finished (the service); n: before run k + n
+    retrain_wait: float = 10.0  # the service: seconds a retrain in flight holds the next batch (from its start)
     runs: int = 0  # graph runs made
     training: Retraining | None = None  # started, not yet published: the learner belongs to it
     backlog: list[GroundTruth] = field(default_factory=list)  # answers held back while a retrain runs
@@ -242,26 +244,24 @@ class ProjectWorker:
             return True
         return self.runs >= training.after + self.retrain_lag - 1
 
+    def holds_batches(self) -> bool:
+        """The service: whether the next batch waits for the retrain in flight (unfinished, started less than
+        ``retrain_wait`` seconds ago). The replay's lag says when a retrain is in force instead."""
+        training = self.training
+        return (self.retrain_lag is None and training is not None and not training.task.done()
+                and time.monotonic() - training.started < self.retrain_wait)
+
     async def pick_up(self, *, now: bool = False) -> list[ModelInfo] | None:
         """Between graph runs: publish the retrain in flight when due (``now``: at once, waiting for it), then save
         its model versions. Returns what it published (None: nothing). A failed retrain raises here; the snapshot in
         force stays and the learner is free again."""
-        if self.training is None or not (now or self.pick_up_due() or await self._waited_uncertified(self.training)):
+        if self.training is None or not (now or self.pick_up_due()):
             return None
         training, self.training = self.training, None
         retrained = await training.task
         self.labeler.learner.publish(retrained)
         await self.save_versions(retrained.infos)
         return retrained.infos
-
-    async def _waited_uncertified(self, training: Retraining) -> bool:
-        """The service without a certificate: whether the fit in flight finished within ``UNCERTIFIED_WAIT`` seconds
-        (waited for once per retrain; past it the worker labels on, escalating)."""
-        if self.retrain_lag is not None or training.waited or self.labeler.learner.snapshot.threshold is not None:
-            return False
-        training.waited = True
-        done, _ = await asyncio.wait([training.task], timeout=UNCERTIFIED_WAIT)
-        return bool(done)
 
     async def learn(self, fresh: Sequence[GroundTruth]) -> None:
         """The replay's feed: ``feed``; with a ``retrain_lag`` the retrain it starts is computed at once (from the

@@ -52,7 +52,7 @@ class ProjectLoader:
         policy = store.projects.active_policy(project)
         labeler = BatchLabeler(policy, state.tools_factory(policy), seed=state.seed)
         worker = ProjectWorker(store, project, labeler, name=state.name, batch_size=state.batch_size,
-                               lease_seconds=state.lease_seconds)
+                               lease_seconds=state.lease_seconds, retrain_wait=state.settings.retrain_wait_seconds)
         feed = AnswerFeed(store, project, lag_seconds=state.settings.feedback_lag_seconds)
 
         def load() -> None:

@@ -62,7 +62,8 @@ async def _run(worker: ProjectWorker, truth: dict[str, str]) -> BatchResult:
 
 
 def test_a_fitted_model_decides_only_with_its_published_snapshot(store: SqlStore) -> None:
-    """The service's rule (no lag): a slow fit never lets its model vote before its snapshot is published."""
+    """The service's rule (no lag): a retrain in flight holds the next batch up to ``retrain_wait`` seconds; past
+    that the snapshot in force decides, and a slow fit never lets its model vote before its snapshot is published."""
 
     async def main() -> None:
         worker, truth = _worker(store, lag=None)
@@ -77,13 +78,19 @@ def test_a_fitted_model_decides_only_with_its_published_snapshot(store: SqlStore
             await _run(worker, truth)
         old = learner.snapshot
         held = len(worker.backlog)
-        assert await worker.pick_up() is None  # not finished: the service does not wait
+        worker.retrain_wait = GATE_SECONDS
+        assert worker.holds_batches()  # the runtime claims nothing of this project while the fit runs ...
+        worker.retrain_wait = 0.0
+        assert not worker.holds_batches()  # ... past its wait it labels on with the snapshot in force
+        assert await worker.pick_up() is None  # not finished: nothing to publish
         result = await _run(worker, truth)
         assert _voted_versions(result, "classifier") == {old.tool_versions["classifier"]}
         assert result.threshold == old.threshold and learner.snapshot is old
         assert len(worker.backlog) > held  # the answers wait for the retrain: the learner belongs to it
         GatedClassifier.gate.set()
         await asyncio.wait([worker.training.task])
+        worker.retrain_wait = GATE_SECONDS
+        assert not worker.holds_batches()  # finished: the next batch need not wait
         # finished but not yet picked up: the freshly fitted model still does not vote
         outcome = await worker.run_claimed(*worker.claim())
         assert outcome.result is not None

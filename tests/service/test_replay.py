@@ -12,6 +12,7 @@ from agent.state import Retrained
 from policies import example_policy, load_policy
 from policies.io import EXAMPLES_DIR
 from service.cli import main
+from service.offline import RETRAIN_LAG
 from service.offline.datasets import load_csv
 from service.offline.replay import ReplayConfig, run_replay
 from service.runtime.cycle import ProjectWorker, Retraining
@@ -23,8 +24,8 @@ from tools.environment import ToolEnvironment
 from tools.registry import build_tools
 
 
-def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_size: int = 64, retrain_lag: int = 2,
-           **policy_fields: object) -> dict:
+def replay(tmp_path: Path, dataset: str, policy_name: str, limit: int, batch_size: int = 64,
+           retrain_lag: int = RETRAIN_LAG, **policy_fields: object) -> dict:
     policy = example_policy(policy_name).model_copy(update=policy_fields)
     tmp_path.mkdir(parents=True, exist_ok=True)
     engine = make_engine(f"sqlite:///{tmp_path / 'replay.db'}")
@@ -121,10 +122,10 @@ def _decisions(out: dict) -> dict:
 
 def test_retraining_in_a_thread_decides_as_retraining_in_line(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     """The replay's cycle is deterministic: with lag 1 a retrain computed in a thread and published before the next
-    graph run decides as one computed on this thread; the default lag (2) gives the same figures twice."""
+    graph run decides as one computed on this thread; a lag of 2 gives the same figures twice."""
     threaded = replay(tmp_path / "a", "sms_spam.csv", "sms_spam", limit=1200, retrain_lag=1)
-    lagged = replay(tmp_path / "b", "sms_spam.csv", "sms_spam", limit=1200)
-    again = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200)
+    lagged = replay(tmp_path / "b", "sms_spam.csv", "sms_spam", limit=1200, retrain_lag=2)
+    again = replay(tmp_path / "c", "sms_spam.csv", "sms_spam", limit=1200, retrain_lag=2)
 
     def in_line(self: ProjectWorker) -> asyncio.Future[Retrained]:
         done = asyncio.get_running_loop().create_future()
