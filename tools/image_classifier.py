@@ -143,7 +143,7 @@ class ImageClassifier:
             mean = x.mean(axis=0)
             std = x.std(axis=0) + 0.05
             z = sp.csr_matrix(((x - mean) / std).astype(np.float32))
-            result = fit_softmax(z, np.searchsorted(classes, y), len(classes), self.spec.c, tol=1e-3)
+            result = fit_softmax(z, np.searchsorted(classes, y), len(classes), self.spec.c, tol=1e-3, patience=2)
             self._fits += 1
             model = _Model(f"{self.name}-v{self._fits}", tuple(self.labels[c] for c in classes), mean, std,
                            np.asarray(result.coef), np.asarray(result.intercept), 1.0 / (len(y) + len(self.labels)))
