@@ -1,5 +1,6 @@
-"""Human answers to the learner, and retraining in a worker thread (claiming never waits for training): the
-runtime's side of the worker cycle's learning steps (:class:`~service.runtime.cycle.ProjectWorker` holds the rule)."""
+"""Human answers to the learner, and retraining in a worker thread (a project's next batch waits for it a bounded
+time, :meth:`~service.runtime.cycle.ProjectWorker.holds_batches`): the runtime's side of the worker cycle's learning
+steps (:class:`~service.runtime.cycle.ProjectWorker` holds the rule)."""
 
 from __future__ import annotations
 
