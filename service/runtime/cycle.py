@@ -38,7 +38,7 @@ from agent.state import Retrained
 from policies import InputError
 from service.runtime.certified import Published, publish
 from service.runtime.waiting import WaitingQueue
-from service.settings import image_limits
+from service.settings import Settings, image_limits
 from service.store import RecordResult, SqlStore
 from service.store.db import backoff_delay, is_transient
 from tools.base import Item, ModelInfo
@@ -79,7 +79,8 @@ class ProjectWorker:
     min_batch_size: int = 32
     saved_versions: set[str] = field(default_factory=set)
     retrain_lag: int | None = None  # None: publish a retrain once finished (the service); n: before run k + n
-    retrain_wait: float = 10.0  # the service: seconds a retrain in flight holds the next batch (from its start)
+    # the service: seconds a retrain in flight holds the next batch (from its start); the deployment's setting
+    retrain_wait: float = Settings.model_fields["retrain_wait_seconds"].default
     runs: int = 0  # graph runs made
     training: Retraining | None = None  # started, not yet published: the learner belongs to it
     backlog: list[GroundTruth] = field(default_factory=list)  # answers held back while a retrain runs

@@ -2,7 +2,7 @@
 objective by less than ``tol``) can fire in the first few dozen steps on these dense, standardized features: on
 fashion5k's shuffled prefixes such a fit ended 20-48% above the optimum, and one such model in force (median
 confidence 0.49 against 0.92 before it) sent a stationary replay's share below the threshold from 40% to 96%, a
-drift alarm and a new cold start (DESIGN-NOTES section 12, "A project's next batch waits for its retrain"). Asking
+drift alarm and a new cold start (DESIGN-NOTES section 12, "A cold image fit that stopped early"). Asking
 for two small steps in a row (``patience=2``) keeps every fit near the optimum."""
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from service.offline.datasets import load_csv
 from tests.factories import dataset_path
 from tools.base import Batch, ToolContext, TrainingSet
 from tools.image_classifier import ImageClassifier, image_features
-from tools.softmax import fit_softmax
+from tools.softmax import SoftmaxFit, fit_softmax, softmax_rows
 
 SIZES = range(800, 1501, 100)  # prefixes of one shuffled stream (at 1,400 one small step stopped a fit 48% above)
 
@@ -49,7 +49,5 @@ def test_image_classifier_fits_do_not_stop_early_on_a_small_step() -> None:
     assert max(fitted) < 1.1, fitted
 
 
-def _probs(z: sp.csr_matrix, fit: object) -> np.ndarray:
-    scores = z @ fit.coef + fit.intercept  # type: ignore[attr-defined]
-    scores = np.exp(scores - scores.max(axis=1, keepdims=True))
-    return np.asarray(scores / scores.sum(axis=1, keepdims=True))
+def _probs(z: sp.csr_matrix, fit: SoftmaxFit) -> np.ndarray:
+    return softmax_rows(np.asarray(z @ fit.coef + fit.intercept, dtype=np.float32))
